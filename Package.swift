@@ -1,0 +1,61 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Graft",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "Graft", targets: ["Graft"]),
+        .executable(name: "graft", targets: ["GraftCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
+    ],
+    targets: [
+        // The safetensors format: parse, validate, write. Depends on nothing of ours.
+        .target(name: "SafeTensors", swiftSettings: strict),
+        // The registry library.
+        .target(
+            name: "Graft",
+            dependencies: [
+                "SafeTensors",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict,
+            plugins: ["EmbedMigrations"]
+        ),
+        // The command-line tool: parse, call the library, print.
+        .executableTarget(
+            name: "GraftCLI",
+            dependencies: [
+                "Graft",
+                "SafeTensors",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // Build-time helper: turns migrations/*.sql into Swift string literals.
+        .executableTarget(name: "MigrationEmbedder"),
+        .plugin(
+            name: "EmbedMigrations",
+            capability: .buildTool(),
+            dependencies: ["MigrationEmbedder"]
+        ),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: strict),
+        .testTarget(
+            name: "GraftTests",
+            dependencies: ["Graft", "SafeTensors", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "GraftCLITests", dependencies: ["Graft", "SafeTensors"], swiftSettings: strict),
+    ]
+)

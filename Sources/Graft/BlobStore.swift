@@ -1,0 +1,153 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import Crypto
+import Dispatch
+import SafeTensors
+import Synchronization
+
+/// One tensor of an imported file, hashed and stored.
+struct IngestedTensor: Sendable {
+    let info: TensorInfo
+    let digest: Digest
+    /// The bytes, for tensors small enough to live in the database.
+    let inline: [UInt8]?
+    /// Whether this import wrote the blob file (false when it was already present).
+    let wroteFile: Bool
+}
+
+/// Content-addressed tensor bytes on disk.
+///
+/// A blob is written to `tmp/`, hashed as it streams, flushed, and renamed into
+/// `blobs/sha256/ab/<hex>`; the directory is flushed before any row refers to it. A blob that
+/// exists already is not written again: its modification time is refreshed instead, so `gc`'s
+/// grace period protects it until the referring checkpoint commits.
+struct BlobStore: Sendable {
+    let layout: RegistryLayout
+    /// Tensors smaller than this many bytes are kept inside SQLite instead of as files
+    /// (see docs/ARCHITECTURE.md for the measurement behind the default).
+    let inlineThreshold: Int
+    static let chunkSize = 4 << 20
+
+    /// Hashes and stores every tensor of `reader`, two lanes in parallel, in bounded memory.
+    ///
+    /// - Parameter progress: called with the bytes processed so far (from any thread).
+    /// - Returns: one entry per tensor, in data order, and the directories that must be
+    ///   flushed before the commit.
+    func ingest(
+        _ reader: SafeTensorsReader, progress: (@Sendable (Int) -> Void)?
+    ) async throws(GraftError) -> [IngestedTensor] {
+        let tensors = reader.header.tensors
+        // Balance the lanes by bytes: largest tensors first, each to the lighter lane.
+        let laneCount = max(1, min(2, tensors.count))
+        var lanes = [[Int]](repeating: [], count: laneCount)
+        var load = [Int](repeating: 0, count: laneCount)
+        for index in tensors.indices.sorted(by: { tensors[$0].byteCount > tensors[$1].byteCount }) {
+            let lane = load.indices.min(by: { load[$0] < load[$1] })!
+            lanes[lane].append(index)
+            load[lane] += tensors[index].byteCount
+        }
+        let results = Mutex<[IngestedTensor?]>(Array(repeating: nil, count: tensors.count))
+        let failure = Mutex<GraftError?>(nil)
+        let done = Atomic<Int>(0)
+        let store = self
+        let lanesToRun = lanes
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                DispatchQueue.concurrentPerform(iterations: lanesToRun.count) { lane in
+                    let buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.chunkSize, alignment: 64)
+                    defer { buffer.deallocate() }
+                    for index in lanesToRun[lane] {
+                        if failure.withLock({ $0 != nil }) { return }
+                        do throws(GraftError) {
+                            let stored = try store.ingestOne(tensors[index], from: reader, buffer: buffer) { bytes in
+                                let total = done.add(bytes, ordering: .relaxed).newValue
+                                progress?(total)
+                            }
+                            results.withLock { $0[index] = stored }
+                        } catch {
+                            failure.withLock { if $0 == nil { $0 = error } }
+                            return
+                        }
+                    }
+                }
+                continuation.resume()
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+        return results.withLock { $0.map { $0! } }
+    }
+
+    private func ingestOne(
+        _ tensor: TensorInfo, from reader: SafeTensorsReader, buffer: UnsafeMutableRawPointer,
+        progress: (Int) -> Void
+    ) throws(GraftError) -> IngestedTensor {
+        var hasher = SHA256()
+        if tensor.byteCount < inlineThreshold {
+            let bytes: [UInt8]
+            do { bytes = try reader.data(of: tensor) } catch { throw .cannotReadInput(path: reader.path, error) }
+            hasher.update(data: bytes)
+            progress(bytes.count)
+            return IngestedTensor(info: tensor, digest: Digest(hasher.finalize()), inline: bytes, wroteFile: false)
+        }
+        let temporary = layout.tmp + "/" + FileSystem.uniqueName(suffix: ".blob")
+        var keep = false
+        defer { if !keep { FileSystem.remove(temporary) } }
+        let file = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o444)
+        var offset = 0
+        while offset < tensor.byteCount {
+            let count = min(Self.chunkSize, tensor.byteCount - offset)
+            do { try reader.read(tensor, at: offset, count: count, into: buffer) } catch { throw .cannotReadInput(path: reader.path, error) }
+            let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
+            hasher.update(bufferPointer: chunk)
+            try file.write(chunk)
+            offset += count
+            progress(count)
+        }
+        let digest = Digest(hasher.finalize())
+        let destination = layout.blobPath(digest)
+        if FileSystem.fileExists(destination) {
+            FileSystem.touch(destination)
+            return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: false)
+        }
+        try file.sync()
+        try FileSystem.makeDirectory(layout.blobDirectory(digest))
+        try FileSystem.rename(temporary, destination)
+        keep = true
+        return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: true)
+    }
+
+    /// Flushes the directories that received new blobs, so the renames survive a crash.
+    func syncDirectories(for tensors: [IngestedTensor]) throws(GraftError) {
+        let directories = Set(tensors.filter(\.wroteFile).map { layout.blobDirectory($0.digest) })
+        for directory in directories.sorted() { try FileSystem.syncDirectory(directory) }
+        if !directories.isEmpty { try FileSystem.syncDirectory(layout.sha256) }
+    }
+
+    /// Streams a stored file blob to `body` in chunks, checking its length and digest.
+    ///
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the file is missing, has the wrong
+    ///   length, or its bytes no longer hash to `digest`.
+    func stream(
+        _ digest: Digest, length: Int, buffer: UnsafeMutableRawPointer, verify: Bool,
+        _ body: (UnsafeRawBufferPointer) throws(GraftError) -> Void
+    ) throws(GraftError) {
+        let path = layout.blobPath(digest)
+        guard let size = try FileSystem.fileSize(path) else { throw .damagedBlob(digest, reason: "its file is missing") }
+        guard size == length else { throw .damagedBlob(digest, reason: "its file holds \(size) bytes, expected \(length)") }
+        let file = try FileDescriptor(path: path, flags: O_RDONLY)
+        var hasher = SHA256()
+        var offset = 0
+        while offset < length {
+            let count = min(Self.chunkSize, length - offset)
+            try file.read(into: buffer, count: count, offset: offset)
+            let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
+            if verify { hasher.update(bufferPointer: chunk) }
+            try body(chunk)
+            offset += count
+        }
+        if verify, Digest(hasher.finalize()) != digest {
+            throw .damagedBlob(digest, reason: "its bytes no longer match the digest")
+        }
+    }
+}

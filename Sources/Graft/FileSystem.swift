@@ -1,0 +1,133 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import SafeTensors
+
+let ENOSPC_ = ENOSPC
+let EDQUOT_ = EDQUOT
+let EROFS_ = EROFS
+let EACCES_ = EACCES
+let EPERM_ = EPERM
+
+/// Thin, throwing wrappers over the POSIX calls the store needs. Every path here is built by
+/// the registry from digests and fixed names, never from user text.
+enum FileSystem {
+    static func fileExists(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Size of a regular file, or `nil` when it does not exist.
+    static func fileSize(_ path: String) throws(GraftError) -> Int? {
+        var info = stat()
+        if stat(path, &info) != 0 {
+            if errno == ENOENT || errno == ENOTDIR { return nil }
+            throw GraftError.fromErrno(errno, operation: "cannot stat", path: path)
+        }
+        return Int(info.st_size)
+    }
+
+    /// Creates a directory; an existing one is fine. Returns whether it was created.
+    @discardableResult
+    static func makeDirectory(_ path: String) throws(GraftError) -> Bool {
+        if mkdir(path, 0o755) == 0 { return true }
+        if errno == EEXIST, isDirectory(path) { return false }
+        throw GraftError.fromErrno(errno, operation: "cannot create directory", path: path)
+    }
+
+    /// Flushes a directory so that renames and creations in it survive a crash.
+    static func syncDirectory(_ path: String) throws(GraftError) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw GraftError.fromErrno(errno, operation: "cannot open directory", path: path) }
+        defer { close(fd) }
+        // A failed fsync is never retried: the kernel may have dropped the dirty pages.
+        guard fsync(fd) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot flush directory", path: path) }
+    }
+
+    static func rename(_ from: String, _ to: String) throws(GraftError) {
+        guard Glibc.rename(from, to) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot rename to", path: to) }
+    }
+
+    /// Removes a file; a missing one is fine.
+    static func remove(_ path: String) {
+        _ = unlink(path)
+    }
+
+    /// Sets a file's modification time to now.
+    static func touch(_ path: String) {
+        _ = utimensat(AT_FDCWD, path, nil, 0)
+    }
+
+    /// Directory entries other than `.` and `..`.
+    static func contentsOfDirectory(_ path: String) throws(GraftError) -> [String] {
+        guard let dir = opendir(path) else { throw GraftError.fromErrno(errno, operation: "cannot list", path: path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// A name for a temporary file that no other writer will pick.
+    static func uniqueName(suffix: String) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let digits = Array("0123456789abcdef".utf8)
+        var bytes: [UInt8] = []
+        for _ in 0..<24 { bytes.append(digits[Int(generator.next() % 16)]) }
+        return "\(getpid())-" + String(decoding: bytes, as: UTF8.self) + suffix
+    }
+}
+
+/// An open file descriptor, closed when released.
+final class FileDescriptor {
+    let fd: Int32
+    let path: String
+
+    init(path: String, flags: Int32, mode: mode_t = 0o644) throws(GraftError) {
+        let fd = open(path, flags | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw GraftError.fromErrno(errno, operation: "cannot open", path: path) }
+        self.fd = fd
+        self.path = path
+    }
+
+    deinit { close(fd) }
+
+    func write(_ buffer: UnsafeRawBufferPointer) throws(GraftError) {
+        guard buffer.count > 0 else { return }
+        if let code = writeFully(fd, buffer.baseAddress!, count: buffer.count) {
+            throw GraftError.fromErrno(code, operation: "cannot write", path: path)
+        }
+    }
+
+    func write(_ bytes: [UInt8]) throws(GraftError) {
+        let result = bytes.withUnsafeBytes { buffer in Result { () throws(GraftError) in try write(buffer) } }
+        try result.get()
+    }
+
+    /// Reads exactly `count` bytes at `offset`.
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, offset: Int) throws(GraftError) {
+        switch preadFully(fd, buffer, count: count, offset: offset) {
+        case .success(let n) where n == count: return
+        case .success: throw GraftError.io(operation: "unexpected end of file reading", path: path, errno: EIO)
+        case .failure(let failure): throw GraftError.fromErrno(failure.code, operation: "cannot read", path: path)
+        }
+    }
+
+    /// Flushes the file to stable storage. Never retried on failure.
+    func sync() throws(GraftError) {
+        guard fsync(fd) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot flush", path: path) }
+    }
+}

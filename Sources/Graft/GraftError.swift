@@ -1,0 +1,126 @@
+public import SafeTensors
+
+/// Everything the registry can refuse or fail with. Each case carries the context a user
+/// needs, and ``description`` is one line that says what to do next.
+public enum GraftError: Error, Sendable, CustomStringConvertible {
+    /// A name, alias or id that breaks the naming rules.
+    case invalidName(String, reason: String)
+    /// A reference (`NAME@N`, `sha256:…`) that cannot be parsed.
+    case invalidReference(String, reason: String)
+    /// An input file that is not valid safetensors (pickles included).
+    case invalidFile(path: String, SafeTensorsError)
+    /// An input file that cannot be opened or read.
+    case cannotReadInput(path: String, SafeTensorsError)
+    /// The path is not a Graft registry.
+    case notARegistry(path: String, reason: String)
+    /// The registry was written by a newer Graft.
+    case newerSchema(path: String, version: Int, newestKnown: Int)
+    /// A migration that was applied differs from the one this build ships.
+    case migrationMismatch(version: Int, name: String)
+    /// A model of this name exists already.
+    case modelExists(ModelName)
+    /// No model of this name; close names are suggested.
+    case modelNotFound(ModelName, suggestions: [String])
+    /// The model exists but the checkpoint does not.
+    case checkpointNotFound(Reference, available: String)
+    /// No checkpoint has a digest with this prefix.
+    case digestNotFound(prefix: String)
+    /// Several checkpoints share a digest prefix.
+    case ambiguousDigest(prefix: String, candidates: [String])
+    /// The alias is not set on the model.
+    case aliasNotFound(model: ModelName, alias: String)
+    /// The registry cannot be written (read-only file system or permissions).
+    case readOnly(path: String)
+    /// The disk is full; nothing was committed.
+    case diskFull(path: String)
+    /// A file-system call failed.
+    case io(operation: String, path: String, errno: Int32)
+    /// The database is locked by another process for longer than the busy timeout.
+    case busy
+    /// SQLite reported an error (the SQL itself is never shown).
+    case database(code: Int32, message: String)
+    /// The database file is damaged or is not SQLite.
+    case corruptDatabase(path: String, message: String)
+    /// The output file exists and overwriting was not asked for.
+    case outputExists(path: String)
+    /// A blob's bytes do not match its digest, or it is missing.
+    case damagedBlob(Digest, reason: String)
+
+    public var description: String {
+        switch self {
+        case .invalidName(let text, let reason):
+            return "invalid name \(show(text)): \(reason)"
+        case .invalidReference(let text, let reason):
+            return "invalid reference \(show(text)): \(reason)"
+        case .invalidFile(let path, let error):
+            return "\(path): \(error)"
+        case .cannotReadInput(_, let error):
+            return "\(error)"
+        case .notARegistry(let path, let reason):
+            return "\(path) is not a Graft registry: \(reason)"
+        case .newerSchema(let path, let version, let known):
+            return "the registry at \(path) has schema version \(version), but this graft knows versions up to \(known); upgrade graft to use it"
+        case .migrationMismatch(let version, let name):
+            return "migration \(version) (\(name)) applied to this registry differs from the one this graft ships; the registry was made by an incompatible build"
+        case .modelExists(let name):
+            return "a model named `\(name)` exists already; choose another name"
+        case .modelNotFound(let name, let suggestions):
+            let hint = suggestions.isEmpty ? "`graft list` shows the models" : "did you mean " + suggestions.map { "`\($0)`" }.joined(separator: ", ") + "?"
+            return "no model named `\(name)`; \(hint)"
+        case .checkpointNotFound(let ref, let available):
+            return "no checkpoint \(ref): \(available)"
+        case .digestNotFound(let prefix):
+            return "no checkpoint has a digest starting sha256:\(prefix)"
+        case .ambiguousDigest(let prefix, let candidates):
+            return "sha256:\(prefix) matches \(candidates.count) checkpoints (\(candidates.prefix(5).joined(separator: ", "))); give more digits"
+        case .aliasNotFound(let model, let alias):
+            return "model `\(model)` has no alias `\(alias)`"
+        case .readOnly(let path):
+            return "the registry at \(path) is read-only; nothing was written"
+        case .diskFull(let path):
+            return "disk full while writing \(path); nothing was committed, free space and retry"
+        case .io(let operation, let path, let code):
+            return "\(operation) \(path): \(describeErrno(code))"
+        case .busy:
+            return "the registry is busy (another process holds its write lock); retry"
+        case .database(let code, let message):
+            return "database error \(code): \(message)"
+        case .corruptDatabase(let path, let message):
+            return "the registry database \(path) is damaged or not SQLite: \(message)"
+        case .outputExists(let path):
+            return "\(path) exists already; pass --force to overwrite it"
+        case .damagedBlob(let digest, let reason):
+            return "blob \(digest.short) is damaged: \(reason); run `graft verify --read-data`"
+        }
+    }
+
+    /// The part of the message after the offending text, for nesting in another message.
+    var reasonText: String {
+        switch self {
+        case .invalidName(_, let reason), .invalidReference(_, let reason): reason
+        default: description
+        }
+    }
+
+    /// Maps a failed system call's `errno` to the error a user should see.
+    static func fromErrno(_ code: Int32, operation: String, path: String) -> GraftError {
+        switch code {
+        case ENOSPC_, EDQUOT_: .diskFull(path: path)
+        case EROFS_, EACCES_, EPERM_: .readOnly(path: path)
+        default: .io(operation: operation, path: path, errno: code)
+        }
+    }
+}
+
+/// Shows user text in an error, with control characters escaped and the length bounded.
+func show(_ text: String) -> String {
+    var out = "`"
+    for scalar in text.unicodeScalars.prefix(160) {
+        if scalar.value < 0x20 || scalar.value == 0x7F || (0x200E...0x202E).contains(scalar.value) || (0x2066...0x2069).contains(scalar.value) {
+            out += "\\u{\(String(scalar.value, radix: 16))}"
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + (text.unicodeScalars.count > 160 ? "…`" : "`")
+}

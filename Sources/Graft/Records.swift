@@ -1,0 +1,236 @@
+public import SafeTensors
+
+/// Where a pretrained base comes from. Every field is optional.
+public struct Provenance: Sendable, Codable, Equatable {
+    /// Where the weights were obtained (a URL or a description).
+    public var source: String?
+    /// License identifier, e.g. `apache-2.0`.
+    public var license: String?
+    /// The pretraining dataset.
+    public var dataset: String?
+    /// The architecture, e.g. `resnet18`.
+    public var architecture: String?
+    /// The task the base was trained for.
+    public var task: String?
+    public var description: String?
+    /// Free-form key/value metadata.
+    public var metadata: [String: String]
+
+    public init(
+        source: String? = nil, license: String? = nil, dataset: String? = nil, architecture: String? = nil,
+        task: String? = nil, description: String? = nil, metadata: [String: String] = [:]
+    ) {
+        self.source = source
+        self.license = license
+        self.dataset = dataset
+        self.architecture = architecture
+        self.task = task
+        self.description = description
+        self.metadata = metadata
+    }
+}
+
+/// A model as listed: a base (with provenance) or a student.
+public struct ModelSummary: Sendable, Codable, Equatable {
+    public var name: ModelName
+    /// `base` or `student`.
+    public var kind: String
+    public var provenance: Provenance
+    public var checkpointCount: Int
+    /// The newest checkpoint's number, if any.
+    public var latestCheckpoint: Int?
+    public var createdAt: String
+}
+
+/// A checkpoint without its tensors.
+public struct CheckpointSummary: Sendable, Codable, Equatable {
+    public var model: ModelName
+    public var number: Int
+    /// `NAME@N`.
+    public var ref: String
+    public var digest: Digest
+    public var tensorCount: Int
+    public var parameterCount: Int
+    /// Size of the checkpoint as a safetensors file (its logical size).
+    public var fileBytes: Int
+    public var step: Int?
+    public var epoch: Int?
+    /// The file's `__metadata__`.
+    public var metadata: [String: String]
+    public var createdAt: String
+}
+
+/// One tensor of a checkpoint.
+public struct TensorEntry: Sendable, Codable, Equatable {
+    public var name: String
+    public var dtype: DType
+    public var shape: [Int]
+    public var parameters: Int
+    public var bytes: Int
+    public var digest: Digest
+}
+
+/// Tensors that share a layer prefix (the name up to its last `.`).
+public struct LayerGroup: Sendable, Codable, Equatable {
+    public var layer: String
+    public var tensors: [TensorEntry]
+    public var parameters: Int { tensors.reduce(0) { $0 + $1.parameters } }
+    public var bytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
+
+    enum CodingKeys: String, CodingKey { case layer, tensors, parameters, bytes }
+
+    public init(layer: String, tensors: [TensorEntry]) {
+        self.layer = layer
+        self.tensors = tensors
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        layer = try container.decode(String.self, forKey: .layer)
+        tensors = try container.decode([TensorEntry].self, forKey: .tensors)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(layer, forKey: .layer)
+        try container.encode(tensors, forKey: .tensors)
+        try container.encode(parameters, forKey: .parameters)
+        try container.encode(bytes, forKey: .bytes)
+    }
+
+    /// Groups tensors by layer, layers in numeric-aware name order (`layer.2` before `layer.10`).
+    public static func group(_ tensors: [TensorEntry]) -> [LayerGroup] {
+        var groups: [String: [TensorEntry]] = [:]
+        for tensor in tensors {
+            let layer = tensor.name.lastIndex(of: ".").map { String(tensor.name[..<$0]) } ?? tensor.name
+            groups[layer, default: []].append(tensor)
+        }
+        return groups.keys.sorted(by: numericAwareLess).map { layer in
+            LayerGroup(layer: layer, tensors: groups[layer]!.sorted { numericAwareLess($0.name, $1.name) })
+        }
+    }
+}
+
+/// A checkpoint with its tensors.
+public struct CheckpointDetail: Sendable, Codable, Equatable {
+    public var checkpoint: CheckpointSummary
+    public var layers: [LayerGroup]
+}
+
+/// A model with its checkpoints and the tensors of its newest one.
+public struct ModelDetail: Sendable, Codable, Equatable {
+    public var model: ModelSummary
+    public var checkpoints: [CheckpointSummary]
+    public var latest: CheckpointDetail?
+}
+
+/// What `addBase` did.
+public struct ImportResult: Sendable, Codable, Equatable {
+    public var model: ModelName
+    /// `NAME@1`.
+    public var checkpoint: String
+    public var digest: Digest
+    public var tensors: Int
+    public var parameters: Int
+    /// Size of the imported file.
+    public var logicalBytes: Int
+    /// Tensor bytes this import added to the store.
+    public var bytesStored: Int
+    /// Tensor bytes the store held already (shared with other checkpoints).
+    public var bytesAlreadyPresent: Int
+}
+
+/// Totals over the whole registry.
+public struct RegistryStats: Sendable, Codable, Equatable {
+    public var models: Int
+    public var bases: Int
+    public var checkpoints: Int
+    public var tensors: Int
+    public var blobs: Int
+    public var inlineBlobs: Int
+    /// Sum of the checkpoints' file sizes: what storing each as its own file would take.
+    public var logicalBytes: Int
+    /// Tensor bytes actually stored (each distinct blob once) plus the stored headers.
+    public var physicalBytes: Int
+    /// `logicalBytes / physicalBytes` (1 when empty).
+    public var dedupRatio: Double
+    /// Size of the SQLite database files.
+    public var databaseBytes: Int
+}
+
+/// One problem `verify` found.
+public struct BlobProblem: Sendable, Codable, Equatable {
+    public enum Kind: String, Sendable, Codable { case missing, wrongSize = "wrong_size", wrongDigest = "wrong_digest" }
+    public var digest: Digest
+    public var kind: Kind
+    public var detail: String
+    /// The checkpoints (`NAME@N`) that use this blob.
+    public var checkpoints: [String]
+}
+
+/// The result of `verify`.
+public struct VerifyReport: Sendable, Codable, Equatable {
+    public var checkpoints: Int
+    public var blobs: Int
+    /// Whether every blob's bytes were rehashed.
+    public var readData: Bool
+    public var bytesRead: Int
+    public var problems: [BlobProblem]
+    /// Every checkpoint that uses a damaged blob, sorted.
+    public var damagedCheckpoints: [String]
+    public var ok: Bool { problems.isEmpty }
+
+    enum CodingKeys: String, CodingKey { case checkpoints, blobs, readData, bytesRead, problems, damagedCheckpoints, ok }
+
+    public init(checkpoints: Int, blobs: Int, readData: Bool, bytesRead: Int, problems: [BlobProblem], damagedCheckpoints: [String]) {
+        self.checkpoints = checkpoints
+        self.blobs = blobs
+        self.readData = readData
+        self.bytesRead = bytesRead
+        self.problems = problems
+        self.damagedCheckpoints = damagedCheckpoints
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            checkpoints: try c.decode(Int.self, forKey: .checkpoints), blobs: try c.decode(Int.self, forKey: .blobs),
+            readData: try c.decode(Bool.self, forKey: .readData), bytesRead: try c.decode(Int.self, forKey: .bytesRead),
+            problems: try c.decode([BlobProblem].self, forKey: .problems),
+            damagedCheckpoints: try c.decode([String].self, forKey: .damagedCheckpoints))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(checkpoints, forKey: .checkpoints)
+        try c.encode(blobs, forKey: .blobs)
+        try c.encode(readData, forKey: .readData)
+        try c.encode(bytesRead, forKey: .bytesRead)
+        try c.encode(problems, forKey: .problems)
+        try c.encode(damagedCheckpoints, forKey: .damagedCheckpoints)
+        try c.encode(ok, forKey: .ok)
+    }
+}
+
+/// Compares names so that embedded numbers sort by value: `layer.2` < `layer.10`.
+public func numericAwareLess(_ a: String, _ b: String) -> Bool {
+    var i = a.utf8.makeIterator(), j = b.utf8.makeIterator()
+    var x = i.next(), y = j.next()
+    func isDigit(_ c: UInt8?) -> Bool { c.map { $0 >= 0x30 && $0 <= 0x39 } ?? false }
+    while let cx = x, let cy = y {
+        if isDigit(cx) && isDigit(cy) {
+            var nx: [UInt8] = [], ny: [UInt8] = []
+            while isDigit(x) { nx.append(x!); x = i.next() }
+            while isDigit(y) { ny.append(y!); y = j.next() }
+            let tx = Array(nx.drop(while: { $0 == 0x30 })), ty = Array(ny.drop(while: { $0 == 0x30 }))
+            if tx.count != ty.count { return tx.count < ty.count }
+            if tx != ty { return tx.lexicographicallyPrecedes(ty) }
+            if nx.count != ny.count { return nx.count < ny.count }
+            continue
+        }
+        if cx != cy { return cx < cy }
+        x = i.next()
+        y = j.next()
+    }
+    return x == nil && y != nil
+}

@@ -1,0 +1,135 @@
+import Crypto
+import Foundation
+import GRDB
+import SafeTensors
+
+extension Registry {
+    /// Registers a pretrained base from a safetensors file, as its first checkpoint (`NAME@1`).
+    ///
+    /// The file is validated before anything is written; tensors stream into the blob store
+    /// (two lanes hashing in parallel, bounded memory), and one transaction then records the
+    /// model, its checkpoint and its tensors. A tensor the store holds already is not written again.
+    ///
+    /// - Parameter progress: called with (bytes done, bytes total) while tensors stream.
+    /// - Throws: ``GraftError/invalidFile(path:_:)`` for anything that is not valid safetensors
+    ///   (nothing is written), ``GraftError/modelExists(_:)``, ``GraftError/diskFull(path:)``.
+    ///
+    /// ```swift
+    /// let result = try await registry.addBase(
+    ///     name: try ModelName("resnet18"), file: "resnet18.safetensors",
+    ///     provenance: Provenance(source: "https://…", license: "bsd-3-clause"))
+    /// ```
+    public func addBase(
+        name: ModelName, file path: String, provenance: Provenance = Provenance(),
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
+    ) async throws(GraftError) -> ImportResult {
+        if try await modelID(name) != nil { throw .modelExists(name) }
+        let reader: SafeTensorsReader
+        do {
+            reader = try SafeTensorsReader(path: path)
+        } catch {
+            if case .io = error { throw .cannotReadInput(path: path, error) }
+            throw .invalidFile(path: path, error)
+        }
+        let total = reader.header.dataLength
+        var report: (@Sendable (Int) -> Void)? = nil
+        if let progress { report = { done in progress(done, total) } }
+        let ingested = try await blobs.ingest(reader, progress: report)
+        try blobs.syncDirectories(for: ingested)
+        let headerBytes = reader.headerBytes
+        let digest = Self.checkpointDigest(header: headerBytes, tensors: ingested)
+        let metadata = encodeJSON(reader.header.metadataDictionary)
+        let provenanceMetadata = encodeJSON(provenance.metadata)
+        let layout = self.layout
+        let fileBytes = reader.fileSize
+        let inlineStored = try await write { db -> Int in
+            if try Int.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) != nil {
+                throw GraftError.modelExists(name)
+            }
+            let now = timestamp()
+            try db.execute(
+                sql: """
+                    INSERT INTO models (name, kind, description, source, license, dataset, architecture, task, metadata, created_at)
+                    VALUES (?, 'base', ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [name.value, provenance.description, provenance.source, provenance.license, provenance.dataset,
+                            provenance.architecture, provenance.task, provenanceMetadata, now])
+            let modelID = db.lastInsertedRowID
+            let stored = try Self.insertBlobs(db, ingested, layout: layout, now: now)
+            try db.execute(
+                sql: """
+                    INSERT INTO checkpoints (model_id, number, digest, header, metadata, tensor_count, parameter_count,
+                        data_bytes, file_bytes, created_at)
+                    VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [modelID, digest.hex, Data(headerBytes), metadata, ingested.count,
+                            ingested.reduce(0) { $0 + $1.info.elementCount }, total, fileBytes, now])
+            try Self.insertTensors(db, checkpointID: db.lastInsertedRowID, ingested)
+            return stored
+        }
+        var seen = Set<Digest>()
+        let fileStored = ingested.filter { $0.wroteFile && seen.insert($0.digest).inserted }.reduce(0) { $0 + $1.info.byteCount }
+        let stored = fileStored + inlineStored
+        return ImportResult(
+            model: name, checkpoint: "\(name)@1", digest: digest, tensors: ingested.count,
+            parameters: ingested.reduce(0) { $0 + $1.info.elementCount }, logicalBytes: fileBytes,
+            bytesStored: stored, bytesAlreadyPresent: total - stored)
+    }
+
+    /// The checkpoint digest: SHA-256 of the header bytes followed by each tensor's raw digest.
+    static func checkpointDigest(header: [UInt8], tensors: [IngestedTensor]) -> Digest {
+        var hasher = SHA256()
+        hasher.update(data: header)
+        for tensor in tensors { hasher.update(data: tensor.digest.rawBytes) }
+        return Digest(hasher.finalize())
+    }
+
+    /// Records blobs, checking that every file blob exists. Returns the inline bytes newly stored.
+    static func insertBlobs(_ db: Database, _ tensors: [IngestedTensor], layout: RegistryLayout, now: String) throws -> Int {
+        var stored = 0
+        var seen = Set<Digest>()
+        let statement = try db.cachedStatement(
+            sql: "INSERT INTO blobs (digest, byte_length, inline_data, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING")
+        for tensor in tensors where seen.insert(tensor.digest).inserted {
+            if tensor.inline == nil, !FileSystem.fileExists(layout.blobPath(tensor.digest)) {
+                throw GraftError.damagedBlob(tensor.digest, reason: "its file vanished before the commit (was `graft gc` run with no grace period?)")
+            }
+            try statement.execute(arguments: [tensor.digest.hex, tensor.info.byteCount, tensor.inline.map { Data($0) }, now])
+            if tensor.inline != nil, db.changesCount > 0 { stored += tensor.info.byteCount }
+        }
+        return stored
+    }
+
+    static func insertTensors(_ db: Database, checkpointID: Int64, _ tensors: [IngestedTensor]) throws {
+        let statement = try db.cachedStatement(
+            sql: """
+                INSERT INTO checkpoint_tensors (checkpoint_id, position, name, dtype, shape, element_count, byte_length, blob_digest)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+        for (position, tensor) in tensors.enumerated() {
+            let shape = "[" + tensor.info.shape.map(String.init).joined(separator: ",") + "]"
+            try statement.execute(arguments: [
+                checkpointID, position, tensor.info.name, tensor.info.dtype.rawValue, shape,
+                tensor.info.elementCount, tensor.info.byteCount, tensor.digest.hex,
+            ])
+        }
+    }
+
+    /// The row id of a model, or `nil`.
+    func modelID(_ name: ModelName) async throws(GraftError) -> Int64? {
+        try await read { db in try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) }
+    }
+}
+
+/// Encodes a string dictionary as a JSON object with sorted keys.
+func encodeJSON(_ dictionary: [String: String]) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: (try? encoder.encode(dictionary)) ?? Data("{}".utf8), as: UTF8.self)
+}
+
+/// Decodes a JSON object of strings; anything else decodes as empty.
+func decodeJSON(_ text: String?) -> [String: String] {
+    guard let text, let data = text.data(using: .utf8) else { return [:] }
+    return (try? JSONDecoder().decode([String: String].self, from: data)) ?? [:]
+}

@@ -1,0 +1,128 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import Dispatch
+import Foundation
+import GRDB
+import SafeTensors
+import Synchronization
+
+extension Registry {
+    /// Checks that every checkpoint's blobs exist with the right size; with `readData`, rehashes
+    /// every blob (two lanes in parallel).
+    ///
+    /// Each problem names the blob and every checkpoint that uses it. Nothing is repaired.
+    public func verify(readData: Bool = false) async throws(GraftError) -> VerifyReport {
+        struct BlobRow: Sendable { let digest: Digest; let length: Int; let inline: [UInt8]? }
+        let (checkpointCount, rows, dangling) = try await read { db -> (Int, [BlobRow], [String]) in
+            let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM checkpoints") ?? 0
+            let rows = try Row.fetchAll(
+                db, sql: """
+                    SELECT b.digest, b.byte_length, b.inline_data FROM blobs b
+                    WHERE EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest) ORDER BY b.digest
+                    """
+            ).map { row in
+                BlobRow(digest: try Digest(parsing: row["digest"] as String), length: row["byte_length"], inline: (row["inline_data"] as Data?).map { Array($0) })
+            }
+            let dangling = try String.fetchAll(
+                db, sql: "SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE b.digest IS NULL")
+            return (count, rows, dangling)
+        }
+        let blobs = self.blobs
+        let found = Mutex<[(Digest, BlobProblem.Kind, String)]>([])
+        let bytesRead = Atomic<Int>(0)
+        for hex in dangling {
+            if let digest = try? Digest(parsing: hex) { found.withLock { $0.append((digest, .missing, "no blob row")) } }
+        }
+        let lanes = readData ? 2 : 1
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                    let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobStore.chunkSize, alignment: 64)
+                    defer { buffer.deallocate() }
+                    for index in stride(from: lane, to: rows.count, by: lanes) {
+                        let row = rows[index]
+                        if let inline = row.inline {
+                            if inline.count != row.length {
+                                found.withLock { $0.append((row.digest, .wrongSize, "inline data holds \(inline.count) bytes, expected \(row.length)")) }
+                            } else if readData {
+                                bytesRead.add(inline.count, ordering: .relaxed)
+                                if Digest.of(inline) != row.digest {
+                                    found.withLock { $0.append((row.digest, .wrongDigest, "inline bytes no longer match the digest")) }
+                                }
+                            }
+                            continue
+                        }
+                        let path = blobs.layout.blobPath(row.digest)
+                        let size: Int?
+                        do { size = try FileSystem.fileSize(path) } catch { size = nil }
+                        guard let size else {
+                            found.withLock { $0.append((row.digest, .missing, "file \(path) is missing")) }
+                            continue
+                        }
+                        guard size == row.length else {
+                            found.withLock { $0.append((row.digest, .wrongSize, "file holds \(size) bytes, expected \(row.length)")) }
+                            continue
+                        }
+                        guard readData else { continue }
+                        do throws(GraftError) {
+                            try blobs.stream(row.digest, length: row.length, buffer: buffer, verify: true) { chunk throws(GraftError) in
+                                bytesRead.add(chunk.count, ordering: .relaxed)
+                            }
+                        } catch {
+                            let kind: BlobProblem.Kind = if case .damagedBlob = error { .wrongDigest } else { .missing }
+                            found.withLock { $0.append((row.digest, kind, "\(error)")) }
+                        }
+                    }
+                }
+                continuation.resume()
+            }
+        }
+        var problems: [BlobProblem] = []
+        var damaged = Set<String>()
+        for (digest, kind, detail) in found.withLock({ $0 }).sorted(by: { $0.0 < $1.0 }) {
+            let users = try await read { db in
+                try Row.fetchAll(
+                    db, sql: """
+                        SELECT DISTINCT m.name, c.number FROM checkpoint_tensors t JOIN checkpoints c ON c.id = t.checkpoint_id
+                        JOIN models m ON m.id = c.model_id WHERE t.blob_digest = ? ORDER BY m.name, c.number
+                        """, arguments: [digest.hex]
+                ).map { "\($0["name"] as String)@\($0["number"] as Int)" }
+            }
+            damaged.formUnion(users)
+            problems.append(BlobProblem(digest: digest, kind: kind, detail: detail, checkpoints: users))
+        }
+        return VerifyReport(
+            checkpoints: checkpointCount, blobs: rows.count, readData: readData, bytesRead: bytesRead.load(ordering: .relaxed),
+            problems: problems, damagedCheckpoints: damaged.sorted(by: numericAwareLess))
+    }
+
+    /// Totals over the registry: models, checkpoints, logical and physical bytes.
+    public func stats() async throws(GraftError) -> RegistryStats {
+        let layout = self.layout
+        return try await read { db in
+            let row = try Row.fetchOne(
+                db, sql: """
+                    SELECT (SELECT count(*) FROM models) AS models,
+                           (SELECT count(*) FROM models WHERE kind = 'base') AS bases,
+                           (SELECT count(*) FROM checkpoints) AS checkpoints,
+                           (SELECT count(*) FROM checkpoint_tensors) AS tensors,
+                           (SELECT count(*) FROM blobs) AS blobs,
+                           (SELECT count(*) FROM blobs WHERE inline_data IS NOT NULL) AS inline_blobs,
+                           (SELECT coalesce(sum(file_bytes), 0) FROM checkpoints) AS logical,
+                           (SELECT coalesce(sum(byte_length), 0) FROM blobs) AS blob_bytes,
+                           (SELECT coalesce(sum(length(header)), 0) FROM checkpoints) AS header_bytes
+                    """)!
+            let logical: Int = row["logical"]
+            let physical = (row["blob_bytes"] as Int) + (row["header_bytes"] as Int)
+            var databaseBytes = 0
+            for suffix in ["", "-wal", "-shm"] {
+                databaseBytes += (try? FileSystem.fileSize(layout.database + suffix)).flatMap { $0 } ?? 0
+            }
+            return RegistryStats(
+                models: row["models"], bases: row["bases"], checkpoints: row["checkpoints"], tensors: row["tensors"],
+                blobs: row["blobs"], inlineBlobs: row["inline_blobs"], logicalBytes: logical, physicalBytes: physical,
+                dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: databaseBytes)
+        }
+    }
+}

@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import GRDB
+import SafeTensors
+
+/// A Graft registry: tensor blobs on disk and metadata in SQLite, under one root directory.
+///
+/// Open one with ``open(at:)`` (it must exist) or ``create(at:)``; every operation is
+/// `async` and safe to call from many tasks. Several processes may use one registry at once:
+/// writes serialise on SQLite's write lock (`BEGIN IMMEDIATE`, 30 s busy timeout).
+///
+/// ```swift
+/// let registry = try await Registry.create(at: "./registry").registry
+/// let result = try await registry.addBase(name: try ModelName("tiny-cnn"), file: "tiny.safetensors")
+/// print(result.checkpoint, result.bytesStored)
+/// ```
+public final class Registry: Sendable {
+    public let layout: RegistryLayout
+    /// Tensors smaller than this many bytes are stored inside SQLite rather than as files.
+    public static let defaultInlineThreshold = 4096
+    let pool: DatabasePool
+    let blobs: BlobStore
+
+    private init(layout: RegistryLayout, pool: DatabasePool, inlineThreshold: Int) {
+        self.layout = layout
+        self.pool = pool
+        self.blobs = BlobStore(layout: layout, inlineThreshold: inlineThreshold)
+    }
+
+    /// Opens the registry at `root`.
+    ///
+    /// - Throws: ``GraftError/notARegistry(path:reason:)`` when `root` holds no registry,
+    ///   ``GraftError/newerSchema(path:version:newestKnown:)`` when a newer Graft wrote it.
+    public static func open(at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold) async throws(GraftError) -> Registry {
+        let layout = RegistryLayout(root: root)
+        guard FileSystem.isDirectory(layout.root) else {
+            throw .notARegistry(path: layout.root, reason: "no such directory; create one with `graft init --registry \(layout.root)`")
+        }
+        guard FileSystem.fileExists(layout.database) else {
+            throw .notARegistry(path: layout.root, reason: "it has no graft.sqlite; create one with `graft init --registry \(layout.root)`")
+        }
+        for directory in [layout.blobs, layout.sha256, layout.tmp] where !FileSystem.isDirectory(directory) {
+            throw .notARegistry(path: layout.root, reason: "\(directory) is missing")
+        }
+        return try await connect(layout, inlineThreshold: inlineThreshold)
+    }
+
+    /// Creates a registry at `root`, or opens the one already there.
+    ///
+    /// `root` may be missing, empty, or hold only a `README.md` or `.gitignore` (as the
+    /// repository's `registry/` folder does); anything else is refused.
+    /// - Returns: the registry, and whether it was created now.
+    public static func create(at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold) async throws(GraftError) -> (registry: Registry, created: Bool) {
+        let layout = RegistryLayout(root: root)
+        if FileSystem.fileExists(layout.database) {
+            return (try await open(at: root, inlineThreshold: inlineThreshold), false)
+        }
+        if FileSystem.fileExists(layout.root) {
+            guard FileSystem.isDirectory(layout.root) else {
+                throw .notARegistry(path: layout.root, reason: "it is a file, not a directory")
+            }
+            let allowed: Set<String> = ["README.md", ".gitignore", "blobs", "tmp"]
+            let stray = try FileSystem.contentsOfDirectory(layout.root).filter { !allowed.contains($0) && !$0.hasPrefix("graft.sqlite") }
+            guard stray.isEmpty else {
+                throw .notARegistry(path: layout.root, reason: "the directory is not empty (it holds \(stray.sorted().prefix(3).joined(separator: ", "))); choose an empty or new directory")
+            }
+        } else {
+            try makeDirectories(layout.root)
+        }
+        for directory in [layout.blobs, layout.sha256, layout.tmp] { try FileSystem.makeDirectory(directory) }
+        let registry = try await connect(layout, inlineThreshold: inlineThreshold)
+        try FileSystem.syncDirectory(layout.root)
+        return (registry, true)
+    }
+
+    private static func makeDirectories(_ path: String) throws(GraftError) {
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            try FileSystem.makeDirectory(current)
+        }
+    }
+
+    private static func connect(_ layout: RegistryLayout, inlineThreshold: Int) async throws(GraftError) -> Registry {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(30)
+        configuration.foreignKeysEnabled = true
+        configuration.label = "graft"
+        configuration.prepareDatabase { db in
+            // Acknowledged commits must survive power loss.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            let pool = try DatabasePool(path: layout.database, configuration: configuration)
+            try SchemaMigrator.migrate(pool, path: layout.root)
+            return Registry(layout: layout, pool: pool, inlineThreshold: inlineThreshold)
+        } catch {
+            throw mapError(error, path: layout.database)
+        }
+    }
+
+    /// Runs `body` in a read transaction, mapping errors.
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(GraftError) -> T {
+        do {
+            return try await pool.read(body)
+        } catch {
+            throw Self.mapError(error, path: layout.database)
+        }
+    }
+
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction, mapping errors.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(GraftError) -> T {
+        do {
+            return try await pool.writeWithoutTransaction { db in
+                var result: T?
+                try db.inTransaction(.immediate) {
+                    result = try body(db)
+                    return .commit
+                }
+                return result!
+            }
+        } catch {
+            throw Self.mapError(error, path: layout.database)
+        }
+    }
+
+    /// Turns any error from SQLite or the store into the ``GraftError`` a user should see.
+    static func mapError(_ error: any Error, path: String) -> GraftError {
+        if let error = error as? GraftError { return error }
+        if let error = error as? DatabaseError {
+            switch error.resultCode {
+            case .SQLITE_BUSY, .SQLITE_LOCKED: return .busy
+            case .SQLITE_READONLY, .SQLITE_PERM: return .readOnly(path: path)
+            case .SQLITE_CANTOPEN where !FileSystem.isWritable(path): return .readOnly(path: path)
+            case .SQLITE_FULL: return .diskFull(path: path)
+            case .SQLITE_CORRUPT, .SQLITE_NOTADB: return .corruptDatabase(path: path, message: error.message ?? "unreadable")
+            default: return .database(code: error.extendedResultCode.rawValue, message: error.message ?? "unknown error")
+            }
+        }
+        return .database(code: -1, message: String(describing: error))
+    }
+}
+
+extension FileSystem {
+    /// Whether the directory holding `path` can be written.
+    static func isWritable(_ path: String) -> Bool {
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return access(directory.isEmpty ? "." : directory, W_OK) == 0
+    }
+}

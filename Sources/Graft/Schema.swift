@@ -1,0 +1,100 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import Crypto
+import GRDB
+
+/// One migration file from `migrations/`, embedded at build time.
+struct Migration: Sendable {
+    let version: Int
+    let name: String
+    let sql: String
+    /// SHA-256 of the SQL text; a registry that recorded another checksum is refused.
+    let checksum: String
+
+    /// Every migration this build knows, in order.
+    static let all: [Migration] = embeddedMigrations.map { file, sql in
+        // File names are NNNN_description.sql; the build plugin embeds only *.sql files.
+        let stem = file.dropLast(4)
+        let parts = stem.split(separator: "_", maxSplits: 1)
+        let version = Int(parts[0]) ?? 0
+        let name = parts.count > 1 ? String(parts[1]) : String(stem)
+        return Migration(version: version, name: name, sql: sql, checksum: Digest.of(Array(sql.utf8)).hex)
+    }
+
+    static var newest: Int { all.last?.version ?? 0 }
+}
+
+/// Applies migrations, one transaction each, recording version, name and checksum.
+///
+/// Every step takes the write lock first (`BEGIN IMMEDIATE`), so two processes opening a new
+/// registry at once serialise: the second finds the work done.
+enum SchemaMigrator {
+    static let createLedger = """
+        CREATE TABLE IF NOT EXISTS graft_migrations (
+            version    INTEGER PRIMARY KEY,
+            name       TEXT NOT NULL,
+            checksum   TEXT NOT NULL,
+            applied_at TEXT NOT NULL
+        )
+        """
+
+    /// Brings the database up to date, or refuses a registry from a newer or different build.
+    static func migrate(_ pool: DatabasePool, path: String) throws {
+        // Read first: an up-to-date registry needs no write lock (and may be read-only).
+        let upToDate = try pool.read { db -> Bool in
+            guard try db.tableExists("graft_migrations") else { return false }
+            return try pending(db, path: path) == nil
+        }
+        if upToDate { return }
+        while true {
+            let applied = try pool.writeWithoutTransaction { db -> Bool in
+                var didApply = false
+                try db.inTransaction(.immediate) {
+                    try db.execute(sql: createLedger)
+                    guard let next = try pending(db, path: path) else { return .commit }
+                    try db.execute(sql: next.sql)
+                    try db.execute(
+                        sql: "INSERT INTO graft_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+                        arguments: [next.version, next.name, next.checksum, timestamp()])
+                    didApply = true
+                    return .commit
+                }
+                return didApply
+            }
+            if !applied { return }
+        }
+    }
+
+    /// The first migration not yet applied, after checking the applied ones.
+    private static func pending(_ db: Database, path: String) throws -> Migration? {
+        let rows = try Row.fetchAll(db, sql: "SELECT version, name, checksum FROM graft_migrations ORDER BY version")
+        var done = Set<Int>()
+        for row in rows {
+            let version: Int = row["version"]
+            guard let known = Migration.all.first(where: { $0.version == version }) else {
+                throw GraftError.newerSchema(path: path, version: rows.map { $0["version"] as Int }.max() ?? version, newestKnown: Migration.newest)
+            }
+            guard known.checksum == (row["checksum"] as String) else {
+                throw GraftError.migrationMismatch(version: version, name: row["name"])
+            }
+            done.insert(version)
+        }
+        return Migration.all.first { !done.contains($0.version) }
+    }
+}
+
+/// Now, as ISO 8601 UTC with milliseconds, as stored in `created_at` columns.
+func timestamp() -> String {
+    var spec = timespec()
+    clock_gettime(CLOCK_REALTIME, &spec)
+    var seconds = time_t(spec.tv_sec)
+    var parts = tm()
+    gmtime_r(&seconds, &parts)
+    func pad(_ value: Int32, _ width: Int) -> String {
+        let text = String(value)
+        return String(repeating: "0", count: max(0, width - text.count)) + text
+    }
+    return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+        + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(spec.tv_nsec / 1_000_000), 3))Z"
+}
