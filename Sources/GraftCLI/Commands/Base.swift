@@ -1,0 +1,92 @@
+import ArgumentParser
+import Foundation
+import Graft
+import Synchronization
+
+extension GraftCommand {
+    struct Base: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Register pretrained bases.", subcommands: [Add.self])
+    }
+}
+
+extension GraftCommand.Base {
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Register a safetensors file as a pretrained base (its checkpoint NAME@1).",
+            discussion: """
+                The file is validated before anything is written. Pickle-based checkpoints
+                (.pt, .bin, .ckpt) are refused and never loaded: convert them to safetensors.
+                Tensors the registry already holds are not stored again.
+                """)
+
+        @Argument(help: ArgumentHelp("The safetensors file.", valueName: "file"))
+        var file: String
+        @Option(help: "Model name: letters, digits, '-', '_', '.'; not starting with '.' or '-'.")
+        var name: String
+        @Option(help: "Where the weights come from (URL or text).")
+        var source: String?
+        @Option(help: "License identifier, e.g. apache-2.0.")
+        var license: String?
+        @Option(help: "Pretraining dataset.")
+        var dataset: String?
+        @Option(help: "Architecture, e.g. resnet18.")
+        var architecture: String?
+        @Option(help: "The task the base was trained for.")
+        var task: String?
+        @Option(help: "A one-line description.")
+        var description: String?
+        @OptionGroup var options: RegistryOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let name = try parseName(self.name)
+            try await GraftCLI.run { () throws(GraftError) in
+                let registry = try await options.open()
+                let provenance = Provenance(
+                    source: source, license: license, dataset: dataset, architecture: architecture, task: task, description: description)
+                let progress = ProgressLine(label: "importing \(file)")
+                let result = try await registry.addBase(name: name, file: file, provenance: provenance) { done, total in
+                    progress.update(done: done, total: total)
+                }
+                progress.finish()
+                if output.json {
+                    do { try printJSON(result) } catch { throw GraftError.io(operation: "cannot print", path: "stdout", errno: 5) }
+                    return
+                }
+                print("registered \(result.checkpoint)  \(result.digest.short)")
+                print("  tensors        \(formatCount(result.tensors))")
+                print("  parameters     \(formatCount(result.parameters))")
+                print("  file size      \(formatBytes(result.logicalBytes))")
+                print("  bytes stored   \(formatBytes(result.bytesStored))")
+                print("  already present \(formatBytes(result.bytesAlreadyPresent))")
+            }
+        }
+    }
+}
+
+/// A progress line on stderr, shown only for inputs over 100 MB and redrawn at most per percent.
+final class ProgressLine: Sendable {
+    static let threshold = 100_000_000
+    let label: String
+    private let state = Mutex<(shown: Bool, percent: Int)>((false, -1))
+
+    init(label: String) { self.label = label }
+
+    func update(done: Int, total: Int) {
+        guard total > Self.threshold else { return }
+        let percent = done * 100 / total
+        let draw = state.withLock { state -> Bool in
+            guard percent != state.percent else { return false }
+            state = (true, percent)
+            return true
+        }
+        if draw {
+            FileHandle.standardError.write(Data("\r\(label): \(percent)% of \(formatBytes(total))".utf8))
+        }
+    }
+
+    func finish() {
+        if state.withLock({ $0.shown }) { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}

@@ -1,0 +1,2 @@
+import ArgumentParser
+extension GraftCommand { struct Demo: AsyncParsableCommand { func run() async throws {} } }

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Graft
+
+extension GraftCommand {
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a model (provenance, checkpoints, tensors) or one checkpoint.",
+            discussion: "REF is NAME, NAME@N, NAME@latest or sha256:DIGEST (12+ hex digits).")
+
+        @Argument(help: ArgumentHelp("A model or checkpoint reference.", valueName: "ref"))
+        var ref: String
+        @OptionGroup var options: RegistryOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let reference = try parseReference(ref)
+            try await GraftCLI.run { () throws(GraftError) in
+                let registry = try await options.open()
+                if case .model(let name) = reference {
+                    let detail = try await registry.model(name)
+                    if output.json { return try emitJSON(detail) }
+                    printModel(detail)
+                } else {
+                    let detail = try await registry.checkpoint(reference)
+                    if output.json { return try emitJSON(detail) }
+                    printCheckpoint(detail)
+                }
+            }
+        }
+
+        func printModel(_ detail: ModelDetail) {
+            let model = detail.model
+            let p = model.provenance
+            var lines = [("model", "\(model.name) (\(model.kind))")]
+            for (label, value) in [("description", p.description), ("source", p.source), ("license", p.license), ("dataset", p.dataset),
+                                   ("architecture", p.architecture), ("task", p.task)] {
+                if let value { lines.append((label, value)) }
+            }
+            for (key, value) in p.metadata.sorted(by: { $0.key < $1.key }) { lines.append(("meta." + key, value)) }
+            lines.append(("created", model.createdAt))
+            lines.append(("checkpoints", String(model.checkpointCount)))
+            let width = lines.map(\.0.count).max() ?? 0
+            for (label, value) in lines { print(label + String(repeating: " ", count: width - label.count) + "  " + value) }
+            if !detail.checkpoints.isEmpty {
+                print("")
+                printCheckpointTable(detail.checkpoints)
+            }
+            if let latest = detail.latest {
+                print("")
+                printCheckpoint(latest)
+            }
+        }
+
+        func printCheckpoint(_ detail: CheckpointDetail) {
+            let c = detail.checkpoint
+            print("checkpoint \(c.ref)  \(c.digest)")
+            print("  \(formatCount(c.tensorCount)) tensors, \(formatCount(c.parameterCount)) parameters, \(formatBytes(c.fileBytes)), created \(c.createdAt)")
+            for (key, value) in c.metadata.sorted(by: { $0.key < $1.key }) { print("  metadata \(key) = \(value)") }
+            var rows: [[String]] = []
+            for layer in detail.layers {
+                rows.append([layer.layer, "", "", formatCount(layer.parameters), formatBytes(layer.bytes)])
+                for tensor in layer.tensors {
+                    let leaf = tensor.name.hasPrefix(layer.layer + ".") ? String(tensor.name.dropFirst(layer.layer.count + 1)) : tensor.name
+                    rows.append(["  ." + leaf, tensor.dtype.rawValue, shapeText(tensor.shape), formatCount(tensor.parameters), formatBytes(tensor.bytes)])
+                }
+            }
+            print("")
+            print(table(["LAYER / TENSOR", "DTYPE", "SHAPE", "PARAMETERS", "BYTES"], rows, right: [3, 4]))
+        }
+    }
+}
+
+func printCheckpointTable(_ checkpoints: [CheckpointSummary]) {
+    print(table(
+        ["CHECKPOINT", "DIGEST", "TENSORS", "PARAMETERS", "SIZE", "CREATED"],
+        checkpoints.map { c in
+            [c.ref, c.digest.short, formatCount(c.tensorCount), formatCount(c.parameterCount), formatBytes(c.fileBytes), c.createdAt]
+        }, right: [2, 3, 4]))
+}

@@ -1,0 +1,30 @@
+import ArgumentParser
+import Foundation
+import Graft
+
+extension GraftCommand {
+    struct Stats: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show totals: models, checkpoints, logical and physical bytes, dedup ratio.")
+
+        @OptionGroup var options: RegistryOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            try await GraftCLI.run { () throws(GraftError) in
+                let stats = try await options.open().stats()
+                if output.json { return try emitJSON(stats) }
+                print(table(["", ""], [
+                    ["models", "\(stats.models) (\(stats.bases) base)"],
+                    ["checkpoints", formatCount(stats.checkpoints)],
+                    ["tensors", formatCount(stats.tensors)],
+                    ["blobs", "\(formatCount(stats.blobs)) (\(formatCount(stats.inlineBlobs)) inline in SQLite)"],
+                    ["logical bytes", formatBytes(stats.logicalBytes)],
+                    ["physical bytes", formatBytes(stats.physicalBytes)],
+                    ["dedup ratio", String(format: "%.2f×", stats.dedupRatio)],
+                    ["database", formatBytes(stats.databaseBytes)],
+                ]).split(separator: "\n").dropFirst().joined(separator: "\n"))
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+import ArgumentParser
+import Graft
+
+extension GraftCommand {
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check that every checkpoint's tensor blobs are present and intact.",
+            discussion: "Exits 2 when anything is damaged, naming each blob and the checkpoints that use it.")
+
+        @Flag(name: .customLong("read-data"), help: "Rehash every blob (reads all stored bytes).")
+        var readData = false
+        @OptionGroup var options: RegistryOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            var damaged = false
+            try await GraftCLI.run { () throws(GraftError) in
+                let report = try await options.open().verify(readData: readData)
+                damaged = !report.ok
+                if output.json { return try emitJSON(report) }
+                let what = readData ? "rehashed \(formatBytes(report.bytesRead))" : "checked sizes (use --read-data to rehash)"
+                print("\(report.checkpoints) checkpoint(s), \(report.blobs) blob(s): \(what)")
+                for problem in report.problems {
+                    print("DAMAGED \(problem.digest.short) \(problem.kind.rawValue): \(problem.detail)")
+                    print("  used by \(problem.checkpoints.joined(separator: ", "))")
+                }
+                print(report.ok ? "ok" : "\(report.damagedCheckpoints.count) damaged checkpoint(s): \(report.damagedCheckpoints.joined(separator: ", "))")
+            }
+            if damaged { throw ExitCode(ExitCodes.damage) }
+        }
+    }
+}

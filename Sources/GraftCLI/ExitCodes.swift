@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import Graft
+import SafeTensors
+
+/// The one place errors become exit codes. docs/CLI.md lists them; keep the two in step.
+enum ExitCodes {
+    static let damage: Int32 = 2
+    static let usage: Int32 = 64
+    static let invalidInput: Int32 = 65
+    static let notFound: Int32 = 66
+    static let exists: Int32 = 67
+    static let busy: Int32 = 69
+    static let notARegistry: Int32 = 73
+    static let io: Int32 = 74
+    static let incompatible: Int32 = 76
+    static let readOnly: Int32 = 77
+    static let diskFull: Int32 = 78
+    static let internalError: Int32 = 1
+
+    static func code(for error: GraftError) -> Int32 {
+        switch error {
+        case .invalidName, .invalidReference: usage
+        case .invalidFile: invalidInput
+        case .cannotReadInput(_, let cause):
+            if case .io(_, _, let code) = cause, code == ENOENT { notFound } else { io }
+        case .modelNotFound, .checkpointNotFound, .digestNotFound, .aliasNotFound: notFound
+        case .ambiguousDigest: usage
+        case .modelExists, .outputExists: exists
+        case .busy: busy
+        case .notARegistry, .corruptDatabase: notARegistry
+        case .newerSchema, .migrationMismatch: incompatible
+        case .readOnly: readOnly
+        case .diskFull: diskFull
+        case .io: io
+        case .damagedBlob: damage
+        case .database: internalError
+        }
+    }
+}
+
+/// Prints `error` on stderr as one line and returns the exit to throw.
+func fail(_ error: GraftError) -> ExitCode {
+    printError(error.description)
+    return ExitCode(ExitCodes.code(for: error))
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("graft: error: \(message)\n".utf8))
+}
+
+/// Runs a command body, mapping registry errors to their message and exit code.
+func run(_ body: () async throws(GraftError) -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        throw fail(error)
+    }
+}

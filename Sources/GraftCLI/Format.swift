@@ -1,0 +1,48 @@
+import Foundation
+import Graft
+
+/// Writes `value` as pretty JSON with sorted, snake_case keys, followed by a newline.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    let data = try encoder.encode(value)
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
+}
+
+/// `1.5 MiB`, `512 B`: binary units, one decimal.
+func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// `1,234,567`.
+func formatCount(_ count: Int) -> String {
+    let digits = String(count.magnitude)
+    var out = ""
+    for (i, c) in digits.enumerated() {
+        if i > 0, (digits.count - i) % 3 == 0 { out.append(",") }
+        out.append(c)
+    }
+    return (count < 0 ? "-" : "") + out
+}
+
+/// Left-aligned columns separated by two spaces; numeric columns given in `right` align right.
+func table(_ header: [String], _ rows: [[String]], right: Set<Int> = []) -> String {
+    let all = [header] + rows
+    let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+    return all.map { row in
+        row.enumerated().map { column, cell in
+            let pad = String(repeating: " ", count: widths[column] - cell.count)
+            return right.contains(column) ? pad + cell : (column == row.count - 1 ? cell : cell + pad)
+        }.joined(separator: "  ")
+    }.joined(separator: "\n")
+}
+
+func shapeText(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ", ") + "]" }

@@ -1,0 +1,16 @@
+import ArgumentParser
+
+@main
+struct GraftCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "graft",
+        abstract: "A checkpoint and model registry for transfer learning.",
+        discussion: """
+            The registry lives in --registry PATH, else $GRAFT_REGISTRY, else ./registry.
+            Exit codes are listed in docs/CLI.md.
+            """,
+        subcommands: [
+            Init.self, Base.self, List.self, Show.self, CheckpointCommand.self, Export.self, Verify.self, Stats.self, Demo.self,
+        ]
+    )
+}
