@@ -1,9 +1,10 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 import PackageDescription
 
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("InternalImportsByDefault"),
+    .treatAllWarnings(as: .error),
 ]
 
 let package = Package(
@@ -50,12 +51,18 @@ let package = Package(
             capability: .buildTool(),
             dependencies: ["MigrationEmbedder"]
         ),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], swiftSettings: strict),
-        .testTarget(
-            name: "GraftTests",
-            dependencies: ["Graft", "SafeTensors", .product(name: "GRDB", package: "GRDB.swift")],
+        // Helpers shared by the test targets (temporary directories, processes, reference Python).
+        .target(
+            name: "GraftTestSupport",
+            dependencies: ["SafeTensors", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
-        .testTarget(name: "GraftCLITests", dependencies: ["Graft", "SafeTensors"], swiftSettings: strict),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "GraftTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "GraftTests",
+            dependencies: ["Graft", "SafeTensors", "GraftTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "SafeTensors", "GraftTestSupport"], swiftSettings: strict),
     ]
 )

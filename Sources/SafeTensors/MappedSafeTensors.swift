@@ -43,8 +43,9 @@ public final class MappedSafeTensors: @unchecked Sendable {
             let length = try SafeTensorsHeader.headerLength(prefix: Array(whole[0..<8]), fileSize: size)
             header = try SafeTensorsHeader.parse(json: Array(whole[8..<(8 + length)]), fileSize: size)
         } catch {
+            let prefix = Array(whole.prefix(8))
             munmap(mapped, size)
-            if let kind = pickleKind(prefix: Array(whole.prefix(8)), path: path) { throw .pickleCheckpoint(kind: kind) }
+            if let kind = pickleKind(prefix: prefix, path: path) { throw .pickleCheckpoint(kind: kind) }
             throw error
         }
         self.path = path

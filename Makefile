@@ -1,0 +1,45 @@
+# Graft: `make demo` runs the quick-start demo, `make test` the whole suite.
+# Both install what they need when it is missing (Debian packages, a Python venv).
+
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv
+SWIFT_BUILD_FLAGS ?=
+
+.PHONY: all build demo test system-deps python-deps bench clean
+
+all: build
+
+system-deps:
+	@missing=""; \
+	for package in $(APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: scripts/requirements-test.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+	touch $@
+
+python-deps: $(VENV)/.installed
+
+build: system-deps
+	swift build $(SWIFT_BUILD_FLAGS)
+
+demo: system-deps
+	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
+	.build/release/graft demo
+
+test: system-deps python-deps
+	swift build --build-tests $(SWIFT_BUILD_FLAGS)
+	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) swift test --skip-build --parallel --num-workers 2
+
+bench: system-deps
+	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
+	benchmarks/run.sh
+
+clean:
+	rm -rf .build $(VENV)
