@@ -1,0 +1,77 @@
+import Foundation
+@testable import Graft
+import GraftTestSupport
+import GRDB
+import Testing
+
+@Suite("verify and damaged stores")
+struct VerifyTests {
+    /// A registry with two checkpoints sharing blobs, and the path of its largest blob file.
+    func damagedSetup() async throws -> (TestRegistry, String, String) {
+        let test = try await TestRegistry()
+        let path = try test.writeBase()
+        _ = try await test.registry.addBase(name: ModelName("a"), file: path)
+        _ = try await test.registry.addBase(name: ModelName("b"), file: path)
+        let largest = baseTensors(seed: 1).max { $0.bytes.count < $1.bytes.count }!
+        let digest = sha256Hex(largest.bytes)
+        return (test, test.root + "/blobs/sha256/\(digest.prefix(2))/\(digest)", digest)
+    }
+
+    @Test("a clean registry verifies, with and without reading data")
+    func clean() async throws {
+        let (test, _, _) = try await damagedSetup()
+        let quick = try await test.registry.verify()
+        #expect(quick.ok && quick.checkpoints == 2 && quick.blobs == 11 && quick.bytesRead == 0)
+        let full = try await test.registry.verify(readData: true)
+        #expect(full.ok && full.bytesRead == baseTensors(seed: 1).reduce(0) { $0 + $1.bytes.count })
+    }
+
+    @Test("a deleted blob is reported missing, naming every checkpoint that uses it")
+    func deletedBlob() async throws {
+        let (test, file, digest) = try await damagedSetup()
+        try FileManager.default.removeItem(atPath: file)
+        let report = try await test.registry.verify()
+        #expect(report.problems.map(\.kind) == [.missing])
+        #expect(report.problems.first?.digest.hex == digest)
+        #expect(report.damagedCheckpoints == ["a@1", "b@1"])
+    }
+
+    @Test("a truncated blob is reported by size even without reading data")
+    func truncatedBlob() async throws {
+        let (test, file, _) = try await damagedSetup()
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: file)
+        try writeFile(file, [1, 2, 3])
+        #expect(try await test.registry.verify().problems.map(\.kind) == [.wrongSize])
+    }
+
+    @Test("a flipped byte is found only by rehashing, and export refuses to write the damaged file")
+    func flippedByte() async throws {
+        let (test, file, _) = try await damagedSetup()
+        var bytes = try fileBytes(file)
+        bytes[bytes.count / 2] ^= 0x01
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: file)
+        try bytes.write(to: URL(fileURLWithPath: file))
+        #expect(try await test.registry.verify().ok)
+        let report = try await test.registry.verify(readData: true)
+        #expect(report.problems.map(\.kind) == [.wrongDigest])
+        #expect(report.damagedCheckpoints == ["a@1", "b@1"])
+
+        let out = test.directory.file("out.safetensors")
+        await #expect { _ = try await test.registry.export(.model(ModelName("a")), to: out) } throws: { error in
+            if case GraftError.damagedBlob = error { true } else { false }
+        }
+        #expect(!FileManager.default.fileExists(atPath: out))
+        #expect(filesUnder(test.directory.path).filter { $0.hasSuffix(".tmp") }.isEmpty, "no partial export left behind")
+    }
+
+    @Test("damaged inline bytes are found by rehashing")
+    func inlineDamage() async throws {
+        let (test, _, _) = try await damagedSetup()
+        try await DatabaseQueue(path: test.registry.layout.database).write { db in
+            try db.execute(sql: "UPDATE blobs SET inline_data = zeroblob(byte_length) WHERE digest = (SELECT min(digest) FROM blobs WHERE inline_data IS NOT NULL)")
+        }
+        let report = try await test.registry.verify(readData: true)
+        #expect(report.problems.map(\.kind) == [.wrongDigest])
+        #expect(report.damagedCheckpoints == ["a@1", "b@1"])
+    }
+}
