@@ -54,7 +54,7 @@ let package = Package(
         // Helpers shared by the test targets (temporary directories, processes, reference Python).
         .target(
             name: "GraftTestSupport",
-            dependencies: ["SafeTensors", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["SafeTensors", "Graft", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "GraftTestSupport"], swiftSettings: strict),

@@ -2,6 +2,7 @@
 // Python implementation, and seeded random tensors. Not part of any product.
 public import Foundation
 public import SafeTensors
+public import Graft
 import Crypto
 
 /// A fresh directory under the system temp folder, removed when released.
@@ -100,32 +101,9 @@ public struct HelperError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// SplitMix64: a small seeded generator, so tests are reproducible.
-public struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Random bytes.
 public func randomBytes(_ count: Int, using generator: inout SeededGenerator) -> [UInt8] {
-    var bytes = [UInt8](repeating: 0, count: count)
-    var i = 0
-    while i < count {
-        var word = generator.next()
-        for _ in 0..<8 where i < count {
-            bytes[i] = UInt8(truncatingIfNeeded: word)
-            word >>= 8
-            i += 1
-        }
-    }
-    return bytes
+    generator.bytes(count)
 }
 
 /// One tensor per dtype with a random shape and random bytes; sub-byte types get an even

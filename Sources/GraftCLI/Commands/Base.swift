@@ -55,11 +55,13 @@ extension GraftCommand.Base {
                     return
                 }
                 print("registered \(result.checkpoint)  \(result.digest.short)")
-                print("  tensors        \(formatCount(result.tensors))")
-                print("  parameters     \(formatCount(result.parameters))")
-                print("  file size      \(formatBytes(result.logicalBytes))")
-                print("  bytes stored   \(formatBytes(result.bytesStored))")
-                print("  already present \(formatBytes(result.bytesAlreadyPresent))")
+                print(table(["", ""], [
+                    ["tensors", formatCount(result.tensors)],
+                    ["parameters", formatCount(result.parameters)],
+                    ["file size", formatBytes(result.logicalBytes)],
+                    ["bytes stored", formatBytes(result.bytesStored)],
+                    ["already present", formatBytes(result.bytesAlreadyPresent)],
+                ]).split(separator: "\n").dropFirst().map { "  " + $0 }.joined(separator: "\n"))
             }
         }
     }

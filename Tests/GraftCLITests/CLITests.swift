@@ -1,0 +1,173 @@
+import Foundation
+import Graft
+import GraftTestSupport
+import GRDB
+import SafeTensors
+import Testing
+
+@Suite("graft commands")
+struct CLITests {
+    @Test("help lists every command")
+    func help() throws {
+        let output = try CLI().run(["--help"], registry: false)
+        #expect(output.status == 0)
+        for command in ["init", "base", "list", "show", "checkpoint", "export", "verify", "stats", "demo"] {
+            #expect(output.stdout.contains(command), "\(command) missing from help")
+        }
+    }
+
+    @Test("the happy path: init, base add, list, show, checkpoint list, export, verify, stats")
+    func happyPath() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).stdout.contains("created registry"))
+        #expect(try cli.run(["init"]).stdout.contains("already initialised"))
+        let base = try cli.base()
+        let add = try cli.run(["base", "add", base, "--name", "cnn", "--license", "mit", "--source", "https://example.org/w", "--dataset", "imagenet", "--architecture", "cnn-small", "--task", "vision"])
+        #expect(add.status == 0, "\(add.stderr)")
+        #expect(add.stdout.contains("registered cnn@1"))
+        #expect(add.stderr.isEmpty, "no progress line for small files")
+
+        let list = try #require(try cli.json(["list"]) as? [[String: Any]])
+        #expect(list.count == 1)
+        #expect(list.first?["name"] as? String == "cnn")
+        #expect(list.first?["kind"] as? String == "base")
+        #expect((list.first?["provenance"] as? [String: Any])?["license"] as? String == "mit")
+
+        let show = try cli.run(["show", "cnn"])
+        for text in ["cnn (base)", "https://example.org/w", "imagenet", "cnn-small", "features.0", ".running_mean", "classifier"] {
+            #expect(show.stdout.contains(text), "show lacks \(text)")
+        }
+        let detail = try #require(try cli.json(["show", "cnn@1"]) as? [String: Any])
+        let layers = try #require(detail["layers"] as? [[String: Any]])
+        #expect(layers.contains { $0["layer"] as? String == "features.1" && ($0["tensors"] as? [Any])?.count == 5 })
+
+        let checkpoints = try #require(try cli.json(["checkpoint", "list", "cnn"]) as? [[String: Any]])
+        #expect(checkpoints.map { $0["ref"] as? String } == ["cnn@1"])
+        let digest = try #require(checkpoints.first?["digest"] as? String)
+
+        let out = cli.directory.file("out.safetensors")
+        #expect(try cli.run(["export", String(digest.prefix(19)), "-o", out]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: out, andPath: base))
+
+        let verify = try cli.run(["verify", "--read-data"])
+        #expect(verify.status == 0 && verify.stdout.contains("ok"))
+        let stats = try #require(try cli.json(["stats"]) as? [String: Any])
+        #expect(stats["models"] as? Int == 1)
+        #expect(stats["logical_bytes"] as? Int == (try Data(contentsOf: URL(fileURLWithPath: base))).count)
+    }
+
+    @Test("GRAFT_REGISTRY is used when --registry is absent; ./registry when neither is given")
+    func registryResolution() throws {
+        let cli = CLI()
+        let viaEnv = cli.directory.file("env-registry")
+        #expect(try cli.run(["init"], registry: false, environment: ["GRAFT_REGISTRY": viaEnv]).status == 0)
+        #expect(FileManager.default.fileExists(atPath: viaEnv + "/graft.sqlite"))
+        #expect(try cli.run(["init"], registry: false).status == 0)
+        #expect(FileManager.default.fileExists(atPath: cli.directory.file("registry/graft.sqlite")))
+        // --registry wins over the environment.
+        let flag = cli.directory.file("flag-registry")
+        #expect(try cli.run(["init", "--registry", flag], registry: false, environment: ["GRAFT_REGISTRY": viaEnv]).status == 0)
+        #expect(FileManager.default.fileExists(atPath: flag + "/graft.sqlite"))
+    }
+
+    @Test("errors are one line on stderr with their documented exit code")
+    func errorExitCodes() throws {
+        let cli = CLI()
+        func expectFailure(_ arguments: [String], code: Int32, mentions text: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let output = try cli.run(arguments)
+            #expect(output.status == code, "graft \(arguments.joined(separator: " ")): \(output.stderr)", sourceLocation: sourceLocation)
+            #expect(output.stderr.contains(text), "stderr: \(output.stderr)", sourceLocation: sourceLocation)
+            #expect(output.stderr.split(separator: "\n").count == 1, "one line: \(output.stderr)", sourceLocation: sourceLocation)
+        }
+        try expectFailure(["list"], code: 73, mentions: "graft init")
+        #expect(try cli.run(["init"]).status == 0)
+        let base = try cli.base()
+        try expectFailure(["base", "add", base, "--name", "../evil"], code: 64, mentions: "invalid name")
+        try expectFailure(["base", "add", cli.directory.file("missing.safetensors"), "--name", "x"], code: 66, mentions: "missing.safetensors")
+        let pickle = cli.directory.file("model.pt")
+        try writeFile(pickle, [0x80, 0x02] + Array("cnumpy\n".utf8))
+        try expectFailure(["base", "add", pickle, "--name", "p"], code: 65, mentions: "pickle is never loaded")
+        let truncated = cli.directory.file("truncated.safetensors")
+        try writeFile(truncated, Array(try Data(contentsOf: URL(fileURLWithPath: base)).dropLast(10)))
+        try expectFailure(["base", "add", truncated, "--name", "t"], code: 65, mentions: "truncated")
+        #expect(try cli.run(["base", "add", base, "--name", "cnn"]).status == 0)
+        try expectFailure(["base", "add", base, "--name", "cnn"], code: 67, mentions: "exists already")
+        try expectFailure(["show", "cnm"], code: 66, mentions: "did you mean `cnn`")
+        try expectFailure(["show", "cnn@7"], code: 66, mentions: "checkpoints 1–1")
+        try expectFailure(["show", "cnn@x/y"], code: 64, mentions: "invalid reference")
+        try expectFailure(["show", "sha256:123"], code: 64, mentions: "12 to 64")
+        let out = cli.directory.file("exists.safetensors")
+        try writeFile(out, [1])
+        try expectFailure(["export", "cnn", "-o", out], code: 67, mentions: "--force")
+        #expect(try cli.run(["export", "cnn", "-o", out, "--force"]).status == 0)
+
+        let models = try DatabaseQueue(path: cli.registry + "/graft.sqlite").read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM models") }
+        #expect(models == 1, "failed commands wrote nothing")
+        #expect(filesUnder(cli.registry + "/tmp").isEmpty)
+    }
+
+    @Test("verify exits 2 and names the damaged checkpoints")
+    func verifyDamage() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        #expect(try cli.run(["base", "add", try cli.base(), "--name", "cnn"]).status == 0)
+        let blob = try #require(filesUnder(cli.registry + "/blobs").first)
+        try FileManager.default.removeItem(atPath: cli.registry + "/blobs/" + blob)
+        let output = try cli.run(["verify"])
+        #expect(output.status == 2)
+        #expect(output.stdout.contains("DAMAGED") && output.stdout.contains("cnn@1"))
+        let json = try cli.run(["verify", "--json"])
+        #expect(json.status == 2)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(report["ok"] as? Bool == false)
+        #expect(report["damaged_checkpoints"] as? [String] == ["cnn@1"])
+    }
+
+    @Test("a registry from a newer graft is refused with exit 76")
+    func newerSchema() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        try DatabaseQueue(path: cli.registry + "/graft.sqlite").write { db in
+            try db.execute(sql: "INSERT INTO graft_migrations VALUES (42, 'future', 'x', 'now')")
+        }
+        let output = try cli.run(["list"])
+        #expect(output.status == 76)
+        #expect(output.stderr.contains("schema version 42"))
+    }
+
+    @Test("processes creating one registry and importing at the same moment do not race")
+    func concurrentProcesses() async throws {
+        let cli = CLI()
+        let base = try cli.base()
+        let results = try await withThrowingTaskGroup(of: ProcessOutput.self) { group in
+            for index in 0..<4 {
+                group.addTask { try cli.run(["init"]) }
+                group.addTask {
+                    // Import as soon as the registry exists.
+                    for _ in 0..<200 where !FileManager.default.fileExists(atPath: cli.registry + "/tmp") { try await Task.sleep(for: .milliseconds(5)) }
+                    return try cli.run(["base", "add", base, "--name", "m\(index)"])
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        for result in results { #expect(result.status == 0, "\(result.stderr)") }
+        let list = try #require(try cli.json(["list"]) as? [[String: Any]])
+        #expect(list.count == 4)
+        #expect(try cli.run(["verify", "--read-data"]).status == 0)
+    }
+
+    @Test("the demo runs end to end and is safe to run again")
+    func demo() throws {
+        let cli = CLI()
+        let first = try cli.run(["demo"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("byte-identical"))
+        #expect(first.stdout.contains("dedup ratio"))
+        let second = try cli.run(["demo"])
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(second.stdout.contains("registered already"))
+        let stats = try #require(try cli.json(["stats"]) as? [String: Any])
+        #expect(stats["models"] as? Int == 2)
+        #expect((stats["dedup_ratio"] as? Double ?? 0) > 1.9)
+    }
+}
