@@ -37,7 +37,7 @@ test: system-deps python-deps
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) swift test --skip-build --parallel --num-workers 2
 
-bench: system-deps
+bench: system-deps python-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	benchmarks/run.sh
 

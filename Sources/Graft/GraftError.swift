@@ -112,15 +112,5 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// Shows user text in an error, with control characters escaped and the length bounded.
-func show(_ text: String) -> String {
-    var out = "`"
-    for scalar in text.unicodeScalars.prefix(160) {
-        if scalar.value < 0x20 || scalar.value == 0x7F || (0x200E...0x202E).contains(scalar.value) || (0x2066...0x2069).contains(scalar.value) {
-            out += "\\u{\(String(scalar.value, radix: 16))}"
-        } else {
-            out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + (text.unicodeScalars.count > 160 ? "…`" : "`")
-}
+/// Shows user text in an error, with control and direction characters escaped and the length bounded.
+func show(_ text: String) -> String { quoted(text, limit: 160) }

@@ -9,7 +9,18 @@ struct RegistryOptions: ParsableArguments {
 
     var root: String { RegistryLayout.resolveRoot(option: registry, environment: ProcessInfo.processInfo.environment) }
 
-    func open() async throws(GraftError) -> Registry { try await Registry.open(at: root) }
+    /// Opens the registry. `GRAFT_INLINE_THRESHOLD` (bytes) overrides the inline threshold;
+    /// it exists for the benchmarks, which compare thresholds.
+    func open() async throws(GraftError) -> Registry {
+        let environment = ProcessInfo.processInfo.environment
+        if let text = environment["GRAFT_INLINE_THRESHOLD"] {
+            guard let threshold = Int(text), threshold >= 0 else {
+                throw .invalidName(text, reason: "GRAFT_INLINE_THRESHOLD must be a non-negative number of bytes")
+            }
+            return try await Registry.open(at: root, inlineThreshold: threshold)
+        }
+        return try await Registry.open(at: root)
+    }
 }
 
 /// `--json`, shared by every read command.

@@ -85,14 +85,17 @@ public enum SafeTensorsError: Error, Sendable, Equatable, CustomStringConvertibl
     }
 }
 
-func quoted(_ text: String) -> String {
+/// User or file text made safe to print in a one-line message: wrapped in backticks, control
+/// characters and bidirectional-override marks escaped, length bounded.
+public func quoted(_ text: String, limit: Int = 200) -> String {
     var out = "`"
-    for scalar in text.unicodeScalars.prefix(200) {
-        if scalar.value < 0x20 || scalar.value == 0x7F {
-            out += "\\u{\(String(scalar.value, radix: 16))}"
+    for scalar in text.unicodeScalars.prefix(limit) {
+        let value = scalar.value
+        if value < 0x20 || value == 0x7F || (0x200E...0x202E).contains(value) || (0x2066...0x2069).contains(value) {
+            out += "\\u{\(String(value, radix: 16))}"
         } else {
             out.unicodeScalars.append(scalar)
         }
     }
-    return out + (text.unicodeScalars.count > 200 ? "…`" : "`")
+    return out + (text.unicodeScalars.count > limit ? "…`" : "`")
 }

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Import/export benchmark for Graft, side by side with `cp` + `sync` in the same run.
+
+Measures, for a generated safetensors file (default 1 GiB, F32 and BF16 tensors of mixed shapes):
+  - `graft base add` into a fresh registry, against `cp FILE DEST && sync DEST` (the floor any
+    store that copies and flushes the bytes must pay), and the ratio of the two;
+  - peak RSS of the import (bounded memory: the goal is < 128 MiB for a 1 GiB file);
+  - re-import of the same file under another name (no new bytes; time should be dominated by
+    hashing, shown beside `sha256sum` of the file);
+  - `graft export`, byte-identical to the input, against `cp`;
+  - the inline threshold: a file of many tiny tensors imported with small tensors inline in
+    SQLite (the default, < 4096 bytes) and with every tensor as its own file.
+Medians over --runs runs, interleaved so that noise hits every contender alike.
+"""
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import safetensors
+
+MIB = 1 << 20
+
+
+def generate(path, size_mib, seed=0):
+    """F32 and BF16 tensors of mixed shapes (large matrices, small biases), random bytes."""
+    rng = np.random.default_rng(seed)
+    tensors, buffers, total, i = {}, [], 0, 0
+    shapes = [(4096, 4096), (1024, 4096), (4096, 1024), (512, 512, 3, 3), (50257, 768), (3072,), (768,), (64,)]
+    target = size_mib * MIB
+    while total < target:
+        shape = shapes[i % len(shapes)]
+        dtype, width = ("float32", 4) if i % 2 == 0 else ("bfloat16", 2)
+        count = int(np.prod(shape))
+        nbytes = min(count * width, max(target - total, width))
+        if nbytes < count * width:  # trim the last tensor to land on the target size
+            count = nbytes // width
+            shape = (count,)
+            nbytes = count * width
+        data = rng.integers(0, 256, size=nbytes, dtype=np.uint8)
+        buffers.append(data)
+        tensors[f"layers.{i}.{'weight' if len(shape) > 1 else 'bias'}"] = safetensors.TensorSpec(
+            dtype=dtype, shape=list(shape), data_ptr=data.ctypes.data, data_len=nbytes)
+        total += nbytes
+        i += 1
+    safetensors.serialize_file(tensors, path, metadata={"format": "pt", "generator": "graft benchmark"})
+    return len(tensors)
+
+
+def generate_tiny(path, count, seed=1):
+    """Many small tensors (64 B to 4 KiB), like the biases and norms of a deep network."""
+    rng = np.random.default_rng(seed)
+    tensors, buffers = {}, []
+    for i in range(count):
+        n = int(rng.integers(16, 1024))
+        data = rng.integers(0, 256, size=n * 4, dtype=np.uint8)
+        buffers.append(data)
+        tensors[f"blocks.{i}.norm.weight"] = safetensors.TensorSpec(dtype="float32", shape=[n], data_ptr=data.ctypes.data, data_len=n * 4)
+    safetensors.serialize_file(tensors, path)
+
+
+def timed(command, env=None):
+    """Runs a command; returns (seconds, peak RSS in KiB of that process)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"benchmark command failed: {' '.join(command)}\n{stderr}")
+    return elapsed, usage.ru_maxrss
+
+
+def du(path):
+    return int(subprocess.run(["du", "-sk", path], capture_output=True, text=True, check=True).stdout.split()[0]) * 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--graft", required=True)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tiny-count", type=int, default=5000)
+    parser.add_argument("--workdir", default=None, help="where to put files (default: a temp dir on the same disk as the repo)")
+    args = parser.parse_args()
+    graft = os.path.abspath(args.graft)
+    work = tempfile.mkdtemp(prefix="graft-bench-", dir=args.workdir or os.path.join(os.getcwd(), "benchmarks"))
+    out_dir = os.path.join(os.getcwd(), "benchmarks", "out")
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        source = os.path.join(work, "model.safetensors")
+        count = generate(source, args.size_mib)
+        size = os.path.getsize(source)
+        print(f"generated {size / MIB:.0f} MiB, {count} tensors (F32 and BF16) in {work}", file=sys.stderr)
+        results = {"cp_sync": [], "import": [], "import_rss_kib": [], "reimport": [], "sha256sum": [], "export": [], "cp": []}
+        for run in range(args.runs):
+            copy = os.path.join(work, "copy.safetensors")
+            t, _ = timed(["sh", "-c", f'cp "{source}" "{copy}" && sync "{copy}"'])
+            results["cp_sync"].append(t)
+            os.remove(copy)
+            registry = os.path.join(work, "registry")
+            shutil.rmtree(registry, ignore_errors=True)
+            subprocess.run([graft, "init", "--registry", registry], check=True, stdout=subprocess.DEVNULL)
+            t, rss = timed([graft, "base", "add", source, "--name", "bench", "--registry", registry])
+            results["import"].append(t)
+            results["import_rss_kib"].append(rss)
+            t, _ = timed([graft, "base", "add", source, "--name", "bench-again", "--registry", registry])
+            results["reimport"].append(t)
+            t, _ = timed(["sha256sum", source])
+            results["sha256sum"].append(t)
+            exported = os.path.join(work, "export.safetensors")
+            t, _ = timed([graft, "export", "bench", "-o", exported, "--force", "--registry", registry])
+            results["export"].append(t)
+            if run == 0 and subprocess.run(["cmp", "-s", source, exported]).returncode != 0:
+                sys.exit("export is not byte-identical to the input")
+            os.remove(exported)
+            t, _ = timed(["cp", source, exported])
+            results["cp"].append(t)
+            os.remove(exported)
+            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+        stats = json.loads(subprocess.run([graft, "stats", "--json", "--registry", os.path.join(work, "registry")], capture_output=True, text=True, check=True).stdout)
+
+        tiny = os.path.join(work, "tiny.safetensors")
+        generate_tiny(tiny, args.tiny_count)
+        inline = {}
+        for label, threshold in [("inline < 4096 B (default)", None), ("every tensor a file", "0")]:
+            times, sizes = [], []
+            for _ in range(args.runs):
+                registry = os.path.join(work, "tiny-registry")
+                shutil.rmtree(registry, ignore_errors=True)
+                subprocess.run([graft, "init", "--registry", registry], check=True, stdout=subprocess.DEVNULL)
+                env = dict(os.environ)
+                if threshold is not None:
+                    env["GRAFT_INLINE_THRESHOLD"] = threshold
+                t, _ = timed([graft, "base", "add", tiny, "--name", "tiny", "--registry", registry], env=env)
+                times.append(t)
+                sizes.append(du(registry))
+            inline[label] = (statistics.median(times), statistics.median(sizes))
+
+        med = {k: statistics.median(v) for k, v in results.items()}
+        gib = size / (1 << 30)
+        lines = [
+            f"# Graft import/export benchmark ({size / MIB:.0f} MiB, {count} tensors, F32 + BF16; median of {args.runs} runs)",
+            "",
+            "| operation | median s | GiB/s | vs peer |",
+            "|---|---:|---:|---:|",
+            f"| `cp` + `sync` (peer) | {med['cp_sync']:.2f} | {gib / med['cp_sync']:.2f} | 1.00× |",
+            f"| `graft base add` (new registry) | {med['import']:.2f} | {gib / med['import']:.2f} | {med['cp_sync'] / med['import']:.2f}× cp+sync speed |",
+            f"| `graft base add` again (all bytes present) | {med['reimport']:.2f} | {gib / med['reimport']:.2f} | {med['sha256sum'] / med['reimport']:.2f}× sha256sum speed |",
+            f"| `sha256sum` (one core, reference) | {med['sha256sum']:.2f} | {gib / med['sha256sum']:.2f} | |",
+            f"| `cp` (peer for export) | {med['cp']:.2f} | {gib / med['cp']:.2f} | 1.00× |",
+            f"| `graft export` (rehashes every blob) | {med['export']:.2f} | {gib / med['export']:.2f} | {med['cp'] / med['export']:.2f}× cp speed |",
+            "",
+            f"Peak RSS of `graft base add`: median {med['import_rss_kib'] / 1024:.0f} MiB (max {max(results['import_rss_kib']) / 1024:.0f} MiB).",
+            f"After two imports: logical {stats['logical_bytes'] / MIB:.0f} MiB, physical {stats['physical_bytes'] / MIB:.0f} MiB, dedup ratio {stats['dedup_ratio']:.2f}.",
+            "",
+            f"## Inline threshold ({args.tiny_count} tensors of 64 B to 4 KiB)",
+            "",
+            "| storage | import s | registry on disk |",
+            "|---|---:|---:|",
+        ]
+        for label, (t, s) in inline.items():
+            lines.append(f"| {label} | {t:.2f} | {s / MIB:.1f} MiB |")
+        report = "\n".join(lines) + "\n"
+        print(report)
+        with open(os.path.join(out_dir, "import_export.md"), "w") as f:
+            f.write(report)
+        with open(os.path.join(out_dir, "import_export.json"), "w") as f:
+            json.dump({"size_bytes": size, "tensors": count, "runs": results, "inline": inline}, f, indent=2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
