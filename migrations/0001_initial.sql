@@ -27,13 +27,15 @@ CREATE TABLE blobs (
 
 -- An immutable checkpoint, numbered from 1 within its model. `header` is the original
 -- safetensors header (length prefix and JSON) so export is byte-exact; `digest` is the
--- SHA-256 of the header followed by each tensor's raw digest in data order.
+-- SHA-256 of the header followed by each tensor's raw digest in data order; `header_digest`
+-- the SHA-256 of the header alone.
 CREATE TABLE checkpoints (
     id              INTEGER PRIMARY KEY,
     model_id        INTEGER NOT NULL REFERENCES models(id) ON DELETE RESTRICT,
     number          INTEGER NOT NULL CHECK (number >= 1),
     digest          TEXT    NOT NULL CHECK (length(digest) = 64),
     header          BLOB    NOT NULL,
+    header_digest   TEXT    NOT NULL CHECK (length(header_digest) = 64),
     metadata        TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(metadata)),
     tensor_count    INTEGER NOT NULL,
     parameter_count INTEGER NOT NULL,
@@ -45,6 +47,8 @@ CREATE TABLE checkpoints (
     UNIQUE (model_id, number)
 );
 CREATE INDEX checkpoints_by_digest ON checkpoints (digest);
+-- Finds checkpoints with the same header: an import of such a file hashes before writing.
+CREATE INDEX checkpoints_by_header ON checkpoints (header_digest);
 
 -- The tensors of a checkpoint, in data-section order.
 CREATE TABLE checkpoint_tensors (

@@ -34,8 +34,11 @@ struct BlobStore: Sendable {
     /// - Parameter progress: called with the bytes processed so far (from any thread).
     /// - Returns: one entry per tensor, in data order, and the directories that must be
     ///   flushed before the commit.
+    /// - Parameter hashFirst: hash each large tensor before writing it, and write only when the
+    ///   store lacks it. Faster when most tensors are expected to be present (a re-import);
+    ///   a tensor found missing is then written in a second, rehashing pass.
     func ingest(
-        _ reader: SafeTensorsReader, progress: (@Sendable (Int) -> Void)?
+        _ reader: SafeTensorsReader, hashFirst: Bool = false, progress: (@Sendable (Int) -> Void)?
     ) async throws(GraftError) -> [IngestedTensor] {
         let tensors = reader.header.tensors
         // Balance the lanes by bytes: largest tensors first, each to the lighter lane.
@@ -52,37 +55,63 @@ struct BlobStore: Sendable {
         let done = Atomic<Int>(0)
         let store = self
         let lanesToRun = lanes
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
-                DispatchQueue.concurrentPerform(iterations: lanesToRun.count) { lane in
-                    let buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.chunkSize, alignment: 64)
-                    defer { buffer.deallocate() }
-                    for index in lanesToRun[lane] {
-                        if failure.withLock({ $0 != nil }) { return }
-                        do throws(GraftError) {
-                            let stored = try store.ingestOne(tensors[index], from: reader, buffer: buffer) { bytes in
-                                let total = done.add(bytes, ordering: .relaxed).newValue
-                                progress?(total)
-                            }
-                            results.withLock { $0[index] = stored }
-                        } catch {
-                            failure.withLock { if $0 == nil { $0 = error } }
-                            return
-                        }
+        await Self.inLanes(lanesToRun.count) { lane, buffer in
+            for index in lanesToRun[lane] {
+                if failure.withLock({ $0 != nil }) { return }
+                do throws(GraftError) {
+                    let stored = try store.ingestOne(tensors[index], from: reader, hashFirst: hashFirst, buffer: buffer) { bytes in
+                        let total = done.add(bytes, ordering: .relaxed).newValue
+                        progress?(total)
                     }
+                    results.withLock { $0[index] = stored }
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = error } }
+                    return
                 }
-                continuation.resume()
             }
         }
         if let error = failure.withLock({ $0 }) { throw error }
         return results.withLock { $0.map { $0! } }
     }
 
+    /// Runs `body(lane, buffer)` on `lanes` Dispatch threads, each with its own chunk buffer,
+    /// and waits for all of them without blocking Swift's cooperative pool.
+    static func inLanes(_ lanes: Int, _ body: @escaping @Sendable (Int, UnsafeMutableRawPointer) -> Void) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                    let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 64)
+                    defer { buffer.deallocate() }
+                    body(lane, buffer)
+                }
+                continuation.resume()
+            }
+        }
+    }
+
     private func ingestOne(
-        _ tensor: TensorInfo, from reader: SafeTensorsReader, buffer: UnsafeMutableRawPointer,
+        _ tensor: TensorInfo, from reader: SafeTensorsReader, hashFirst: Bool, buffer: UnsafeMutableRawPointer,
         progress: (Int) -> Void
     ) throws(GraftError) -> IngestedTensor {
         var hasher = SHA256()
+        if hashFirst, tensor.byteCount >= inlineThreshold {
+            var offset = 0
+            while offset < tensor.byteCount {
+                let count = min(Self.chunkSize, tensor.byteCount - offset)
+                do { try reader.read(tensor, at: offset, count: count, into: buffer) } catch { throw .cannotReadInput(path: reader.path, error) }
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
+                offset += count
+            }
+            let digest = Digest(hasher.finalize())
+            let destination = layout.blobPath(digest)
+            if FileSystem.fileExists(destination) {
+                FileSystem.touch(destination)
+                progress(tensor.byteCount)
+                return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: false)
+            }
+            // Not there after all: store it, rehashing as it is written.
+            return try ingestOne(tensor, from: reader, hashFirst: false, buffer: buffer, progress: progress)
+        }
         if tensor.byteCount < inlineThreshold {
             let bytes: [UInt8]
             do { bytes = try reader.data(of: tensor) } catch { throw .cannotReadInput(path: reader.path, error) }
@@ -122,6 +151,33 @@ struct BlobStore: Sendable {
         let directories = Set(tensors.filter(\.wroteFile).map { layout.blobDirectory($0.digest) })
         for directory in directories.sorted() { try FileSystem.syncDirectory(directory) }
         if !directories.isEmpty { try FileSystem.syncDirectory(layout.sha256) }
+    }
+
+    /// Checks one stored blob: present, of the right length and, with `readData`, hashing to
+    /// its digest. Returns the problem, or `nil` when the blob is sound.
+    func check(
+        _ digest: Digest, length: Int, inline: [UInt8]?, readData: Bool, buffer: UnsafeMutableRawPointer,
+        bytesRead: (Int) -> Void = { _ in }
+    ) -> (kind: BlobProblem.Kind, detail: String)? {
+        if let inline {
+            guard inline.count == length else { return (.wrongSize, "inline data holds \(inline.count) bytes, expected \(length)") }
+            guard readData else { return nil }
+            bytesRead(inline.count)
+            return Digest.of(inline) == digest ? nil : (.wrongDigest, "inline bytes no longer match the digest")
+        }
+        let path = layout.blobPath(digest)
+        let size: Int?
+        do { size = try FileSystem.fileSize(path) } catch { return (.missing, "\(error)") }
+        guard let size else { return (.missing, "file \(path) is missing") }
+        guard size == length else { return (.wrongSize, "file holds \(size) bytes, expected \(length)") }
+        guard readData else { return nil }
+        do throws(GraftError) {
+            try stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in bytesRead(chunk.count) }
+        } catch {
+            if case .damagedBlob = error { return (.wrongDigest, "file bytes no longer match the digest") }
+            return (.missing, "\(error)")
+        }
+        return nil
     }
 
     /// Streams a stored file blob to `body` in chunks, checking its length and digest.

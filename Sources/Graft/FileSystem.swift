@@ -126,6 +126,36 @@ final class FileDescriptor {
         }
     }
 
+    /// Appends `count` bytes of `source` (from its start) at this file's current offset, in the
+    /// kernel where it can (`sendfile`), else through a buffer.
+    func copy(from source: FileDescriptor, count: Int) throws(GraftError) {
+        var sourceOffset = off_t(0)
+        var remaining = count
+        while remaining > 0 {
+            let n = sendfile(fd, source.fd, &sourceOffset, min(remaining, 1 << 30))
+            if n > 0 {
+                remaining -= n
+                continue
+            }
+            if n == 0 { throw GraftError.io(operation: "unexpected end of file reading", path: source.path, errno: EIO) }
+            if errno == EINTR { continue }
+            if errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP { break }
+            throw GraftError.fromErrno(errno, operation: "cannot copy to", path: path)
+        }
+        guard remaining > 0 else { return }
+        let size = min(remaining, 4 << 20)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        defer { buffer.deallocate() }
+        var offset = Int(sourceOffset)
+        while remaining > 0 {
+            let chunk = min(size, remaining)
+            try source.read(into: buffer, count: chunk, offset: offset)
+            try write(UnsafeRawBufferPointer(start: buffer, count: chunk))
+            offset += chunk
+            remaining -= chunk
+        }
+    }
+
     /// Flushes the file to stable storage. Never retried on failure.
     func sync() throws(GraftError) {
         guard fsync(fd) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot flush", path: path) }

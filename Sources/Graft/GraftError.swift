@@ -76,7 +76,7 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .aliasNotFound(let model, let alias):
             return "model `\(model)` has no alias `\(alias)`"
         case .readOnly(let path):
-            return "the registry at \(path) is read-only; nothing was written"
+            return "the registry at \(path) is on a read-only file system or not writable, and Graft needs write access; nothing was written"
         case .diskFull(let path):
             return "disk full while writing \(path); nothing was committed, free space and retry"
         case .io(let operation, let path, let code):

@@ -6,6 +6,7 @@ import Dispatch
 import Foundation
 import GRDB
 import SafeTensors
+import Synchronization
 
 /// What `export` wrote.
 public struct ExportResult: Sendable, Codable, Equatable {
@@ -18,8 +19,9 @@ public struct ExportResult: Sendable, Codable, Equatable {
 extension Registry {
     /// Writes a checkpoint as a safetensors file, byte-identical to the file it was imported from.
     ///
-    /// Every blob is rehashed as it is copied, so a damaged store never yields a silently wrong
-    /// file. The output appears whole or not at all (written beside it, flushed, renamed).
+    /// Every blob is rehashed before the copy (two lanes in parallel), so a damaged store never
+    /// yields a silently wrong file; the copy itself runs in the kernel (`sendfile`).
+    /// The output appears whole or not at all (written beside it, flushed, renamed).
     ///
     /// - Throws: ``GraftError/outputExists(path:)`` unless `overwrite`; ``GraftError/damagedBlob(_:reason:)``.
     public func export(_ reference: Reference, to path: String, overwrite: Bool = false) async throws(GraftError) -> ExportResult {
@@ -38,35 +40,75 @@ extension Registry {
             return (Array(header), parts)
         }
         let blobs = self.blobs
-        let bytes = try await offload { () throws(GraftError) -> Int in
-            let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-            let base = path.split(separator: "/").last.map(String.init) ?? path
-            let temporary = (directory.isEmpty ? "" : directory + "/") + "." + base + "." + FileSystem.uniqueName(suffix: ".tmp")
-            var done = false
-            defer { if !done { FileSystem.remove(temporary) } }
-            let out = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL)
-            try out.write(header)
-            var written = header.count
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobStore.chunkSize, alignment: 64)
-            defer { buffer.deallocate() }
-            for (digest, length, inline) in parts {
-                if let inline {
-                    guard inline.count == length, Digest.of(inline) == digest else {
-                        throw GraftError.damagedBlob(digest, reason: "its stored bytes no longer match the digest")
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        let base = path.split(separator: "/").last.map(String.init) ?? path
+        let temporary = (directory.isEmpty ? "" : directory + "/") + "." + base + "." + FileSystem.uniqueName(suffix: ".tmp")
+        // Rehash every blob while the copy runs: the output is renamed into place only once
+        // every blob checked out. Blobs are immutable (read-only files), so the bytes copied
+        // are the bytes hashed.
+        async let verified = Self.firstDamaged(parts, in: blobs)
+        let copied = await Result { () async throws(GraftError) -> Int in
+            try await offload { () throws(GraftError) -> Int in
+                let out = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL)
+                try out.write(header)
+                var written = header.count
+                for (digest, length, inline) in parts {
+                    if let inline {
+                        try out.write(inline)
+                    } else {
+                        let source = try FileDescriptor(path: blobs.layout.blobPath(digest), flags: O_RDONLY)
+                        try out.copy(from: source, count: length)
                     }
-                    try out.write(inline)
-                } else {
-                    try blobs.stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in try out.write(chunk) }
+                    written += length
                 }
-                written += length
+                try out.sync()
+                return written
             }
-            try out.sync()
-            try FileSystem.rename(temporary, path)
-            done = true
-            try FileSystem.syncDirectory(directory.isEmpty ? "/" : directory)
-            return written
         }
+        let damaged = await verified
+        let bytes: Int
+        switch copied {
+        case .success(let count) where damaged == nil:
+            bytes = count
+        case .success:
+            FileSystem.remove(temporary)
+            throw damaged!
+        case .failure(let error):
+            FileSystem.remove(temporary)
+            // Damage explains a failed copy better than the copy's own error.
+            throw damaged ?? error
+        }
+        do throws(GraftError) {
+            try FileSystem.rename(temporary, path)
+        } catch {
+            FileSystem.remove(temporary)
+            throw error
+        }
+        try FileSystem.syncDirectory(directory.isEmpty ? "/" : directory)
         return ExportResult(checkpoint: summary.ref, digest: summary.digest, path: path, bytes: bytes)
+    }
+}
+
+extension Registry {
+    /// Rehashes blobs in two lanes; returns the first damage found, or `nil`.
+    static func firstDamaged(_ parts: [(Digest, Int, [UInt8]?)], in blobs: BlobStore) async -> GraftError? {
+        let failure = Mutex<GraftError?>(nil)
+        await BlobStore.inLanes(min(2, max(1, parts.count))) { lane, buffer in
+            for index in stride(from: lane, to: parts.count, by: 2) {
+                if failure.withLock({ $0 != nil }) { return }
+                let (digest, length, inline) = parts[index]
+                if let problem = blobs.check(digest, length: length, inline: inline, readData: true, buffer: buffer) {
+                    failure.withLock { if $0 == nil { $0 = .damagedBlob(digest, reason: problem.detail) } }
+                }
+            }
+        }
+        return failure.withLock { $0 }
+    }
+}
+
+extension Result where Failure == GraftError {
+    init(catching body: () async throws(GraftError) -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }
 

@@ -32,9 +32,15 @@ extension Registry {
             throw .invalidFile(path: path, error)
         }
         let total = reader.header.dataLength
+        let headerDigest = Digest.of(reader.headerBytes)
+        // A file whose header the registry has seen is most likely a re-import: hash before
+        // writing, so tensors that are present cost only their hashing.
+        let seenBefore = try await read { db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM checkpoints WHERE header_digest = ? LIMIT 1", arguments: [headerDigest.hex]) ?? false
+        }
         var report: (@Sendable (Int) -> Void)? = nil
         if let progress { report = { done in progress(done, total) } }
-        let ingested = try await blobs.ingest(reader, progress: report)
+        let ingested = try await blobs.ingest(reader, hashFirst: seenBefore, progress: report)
         try blobs.syncDirectories(for: ingested)
         let headerBytes = reader.headerBytes
         let digest = Self.checkpointDigest(header: headerBytes, tensors: ingested)
@@ -58,11 +64,11 @@ extension Registry {
             let stored = try Self.insertBlobs(db, ingested, layout: layout, now: now)
             try db.execute(
                 sql: """
-                    INSERT INTO checkpoints (model_id, number, digest, header, metadata, tensor_count, parameter_count,
-                        data_bytes, file_bytes, created_at)
-                    VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO checkpoints (model_id, number, digest, header, header_digest, metadata, tensor_count,
+                        parameter_count, data_bytes, file_bytes, created_at)
+                    VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [modelID, digest.hex, Data(headerBytes), metadata, ingested.count,
+                arguments: [modelID, digest.hex, Data(headerBytes), headerDigest.hex, metadata, ingested.count,
                             ingested.reduce(0) { $0 + $1.info.elementCount }, total, fileBytes, now])
             try Self.insertTensors(db, checkpointID: db.lastInsertedRowID, ingested)
             return stored

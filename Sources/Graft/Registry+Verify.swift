@@ -35,47 +35,12 @@ extension Registry {
             if let digest = try? Digest(parsing: hex) { found.withLock { $0.append((digest, .missing, "no blob row")) } }
         }
         let lanes = readData ? 2 : 1
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
-                DispatchQueue.concurrentPerform(iterations: lanes) { lane in
-                    let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobStore.chunkSize, alignment: 64)
-                    defer { buffer.deallocate() }
-                    for index in stride(from: lane, to: rows.count, by: lanes) {
-                        let row = rows[index]
-                        if let inline = row.inline {
-                            if inline.count != row.length {
-                                found.withLock { $0.append((row.digest, .wrongSize, "inline data holds \(inline.count) bytes, expected \(row.length)")) }
-                            } else if readData {
-                                bytesRead.add(inline.count, ordering: .relaxed)
-                                if Digest.of(inline) != row.digest {
-                                    found.withLock { $0.append((row.digest, .wrongDigest, "inline bytes no longer match the digest")) }
-                                }
-                            }
-                            continue
-                        }
-                        let path = blobs.layout.blobPath(row.digest)
-                        let size: Int?
-                        do { size = try FileSystem.fileSize(path) } catch { size = nil }
-                        guard let size else {
-                            found.withLock { $0.append((row.digest, .missing, "file \(path) is missing")) }
-                            continue
-                        }
-                        guard size == row.length else {
-                            found.withLock { $0.append((row.digest, .wrongSize, "file holds \(size) bytes, expected \(row.length)")) }
-                            continue
-                        }
-                        guard readData else { continue }
-                        do throws(GraftError) {
-                            try blobs.stream(row.digest, length: row.length, buffer: buffer, verify: true) { chunk throws(GraftError) in
-                                bytesRead.add(chunk.count, ordering: .relaxed)
-                            }
-                        } catch {
-                            let kind: BlobProblem.Kind = if case .damagedBlob = error { .wrongDigest } else { .missing }
-                            found.withLock { $0.append((row.digest, kind, "\(error)")) }
-                        }
-                    }
+        await BlobStore.inLanes(lanes) { lane, buffer in
+            for index in stride(from: lane, to: rows.count, by: lanes) {
+                let row = rows[index]
+                if let problem = blobs.check(row.digest, length: row.length, inline: row.inline, readData: readData, buffer: buffer, bytesRead: { bytesRead.add($0, ordering: .relaxed) }) {
+                    found.withLock { $0.append((row.digest, problem.kind, problem.detail)) }
                 }
-                continuation.resume()
             }
         }
         var problems: [BlobProblem] = []

@@ -64,6 +64,29 @@ struct VerifyTests {
         #expect(filesUnder(test.directory.path).filter { $0.hasSuffix(".tmp") }.isEmpty, "no partial export left behind")
     }
 
+    @Test("re-importing a file whose blob went missing stores it again (hash-first falls back to writing)")
+    func reimportHeals() async throws {
+        let (test, file, _) = try await damagedSetup()
+        try FileManager.default.removeItem(atPath: file)
+        let result = try await test.registry.addBase(name: ModelName("c"), file: test.directory.file("base.safetensors"))
+        let largest = baseTensors(seed: 1).max { $0.bytes.count < $1.bytes.count }!
+        #expect(result.bytesStored == largest.bytes.count, "only the missing blob is written again")
+        #expect(FileManager.default.fileExists(atPath: file))
+        #expect(try await test.registry.verify(readData: true).ok)
+    }
+
+    @Test("export of a checkpoint with a missing blob fails and leaves no file")
+    func exportMissingBlob() async throws {
+        let (test, file, _) = try await damagedSetup()
+        try FileManager.default.removeItem(atPath: file)
+        let out = test.directory.file("out.safetensors")
+        await #expect { _ = try await test.registry.export(.model(ModelName("b")), to: out) } throws: { error in
+            if case GraftError.damagedBlob(_, let reason) = error { reason.contains("missing") } else { false }
+        }
+        #expect(!FileManager.default.fileExists(atPath: out))
+        #expect(filesUnder(test.directory.path).filter { $0.hasSuffix(".tmp") }.isEmpty)
+    }
+
     @Test("damaged inline bytes are found by rehashing")
     func inlineDamage() async throws {
         let (test, _, _) = try await damagedSetup()
