@@ -14,6 +14,18 @@ struct IngestedTensor: Sendable {
     let inline: [UInt8]?
     /// Whether this import wrote the blob file (false when it was already present).
     let wroteFile: Bool
+    /// Whether the blob is in the store (a `hashOnly` pass may find it missing).
+    var present: Bool = true
+}
+
+/// How `ingest` treats a large tensor.
+enum IngestMode: Sendable {
+    /// Hash while writing to `tmp/`; keep the file only if the blob is new.
+    case writeThrough
+    /// Hash without writing; write (rehashing) only if the blob turns out to be missing.
+    case hashFirst
+    /// Hash without writing, and never write: report whether the blob is present.
+    case hashOnly
 }
 
 /// Content-addressed tensor bytes on disk.
@@ -34,13 +46,16 @@ struct BlobStore: Sendable {
     /// - Parameter progress: called with the bytes processed so far (from any thread).
     /// - Returns: one entry per tensor, in data order, and the directories that must be
     ///   flushed before the commit.
-    /// - Parameter hashFirst: hash each large tensor before writing it, and write only when the
-    ///   store lacks it. Faster when most tensors are expected to be present (a re-import);
-    ///   a tensor found missing is then written in a second, rehashing pass.
+    /// - Parameters:
+    ///   - indices: which of the file's tensors to process (default: all, in data order).
+    ///   - mode: `.hashFirst` is faster when most tensors are expected to be present (a
+    ///     re-import); `.hashOnly` checks tensors that must already be stored (frozen ones).
     func ingest(
-        _ reader: SafeTensorsReader, hashFirst: Bool = false, progress: (@Sendable (Int) -> Void)?
+        _ reader: SafeTensorsReader, indices: [Int]? = nil, mode: IngestMode = .writeThrough,
+        progress: (@Sendable (Int) -> Void)?
     ) async throws(GraftError) -> [IngestedTensor] {
-        let tensors = reader.header.tensors
+        let selected = indices ?? Array(reader.header.tensors.indices)
+        let tensors = selected.map { reader.header.tensors[$0] }
         // Balance the lanes by bytes: largest tensors first, each to the lighter lane.
         let laneCount = max(1, min(2, tensors.count))
         var lanes = [[Int]](repeating: [], count: laneCount)
@@ -59,7 +74,7 @@ struct BlobStore: Sendable {
             for index in lanesToRun[lane] {
                 if failure.withLock({ $0 != nil }) { return }
                 do throws(GraftError) {
-                    let stored = try store.ingestOne(tensors[index], from: reader, hashFirst: hashFirst, buffer: buffer) { bytes in
+                    let stored = try store.ingestOne(tensors[index], from: reader, mode: mode, buffer: buffer) { bytes in
                         let total = done.add(bytes, ordering: .relaxed).newValue
                         progress?(total)
                     }
@@ -90,11 +105,11 @@ struct BlobStore: Sendable {
     }
 
     private func ingestOne(
-        _ tensor: TensorInfo, from reader: SafeTensorsReader, hashFirst: Bool, buffer: UnsafeMutableRawPointer,
+        _ tensor: TensorInfo, from reader: SafeTensorsReader, mode: IngestMode, buffer: UnsafeMutableRawPointer,
         progress: (Int) -> Void
     ) throws(GraftError) -> IngestedTensor {
         var hasher = SHA256()
-        if hashFirst, tensor.byteCount >= inlineThreshold {
+        if mode != .writeThrough, tensor.byteCount >= inlineThreshold {
             var offset = 0
             while offset < tensor.byteCount {
                 let count = min(Self.chunkSize, tensor.byteCount - offset)
@@ -109,8 +124,12 @@ struct BlobStore: Sendable {
                 progress(tensor.byteCount)
                 return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: false)
             }
+            if mode == .hashOnly {
+                progress(tensor.byteCount)
+                return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: false, present: false)
+            }
             // Not there after all: store it, rehashing as it is written.
-            return try ingestOne(tensor, from: reader, hashFirst: false, buffer: buffer, progress: progress)
+            return try ingestOne(tensor, from: reader, mode: .writeThrough, buffer: buffer, progress: progress)
         }
         if tensor.byteCount < inlineThreshold {
             let bytes: [UInt8]

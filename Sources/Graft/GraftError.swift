@@ -45,6 +45,14 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case outputExists(path: String)
     /// A blob's bytes do not match its digest, or it is missing.
     case damagedBlob(Digest, reason: String)
+    /// A manifest rule's pattern matches no tensor of the parent.
+    case patternMatchesNothing(String)
+    /// A manifest declaration that cannot be resolved.
+    case invalidManifest(String)
+    /// A checkpoint breaks its model's frozen-layer manifest; nothing was written.
+    case manifestViolation(model: ModelName, violations: [String])
+    /// The operation needs a student, and the model is a base (or the other way round).
+    case wrongModelKind(ModelName, expected: String)
 
     public var description: String {
         switch self {
@@ -91,6 +99,15 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "\(path) exists already; pass --force to overwrite it"
         case .damagedBlob(let digest, let reason):
             return "blob \(digest.short) is damaged: \(reason); run `graft verify --read-data`"
+        case .patternMatchesNothing(let rule):
+            return "\(rule) matches no tensor of the parent checkpoint; `graft show PARENT` lists its tensors"
+        case .invalidManifest(let reason):
+            return "invalid manifest: \(reason)"
+        case .manifestViolation(let model, let violations):
+            return "checkpoint refused: it breaks \(model)'s frozen-layer manifest (\(violations.count) tensor(s)); nothing was written: "
+                + violations.joined(separator: "; ")
+        case .wrongModelKind(let name, let expected):
+            return "`\(name)` is not a \(expected)"
         }
     }
 

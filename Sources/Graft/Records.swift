@@ -122,6 +122,10 @@ public struct ModelDetail: Sendable, Codable, Equatable {
     public var model: ModelSummary
     public var checkpoints: [CheckpointSummary]
     public var latest: CheckpointDetail?
+    /// For a student: its parent, relation, transfer mode and per-tensor manifest.
+    public var manifest: ManifestSummary?
+    /// Aliases on this model, each with the checkpoint (`NAME@N`) it points at.
+    public var aliases: [String: String]
 }
 
 /// What `addBase` did.

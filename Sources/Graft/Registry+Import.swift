@@ -24,13 +24,7 @@ extension Registry {
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
         if try await modelID(name) != nil { throw .modelExists(name) }
-        let reader: SafeTensorsReader
-        do {
-            reader = try SafeTensorsReader(path: path)
-        } catch {
-            if case .io = error { throw .cannotReadInput(path: path, error) }
-            throw .invalidFile(path: path, error)
-        }
+        let reader = try Self.openInput(path)
         let total = reader.header.dataLength
         let headerDigest = Digest.of(reader.headerBytes)
         // A file whose header the registry has seen is most likely a re-import: hash before
@@ -40,11 +34,9 @@ extension Registry {
         }
         var report: (@Sendable (Int) -> Void)? = nil
         if let progress { report = { done in progress(done, total) } }
-        let ingested = try await blobs.ingest(reader, hashFirst: seenBefore, progress: report)
+        let ingested = try await blobs.ingest(reader, mode: seenBefore ? .hashFirst : .writeThrough, progress: report)
         try blobs.syncDirectories(for: ingested)
-        let headerBytes = reader.headerBytes
-        let digest = Self.checkpointDigest(header: headerBytes, tensors: ingested)
-        let metadata = encodeJSON(reader.header.metadataDictionary)
+        let digest = Self.checkpointDigest(header: reader.headerBytes, tensors: ingested)
         let provenanceMetadata = encodeJSON(provenance.metadata)
         let layout = self.layout
         let fileBytes = reader.fileSize
@@ -62,15 +54,9 @@ extension Registry {
                             provenance.architecture, provenance.task, provenanceMetadata, now])
             let modelID = db.lastInsertedRowID
             let stored = try Self.insertBlobs(db, ingested, layout: layout, now: now)
-            try db.execute(
-                sql: """
-                    INSERT INTO checkpoints (model_id, number, digest, header, header_digest, metadata, tensor_count,
-                        parameter_count, data_bytes, file_bytes, created_at)
-                    VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [modelID, digest.hex, Data(headerBytes), headerDigest.hex, metadata, ingested.count,
-                            ingested.reduce(0) { $0 + $1.info.elementCount }, total, fileBytes, now])
-            try Self.insertTensors(db, checkpointID: db.lastInsertedRowID, ingested)
+            try Self.insertCheckpoint(
+                db, modelID: modelID, number: 1, reader: reader, digest: digest, headerDigest: headerDigest, tensors: ingested,
+                step: nil, epoch: nil, now: now)
             return stored
         }
         var seen = Set<Digest>()
@@ -80,6 +66,33 @@ extension Registry {
             model: name, checkpoint: "\(name)@1", digest: digest, tensors: ingested.count,
             parameters: ingested.reduce(0) { $0 + $1.info.elementCount }, logicalBytes: fileBytes,
             bytesStored: stored, bytesAlreadyPresent: total - stored)
+    }
+
+    /// Opens an input file, telling a file that cannot be read from one that is not safetensors.
+    static func openInput(_ path: String) throws(GraftError) -> SafeTensorsReader {
+        do {
+            return try SafeTensorsReader(path: path)
+        } catch {
+            if case .io = error { throw .cannotReadInput(path: path, error) }
+            throw .invalidFile(path: path, error)
+        }
+    }
+
+    /// Inserts a checkpoint row and its tensors (the blobs must be recorded already).
+    static func insertCheckpoint(
+        _ db: Database, modelID: Int64, number: Int, reader: SafeTensorsReader, digest: Digest, headerDigest: Digest,
+        tensors: [IngestedTensor], step: Int?, epoch: Int?, now: String
+    ) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO checkpoints (model_id, number, digest, header, header_digest, metadata, tensor_count,
+                    parameter_count, data_bytes, file_bytes, step, epoch, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [modelID, number, digest.hex, Data(reader.headerBytes), headerDigest.hex, encodeJSON(reader.header.metadataDictionary),
+                        tensors.count, tensors.reduce(0) { $0 + $1.info.elementCount }, reader.header.dataLength, reader.fileSize,
+                        step, epoch, now])
+        try insertTensors(db, checkpointID: db.lastInsertedRowID, tensors)
     }
 
     /// The checkpoint digest: SHA-256 of the header bytes followed by each tensor's raw digest.
@@ -113,9 +126,8 @@ extension Registry {
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """)
         for (position, tensor) in tensors.enumerated() {
-            let shape = "[" + tensor.info.shape.map(String.init).joined(separator: ",") + "]"
             try statement.execute(arguments: [
-                checkpointID, position, tensor.info.name, tensor.info.dtype.rawValue, shape,
+                checkpointID, position, tensor.info.name, tensor.info.dtype.rawValue, shapeJSON(tensor.info.shape),
                 tensor.info.elementCount, tensor.info.byteCount, tensor.digest.hex,
             ])
         }

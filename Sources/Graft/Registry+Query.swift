@@ -24,7 +24,8 @@ extension Registry {
         if let latestID, let last = checkpoints.last {
             latest = CheckpointDetail(checkpoint: last, layers: LayerGroup.group(try await tensors(checkpointID: latestID)))
         }
-        return ModelDetail(model: summary, checkpoints: checkpoints, latest: latest)
+        return ModelDetail(
+            model: summary, checkpoints: checkpoints, latest: latest, manifest: try await manifest(of: name), aliases: try await aliases(of: name))
     }
 
     /// The checkpoints of a model, oldest first.
@@ -60,9 +61,15 @@ extension Registry {
         }
         guard let name = reference.modelName else { throw .invalidReference(reference.description, reason: "names no model") }
         if case .alias(_, let alias) = reference {
-            // Aliases arrive with the next schema migration; until then none can exist.
             guard try await modelID(name) != nil else { throw try await notFound(name) }
-            throw .aliasNotFound(model: name, alias: alias)
+            let found = try await read { db -> (id: Int64, summary: CheckpointSummary)? in
+                try Row.fetchOne(
+                    db, sql: Self.checkpointSelect + " JOIN aliases a ON a.checkpoint_id = c.id AND a.model_id = m.id WHERE m.name = ? AND a.alias = ?",
+                    arguments: [name.value, alias]
+                ).map { (id: $0["id"] as Int64, summary: Self.checkpointSummary($0)) }
+            }
+            guard let found else { throw .aliasNotFound(model: name, alias: alias) }
+            return found
         }
         let found = try await read { db -> (id: Int64, summary: CheckpointSummary)? in
             let row: Row?

@@ -16,6 +16,7 @@ enum ExitCodes {
     static let incompatible: Int32 = 76
     static let readOnly: Int32 = 77
     static let diskFull: Int32 = 78
+    static let manifestViolation: Int32 = 79
     static let internalError: Int32 = 1
 
     static func code(for error: GraftError) -> Int32 {
@@ -34,6 +35,8 @@ enum ExitCodes {
         case .diskFull: diskFull
         case .io: io
         case .damagedBlob: damage
+        case .patternMatchesNothing, .invalidManifest, .wrongModelKind: usage
+        case .manifestViolation: manifestViolation
         case .database: internalError
         }
     }

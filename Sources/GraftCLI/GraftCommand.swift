@@ -10,7 +10,8 @@ struct GraftCommand: AsyncParsableCommand {
             Exit codes are listed in docs/CLI.md.
             """,
         subcommands: [
-            Init.self, Base.self, List.self, Show.self, CheckpointCommand.self, Export.self, Verify.self, Stats.self, Demo.self,
+            Init.self, Base.self, Student.self, List.self, Show.self, CheckpointCommand.self, Diff.self, Tag.self, Untag.self,
+            Export.self, Verify.self, Stats.self, Demo.self,
         ]
     )
 }

@@ -48,17 +48,26 @@ struct MigrationTests {
         }
     }
 
-    @Test("a registry missing a migration is brought up to date on open")
+    @Test("a registry made at schema version 1 is brought up to date on open, its data intact")
     func upgradesOnOpen() async throws {
-        let test = try await TestRegistry()
-        // Simulate a registry made before the ledger knew of migration 1: drop it and its tables.
-        try await DatabaseQueue(path: test.registry.layout.database).write { db in
-            for table in ["checkpoint_tensors", "checkpoints", "blobs", "models"] { try db.execute(sql: "DROP TABLE \(table)") }
-            try db.execute(sql: "DELETE FROM graft_migrations")
+        let directory = TemporaryDirectory()
+        let root = directory.file("old")
+        for folder in ["blobs/sha256", "tmp"] {
+            try FileManager.default.createDirectory(atPath: root + "/" + folder, withIntermediateDirectories: true)
         }
-        let reopened = try await Registry.open(at: test.root)
-        #expect(try await reopened.models().isEmpty)
-        #expect(try test.rows("SELECT count(*) FROM graft_migrations") == Migration.all.count)
+        let first = try #require(Migration.all.first)
+        try await DatabaseQueue(path: root + "/graft.sqlite").write { db in
+            try db.execute(sql: SchemaMigrator.createLedger)
+            try db.execute(sql: first.sql)
+            try db.execute(sql: "INSERT INTO graft_migrations VALUES (1, 'initial', ?, 'then')", arguments: [first.checksum])
+            try db.execute(sql: "INSERT INTO models (name, kind, license, created_at) VALUES ('old-base', 'base', 'mit', 'then')")
+        }
+        let registry = try await Registry.open(at: root)
+        #expect(try await registry.models().map(\.name.value) == ["old-base"])
+        let versions = try await DatabaseQueue(path: root + "/graft.sqlite").read { db in
+            try Int.fetchAll(db, sql: "SELECT version FROM graft_migrations ORDER BY version")
+        }
+        #expect(versions == Migration.all.map(\.version))
     }
 
     @Test("the schema has an index for every lookup path used by these commands")
@@ -71,6 +80,12 @@ struct MigrationTests {
                 "SELECT * FROM checkpoints c WHERE c.model_id = 1 AND c.number = 2",
                 "SELECT * FROM checkpoint_tensors WHERE checkpoint_id = 1 ORDER BY position",
                 "SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = 'x'",
+                "SELECT 1 FROM checkpoints WHERE header_digest = 'x'",
+                "SELECT * FROM model_parents WHERE parent_model_id = 1",
+                "SELECT * FROM model_parents WHERE parent_checkpoint_id = 1",
+                "SELECT * FROM manifest_entries WHERE model_id = 1",
+                "SELECT * FROM aliases WHERE model_id = 1 AND alias = 'x'",
+                "SELECT * FROM aliases WHERE checkpoint_id = 1",
             ].map { sql in try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql).map { $0["detail"] as String }.joined(separator: "; ") }
         }
         for plan in plans {

@@ -4,7 +4,7 @@ import Graft
 extension GraftCommand {
     struct CheckpointCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "checkpoint", abstract: "Work with a model's checkpoints.", subcommands: [ListCheckpoints.self])
+            commandName: "checkpoint", abstract: "Work with a model's checkpoints.", subcommands: [AddCheckpoint.self, ListCheckpoints.self])
     }
 }
 
@@ -23,6 +23,46 @@ extension GraftCommand.CheckpointCommand {
                 let checkpoints = try await options.open().checkpoints(of: name)
                 if output.json { return try emitJSON(checkpoints) }
                 if checkpoints.isEmpty { print("\(name) has no checkpoints") } else { printCheckpointTable(checkpoints) }
+            }
+        }
+    }
+}
+
+extension GraftCommand.CheckpointCommand {
+    struct AddCheckpoint: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add",
+            abstract: "Commit a safetensors file as the model's next checkpoint.",
+            discussion: """
+                For a student, the frozen-layer manifest is enforced first: a frozen tensor that
+                changed, a dropped one present or a kept one missing refuses the whole commit
+                (exit 79), naming each tensor, and nothing is written. Tensors unchanged from the
+                parent are its blobs and cost nothing.
+                """)
+
+        @Argument(help: ArgumentHelp("The model.", valueName: "name"))
+        var name: String
+        @Argument(help: ArgumentHelp("The safetensors file.", valueName: "file"))
+        var file: String
+        @Option(help: "Training step of this checkpoint.")
+        var step: Int?
+        @Option(help: "Epoch of this checkpoint.")
+        var epoch: Int?
+        @OptionGroup var options: RegistryOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let name = try parseName(self.name)
+            try await GraftCLI.run { () throws(GraftError) in
+                let progress = ProgressLine(label: "committing \(file)")
+                let result = try await options.open().addCheckpoint(model: name, file: file, step: step, epoch: epoch) { done, total in
+                    progress.update(done: done, total: total)
+                }
+                progress.finish()
+                if output.json { return try emitJSON(result) }
+                print("committed \(result.checkpoint)  \(result.digest.short)")
+                print("  new bytes stored \(formatBytes(result.bytesStored)) of \(formatBytes(result.logicalBytes)) logical"
+                    + (result.newTensors.isEmpty ? "" : "; new tensors: \(result.newTensors.joined(separator: ", "))"))
             }
         }
     }

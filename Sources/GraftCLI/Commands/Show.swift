@@ -41,6 +41,14 @@ extension GraftCommand {
             lines.append(("checkpoints", String(model.checkpointCount)))
             let width = lines.map(\.0.count).max() ?? 0
             for (label, value) in lines { print(label + String(repeating: " ", count: width - label.count) + "  " + value) }
+            if !detail.aliases.isEmpty {
+                lines = detail.aliases.sorted { $0.key < $1.key }.map { ("@" + $0.key, $0.value) }
+                for (label, value) in lines { print(label + String(repeating: " ", count: max(0, width - label.count)) + "  " + value) }
+            }
+            if let manifest = detail.manifest {
+                print("")
+                printManifest(manifest)
+            }
             if !detail.checkpoints.isEmpty {
                 print("")
                 printCheckpointTable(detail.checkpoints)

@@ -1,0 +1,179 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+public import SafeTensors
+
+/// A tensor's state in a student's frozen-layer manifest, against its parent checkpoint.
+public enum TensorState: String, Sendable, Codable, CaseIterable {
+    /// Must stay bit-identical to the parent's tensor.
+    case frozen
+    /// May change.
+    case trainable
+    /// Not in the parent (a new head, say).
+    case new
+    /// In the parent, and must be absent from the student's checkpoints.
+    case dropped
+}
+
+/// How much of the parent a student trains, derived from its manifest.
+public enum TransferMode: String, Sendable, Codable {
+    /// Every kept parent tensor is frozen: only new tensors train.
+    case featureExtraction = "feature-extraction"
+    /// Some kept parent tensors are frozen, some train.
+    case partialFinetune = "partial-finetune"
+    /// No parent tensor is frozen.
+    case fullFinetune = "full-finetune"
+}
+
+/// How a student relates to its parent.
+public enum Relation: String, Sendable, Codable, CaseIterable {
+    case finetune, adapter, distillation, merge, quantized
+}
+
+/// One declared rule: freeze, train or drop the tensors a pattern matches.
+///
+/// A pattern is a tensor name, a layer prefix that matches every tensor under it (`encoder`
+/// matches `encoder.layer.0.weight`, not `encoderx.w`), or a glob (`*`, `?`, `[…]`).
+public struct ManifestRule: Sendable, Codable, Equatable {
+    public enum Action: String, Sendable, Codable { case freeze, train, drop }
+    public var action: Action
+    public var pattern: String
+
+    public init(_ action: Action, _ pattern: String) {
+        self.action = action
+        self.pattern = pattern
+    }
+}
+
+/// How a student's manifest is declared: ordered rules, or exact per-tensor states (the
+/// training engine's way).
+public enum ManifestDeclaration: Sendable, Equatable {
+    /// Rules over tensor names, plus optionally "freeze every block of PREFIX up to N".
+    /// Where rules overlap, the most specific pattern wins (the most literal characters); on a
+    /// tie, drop beats train beats freeze. Tensors no rule covers are trainable.
+    case rules([ManifestRule], freezeThrough: String?)
+    /// Each tensor's state; parent tensors not named are trainable; `new` names tensors the
+    /// parent lacks.
+    case perTensor([String: TensorState])
+}
+
+/// A student's manifest entry for one tensor.
+public struct ManifestEntry: Sendable, Codable, Equatable {
+    public var name: String
+    public var state: TensorState
+    public var dtype: DType?
+    public var shape: [Int]?
+    public var parameters: Int
+    /// The parent's digest for this tensor (absent for `new`).
+    public var parentDigest: Digest?
+}
+
+/// Resolves a declaration against the parent's tensors.
+enum ManifestResolver {
+    /// - Throws: ``GraftError/patternMatchesNothing(_:)``, ``GraftError/invalidManifest(_:)``.
+    static func resolve(_ declaration: ManifestDeclaration, parent: [TensorEntry]) throws(GraftError) -> [ManifestEntry] {
+        var states: [String: TensorState] = [:]
+        var newEntries: [ManifestEntry] = []
+        switch declaration {
+        case .perTensor(let given):
+            let names = Set(parent.map(\.name))
+            for (name, state) in given {
+                if state == .new {
+                    guard !names.contains(name) else { throw .invalidManifest("`\(name)` is in the parent, so it cannot be `new`") }
+                    newEntries.append(ManifestEntry(name: name, state: .new, dtype: nil, shape: nil, parameters: 0, parentDigest: nil))
+                } else {
+                    guard names.contains(name) else { throw .invalidManifest("`\(name)` is not a tensor of the parent; only `new` tensors may be absent from it") }
+                    states[name] = state
+                }
+            }
+        case .rules(let rules, let freezeThrough):
+            var matchers = try rules.map { rule throws(GraftError) -> Matcher in try Matcher(rule) }
+            if let freezeThrough { matchers.append(try Matcher(freezeThrough: freezeThrough)) }
+            var used = Array(repeating: false, count: matchers.count)
+            for tensor in parent {
+                var best: (score: Int, rank: Int, state: TensorState)? = nil
+                for (index, matcher) in matchers.enumerated() where matcher.matches(tensor.name) {
+                    used[index] = true
+                    let candidate = (matcher.specificity, matcher.action.rank, matcher.action.state)
+                    if best == nil || (candidate.0, candidate.1) > (best!.score, best!.rank) { best = candidate }
+                }
+                states[tensor.name] = best?.state ?? .trainable
+            }
+            if let unused = used.firstIndex(of: false) { throw .patternMatchesNothing(matchers[unused].description) }
+        }
+        return parent.map { tensor in
+            ManifestEntry(
+                name: tensor.name, state: states[tensor.name] ?? .trainable, dtype: tensor.dtype, shape: tensor.shape,
+                parameters: tensor.parameters, parentDigest: tensor.digest)
+        } + newEntries.sorted { $0.name < $1.name }
+    }
+
+    /// The transfer mode a manifest implies.
+    static func mode(of entries: [ManifestEntry]) -> TransferMode {
+        let kept = entries.filter { $0.state == .frozen || $0.state == .trainable }
+        let frozen = kept.filter { $0.state == .frozen }.count
+        if frozen == 0 { return .fullFinetune }
+        return frozen == kept.count ? .featureExtraction : .partialFinetune
+    }
+
+    struct Matcher: CustomStringConvertible {
+        let action: ManifestRule.Action
+        let pattern: String
+        let isGlob: Bool
+        /// For `--freeze-through PREFIX.N`: the prefix and N.
+        let through: (prefix: String, last: Int)?
+        let specificity: Int
+
+        init(_ rule: ManifestRule) throws(GraftError) {
+            guard !rule.pattern.isEmpty else { throw .invalidManifest("an empty pattern matches nothing") }
+            action = rule.action
+            pattern = rule.pattern
+            isGlob = rule.pattern.contains { "*?[".contains($0) }
+            through = nil
+            specificity = rule.pattern.filter { !"*?[]".contains($0) }.count
+        }
+
+        init(freezeThrough layer: String) throws(GraftError) {
+            guard let dot = layer.lastIndex(of: "."), let last = Int(layer[layer.index(after: dot)...]), last >= 0 else {
+                throw .invalidManifest("--freeze-through takes a numbered layer such as `features.4` or `encoder.layer.5`; `\(layer)` ends in no number")
+            }
+            action = .freeze
+            pattern = layer
+            isGlob = false
+            through = (String(layer[...dot]), last)
+            specificity = through!.prefix.count
+        }
+
+        func matches(_ name: String) -> Bool {
+            if let through {
+                guard name.hasPrefix(through.prefix) else { return false }
+                let rest = name.dropFirst(through.prefix.count)
+                let digits = rest.prefix { $0.isASCII && $0.isNumber }
+                guard let number = Int(digits), rest.dropFirst(digits.count).isEmpty || rest.dropFirst(digits.count).hasPrefix(".") else { return false }
+                return number <= through.last
+            }
+            if isGlob { return fnmatch(pattern, name, 0) == 0 }
+            return name == pattern || name.hasPrefix(pattern + ".")
+        }
+
+        var description: String { through != nil ? "--freeze-through \(pattern)" : "--\(action.rawValue) \(pattern)" }
+    }
+}
+
+extension ManifestRule.Action {
+    var rank: Int {
+        switch self {
+        case .freeze: 0
+        case .train: 1
+        case .drop: 2
+        }
+    }
+
+    var state: TensorState {
+        switch self {
+        case .freeze: .frozen
+        case .train: .trainable
+        case .drop: .dropped
+        }
+    }
+}
