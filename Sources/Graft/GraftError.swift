@@ -51,6 +51,15 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case invalidManifest(String)
     /// A checkpoint breaks its model's frozen-layer manifest; nothing was written.
     case manifestViolation(model: ModelName, violations: [String])
+    /// A metric assignment, name or value that cannot be recorded.
+    case invalidMetric(String, reason: String)
+    /// No checkpoint in scope has this metric.
+    case unknownMetric(String, known: [String])
+    /// Every candidate for `best` carries an open advisory.
+    case allCandidatesFlagged(metric: String, candidates: Int)
+    /// An advisory id that is taken, or unknown.
+    case advisoryExists(String)
+    case advisoryNotFound(String)
     /// The operation needs a student, and the model is a base (or the other way round).
     case wrongModelKind(ModelName, expected: String)
 
@@ -106,6 +115,17 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .manifestViolation(let model, let violations):
             return "checkpoint refused: it breaks \(model)'s frozen-layer manifest (\(violations.count) tensor(s)); nothing was written: "
                 + violations.joined(separator: "; ")
+        case .invalidMetric(let text, let reason):
+            return "invalid metric \(show(text)): \(reason)"
+        case .unknownMetric(let name, let known):
+            let hint = known.isEmpty ? "no metrics are recorded in that scope" : "known metrics: " + known.prefix(10).joined(separator: ", ")
+            return "no checkpoint in scope has metric \(show(name)); \(hint)"
+        case .allCandidatesFlagged(let metric, let candidates):
+            return "all \(candidates) checkpoint(s) with metric \(show(metric)) carry an open advisory (on them or an ancestor); `graft advisory list` shows them, --include-flagged considers them"
+        case .advisoryExists(let id):
+            return "an advisory with id \(show(id)) exists already"
+        case .advisoryNotFound(let id):
+            return "no advisory with id \(show(id)); `graft advisory list` shows them"
         case .wrongModelKind(let name, let expected):
             return "`\(name)` is not a \(expected)"
         }

@@ -78,11 +78,12 @@ extension Registry {
         }
     }
 
-    /// Inserts a checkpoint row and its tensors (the blobs must be recorded already).
+    /// Inserts a checkpoint row and its tensors (the blobs must be recorded already); returns its id.
+    @discardableResult
     static func insertCheckpoint(
         _ db: Database, modelID: Int64, number: Int, reader: SafeTensorsReader, digest: Digest, headerDigest: Digest,
         tensors: [IngestedTensor], step: Int?, epoch: Int?, now: String
-    ) throws {
+    ) throws -> Int64 {
         try db.execute(
             sql: """
                 INSERT INTO checkpoints (model_id, number, digest, header, header_digest, metadata, tensor_count,
@@ -92,7 +93,9 @@ extension Registry {
             arguments: [modelID, number, digest.hex, Data(reader.headerBytes), headerDigest.hex, encodeJSON(reader.header.metadataDictionary),
                         tensors.count, tensors.reduce(0) { $0 + $1.info.elementCount }, reader.header.dataLength, reader.fileSize,
                         step, epoch, now])
-        try insertTensors(db, checkpointID: db.lastInsertedRowID, tensors)
+        let id = db.lastInsertedRowID
+        try insertTensors(db, checkpointID: id, tensors)
+        return id
     }
 
     /// The checkpoint digest: SHA-256 of the header bytes followed by each tensor's raw digest.

@@ -119,11 +119,12 @@ extension Registry {
         FROM models m
         """
 
-    static let checkpointSelect = """
-        SELECT c.id, m.name, c.number, c.digest, c.tensor_count, c.parameter_count, c.file_bytes, c.step, c.epoch,
-               c.metadata, c.created_at
-        FROM checkpoints c JOIN models m ON m.id = c.model_id
+    /// The columns `checkpointSummary` reads, from checkpoints `c` joined with models `m`.
+    static let checkpointColumns = """
+        c.id, m.name, c.number, c.digest, c.tensor_count, c.parameter_count, c.file_bytes, c.step, c.epoch, c.metadata, c.created_at
         """
+
+    static let checkpointSelect = "SELECT \(checkpointColumns) FROM checkpoints c JOIN models m ON m.id = c.model_id"
 
     static func modelSummary(_ row: Row) -> ModelSummary {
         ModelSummary(

@@ -137,9 +137,11 @@ extension Registry {
     ///   and what changed; ``GraftError/invalidFile(path:_:)``; ``GraftError/modelNotFound(_:suggestions:)``.
     public func addCheckpoint(
         model name: ModelName, file path: String, step: Int? = nil, epoch: Int? = nil,
+        metrics: [MetricAssignment] = [], split: String? = nil,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> CheckpointAddResult {
         guard try await modelID(name) != nil else { throw try await notFound(name) }
+        if let split { try MetricAssignment.checkName(split) }
         let manifest = try await self.manifest(of: name)
         let reader = try Self.openInput(path)
         let tensors = reader.header.tensors
@@ -211,9 +213,10 @@ extension Registry {
             let now = timestamp()
             let stored = try Self.insertBlobs(db, ingested, layout: layout, now: now)
             let number = (try Int.fetchOne(db, sql: "SELECT max(number) FROM checkpoints WHERE model_id = ?", arguments: [modelID]) ?? 0) + 1
-            try Self.insertCheckpoint(
+            let checkpointID = try Self.insertCheckpoint(
                 db, modelID: modelID, number: number, reader: reader, digest: digest, headerDigest: headerDigest, tensors: ingested,
                 step: step, epoch: epoch, now: now)
+            try Self.insertMetrics(db, checkpointID: checkpointID, metrics, split: split)
             if manifest != nil {
                 let statement = try db.cachedStatement(
                     sql: """

@@ -37,6 +37,9 @@ enum ExitCodes {
         case .damagedBlob: damage
         case .patternMatchesNothing, .invalidManifest, .wrongModelKind: usage
         case .manifestViolation: manifestViolation
+        case .invalidMetric: usage
+        case .unknownMetric, .advisoryNotFound, .allCandidatesFlagged: notFound
+        case .advisoryExists: exists
         case .database: internalError
         }
     }

@@ -25,6 +25,13 @@ struct TestRegistry {
         try DatabaseQueue(path: registry.layout.database).read { db in try Int.fetchOne(db, sql: sql) ?? -1 }
     }
 
+    /// `EXPLAIN QUERY PLAN` details of each statement.
+    func plans(_ statements: [String]) throws -> [String] {
+        try DatabaseQueue(path: registry.layout.database).read { db in
+            try statements.map { sql in try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql).map { $0["detail"] as String }.joined(separator: "; ") }
+        }
+    }
+
     /// The files under `blobs/` and `tmp/`, relative to the root.
     var storedFiles: [String] { filesUnder(root).filter { !$0.hasPrefix("graft.sqlite") } }
 }

@@ -48,14 +48,21 @@ extension GraftCommand.CheckpointCommand {
         var step: Int?
         @Option(help: "Epoch of this checkpoint.")
         var epoch: Int?
+        @Option(help: ArgumentHelp("An evaluation metric, KEY=VALUE (repeatable).", valueName: "key=value"))
+        var metric: [String] = []
+        @Option(help: "The split or dataset the metrics were measured on.")
+        var split: String?
         @OptionGroup var options: RegistryOptions
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
             let name = try parseName(self.name)
+            let metrics = try parseAssignments(metric)
             try await GraftCLI.run { () throws(GraftError) in
                 let progress = ProgressLine(label: "committing \(file)")
-                let result = try await options.open().addCheckpoint(model: name, file: file, step: step, epoch: epoch) { done, total in
+                let result = try await options.open().addCheckpoint(
+                    model: name, file: file, step: step, epoch: epoch, metrics: metrics, split: split
+                ) { done, total in
                     progress.update(done: done, total: total)
                 }
                 progress.finish()

@@ -1,0 +1,38 @@
+-- Graft registry schema, version 3: metrics (evaluations and training curves) and advisories.
+-- A shipped migration is never edited; later changes go in a new file.
+
+-- An evaluation of one checkpoint: metric name, split ('' when none given) and value.
+CREATE TABLE metrics (
+    checkpoint_id  INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
+    name           TEXT    NOT NULL,
+    split          TEXT    NOT NULL DEFAULT '',
+    value          REAL    NOT NULL,
+    created_at     TEXT    NOT NULL,
+    PRIMARY KEY (checkpoint_id, name, split)
+) WITHOUT ROWID;
+-- `best` ranks checkpoints by one metric and split.
+CREATE INDEX metrics_by_name ON metrics (name, split, value);
+
+-- A training curve point of a model: metric name, step and value.
+CREATE TABLE curve_points (
+    model_id  INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    name      TEXT    NOT NULL,
+    step      INTEGER NOT NULL,
+    value     REAL    NOT NULL,
+    PRIMARY KEY (model_id, name, step)
+) WITHOUT ROWID;
+
+-- A known weakness of a model (checkpoint_id NULL) or of one checkpoint. Every descendant
+-- inherits it while it is open (resolved_at NULL).
+CREATE TABLE advisories (
+    id             TEXT    PRIMARY KEY,
+    model_id       INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    checkpoint_id  INTEGER REFERENCES checkpoints(id) ON DELETE CASCADE,
+    severity       TEXT    NOT NULL CHECK (severity IN ('low', 'medium', 'high', 'critical')),
+    note           TEXT,
+    url            TEXT,
+    created_at     TEXT    NOT NULL,
+    resolved_at    TEXT
+) WITHOUT ROWID;
+CREATE INDEX advisories_open_by_model ON advisories (model_id) WHERE resolved_at IS NULL;
+CREATE INDEX advisories_open_by_checkpoint ON advisories (checkpoint_id) WHERE resolved_at IS NULL;
