@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
     ],
     targets: [
         // The safetensors format: parse, validate, write. Depends on nothing of ours.
@@ -30,6 +31,7 @@ let package = Package(
                 "SafeTensors",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict,
             plugins: ["EmbedMigrations"]
@@ -63,6 +65,6 @@ let package = Package(
             dependencies: ["Graft", "SafeTensors", "GraftTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
-        .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "SafeTensors", "GraftTestSupport"], swiftSettings: strict),
+        .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "SafeTensors", "GraftTestSupport", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
     ]
 )

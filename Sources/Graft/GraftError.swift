@@ -55,6 +55,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case invalidMetric(String, reason: String)
     /// No checkpoint in scope has this metric.
     case unknownMetric(String, known: [String])
+    /// A model card that cannot be read or written.
+    case invalidCard(String)
     /// Every candidate for `best` carries an open advisory.
     case allCandidatesFlagged(metric: String, candidates: Int)
     /// An advisory id that is taken, or unknown.
@@ -120,6 +122,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .unknownMetric(let name, let known):
             let hint = known.isEmpty ? "no metrics are recorded in that scope" : "known metrics: " + known.prefix(10).joined(separator: ", ")
             return "no checkpoint in scope has metric \(show(name)); \(hint)"
+        case .invalidCard(let reason):
+            return "model card: \(reason)"
         case .allCandidatesFlagged(let metric, let candidates):
             return "all \(candidates) checkpoint(s) with metric \(show(metric)) carry an open advisory (on them or an ancestor); `graft advisory list` shows them, --include-flagged considers them"
         case .advisoryExists(let id):

@@ -38,6 +38,7 @@ enum ExitCodes {
         case .patternMatchesNothing, .invalidManifest, .wrongModelKind: usage
         case .manifestViolation: manifestViolation
         case .invalidMetric: usage
+        case .invalidCard: invalidInput
         case .unknownMetric, .advisoryNotFound, .allCandidatesFlagged: notFound
         case .advisoryExists: exists
         case .database: internalError

@@ -92,3 +92,22 @@ extension GraftCommand.AdvisoryCommand {
         }
     }
 }
+
+extension GraftCommand {
+    struct Card: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print Hugging Face model-card front matter (YAML) for a model, with its lineage.",
+            discussion: "base_model and base_model_relation come from the lineage, license and datasets from the model or its root base, and model-index from the newest checkpoint's evaluations.")
+
+        @Argument(help: ArgumentHelp("The model.", valueName: "name"))
+        var name: String
+        @OptionGroup var options: RegistryOptions
+
+        func run() async throws {
+            let name = try parseName(self.name)
+            try await GraftCLI.run { () throws(GraftError) in
+                print(try await options.open().card(name), terminator: "")
+            }
+        }
+    }
+}

@@ -36,15 +36,27 @@ extension GraftCommand.Base {
         var task: String?
         @Option(help: "A one-line description.")
         var description: String?
+        @Option(help: ArgumentHelp("A Hugging Face model card (README.md): license, datasets and pipeline_tag are read from its front matter; flags win.", valueName: "file"))
+        var card: String?
         @OptionGroup var options: RegistryOptions
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
             let name = try parseName(self.name)
+            var fields = CardFields()
+            if let card {
+                guard let data = FileManager.default.contents(atPath: card) else {
+                    throw fail(.cannotReadInput(path: card, .io(operation: "cannot read", path: card, errno: ENOENT)))
+                }
+                do throws(GraftError) { fields = try ModelCard.parse(String(decoding: data, as: UTF8.self)) } catch { throw fail(error) }
+            }
+            let cardFields = fields
             try await GraftCLI.run { () throws(GraftError) in
                 let registry = try await options.open()
                 let provenance = Provenance(
-                    source: source, license: license, dataset: dataset, architecture: architecture, task: task, description: description)
+                    source: source, license: license ?? cardFields.license,
+                    dataset: dataset ?? (cardFields.datasets.isEmpty ? nil : cardFields.datasets.joined(separator: ",")),
+                    architecture: architecture, task: task ?? cardFields.task, description: description)
                 let progress = ProgressLine(label: "importing \(file)")
                 let result = try await registry.addBase(name: name, file: file, provenance: provenance) { done, total in
                     progress.update(done: done, total: total)

@@ -71,8 +71,10 @@ extension GraftCommand {
         @Option(help: "Show each model's best value of this metric.")
         var metric: String?
         @OptionGroup var options: RegistryOptions
+        @OptionGroup var output: OutputOptions
 
         func run() async throws {
+            let format = output.json ? .json : self.format
             let name = try parseName(self.name)
             try await GraftCLI.run { () throws(GraftError) in
                 var report = try await options.open().lineage(name, metric: metric)

@@ -1,0 +1,87 @@
+import GRDB
+import Yams
+
+/// Fields Graft reads from a Hugging Face model card's YAML front matter.
+public struct CardFields: Sendable, Equatable {
+    public var license: String?
+    public var datasets: [String]
+    /// `pipeline_tag`, used as the task.
+    public var task: String?
+    public var baseModel: String?
+
+    public init(license: String? = nil, datasets: [String] = [], task: String? = nil, baseModel: String? = nil) {
+        self.license = license
+        self.datasets = datasets
+        self.task = task
+        self.baseModel = baseModel
+    }
+}
+
+/// Hugging Face model cards: YAML front matter between `---` lines at the top of README.md.
+public enum ModelCard {
+    /// Reads the front matter of a model card.
+    ///
+    /// - Throws: ``GraftError/invalidCard(_:)`` when there is no front matter or it is not YAML.
+    public static func parse(_ markdown: String) throws(GraftError) -> CardFields {
+        let lines = markdown.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
+        guard lines.first?.trimmingCharacters(in: .whitespaces) == "---",
+            let end = lines.dropFirst().firstIndex(where: { $0.trimmingCharacters(in: .whitespaces) == "---" })
+        else { throw .invalidCard("no YAML front matter (a block between `---` lines at the top of the file)") }
+        let yaml = lines[1..<end].joined(separator: "\n")
+        let node: Node?
+        do { node = try Yams.compose(yaml: yaml) } catch { throw .invalidCard("the front matter is not valid YAML: \(error)") }
+        guard let mapping = node?.mapping else { throw .invalidCard("the front matter is not a YAML mapping") }
+        func string(_ key: String) -> String? { mapping[key]?.string }
+        let datasets: [String] = mapping["datasets"].map { value in
+            if let sequence = value.sequence { return sequence.compactMap(\.string) }
+            return value.string.map { [$0] } ?? []
+        } ?? []
+        return CardFields(license: string("license"), datasets: datasets, task: string("pipeline_tag"), baseModel: string("base_model"))
+    }
+}
+
+extension Registry {
+    /// Hugging Face model-card front matter (YAML, between `---` lines) for a model: its parent
+    /// as `base_model` and `base_model_relation`, the license and datasets (a student inherits
+    /// its root base's), and the newest checkpoint's evaluations in `model-index` form.
+    public func card(_ name: ModelName) async throws(GraftError) -> String {
+        let detail = try await model(name)
+        let lineage = try await lineage(name)
+        let root = lineage.ancestors.last?.name ?? name.value
+        let rootProvenance = root == name.value ? detail.model.provenance : try await model(ModelName(trusted: root)).model.provenance
+        let provenance = detail.model.provenance
+        let metrics = detail.checkpoints.isEmpty ? MetricsReport(checkpoints: [], curves: []) : try await self.metrics(.latest(name))
+        var pairs: [(Node, Node)] = []
+        func add(_ key: String, _ value: Node) { pairs.append((Node(key), value)) }
+        if let parent = detail.manifest?.parent, let relation = detail.manifest?.relation {
+            add("base_model", Node(String(parent[..<parent.lastIndex(of: "@")!])))
+            // The Hub knows adapter, merge, quantized and finetune; a distillation is a fine-tune of the teacher.
+            add("base_model_relation", Node(relation == .distillation ? "finetune" : relation.rawValue))
+        }
+        if let license = provenance.license ?? rootProvenance.license { add("license", Node(license)) }
+        if let dataset = provenance.dataset ?? rootProvenance.dataset { add("datasets", Node([Node(dataset)])) }
+        if let task = provenance.task ?? rootProvenance.task { add("pipeline_tag", Node(task)) }
+        var tags = [Node("graft")]
+        if let mode = detail.manifest?.mode { tags.append(Node(mode.rawValue)) }
+        add("tags", Node(tags))
+        let evaluations = metrics.checkpoints.last?.metrics ?? []
+        if !evaluations.isEmpty {
+            let bySplit = Dictionary(grouping: evaluations) { $0.split ?? "evaluation" }
+            let results: [Node] = bySplit.keys.sorted().map { split in
+                Node([
+                    (Node("task"), Node([(Node("type"), Node(provenance.task ?? rootProvenance.task ?? "other"))])),
+                    (Node("dataset"), Node([(Node("name"), Node(split)), (Node("type"), Node(provenance.dataset ?? rootProvenance.dataset ?? split))])),
+                    (Node("metrics"), Node(bySplit[split]!.map { metric in
+                        Node([(Node("type"), Node(metric.name)), (Node("value"), Node(String(metric.value), Tag(.float)))])
+                    })),
+                ])
+            }
+            add("model-index", Node([Node([(Node("name"), Node(name.value)), (Node("results"), Node(results))])]))
+        }
+        do {
+            return "---\n" + (try Yams.serialize(node: Node(pairs))) + "---\n"
+        } catch {
+            throw .invalidCard("cannot write YAML: \(error)")
+        }
+    }
+}
