@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test system-deps python-deps bench clean
+.PHONY: all build demo test system-deps python-deps bench bench-scale clean
 
 all: build
 
@@ -40,6 +40,12 @@ test: system-deps python-deps
 bench: system-deps python-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	benchmarks/run.sh
+
+# Scale: BENCH_SCALE="--bases 100 --students 100000 --checkpoints 10 --metrics 10 --chain 1000" for the full size.
+BENCH_SCALE ?= --bases 10 --students 2000 --checkpoints 5 --metrics 10 --chain 200
+bench-scale: system-deps
+	swift build -c release --product graft-scale-bench $(SWIFT_BUILD_FLAGS)
+	.build/release/graft-scale-bench $(BENCH_SCALE)
 
 clean:
 	rm -rf .build $(VENV)

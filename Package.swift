@@ -46,6 +46,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // `make bench-scale`: a synthetic registry through the library API, and query latencies.
+        .executableTarget(name: "graft-scale-bench", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/scale", swiftSettings: strict),
         // Build-time helper: turns migrations/*.sql into Swift string literals.
         .executableTarget(name: "MigrationEmbedder"),
         .plugin(

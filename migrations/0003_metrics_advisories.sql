@@ -2,16 +2,19 @@
 -- A shipped migration is never edited; later changes go in a new file.
 
 -- An evaluation of one checkpoint: metric name, split ('' when none given) and value.
+-- model_id repeats the checkpoint's model so that `best` seeks per model in one index.
 CREATE TABLE metrics (
     checkpoint_id  INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
+    model_id       INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
     name           TEXT    NOT NULL,
     split          TEXT    NOT NULL DEFAULT '',
     value          REAL    NOT NULL,
     created_at     TEXT    NOT NULL,
     PRIMARY KEY (checkpoint_id, name, split)
 ) WITHOUT ROWID;
--- `best` ranks checkpoints by one metric and split.
+-- `best` ranks checkpoints by one metric and split: over the registry, or model by model.
 CREATE INDEX metrics_by_name ON metrics (name, split, value);
+CREATE INDEX metrics_by_model ON metrics (model_id, name, split, value);
 
 -- A training curve point of a model: metric name, step and value.
 CREATE TABLE curve_points (

@@ -126,6 +126,8 @@ public struct ModelDetail: Sendable, Codable, Equatable {
     public var manifest: ManifestSummary?
     /// Aliases on this model, each with the checkpoint (`NAME@N`) it points at.
     public var aliases: [String: String]
+    /// Open advisories it carries or inherits; `ID@N` marks one on its own checkpoint N.
+    public var advisories: [String]
 }
 
 /// What `addBase` did.

@@ -96,33 +96,55 @@ extension Registry {
         }
         let order = chosen == .max ? "DESC" : "ASC"
         let (clause, argument) = (scopeClause, scopeArgument)
-        let (rows, flaggedModels, flaggedCheckpoints, known) = try await read { db in
-            var sql = """
-                SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id
+        return try await read { db in
+            // Candidates: checkpoints in scope with the metric. A checkpoint is flagged when it
+            // carries an open advisory or its model is flagged (inherited; see flaggedModels).
+            let from = """
                 FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id
-                WHERE mt.name = ? AND mt.split = ?
+                WHERE mt.name = ? AND mt.split = ?\(clause.replacingOccurrences(of: "c.model_id", with: "mt.model_id"))
                 """
             var arguments: StatementArguments = [metric, split ?? ""]
             if let argument { arguments += [argument] }
-            sql += clause + " ORDER BY mt.value \(order), m.name, c.number"
-            let rows = try Row.fetchAll(db, sql: sql, arguments: arguments).map {
-                (summary: Self.checkpointSummary($0), id: $0["id"] as Int64, model: $0["model_id"] as Int64, value: $0["metric_value"] as Double)
+            let candidates = try Int.fetchOne(db, sql: "SELECT count(*) " + from, arguments: arguments) ?? 0
+            guard candidates > 0 else {
+                let known = try String.fetchAll(db, sql: "SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20")
+                throw GraftError.unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: known)
             }
-            let known = rows.isEmpty ? try String.fetchAll(db, sql: "SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20") : []
-            return (rows, Set(try Self.flaggedModels(db).keys), try Self.flaggedCheckpoints(db), known)
+            let anyOpen = try Self.hasOpenAdvisories(db)
+            let flaggedModels = anyOpen ? try Self.flaggedModels(db) : [:]
+            let flaggedCheckpoints = anyOpen ? try Self.flaggedCheckpoints(db) : []
+            // Walk candidates best first; only flagged ones are skipped, so this stops early.
+            let cursor = try Row.fetchCursor(
+                db, sql: "SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id " + from
+                    + " ORDER BY mt.value \(order), m.name, c.number", arguments: arguments)
+            var excluded = 0
+            while let row = try cursor.next() {
+                let id: Int64 = row["id"], model: Int64 = row["model_id"]
+                if !includeFlagged, flaggedModels[model] != nil || flaggedCheckpoints.contains(id) {
+                    excluded += 1
+                    continue
+                }
+                // Count every flagged candidate, not only those ranked above the winner.
+                if !includeFlagged {
+                    excluded = try Self.countFlagged(db, from: from, arguments: arguments, models: Set(flaggedModels.keys), checkpoints: flaggedCheckpoints)
+                }
+                return BestResult(
+                    checkpoint: Self.checkpointSummary(row), metric: metric, split: split, value: row["metric_value"], direction: chosen,
+                    directionInferred: direction == nil, candidates: candidates, excludedFlagged: excluded)
+            }
+            throw GraftError.allCandidatesFlagged(metric: metric, candidates: candidates)
         }
-        guard !rows.isEmpty else { throw .unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: known) }
-        let isFlagged = { (row: (summary: CheckpointSummary, id: Int64, model: Int64, value: Double)) in
-            flaggedModels.contains(row.model) || flaggedCheckpoints.contains(row.id)
+    }
+
+    /// How many candidates (rows of `from`) are flagged.
+    static func countFlagged(_ db: Database, from: String, arguments: StatementArguments, models: Set<Int64>, checkpoints: Set<Int64>) throws -> Int {
+        guard !models.isEmpty || !checkpoints.isEmpty else { return 0 }
+        var count = 0
+        let cursor = try Row.fetchCursor(db, sql: "SELECT c.id, c.model_id " + from, arguments: arguments)
+        while let row = try cursor.next() {
+            if models.contains(row[1]) || checkpoints.contains(row[0]) { count += 1 }
         }
-        let eligible = includeFlagged ? rows : rows.filter { !isFlagged($0) }
-        let excluded = includeFlagged ? 0 : rows.count - eligible.count
-        guard let winner = eligible.first else {
-            throw .allCandidatesFlagged(metric: metric, candidates: rows.count)
-        }
-        return BestResult(
-            checkpoint: winner.summary, metric: metric, split: split, value: winner.value, direction: chosen, directionInferred: direction == nil,
-            candidates: rows.count, excludedFlagged: excluded)
+        return count
     }
 
     /// The ancestors (up to the root base) and descendants (any depth) of a model.
@@ -131,53 +153,81 @@ extension Registry {
         if let metric { try MetricAssignment.checkName(metric) }
         let chosen = metric.map { direction ?? Direction.inferred(for: $0) }
         return try await read { db in
-            let flags = try Self.flaggedModels(db)
+            let flags = try Self.hasOpenAdvisories(db) ? try Self.flaggedModels(db) : [:]
             let ownFlags = try Self.checkpointAdvisoriesByModel(db)
-            func node(_ modelID: Int64, depth: Int) throws -> LineageNode {
-                let row = try Row.fetchOne(
-                    db, sql: """
-                        SELECT m.name, m.kind, m.transfer_mode, p.relation, pm.name AS parent_name, pc.number AS parent_number,
-                               (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS checkpoints
-                        FROM models m LEFT JOIN model_parents p ON p.model_id = m.id
-                        LEFT JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id LEFT JOIN models pm ON pm.id = pc.model_id
-                        WHERE m.id = ? LIMIT 1
-                        """, arguments: [modelID])!
-                var best: Double? = nil
-                if let metric, let chosen {
-                    best = try Double.fetchOne(
-                        db, sql: "SELECT \(chosen == .max ? "max" : "min")(mt.value) FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id WHERE c.model_id = ? AND mt.name = ?",
-                        arguments: [modelID, metric])
+            // One query for the chain up, one for the tree down; each returns a node's fields.
+            let nodeColumns = """
+                m.id, m.name, m.kind, m.transfer_mode, p.relation, pm.name AS parent_name, pc.number AS parent_number,
+                (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS checkpoints
+                """
+            let up = try Row.fetchAll(
+                db, sql: """
+                    WITH RECURSIVE up(model_id, depth) AS (
+                        SELECT ?, 0
+                        UNION ALL
+                        SELECT (SELECT parent_model_id FROM model_parents WHERE model_id = up.model_id ORDER BY created_at LIMIT 1), depth + 1
+                        FROM up WHERE EXISTS (SELECT 1 FROM model_parents WHERE model_id = up.model_id)
+                    )
+                    SELECT up.depth, \(nodeColumns) FROM up JOIN models m ON m.id = up.model_id
+                    LEFT JOIN model_parents p ON p.model_id = m.id AND p.parent_checkpoint_id =
+                        (SELECT parent_checkpoint_id FROM model_parents WHERE model_id = m.id ORDER BY created_at LIMIT 1)
+                    LEFT JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id LEFT JOIN models pm ON pm.id = pc.model_id
+                    ORDER BY up.depth
+                    """, arguments: [id])
+            let down = try Row.fetchAll(
+                db, sql: """
+                    WITH RECURSIVE down(model_id, parent_id, depth) AS (
+                        SELECT ?, NULL, 0
+                        UNION
+                        SELECT p.model_id, p.parent_model_id, down.depth + 1 FROM model_parents p JOIN down ON p.parent_model_id = down.model_id
+                    )
+                    SELECT down.depth, down.parent_id, \(nodeColumns) FROM down JOIN models m ON m.id = down.model_id
+                    LEFT JOIN model_parents p ON p.model_id = m.id AND p.parent_model_id = down.parent_id
+                    LEFT JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id LEFT JOIN models pm ON pm.id = pc.model_id
+                    WHERE down.depth > 0
+                    """, arguments: [id])
+            var best: [Int64: Double] = [:]
+            if let metric, let chosen {
+                let ids = (up + down).map { $0["id"] as Int64 }
+                for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min($0 + 500, ids.count)]) }) {
+                    let rows = try Row.fetchAll(
+                        db, sql: "SELECT model_id, \(chosen == .max ? "max" : "min")(value) AS best FROM metrics WHERE name = ? AND model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) GROUP BY model_id",
+                        arguments: StatementArguments([metric]) + StatementArguments(chunk))
+                    for row in rows { best[row["model_id"]] = row["best"] }
                 }
+            }
+            func node(_ row: Row, depth: Int) -> LineageNode {
+                let modelID: Int64 = row["id"]
                 let parentName: String? = row["parent_name"]
                 return LineageNode(
                     name: row["name"], kind: row["kind"], mode: (row["transfer_mode"] as String?).flatMap(TransferMode.init(rawValue:)),
                     relation: (row["relation"] as String?).flatMap(Relation.init(rawValue:)),
                     parent: parentName.map { "\($0)@\(row["parent_number"] as Int)" }, depth: depth, checkpoints: row["checkpoints"],
-                    advisories: (flags[modelID] ?? []).sorted() + (ownFlags[modelID] ?? []).sorted(), best: best)
+                    advisories: (flags[modelID] ?? []).sorted() + (ownFlags[modelID] ?? []).sorted(), best: best[modelID])
             }
-            var ancestors: [LineageNode] = []
-            var current = id
-            var depth = 0
-            while let parent = try Int64.fetchOne(db, sql: "SELECT parent_model_id FROM model_parents WHERE model_id = ? ORDER BY created_at LIMIT 1", arguments: [current]) {
-                depth += 1
-                ancestors.append(try node(parent, depth: depth))
-                current = parent
-            }
+            // Depth-first order of the tree, children by name; a model reached twice (a merge) once.
+            var children: [Int64: [Row]] = [:]
+            for row in down { children[row["parent_id"] ?? -1, default: []].append(row) }
             var descendants: [LineageNode] = []
             var visited: Set<Int64> = [id]
-            func walk(_ parent: Int64, depth: Int) throws {
-                let children = try Row.fetchAll(
-                    db, sql: "SELECT p.model_id, m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_model_id = ?",
-                    arguments: [parent]
-                ).map { ($0["model_id"] as Int64, $0["name"] as String) }.sorted { numericAwareLess($0.1, $1.1) }
-                for (child, _) in children where visited.insert(child).inserted {
-                    descendants.append(try node(child, depth: depth))
-                    try walk(child, depth: depth + 1)
+            func walk(_ parent: Int64, depth: Int) {
+                for row in (children[parent] ?? []).sorted(by: { numericAwareLess($0["name"], $1["name"]) }) {
+                    let child: Int64 = row["id"]
+                    guard visited.insert(child).inserted else { continue }
+                    descendants.append(node(row, depth: depth))
+                    walk(child, depth: depth + 1)
                 }
             }
-            try walk(id, depth: 1)
-            return LineageReport(model: try node(id, depth: 0), ancestors: ancestors, descendants: descendants, metric: metric, direction: chosen)
+            walk(id, depth: 1)
+            return LineageReport(
+                model: node(up[0], depth: 0), ancestors: up.dropFirst().map { node($0, depth: $0["depth"]) }, descendants: descendants,
+                metric: metric, direction: chosen)
         }
+    }
+
+    /// Whether any advisory is open: when none is, flag computations are skipped.
+    static func hasOpenAdvisories(_ db: Database) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM advisories WHERE resolved_at IS NULL)") ?? false
     }
 
     /// SQL selecting a model (the one argument) and every descendant's id, any depth.

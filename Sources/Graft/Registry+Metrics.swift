@@ -91,11 +91,12 @@ extension Registry {
     static func insertMetrics(_ db: Database, checkpointID: Int64, _ values: [MetricAssignment], split: String?) throws {
         let statement = try db.cachedStatement(
             sql: """
-                INSERT INTO metrics (checkpoint_id, name, split, value, created_at) VALUES (?, ?, ?, ?, ?)
+                INSERT INTO metrics (checkpoint_id, model_id, name, split, value, created_at)
+                VALUES (?, (SELECT model_id FROM checkpoints WHERE id = ?), ?, ?, ?, ?)
                 ON CONFLICT (checkpoint_id, name, split) DO UPDATE SET value = excluded.value, created_at = excluded.created_at
                 """)
         let now = timestamp()
-        for value in values { try statement.execute(arguments: [checkpointID, value.name, split ?? "", value.value, now]) }
+        for value in values { try statement.execute(arguments: [checkpointID, checkpointID, value.name, split ?? "", value.value, now]) }
     }
 
     /// Records training-curve points of a model at one step.

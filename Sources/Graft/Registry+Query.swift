@@ -24,8 +24,13 @@ extension Registry {
         if let latestID, let last = checkpoints.last {
             latest = CheckpointDetail(checkpoint: last, layers: LayerGroup.group(try await tensors(checkpointID: latestID)))
         }
+        let advisories = try await read { db -> [String] in
+            guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else { return [] }
+            return (try Self.flaggedModels(db)[id] ?? []).sorted() + (try Self.checkpointAdvisoriesByModel(db)[id] ?? []).sorted()
+        }
         return ModelDetail(
-            model: summary, checkpoints: checkpoints, latest: latest, manifest: try await manifest(of: name), aliases: try await aliases(of: name))
+            model: summary, checkpoints: checkpoints, latest: latest, manifest: try await manifest(of: name), aliases: try await aliases(of: name),
+            advisories: advisories)
     }
 
     /// The checkpoints of a model, oldest first.

@@ -77,6 +77,7 @@ struct RegistryCLITests {
         #expect(dot.hasPrefix("digraph lineage {") && dot.contains("\"ft\" -> \"ft2\" [label=\"distillation from @2\"]"))
         let mermaid = try cli.run(["lineage", "base", "--format", "mermaid", "--descendants"]).stdout
         #expect(mermaid.hasPrefix("graph TD") && mermaid.contains("-->|finetune from @1|"))
+        #expect(try cli.run(["show", "ft2"]).stdout.contains("FLAGGED      CVE-2018-1"))
         let affected = try cli.run(["affected", "base"]).stdout
         #expect(affected.contains("ft2  [CVE-2018-1]  via base@1 → ft@2 → ft2"))
         #expect(try cli.run(["advisory", "list"]).stdout.contains("CVE-2018-1"))

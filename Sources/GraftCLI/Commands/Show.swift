@@ -37,6 +37,7 @@ extension GraftCommand {
                 if let value { lines.append((label, value)) }
             }
             for (key, value) in p.metadata.sorted(by: { $0.key < $1.key }) { lines.append(("meta." + key, value)) }
+            if !detail.advisories.isEmpty { lines.append(("FLAGGED", detail.advisories.joined(separator: ", ") + " (graft advisory list)")) }
             lines.append(("created", model.createdAt))
             lines.append(("checkpoints", String(model.checkpointCount)))
             let width = lines.map(\.0.count).max() ?? 0
