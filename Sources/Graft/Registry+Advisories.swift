@@ -114,35 +114,54 @@ extension Registry {
         }
         let (root, first, startLabel) = (start, checkpointID, label)
         return try await read { db in
-            let flagged = try Self.flaggedModels(db)
-            var result: [AffectedModel] = []
-            // Breadth-first from the start: children of a checkpoint reference are only the
-            // students of that checkpoint.
-            var queue: [(id: Int64, path: [String])] = []
-            let firstChildren = try Row.fetchAll(
+            let flagged = try Self.flaggedModels(db, within: root)
+            guard !flagged.isEmpty else { return [] }
+            // The whole tree below in one query: each model with the edge it was reached by.
+            let rows = try Row.fetchAll(
                 db, sql: """
-                    SELECT p.model_id, pc.number FROM model_parents p JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id
-                    WHERE p.parent_model_id = ? \(first == nil ? "" : "AND p.parent_checkpoint_id = ?")
-                    """, arguments: first == nil ? [root] : [root, first])
-            let rootName = try String.fetchOne(db, sql: "SELECT name FROM models WHERE id = ?", arguments: [root]) ?? startLabel
-            for row in firstChildren { queue.append((row["model_id"], ["\(rootName)@\(row["number"] as Int)"])) }
-            var seen = Set<Int64>()
-            while !queue.isEmpty {
-                let (id, path) = queue.removeFirst()
-                guard seen.insert(id).inserted else { continue }
-                let name = try String.fetchOne(db, sql: "SELECT name FROM models WHERE id = ?", arguments: [id]) ?? "?"
-                if let advisories = flagged[id], !advisories.isEmpty {
-                    let checkpoints = try Int.fetchAll(db, sql: "SELECT number FROM checkpoints WHERE model_id = ? ORDER BY number", arguments: [id]).map { "\(name)@\($0)" }
-                    result.append(AffectedModel(model: name, checkpoints: checkpoints, advisories: advisories.sorted(), path: path + [name]))
+                    WITH RECURSIVE down(model_id, parent_id, via, depth) AS (
+                        SELECT ?, NULL, NULL, 0
+                        UNION
+                        SELECT p.model_id, p.parent_model_id, p.parent_checkpoint_id, down.depth + 1
+                        FROM model_parents p JOIN down ON p.parent_model_id = down.model_id
+                    )
+                    SELECT down.model_id, down.parent_id, down.via, down.depth, m.name, pc.number AS via_number
+                    FROM down JOIN models m ON m.id = down.model_id LEFT JOIN checkpoints pc ON pc.id = down.via
+                    ORDER BY down.depth, m.name
+                    """, arguments: [root])
+            var names: [Int64: String] = [:]
+            var paths: [Int64: [String]] = [:]
+            var order: [Int64] = []
+            for row in rows {
+                let id: Int64 = row["model_id"]
+                names[id] = row["name"]
+                guard let parent = row["parent_id"] as Int64?, paths[id] == nil else { continue }
+                if parent == root {
+                    // From a checkpoint reference, only the students of that checkpoint.
+                    if let first, row["via"] as Int64? != first { continue }
+                    paths[id] = ["\(names[root] ?? startLabel)@\(row["via_number"] as Int)"]
+                } else {
+                    guard let above = paths[parent] else { continue }
+                    paths[id] = above + ["\(names[parent] ?? "?")@\(row["via_number"] as Int)"]
                 }
+                order.append(id)
+            }
+            let affectedIDs = order.filter { flagged[$0]?.isEmpty == false }
+            var checkpoints: [Int64: [Int]] = [:]
+            for chunk in stride(from: 0, to: affectedIDs.count, by: 500).map({ Array(affectedIDs[$0..<min($0 + 500, affectedIDs.count)]) }) {
                 for row in try Row.fetchAll(
-                    db, sql: "SELECT p.model_id, pc.number FROM model_parents p JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id WHERE p.parent_model_id = ?",
-                    arguments: [id])
+                    db, sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) ORDER BY model_id, number",
+                    arguments: StatementArguments(chunk))
                 {
-                    queue.append((row["model_id"], path + ["\(name)@\(row["number"] as Int)"]))
+                    checkpoints[row["model_id"], default: []].append(row["number"])
                 }
             }
-            return result
+            return affectedIDs.map { id in
+                let name = names[id] ?? "?"
+                return AffectedModel(
+                    model: name, checkpoints: (checkpoints[id] ?? []).map { "\(name)@\($0)" }, advisories: flagged[id]!.sorted(),
+                    path: paths[id]! + [name])
+            }
         }
     }
 }

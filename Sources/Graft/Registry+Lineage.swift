@@ -79,29 +79,26 @@ extension Registry {
         try MetricAssignment.checkName(metric)
         if let split { try MetricAssignment.checkName(split) }
         let chosen = direction ?? Direction.inferred(for: metric)
-        // The scope as a SQL condition on c.model_id, with its one argument.
-        var scopeClause = ""
-        var scopeArgument: Int64? = nil
-        switch scope {
-        case .all:
-            break
-        case .model(let name):
-            guard let id = try await modelID(name) else { throw try await notFound(name) }
-            scopeClause = " AND c.model_id = ?"
-            scopeArgument = id
-        case .under(let name):
-            guard let id = try await modelID(name) else { throw try await notFound(name) }
-            scopeClause = " AND c.model_id IN (\(Self.subtreeSQL))"
-            scopeArgument = id
-        }
+        // The scope as a SQL condition on the metric's model, and the model it names.
+        let (clause, scopeName): (String, ModelName?) =
+            switch scope {
+            case .all: ("", nil)
+            case .model(let name): (" AND mt.model_id = ?", name)
+            case .under(let name): (" AND mt.model_id IN (\(Self.subtreeSQL))", name)
+            }
         let order = chosen == .max ? "DESC" : "ASC"
-        let (clause, argument) = (scopeClause, scopeArgument)
-        return try await read { db in
+        // One read transaction for the whole query: at this size, each round trip counts.
+        let result = try await read { db -> BestResult? in
+            var argument: Int64? = nil
+            if let scopeName {
+                guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [scopeName.value]) else { return nil }
+                argument = id
+            }
             // Candidates: checkpoints in scope with the metric. A checkpoint is flagged when it
             // carries an open advisory or its model is flagged (inherited; see flaggedModels).
             let from = """
                 FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id
-                WHERE mt.name = ? AND mt.split = ?\(clause.replacingOccurrences(of: "c.model_id", with: "mt.model_id"))
+                WHERE mt.name = ? AND mt.split = ?\(clause)
                 """
             var arguments: StatementArguments = [metric, split ?? ""]
             if let argument { arguments += [argument] }
@@ -111,7 +108,7 @@ extension Registry {
                 throw GraftError.unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: known)
             }
             let anyOpen = try Self.hasOpenAdvisories(db)
-            let flaggedModels = anyOpen ? try Self.flaggedModels(db) : [:]
+            let flaggedModels = anyOpen ? try Self.flaggedModels(db, within: argument) : [:]
             let flaggedCheckpoints = anyOpen ? try Self.flaggedCheckpoints(db) : []
             // Walk candidates best first; only flagged ones are skipped, so this stops early.
             let cursor = try Row.fetchCursor(
@@ -134,6 +131,8 @@ extension Registry {
             }
             throw GraftError.allCandidatesFlagged(metric: metric, candidates: candidates)
         }
+        guard let result else { throw try await notFound(scopeName!) }
+        return result
     }
 
     /// How many candidates (rows of `from`) are flagged.
@@ -153,7 +152,8 @@ extension Registry {
         if let metric { try MetricAssignment.checkName(metric) }
         let chosen = metric.map { direction ?? Direction.inferred(for: $0) }
         return try await read { db in
-            let flags = try Self.hasOpenAdvisories(db) ? try Self.flaggedModels(db) : [:]
+            // Flags for the tree below and the chain above (each ancestor's own inheritance).
+            var flags = try Self.flaggedModels(db, within: id)
             let ownFlags = try Self.checkpointAdvisoriesByModel(db)
             // One query for the chain up, one for the tree down; each returns a node's fields.
             let nodeColumns = """
@@ -168,7 +168,7 @@ extension Registry {
                         SELECT (SELECT parent_model_id FROM model_parents WHERE model_id = up.model_id ORDER BY created_at LIMIT 1), depth + 1
                         FROM up WHERE EXISTS (SELECT 1 FROM model_parents WHERE model_id = up.model_id)
                     )
-                    SELECT up.depth, \(nodeColumns) FROM up JOIN models m ON m.id = up.model_id
+                    SELECT up.depth, p.parent_checkpoint_id AS via_checkpoint, \(nodeColumns) FROM up JOIN models m ON m.id = up.model_id
                     LEFT JOIN model_parents p ON p.model_id = m.id AND p.parent_checkpoint_id =
                         (SELECT parent_checkpoint_id FROM model_parents WHERE model_id = m.id ORDER BY created_at LIMIT 1)
                     LEFT JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id LEFT JOIN models pm ON pm.id = pc.model_id
@@ -186,6 +186,24 @@ extension Registry {
                     LEFT JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id LEFT JOIN models pm ON pm.id = pc.model_id
                     WHERE down.depth > 0
                     """, arguments: [id])
+            if try Self.hasOpenAdvisories(db), up.count > 1 {
+                // Each ancestor inherits from the ones above it: fold down the chain once.
+                var modelLevel: [Int64: [String]] = [:], checkpointLevel: [Int64: [String]] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT id, model_id, checkpoint_id FROM advisories WHERE resolved_at IS NULL") {
+                    if let checkpoint = row["checkpoint_id"] as Int64? {
+                        checkpointLevel[checkpoint, default: []].append(row["id"])
+                    } else {
+                        modelLevel[row["model_id"], default: []].append(row["id"])
+                    }
+                }
+                var inherited = Set<String>()
+                for (index, row) in up.enumerated().reversed() {
+                    let model: Int64 = row["id"]
+                    if let via = row["via_checkpoint"] as Int64? { inherited.formUnion(checkpointLevel[via] ?? []) }
+                    inherited.formUnion(modelLevel[model] ?? [])
+                    if index > 0 { flags[model] = inherited }
+                }
+            }
             var best: [Int64: Double] = [:]
             if let metric, let chosen {
                 let ids = (up + down).map { $0["id"] as Int64 }
@@ -240,23 +258,50 @@ extension Registry {
     /// Models flagged as a whole, each with the open advisories it carries or inherits: an
     /// advisory on a model flags it and all its descendants; one on a checkpoint flags every
     /// student derived from that checkpoint, and theirs.
-    static func flaggedModels(_ db: Database) throws -> [Int64: Set<String>] {
+    static func flaggedModels(_ db: Database, within root: Int64? = nil) throws -> [Int64: Set<String>] {
+        guard try hasOpenAdvisories(db) else { return [:] }
         var result: [Int64: Set<String>] = [:]
+        // Seeds: model-level advisories flag their model; checkpoint-level ones the students of
+        // that checkpoint. Within a subtree, only seeds inside it matter, plus what the root
+        // inherits from above, which flags the whole subtree.
+        let inside = root == nil ? "" : " AND a.model_id IN (\(subtreeSQL))"
+        let arguments: StatementArguments = root.map { [$0, $0] } ?? []
         for row in try Row.fetchAll(
             db, sql: """
                 WITH RECURSIVE flagged(model_id, advisory) AS (
-                    SELECT model_id, id FROM advisories WHERE resolved_at IS NULL AND checkpoint_id IS NULL
+                    SELECT a.model_id, a.id FROM advisories a WHERE a.resolved_at IS NULL AND a.checkpoint_id IS NULL\(inside)
                     UNION
                     SELECT p.model_id, a.id FROM advisories a JOIN model_parents p ON p.parent_checkpoint_id = a.checkpoint_id
-                    WHERE a.resolved_at IS NULL AND a.checkpoint_id IS NOT NULL
+                    WHERE a.resolved_at IS NULL AND a.checkpoint_id IS NOT NULL\(inside)
                     UNION
                     SELECT p.model_id, f.advisory FROM model_parents p JOIN flagged f ON p.parent_model_id = f.model_id
                 ) SELECT model_id, advisory FROM flagged
-                """)
+                """, arguments: arguments)
         {
             result[row["model_id"], default: []].insert(row["advisory"])
         }
+        if let root {
+            let inherited = try inheritedAdvisories(db, model: root)
+            if !inherited.isEmpty {
+                for model in try Int64.fetchAll(db, sql: subtreeSQL, arguments: [root]) { result[model, default: []].formUnion(inherited) }
+            }
+        }
         return result
+    }
+
+    /// Open advisories a model inherits as a whole: model-level ones on itself or an ancestor,
+    /// and checkpoint-level ones on a checkpoint its line of descent passes through.
+    static func inheritedAdvisories(_ db: Database, model: Int64) throws -> Set<String> {
+        Set(try String.fetchAll(
+            db, sql: """
+                WITH RECURSIVE up(model_id, via_checkpoint) AS (
+                    SELECT ?, NULL
+                    UNION
+                    SELECT p.parent_model_id, p.parent_checkpoint_id FROM model_parents p JOIN up ON p.model_id = up.model_id
+                )
+                SELECT a.id FROM up JOIN advisories a ON a.model_id = up.model_id AND a.resolved_at IS NULL
+                    AND (a.checkpoint_id IS NULL OR a.checkpoint_id = up.via_checkpoint)
+                """, arguments: [model]))
     }
 
     /// Checkpoints that carry an open advisory of their own.

@@ -135,6 +135,7 @@ struct ScaleBench {
             }
             timings.append((label, samples))
         }
+        try await time("one small read (advisory list), for scale") { _ = try await registry.advisories() }
         let under = try await registry.lineage(ModelName("base1")).descendants.count
         try await time("best --under base1 (\(under) descendants)") { _ = try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base1"))) }
         try await time("best --model s1") { _ = try await registry.best(metric: "accuracy", split: "val", scope: .model(ModelName("s1"))) }
