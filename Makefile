@@ -41,7 +41,8 @@ bench: system-deps python-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	benchmarks/run.sh
 
-# Scale: BENCH_SCALE="--bases 100 --students 100000 --checkpoints 10 --metrics 10 --chain 1000" for the full size.
+# Scale: BENCH_SCALE="--bases 100 --students 100000 --checkpoints 10 --metrics 10 --chain 1000 --big-family 10000"
+# for the full size (about an hour to build on 2 cores).
 BENCH_SCALE ?= --bases 10 --students 2000 --checkpoints 5 --metrics 10 --chain 200
 bench-scale: system-deps
 	swift build -c release --product graft-scale-bench $(SWIFT_BUILD_FLAGS)

@@ -16,6 +16,15 @@ import SafeTensors
 /// print(result.checkpoint, result.bytesStored)
 /// ```
 public final class Registry: Sendable {
+    /// How hard a commit works to survive power loss.
+    public enum Durability: Sendable {
+        /// Every acknowledged commit is on stable storage (`synchronous=FULL`). The default.
+        case full
+        /// Commits reach the OS at once and the disk at checkpoints (`synchronous=NORMAL`): a
+        /// power cut may lose the last commits, never corrupt the registry. For bulk loads.
+        case relaxed
+    }
+
     public let layout: RegistryLayout
     /// Tensors smaller than this many bytes are stored inside SQLite rather than as files.
     public static let defaultInlineThreshold = 4096
@@ -32,7 +41,9 @@ public final class Registry: Sendable {
     ///
     /// - Throws: ``GraftError/notARegistry(path:reason:)`` when `root` holds no registry,
     ///   ``GraftError/newerSchema(path:version:newestKnown:)`` when a newer Graft wrote it.
-    public static func open(at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold) async throws(GraftError) -> Registry {
+    public static func open(
+        at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold, durability: Durability = .full
+    ) async throws(GraftError) -> Registry {
         let layout = RegistryLayout(root: root)
         guard FileSystem.isDirectory(layout.root) else {
             throw .notARegistry(path: layout.root, reason: "no such directory; create one with `graft init --registry \(layout.root)`")
@@ -43,7 +54,7 @@ public final class Registry: Sendable {
         for directory in [layout.blobs, layout.sha256, layout.tmp] where !FileSystem.isDirectory(directory) {
             throw .notARegistry(path: layout.root, reason: "\(directory) is missing")
         }
-        return try await connect(layout, inlineThreshold: inlineThreshold)
+        return try await connect(layout, inlineThreshold: inlineThreshold, durability: durability)
     }
 
     /// Creates a registry at `root`, or opens the one already there.
@@ -51,10 +62,12 @@ public final class Registry: Sendable {
     /// `root` may be missing, empty, or hold only a `README.md` or `.gitignore` (as the
     /// repository's `registry/` folder does); anything else is refused.
     /// - Returns: the registry, and whether it was created now.
-    public static func create(at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold) async throws(GraftError) -> (registry: Registry, created: Bool) {
+    public static func create(
+        at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold, durability: Durability = .full
+    ) async throws(GraftError) -> (registry: Registry, created: Bool) {
         let layout = RegistryLayout(root: root)
         if FileSystem.fileExists(layout.database) {
-            return (try await open(at: root, inlineThreshold: inlineThreshold), false)
+            return (try await open(at: root, inlineThreshold: inlineThreshold, durability: durability), false)
         }
         if FileSystem.fileExists(layout.root) {
             guard FileSystem.isDirectory(layout.root) else {
@@ -69,7 +82,7 @@ public final class Registry: Sendable {
             try makeDirectories(layout.root)
         }
         for directory in [layout.blobs, layout.sha256, layout.tmp] { try FileSystem.makeDirectory(directory) }
-        let registry = try await connect(layout, inlineThreshold: inlineThreshold)
+        let registry = try await connect(layout, inlineThreshold: inlineThreshold, durability: durability)
         try FileSystem.syncDirectory(layout.root)
         return (registry, true)
     }
@@ -82,14 +95,15 @@ public final class Registry: Sendable {
         }
     }
 
-    private static func connect(_ layout: RegistryLayout, inlineThreshold: Int) async throws(GraftError) -> Registry {
+    private static func connect(_ layout: RegistryLayout, inlineThreshold: Int, durability: Durability) async throws(GraftError) -> Registry {
         var configuration = Configuration()
         configuration.busyMode = .timeout(30)
         configuration.foreignKeysEnabled = true
         configuration.label = "graft"
+        let synchronous = durability == .full ? "FULL" : "NORMAL"
         configuration.prepareDatabase { db in
-            // Acknowledged commits must survive power loss.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+            // Acknowledged commits must survive power loss (unless a bulk load relaxed it).
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
         }
         do {
             let pool = try DatabasePool(path: layout.database, configuration: configuration)
