@@ -130,10 +130,10 @@ public struct ModelDetail: Sendable, Codable, Equatable {
     public var advisories: [String]
 }
 
-/// What `addBase` did.
+/// What `addBase` or `addCheckpoint` committed.
 public struct ImportResult: Sendable, Codable, Equatable {
     public var model: ModelName
-    /// `NAME@1`.
+    /// `NAME@N`.
     public var checkpoint: String
     public var digest: Digest
     public var tensors: Int
@@ -144,6 +144,8 @@ public struct ImportResult: Sendable, Codable, Equatable {
     public var bytesStored: Int
     /// Tensor bytes the store held already (shared with other checkpoints).
     public var bytesAlreadyPresent: Int
+    /// For a student: tensors its parent lacks, recorded as `new` in the manifest.
+    public var newTensors: [String] = []
 }
 
 /// Totals over the whole registry.

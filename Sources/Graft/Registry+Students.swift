@@ -23,22 +23,6 @@ public struct StudentResult: Sendable, Codable, Equatable {
     public var manifest: ManifestSummary
 }
 
-/// What `addCheckpoint` committed.
-public struct CheckpointAddResult: Sendable, Codable, Equatable {
-    public var model: ModelName
-    /// `NAME@N`.
-    public var checkpoint: String
-    public var digest: Digest
-    public var tensors: Int
-    public var parameters: Int
-    public var logicalBytes: Int
-    /// Tensor bytes this commit added to the store.
-    public var bytesStored: Int
-    public var bytesAlreadyPresent: Int
-    /// Tensors the parent lacks, recorded as `new` in the manifest.
-    public var newTensors: [String]
-}
-
 extension Registry {
     /// Creates a student of the parent checkpoint `parent` (a base's or another student's).
     ///
@@ -139,7 +123,7 @@ extension Registry {
         model name: ModelName, file path: String, step: Int? = nil, epoch: Int? = nil,
         metrics: [MetricAssignment] = [], split: String? = nil,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
-    ) async throws(GraftError) -> CheckpointAddResult {
+    ) async throws(GraftError) -> ImportResult {
         guard try await modelID(name) != nil else { throw try await notFound(name) }
         if let split { try MetricAssignment.checkName(split) }
         let manifest = try await self.manifest(of: name)
@@ -233,7 +217,7 @@ extension Registry {
         }
         var seen = Set<Digest>()
         let stored = ingested.filter { $0.wroteFile && seen.insert($0.digest).inserted }.reduce(0) { $0 + $1.info.byteCount } + inlineStored
-        return CheckpointAddResult(
+        return ImportResult(
             model: name, checkpoint: "\(name)@\(number)", digest: digest, tensors: ingested.count, parameters: parameters,
             logicalBytes: fileBytes, bytesStored: stored, bytesAlreadyPresent: total - stored, newTensors: newTensors)
     }
