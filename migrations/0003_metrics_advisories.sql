@@ -16,13 +16,19 @@ CREATE TABLE metrics (
 CREATE INDEX metrics_by_name ON metrics (name, split, value);
 CREATE INDEX metrics_by_model ON metrics (model_id, name, split, value);
 
--- A training curve point of a model: metric name, step and value.
-CREATE TABLE curve_points (
+-- A training curve of a model (loss, accuracy, …), and its points by step. Points are keyed
+-- by integers only, so bulk imports compare no text.
+CREATE TABLE curves (
+    id        INTEGER PRIMARY KEY,
     model_id  INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
     name      TEXT    NOT NULL,
+    UNIQUE (model_id, name)
+);
+CREATE TABLE curve_points (
+    curve_id  INTEGER NOT NULL REFERENCES curves(id) ON DELETE CASCADE,
     step      INTEGER NOT NULL,
     value     REAL    NOT NULL,
-    PRIMARY KEY (model_id, name, step)
+    PRIMARY KEY (curve_id, step)
 ) WITHOUT ROWID;
 
 -- A known weakness of a model (checkpoint_id NULL) or of one checkpoint. Every descendant

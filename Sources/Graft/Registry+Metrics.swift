@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// One evaluation metric of a checkpoint.
 public struct MetricValue: Sendable, Codable, Equatable {
@@ -102,9 +103,10 @@ extension Registry {
     /// Records training-curve points of a model at one step.
     public func logCurve(model name: ModelName, step: Int, _ values: [MetricAssignment]) async throws(GraftError) {
         guard let modelID = try await modelID(name) else { throw try await notFound(name) }
-        try await write { db in
-            try Self.insertCurvePoints(db, modelID: modelID, values.map { CurvePoint(name: $0.name, step: step, value: $0.value) })
-        }
+        var batch = CurveBatch()
+        for value in values { batch.append(name: value.name, step: step, value: value.value) }
+        let points = batch
+        try await write { db in try Self.insertCurvePoints(db, modelID: modelID, points) }
     }
 
     /// Imports training curves from CSV or JSON lines (see ``CurveParser``) in one transaction.
@@ -112,16 +114,35 @@ extension Registry {
         guard let modelID = try await modelID(name) else { throw try await notFound(name) }
         let points = try CurveParser.parse(bytes)
         try await write { db in try Self.insertCurvePoints(db, modelID: modelID, points) }
-        return CurveImportResult(model: name, rows: points.count, curves: Array(Set(points.map(\.name))).sorted())
+        return CurveImportResult(model: name, rows: points.count, curves: points.names.sorted())
     }
 
-    static func insertCurvePoints(_ db: Database, modelID: Int64, _ points: [CurvePoint]) throws {
-        let statement = try db.cachedStatement(
-            sql: "INSERT INTO curve_points (model_id, name, step, value) VALUES (?, ?, ?, ?) ON CONFLICT (model_id, name, step) DO UPDATE SET value = excluded.value")
-        for point in points {
-            statement.setUncheckedArguments([modelID, point.name, point.step, point.value])
-            try statement.execute()
+    /// Inserts curve points in key order, binding through SQLite's C API: this is the bulk
+    /// path (`metric import`), where per-row overhead decides the rate.
+    static func insertCurvePoints(_ db: Database, modelID: Int64, _ batch: CurveBatch) throws {
+        // One curve row per name; points reference it by integer.
+        var curveIDs: [Int64] = []
+        for name in batch.names {
+            try db.execute(sql: "INSERT INTO curves (model_id, name) VALUES (?, ?) ON CONFLICT (model_id, name) DO NOTHING", arguments: [modelID, name])
+            curveIDs.append(try Int64.fetchOne(db, sql: "SELECT id FROM curves WHERE model_id = ? AND name = ?", arguments: [modelID, name])!)
         }
+        let statement = try db.cachedStatement(
+            sql: "INSERT INTO curve_points (curve_id, step, value) VALUES (?, ?, ?) ON CONFLICT (curve_id, step) DO UPDATE SET value = excluded.value")
+        let handle = statement.sqliteStatement
+        // Rows in primary-key order append to the B-tree instead of splitting pages all over it.
+        var order = Array(0..<batch.count)
+        order.sort { (batch.nameIndex[$0], batch.steps[$0]) < (batch.nameIndex[$1], batch.steps[$1]) }
+        for index in order {
+            sqlite3_reset(handle)
+            sqlite3_bind_int64(handle, 1, curveIDs[Int(batch.nameIndex[index])])
+            sqlite3_bind_int64(handle, 2, Int64(batch.steps[index]))
+            sqlite3_bind_double(handle, 3, batch.values[index])
+            let code = sqlite3_step(handle)
+            guard code == SQLITE_DONE else {
+                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+            }
+        }
+        sqlite3_reset(handle)
     }
 
     /// The metrics of a checkpoint; for a bare model name, of all its checkpoints and its curves.
@@ -142,9 +163,9 @@ extension Registry {
                 }
                 let curves = try Row.fetchAll(
                     db, sql: """
-                        SELECT name, count(*) AS points, min(step) AS first, max(step) AS last, min(value) AS lo, max(value) AS hi,
-                               (SELECT value FROM curve_points q WHERE q.model_id = p.model_id AND q.name = p.name ORDER BY step DESC LIMIT 1) AS latest
-                        FROM curve_points p WHERE model_id = ? GROUP BY name ORDER BY name
+                        SELECT k.name, count(*) AS points, min(p.step) AS first, max(p.step) AS last, min(p.value) AS lo, max(p.value) AS hi,
+                               (SELECT value FROM curve_points q WHERE q.curve_id = k.id ORDER BY step DESC LIMIT 1) AS latest
+                        FROM curves k JOIN curve_points p ON p.curve_id = k.id WHERE k.model_id = ? GROUP BY k.id ORDER BY k.name
                         """, arguments: [modelID]
                 ).map { row in
                     CurveSummary(name: row["name"], points: row["points"], firstStep: row["first"], lastStep: row["last"], lastValue: row["latest"], minimum: row["lo"], maximum: row["hi"])
@@ -161,11 +182,42 @@ extension Registry {
     }
 }
 
-/// One training-curve point.
-public struct CurvePoint: Sendable, Equatable {
-    public var name: String
-    public var step: Int
-    public var value: Double
+/// Training-curve points, column-wise: names are interned, so a million points hold a
+/// handful of strings.
+public struct CurveBatch: Sendable, Equatable {
+    public private(set) var names: [String] = []
+    private var nameIDs: [String: Int32] = [:]
+    var nameIndex: [Int32] = []
+    public private(set) var steps: [Int] = []
+    public private(set) var values: [Double] = []
+
+    public init() {}
+
+    public var count: Int { steps.count }
+
+    /// The index of `name`, interning it on first use.
+    mutating func intern(_ name: String) -> Int32 {
+        if let id = nameIDs[name] { return id }
+        let id = Int32(names.count)
+        names.append(name)
+        nameIDs[name] = id
+        return id
+    }
+
+    public mutating func append(name: String, step: Int, value: Double) {
+        append(nameID: intern(name), step: step, value: value)
+    }
+
+    mutating func append(nameID: Int32, step: Int, value: Double) {
+        nameIndex.append(nameID)
+        steps.append(step)
+        values.append(value)
+    }
+
+    /// The points as (name, step, value), in input order.
+    public var points: [(name: String, step: Int, value: Double)] {
+        (0..<count).map { (names[Int(nameIndex[$0])], steps[$0], values[$0]) }
+    }
 }
 
 /// Parses training curves from CSV or JSON lines.
@@ -175,12 +227,12 @@ public struct CurvePoint: Sendable, Equatable {
 /// - JSON lines: one object per line, `{"step": 10, "loss": 0.4, …}` or `{"step": 10, "name": "loss", "value": 0.4}`.
 /// NaN, infinities and non-numbers are refused with the line number.
 public enum CurveParser {
-    public static func parse(_ bytes: [UInt8]) throws(GraftError) -> [CurvePoint] {
+    public static func parse(_ bytes: [UInt8]) throws(GraftError) -> CurveBatch {
         let first = bytes.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
         return first == UInt8(ascii: "{") ? try parseJSONLines(bytes) : try parseCSV(bytes)
     }
 
-    static func parseCSV(_ bytes: [UInt8]) throws(GraftError) -> [CurvePoint] {
+    static func parseCSV(_ bytes: [UInt8]) throws(GraftError) -> CurveBatch {
         var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in line.last == 0x0D ? line.dropLast() : line }
         while let last = lines.last, last.isEmpty { lines.removeLast() }
         guard let headerLine = lines.first else { throw .invalidMetric("input", reason: "empty input: expected a CSV header such as `step,loss`") }
@@ -189,33 +241,50 @@ public enum CurveParser {
             throw .invalidMetric(header.joined(separator: ","), reason: "the CSV header needs a `step` column")
         }
         let long = header.contains("name") && header.contains("value")
-        let nameColumn = header.firstIndex(of: "name"), valueColumn = header.firstIndex(of: "value")
-        if !long { for (index, name) in header.enumerated() where index != stepColumn { try MetricAssignment.checkName(name) } }
-        var points: [CurvePoint] = []
-        points.reserveCapacity(lines.count * max(1, header.count - 1))
+        let nameColumn = header.firstIndex(of: "name") ?? -1, valueColumn = header.firstIndex(of: "value") ?? -1
+        var batch = CurveBatch()
+        var columnName = [Int32](repeating: -1, count: header.count)
+        if !long {
+            for (index, name) in header.enumerated() where index != stepColumn {
+                try MetricAssignment.checkName(name)
+                columnName[index] = batch.intern(name)
+            }
+        }
+        var cells = [ArraySlice<UInt8>](repeating: [], count: header.count)
         for (number, line) in lines.enumerated().dropFirst() where !line.isEmpty {
-            let cells = line.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false)
-            guard cells.count == header.count else {
-                throw .invalidMetric("line \(number + 1)", reason: "has \(cells.count) cells, the header \(header.count)")
+            // Split the line into the reused cell array, without allocating per line.
+            var count = 0
+            var start = line.startIndex
+            var index = line.startIndex
+            while index <= line.endIndex {
+                if index == line.endIndex || line[index] == UInt8(ascii: ",") {
+                    if count < cells.count { cells[count] = line[start..<index] }
+                    count += 1
+                    start = index + 1
+                }
+                index += 1
+            }
+            guard count == header.count else {
+                throw .invalidMetric("line \(number + 1)", reason: "has \(count) cells, the header \(header.count)")
             }
             guard let step = parseInteger(cells[stepColumn]) else {
                 throw .invalidMetric("line \(number + 1)", reason: "step `\(String(decoding: cells[stepColumn], as: UTF8.self))` is not an integer")
             }
-            if long, let nameColumn, let valueColumn {
+            if long {
                 let name = String(decoding: cells[nameColumn], as: UTF8.self)
                 try MetricAssignment.checkName(name)
-                points.append(CurvePoint(name: name, step: step, value: try parseValue(cells[valueColumn], line: number + 1)))
+                batch.append(name: name, step: step, value: try parseValue(cells[valueColumn], line: number + 1))
             } else {
-                for (index, cell) in cells.enumerated() where index != stepColumn && !cell.isEmpty {
-                    points.append(CurvePoint(name: header[index], step: step, value: try parseValue(cell, line: number + 1)))
+                for column in 0..<header.count where column != stepColumn && !cells[column].isEmpty {
+                    batch.append(nameID: columnName[column], step: step, value: try parseValue(cells[column], line: number + 1))
                 }
             }
         }
-        return points
+        return batch
     }
 
-    static func parseJSONLines(_ bytes: [UInt8]) throws(GraftError) -> [CurvePoint] {
-        var points: [CurvePoint] = []
+    static func parseJSONLines(_ bytes: [UInt8]) throws(GraftError) -> CurveBatch {
+        var points = CurveBatch()
         for (number, line) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
             guard line.contains(where: { $0 != 0x20 && $0 != 0x0D && $0 != 0x09 }) else { continue }
             guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
@@ -226,12 +295,12 @@ public enum CurveParser {
             }
             if let name = object["name"] as? String, let value = object["value"] {
                 try MetricAssignment.checkName(name)
-                points.append(CurvePoint(name: name, step: step, value: try finite(value, line: number + 1)))
+                points.append(name: name, step: step, value: try finite(value, line: number + 1))
                 continue
             }
             for (key, value) in object.sorted(by: { $0.key < $1.key }) where key != "step" {
                 try MetricAssignment.checkName(key)
-                points.append(CurvePoint(name: key, step: step, value: try finite(value, line: number + 1)))
+                points.append(name: key, step: step, value: try finite(value, line: number + 1))
             }
         }
         return points
@@ -263,9 +332,32 @@ public enum CurveParser {
     }
 
     private static func parseValue(_ cell: ArraySlice<UInt8>, line: Int) throws(GraftError) -> Double {
-        let text = String(decoding: cell, as: UTF8.self)
-        guard let value = Double(text.trimmingCharacters(in: .whitespaces)) else {
-            throw .invalidMetric("line \(line)", reason: "`\(text)` is not a number")
+        // strtod on a small NUL-terminated copy: no String per cell on the bulk path.
+        var trimmed = cell
+        while let first = trimmed.first, first == 0x20 || first == 0x09 { trimmed = trimmed.dropFirst() }
+        while let last = trimmed.last, last == 0x20 || last == 0x09 { trimmed = trimmed.dropLast() }
+        var parsed: Double? = nil
+        if !trimmed.isEmpty, trimmed.count < 64 {
+            withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer in
+                for (offset, byte) in trimmed.enumerated() { buffer[offset] = CChar(bitPattern: byte) }
+                buffer[trimmed.count] = 0
+                var end: UnsafeMutablePointer<CChar>? = nil
+                let value = strtod(buffer.baseAddress!, &end)
+                if end == buffer.baseAddress! + trimmed.count { parsed = value }
+            }
+        }
+        // strtod also reads hex floats, "nan" and "infinity": the fast path takes only plain
+        // decimal text, and anything else goes through Swift's parser.
+        let plain = trimmed.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2B || $0 == 0x2D || $0 == 0x2E || $0 == 0x45 || $0 == 0x65 }
+        let value: Double
+        if plain, let parsed {
+            value = parsed
+        } else {
+            let text = String(decoding: cell, as: UTF8.self)
+            guard let slow = Double(text.trimmingCharacters(in: .whitespaces)) else {
+                throw .invalidMetric("line \(line)", reason: "`\(text)` is not a number")
+            }
+            value = slow
         }
         guard value.isFinite else { throw .invalidMetric("line \(line)", reason: "NaN and infinities are not recorded") }
         return value

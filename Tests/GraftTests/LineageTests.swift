@@ -162,7 +162,8 @@ struct LineageTests {
             "SELECT parent_model_id FROM model_parents WHERE model_id = 1",
             "SELECT * FROM metrics mt WHERE mt.name = 'a' AND mt.split = ''",
             "SELECT * FROM metrics WHERE checkpoint_id = 1",
-            "SELECT * FROM curve_points WHERE model_id = 1 AND name = 'loss' ORDER BY step DESC LIMIT 1",
+            "SELECT value FROM curve_points WHERE curve_id = 1 ORDER BY step DESC LIMIT 1",
+            "SELECT id FROM curves WHERE model_id = 1 AND name = 'loss'",
             "SELECT checkpoint_id FROM advisories WHERE resolved_at IS NULL AND checkpoint_id = 3",
             "SELECT model_id FROM advisories WHERE resolved_at IS NULL AND model_id = 3",
             // best --model and best --under, as Registry.best builds them
