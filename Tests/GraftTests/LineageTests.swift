@@ -45,7 +45,8 @@ struct MetricTests {
         #expect(long.rows == 1)
         let jsonl = try await test.registry.importCurves(model: ModelName("b"), bytes: Array("{\"step\": 5, \"loss\": 0.5}\n\n{\"step\": 6, \"name\": \"loss\", \"value\": 0.4}\n".utf8))
         #expect(jsonl.rows == 2)
-        try await test.registry.logCurve(model: ModelName("b"), step: 7, [try MetricAssignment(parsing: "loss=0.3")])
+        try await test.registry.logCurve(model: ModelName("b"), step: 7, [try MetricAssignment(parsing: "loss=0.35")])
+        try await test.registry.logCurve(model: ModelName("b"), step: 7, [try MetricAssignment(parsing: "loss=0.3")])  // replaces
         let curves = try await test.registry.metrics(Reference(parsing: "b")).curves
         #expect(curves.first { $0.name == "loss" } == CurveSummary(name: "loss", points: 7, firstStep: 1, lastStep: 7, lastValue: 0.3, minimum: 0.3, maximum: 0.9))
     }
