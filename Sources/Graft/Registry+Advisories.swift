@@ -51,12 +51,12 @@ extension Registry {
             checkpointID = id
             checkpointRef = summary.ref
             modelName = summary.model.value
-            modelID = try await read { db in try Int64.fetchOne(db, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [id]) ?? -1 }
+            modelID = try await read { db in try db.cachedOne(Int64.self, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [id]) ?? -1 }
         }
         let now = timestamp()
         let (target, checkpoint) = (modelID, checkpointID)
         try await write { db in
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM advisories WHERE id = ?", arguments: [id]) ?? false { throw GraftError.advisoryExists(id) }
+            if try db.cachedOne(Bool.self, sql: "SELECT 1 FROM advisories WHERE id = ?", arguments: [id]) ?? false { throw GraftError.advisoryExists(id) }
             try db.execute(
                 sql: "INSERT INTO advisories (id, model_id, checkpoint_id, severity, note, url, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 arguments: [id, target, checkpoint, severity.rawValue, note, url, now])
@@ -67,8 +67,7 @@ extension Registry {
     /// Advisories, newest first; resolved ones only when asked.
     public func advisories(includeResolved: Bool = false) async throws(GraftError) -> [Advisory] {
         try await read { db in
-            try Row.fetchAll(
-                db, sql: """
+            try db.cachedRows(sql: """
                     SELECT a.*, m.name AS model_name, c.number AS checkpoint_number FROM advisories a JOIN models m ON m.id = a.model_id
                     LEFT JOIN checkpoints c ON c.id = a.checkpoint_id
                     \(includeResolved ? "" : "WHERE a.resolved_at IS NULL") ORDER BY a.created_at DESC, a.id
@@ -91,7 +90,7 @@ extension Registry {
             return db.changesCount
         }
         if changed == 0 {
-            let exists = try await read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM advisories WHERE id = ?", arguments: [id]) ?? false }
+            let exists = try await read { db in try db.cachedOne(Bool.self, sql: "SELECT 1 FROM advisories WHERE id = ?", arguments: [id]) ?? false }
             if !exists { throw .advisoryNotFound(id) }
         }
     }
@@ -110,15 +109,14 @@ extension Registry {
             let (id, summary) = try await resolve(reference)
             checkpointID = id
             label = summary.ref
-            start = try await read { db in try Int64.fetchOne(db, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [id]) ?? -1 }
+            start = try await read { db in try db.cachedOne(Int64.self, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [id]) ?? -1 }
         }
         let (root, first, startLabel) = (start, checkpointID, label)
         return try await read { db in
             let flagged = try Self.flaggedModels(db, within: root)
             guard !flagged.isEmpty else { return [] }
             // The whole tree below in one query: each model with the edge it was reached by.
-            let rows = try Row.fetchAll(
-                db, sql: """
+            let rows = try db.cachedRows(sql: """
                     WITH RECURSIVE down(model_id, parent_id, via, depth) AS (
                         SELECT ?, NULL, NULL, 0
                         UNION
@@ -149,8 +147,7 @@ extension Registry {
             let affectedIDs = order.filter { flagged[$0]?.isEmpty == false }
             var checkpoints: [Int64: [Int]] = [:]
             for chunk in stride(from: 0, to: affectedIDs.count, by: 500).map({ Array(affectedIDs[$0..<min($0 + 500, affectedIDs.count)]) }) {
-                for row in try Row.fetchAll(
-                    db, sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) ORDER BY model_id, number",
+                for row in try db.cachedRows(sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) ORDER BY model_id, number",
                     arguments: StatementArguments(chunk))
                 {
                     checkpoints[row["model_id"], default: []].append(row["number"])

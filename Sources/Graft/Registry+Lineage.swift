@@ -91,7 +91,7 @@ extension Registry {
         let result = try await read { db -> BestResult? in
             var argument: Int64? = nil
             if let scopeName {
-                guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [scopeName.value]) else { return nil }
+                guard let id = try db.cachedOne(Int64.self, sql: "SELECT id FROM models WHERE name = ?", arguments: [scopeName.value]) else { return nil }
                 argument = id
             }
             // Candidates: checkpoints in scope with the metric. A checkpoint is flagged when it
@@ -102,17 +102,16 @@ extension Registry {
                 """
             var arguments: StatementArguments = [metric, split ?? ""]
             if let argument { arguments += [argument] }
-            let candidates = try Int.fetchOne(db, sql: "SELECT count(*) " + from, arguments: arguments) ?? 0
+            let candidates = try db.cachedOne(Int.self, sql: "SELECT count(*) " + from, arguments: arguments) ?? 0
             guard candidates > 0 else {
-                let known = try String.fetchAll(db, sql: "SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20")
+                let known = try db.cachedAll(String.self, sql: "SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20")
                 throw GraftError.unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: known)
             }
             let anyOpen = try Self.hasOpenAdvisories(db)
             let flaggedModels = anyOpen ? try Self.flaggedModels(db, within: argument) : [:]
             let flaggedCheckpoints = anyOpen ? try Self.flaggedCheckpoints(db) : []
             // Walk candidates best first; only flagged ones are skipped, so this stops early.
-            let cursor = try Row.fetchCursor(
-                db, sql: "SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id " + from
+            let cursor = try db.cachedCursor(sql: "SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id " + from
                     + " ORDER BY mt.value \(order), m.name, c.number", arguments: arguments)
             var excluded = 0
             while let row = try cursor.next() {
@@ -139,7 +138,7 @@ extension Registry {
     static func countFlagged(_ db: Database, from: String, arguments: StatementArguments, models: Set<Int64>, checkpoints: Set<Int64>) throws -> Int {
         guard !models.isEmpty || !checkpoints.isEmpty else { return 0 }
         var count = 0
-        let cursor = try Row.fetchCursor(db, sql: "SELECT c.id, c.model_id " + from, arguments: arguments)
+        let cursor = try db.cachedCursor(sql: "SELECT c.id, c.model_id " + from, arguments: arguments)
         while let row = try cursor.next() {
             if models.contains(row[1]) || checkpoints.contains(row[0]) { count += 1 }
         }
@@ -160,8 +159,7 @@ extension Registry {
                 m.id, m.name, m.kind, m.transfer_mode, p.relation, pm.name AS parent_name, pc.number AS parent_number,
                 (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS checkpoints
                 """
-            let up = try Row.fetchAll(
-                db, sql: """
+            let up = try db.cachedRows(sql: """
                     WITH RECURSIVE up(model_id, depth) AS (
                         SELECT ?, 0
                         UNION ALL
@@ -174,8 +172,7 @@ extension Registry {
                     LEFT JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id LEFT JOIN models pm ON pm.id = pc.model_id
                     ORDER BY up.depth
                     """, arguments: [id])
-            let down = try Row.fetchAll(
-                db, sql: """
+            let down = try db.cachedRows(sql: """
                     WITH RECURSIVE down(model_id, parent_id, depth) AS (
                         SELECT ?, NULL, 0
                         UNION
@@ -189,7 +186,7 @@ extension Registry {
             if try Self.hasOpenAdvisories(db), up.count > 1 {
                 // Each ancestor inherits from the ones above it: fold down the chain once.
                 var modelLevel: [Int64: [String]] = [:], checkpointLevel: [Int64: [String]] = [:]
-                for row in try Row.fetchAll(db, sql: "SELECT id, model_id, checkpoint_id FROM advisories WHERE resolved_at IS NULL") {
+                for row in try db.cachedRows(sql: "SELECT id, model_id, checkpoint_id FROM advisories WHERE resolved_at IS NULL") {
                     if let checkpoint = row["checkpoint_id"] as Int64? {
                         checkpointLevel[checkpoint, default: []].append(row["id"])
                     } else {
@@ -208,8 +205,7 @@ extension Registry {
             if let metric, let chosen {
                 let ids = (up + down).map { $0["id"] as Int64 }
                 for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min($0 + 500, ids.count)]) }) {
-                    let rows = try Row.fetchAll(
-                        db, sql: "SELECT model_id, \(chosen == .max ? "max" : "min")(value) AS best FROM metrics WHERE name = ? AND model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) GROUP BY model_id",
+                    let rows = try db.cachedRows(sql: "SELECT model_id, \(chosen == .max ? "max" : "min")(value) AS best FROM metrics WHERE name = ? AND model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) GROUP BY model_id",
                         arguments: StatementArguments([metric]) + StatementArguments(chunk))
                     for row in rows { best[row["model_id"]] = row["best"] }
                 }
@@ -245,7 +241,7 @@ extension Registry {
 
     /// Whether any advisory is open: when none is, flag computations are skipped.
     static func hasOpenAdvisories(_ db: Database) throws -> Bool {
-        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM advisories WHERE resolved_at IS NULL)") ?? false
+        try db.cachedOne(Bool.self, sql: "SELECT EXISTS (SELECT 1 FROM advisories WHERE resolved_at IS NULL)") ?? false
     }
 
     /// SQL selecting a model (the one argument) and every descendant's id, any depth.
@@ -266,8 +262,7 @@ extension Registry {
         // inherits from above, which flags the whole subtree.
         let inside = root == nil ? "" : " AND a.model_id IN (\(subtreeSQL))"
         let arguments: StatementArguments = root.map { [$0, $0] } ?? []
-        for row in try Row.fetchAll(
-            db, sql: """
+        for row in try db.cachedRows(sql: """
                 WITH RECURSIVE flagged(model_id, advisory) AS (
                     SELECT a.model_id, a.id FROM advisories a WHERE a.resolved_at IS NULL AND a.checkpoint_id IS NULL\(inside)
                     UNION
@@ -283,7 +278,7 @@ extension Registry {
         if let root {
             let inherited = try inheritedAdvisories(db, model: root)
             if !inherited.isEmpty {
-                for model in try Int64.fetchAll(db, sql: subtreeSQL, arguments: [root]) { result[model, default: []].formUnion(inherited) }
+                for model in try db.cachedAll(Int64.self, sql: subtreeSQL, arguments: [root]) { result[model, default: []].formUnion(inherited) }
             }
         }
         return result
@@ -292,8 +287,7 @@ extension Registry {
     /// Open advisories a model inherits as a whole: model-level ones on itself or an ancestor,
     /// and checkpoint-level ones on a checkpoint its line of descent passes through.
     static func inheritedAdvisories(_ db: Database, model: Int64) throws -> Set<String> {
-        Set(try String.fetchAll(
-            db, sql: """
+        Set(try db.cachedAll(String.self, sql: """
                 WITH RECURSIVE up(model_id, via_checkpoint) AS (
                     SELECT ?, NULL
                     UNION
@@ -306,14 +300,13 @@ extension Registry {
 
     /// Checkpoints that carry an open advisory of their own.
     static func flaggedCheckpoints(_ db: Database) throws -> Set<Int64> {
-        Set(try Int64.fetchAll(db, sql: "SELECT checkpoint_id FROM advisories WHERE resolved_at IS NULL AND checkpoint_id IS NOT NULL"))
+        Set(try db.cachedAll(Int64.self, sql: "SELECT checkpoint_id FROM advisories WHERE resolved_at IS NULL AND checkpoint_id IS NOT NULL"))
     }
 
     /// Open checkpoint-level advisories by model, as `ID@N`.
     static func checkpointAdvisoriesByModel(_ db: Database) throws -> [Int64: [String]] {
         var result: [Int64: [String]] = [:]
-        for row in try Row.fetchAll(
-            db, sql: "SELECT a.id, c.model_id, c.number FROM advisories a JOIN checkpoints c ON c.id = a.checkpoint_id WHERE a.resolved_at IS NULL")
+        for row in try db.cachedRows(sql: "SELECT a.id, c.model_id, c.number FROM advisories a JOIN checkpoints c ON c.id = a.checkpoint_id WHERE a.resolved_at IS NULL")
         {
             result[row["model_id"], default: []].append("\(row["id"] as String)@\(row["number"] as Int)")
         }

@@ -163,3 +163,23 @@ extension FileSystem {
         return access(directory.isEmpty ? "." : directory, W_OK) == 0
     }
 }
+
+/// Queries through prepared statements cached on the connection: on the hot read paths
+/// (best, lineage, affected) preparing recursive queries costs more than running them.
+extension Database {
+    func cachedRows(sql: String, arguments: StatementArguments = []) throws -> [Row] {
+        try Row.fetchAll(cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    func cachedCursor(sql: String, arguments: StatementArguments = []) throws -> RowCursor {
+        try Row.fetchCursor(cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    func cachedOne<T: DatabaseValueConvertible & StatementColumnConvertible>(_ type: T.Type, sql: String, arguments: StatementArguments = []) throws -> T? {
+        try T.fetchOne(cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    func cachedAll<T: DatabaseValueConvertible & StatementColumnConvertible>(_ type: T.Type, sql: String, arguments: StatementArguments = []) throws -> [T] {
+        try T.fetchAll(cachedStatement(sql: sql), arguments: arguments)
+    }
+}

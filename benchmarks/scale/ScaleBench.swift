@@ -2,7 +2,7 @@
 // lineage and best-checkpoint queries on it.
 //
 //   swift run -c release graft-scale-bench [--bases N] [--students N] [--checkpoints N]
-//       [--metrics N] [--chain N] [--big-family N] [--runs N] [--registry PATH]
+//       [--metrics N] [--chain N] [--big-family N] [--runs N] [--registry PATH] [--reuse 1]
 //
 // Students spread over the bases in several generations (each student's parent is a random
 // earlier model of the same family), plus one chain --chain deep under the first base.
@@ -21,6 +21,8 @@ struct Options {
     var bigFamily = 0
     var runs = 50
     var registry: String? = nil
+    /// Time the queries on the registry at --registry as it is, without building.
+    var reuse = false
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -35,6 +37,7 @@ struct Options {
             case "--big-family": bigFamily = Int(value) ?? bigFamily
             case "--runs": runs = Int(value) ?? runs
             case "--registry": registry = value
+            case "--reuse": reuse = value == "1" || value == "yes"
             default: FileHandle.standardError.write(Data("unknown option \(flag)\n".utf8)); exit(64)
             }
         }
@@ -57,7 +60,7 @@ struct ScaleBench {
     @MainActor static func main() async throws {
         let options = Options(CommandLine.arguments)
         let root = options.registry ?? NSTemporaryDirectory() + "graft-scale-\(getpid())"
-        try? FileManager.default.removeItem(atPath: root)
+        if !options.reuse { try? FileManager.default.removeItem(atPath: root) }
         // A bulk load: commits are relaxed (synchronous=NORMAL), as an import tool would run.
         let registry = try await Registry.create(at: root, durability: .relaxed).registry
         let scratch = root + "-files"
@@ -84,7 +87,7 @@ struct ScaleBench {
 
         var baseFiles: [String] = []
         let buildStart = DispatchTime.now().uptimeNanoseconds
-        do {
+        if !options.reuse {
             for b in 0..<options.bases {
                 let path = try file("base\(b)", seed: UInt64(b))
                 baseFiles.append(path)
@@ -122,11 +125,12 @@ struct ScaleBench {
         let metricRows = stats.checkpoints * options.metrics
         print("# Graft scale benchmark")
         print("")
+        if options.reuse { print("Reused the registry at \(root) (\(stats.models) models, \(stats.checkpoints) checkpoints); build figures are from its own run.") }
         print("Built \(options.bases) bases, \(totalStudents) students (one chain \(options.chain) deep), \(stats.checkpoints) checkpoints, \(metricRows) metric rows in \(String(format: "%.1f", buildTime)) s:")
         print(String(format: "%.0f checkpoints/s, %.0f metric rows/s, each checkpoint one commit (durability relaxed for the bulk load).", Double(stats.checkpoints) / buildTime, Double(metricRows) / buildTime))
         print("")
 
-        try await registry.addAdvisory(on: Reference(parsing: "base0"), id: "BENCH-1", severity: .high)
+        if !options.reuse { try await registry.addAdvisory(on: Reference(parsing: "base0"), id: "BENCH-1", severity: .high) }
         let deepestName = try ModelName("chain\(options.chain - 1)")
         var timings: [(String, [Double])] = []
         func time(_ label: String, _ body: () async throws -> Void) async throws {
