@@ -102,6 +102,11 @@ extension Registry {
                 """
             var arguments: StatementArguments = [metric, split ?? ""]
             if let argument { arguments += [argument] }
+            if case .under = scope, let argument, let result = try Self.bestPerModel(
+                db, metric: metric, split: split, root: argument, direction: chosen, explicit: direction != nil, includeFlagged: includeFlagged)
+            {
+                return result
+            }
             let candidates = try db.cachedOne(Int.self, sql: "SELECT count(*) " + from, arguments: arguments) ?? 0
             guard candidates > 0 else {
                 let known = try db.cachedAll(String.self, sql: "SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20")
@@ -132,6 +137,50 @@ extension Registry {
         }
         guard let result else { throw try await notFound(scopeName!) }
         return result
+    }
+
+    /// `best --under` without sorting every candidate: each model's top value comes from the
+    /// (model, name, split, value) index, the best eligible model wins, then its best
+    /// checkpoint. Exact when no checkpoint carries an advisory of its own (whole models are
+    /// flagged or not); returns `nil` otherwise, and the general path runs.
+    static func bestPerModel(
+        _ db: Database, metric: String, split: String?, root: Int64, direction: Direction, explicit: Bool, includeFlagged: Bool
+    ) throws -> BestResult? {
+        let anyOpen = try hasOpenAdvisories(db)
+        if anyOpen, !includeFlagged, !(try flaggedCheckpoints(db).isEmpty) { return nil }
+        let aggregate = direction == .max ? "max" : "min"
+        let rows = try db.cachedRows(
+            sql: """
+                SELECT mt.model_id, m.name, \(aggregate)(mt.value) AS top, count(*) AS n FROM metrics mt JOIN models m ON m.id = mt.model_id
+                WHERE mt.name = ? AND mt.split = ? AND mt.model_id IN (\(subtreeSQL)) GROUP BY mt.model_id
+                """, arguments: [metric, split ?? "", root])
+        guard !rows.isEmpty else { return nil }  // the general path reports the unknown metric
+        let flagged = anyOpen && !includeFlagged ? try flaggedModels(db, within: root) : [:]
+        var candidates = 0, excluded = 0
+        var winner: (id: Int64, name: String, top: Double)? = nil
+        for row in rows {
+            let id: Int64 = row["model_id"], name: String = row["name"], top: Double = row["top"], count: Int = row["n"]
+            candidates += count
+            if flagged[id] != nil {
+                excluded += count
+                continue
+            }
+            if let current = winner {
+                let better = direction == .max ? top > current.top : top < current.top
+                if !better && !(top == current.top && name.utf8.lexicographicallyPrecedes(current.name.utf8)) { continue }
+            }
+            winner = (id, name, top)
+        }
+        guard let winner else { throw GraftError.allCandidatesFlagged(metric: metric, candidates: candidates) }
+        guard let row = try db.cachedRows(
+            sql: """
+                SELECT \(checkpointColumns), mt.value AS metric_value FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id
+                JOIN models m ON m.id = c.model_id WHERE mt.model_id = ? AND mt.name = ? AND mt.split = ? AND mt.value = ? ORDER BY c.number LIMIT 1
+                """, arguments: [winner.id, metric, split ?? "", winner.top]
+        ).first else { return nil }
+        return BestResult(
+            checkpoint: checkpointSummary(row), metric: metric, split: split, value: row["metric_value"], direction: direction,
+            directionInferred: !explicit, candidates: candidates, excludedFlagged: excluded)
     }
 
     /// How many candidates (rows of `from`) are flagged.

@@ -89,6 +89,21 @@ struct BestTests {
         #expect(try await test.registry.best(metric: "accuracy", split: "val").checkpoint.ref == "a@1")
     }
 
+    @Test("best --under ranks model by model: flagged models left out and counted, ties by model name")
+    func underPerModel() async throws {
+        let test = try await family()
+        #expect(try await test.registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base"))).checkpoint.ref == "a@2")
+        try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "M1", severity: .medium)
+        let best = try await test.registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base")))
+        #expect(best.checkpoint.ref == "b@1")
+        #expect(best.candidates == 4 && best.excludedFlagged == 3, "a@1, a@2 and a1@1 inherit M1")
+        let loss = try await test.registry.best(metric: "loss", split: "val", scope: .under(ModelName("base")), includeFlagged: true)
+        #expect(loss.checkpoint.ref == "a@2" && loss.direction == .min && loss.excludedFlagged == 0)
+        await #expect { _ = try await test.registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("a"))) } throws: { error in
+            if case GraftError.allCandidatesFlagged(_, 3) = error { true } else { false }
+        }
+    }
+
     @Test("flagged checkpoints are left out and counted; an unknown metric names the known ones")
     func flagsAndErrors() async throws {
         let test = try await family()
