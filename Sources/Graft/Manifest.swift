@@ -134,14 +134,17 @@ enum ManifestResolver {
         }
 
         init(freezeThrough layer: String) throws(GraftError) {
-            guard let dot = layer.lastIndex(of: "."), let last = Int(layer[layer.index(after: dot)...]), last >= 0 else {
-                throw .invalidManifest("--freeze-through takes a numbered layer such as `features.4` or `encoder.layer.5`; `\(layer)` ends in no number")
+            // PREFIX.N (`features.4`) or PREFIXN (`layer3`, torchvision's ResNet naming).
+            let digits = layer.reversed().prefix { $0.isASCII && $0.isNumber }
+            let prefix = String(layer.dropLast(digits.count))
+            guard !digits.isEmpty, !prefix.isEmpty, let last = Int(String(digits.reversed())) else {
+                throw .invalidManifest("--freeze-through takes a numbered layer such as `features.4`, `encoder.layer.5` or `layer3`; `\(layer)` ends in no number")
             }
             action = .freeze
             pattern = layer
             isGlob = false
-            through = (String(layer[...dot]), last)
-            specificity = through!.prefix.count
+            through = (prefix, last)
+            specificity = prefix.count
         }
 
         func matches(_ name: String) -> Bool {

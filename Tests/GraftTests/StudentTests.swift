@@ -36,6 +36,15 @@ struct ManifestTests {
         #expect(s["classifier.weight"] == .trainable)
     }
 
+    @Test("--freeze-through also takes torchvision's layerN naming")
+    func freezeThroughResNet() throws {
+        let resnet = ["conv1.weight", "layer1.0.conv1.weight", "layer2.1.bn1.running_mean", "layer3.0.conv2.weight", "layer4.1.conv1.weight", "layer10.x", "fc.weight"].map { entry($0) }
+        let resolved = try ManifestResolver.resolve(.rules([ManifestRule(.freeze, "conv1")], freezeThrough: "layer3"), parent: resnet)
+        let s = Dictionary(uniqueKeysWithValues: resolved.map { ($0.name, $0.state) })
+        #expect(s["conv1.weight"] == .frozen && s["layer1.0.conv1.weight"] == .frozen && s["layer2.1.bn1.running_mean"] == .frozen && s["layer3.0.conv2.weight"] == .frozen)
+        #expect(s["layer4.1.conv1.weight"] == .trainable && s["layer10.x"] == .trainable && s["fc.weight"] == .trainable)
+    }
+
     @Test("overlap: the most specific pattern wins; on a tie drop beats train beats freeze")
     func overlap() throws {
         let s = try states(.rules([ManifestRule(.freeze, "features"), ManifestRule(.train, "features.10")], freezeThrough: nil))
