@@ -113,7 +113,14 @@ extension Registry {
                 throw GraftError.unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: known)
             }
             let anyOpen = try Self.hasOpenAdvisories(db)
-            let flaggedModels = anyOpen ? try Self.flaggedModels(db, within: argument) : [:]
+            var flaggedModels: [Int64: Set<String>] = [:]
+            if anyOpen, case .model = scope, let argument {
+                // One model: flagged as a whole only by what it carries or inherits.
+                let inherited = try Self.inheritedAdvisories(db, model: argument)
+                if !inherited.isEmpty { flaggedModels[argument] = inherited }
+            } else if anyOpen {
+                flaggedModels = try Self.flaggedModels(db, within: argument)
+            }
             let flaggedCheckpoints = anyOpen ? try Self.flaggedCheckpoints(db) : []
             // Walk candidates best first; only flagged ones are skipped, so this stops early.
             let cursor = try db.cachedCursor(sql: "SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id " + from
@@ -307,22 +314,23 @@ extension Registry {
         guard try hasOpenAdvisories(db) else { return [:] }
         var result: [Int64: Set<String>] = [:]
         // Seeds: model-level advisories flag their model; checkpoint-level ones the students of
-        // that checkpoint. Within a subtree, only seeds inside it matter, plus what the root
-        // inherits from above, which flags the whole subtree.
-        let inside = root == nil ? "" : " AND a.model_id IN (\(subtreeSQL))"
-        let arguments: StatementArguments = root.map { [$0, $0] } ?? []
-        for row in try db.cachedRows(sql: """
-                WITH RECURSIVE flagged(model_id, advisory) AS (
-                    SELECT a.model_id, a.id FROM advisories a WHERE a.resolved_at IS NULL AND a.checkpoint_id IS NULL\(inside)
-                    UNION
-                    SELECT p.model_id, a.id FROM advisories a JOIN model_parents p ON p.parent_checkpoint_id = a.checkpoint_id
-                    WHERE a.resolved_at IS NULL AND a.checkpoint_id IS NOT NULL\(inside)
-                    UNION
-                    SELECT p.model_id, f.advisory FROM model_parents p JOIN flagged f ON p.parent_model_id = f.model_id
-                ) SELECT model_id, advisory FROM flagged
-                """, arguments: arguments)
-        {
-            result[row["model_id"], default: []].insert(row["advisory"])
+        // that checkpoint. Within a subtree only seeds inside it matter (found by walking up from
+        // each open advisory, which is cheap: advisories are few, subtrees can be huge), plus what
+        // the root inherits from above, which flags the whole subtree.
+        var seeds: [(model: Int64, advisory: String)] = []
+        for row in try db.cachedRows(sql: "SELECT id, model_id, checkpoint_id FROM advisories WHERE resolved_at IS NULL") {
+            let model: Int64 = row["model_id"], advisory: String = row["id"]
+            if let root, !(try isAncestor(db, root, of: model)) { continue }
+            if let checkpoint = row["checkpoint_id"] as Int64? {
+                for student in try db.cachedAll(Int64.self, sql: "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = ?", arguments: [checkpoint]) {
+                    seeds.append((student, advisory))
+                }
+            } else {
+                seeds.append((model, advisory))
+            }
+        }
+        for (model, advisory) in seeds {
+            for id in try db.cachedAll(Int64.self, sql: subtreeSQL, arguments: [model]) { result[id, default: []].insert(advisory) }
         }
         if let root {
             let inherited = try inheritedAdvisories(db, model: root)
@@ -331,6 +339,16 @@ extension Registry {
             }
         }
         return result
+    }
+
+    /// Whether `ancestor` is `model` or one of its ancestors.
+    static func isAncestor(_ db: Database, _ ancestor: Int64, of model: Int64) throws -> Bool {
+        try db.cachedOne(
+            Bool.self, sql: """
+                WITH RECURSIVE up(model_id) AS (
+                    SELECT ? UNION SELECT p.parent_model_id FROM model_parents p JOIN up ON p.model_id = up.model_id
+                ) SELECT EXISTS (SELECT 1 FROM up WHERE model_id = ?)
+                """, arguments: [model, ancestor]) ?? false
     }
 
     /// Open advisories a model inherits as a whole: model-level ones on itself or an ancestor,

@@ -146,6 +146,10 @@ struct ScaleBench {
         try await time("one small read (advisory list), for scale") { _ = try await registry.advisories() }
         let under = try await registry.lineage(ModelName("base1")).descendants.count
         try await time("best --under base1 (\(under) descendants)") { _ = try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base1"))) }
+        if options.bases > 2 {
+            let typical = try await registry.lineage(ModelName("base2")).descendants.count
+            try await time("best --under base2 (\(typical) descendants)") { _ = try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base2"))) }
+        }
         try await time("best --model s1") { _ = try await registry.best(metric: "accuracy", split: "val", scope: .model(ModelName("s1"))) }
         try await time("ancestors of the deepest student (\(options.chain + 1) up)") { _ = try await registry.lineage(deepestName).ancestors.count }
         try await time("descendants of base1") { _ = try await registry.lineage(ModelName("base1")).descendants.count }
