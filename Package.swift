@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "Graft", targets: ["Graft"]),
+        .library(name: "Trainer", targets: ["Trainer"]),
         .executable(name: "graft", targets: ["GraftCLI"]),
     ],
     dependencies: [
@@ -37,17 +38,28 @@ let package = Package(
             swiftSettings: strict,
             plugins: ["EmbedMigrations"]
         ),
+        // System libraries: OpenBLAS for dense math, zlib for gzipped datasets.
+        .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // The training engine: layers, optimisers, datasets; reads bases from and commits
+        // checkpoints to the registry.
+        .target(name: "Trainer", dependencies: ["Graft", "SafeTensors", "COpenBLAS", "CZlib"], swiftSettings: strict),
         // The command-line tool: parse, call the library, print.
         .executableTarget(
             name: "GraftCLI",
             dependencies: [
                 "Graft",
                 "SafeTensors",
+                "Trainer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
         // `make bench-scale`: a synthetic registry through the library API, and query latencies.
+        // `make bench-train`: GEMM through the engine vs OpenBLAS, samples/s per transfer mode.
+        .executableTarget(name: "graft-train-bench", dependencies: ["Trainer", "Graft", "COpenBLAS"], path: "benchmarks/train", swiftSettings: strict),
+        // `make results`: the transferability experiment (docs/RESULTS.md).
+        .executableTarget(name: "graft-results", dependencies: ["Trainer", "Graft"], path: "benchmarks/results", swiftSettings: strict),
         .executableTarget(name: "graft-scale-bench", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/scale", swiftSettings: strict),
         // Build-time helper: turns migrations/*.sql into Swift string literals.
         .executableTarget(name: "MigrationEmbedder"),
@@ -68,6 +80,7 @@ let package = Package(
             dependencies: ["Graft", "SafeTensors", "GraftTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
+        .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Graft", "SafeTensors", "GraftTestSupport"], swiftSettings: strict),
         .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "SafeTensors", "GraftTestSupport", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
     ]
 )

@@ -9,7 +9,8 @@ public enum TensorState: String, Sendable, Codable, CaseIterable {
     case frozen
     /// May change.
     case trainable
-    /// Not in the parent (a new head, say).
+    /// Not the parent's: a tensor the parent lacks, or one the student re-initialises (a new
+    /// head in place of the parent's). Never checked against the parent.
     case new
     /// In the parent, and must be absent from the student's checkpoints.
     case dropped
@@ -30,12 +31,12 @@ public enum Relation: String, Sendable, Codable, CaseIterable {
     case finetune, adapter, distillation, merge, quantized
 }
 
-/// One declared rule: freeze, train or drop the tensors a pattern matches.
+/// One declared rule: freeze, train, drop or re-initialise the tensors a pattern matches.
 ///
 /// A pattern is a tensor name, a layer prefix that matches every tensor under it (`encoder`
 /// matches `encoder.layer.0.weight`, not `encoderx.w`), or a glob (`*`, `?`, `[…]`).
 public struct ManifestRule: Sendable, Codable, Equatable {
-    public enum Action: String, Sendable, Codable { case freeze, train, drop }
+    public enum Action: String, Sendable, Codable { case freeze, train, drop, reinit }
     public var action: Action
     public var pattern: String
 
@@ -50,10 +51,10 @@ public struct ManifestRule: Sendable, Codable, Equatable {
 public enum ManifestDeclaration: Sendable, Equatable {
     /// Rules over tensor names, plus optionally "freeze every block of PREFIX up to N".
     /// Where rules overlap, the most specific pattern wins (the most literal characters); on a
-    /// tie, drop beats train beats freeze. Tensors no rule covers are trainable.
+    /// tie, drop beats reinit beats train beats freeze. Tensors no rule covers are trainable.
     case rules([ManifestRule], freezeThrough: String?)
     /// Each tensor's state; parent tensors not named are trainable; `new` names tensors the
-    /// parent lacks.
+    /// parent lacks, or parent tensors the student replaces with its own (re-initialised).
     case perTensor([String: TensorState])
 }
 
@@ -78,8 +79,7 @@ enum ManifestResolver {
         case .perTensor(let given):
             let names = Set(parent.map(\.name))
             for (name, state) in given {
-                if state == .new {
-                    guard !names.contains(name) else { throw .invalidManifest("`\(name)` is in the parent, so it cannot be `new`") }
+                if state == .new, !names.contains(name) {
                     newEntries.append(ManifestEntry(name: name, state: .new, dtype: nil, shape: nil, parameters: 0, parentDigest: nil))
                 } else {
                     guard names.contains(name) else { throw .invalidManifest("`\(name)` is not a tensor of the parent; only `new` tensors may be absent from it") }
@@ -102,7 +102,11 @@ enum ManifestResolver {
             if let unused = used.firstIndex(of: false) { throw .patternMatchesNothing(matchers[unused].description) }
         }
         return parent.map { tensor in
-            ManifestEntry(
+            // A re-initialised tensor is the student's own: its shape is whatever it brings.
+            if states[tensor.name] == .new {
+                return ManifestEntry(name: tensor.name, state: .new, dtype: nil, shape: nil, parameters: 0, parentDigest: nil)
+            }
+            return ManifestEntry(
                 name: tensor.name, state: states[tensor.name] ?? .trainable, dtype: tensor.dtype, shape: tensor.shape,
                 parameters: tensor.parameters, parentDigest: tensor.digest)
         } + newEntries.sorted { $0.name < $1.name }
@@ -168,7 +172,8 @@ extension ManifestRule.Action {
         switch self {
         case .freeze: 0
         case .train: 1
-        case .drop: 2
+        case .reinit: 2
+        case .drop: 3
         }
     }
 
@@ -177,6 +182,7 @@ extension ManifestRule.Action {
         case .freeze: .frozen
         case .train: .trainable
         case .drop: .dropped
+        case .reinit: .new
         }
     }
 }

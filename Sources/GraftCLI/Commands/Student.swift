@@ -18,7 +18,9 @@ extension GraftCommand.Student {
                 under `encoder.`), or a glob (`*`, `?`, `[…]`). --freeze-through PREFIX.N freezes
                 PREFIX.0 to PREFIX.N (numeric order: layer.2 before layer.10). Where rules overlap,
                 the most specific pattern (most literal characters) wins; on a tie, drop beats
-                train beats freeze. Tensors no rule covers are trainable; a rule that matches
+                reinit beats train beats freeze. --reinit replaces the parent's tensors with new
+                ones of the student's own (a fresh head): they are recorded as `new` and not
+                checked against the parent. Tensors no rule covers are trainable; a rule that matches
                 nothing is an error. Every checkpoint the student commits is checked against it.
                 """)
 
@@ -34,6 +36,8 @@ extension GraftCommand.Student {
         var train: [String] = []
         @Option(help: ArgumentHelp("Drop the tensors PATTERN matches (repeatable).", valueName: "pattern"))
         var drop: [String] = []
+        @Option(help: ArgumentHelp("Re-initialise the tensors PATTERN matches: the student brings new ones (repeatable).", valueName: "pattern"))
+        var reinit: [String] = []
         @Option(name: .customLong("freeze-through"), help: ArgumentHelp("Freeze PREFIX.0 through PREFIX.N.", valueName: "layer"))
         var freezeThrough: String?
         @Option(help: "A one-line description.")
@@ -45,6 +49,7 @@ extension GraftCommand.Student {
             let name = try parseName(self.name)
             let parent = try parseReference(from)
             let rules = freeze.map { ManifestRule(.freeze, $0) } + train.map { ManifestRule(.train, $0) } + drop.map { ManifestRule(.drop, $0) }
+                + reinit.map { ManifestRule(.reinit, $0) }
             try await GraftCLI.run { () throws(GraftError) in
                 let result = try await options.open().createStudent(
                     name: name, from: parent, relation: relation, manifest: .rules(rules, freezeThrough: freezeThrough), description: description)

@@ -1,0 +1,2 @@
+// zlib (Debian: zlib1g-dev): gzread reads gzipped and plain files alike.
+#include <zlib.h>
