@@ -64,3 +64,8 @@ func run(_ body: () async throws(GraftError) -> Void) async throws {
         throw fail(error)
     }
 }
+
+/// Runs a registry call that returns a value, mapping its error to a message and exit code.
+func registryCall<R>(_ body: () async throws(GraftError) -> R) async throws -> R {
+    do { return try await body() } catch { throw fail(error) }
+}

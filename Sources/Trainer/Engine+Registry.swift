@@ -192,6 +192,7 @@ public enum Engine {
             report.checkpoint = result.checkpoint
             report.bytesStored = result.bytesStored
             report.logicalBytes = result.logicalBytes
+            report.trainableParameters = network.trainableParameterCount
             reports.append(report)
             progress(report)
         }

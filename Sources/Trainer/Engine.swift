@@ -60,6 +60,8 @@ public struct EpochReport: Sendable, Codable, Equatable {
     public var checkpoint: String?
     public var bytesStored: Int?
     public var logicalBytes: Int?
+    /// Parameters the optimiser updates.
+    public var trainableParameters: Int = 0
 
     /// The metrics recorded with the epoch's checkpoint.
     public var metrics: [MetricAssignment] {

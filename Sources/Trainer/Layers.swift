@@ -91,7 +91,8 @@ public final class Linear: Layer {
     }
 
     public func outputShape(_ input: [Int]) throws(TrainerError) -> [Int] {
-        guard input.reduce(1, *) == inputs else { throw .architecture("linear layer takes \(inputs) features, gets \(input)") }
+        // As in PyTorch, a linear layer takes flat samples: a flatten comes first.
+        guard input == [inputs] else { throw .architecture("linear layer takes [\(inputs)], gets \(input); add flatten before it") }
         return [outputs]
     }
 

@@ -69,13 +69,23 @@ struct ManifestTests {
         }
     }
 
-    @Test("per-tensor declarations: unnamed parent tensors train, new names must be new")
+    @Test("per-tensor declarations: unnamed parent tensors train, absent names must be new, a parent's `new` tensor is re-initialised")
     func perTensor() throws {
-        let resolved = try ManifestResolver.resolve(.perTensor(["features.0.weight": .frozen, "head.weight": .new]), parent: cnn)
+        let resolved = try ManifestResolver.resolve(.perTensor(["features.0.weight": .frozen, "head.weight": .new, "classifier.bias": .new]), parent: cnn)
         #expect(resolved.first { $0.name == "head.weight" }?.state == .new)
         #expect(resolved.first { $0.name == "features.0.bias" }?.state == .trainable)
-        #expect(throws: GraftError.self) { try ManifestResolver.resolve(.perTensor(["classifier.bias": .new]), parent: cnn) }
+        let reinit = try #require(resolved.first { $0.name == "classifier.bias" })
+        #expect(reinit.state == .new && reinit.parentDigest == nil && reinit.shape == nil)
         #expect(throws: GraftError.self) { try ManifestResolver.resolve(.perTensor(["nope": .frozen]), parent: cnn) }
+    }
+
+    @Test("--reinit marks the parent's tensors new; drop beats reinit beats train on a tie")
+    func reinitRules() throws {
+        let s = try states(.rules([ManifestRule(.reinit, "classifier"), ManifestRule(.freeze, "features")], freezeThrough: nil))
+        #expect(s["classifier.weight"] == .new && s["classifier.bias"] == .new && s["features.0.weight"] == .frozen)
+        let tie = try states(.rules([ManifestRule(.reinit, "classifier"), ManifestRule(.train, "classifier"), ManifestRule(.drop, "classifier.bias")], freezeThrough: nil))
+        #expect(tie["classifier.weight"] == .new && tie["classifier.bias"] == .dropped)
+        #expect(ManifestResolver.mode(of: try ManifestResolver.resolve(.rules([ManifestRule(.reinit, "classifier"), ManifestRule(.freeze, "*")], freezeThrough: nil), parent: cnn)) == .featureExtraction)
     }
 
     @Test("the transfer mode follows from the manifest")
