@@ -11,7 +11,7 @@ struct CLITests {
     func help() throws {
         let output = try CLI().run(["--help"], registry: false)
         #expect(output.status == 0)
-        for command in ["init", "base", "list", "show", "checkpoint", "export", "verify", "stats", "demo"] {
+        for command in ["init", "base", "list", "show", "checkpoint", "export", "verify", "stats", "train", "demo"] {
             #expect(output.stdout.contains(command), "\(command) missing from help")
         }
     }
@@ -156,18 +156,24 @@ struct CLITests {
         #expect(try cli.run(["verify", "--read-data"]).status == 0)
     }
 
-    @Test("the demo runs end to end and is safe to run again")
+    @Test("the demo (reduced) trains a teacher and four students through the registry, and is safe to run again")
     func demo() throws {
         let cli = CLI()
-        let first = try cli.run(["demo"])
+        let first = try cli.run(["demo", "--quick"])
         #expect(first.status == 0, "\(first.stderr)")
-        #expect(first.stdout.contains("byte-identical"))
-        #expect(first.stdout.contains("dedup ratio"))
-        let second = try cli.run(["demo"])
+        for expected in ["fmnist-teacher@1", "fmnist-5to9-fe@2", "fmnist-5to9-partial@2", "fmnist-5to9-full@2", "fmnist-5to9-scratch@2", "BEST VAL ACC", "dedup ratio", "best fmnist-5to9-"] {
+            #expect(first.stdout.contains(expected), "\(expected)")
+        }
+        let lineage = try #require(try cli.json(["lineage", "fmnist-teacher"]) as? [String: Any])
+        let descendants = try #require(lineage["descendants"] as? [[String: Any]])
+        #expect(Set(descendants.compactMap { $0["mode"] as? String }) == ["feature-extraction", "partial-finetune", "full-finetune"])
+        let second = try cli.run(["demo", "--quick"])
         #expect(second.status == 0, "\(second.stderr)")
         #expect(second.stdout.contains("registered already"))
+        #expect(second.stdout.contains("fmnist-5to9-fe-r2@2"))
         let stats = try #require(try cli.json(["stats"]) as? [String: Any])
-        #expect(stats["models"] as? Int == 2)
-        #expect((stats["dedup_ratio"] as? Double ?? 0) > 1.9)
+        #expect(stats["models"] as? Int == 9)
+        #expect((stats["dedup_ratio"] as? Double ?? 0) > 1.0)
+        #expect(try cli.run(["verify", "--read-data"]).status == 0)
     }
 }
