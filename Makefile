@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test system-deps python-deps bench bench-scale clean
+.PHONY: all build demo test system-deps python-deps bench bench-scale bench-train results clean
 
 all: build
 
@@ -40,6 +40,17 @@ test: system-deps python-deps
 bench: system-deps python-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	benchmarks/run.sh
+
+# The training engine: GEMM against OpenBLAS's own, samples/s per transfer mode.
+bench-train: system-deps
+	swift build -c release --product graft-train-bench $(SWIFT_BUILD_FLAGS)
+	.build/release/graft-train-bench
+
+# The transferability experiment (docs/RESULTS.md, docs/results.svg); about half an hour on 2 cores.
+RESULTS_ARGS ?=
+results: system-deps
+	swift build -c release --product graft-results $(SWIFT_BUILD_FLAGS)
+	.build/release/graft-results --registry results-registry $(RESULTS_ARGS)
 
 # Scale: BENCH_SCALE="--bases 100 --students 100000 --checkpoints 10 --metrics 10 --chain 1000 --big-family 10000"
 # for the full size (about an hour to build on 2 cores).

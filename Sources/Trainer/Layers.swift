@@ -144,7 +144,9 @@ public final class Linear: Layer {
 
 // MARK: - Conv2d
 
-/// 2-D convolution through im2col and one GEMM per batch. Weight [out, in, k, k] as in PyTorch.
+/// 2-D convolution through im2col and GEMM (Caffe's layout): per sample, the patches are a
+/// [C·k·k, OH·OW] matrix and the output is W[out, C·k·k] × patches, already NCHW. Weight
+/// [out, in, k, k] as in PyTorch.
 public final class Conv2d: Layer {
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
     public let weight: Parameter, bias: Parameter
@@ -176,56 +178,56 @@ public final class Conv2d: Layer {
         return (shape[0], h, w, (h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1)
     }
 
+    /// The output columns `ox` for which input column `ox·stride + kx − padding` lies inside [0, w).
+    @inline(__always)
+    private func validColumns(_ kx: Int, w: Int, ow: Int) -> Range<Int> {
+        // Floor division: the numerators can be negative.
+        func floorDiv(_ a: Int, _ b: Int) -> Int { a >= 0 ? a / b : -((-a + b - 1) / b) }
+        let first = max(0, -floorDiv(kx - padding, stride))
+        let last = min(ow, floorDiv(w - 1 + padding - kx, stride) + 1)
+        return first < last ? first..<last : 0..<0
+    }
+
+    /// Visits each (patch row, output row) pair with the input row it reads (nil: padding).
+    @inline(__always)
+    private func forEachRow(h: Int, oh: Int, _ body: (_ row: Int, _ kx: Int, _ oy: Int, _ plane: Int, _ iy: Int?) -> Void) {
+        var row = 0
+        for channel in 0..<inChannels {
+            for ky in 0..<kernel {
+                for kx in 0..<kernel {
+                    for oy in 0..<oh {
+                        let iy = oy * stride + ky - padding
+                        body(row, kx, oy, channel, iy >= 0 && iy < h ? iy : nil)
+                    }
+                    row += 1
+                }
+            }
+        }
+    }
+
     public func forward(_ input: Tensor, training: Bool) -> Tensor {
         let (n, h, w, oh, ow) = geometry(input.shape)
-        let patch = inChannels * kernel * kernel, pixels = oh * ow, rows = n * pixels
-        var columns = [Float](repeating: 0, count: rows * patch)
-        let (c, k, s, p) = (inChannels, kernel, stride, padding)
+        let patch = inChannels * kernel * kernel, pixels = oh * ow, o = outChannels
+        var columns = [Float](repeating: 0, count: n * patch * pixels)
+        var output = [Float](repeating: 0, count: n * o * pixels)
+        let s = stride, p = padding
         input.data.withUnsafeBufferPointer { x in
             columns.withUnsafeMutableBufferPointer { col in
-                for sample in 0..<n {
-                    for oy in 0..<oh {
-                        for ox in 0..<ow {
-                            var out = col.baseAddress! + ((sample * oh + oy) * ow + ox) * patch
-                            for channel in 0..<c {
-                                let plane = x.baseAddress! + (sample * c + channel) * h * w
-                                for ky in 0..<k {
-                                    let iy = oy * s + ky - p
-                                    if iy < 0 || iy >= h {
-                                        out += k
-                                        continue
-                                    }
-                                    for kx in 0..<k {
-                                        let ix = ox * s + kx - p
-                                        if ix >= 0 && ix < w { out[kx] = plane[iy * w + ix] }
-                                    }
-                                    out += k
-                                }
+                output.withUnsafeMutableBufferPointer { y in
+                    weight.value.withUnsafeBufferPointer { wt in
+                        for sample in 0..<n {
+                            let sampleColumns = col.baseAddress! + sample * patch * pixels
+                            let image = x.baseAddress! + sample * inChannels * h * w
+                            forEachRow(h: h, oh: oh) { row, kx, oy, channel, iy in
+                                guard let iy else { return }
+                                let target = sampleColumns + row * pixels + oy * ow
+                                let source = image + (channel * h + iy) * w
+                                for ox in validColumns(kx, w: w, ow: ow) { target[ox] = source[ox * s + kx - p] }
                             }
+                            let out = y.baseAddress! + sample * o * pixels
+                            for channel in 0..<o { (out + channel * pixels).update(repeating: bias.value[channel], count: pixels) }
+                            BLAS.gemm(wt.baseAddress!, sampleColumns, out, m: o, n: pixels, k: patch, beta: 1)
                         }
-                    }
-                }
-            }
-        }
-        // [rows, out] = columns · Wᵀ, then NHWC → NCHW with the bias.
-        var rowsOut = [Float](repeating: 0, count: rows * outChannels)
-        columns.withUnsafeBufferPointer { col in
-            weight.value.withUnsafeBufferPointer { wt in
-                rowsOut.withUnsafeMutableBufferPointer { y in
-                    BLAS.gemm(col.baseAddress!, wt.baseAddress!, y.baseAddress!, m: rows, n: outChannels, k: patch, transposeB: true)
-                }
-            }
-        }
-        var output = [Float](repeating: 0, count: rows * outChannels)
-        let o = outChannels
-        rowsOut.withUnsafeBufferPointer { src in
-            output.withUnsafeMutableBufferPointer { dst in
-                for sample in 0..<n {
-                    for channel in 0..<o {
-                        let b = bias.value[channel]
-                        let target = dst.baseAddress! + (sample * o + channel) * pixels
-                        let source = src.baseAddress! + sample * pixels * o + channel
-                        for pixel in 0..<pixels { target[pixel] = source[pixel * o] + b }
                     }
                 }
             }
@@ -234,70 +236,57 @@ public final class Conv2d: Layer {
             self.columns = columns
             inputShape = input.shape
         }
-        return Tensor(shape: [n, outChannels, oh, ow], data: output)
+        return Tensor(shape: [n, o, oh, ow], data: output)
     }
 
     public func backward(_ gradient: Tensor, inputGradient: Bool) -> Tensor? {
         let (n, h, w, oh, ow) = geometry(inputShape)
-        let patch = inChannels * kernel * kernel, pixels = oh * ow, rows = n * pixels, o = outChannels
-        // NCHW → [rows, out].
-        var g = [Float](repeating: 0, count: rows * o)
-        gradient.data.withUnsafeBufferPointer { src in
-            g.withUnsafeMutableBufferPointer { dst in
-                for sample in 0..<n {
-                    for channel in 0..<o {
-                        let source = src.baseAddress! + (sample * o + channel) * pixels
-                        let target = dst.baseAddress! + sample * pixels * o + channel
-                        for pixel in 0..<pixels { target[pixel * o] = source[pixel] }
-                    }
-                }
-            }
-        }
+        let patch = inChannels * kernel * kernel, pixels = oh * ow, o = outChannels
+        let s = stride, p = padding
         if !weight.frozen {
-            g.withUnsafeBufferPointer { gp in
+            gradient.data.withUnsafeBufferPointer { g in
                 columns.withUnsafeBufferPointer { col in
                     weight.gradient.withUnsafeMutableBufferPointer { dw in
-                        BLAS.gemm(gp.baseAddress!, col.baseAddress!, dw.baseAddress!, m: o, n: patch, k: rows, transposeA: true)
+                        for sample in 0..<n {
+                            // dW += dY[sample] (out × pixels) · columns[sample]ᵀ (pixels × patch)
+                            BLAS.gemm(
+                                g.baseAddress! + sample * o * pixels, col.baseAddress! + sample * patch * pixels, dw.baseAddress!,
+                                m: o, n: patch, k: pixels, transposeB: true, beta: sample == 0 ? 0 : 1)
+                        }
                     }
                 }
             }
         }
         if !bias.frozen {
             var sums = [Float](repeating: 0, count: o)
-            g.withUnsafeBufferPointer { gp in
-                for row in 0..<rows { for channel in 0..<o { sums[channel] += gp[row * o + channel] } }
+            gradient.data.withUnsafeBufferPointer { g in
+                for sample in 0..<n {
+                    for channel in 0..<o {
+                        let base = g.baseAddress! + (sample * o + channel) * pixels
+                        var total: Float = 0
+                        for pixel in 0..<pixels { total += base[pixel] }
+                        sums[channel] += total
+                    }
+                }
             }
             bias.gradient = sums
         }
         guard inputGradient else { return nil }
-        var dcol = [Float](repeating: 0, count: rows * patch)
-        g.withUnsafeBufferPointer { gp in
+        var dx = [Float](repeating: 0, count: n * inChannels * h * w)
+        var dcol = [Float](repeating: 0, count: patch * pixels)
+        gradient.data.withUnsafeBufferPointer { g in
             weight.value.withUnsafeBufferPointer { wt in
                 dcol.withUnsafeMutableBufferPointer { d in
-                    BLAS.gemm(gp.baseAddress!, wt.baseAddress!, d.baseAddress!, m: rows, n: patch, k: o)
-                }
-            }
-        }
-        var dx = [Float](repeating: 0, count: n * inChannels * h * w)
-        let (c, k, s, p) = (inChannels, kernel, stride, padding)
-        dcol.withUnsafeBufferPointer { col in
-            dx.withUnsafeMutableBufferPointer { x in
-                for sample in 0..<n {
-                    for oy in 0..<oh {
-                        for ox in 0..<ow {
-                            var from = col.baseAddress! + ((sample * oh + oy) * ow + ox) * patch
-                            for channel in 0..<c {
-                                let plane = x.baseAddress! + (sample * c + channel) * h * w
-                                for ky in 0..<k {
-                                    let iy = oy * s + ky - p
-                                    if iy >= 0 && iy < h {
-                                        for kx in 0..<k {
-                                            let ix = ox * s + kx - p
-                                            if ix >= 0 && ix < w { plane[iy * w + ix] += from[kx] }
-                                        }
-                                    }
-                                    from += k
-                                }
+                    dx.withUnsafeMutableBufferPointer { x in
+                        for sample in 0..<n {
+                            // dColumns = Wᵀ (patch × out) · dY[sample] (out × pixels), then col2im.
+                            BLAS.gemm(wt.baseAddress!, g.baseAddress! + sample * o * pixels, d.baseAddress!, m: patch, n: pixels, k: o, transposeA: true)
+                            let image = x.baseAddress! + sample * inChannels * h * w
+                            forEachRow(h: h, oh: oh) { row, kx, oy, channel, iy in
+                                guard let iy else { return }
+                                let source = d.baseAddress! + row * pixels + oy * ow
+                                let target = image + (channel * h + iy) * w
+                                for ox in validColumns(kx, w: w, ow: ow) { target[ox * s + kx - p] += source[ox] }
                             }
                         }
                     }

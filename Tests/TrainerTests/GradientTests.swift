@@ -69,12 +69,43 @@ struct GradientTests {
         check.check(layer, input: Tensor(shape: [4, 7], data: check.random(28)))
     }
 
-    @Test("Conv2d, with stride and padding", arguments: [(1, 1), (2, 1), (1, 0)])
-    func conv(stride: Int, padding: Int) {
+    @Test("Conv2d, with stride and padding", arguments: [(1, 1, 6, 5), (2, 1, 6, 5), (1, 0, 6, 5), (2, 2, 5, 4), (2, 1, 2, 1), (3, 2, 4, 4)])
+    func conv(stride: Int, padding: Int, h: Int, w: Int) {
         var check = GradientCheck()
         var generator = SeededGenerator(seed: 2)
         let layer = Conv2d(inChannels: 2, outChannels: 3, kernel: 3, stride: stride, padding: padding, generator: &generator)
-        check.check(layer, input: Tensor(shape: [2, 2, 6, 5], data: check.random(120)))
+        check.check(layer, input: Tensor(shape: [2, 2, h, w], data: check.random(2 * 2 * h * w)))
+    }
+
+    @Test("Conv2d agrees with a direct convolution")
+    func convDirect() {
+        var generator = SeededGenerator(seed: 5)
+        for (stride, padding, h, w) in [(1, 1, 5, 6), (2, 1, 2, 1), (2, 0, 7, 5), (3, 2, 4, 4)] {
+            let layer = Conv2d(inChannels: 2, outChannels: 3, kernel: 3, stride: stride, padding: padding, generator: &generator)
+            let input = Tensor(shape: [2, 2, h, w], data: (0..<(4 * h * w)).map { _ in Float.random(in: -1..<1, using: &generator) })
+            let output = layer.forward(input, training: false)
+            let (oh, ow) = (output.shape[2], output.shape[3])
+            for n in 0..<2 {
+                for o in 0..<3 {
+                    for oy in 0..<oh {
+                        for ox in 0..<ow {
+                            var sum = layer.bias.value[o]
+                            for c in 0..<2 {
+                                for ky in 0..<3 {
+                                    for kx in 0..<3 {
+                                        let iy = oy * stride + ky - padding, ix = ox * stride + kx - padding
+                                        guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                                        sum += layer.weight.value[((o * 2 + c) * 3 + ky) * 3 + kx] * input.data[((n * 2 + c) * h + iy) * w + ix]
+                                    }
+                                }
+                            }
+                            let got = output.data[((n * 3 + o) * oh + oy) * ow + ox]
+                            #expect(abs(got - sum) < 1e-5, "stride \(stride) padding \(padding) \(h)×\(w) at \(n),\(o),\(oy),\(ox)")
+                        }
+                    }
+                }
+            }
+        }
     }
 
     @Test("ReLU and MaxPool2d")

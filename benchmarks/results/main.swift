@@ -1,1 +1,180 @@
-print("todo")
+// `make results`: a Yosinski-style transferability experiment (NIPS 2014, "How transferable are
+// features in deep neural networks?") with Graft's engine, every run a model in a registry.
+//
+// Teacher: cnn-small on Fashion-MNIST classes 0-4. Students on classes 5-9 with 10, 100 and all
+// labels per class: feature extraction (all three blocks frozen), the first n blocks frozen
+// (n = 1, 2), full fine-tuning (n = 0), and from scratch; 3 seeds each. Writes docs/RESULTS.md
+// (mean ± sd test accuracy of the best-by-validation checkpoint, steps to 90% of the run's best,
+// wall time) and docs/results.svg.
+import Foundation
+import Graft
+import Trainer
+
+func option(_ name: String, _ fallback: String) -> String {
+    let arguments = CommandLine.arguments
+    return arguments.firstIndex(of: name).map { arguments[$0 + 1] } ?? fallback
+}
+
+let registryPath = option("--registry", "results-registry")
+let dataPath = option("--data", "/usr/share/datasets/fashion-mnist")
+let seeds = Int(option("--seeds", "3"))!
+let budgets: [Int?] = option("--budgets", "10,100,all").split(separator: ",").map { $0 == "all" ? nil : Int($0)! }
+let outputDirectory = option("--out", "docs")
+let teacherEpochs = Int(option("--teacher-epochs", "4"))!
+BLAS.setThreads(1)
+
+/// Epochs per budget: small budgets take more passes so every run gets a fair number of steps.
+func epochs(for budget: Int?) -> Int {
+    switch budget {
+    case nil: 3
+    case let k? where k <= 10: 30
+    case let k? where k <= 100: 15
+    default: 6
+    }
+}
+
+struct Config {
+    var key: String
+    var label: String
+    var plan: TransferPlan?  // nil: from scratch
+}
+let configs = [
+    Config(key: "fe", label: "feature extraction (3 blocks frozen)", plan: .featureExtraction),
+    Config(key: "freeze2", label: "first 2 blocks frozen", plan: .freezeBlocks(2)),
+    Config(key: "freeze1", label: "first block frozen", plan: .freezeBlocks(1)),
+    Config(key: "full", label: "full fine-tune", plan: .fullFinetune),
+    Config(key: "scratch", label: "from scratch", plan: nil),
+]
+
+struct Run {
+    var config: String
+    var budget: Int?
+    var seed: Int
+    var testAccuracy: Double
+    var bestValidation: Double
+    var stepsTo90: Int
+    var seconds: Double
+}
+
+func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
+func sd(_ values: [Double]) -> Double {
+    guard values.count > 1 else { return 0 }
+    let m = mean(values)
+    return (values.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(values.count - 1)).squareRoot()
+}
+
+let started = Date()
+try? FileManager.default.removeItem(atPath: registryPath)
+let registry = try await Registry.create(at: registryPath).registry
+let train = try Dataset.load(dataPath)
+let test = try DataSelection(classes: Array(5...9), validationPerClass: 0).split(try Dataset.load(dataPath, test: true)).train
+
+let teacher = try ModelName("teacher")
+print("teacher: cnn-small on classes 0-4, all labels, \(teacherEpochs) epochs")
+let teacherReports = try await Engine.trainBase(
+    teacher, architecture: "cnn-small", in: registry, data: train,
+    selection: DataSelection(classes: Array(0...4), validationPerClass: 300), settings: TrainingSettings(epochs: teacherEpochs, batchSize: 32, optimizer: OptimizerSettings(learningRate: 0.03)),
+    provenance: Provenance(source: "graft-results", license: "mit", dataset: "Fashion-MNIST classes 0-4", architecture: "cnn-small"))
+let teacherBest = teacherReports.max { $0.validationAccuracy < $1.validationAccuracy }!
+let parent = try Reference(parsing: teacherBest.checkpoint!)
+print(String(format: "teacher best %@ val/accuracy %.4f", teacherBest.checkpoint!, teacherBest.validationAccuracy))
+
+var runs: [Run] = []
+for budget in budgets {
+    for seed in 0..<seeds {
+        for config in configs {
+            let name = try ModelName("k\(budget.map(String.init) ?? "all")-\(config.key)-s\(seed)")
+            let selection = DataSelection(classes: Array(5...9), perClass: budget, validationPerClass: 300, seed: UInt64(100 + seed))
+            let settings = TrainingSettings(epochs: epochs(for: budget), batchSize: 32, optimizer: OptimizerSettings(learningRate: 0.03), seed: UInt64(seed))
+            let reports: [EpochReport]
+            if let plan = config.plan {
+                _ = try await Engine.deriveStudent(name, from: parent, plan: plan, in: registry)
+                reports = try await Engine.trainStudent(name, in: registry, data: train, selection: selection, settings: settings)
+            } else {
+                reports = try await Engine.trainBase(
+                    name, architecture: "cnn-small", in: registry, data: train, selection: selection, settings: settings,
+                    provenance: Provenance(source: "graft-results (scratch baseline)"))
+            }
+            let best = reports.max { $0.validationAccuracy < $1.validationAccuracy }!
+            let network = try await Engine.load(try Reference(parsing: best.checkpoint!), from: registry)
+            let accuracy = try TrainingLoop(network: network, settings: TrainingSettings()).evaluate(test).accuracy
+            let target = 0.9 * best.validationAccuracy
+            let run = Run(
+                config: config.key, budget: budget, seed: seed, testAccuracy: accuracy, bestValidation: best.validationAccuracy,
+                stepsTo90: reports.first { $0.validationAccuracy >= target }!.steps, seconds: reports.reduce(0) { $0 + $1.seconds })
+            runs.append(run)
+            print(String(format: "%-22@ test %.4f  best val %.4f  steps to 90%% %5d  %6.1f s", name.value, run.testAccuracy, run.bestValidation, run.stepsTo90, run.seconds))
+        }
+    }
+}
+
+// MARK: Report
+func budgetLabel(_ budget: Int?) -> String { budget.map { "\($0)" } ?? "all (≈5,700)" }
+var markdown = """
+    # Results: how transferable are the teacher's features?
+
+    Generated by `make results` (benchmarks/results/main.swift) on \(ISO8601DateFormatter().string(from: Date())),
+    \(String(format: "%.0f", Date().timeIntervalSince(started) / 60)) minutes on this machine (2 cores, OpenBLAS on one thread).
+
+    A Yosinski-style experiment (NIPS 2014) with Graft's engine. The teacher, `cnn-small`
+    (conv 8 → BN → ReLU → pool, conv 16 → BN → ReLU → pool, linear 64 → ReLU; 3 blocks, 52k
+    parameters), trains on Fashion-MNIST classes 0–4 (T-shirt, trouser, pullover, dress, coat),
+    all labels, \(teacherEpochs) epochs; its best checkpoint (\(teacherBest.checkpoint!), validation accuracy
+    \(String(format: "%.4f", teacherBest.validationAccuracy))) is the parent of every student. Students learn classes 5–9
+    (sandal, shirt, sneaker, bag, ankle boot) with 10, 100 or all labels per class; 300 per class
+    are held out for validation. Each student's head is new; "first n blocks frozen" freezes the
+    first n blocks (BatchNorm statistics included) and fine-tunes the rest. SGD, lr 0.03,
+    momentum 0.9, batch 32; 30 / 15 / 3 epochs for 10 / 100 / all labels. Each run is a model in
+    the registry (`\(registryPath)`), one checkpoint per epoch.
+
+    **Accuracy** is on the 5,000 held-out test images of classes 5–9, for the checkpoint with the best
+    validation accuracy (mean ± sd over \(seeds) seeds). **Steps to 90%** is the number of optimiser
+    steps until validation accuracy first reached 90% of that run's best. **Time** is the
+    training and validation wall time of the run.
+
+
+    """
+for budget in budgets {
+    markdown += "\n## \(budgetLabel(budget)) labels per class\n\n| mode | test accuracy | steps to 90% of best | time (s) |\n|---|---:|---:|---:|\n"
+    for config in configs {
+        let cell = runs.filter { $0.config == config.key && $0.budget == budget }
+        markdown += String(
+            format: "| %@ | %.4f ± %.4f | %.0f | %.1f |\n", config.label, mean(cell.map(\.testAccuracy)), sd(cell.map(\.testAccuracy)),
+            mean(cell.map { Double($0.stepsTo90) }), mean(cell.map(\.seconds)))
+    }
+}
+markdown += "\n![test accuracy by labels per class](results.svg)\n"
+
+// SVG: test accuracy against labels per class, one line per mode, error bars ±1 sd.
+let width = 640.0, height = 400.0, left = 60.0, right = 230.0, top = 20.0, bottom = 50.0
+let accuracies = runs.map(\.testAccuracy)
+let low = max(0, (accuracies.min() ?? 0) - 0.05), high = min(1, (accuracies.max() ?? 1) + 0.02)
+func x(_ index: Int) -> Double { left + (width - left - right) * (budgets.count == 1 ? 0.5 : Double(index) / Double(budgets.count - 1)) }
+func y(_ value: Double) -> Double { top + (height - top - bottom) * (1 - (value - low) / (high - low)) }
+let colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#666666"]
+var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+svg += "<line x1=\"\(left)\" y1=\"\(y(low))\" x2=\"\(width - right)\" y2=\"\(y(low))\" stroke=\"black\"/><line x1=\"\(left)\" y1=\"\(y(low))\" x2=\"\(left)\" y2=\"\(top)\" stroke=\"black\"/>\n"
+for tick in stride(from: (low * 20).rounded(.up) / 20, through: high, by: 0.05) {
+    svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", left, y(tick), width - right, y(tick), left - 6, y(tick) + 4, tick)
+}
+for (index, budget) in budgets.enumerated() {
+    svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%@</text>\n", x(index), height - bottom + 18, budget.map { "\($0)" } ?? "all")
+}
+svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">labels per class (classes 5–9)</text>\n", (left + width - right) / 2, height - 12)
+svg += String(format: "<text x=\"14\" y=\"%.1f\" transform=\"rotate(-90 14 %.1f)\" text-anchor=\"middle\">test accuracy</text>\n", (top + height - bottom) / 2, (top + height - bottom) / 2)
+for (c, config) in configs.enumerated() {
+    var points: [String] = []
+    for (index, budget) in budgets.enumerated() {
+        let cell = runs.filter { $0.config == config.key && $0.budget == budget }.map(\.testAccuracy)
+        let (m, s) = (mean(cell), sd(cell))
+        points.append(String(format: "%.1f,%.1f", x(index), y(m)))
+        svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\"/><circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"/>\n", x(index), y(m - s), x(index), y(m + s), colors[c], x(index), y(m), colors[c])
+    }
+    svg += "<polyline fill=\"none\" stroke=\"\(colors[c])\" stroke-width=\"2\" points=\"\(points.joined(separator: " "))\"/>\n"
+    svg += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%@\"/><text x=\"%.1f\" y=\"%.1f\">%@</text>\n", width - right + 12, top + 10 + Double(c) * 20, colors[c], width - right + 30, top + 15 + Double(c) * 20, config.label)
+}
+svg += "</svg>\n"
+try markdown.write(toFile: "\(outputDirectory)/RESULTS.md", atomically: true, encoding: .utf8)
+try svg.write(toFile: "\(outputDirectory)/results.svg", atomically: true, encoding: .utf8)
+print("wrote \(outputDirectory)/RESULTS.md and \(outputDirectory)/results.svg")
