@@ -81,6 +81,39 @@ struct EngineTests {
         #expect(tracked == Int64(loop.steps))
     }
 
+    @Test("a checkpoint reads in the reference safetensors package with exactly PyTorch's state_dict keys, dtypes and shapes for cnn-small")
+    func pytorchLayout() throws {
+        let directory = TemporaryDirectory()
+        let network = try Network(try Architecture(spec: "cnn-small", input: [1, 28, 28], classes: 5), seed: 1)
+        try network.write(to: directory.file("cnn.safetensors"))
+        let output = try ReferencePython.run(["read", directory.file("cnn.safetensors")])
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+        let tensors = try #require(json["tensors"] as? [[String: Any]])
+        var found: [String: (String, [Int])] = [:]
+        for tensor in tensors { found[tensor["name"] as! String] = (tensor["dtype"] as! String, tensor["shape"] as! [Int]) }
+        // What `nn.Sequential(Conv2d(1,8,3,padding=1), BatchNorm2d(8), ReLU(), MaxPool2d(2), Conv2d(8,16,3,padding=1),
+        // BatchNorm2d(16), ReLU(), MaxPool2d(2), Flatten(), Linear(784,64), ReLU())` as `features` and
+        // `Linear(64,5)` as `classifier` put in their state_dict.
+        func norm(_ index: Int, _ channels: Int) -> [String: (String, [Int])] {
+            ["features.\(index).weight": ("F32", [channels]), "features.\(index).bias": ("F32", [channels]),
+             "features.\(index).running_mean": ("F32", [channels]), "features.\(index).running_var": ("F32", [channels]),
+             "features.\(index).num_batches_tracked": ("I64", [])]
+        }
+        var expected: [String: (String, [Int])] = [
+            "features.0.weight": ("F32", [8, 1, 3, 3]), "features.0.bias": ("F32", [8]),
+            "features.4.weight": ("F32", [16, 8, 3, 3]), "features.4.bias": ("F32", [16]),
+            "features.9.weight": ("F32", [64, 784]), "features.9.bias": ("F32", [64]),
+            "classifier.weight": ("F32", [5, 64]), "classifier.bias": ("F32", [5]),
+        ]
+        expected.merge(norm(1, 8)) { a, _ in a }
+        expected.merge(norm(5, 16)) { a, _ in a }
+        #expect(Set(found.keys) == Set(expected.keys))
+        for (name, (dtype, shape)) in expected { #expect(found[name]?.0 == dtype && found[name]?.1 == shape, "\(name)") }
+        let metadata = try #require(json["metadata"] as? [String: String])
+        #expect(metadata["format"] == "pt")
+        #expect(try Architecture(json: try #require(metadata[Architecture.metadataKey])) == network.architecture)
+    }
+
     @Test("frozen layers, BatchNorm statistics included, stay bit-identical through training; trainable ones move")
     func frozenStay() async throws {
         let directory = TemporaryDirectory()
