@@ -46,7 +46,7 @@ extension GraftCommand {
                 if let export { _ = try await registry.export(try Reference(parsing: best.checkpoint.ref), to: export) }
                 if output.json { return try emitJSON(best) }
                 let how = best.directionInferred ? "\(best.direction.rawValue), from the metric's name" : best.direction.rawValue
-                print("best \(best.checkpoint.ref)  \(best.metric)\(best.split.map { " (\($0))" } ?? "") = \(best.value)  [\(how)]")
+                print("best \(best.checkpoint.ref)  \(best.metric)\(best.split.map { " (\($0))" } ?? "") = \(formatMetric(best.value))  [\(how)]")
                 print("  \(best.candidates) candidate(s); \(best.excludedFlagged) left out for open advisories" + (best.excludedFlagged > 0 ? " (--include-flagged to consider them)" : ""))
                 if let export { print("  exported to \(export)") }
             }
@@ -94,7 +94,7 @@ extension GraftCommand {
 private func label(_ node: LineageNode, metric: String?) -> String {
     var parts = [node.name, "(\(node.mode?.rawValue ?? node.kind))"]
     if let relation = node.relation, let parent = node.parent { parts.append("\(relation.rawValue) of \(parent)") }
-    if let metric, let best = node.best { parts.append("best \(metric) \(best)") }
+    if let metric, let best = node.best { parts.append("best \(metric) \(formatMetric(best))") }
     if !node.advisories.isEmpty { parts.append("FLAGGED " + node.advisories.joined(separator: ",")) }
     return parts.joined(separator: " ")
 }

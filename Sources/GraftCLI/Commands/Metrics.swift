@@ -34,7 +34,7 @@ extension GraftCommand {
                 let report = try await options.open().metrics(reference)
                 if output.json { return try emitJSON(report) }
                 let rows = report.checkpoints.flatMap { entry in
-                    entry.metrics.map { [entry.checkpoint, $0.name, $0.split ?? "-", String($0.value)] }
+                    entry.metrics.map { [entry.checkpoint, $0.name, $0.split ?? "-", formatMetric($0.value)] }
                 }
                 if rows.isEmpty && report.curves.isEmpty { print("no metrics recorded") }
                 if !rows.isEmpty { print(table(["CHECKPOINT", "METRIC", "SPLIT", "VALUE"], rows, right: [3])) }
