@@ -67,6 +67,13 @@ enum FileSystem {
         _ = utimensat(AT_FDCWD, path, nil, 0)
     }
 
+    /// Seconds since the epoch of the file's last modification, or nil when it is gone.
+    static func modificationTime(_ path: String) -> Double? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+    }
+
     /// Directory entries other than `.` and `..`.
     static func contentsOfDirectory(_ path: String) throws(GraftError) -> [String] {
         guard let dir = opendir(path) else { throw GraftError.fromErrno(errno, operation: "cannot list", path: path) }

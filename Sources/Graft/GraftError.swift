@@ -64,6 +64,10 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case advisoryNotFound(String)
     /// The operation needs a student, and the model is a base (or the other way round).
     case wrongModelKind(ModelName, expected: String)
+    /// A removal that would break something that depends on the target; nothing was removed.
+    case protected(String, reasons: [String])
+    /// A blob this commit relied on was removed (by `gc`) before the commit; the import retries.
+    case blobVanished(Digest)
 
     public var description: String {
         switch self {
@@ -132,6 +136,10 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "no advisory with id \(show(id)); `graft advisory list` shows them"
         case .wrongModelKind(let name, let expected):
             return "`\(name)` is not a \(expected)"
+        case .protected(let target, let reasons):
+            return "\(target) is kept: " + reasons.joined(separator: "; ")
+        case .blobVanished(let digest):
+            return "blob \(digest.short)… was removed by gc before the commit; nothing was committed, run the command again"
         }
     }
 

@@ -23,6 +23,27 @@ extension Registry {
         name: ModelName, file path: String, provenance: Provenance = Provenance(),
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
+        try await retryingVanishedBlobs { () async throws(GraftError) in
+            try await addBaseOnce(name: name, file: path, provenance: provenance, progress: progress)
+        }
+    }
+
+    /// Runs an import again when `gc` removed a blob it relied on between writing (or finding)
+    /// the blob and committing: the next attempt finds it missing and writes it anew.
+    func retryingVanishedBlobs(_ body: () async throws(GraftError) -> ImportResult) async throws(GraftError) -> ImportResult {
+        var attempt = 1
+        while true {
+            do { return try await body() } catch {
+                guard case .blobVanished = error, attempt < 5 else { throw error }
+                attempt += 1
+            }
+        }
+    }
+
+    func addBaseOnce(
+        name: ModelName, file path: String, provenance: Provenance,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult {
         if try await modelID(name) != nil { throw .modelExists(name) }
         let reader = try Self.openInput(path)
         let total = reader.header.dataLength
@@ -114,7 +135,7 @@ extension Registry {
             sql: "INSERT INTO blobs (digest, byte_length, inline_data, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING")
         for tensor in tensors where seen.insert(tensor.digest).inserted {
             if tensor.inline == nil, !FileSystem.fileExists(layout.blobPath(tensor.digest)) {
-                throw GraftError.damagedBlob(tensor.digest, reason: "its file vanished before the commit (was `graft gc` run with no grace period?)")
+                throw GraftError.blobVanished(tensor.digest)
             }
             try statement.execute(arguments: [tensor.digest.hex, tensor.info.byteCount, tensor.inline.map { Data($0) }, now])
             if tensor.inline != nil, db.changesCount > 0 { stored += tensor.info.byteCount }

@@ -124,6 +124,15 @@ extension Registry {
         metrics: [MetricAssignment] = [], split: String? = nil,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
+        try await retryingVanishedBlobs { () async throws(GraftError) in
+            try await addCheckpointOnce(model: name, file: path, step: step, epoch: epoch, metrics: metrics, split: split, progress: progress)
+        }
+    }
+
+    func addCheckpointOnce(
+        model name: ModelName, file path: String, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult {
         guard try await modelID(name) != nil else { throw try await notFound(name) }
         if let split { try MetricAssignment.checkName(split) }
         let manifest = try await self.manifest(of: name)

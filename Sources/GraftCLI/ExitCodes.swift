@@ -17,6 +17,7 @@ enum ExitCodes {
     static let readOnly: Int32 = 77
     static let diskFull: Int32 = 78
     static let manifestViolation: Int32 = 79
+    static let protected: Int32 = 80
     static let internalError: Int32 = 1
 
     static func code(for error: GraftError) -> Int32 {
@@ -42,6 +43,8 @@ enum ExitCodes {
         case .unknownMetric, .advisoryNotFound, .allCandidatesFlagged: notFound
         case .advisoryExists: exists
         case .database: internalError
+        case .protected: protected
+        case .blobVanished: busy
         }
     }
 }

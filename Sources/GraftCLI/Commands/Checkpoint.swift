@@ -4,7 +4,7 @@ import Graft
 extension GraftCommand {
     struct CheckpointCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "checkpoint", abstract: "Work with a model's checkpoints.", subcommands: [AddCheckpoint.self, ListCheckpoints.self])
+            commandName: "checkpoint", abstract: "Work with a model's checkpoints.", subcommands: [AddCheckpoint.self, ListCheckpoints.self, RemoveCheckpoint.self])
     }
 }
 

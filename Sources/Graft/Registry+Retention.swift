@@ -1,0 +1,272 @@
+import Foundation
+import GRDB
+
+/// What `gc` removed (or, with `dryRun`, would remove).
+public struct GCReport: Sendable, Codable, Equatable {
+    public var dryRun: Bool
+    /// Blobs no checkpoint references, removed with their files.
+    public var blobsRemoved: Int
+    /// Blob files with no blob row (an interrupted import's), removed.
+    public var orphanFilesRemoved: Int
+    /// Files in `tmp/` removed.
+    public var temporaryFilesRemoved: Int
+    public var bytesFreed: Int
+    /// Unreferenced blobs and files younger than the grace period, left for a later run.
+    public var keptForGrace: Int
+}
+
+/// A checkpoint a removal kept, and why.
+public struct KeptCheckpoint: Sendable, Codable, Equatable {
+    public var checkpoint: String
+    public var reasons: [String]
+}
+
+/// What `removeCheckpoint`, `prune` or `removeModel` removed.
+public struct RemovalReport: Sendable, Codable, Equatable {
+    public var dryRun: Bool
+    /// Models removed (`removeModel`), deepest descendant first.
+    public var models: [String] = []
+    /// Checkpoints removed, `NAME@N`.
+    public var checkpoints: [String]
+    /// Checkpoints kept, with the reasons (`prune`).
+    public var kept: [KeptCheckpoint] = []
+    /// Bytes of blobs that no remaining checkpoint uses, freed at once.
+    public var bytesFreed: Int
+}
+
+extension Registry {
+    /// Removes blobs that no committed checkpoint references, blob files without a row, and
+    /// temporary files, each only when older than `grace` seconds (by modification time).
+    ///
+    /// Safe while writers run: a writer touches every blob it reuses and re-checks each blob
+    /// file under the write lock before it commits, and gc deletes only under that lock — so a
+    /// blob written or found by an in-flight import is either younger than the grace period,
+    /// or its commit notices and the import runs again.
+    public func gc(grace: Double = 3600, dryRun: Bool = false) async throws(GraftError) -> GCReport {
+        let layout = self.layout
+        // Candidate files are listed outside the lock (a walk can be long) and re-checked under it.
+        var blobFiles: [String] = []
+        for directory in (try? FileSystem.contentsOfDirectory(layout.sha256)) ?? [] {
+            for name in (try? FileSystem.contentsOfDirectory(layout.sha256 + "/" + directory)) ?? [] where name.hasPrefix(directory) {
+                blobFiles.append(name)
+            }
+        }
+        let temporaryFiles = (try? FileSystem.contentsOfDirectory(layout.tmp)) ?? []
+        let candidates = blobFiles
+        return try await write { db -> GCReport in
+            let now = Date().timeIntervalSince1970
+            func old(_ path: String) -> Bool? { FileSystem.modificationTime(path).map { now - $0 >= grace } }
+            var report = GCReport(dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
+            let unreferenced = try Row.fetchAll(
+                db, sql: """
+                    SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
+                    WHERE NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest)
+                    """)
+            let freed = try Self.dropBlobs(db, unreferenced, layout: layout, dryRun: dryRun, isOld: old)
+            report.blobsRemoved = freed.count
+            report.bytesFreed = freed.bytes
+            report.keptForGrace = freed.kept
+            let known = try db.cachedStatement(sql: "SELECT 1 FROM blobs WHERE digest = ?")
+            for name in candidates where try Bool.fetchOne(known, arguments: [name]) == nil {
+                let path = layout.sha256 + "/" + name.prefix(2) + "/" + name
+                switch old(path) {
+                case true?:
+                    report.orphanFilesRemoved += 1
+                    report.bytesFreed += (try? FileSystem.fileSize(path)).flatMap { $0 } ?? 0
+                    if !dryRun { FileSystem.remove(path) }
+                case false?: report.keptForGrace += 1
+                case nil: break
+                }
+            }
+            for name in temporaryFiles {
+                let path = layout.tmp + "/" + name
+                switch old(path) {
+                case true?:
+                    report.temporaryFilesRemoved += 1
+                    if !dryRun { FileSystem.remove(path) }
+                case false?: report.keptForGrace += 1
+                case nil: break
+                }
+            }
+            return report
+        }
+    }
+
+    /// Removes blob rows (and files) given as rows of (digest, byte_length, inline); file-stored
+    /// ones only when `isOld` says so. Runs inside a write transaction.
+    static func dropBlobs(
+        _ db: Database, _ rows: [Row], layout: RegistryLayout, dryRun: Bool, isOld: (String) -> Bool? = { _ in true }
+    ) throws -> (count: Int, bytes: Int, kept: Int) {
+        var count = 0, bytes = 0, kept = 0
+        let delete = try db.cachedStatement(sql: "DELETE FROM blobs WHERE digest = ?")
+        for row in rows {
+            let hex: String = row["digest"]
+            guard let digest = try? Digest(parsing: hex) else { continue }
+            let inline: Bool = row["inline"]
+            let path = layout.blobPath(digest)
+            if !inline, isOld(path) == false {
+                kept += 1
+                continue
+            }
+            count += 1
+            bytes += row["byte_length"] as Int
+            if dryRun { continue }
+            try delete.execute(arguments: [hex])
+            if !inline { FileSystem.remove(path) }
+        }
+        return (count, bytes, kept)
+    }
+
+    /// Blobs among `digests` that no checkpoint references any more, removed at once.
+    static func dropUnreferenced(_ db: Database, digests: Set<String>, layout: RegistryLayout, dryRun: Bool, removing: Set<Int64> = []) throws -> Int {
+        var rows: [Row] = []
+        let query = try db.cachedStatement(
+            sql: """
+                SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b WHERE digest = ?
+                AND NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest AND t.checkpoint_id NOT IN (SELECT value FROM json_each(?)))
+                """)
+        let excluded = "[" + removing.map(String.init).joined(separator: ",") + "]"
+        for digest in digests.sorted() {
+            if let row = try Row.fetchOne(query, arguments: [digest, excluded]) { rows.append(row) }
+        }
+        return try dropBlobs(db, rows, layout: layout, dryRun: dryRun).bytes
+    }
+
+    /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a
+    /// base's registered checkpoint. Empty when it may go.
+    static func protections(_ db: Database, checkpoint id: Int64, model: String, kind: String, number: Int) throws -> [String] {
+        var reasons: [String] = []
+        let students = try String.fetchAll(
+            db, sql: "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = ? ORDER BY m.name",
+            arguments: [id])
+        if !students.isEmpty { reasons.append("students derive from it (\(students.joined(separator: ", ")))") }
+        let aliases = try String.fetchAll(db, sql: "SELECT alias FROM aliases WHERE checkpoint_id = ? ORDER BY alias", arguments: [id])
+        if !aliases.isEmpty { reasons.append("aliased as \(aliases.map { "\(model)@\($0)" }.joined(separator: ", "))") }
+        if kind == "base", number == 1 { reasons.append("it is the base's registered checkpoint") }
+        return reasons
+    }
+
+    /// Removes one checkpoint, unless something depends on it (refused with the reasons), and
+    /// frees the blobs only it used.
+    public func removeCheckpoint(_ reference: Reference, dryRun: Bool = false) async throws(GraftError) -> RemovalReport {
+        let (id, summary) = try await resolve(reference)
+        let layout = self.layout
+        return try await write { db -> RemovalReport in
+            guard let row = try Row.fetchOne(
+                db, sql: "SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id = ?", arguments: [id])
+            else { throw GraftError.checkpointNotFound(reference, available: "it was removed meanwhile") }
+            let reasons = try Self.protections(db, checkpoint: id, model: row["name"], kind: row["kind"], number: row["number"])
+            guard reasons.isEmpty else { throw GraftError.protected(summary.ref, reasons: reasons) }
+            let freed = try Self.removeCheckpoints(db, [id], layout: layout, dryRun: dryRun)
+            return RemovalReport(dryRun: dryRun, checkpoints: [summary.ref], bytesFreed: freed)
+        }
+    }
+
+    /// Deletes checkpoints (their tensors, metrics and checkpoint advisories go with them) and
+    /// the blobs nothing else uses; returns the bytes freed.
+    static func removeCheckpoints(_ db: Database, _ ids: [Int64], layout: RegistryLayout, dryRun: Bool) throws -> Int {
+        guard !ids.isEmpty else { return 0 }
+        let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
+        let digests = Set(try String.fetchAll(
+            db, sql: "SELECT DISTINCT blob_digest FROM checkpoint_tensors WHERE checkpoint_id IN (SELECT value FROM json_each(?))", arguments: [list]))
+        if dryRun { return try dropUnreferenced(db, digests: digests, layout: layout, dryRun: true, removing: Set(ids)) }
+        try db.execute(sql: "DELETE FROM checkpoints WHERE id IN (SELECT value FROM json_each(?))", arguments: [list])
+        return try dropUnreferenced(db, digests: digests, layout: layout, dryRun: false)
+    }
+
+    /// Keeps a model's newest `keepLast` checkpoints and its best `keepBest` by `metric`, and
+    /// every protected one; removes the rest.
+    ///
+    /// - Throws: ``GraftError/unknownMetric(_:known:)`` when `keepBest` > 0 and no checkpoint
+    ///   of the model has `metric`.
+    public func prune(
+        _ name: ModelName, keepLast: Int, keepBest: Int = 0, metric: String? = nil, direction: Direction? = nil, split: String? = nil,
+        dryRun: Bool = false
+    ) async throws(GraftError) -> RemovalReport {
+        guard keepLast >= 0, keepBest >= 0 else { throw .invalidMetric("--keep-last/--keep-best", reason: "counts must be ≥ 0") }
+        if keepBest > 0 {
+            guard let metric else { throw .invalidMetric("--keep-best", reason: "needs --metric KEY") }
+            try MetricAssignment.checkName(metric)
+        }
+        if let split { try MetricAssignment.checkName(split) }
+        guard try await modelID(name) != nil else { throw try await notFound(name) }
+        let layout = self.layout
+        let chosen = metric.map { direction ?? Direction.inferred(for: $0) }
+        return try await write { db -> RemovalReport in
+            guard let model = try Row.fetchOne(db, sql: "SELECT id, kind FROM models WHERE name = ?", arguments: [name.value]) else {
+                throw GraftError.modelNotFound(name, suggestions: [])
+            }
+            let modelID: Int64 = model["id"]
+            let checkpoints = try Row.fetchAll(db, sql: "SELECT id, number FROM checkpoints WHERE model_id = ? ORDER BY number DESC", arguments: [modelID])
+            var reasons: [Int64: [String]] = [:]
+            for row in checkpoints.prefix(keepLast) { reasons[row["id"], default: []].append("one of the newest \(keepLast)") }
+            if keepBest > 0, let metric, let chosen {
+                let order = chosen == .max ? "DESC" : "ASC"
+                let best = try Int64.fetchAll(
+                    db, sql: """
+                        SELECT mt.checkpoint_id FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id
+                        WHERE mt.model_id = ? AND mt.name = ? AND mt.split = ? ORDER BY mt.value \(order), c.number LIMIT ?
+                        """, arguments: [modelID, metric, split ?? "", keepBest])
+                guard !best.isEmpty else {
+                    let known = try String.fetchAll(db, sql: "SELECT DISTINCT name FROM metrics WHERE model_id = ? ORDER BY name", arguments: [modelID])
+                    throw GraftError.unknownMetric(metric, known: known)
+                }
+                for id in best { reasons[id, default: []].append("one of the best \(keepBest) by \(metric) (\(chosen.rawValue))") }
+            }
+            var removed: [Int64] = [], removedRefs: [String] = [], kept: [KeptCheckpoint] = []
+            for row in checkpoints.reversed() {
+                let id: Int64 = row["id"], number: Int = row["number"]
+                let all = (reasons[id] ?? []) + (try Self.protections(db, checkpoint: id, model: name.value, kind: model["kind"], number: number))
+                if all.isEmpty {
+                    removed.append(id)
+                    removedRefs.append("\(name)@\(number)")
+                } else {
+                    kept.append(KeptCheckpoint(checkpoint: "\(name)@\(number)", reasons: all))
+                }
+            }
+            let freed = try Self.removeCheckpoints(db, removed, layout: layout, dryRun: dryRun)
+            return RemovalReport(dryRun: dryRun, checkpoints: removedRefs, kept: kept, bytesFreed: freed)
+        }
+    }
+
+    /// Removes a model with its checkpoints, metrics, aliases and advisories. Refused while it
+    /// has descendants, unless `cascade`, which removes them too (deepest first).
+    public func removeModel(_ name: ModelName, cascade: Bool = false, dryRun: Bool = false) async throws(GraftError) -> RemovalReport {
+        guard try await modelID(name) != nil else { throw try await notFound(name) }
+        let layout = self.layout
+        return try await write { db -> RemovalReport in
+            guard let root = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else {
+                throw GraftError.modelNotFound(name, suggestions: [])
+            }
+            // The subtree with depths; deepest removed first so no parent edge is left dangling.
+            let rows = try Row.fetchAll(
+                db, sql: """
+                    WITH RECURSIVE tree(model_id, depth) AS (
+                        SELECT ?, 0 UNION SELECT p.model_id, t.depth + 1 FROM model_parents p JOIN tree t ON p.parent_model_id = t.model_id
+                    ) SELECT m.id, m.name, max(t.depth) AS depth FROM tree t JOIN models m ON m.id = t.model_id GROUP BY m.id ORDER BY depth DESC, m.name
+                    """, arguments: [root])
+            let descendants = rows.filter { ($0["id"] as Int64) != root }.map { $0["name"] as String }
+            if !descendants.isEmpty, !cascade {
+                throw GraftError.protected(name.value, reasons: ["it has \(descendants.count) descendant(s): \(descendants.sorted().joined(separator: ", ")); --cascade removes them too"])
+            }
+            let ids = rows.map { $0["id"] as Int64 }
+            let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
+            let checkpoints = try Row.fetchAll(
+                db, sql: """
+                    SELECT c.id, m.name, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id
+                    WHERE c.model_id IN (SELECT value FROM json_each(?)) ORDER BY m.name, c.number
+                    """, arguments: [list])
+            if !dryRun {
+                try db.execute(sql: "DELETE FROM aliases WHERE model_id IN (SELECT value FROM json_each(?))", arguments: [list])
+                for id in ids { try db.execute(sql: "DELETE FROM model_parents WHERE model_id = ?", arguments: [id]) }
+            }
+            let freed = try Self.removeCheckpoints(db, checkpoints.map { $0["id"] as Int64 }, layout: layout, dryRun: dryRun)
+            if !dryRun {
+                for id in ids { try db.execute(sql: "DELETE FROM models WHERE id = ?", arguments: [id]) }
+            }
+            return RemovalReport(
+                dryRun: dryRun, models: rows.map { $0["name"] as String }, checkpoints: checkpoints.map { "\($0["name"] as String)@\($0["number"] as Int)" },
+                bytesFreed: freed)
+        }
+    }
+}
