@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test system-deps python-deps bench bench-scale bench-train results clean
+.PHONY: all build demo test system-deps python-deps bench bench-scale bench-train results fuzz clean
 
 all: build
 
@@ -51,6 +51,14 @@ RESULTS_ARGS ?=
 results: system-deps
 	swift build -c release --product graft-results $(SWIFT_BUILD_FLAGS)
 	.build/release/graft-results --registry results-registry $(RESULTS_ARGS)
+
+# libFuzzer on the safetensors parser, with AddressSanitizer; new inputs land in .build/fuzz-corpus.
+SECONDS ?= 60
+fuzz:
+	mkdir -p .build/fuzz-corpus
+	swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name SafeTensors \
+		Sources/SafeTensors/*.swift fuzz/SafeTensorsFuzz.swift -o .build/fuzz-safetensors 2>&1 | grep -v "Cannot export local symbol" || true
+	.build/fuzz-safetensors -max_total_time=$(SECONDS) -max_len=4096 -print_final_stats=1 .build/fuzz-corpus fuzz/corpus
 
 # Scale: BENCH_SCALE="--bases 100 --students 100000 --checkpoints 10 --metrics 10 --chain 1000 --big-family 10000"
 # for the full size (about an hour to build on 2 cores).
