@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test system-deps python-deps bench bench-scale bench-train results fuzz clean
+.PHONY: all build demo test system-deps python-deps bench bench-scale bench-train results fuzz soak clean
 
 all: build
 
@@ -51,6 +51,12 @@ RESULTS_ARGS ?=
 results: system-deps
 	swift build -c release --product graft-results $(SWIFT_BUILD_FLAGS)
 	.build/release/graft-results --registry results-registry $(RESULTS_ARGS)
+
+# The crash and concurrency harnesses at soak length (the test suite runs 200 crash trials).
+SOAK_TRIALS ?= 1000
+soak: system-deps python-deps
+	swift build --build-tests $(SWIFT_BUILD_FLAGS)
+	GRAFT_CRASH_TRIALS=$(SOAK_TRIALS) GRAFT_STRESS_COMMITS=200 swift test --skip-build --filter HarnessTests
 
 # libFuzzer on the safetensors parser, with AddressSanitizer; new inputs land in .build/fuzz-corpus.
 SECONDS ?= 60

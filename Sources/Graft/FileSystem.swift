@@ -46,6 +46,7 @@ enum FileSystem {
 
     /// Flushes a directory so that renames and creations in it survive a crash.
     static func syncDirectory(_ path: String) throws(GraftError) {
+        CrashPoint.tick()
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw GraftError.fromErrno(errno, operation: "cannot open directory", path: path) }
         defer { close(fd) }
@@ -54,6 +55,7 @@ enum FileSystem {
     }
 
     static func rename(_ from: String, _ to: String) throws(GraftError) {
+        CrashPoint.tick()
         guard Glibc.rename(from, to) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot rename to", path: to) }
     }
 
@@ -114,6 +116,7 @@ final class FileDescriptor {
 
     func write(_ buffer: UnsafeRawBufferPointer) throws(GraftError) {
         guard buffer.count > 0 else { return }
+        CrashPoint.tick()
         if let code = writeFully(fd, buffer.baseAddress!, count: buffer.count) {
             throw GraftError.fromErrno(code, operation: "cannot write", path: path)
         }
@@ -165,6 +168,7 @@ final class FileDescriptor {
 
     /// Flushes the file to stable storage. Never retried on failure.
     func sync() throws(GraftError) {
+        CrashPoint.tick()
         guard fsync(fd) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot flush", path: path) }
     }
 }

@@ -130,8 +130,10 @@ public final class Registry: Sendable {
                 var result: T?
                 try db.inTransaction(.immediate) {
                     result = try body(db)
+                    CrashPoint.tick()
                     return .commit
                 }
+                CrashPoint.tick()
                 return result!
             }
         } catch {
