@@ -186,9 +186,13 @@ public struct VerifyReport: Sendable, Codable, Equatable {
     public var problems: [BlobProblem]
     /// Every checkpoint that uses a damaged blob, sorted.
     public var damagedCheckpoints: [String]
-    public var ok: Bool { problems.isEmpty }
+    /// Files under `blobs/` that are not blobs (wrong name or place), relative to the root.
+    public var strayFiles: [String] = []
+    /// Blob files no blob row knows: an interrupted import's, removed by `gc`. Not damage.
+    public var orphanFiles: Int = 0
+    public var ok: Bool { problems.isEmpty && strayFiles.isEmpty }
 
-    enum CodingKeys: String, CodingKey { case checkpoints, blobs, readData, bytesRead, problems, damagedCheckpoints, ok }
+    enum CodingKeys: String, CodingKey { case checkpoints, blobs, readData, bytesRead, problems, damagedCheckpoints, strayFiles, orphanFiles, ok }
 
     public init(checkpoints: Int, blobs: Int, readData: Bool, bytesRead: Int, problems: [BlobProblem], damagedCheckpoints: [String]) {
         self.checkpoints = checkpoints

@@ -57,9 +57,37 @@ extension Registry {
             damaged.formUnion(users)
             problems.append(BlobProblem(digest: digest, kind: kind, detail: detail, checkpoints: users))
         }
-        return VerifyReport(
+        var report = VerifyReport(
             checkpoints: checkpointCount, blobs: rows.count, readData: readData, bytesRead: bytesRead.load(ordering: .relaxed),
             problems: problems, damagedCheckpoints: damaged.sorted(by: numericAwareLess))
+        let known = Set(try await read { db in try String.fetchAll(db, sql: "SELECT digest FROM blobs") })
+        (report.strayFiles, report.orphanFiles) = strayAndOrphanFiles(known: known)
+        return report
+    }
+
+    /// Walks `blobs/`: anything that is not `sha256/XX/<64 hex starting XX>` is stray; a
+    /// well-placed file that no blob row knows is an orphan.
+    func strayAndOrphanFiles(known: Set<String>) -> (stray: [String], orphans: Int) {
+        func isHex(_ text: Substring) -> Bool { text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) } }
+        var stray: [String] = [], orphans = 0
+        for name in (try? FileSystem.contentsOfDirectory(layout.root + "/blobs")) ?? [] where name != "sha256" {
+            stray.append("blobs/" + name)
+        }
+        for directory in (try? FileSystem.contentsOfDirectory(layout.sha256)) ?? [] {
+            let path = layout.sha256 + "/" + directory
+            guard directory.count == 2, isHex(Substring(directory)), FileSystem.isDirectory(path) else {
+                stray.append("blobs/sha256/" + directory)
+                continue
+            }
+            for name in (try? FileSystem.contentsOfDirectory(path)) ?? [] {
+                if name.count == 64, name.hasPrefix(directory), isHex(Substring(name)) {
+                    if !known.contains(name) { orphans += 1 }
+                } else {
+                    stray.append("blobs/sha256/\(directory)/\(name)")
+                }
+            }
+        }
+        return (stray.sorted(), orphans)
     }
 
     /// Totals over the registry: models, checkpoints, logical and physical bytes.

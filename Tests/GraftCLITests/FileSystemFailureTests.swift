@@ -75,4 +75,39 @@ struct FileSystemFailureTests {
         #expect(values["add"] == "77", "\(values)")
         #expect(values["message"]?.contains("read-only") == true, "\(values)")
     }
+
+    @Test("a failed fsync is reported (exit 74), never retried, and nothing is committed; the next import succeeds")
+    func failedFsync() throws {
+        let cli = CLI()
+        // A write-failure shim: fsync fails with EIO and counts its calls.
+        let source = cli.directory.file("shim.c")
+        try writeFile(source, Array("""
+            #include <errno.h>
+            #include <stdio.h>
+            #include <stdlib.h>
+            int fsync(int fd) {
+                const char *log = getenv("SHIM_LOG");
+                if (log) { FILE *f = fopen(log, "a"); if (f) { fputs("fsync\\n", f); fclose(f); } }
+                errno = EIO;
+                return -1;
+            }
+            """.utf8))
+        let shim = cli.directory.file("shim.so")
+        let compiled = try runProcess("/usr/bin/cc", ["-shared", "-fPIC", "-o", shim, source])
+        try #require(compiled.status == 0, "\(compiled.stderr)")
+        #expect(try cli.run(["init"]).status == 0)
+        var generator = SeededGenerator(seed: 4)
+        let file = cli.directory.file("one.safetensors")
+        try SafeTensorsWriter.write([TensorData(name: "w", dtype: .u8, shape: [1 << 16], bytes: generator.bytes(1 << 16))], to: file)
+        let log = cli.directory.file("fsync.log")
+        let failed = try cli.run(["base", "add", file, "--name", "m"], environment: ["LD_PRELOAD": shim, "SHIM_LOG": log])
+        #expect(failed.status == 74, "\(failed.stderr)")
+        #expect(failed.stderr.contains("cannot flush"), "\(failed.stderr)")
+        // The blob's one fsync failed and the import stopped: it was not tried again.
+        #expect((try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").count == 1)
+        #expect(try cli.run(["list", "--json"]).stdout.contains("\"m\"") == false)
+        #expect(filesUnder(cli.registry + "/tmp").isEmpty && filesUnder(cli.registry + "/blobs").isEmpty)
+        #expect(try cli.run(["base", "add", file, "--name", "m"]).status == 0)
+        #expect(try cli.run(["verify", "--read-data"]).status == 0)
+    }
 }

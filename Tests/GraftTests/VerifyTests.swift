@@ -36,6 +36,24 @@ struct VerifyTests {
         #expect(report.damagedCheckpoints == ["a@1", "b@1"])
     }
 
+    @Test("stray files among the blobs fail verify; a well-placed orphan (an interrupted import's) is counted, not damage")
+    func strayFiles() async throws {
+        let (test, _, _) = try await damagedSetup()
+        let orphan = sha256Hex(Array("orphan".utf8))
+        try FileManager.default.createDirectory(atPath: test.root + "/blobs/sha256/\(orphan.prefix(2))", withIntermediateDirectories: true)
+        try writeFile(test.root + "/blobs/sha256/\(orphan.prefix(2))/\(orphan)", [1])
+        let withOrphan = try await test.registry.verify()
+        #expect(withOrphan.ok && withOrphan.orphanFiles == 1 && withOrphan.strayFiles.isEmpty)
+        try? FileManager.default.createDirectory(atPath: test.root + "/blobs/sha256/zz", withIntermediateDirectories: true)
+        try writeFile(test.root + "/blobs/notes.txt", [1])
+        try writeFile(test.root + "/blobs/sha256/\(orphan.prefix(2))/copy.bin", [1])
+        let report = try await test.registry.verify(readData: true)
+        #expect(!report.ok && report.problems.isEmpty)
+        #expect(report.strayFiles == ["blobs/notes.txt", "blobs/sha256/\(orphan.prefix(2))/copy.bin", "blobs/sha256/zz"])
+        _ = try await test.registry.gc(grace: 0)
+        #expect(try await test.registry.verify().orphanFiles == 0)
+    }
+
     @Test("a truncated blob is reported by size even without reading data")
     func truncatedBlob() async throws {
         let (test, file, _) = try await damagedSetup()

@@ -5,7 +5,7 @@ extension GraftCommand {
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check that every checkpoint's tensor blobs are present and intact.",
-            discussion: "Exits 2 when anything is damaged, naming each blob and the checkpoints that use it.")
+            discussion: "Exits 2 when anything is damaged, naming each blob and the checkpoints that use it, or when a stray file sits among the blobs. Orphan blob files (an interrupted import's) are counted, not damage: `graft gc` removes them.")
 
         @Flag(name: .customLong("read-data"), help: "Rehash every blob (reads all stored bytes).")
         var readData = false
@@ -24,7 +24,9 @@ extension GraftCommand {
                     print("DAMAGED \(problem.digest.short) \(problem.kind.rawValue): \(problem.detail)")
                     print("  used by \(problem.checkpoints.joined(separator: ", "))")
                 }
-                print(report.ok ? "ok" : "\(report.damagedCheckpoints.count) damaged checkpoint(s): \(report.damagedCheckpoints.joined(separator: ", "))")
+                for stray in report.strayFiles { print("STRAY \(stray): not a blob of this registry (move it out)") }
+                if report.orphanFiles > 0 { print("\(report.orphanFiles) orphan blob file(s) from interrupted imports: `graft gc` removes them") }
+                print(report.ok ? "ok" : !report.strayFiles.isEmpty && report.problems.isEmpty ? "\(report.strayFiles.count) stray file(s)" : "\(report.damagedCheckpoints.count) damaged checkpoint(s): \(report.damagedCheckpoints.joined(separator: ", "))")
             }
             if damaged { throw ExitCode(ExitCodes.damage) }
         }
