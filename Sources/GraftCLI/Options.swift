@@ -23,6 +23,23 @@ struct RegistryOptions: ParsableArguments {
     }
 }
 
+/// `--max`, `--min` and `--split`: how `best` and `prune --keep-best` rank a metric.
+struct RankingOptions: ParsableArguments {
+    @Flag(help: "Higher is better.")
+    var max = false
+    @Flag(help: "Lower is better.")
+    var min = false
+    @Option(help: "Only evaluations on this split.")
+    var split: String?
+
+    func validate() throws {
+        if max && min { throw ValidationError("--max and --min exclude each other") }
+    }
+
+    /// The direction asked for; nil lets the metric's name decide.
+    var direction: Direction? { max ? .max : min ? .min : nil }
+}
+
 /// `--json`, shared by every read command.
 struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print JSON (schema in docs/JSON.md) instead of text.")

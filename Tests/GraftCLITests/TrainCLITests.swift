@@ -72,3 +72,34 @@ struct TrainCLITests {
         #expect(try cli.run(["stats", "--json"]).stdout == before)
     }
 }
+
+@Suite("graft prune, gc, checkpoint rm, model rm")
+struct RetentionCLITests {
+    @Test("protected removals exit 80 with the reason; prune says what it kept and why; gc --dry-run deletes nothing")
+    func retention() throws {
+        let cli = CLI()
+        let data = try separable(cli)
+        #expect(try cli.run(["init"]).status == 0)
+        #expect(try cli.run(["train", "--scratch", "--architecture", "linear:4,relu", "--register-as", "b", "--data", data, "--epochs", "4", "--val-per-class", "10"]).status == 0)
+        #expect(try cli.run(["tag", "b@2", "prod"]).status == 0)
+        let registered = try cli.run(["checkpoint", "rm", "b@1"])
+        #expect(registered.status == 80 && registered.stderr.contains("registered checkpoint"), "\(registered.stderr)")
+        let aliased = try cli.run(["checkpoint", "rm", "b@2"])
+        #expect(aliased.status == 80 && aliased.stderr.contains("b@prod"), "\(aliased.stderr)")
+        let dry = try cli.run(["prune", "b", "--keep-last", "1", "--dry-run"])
+        #expect(dry.status == 0 && dry.stdout.contains("would remove 1 checkpoint(s): b@3"), "\(dry.stdout)")
+        let pruned = try cli.run(["prune", "b", "--keep-last", "1", "--json"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(pruned.stdout.utf8)) as? [String: Any])
+        #expect(report["checkpoints"] as? [String] == ["b@3"])
+        #expect((report["bytes_freed"] as? Int ?? 0) > 0)
+        let kept = try #require(report["kept"] as? [[String: Any]])
+        #expect(kept.map { $0["checkpoint"] as? String } == ["b@1", "b@2", "b@4"])
+        #expect(try cli.run(["prune", "b", "--keep-best", "1"]).status == 64)
+        #expect(try cli.run(["prune", "b", "--keep-best", "1", "--metric", "val/accuracy", "--max", "--min"]).status == 64)
+        let gc = try #require(try cli.json(["gc", "--dry-run", "--grace", "0"]) as? [String: Any])
+        #expect(gc["dry_run"] as? Bool == true)
+        #expect(try cli.run(["gc", "--grace", "soon"]).status == 64)
+        #expect(try cli.run(["model", "rm", "b"]).status == 0)
+        #expect(try cli.run(["verify", "--read-data"]).status == 0)
+    }
+}

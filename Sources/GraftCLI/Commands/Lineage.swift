@@ -14,12 +14,7 @@ extension GraftCommand {
 
         @Option(help: "The metric to rank by.")
         var metric: String
-        @Flag(help: "Higher is better.")
-        var max = false
-        @Flag(help: "Lower is better.")
-        var min = false
-        @Option(help: "Only evaluations on this split.")
-        var split: String?
+        @OptionGroup var ranking: RankingOptions
         @Option(help: ArgumentHelp("Only this model's checkpoints.", valueName: "name"))
         var model: String?
         @Option(help: ArgumentHelp("This model's checkpoints and every descendant's.", valueName: "name"))
@@ -32,17 +27,15 @@ extension GraftCommand {
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
-            if max && min { throw ValidationError("--max and --min exclude each other") }
             if model != nil && under != nil { throw ValidationError("--model and --under exclude each other") }
         }
 
         func run() async throws {
             let scope: BestScope
             if let model { scope = .model(try parseName(model)) } else if let under { scope = .under(try parseName(under)) } else { scope = .all }
-            let direction: Direction? = max ? .max : min ? .min : nil
             try await GraftCLI.run { () throws(GraftError) in
                 let registry = try await options.open()
-                let best = try await registry.best(metric: metric, direction: direction, split: split, scope: scope, includeFlagged: includeFlagged)
+                let best = try await registry.best(metric: metric, direction: ranking.direction, split: ranking.split, scope: scope, includeFlagged: includeFlagged)
                 if let export { _ = try await registry.export(try Reference(parsing: best.checkpoint.ref), to: export) }
                 if output.json { return try emitJSON(best) }
                 let how = best.directionInferred ? "\(best.direction.rawValue), from the metric's name" : best.direction.rawValue

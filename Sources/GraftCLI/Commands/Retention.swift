@@ -70,29 +70,22 @@ extension GraftCommand {
         var keepBest = 0
         @Option(help: "The metric --keep-best ranks by.")
         var metric: String?
-        @Flag(help: "Higher is better.")
-        var max = false
-        @Flag(help: "Lower is better.")
-        var min = false
-        @Option(help: "Only evaluations on this split.")
-        var split: String?
+        @OptionGroup var ranking: RankingOptions
         @Flag(name: .customLong("dry-run"), help: "Report what would go; delete nothing.")
         var dryRun = false
         @OptionGroup var options: RegistryOptions
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
-            if max && min { throw ValidationError("--max and --min exclude each other") }
             if keepBest > 0 && metric == nil { throw ValidationError("--keep-best needs --metric KEY") }
             if keepLast < 0 || keepBest < 0 { throw ValidationError("--keep-last and --keep-best are counts ≥ 0") }
         }
 
         func run() async throws {
             let name = try parseName(self.name)
-            let direction: Direction? = max ? .max : min ? .min : nil
             try await GraftCLI.run { () throws(GraftError) in
                 let report = try await options.open().prune(
-                    name, keepLast: keepLast, keepBest: keepBest, metric: metric, direction: direction, split: split, dryRun: dryRun)
+                    name, keepLast: keepLast, keepBest: keepBest, metric: metric, direction: ranking.direction, split: ranking.split, dryRun: dryRun)
                 if output.json { return try emitJSON(report) }
                 printRemoval(report)
             }
