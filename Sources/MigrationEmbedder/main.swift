@@ -43,7 +43,11 @@ for path in arguments.dropFirst().sorted() {
 }
 source += "]\n"
 do {
-    try Data(source.utf8).write(to: URL(fileURLWithPath: output), options: .atomic)
+    // Written beside the output and renamed over it: Foundation's `.atomic` on Linux leaves an
+    // empty TemporaryDirectory.* behind in /tmp on every build.
+    let partial = output + ".partial"
+    try Data(source.utf8).write(to: URL(fileURLWithPath: partial))
+    guard rename(partial, output) == 0 else { throw CocoaError(.fileWriteUnknown) }
 } catch {
     FileHandle.standardError.write(Data("MigrationEmbedder: cannot write \(output): \(error)\n".utf8))
     exit(74)

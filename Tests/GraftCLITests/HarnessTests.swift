@@ -27,8 +27,10 @@ private func start(_ executable: String, _ arguments: [String], output: String, 
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    _ = FileManager.default.createFile(atPath: output, contents: nil)
-    _ = FileManager.default.createFile(atPath: output + ".err", contents: nil)
+    // writeFile, not FileManager.createFile: corelibs Foundation writes that atomically and
+    // leaves an empty TemporaryDirectory.* in /tmp each time.
+    try writeFile(output, [])
+    try writeFile(output + ".err", [])
     process.standardOutput = FileHandle(forWritingAtPath: output)
     process.standardError = FileHandle(forWritingAtPath: output + ".err")
     try process.run()
@@ -152,7 +154,7 @@ struct HarnessTests {
         for reader in 0..<4 { others.append(try start(stress, ["read", cli.registry, "base", stop], output: cli.directory.file("r\(reader)"))) }
         if withGC { others.append(try start(stress, ["gc", cli.registry, stop], output: cli.directory.file("gc"))) }
         for process in writers { process.waitUntilExit() }
-        _ = FileManager.default.createFile(atPath: stop, contents: nil)
+        try writeFile(stop, [])
         for process in others { process.waitUntilExit() }
         for (index, process) in (writers + others).enumerated() {
             let name = index < 8 ? "w\(index)" : index < 12 ? "r\(index - 8)" : "gc"

@@ -226,6 +226,6 @@ for (c, config) in configs.enumerated() {
     svg += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%@\"/><text x=\"%.1f\" y=\"%.1f\">%@</text>\n", width - right + 12, top + 10 + Double(c) * 20, colors[c], width - right + 30, top + 15 + Double(c) * 20, config.label)
 }
 svg += "</svg>\n"
-try markdown.write(toFile: "\(outputDirectory)/RESULTS.md", atomically: true, encoding: .utf8)
-try svg.write(toFile: "\(outputDirectory)/results.svg", atomically: true, encoding: .utf8)
+try markdown.write(toFile: "\(outputDirectory)/RESULTS.md", atomically: false, encoding: .utf8)
+try svg.write(toFile: "\(outputDirectory)/results.svg", atomically: false, encoding: .utf8)
 print("wrote \(outputDirectory)/RESULTS.md and \(outputDirectory)/results.svg")
