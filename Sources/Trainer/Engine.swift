@@ -119,7 +119,8 @@ public final class TrainingLoop {
         return Dataset(sampleShape: shape, features: features, labels: data.labels, classes: data.classes)
     }
 
-    /// Trains one epoch over `train` and evaluates on `validation`.
+    /// Trains one epoch over `train` and evaluates on `validation`. A loop trains on one
+    /// dataset: the frozen prefix's outputs for the first call's datasets are reused after.
     public func epoch(train: Dataset, validation: Dataset) -> EpochReport {
         let started = monotonicSeconds()
         let prefix = network.frozenPrefix
