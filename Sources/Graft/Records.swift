@@ -226,23 +226,41 @@ public struct VerifyReport: Sendable, Codable, Equatable {
 
 /// Compares names so that embedded numbers sort by value: `layer.2` < `layer.10`.
 public func numericAwareLess(_ a: String, _ b: String) -> Bool {
-    var i = a.utf8.makeIterator(), j = b.utf8.makeIterator()
-    var x = i.next(), y = j.next()
-    func isDigit(_ c: UInt8?) -> Bool { c.map { $0 >= 0x30 && $0 <= 0x39 } ?? false }
-    while let cx = x, let cy = y {
-        if isDigit(cx) && isDigit(cy) {
-            var nx: [UInt8] = [], ny: [UInt8] = []
-            while isDigit(x) { nx.append(x!); x = i.next() }
-            while isDigit(y) { ny.append(y!); y = j.next() }
-            let tx = Array(nx.drop(while: { $0 == 0x30 })), ty = Array(ny.drop(while: { $0 == 0x30 }))
-            if tx.count != ty.count { return tx.count < ty.count }
-            if tx != ty { return tx.lexicographicallyPrecedes(ty) }
-            if nx.count != ny.count { return nx.count < ny.count }
+    // Native strings are contiguous UTF-8: compare in place, allocating nothing (this runs in
+    // the sorts of lineage trees and tensor listings, tens of thousands of times).
+    if let result = a.utf8.withContiguousStorageIfAvailable({ x in b.utf8.withContiguousStorageIfAvailable { y in numericAwareLess(x, y) } }),
+        let result
+    {
+        return result
+    }
+    return numericAwareLess(Array(a.utf8)[...], Array(b.utf8)[...])
+}
+
+private func numericAwareLess<C: RandomAccessCollection>(_ x: C, _ y: C) -> Bool where C.Element == UInt8, C.Index == Int {
+    @inline(__always) func isDigit(_ c: UInt8) -> Bool { c >= 0x30 && c <= 0x39 }
+    var i = x.startIndex, j = y.startIndex
+    while i < x.endIndex, j < y.endIndex {
+        if isDigit(x[i]) && isDigit(y[j]) {
+            let si = i, sj = j
+            while i < x.endIndex, isDigit(x[i]) { i += 1 }
+            while j < y.endIndex, isDigit(y[j]) { j += 1 }
+            var zi = si, zj = sj
+            while zi < i, x[zi] == 0x30 { zi += 1 }
+            while zj < j, y[zj] == 0x30 { zj += 1 }
+            // The number with more significant digits is larger; equal lengths compare digit by digit.
+            if i - zi != j - zj { return i - zi < j - zj }
+            var k = 0
+            while zi + k < i {
+                if x[zi + k] != y[zj + k] { return x[zi + k] < y[zj + k] }
+                k += 1
+            }
+            // Equal values: fewer leading zeros first.
+            if i - si != j - sj { return i - si < j - sj }
             continue
         }
-        if cx != cy { return cx < cy }
-        x = i.next()
-        y = j.next()
+        if x[i] != y[j] { return x[i] < y[j] }
+        i += 1
+        j += 1
     }
-    return x == nil && y != nil
+    return i == x.endIndex && j < y.endIndex
 }

@@ -1,4 +1,5 @@
 import GRDB
+import GRDBSQLite
 
 /// Which way a metric improves.
 public enum Direction: String, Sendable, Codable {
@@ -215,7 +216,7 @@ extension Registry {
                 m.id, m.name, m.kind, m.transfer_mode, p.relation, pm.name AS parent_name, pc.number AS parent_number,
                 (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS checkpoints
                 """
-            let up = try db.cachedRows(sql: """
+            let up = try Self.lineageRows(db, sql: """
                     WITH RECURSIVE up(model_id, depth) AS (
                         SELECT ?, 0
                         UNION ALL
@@ -228,17 +229,24 @@ extension Registry {
                     LEFT JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id LEFT JOIN models pm ON pm.id = pc.model_id
                     ORDER BY up.depth
                     """, arguments: [id])
-            let down = try db.cachedRows(sql: """
-                    WITH RECURSIVE down(model_id, parent_id, depth) AS (
-                        SELECT ?, NULL, 0
-                        UNION
-                        SELECT p.model_id, p.parent_model_id, down.depth + 1 FROM model_parents p JOIN down ON p.parent_model_id = down.model_id
+            // The tree below: the edge's relation and parent checkpoint ride along in the
+            // recursion (no join back to model_parents), and a parent's name is its node's.
+            // UNION ALL: every student has one parent edge, so the walk meets each model once.
+            var down = try Self.lineageRows(db, sql: """
+                    WITH RECURSIVE down(model_id, parent_id, via, relation, depth) AS (
+                        SELECT ?, NULL, NULL, NULL, 0
+                        UNION ALL
+                        SELECT p.model_id, p.parent_model_id, p.parent_checkpoint_id, p.relation, down.depth + 1
+                        FROM model_parents p JOIN down ON p.parent_model_id = down.model_id
                     )
-                    SELECT down.depth, down.parent_id, \(nodeColumns) FROM down JOIN models m ON m.id = down.model_id
-                    LEFT JOIN model_parents p ON p.model_id = m.id AND p.parent_model_id = down.parent_id
-                    LEFT JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id LEFT JOIN models pm ON pm.id = pc.model_id
+                    SELECT down.depth, down.parent_id, m.id, m.name, m.kind, m.transfer_mode, down.relation, NULL, pc.number,
+                        (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id)
+                    FROM down JOIN models m ON m.id = down.model_id LEFT JOIN checkpoints pc ON pc.id = down.via
                     WHERE down.depth > 0
                     """, arguments: [id])
+            var names: [Int64: String] = [id: name.value]
+            for row in down { names[row.id] = row.name }
+            for index in down.indices { down[index].parentName = down[index].link.flatMap { names[$0] } }
             if try Self.hasOpenAdvisories(db), up.count > 1 {
                 // Each ancestor inherits from the ones above it: fold down the chain once.
                 var modelLevel: [Int64: [String]] = [:], checkpointLevel: [Int64: [String]] = [:]
@@ -251,48 +259,94 @@ extension Registry {
                 }
                 var inherited = Set<String>()
                 for (index, row) in up.enumerated().reversed() {
-                    let model: Int64 = row["id"]
-                    if let via = row["via_checkpoint"] as Int64? { inherited.formUnion(checkpointLevel[via] ?? []) }
+                    let model = row.id
+                    if let via = row.link { inherited.formUnion(checkpointLevel[via] ?? []) }
                     inherited.formUnion(modelLevel[model] ?? [])
                     if index > 0 { flags[model] = inherited }
                 }
             }
             var best: [Int64: Double] = [:]
             if let metric, let chosen {
-                let ids = (up + down).map { $0["id"] as Int64 }
+                let ids = (up + down).map(\.id)
                 for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min($0 + 500, ids.count)]) }) {
                     let rows = try db.cachedRows(sql: "SELECT model_id, \(chosen == .max ? "max" : "min")(value) AS best FROM metrics WHERE name = ? AND model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) GROUP BY model_id",
                         arguments: StatementArguments([metric]) + StatementArguments(chunk))
                     for row in rows { best[row["model_id"]] = row["best"] }
                 }
             }
-            func node(_ row: Row, depth: Int) -> LineageNode {
-                let modelID: Int64 = row["id"]
-                let parentName: String? = row["parent_name"]
-                return LineageNode(
-                    name: row["name"], kind: row["kind"], mode: (row["transfer_mode"] as String?).flatMap(TransferMode.init(rawValue:)),
-                    relation: (row["relation"] as String?).flatMap(Relation.init(rawValue:)),
-                    parent: parentName.map { "\($0)@\(row["parent_number"] as Int)" }, depth: depth, checkpoints: row["checkpoints"],
-                    advisories: (flags[modelID] ?? []).sorted() + (ownFlags[modelID] ?? []).sorted(), best: best[modelID])
+            func node(_ row: LineageRow, depth: Int) -> LineageNode {
+                LineageNode(
+                    name: row.name, kind: row.kind, mode: row.mode.flatMap(TransferMode.init(rawValue:)), relation: row.relation.flatMap(Relation.init(rawValue:)),
+                    parent: row.parentName.map { "\($0)@\(row.parentNumber ?? 0)" }, depth: depth, checkpoints: row.checkpoints,
+                    advisories: (flags[row.id] ?? []).sorted() + (ownFlags[row.id] ?? []).sorted(), best: best[row.id])
             }
             // Depth-first order of the tree, children by name; a model reached twice (a merge) once.
-            var children: [Int64: [Row]] = [:]
-            for row in down { children[row["parent_id"] ?? -1, default: []].append(row) }
+            var children: [Int64: [Int]] = [:]
+            for (index, row) in down.enumerated() { children[row.link ?? -1, default: []].append(index) }
             var descendants: [LineageNode] = []
+            descendants.reserveCapacity(down.count)
             var visited: Set<Int64> = [id]
             func walk(_ parent: Int64, depth: Int) {
-                for row in (children[parent] ?? []).sorted(by: { numericAwareLess($0["name"], $1["name"]) }) {
-                    let child: Int64 = row["id"]
-                    guard visited.insert(child).inserted else { continue }
+                for index in (children[parent] ?? []).sorted(by: { numericAwareLess(down[$0].name, down[$1].name) }) {
+                    let row = down[index]
+                    guard visited.insert(row.id).inserted else { continue }
                     descendants.append(node(row, depth: depth))
-                    walk(child, depth: depth + 1)
+                    walk(row.id, depth: depth + 1)
                 }
             }
             walk(id, depth: 1)
             return LineageReport(
-                model: node(up[0], depth: 0), ancestors: up.dropFirst().map { node($0, depth: $0["depth"]) }, descendants: descendants,
+                model: node(up[0], depth: 0), ancestors: up.dropFirst().map { node($0, depth: $0.depth) }, descendants: descendants,
                 metric: metric, direction: chosen)
         }
+    }
+
+    /// One model of a lineage query, decoded by column position (name lookups in GRDB rows
+    /// lowercase the column names on every access, which dominated trees of 10,000 models).
+    struct LineageRow {
+        var depth: Int
+        /// Up: the parent checkpoint the model derives from; down: the parent model's id.
+        var link: Int64?
+        var id: Int64
+        var name: String
+        var kind: String
+        var mode: String?
+        var relation: String?
+        var parentName: String?
+        var parentNumber: Int?
+        var checkpoints: Int
+    }
+
+    /// Runs a lineage query whose columns are: depth, link, id, name, kind, transfer mode,
+    /// relation, parent name, parent checkpoint number, checkpoint count. Steps the statement
+    /// through SQLite's C API: a tree of 10,000 models spent most of its time in per-row
+    /// decoding otherwise.
+    static func lineageRows(_ db: Database, sql: String, arguments: [Int64]) throws -> [LineageRow] {
+        let statement = try db.cachedStatement(sql: sql)
+        let handle = statement.sqliteStatement
+        sqlite3_reset(handle)
+        for (index, argument) in arguments.enumerated() { sqlite3_bind_int64(handle, Int32(index + 1), argument) }
+        defer { sqlite3_reset(handle) }
+        func text(_ column: Int32) -> String? {
+            guard sqlite3_column_type(handle, column) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, column) else { return nil }
+            return String(cString: bytes)
+        }
+        func integer(_ column: Int32) -> Int64? {
+            sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(handle, column)
+        }
+        var rows: [LineageRow] = []
+        while true {
+            let code = sqlite3_step(handle)
+            if code == SQLITE_DONE { break }
+            guard code == SQLITE_ROW else {
+                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+            }
+            rows.append(LineageRow(
+                depth: Int(sqlite3_column_int64(handle, 0)), link: integer(1), id: sqlite3_column_int64(handle, 2), name: text(3) ?? "",
+                kind: text(4) ?? "", mode: text(5), relation: text(6), parentName: text(7), parentNumber: integer(8).map(Int.init),
+                checkpoints: Int(sqlite3_column_int64(handle, 9))))
+        }
+        return rows
     }
 
     /// Whether any advisory is open: when none is, flag computations are skipped.
