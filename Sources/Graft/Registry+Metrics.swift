@@ -126,23 +126,35 @@ extension Registry {
             try db.execute(sql: "INSERT INTO curves (model_id, name) VALUES (?, ?) ON CONFLICT (model_id, name) DO NOTHING", arguments: [modelID, name])
             curveIDs.append(try Int64.fetchOne(db, sql: "SELECT id FROM curves WHERE model_id = ? AND name = ?", arguments: [modelID, name])!)
         }
-        let statement = try db.cachedStatement(
-            sql: "INSERT INTO curve_points (curve_id, step, value) VALUES (?, ?, ?) ON CONFLICT (curve_id, step) DO UPDATE SET value = excluded.value")
-        let handle = statement.sqliteStatement
         // Rows in primary-key order append to the B-tree instead of splitting pages all over it.
         var order = Array(0..<batch.count)
         order.sort { (batch.nameIndex[$0], batch.steps[$0]) < (batch.nameIndex[$1], batch.steps[$1]) }
-        for index in order {
+        // Many rows per statement: each execution of a statement opens and closes its cursors,
+        // which cost more than the row itself when it carries one.
+        let perStatement = 256
+        func statement(rows: Int) throws -> Statement {
+            let values = Array(repeating: "(?, ?, ?)", count: rows).joined(separator: ", ")
+            return try db.cachedStatement(
+                sql: "INSERT INTO curve_points (curve_id, step, value) VALUES \(values) ON CONFLICT (curve_id, step) DO UPDATE SET value = excluded.value")
+        }
+        var start = 0
+        while start < order.count {
+            let count = min(perStatement, order.count - start)
+            let handle = try statement(rows: count).sqliteStatement
             sqlite3_reset(handle)
-            sqlite3_bind_int64(handle, 1, curveIDs[Int(batch.nameIndex[index])])
-            sqlite3_bind_int64(handle, 2, Int64(batch.steps[index]))
-            sqlite3_bind_double(handle, 3, batch.values[index])
+            for (offset, index) in order[start..<(start + count)].enumerated() {
+                let column = Int32(offset * 3)
+                sqlite3_bind_int64(handle, column + 1, curveIDs[Int(batch.nameIndex[index])])
+                sqlite3_bind_int64(handle, column + 2, Int64(batch.steps[index]))
+                sqlite3_bind_double(handle, column + 3, batch.values[index])
+            }
             let code = sqlite3_step(handle)
+            sqlite3_reset(handle)
             guard code == SQLITE_DONE else {
                 throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
             }
+            start += count
         }
-        sqlite3_reset(handle)
     }
 
     /// The metrics of a checkpoint; for a bare model name, of all its checkpoints and its curves.

@@ -49,6 +49,13 @@ struct MetricTests {
         try await test.registry.logCurve(model: ModelName("b"), step: 7, [try MetricAssignment(parsing: "loss=0.3")])  // replaces
         let curves = try await test.registry.metrics(Reference(parsing: "b")).curves
         #expect(curves.first { $0.name == "loss" } == CurveSummary(name: "loss", points: 7, firstStep: 1, lastStep: 7, lastValue: 0.3, minimum: 0.3, maximum: 0.9))
+        // Bulk imports go many rows to a statement: 600 steps span several; a step repeated in
+        // the file keeps its last value, and a later import replaces values.
+        let bulk = "step,bulk\n" + (0..<600).map { "\($0),\($0)" }.joined(separator: "\n") + "\n599,-1\n"
+        #expect(try await test.registry.importCurves(model: ModelName("b"), bytes: Array(bulk.utf8)).rows == 601)
+        _ = try await test.registry.importCurves(model: ModelName("b"), bytes: Array("step,bulk\n300,1000\n".utf8))
+        let summary = try await test.registry.metrics(Reference(parsing: "b")).curves.first { $0.name == "bulk" }
+        #expect(summary == CurveSummary(name: "bulk", points: 600, firstStep: 0, lastStep: 599, lastValue: -1, minimum: -1, maximum: 1000))
     }
 
     @Test("bad curve files are refused with their line, storing nothing", arguments: [

@@ -42,7 +42,7 @@ extension GraftCommand {
                     if !rows.isEmpty { print("") }
                     print(table(
                         ["CURVE", "POINTS", "STEPS", "LAST", "MIN", "MAX"],
-                        report.curves.map { [$0.name, formatCount($0.points), "\($0.firstStep)–\($0.lastStep)", String($0.lastValue), String($0.minimum), String($0.maximum)] },
+                        report.curves.map { [$0.name, formatCount($0.points), "\($0.firstStep)–\($0.lastStep)", formatMetric($0.lastValue), formatMetric($0.minimum), formatMetric($0.maximum)] },
                         right: [1, 3, 4, 5]))
                 }
             }
