@@ -212,23 +212,22 @@ extension Registry {
             var flags = try Self.flaggedModels(db, within: id)
             let ownFlags = try Self.checkpointAdvisoriesByModel(db)
             // One query for the chain up, one for the tree down; each returns a node's fields.
-            let nodeColumns = """
-                m.id, m.name, m.kind, m.transfer_mode, p.relation, pm.name AS parent_name, pc.number AS parent_number,
-                (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS checkpoints
-                """
-            let up = try Self.lineageRows(db, sql: """
-                    WITH RECURSIVE up(model_id, depth) AS (
-                        SELECT ?, 0
+            // The chain up: each row carries its model's own parent edge, found once by the
+            // (model_id, …) primary key; a row's parent is the next row.
+            var up = try Self.lineageRows(db, sql: """
+                    WITH RECURSIVE up(model_id, via, relation, parent, depth) AS (
+                        SELECT s.id, p.parent_checkpoint_id, p.relation, p.parent_model_id, 0
+                        FROM (SELECT ? AS id) s LEFT JOIN model_parents p ON p.model_id = s.id
                         UNION ALL
-                        SELECT (SELECT parent_model_id FROM model_parents WHERE model_id = up.model_id ORDER BY created_at LIMIT 1), depth + 1
-                        FROM up WHERE EXISTS (SELECT 1 FROM model_parents WHERE model_id = up.model_id)
+                        SELECT up.parent, p.parent_checkpoint_id, p.relation, p.parent_model_id, up.depth + 1
+                        FROM up LEFT JOIN model_parents p ON p.model_id = up.parent WHERE up.parent IS NOT NULL
                     )
-                    SELECT up.depth, p.parent_checkpoint_id AS via_checkpoint, \(nodeColumns) FROM up JOIN models m ON m.id = up.model_id
-                    LEFT JOIN model_parents p ON p.model_id = m.id AND p.parent_checkpoint_id =
-                        (SELECT parent_checkpoint_id FROM model_parents WHERE model_id = m.id ORDER BY created_at LIMIT 1)
-                    LEFT JOIN checkpoints pc ON pc.id = p.parent_checkpoint_id LEFT JOIN models pm ON pm.id = pc.model_id
+                    SELECT up.depth, up.via, m.id, m.name, m.kind, m.transfer_mode, up.relation, NULL, pc.number,
+                        (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id)
+                    FROM up JOIN models m ON m.id = up.model_id LEFT JOIN checkpoints pc ON pc.id = up.via
                     ORDER BY up.depth
                     """, arguments: [id])
+            for index in up.indices.dropLast() where up[index].link != nil { up[index].parentName = up[index + 1].name }
             // The tree below: the edge's relation and parent checkpoint ride along in the
             // recursion (no join back to model_parents), and a parent's name is its node's.
             // UNION ALL: every student has one parent edge, so the walk meets each model once.
