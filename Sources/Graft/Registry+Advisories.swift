@@ -115,11 +115,12 @@ extension Registry {
         return try await read { db in
             let flagged = try Self.flaggedModels(db, within: root)
             guard !flagged.isEmpty else { return [] }
-            // The whole tree below in one query: each model with the edge it was reached by.
+            // The whole tree below in one query: each model with the edge it was reached by
+            // (UNION ALL: a student has one parent edge, so no model is reached twice).
             let rows = try db.cachedRows(sql: """
                     WITH RECURSIVE down(model_id, parent_id, via, depth) AS (
                         SELECT ?, NULL, NULL, 0
-                        UNION
+                        UNION ALL
                         SELECT p.model_id, p.parent_model_id, p.parent_checkpoint_id, down.depth + 1
                         FROM model_parents p JOIN down ON p.parent_model_id = down.model_id
                     )
@@ -130,17 +131,19 @@ extension Registry {
             var names: [Int64: String] = [:]
             var paths: [Int64: [String]] = [:]
             var order: [Int64] = []
+            // Columns by position: GRDB's by-name lookup lowercases names on every access.
             for row in rows {
-                let id: Int64 = row["model_id"]
-                names[id] = row["name"]
-                guard let parent = row["parent_id"] as Int64?, paths[id] == nil else { continue }
+                let id: Int64 = row[0]
+                names[id] = row[4]
+                guard let parent = row[1] as Int64?, paths[id] == nil else { continue }
+                let viaNumber: Int = row[5]
                 if parent == root {
                     // From a checkpoint reference, only the students of that checkpoint.
-                    if let first, row["via"] as Int64? != first { continue }
-                    paths[id] = ["\(names[root] ?? startLabel)@\(row["via_number"] as Int)"]
+                    if let first, row[2] as Int64? != first { continue }
+                    paths[id] = ["\(names[root] ?? startLabel)@\(viaNumber)"]
                 } else {
                     guard let above = paths[parent] else { continue }
-                    paths[id] = above + ["\(names[parent] ?? "?")@\(row["via_number"] as Int)"]
+                    paths[id] = above + ["\(names[parent] ?? "?")@\(viaNumber)"]
                 }
                 order.append(id)
             }
@@ -150,7 +153,7 @@ extension Registry {
                 for row in try db.cachedRows(sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) ORDER BY model_id, number",
                     arguments: StatementArguments(chunk))
                 {
-                    checkpoints[row["model_id"], default: []].append(row["number"])
+                    checkpoints[row[0], default: []].append(row[1])
                 }
             }
             return affectedIDs.map { id in
