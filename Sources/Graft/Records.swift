@@ -190,9 +190,14 @@ public struct VerifyReport: Sendable, Codable, Equatable {
     public var strayFiles: [String] = []
     /// Blob files no blob row knows: an interrupted import's, removed by `gc`. Not damage.
     public var orphanFiles: Int = 0
-    public var ok: Bool { problems.isEmpty && strayFiles.isEmpty }
+    /// Models whose lineage record (path, copy of the parent edge, checkpoint count) disagrees
+    /// with the edges and checkpoints it is kept from, one line each: `NAME: what differs`.
+    public var lineageProblems: [String] = []
+    public var ok: Bool { problems.isEmpty && strayFiles.isEmpty && lineageProblems.isEmpty }
 
-    enum CodingKeys: String, CodingKey { case checkpoints, blobs, readData, bytesRead, problems, damagedCheckpoints, strayFiles, orphanFiles, ok }
+    enum CodingKeys: String, CodingKey {
+        case checkpoints, blobs, readData, bytesRead, problems, damagedCheckpoints, strayFiles, orphanFiles, lineageProblems, ok
+    }
 
     public init(checkpoints: Int, blobs: Int, readData: Bool, bytesRead: Int, problems: [BlobProblem], damagedCheckpoints: [String]) {
         self.checkpoints = checkpoints
@@ -210,6 +215,9 @@ public struct VerifyReport: Sendable, Codable, Equatable {
             readData: try c.decode(Bool.self, forKey: .readData), bytesRead: try c.decode(Int.self, forKey: .bytesRead),
             problems: try c.decode([BlobProblem].self, forKey: .problems),
             damagedCheckpoints: try c.decode([String].self, forKey: .damagedCheckpoints))
+        strayFiles = try c.decodeIfPresent([String].self, forKey: .strayFiles) ?? []
+        orphanFiles = try c.decodeIfPresent(Int.self, forKey: .orphanFiles) ?? 0
+        lineageProblems = try c.decodeIfPresent([String].self, forKey: .lineageProblems) ?? []
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -220,6 +228,9 @@ public struct VerifyReport: Sendable, Codable, Equatable {
         try c.encode(bytesRead, forKey: .bytesRead)
         try c.encode(problems, forKey: .problems)
         try c.encode(damagedCheckpoints, forKey: .damagedCheckpoints)
+        try c.encode(strayFiles, forKey: .strayFiles)
+        try c.encode(orphanFiles, forKey: .orphanFiles)
+        try c.encode(lineageProblems, forKey: .lineageProblems)
         try c.encode(ok, forKey: .ok)
     }
 }

@@ -115,39 +115,35 @@ extension Registry {
         return try await read { db in
             let flagged = try Self.flaggedModels(db, within: root)
             guard !flagged.isEmpty else { return [] }
-            // The whole tree below in one query: each model with the edge it was reached by
-            // (UNION ALL: a student has one parent edge, so no model is reached twice).
-            let rows = try db.cachedRows(sql: """
-                    WITH RECURSIVE down(model_id, parent_id, via, depth) AS (
-                        SELECT ?, NULL, NULL, 0
-                        UNION ALL
-                        SELECT p.model_id, p.parent_model_id, p.parent_checkpoint_id, down.depth + 1
-                        FROM model_parents p JOIN down ON p.parent_model_id = down.model_id
-                    )
-                    SELECT down.model_id, down.parent_id, down.via, down.depth, m.name, pc.number AS via_number
-                    FROM down JOIN models m ON m.id = down.model_id LEFT JOIN checkpoints pc ON pc.id = down.via
-                    ORDER BY down.depth, m.name
-                    """, arguments: [root])
-            var names: [Int64: String] = [:]
-            var paths: [Int64: [String]] = [:]
-            var order: [Int64] = []
-            // Columns by position: GRDB's by-name lookup lowercases names on every access.
+            // The whole tree below: one range of the lineage-path index, each model with the
+            // edge it derives by, every parent before its children.
+            let rows = try Self.lineageRows(db, sql: Self.descendantsSQL, arguments: [root])
+            let rootName = try db.cachedOne(String.self, sql: "SELECT name FROM models WHERE id = ?", arguments: [root]) ?? startLabel
+            // Each model reached: its parent's step, and the element it adds to the path of
+            // inheritance (`parent@N`). Paths are built at the end, each in one allocation: a
+            // chain 1,000 deep has 500,000 path elements in all.
+            var names: [Int64: String] = [root: rootName]
+            var steps: [(id: Int64, name: String, parent: Int, label: String, depth: Int)] = []
+            var stepOf: [Int64: Int] = [:]
             for row in rows {
-                let id: Int64 = row[0]
-                names[id] = row[4]
-                guard let parent = row[1] as Int64?, paths[id] == nil else { continue }
-                let viaNumber: Int = row[5]
+                names[row.id] = row.name
+                guard let parent = row.link else { continue }
+                let via = "@\(row.parentNumber ?? 0)"
                 if parent == root {
                     // From a checkpoint reference, only the students of that checkpoint.
-                    if let first, row[2] as Int64? != first { continue }
-                    paths[id] = ["\(names[root] ?? startLabel)@\(viaNumber)"]
+                    if let first, row.via != first { continue }
+                    steps.append((row.id, row.name, -1, rootName + via, 1))
                 } else {
-                    guard let above = paths[parent] else { continue }
-                    paths[id] = above + ["\(names[parent] ?? "?")@\(viaNumber)"]
+                    guard let above = stepOf[parent] else { continue }
+                    steps.append((row.id, row.name, above, (names[parent] ?? "?") + via, steps[above].depth + 1))
                 }
-                order.append(id)
+                stepOf[row.id] = steps.count - 1
             }
-            let affectedIDs = order.filter { flagged[$0]?.isEmpty == false }
+            // Nearest first, then by name.
+            let order = steps.indices.filter { flagged[steps[$0].id]?.isEmpty == false }.sorted {
+                steps[$0].depth != steps[$1].depth ? steps[$0].depth < steps[$1].depth : steps[$0].name.utf8.lexicographicallyPrecedes(steps[$1].name.utf8)
+            }
+            let affectedIDs = order.map { steps[$0].id }
             var checkpoints: [Int64: [Int]] = [:]
             for chunk in stride(from: 0, to: affectedIDs.count, by: 500).map({ Array(affectedIDs[$0..<min($0 + 500, affectedIDs.count)]) }) {
                 for row in try db.cachedRows(sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) ORDER BY model_id, number",
@@ -156,11 +152,17 @@ extension Registry {
                     checkpoints[row[0], default: []].append(row[1])
                 }
             }
-            return affectedIDs.map { id in
-                let name = names[id] ?? "?"
+            return order.map { index in
+                let (id, name, depth) = (steps[index].id, steps[index].name, steps[index].depth)
+                var path = [String](repeating: "", count: depth + 1)
+                path[depth] = name
+                var (step, slot) = (index, depth - 1)
+                while step >= 0 {
+                    path[slot] = steps[step].label
+                    (step, slot) = (steps[step].parent, slot - 1)
+                }
                 return AffectedModel(
-                    model: name, checkpoints: (checkpoints[id] ?? []).map { "\(name)@\($0)" }, advisories: flagged[id]!.sorted(),
-                    path: paths[id]! + [name])
+                    model: name, checkpoints: (checkpoints[id] ?? []).map { "\(name)@\($0)" }, advisories: flagged[id]!.sorted(), path: path)
             }
         }
     }

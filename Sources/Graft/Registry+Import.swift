@@ -74,6 +74,7 @@ extension Registry {
                 arguments: [name.value, provenance.description, provenance.source, provenance.license, provenance.dataset,
                             provenance.architecture, provenance.task, provenanceMetadata, now])
             let modelID = db.lastInsertedRowID
+            try db.execute(sql: "UPDATE models SET lineage_path = '/' || id || '/' WHERE id = ?", arguments: [modelID])
             let stored = try Self.insertBlobs(db, ingested, layout: layout, now: now)
             try Self.insertCheckpoint(
                 db, modelID: modelID, number: 1, reader: reader, digest: digest, headerDigest: headerDigest, tensors: ingested,

@@ -156,18 +156,13 @@ extension Registry {
     ) throws -> BestResult? {
         let anyOpen = try hasOpenAdvisories(db)
         if anyOpen, !includeFlagged, !(try flaggedCheckpoints(db).isEmpty) { return nil }
-        let aggregate = direction == .max ? "max" : "min"
-        let rows = try db.cachedRows(
-            sql: """
-                SELECT mt.model_id, m.name, \(aggregate)(mt.value) AS top, count(*) AS n FROM metrics mt JOIN models m ON m.id = mt.model_id
-                WHERE mt.name = ? AND mt.split = ? AND mt.model_id IN (\(subtreeSQL)) GROUP BY mt.model_id
-                """, arguments: [metric, split ?? "", root])
-        guard !rows.isEmpty else { return nil }  // the general path reports the unknown metric
+        let cursor = try db.cachedCursor(sql: bestPerModelSQL(direction), arguments: [root, metric, split ?? ""])
         let flagged = anyOpen && !includeFlagged ? try flaggedModels(db, within: root) : [:]
         var candidates = 0, excluded = 0
         var winner: (id: Int64, name: String, top: Double)? = nil
-        for row in rows {
-            let id: Int64 = row["model_id"], name: String = row["name"], top: Double = row["top"], count: Int = row["n"]
+        // Columns by position: GRDB's by-name lookup lowercases names on every access.
+        while let row = try cursor.next() {
+            let id: Int64 = row[0], top: Double = row[2], count: Int = row[3]
             candidates += count
             if flagged[id] != nil {
                 excluded += count
@@ -175,10 +170,15 @@ extension Registry {
             }
             if let current = winner {
                 let better = direction == .max ? top > current.top : top < current.top
-                if !better && !(top == current.top && name.utf8.lexicographicallyPrecedes(current.name.utf8)) { continue }
+                guard better || top == current.top else { continue }
+                let name: String = row[1]
+                if !better && !name.utf8.lexicographicallyPrecedes(current.name.utf8) { continue }
+                winner = (id, name, top)
+            } else {
+                winner = (id, row[1], top)
             }
-            winner = (id, name, top)
         }
+        guard candidates > 0 else { return nil }  // no candidate: the general path reports the unknown metric
         guard let winner else { throw GraftError.allCandidatesFlagged(metric: metric, candidates: candidates) }
         guard let row = try db.cachedRows(
             sql: """
@@ -189,6 +189,19 @@ extension Registry {
         return BestResult(
             checkpoint: checkpointSummary(row), metric: metric, split: split, value: row["metric_value"], direction: direction,
             directionInferred: !explicit, candidates: candidates, excludedFlagged: excluded)
+    }
+
+    /// Each model of a subtree (root, metric, split) with its best value of the metric and how
+    /// many checkpoints have it: the subtree in lineage-path order, each model's rows by the
+    /// (model, name, split, value) index. CROSS JOIN keeps that order (left alone, the planner
+    /// may scan the metric by name over the whole registry instead); grouped by path, which is
+    /// already the order, so nothing is sorted.
+    static func bestPerModelSQL(_ direction: Direction) -> String {
+        """
+        SELECT m.id, m.name, \(direction == .max ? "max" : "min")(mt.value), count(*)
+        FROM \(subtreeJoin.replacingOccurrences(of: " JOIN ", with: " CROSS JOIN ")) CROSS JOIN metrics mt ON mt.model_id = m.id
+        WHERE r.id = ? AND mt.name = ? AND mt.split = ? GROUP BY m.lineage_path
+        """
     }
 
     /// How many candidates (rows of `from`) are flagged.
@@ -202,66 +215,57 @@ extension Registry {
         return count
     }
 
-    /// The ancestors (up to the root base) and descendants (any depth) of a model.
-    public func lineage(_ name: ModelName, metric: String? = nil, direction: Direction? = nil) async throws(GraftError) -> LineageReport {
+    /// Which parts of a lineage to read.
+    public enum LineageParts: Sendable {
+        case both, ancestors, descendants
+    }
+
+    /// The ancestors (up to the root base) and descendants (any depth) of a model; with
+    /// `parts`, only one of them (the other is left empty and not read).
+    public func lineage(
+        _ name: ModelName, metric: String? = nil, direction: Direction? = nil, parts: LineageParts = .both
+    ) async throws(GraftError) -> LineageReport {
         guard let id = try await modelID(name) else { throw try await notFound(name) }
         if let metric { try MetricAssignment.checkName(metric) }
         let chosen = metric.map { direction ?? Direction.inferred(for: $0) }
         return try await read { db in
-            // Flags for the tree below and the chain above (each ancestor's own inheritance).
-            var flags = try Self.flaggedModels(db, within: id)
+            let path = try Self.lineagePath(db, model: id)
+            let open = try Self.openAdvisories(db)
+            // Flags for the tree below (the model's own among them) and the chain above (each
+            // ancestor's own inheritance).
+            var flags = parts == .ancestors
+                ? [id: try Self.inheritedAdvisories(db, model: id, open: open)] : try Self.flaggedModels(db, within: id, open: open)
             let ownFlags = try Self.checkpointAdvisoriesByModel(db)
-            // One query for the chain up, one for the tree down; each returns a node's fields.
-            // The chain up: each row carries its model's own parent edge, found once by the
-            // (model_id, …) primary key; a row's parent is the next row.
-            var up = try Self.lineageRows(db, sql: """
-                    WITH RECURSIVE up(model_id, via, relation, parent, depth) AS (
-                        SELECT s.id, p.parent_checkpoint_id, p.relation, p.parent_model_id, 0
-                        FROM (SELECT ? AS id) s LEFT JOIN model_parents p ON p.model_id = s.id
-                        UNION ALL
-                        SELECT up.parent, p.parent_checkpoint_id, p.relation, p.parent_model_id, up.depth + 1
-                        FROM up LEFT JOIN model_parents p ON p.model_id = up.parent WHERE up.parent IS NOT NULL
-                    )
-                    SELECT up.depth, up.via, m.id, m.name, m.kind, m.transfer_mode, up.relation, NULL, pc.number,
-                        (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id)
-                    FROM up JOIN models m ON m.id = up.model_id LEFT JOIN checkpoints pc ON pc.id = up.via
-                    ORDER BY up.depth
-                    """, arguments: [id])
-            for index in up.indices.dropLast() where up[index].link != nil { up[index].parentName = up[index + 1].name }
-            // The tree below: the edge's relation and parent checkpoint ride along in the
-            // recursion (no join back to model_parents), and a parent's name is its node's.
-            // UNION ALL: every student has one parent edge, so the walk meets each model once.
-            var down = try Self.lineageRows(db, sql: """
-                    WITH RECURSIVE down(model_id, parent_id, via, relation, depth) AS (
-                        SELECT ?, NULL, NULL, NULL, 0
-                        UNION ALL
-                        SELECT p.model_id, p.parent_model_id, p.parent_checkpoint_id, p.relation, down.depth + 1
-                        FROM model_parents p JOIN down ON p.parent_model_id = down.model_id
-                    )
-                    SELECT down.depth, down.parent_id, m.id, m.name, m.kind, m.transfer_mode, down.relation, NULL, pc.number,
-                        (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id)
-                    FROM down JOIN models m ON m.id = down.model_id LEFT JOIN checkpoints pc ON pc.id = down.via
-                    WHERE down.depth > 0
-                    """, arguments: [id])
+            // The chain up: the ids of the model's lineage path, nearest first (json_each's key
+            // is the depth), each with its own parent edge; a row's parent is the next row.
+            // (Without ancestors, still the parent: the model's own node names it.)
+            let chain = parts == .descendants ? Array(Self.pathIDs(path).suffix(2)) : Self.pathIDs(path)
+            var up = try Self.lineageRows(db, sql: Self.ancestorsSQL, arguments: ["[" + chain.reversed().map(String.init).joined(separator: ",") + "]"])
+            for index in up.indices.dropLast() where up[index].relation != nil {
+                (up[index].link, up[index].parentName) = (up[index + 1].id, up[index + 1].name)
+            }
+            // The tree below: one range of the lineage-path index, each model with its parent
+            // edge; a parent's name is its node's.
+            var down = parts == .ancestors ? [] : try Self.lineageRows(db, sql: Self.descendantsSQL, arguments: [id])
             var names: [Int64: String] = [id: name.value]
             for row in down { names[row.id] = row.name }
             for index in down.indices { down[index].parentName = down[index].link.flatMap { names[$0] } }
-            if try Self.hasOpenAdvisories(db), up.count > 1 {
-                // Each ancestor inherits from the ones above it: fold down the chain once.
+            if !open.isEmpty, up.count > 1 {
+                // Each ancestor inherits from the ones above it: fold down the chain once. up[k]
+                // derives from up[k + 1] through checkpoint up[k].via.
                 var modelLevel: [Int64: [String]] = [:], checkpointLevel: [Int64: [String]] = [:]
-                for row in try db.cachedRows(sql: "SELECT id, model_id, checkpoint_id FROM advisories WHERE resolved_at IS NULL") {
-                    if let checkpoint = row["checkpoint_id"] as Int64? {
-                        checkpointLevel[checkpoint, default: []].append(row["id"])
+                for advisory in open {
+                    if let checkpoint = advisory.checkpoint {
+                        checkpointLevel[checkpoint, default: []].append(advisory.id)
                     } else {
-                        modelLevel[row["model_id"], default: []].append(row["id"])
+                        modelLevel[advisory.model, default: []].append(advisory.id)
                     }
                 }
                 var inherited = Set<String>()
                 for (index, row) in up.enumerated().reversed() {
-                    let model = row.id
-                    if let via = row.link { inherited.formUnion(checkpointLevel[via] ?? []) }
-                    inherited.formUnion(modelLevel[model] ?? [])
-                    if index > 0 { flags[model] = inherited }
+                    if let via = row.via { inherited.formUnion(checkpointLevel[via] ?? []) }
+                    inherited.formUnion(modelLevel[row.id] ?? [])
+                    if index > 0 { flags[row.id] = inherited }
                 }
             }
             var best: [Int64: Double] = [:]
@@ -279,52 +283,78 @@ extension Registry {
                     parent: row.parentName.map { "\($0)@\(row.parentNumber ?? 0)" }, depth: depth, checkpoints: row.checkpoints,
                     advisories: (flags[row.id] ?? []).sorted() + (ownFlags[row.id] ?? []).sorted(), best: best[row.id])
             }
-            // Depth-first order of the tree, children by name; a model reached twice (a merge) once.
+            // Depth-first order of the tree, children by name.
             var children: [Int64: [Int]] = [:]
             for (index, row) in down.enumerated() { children[row.link ?? -1, default: []].append(index) }
             var descendants: [LineageNode] = []
             descendants.reserveCapacity(down.count)
-            var visited: Set<Int64> = [id]
             func walk(_ parent: Int64, depth: Int) {
                 for index in (children[parent] ?? []).sorted(by: { numericAwareLess(down[$0].name, down[$1].name) }) {
-                    let row = down[index]
-                    guard visited.insert(row.id).inserted else { continue }
-                    descendants.append(node(row, depth: depth))
-                    walk(row.id, depth: depth + 1)
+                    descendants.append(node(down[index], depth: depth))
+                    walk(down[index].id, depth: depth + 1)
                 }
             }
             walk(id, depth: 1)
             return LineageReport(
-                model: node(up[0], depth: 0), ancestors: up.dropFirst().map { node($0, depth: $0.depth) }, descendants: descendants,
+                model: node(up[0], depth: 0), ancestors: parts == .descendants ? [] : up.dropFirst().map { node($0, depth: $0.depth) },
+                descendants: descendants,
                 metric: metric, direction: chosen)
         }
     }
+
+    /// The columns of a lineage query (see ``lineageRows(_:sql:arguments:)``) for model `m`:
+    /// all in the lineage-path index, so a range of it is read without a lookup per model.
+    private static let lineageColumns = """
+        m.lineage_path, m.parent_checkpoint_id, m.id, m.name, m.kind, m.transfer_mode, m.relation, m.parent_checkpoint_number, m.checkpoint_count
+        """
+
+    /// A model's ancestors and itself, from a JSON array of ids nearest first. The path is not
+    /// read (NULL in its place): deep in a chain it is long, and the order gives the parents.
+    static let ancestorsSQL = """
+        SELECT j.key, \(lineageColumns.replacingOccurrences(of: "m.lineage_path", with: "NULL"))
+        FROM json_each(?) j JOIN models m ON m.id = j.value ORDER BY j.key
+        """
+
+    /// Every descendant of a model, any depth: the models whose lineage path extends its own,
+    /// in path order (every parent before its children).
+    static let descendantsSQL = """
+        SELECT 0, \(lineageColumns) FROM \(subtreeJoin) WHERE r.id = ?1 AND m.id <> ?1 ORDER BY m.lineage_path
+        """
 
     /// One model of a lineage query, decoded by column position (name lookups in GRDB rows
     /// lowercase the column names on every access, which dominated trees of 10,000 models).
     struct LineageRow {
         var depth: Int
-        /// Up: the parent checkpoint the model derives from; down: the parent model's id.
+        /// The parent model's id (absent for a base).
         var link: Int64?
+        /// The parent checkpoint's id.
+        var via: Int64?
         var id: Int64
         var name: String
         var kind: String
         var mode: String?
         var relation: String?
-        var parentName: String?
         var parentNumber: Int?
         var checkpoints: Int
+        /// Filled in from the parent's row.
+        var parentName: String? = nil
     }
 
-    /// Runs a lineage query whose columns are: depth, link, id, name, kind, transfer mode,
-    /// relation, parent name, parent checkpoint number, checkpoint count. Steps the statement
-    /// through SQLite's C API: a tree of 10,000 models spent most of its time in per-row
-    /// decoding otherwise.
-    static func lineageRows(_ db: Database, sql: String, arguments: [Int64]) throws -> [LineageRow] {
+    /// Runs a lineage query whose columns are: depth, lineage path, parent checkpoint id,
+    /// id, name, kind, transfer mode, relation, parent checkpoint number, checkpoint count.
+    /// Steps the statement through SQLite's C API: a tree of 10,000 models spent most of its
+    /// time in per-row decoding otherwise.
+    static func lineageRows(_ db: Database, sql: String, arguments: [any DatabaseValueConvertible]) throws -> [LineageRow] {
         let statement = try db.cachedStatement(sql: sql)
         let handle = statement.sqliteStatement
         sqlite3_reset(handle)
-        for (index, argument) in arguments.enumerated() { sqlite3_bind_int64(handle, Int32(index + 1), argument) }
+        for (index, argument) in arguments.enumerated() {
+            switch argument.databaseValue.storage {
+            case .int64(let value): sqlite3_bind_int64(handle, Int32(index + 1), value)
+            case .string(let value): sqlite3_bind_text(handle, Int32(index + 1), value, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))  // SQLITE_TRANSIENT: SQLite copies it
+            default: preconditionFailure("lineage queries take integers and text")
+            }
+        }
         defer { sqlite3_reset(handle) }
         func text(_ column: Int32) -> String? {
             guard sqlite3_column_type(handle, column) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, column) else { return nil }
@@ -332,6 +362,20 @@ extension Registry {
         }
         func integer(_ column: Int32) -> Int64? {
             sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(handle, column)
+        }
+        /// The parent's id: the next-to-last id of the path, read in place.
+        func parent(_ column: Int32) -> Int64? {
+            guard let bytes = sqlite3_column_text(handle, column) else { return nil }
+            var end = Int(sqlite3_column_bytes(handle, column)) - 1  // the final '/'
+            while end > 0, bytes[end - 1] != UInt8(ascii: "/") { end -= 1 }  // before the model's own id
+            guard end > 0 else { return nil }
+            var index = end - 1, value: Int64 = 0, scale: Int64 = 1
+            while index > 0, bytes[index - 1] != UInt8(ascii: "/") {
+                value += Int64(bytes[index - 1] &- UInt8(ascii: "0")) * scale
+                scale *= 10
+                index -= 1
+            }
+            return scale == 1 ? nil : value
         }
         var rows: [LineageRow] = []
         while true {
@@ -341,8 +385,8 @@ extension Registry {
                 throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
             }
             rows.append(LineageRow(
-                depth: Int(sqlite3_column_int64(handle, 0)), link: integer(1), id: sqlite3_column_int64(handle, 2), name: text(3) ?? "",
-                kind: text(4) ?? "", mode: text(5), relation: text(6), parentName: text(7), parentNumber: integer(8).map(Int.init),
+                depth: Int(sqlite3_column_int64(handle, 0)), link: parent(1), via: integer(2), id: sqlite3_column_int64(handle, 3),
+                name: text(4) ?? "", kind: text(5) ?? "", mode: text(6), relation: text(7), parentNumber: integer(8).map(Int.init),
                 checkpoints: Int(sqlite3_column_int64(handle, 9))))
         }
         return rows
@@ -353,40 +397,82 @@ extension Registry {
         try db.cachedOne(Bool.self, sql: "SELECT EXISTS (SELECT 1 FROM advisories WHERE resolved_at IS NULL)") ?? false
     }
 
-    /// SQL selecting a model (the one argument) and every descendant's id, any depth.
-    static let subtreeSQL = """
-        WITH RECURSIVE tree(model_id) AS (
-            SELECT ? UNION SELECT p.model_id FROM model_parents p JOIN tree t ON p.parent_model_id = t.model_id
-        ) SELECT model_id FROM tree
+    // MARK: Lineage paths
+
+    /// `models r` (the subtree's root, bound by `r.id`) joined to every model `m` of its
+    /// subtree, itself included: one range of the lineage-path index ('0' sorts right after '/').
+    static let subtreeJoin = """
+        models r JOIN models m ON m.lineage_path >= r.lineage_path AND m.lineage_path < substr(r.lineage_path, 1, length(r.lineage_path) - 1) || '0'
         """
+
+    /// SQL selecting a model (the one argument) and every descendant's id, any depth.
+    static let subtreeSQL = "SELECT m.id FROM \(subtreeJoin) WHERE r.id = ?"
+
+    /// A model's lineage path: `/root/…/parent/self/`.
+    static func lineagePath(_ db: Database, model: Int64) throws -> String {
+        try db.cachedOne(String.self, sql: "SELECT lineage_path FROM models WHERE id = ?", arguments: [model]) ?? ""
+    }
+
+    /// The ids of a lineage path, root first.
+    static func pathIDs(_ path: String) -> [Int64] {
+        path.utf8.split(separator: UInt8(ascii: "/")).compactMap { Int64(Substring($0)) }
+    }
+
+    /// Whether `path` is `ancestor` or lies below it.
+    static func isWithin(_ path: String, _ ancestor: String) -> Bool {
+        path.utf8.starts(with: ancestor.utf8)
+    }
+
+    // MARK: Advisories and what they flag
+
+    /// An open advisory and where it sits.
+    struct OpenAdvisory {
+        var id: String
+        var model: Int64
+        /// Set when the advisory is on one checkpoint rather than the whole model.
+        var checkpoint: Int64?
+        /// Its model's lineage path.
+        var path: String
+    }
+
+    /// Every open advisory. They are few (a registry records known weaknesses, not events), so
+    /// the flag computations below work from this list rather than from a walk of the tree.
+    static func openAdvisories(_ db: Database) throws -> [OpenAdvisory] {
+        try db.cachedRows(sql: """
+                SELECT a.id, a.model_id, a.checkpoint_id, m.lineage_path FROM advisories a JOIN models m ON m.id = a.model_id
+                WHERE a.resolved_at IS NULL ORDER BY a.id
+                """
+        ).map { OpenAdvisory(id: $0[0], model: $0[1], checkpoint: $0[2], path: $0[3]) }
+    }
 
     /// Models flagged as a whole, each with the open advisories it carries or inherits: an
     /// advisory on a model flags it and all its descendants; one on a checkpoint flags every
-    /// student derived from that checkpoint, and theirs.
-    static func flaggedModels(_ db: Database, within root: Int64? = nil) throws -> [Int64: Set<String>] {
-        guard try hasOpenAdvisories(db) else { return [:] }
+    /// student derived from that checkpoint, and theirs. With `root`, only the models of its
+    /// subtree.
+    static func flaggedModels(_ db: Database, within root: Int64? = nil, open: [OpenAdvisory]? = nil) throws -> [Int64: Set<String>] {
+        let open = try open ?? openAdvisories(db)
+        guard !open.isEmpty else { return [:] }
         var result: [Int64: Set<String>] = [:]
-        // Seeds: model-level advisories flag their model; checkpoint-level ones the students of
-        // that checkpoint. Within a subtree only seeds inside it matter (found by walking up from
-        // each open advisory, which is cheap: advisories are few, subtrees can be huge), plus what
-        // the root inherits from above, which flags the whole subtree.
+        let rootPath = try root.map { try lineagePath(db, model: $0) }
+        // Seeds: model-level advisories flag their model, checkpoint-level ones the students of
+        // that checkpoint; within a subtree only seeds inside it. Each seed flags its subtree.
         var seeds: [(model: Int64, advisory: String)] = []
-        for row in try db.cachedRows(sql: "SELECT id, model_id, checkpoint_id FROM advisories WHERE resolved_at IS NULL") {
-            let model: Int64 = row["model_id"], advisory: String = row["id"]
-            if let root, !(try isAncestor(db, root, of: model)) { continue }
-            if let checkpoint = row["checkpoint_id"] as Int64? {
+        for advisory in open {
+            if let rootPath, !isWithin(advisory.path, rootPath) { continue }
+            if let checkpoint = advisory.checkpoint {
                 for student in try db.cachedAll(Int64.self, sql: "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = ?", arguments: [checkpoint]) {
-                    seeds.append((student, advisory))
+                    seeds.append((student, advisory.id))
                 }
             } else {
-                seeds.append((model, advisory))
+                seeds.append((advisory.model, advisory.id))
             }
         }
         for (model, advisory) in seeds {
             for id in try db.cachedAll(Int64.self, sql: subtreeSQL, arguments: [model]) { result[id, default: []].insert(advisory) }
         }
+        // What the root inherits from above flags its whole subtree.
         if let root {
-            let inherited = try inheritedAdvisories(db, model: root)
+            let inherited = try inheritedAdvisories(db, model: root, open: open)
             if !inherited.isEmpty {
                 for model in try db.cachedAll(Int64.self, sql: subtreeSQL, arguments: [root]) { result[model, default: []].formUnion(inherited) }
             }
@@ -394,28 +480,26 @@ extension Registry {
         return result
     }
 
-    /// Whether `ancestor` is `model` or one of its ancestors.
-    static func isAncestor(_ db: Database, _ ancestor: Int64, of model: Int64) throws -> Bool {
-        try db.cachedOne(
-            Bool.self, sql: """
-                WITH RECURSIVE up(model_id) AS (
-                    SELECT ? UNION SELECT p.parent_model_id FROM model_parents p JOIN up ON p.model_id = up.model_id
-                ) SELECT EXISTS (SELECT 1 FROM up WHERE model_id = ?)
-                """, arguments: [model, ancestor]) ?? false
-    }
-
     /// Open advisories a model inherits as a whole: model-level ones on itself or an ancestor,
     /// and checkpoint-level ones on a checkpoint its line of descent passes through.
-    static func inheritedAdvisories(_ db: Database, model: Int64) throws -> Set<String> {
-        Set(try db.cachedAll(String.self, sql: """
-                WITH RECURSIVE up(model_id, via_checkpoint) AS (
-                    SELECT ?, NULL
-                    UNION
-                    SELECT p.parent_model_id, p.parent_checkpoint_id FROM model_parents p JOIN up ON p.model_id = up.model_id
-                )
-                SELECT a.id FROM up JOIN advisories a ON a.model_id = up.model_id AND a.resolved_at IS NULL
-                    AND (a.checkpoint_id IS NULL OR a.checkpoint_id = up.via_checkpoint)
-                """, arguments: [model]))
+    static func inheritedAdvisories(_ db: Database, model: Int64, open: [OpenAdvisory]? = nil) throws -> Set<String> {
+        let open = try open ?? openAdvisories(db)
+        guard !open.isEmpty else { return [] }
+        let path = try lineagePath(db, model: model)
+        let chain = pathIDs(path)
+        var result = Set<String>()
+        for advisory in open where isWithin(path, advisory.path) {
+            guard let checkpoint = advisory.checkpoint else {
+                result.insert(advisory.id)
+                continue
+            }
+            // On a checkpoint of an ancestor: inherited when the next model down the line
+            // derives from that very checkpoint.
+            guard let index = chain.firstIndex(of: advisory.model), index + 1 < chain.count else { continue }
+            let via = try db.cachedOne(Int64.self, sql: "SELECT parent_checkpoint_id FROM models WHERE id = ?", arguments: [chain[index + 1]])
+            if via == checkpoint { result.insert(advisory.id) }
+        }
+        return result
     }
 
     /// Checkpoints that carry an open advisory of their own.

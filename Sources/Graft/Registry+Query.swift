@@ -26,7 +26,7 @@ extension Registry {
         }
         let advisories = try await read { db -> [String] in
             guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else { return [] }
-            return (try Self.flaggedModels(db)[id] ?? []).sorted() + (try Self.checkpointAdvisoriesByModel(db)[id] ?? []).sorted()
+            return (try Self.inheritedAdvisories(db, model: id)).sorted() + (try Self.checkpointAdvisoriesByModel(db)[id] ?? []).sorted()
         }
         return ModelDetail(
             model: summary, checkpoints: checkpoints, latest: latest, manifest: try await manifest(of: name), aliases: try await aliases(of: name),

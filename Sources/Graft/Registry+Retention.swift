@@ -241,9 +241,8 @@ extension Registry {
             // The subtree with depths; deepest removed first so no parent edge is left dangling.
             let rows = try Row.fetchAll(
                 db, sql: """
-                    WITH RECURSIVE tree(model_id, depth) AS (
-                        SELECT ?, 0 UNION SELECT p.model_id, t.depth + 1 FROM model_parents p JOIN tree t ON p.parent_model_id = t.model_id
-                    ) SELECT m.id, m.name, max(t.depth) AS depth FROM tree t JOIN models m ON m.id = t.model_id GROUP BY m.id ORDER BY depth DESC, m.name
+                    SELECT m.id, m.name, length(m.lineage_path) - length(replace(m.lineage_path, '/', '')) AS depth
+                    FROM \(Self.subtreeJoin) WHERE r.id = ? ORDER BY depth DESC, m.name
                     """, arguments: [root])
             let descendants = rows.filter { ($0["id"] as Int64) != root }.map { $0["name"] as String }
             if !descendants.isEmpty, !cascade {

@@ -57,10 +57,19 @@ extension Registry {
             let parentModel = try Int64.fetchOne(db, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [parentID])
             guard let parentModel else { throw GraftError.checkpointNotFound(parent, available: "it was removed meanwhile") }
             let now = timestamp()
+            // The model row carries a copy of its parent edge, and its line of descent: the
+            // parent's, then its own id (see migration 0004).
             try db.execute(
-                sql: "INSERT INTO models (name, kind, description, transfer_mode, manifest_rules, created_at) VALUES (?, 'student', ?, ?, ?, ?)",
-                arguments: [name.value, description, mode.rawValue, rules, now])
+                sql: """
+                    INSERT INTO models (name, kind, description, transfer_mode, manifest_rules, relation, parent_checkpoint_id,
+                        parent_checkpoint_number, created_at)
+                    VALUES (?, 'student', ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [name.value, description, mode.rawValue, rules, relation.rawValue, parentID, parentSummary.number, now])
             let modelID = db.lastInsertedRowID
+            try db.execute(
+                sql: "UPDATE models SET lineage_path = (SELECT lineage_path FROM models WHERE id = ?) || id || '/' WHERE id = ?",
+                arguments: [parentModel, modelID])
             try db.execute(
                 sql: "INSERT INTO model_parents (model_id, parent_checkpoint_id, parent_model_id, relation, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [modelID, parentID, parentModel, relation.rawValue, now])

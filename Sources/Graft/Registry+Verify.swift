@@ -62,7 +62,33 @@ extension Registry {
             problems: problems, damagedCheckpoints: damaged.sorted(by: numericAwareLess))
         let known = Set(try await read { db in try String.fetchAll(db, sql: "SELECT digest FROM blobs") })
         (report.strayFiles, report.orphanFiles) = strayAndOrphanFiles(known: known)
+        report.lineageProblems = try await read { db in try Self.lineageProblems(db) }
         return report
+    }
+
+    /// What the lineage views read from `models` (migration 0004), checked against what it is
+    /// kept from: each path is its parent's path and its own id, each student's copy of its
+    /// edge matches `model_parents`, each checkpoint count matches the checkpoints.
+    static func lineageProblems(_ db: Database) throws -> [String] {
+        try db.cachedRows(sql: """
+                SELECT m.name, 'lineage path ' || m.lineage_path || ', expected ' || coalesce(pm.lineage_path, '/') || m.id || '/'
+                FROM models m LEFT JOIN model_parents p ON p.model_id = m.id LEFT JOIN models pm ON pm.id = p.parent_model_id
+                WHERE m.lineage_path IS NOT coalesce(pm.lineage_path, '/') || m.id || '/'
+                UNION ALL
+                SELECT m.name, 'a ' || m.kind || (CASE WHEN p.model_id IS NULL THEN ' without' ELSE ' with' END) || ' a parent edge'
+                FROM models m LEFT JOIN model_parents p ON p.model_id = m.id WHERE (m.kind = 'student') IS NOT (p.model_id IS NOT NULL)
+                UNION ALL
+                SELECT m.name, 'parent edge copied as ' || coalesce(m.relation, 'none') || ' from ' || coalesce(m.parent_checkpoint_id, 'none')
+                    || ' (@' || coalesce(m.parent_checkpoint_number, 'none') || '), recorded as ' || p.relation || ' from ' || p.parent_checkpoint_id
+                    || ' (@' || c.number || ')'
+                FROM models m JOIN model_parents p ON p.model_id = m.id JOIN checkpoints c ON c.id = p.parent_checkpoint_id
+                WHERE m.relation IS NOT p.relation OR m.parent_checkpoint_id IS NOT p.parent_checkpoint_id OR m.parent_checkpoint_number IS NOT c.number
+                UNION ALL
+                SELECT name, 'checkpoint count ' || checkpoint_count || ', but ' || actual || ' checkpoints'
+                FROM (SELECT m.name, m.checkpoint_count, (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS actual FROM models m)
+                WHERE checkpoint_count IS NOT actual
+                """
+        ).map { "\($0[0] as String): \($0[1] as String)" }.sorted(by: numericAwareLess)
     }
 
     /// Walks `blobs/`: anything that is not `sha256/XX/<64 hex starting XX>` is stray; a

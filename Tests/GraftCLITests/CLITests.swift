@@ -123,6 +123,25 @@ struct CLITests {
         #expect(report["damaged_checkpoints"] as? [String] == ["cnn@1"])
     }
 
+    @Test("verify exits 2 when a model's lineage record disagrees with its checkpoints")
+    func verifyLineage() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        #expect(try cli.run(["base", "add", try cli.base(), "--name", "cnn"]).status == 0)
+        try DatabaseQueue(path: cli.registry + "/graft.sqlite").write { db in
+            try db.execute(sql: "UPDATE models SET checkpoint_count = 3")
+        }
+        let output = try cli.run(["verify"])
+        #expect(output.status == 2)
+        #expect(output.stdout.contains("LINEAGE cnn: checkpoint count 3, but 1 checkpoints"))
+        #expect(output.stdout.contains("1 model(s) with an inconsistent lineage record"))
+        let json = try cli.run(["verify", "--json"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(json.status == 2 && report["ok"] as? Bool == false)
+        #expect((report["lineage_problems"] as? [String])?.count == 1)
+        #expect(report["stray_files"] as? [String] == [] && report["orphan_files"] as? Int == 0)
+    }
+
     @Test("a registry from a newer graft is refused with exit 76")
     func newerSchema() throws {
         let cli = CLI()

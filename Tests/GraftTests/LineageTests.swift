@@ -177,6 +177,20 @@ struct LineageTests {
         await #expect(throws: GraftError.self) { try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "../x", severity: .low) }
     }
 
+    @Test("lineage reads only the part asked for, with the same nodes and flags as the whole")
+    func lineageParts() async throws {
+        let test = try await family()
+        try await test.registry.addAdvisory(on: Reference(parsing: "base"), id: "B1", severity: .high)
+        try await test.registry.addAdvisory(on: Reference(parsing: "a@2"), id: "A2", severity: .low)
+        let whole = try await test.registry.lineage(ModelName("a1"))
+        #expect(whole.ancestors.map(\.name) == ["a", "base"] && whole.descendants.map(\.name) == ["a2"])
+        #expect(whole.model.advisories == ["A2", "B1"] && whole.descendants.first?.advisories == ["A2", "B1"])
+        let up = try await test.registry.lineage(ModelName("a1"), parts: .ancestors)
+        #expect(up.model == whole.model && up.ancestors == whole.ancestors && up.descendants.isEmpty)
+        let down = try await test.registry.lineage(ModelName("a1"), parts: .descendants)
+        #expect(down.model == whole.model && down.descendants == whole.descendants && down.ancestors.isEmpty)
+    }
+
     @Test("lineage, best, affected and advisories use indexes, not full scans")
     func queryPlans() async throws {
         let test = try await family()
@@ -194,12 +208,23 @@ struct LineageTests {
                 + "WHERE mt.name = 'accuracy' AND mt.split = 'val' AND mt.model_id = 2 ORDER BY mt.value DESC, m.name, c.number",
             "SELECT c.id FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id "
                 + "WHERE mt.name = 'accuracy' AND mt.split = 'val' AND mt.model_id IN (\(Registry.subtreeSQL.replacingOccurrences(of: "?", with: "1")))",
+            // The lineage, affected and best --under statements themselves.
+            Registry.descendantsSQL.replacingOccurrences(of: "?1", with: "1"),
+            Registry.ancestorsSQL.replacingOccurrences(of: "?", with: "'[3,2,1]'"),
+            Registry.bestPerModelSQL(.max).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(of: "?", with: "'accuracy'"),
+            Registry.bestPerModelSQL(.min).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(of: "?", with: "'loss'"),
         ])
-        // The recursive CTE's own working table (t, tree) and constant rows are scanned by design;
-        // no stored table may be.
-        let tables = ["mt", "c", "m", "p", "metrics", "checkpoints", "models", "model_parents", "advisories", "curve_points"]
+        // json_each's rows (j) are scanned by design; no stored table may be.
+        let tables = ["mt", "c", "m", "r", "p", "metrics", "checkpoints", "models", "model_parents", "advisories", "curve_points"]
         for plan in plans {
             for table in tables { #expect(!plan.contains("SCAN \(table) ") && !plan.hasSuffix("SCAN \(table)"), "table scan of \(table): \(plan)") }
         }
+        // A subtree is one range of the lineage-path index, read without a lookup per model,
+        // and nothing is sorted.
+        for plan in plans[plans.count - 4 ..< plans.count] where !plan.contains("VIRTUAL TABLE") {
+            #expect(plan.contains("SEARCH m USING COVERING INDEX models_by_lineage_path (lineage_path>? AND lineage_path<?)"), "\(plan)")
+            #expect(!plan.contains("TEMP B-TREE"), "\(plan)")
+        }
+        #expect(plans[plans.count - 2].contains("SEARCH mt USING COVERING INDEX metrics_by_model (model_id=? AND name=? AND split=?)"))
     }
 }

@@ -70,6 +70,71 @@ struct MigrationTests {
         #expect(versions == Migration.all.map(\.version))
     }
 
+    @Test("a registry at schema version 3 gets lineage paths, parent-edge copies and checkpoint counts on open")
+    func lineagePathsBackfilled() async throws {
+        let directory = TemporaryDirectory()
+        let root = directory.file("v3")
+        for folder in ["blobs/sha256", "tmp"] {
+            try FileManager.default.createDirectory(atPath: root + "/" + folder, withIntermediateDirectories: true)
+        }
+        // base ─┬─ a (from base@1) ── a1 (distillation of a@2)
+        //       └─ b (from base@2)
+        // other (a second base, no students)
+        try await DatabaseQueue(path: root + "/graft.sqlite").write { db in
+            try db.execute(sql: SchemaMigrator.createLedger)
+            for migration in Migration.all.prefix(3) {
+                try db.execute(sql: migration.sql)
+                try db.execute(sql: "INSERT INTO graft_migrations VALUES (?, ?, ?, 'then')", arguments: [migration.version, migration.name, migration.checksum])
+            }
+            let digest = String(repeating: "0", count: 64)
+            func model(_ name: String, _ kind: String) throws -> Int64 {
+                try db.execute(sql: "INSERT INTO models (name, kind, created_at) VALUES (?, ?, 'then')", arguments: [name, kind])
+                return db.lastInsertedRowID
+            }
+            func checkpoint(_ model: Int64, _ number: Int) throws -> Int64 {
+                try db.execute(
+                    sql: """
+                        INSERT INTO checkpoints (model_id, number, digest, header, header_digest, tensor_count, parameter_count, data_bytes, file_bytes, created_at)
+                        VALUES (?, ?, ?, x'00', ?, 0, 0, 0, 8, 'then')
+                        """, arguments: [model, number, digest, digest])
+                return db.lastInsertedRowID
+            }
+            func edge(_ student: Int64, _ parent: Int64, _ via: Int64, _ relation: String) throws {
+                try db.execute(sql: "INSERT INTO model_parents VALUES (?, ?, ?, ?, 'then')", arguments: [student, via, parent, relation])
+            }
+            let base = try model("base", "base"), other = try model("other", "base")
+            let (base1, base2) = (try checkpoint(base, 1), try checkpoint(base, 2))
+            _ = try checkpoint(other, 1)
+            let a = try model("a", "student"), b = try model("b", "student"), a1 = try model("a1", "student")
+            try edge(a, base, base1, "finetune")
+            try edge(b, base, base2, "finetune")
+            _ = try checkpoint(a, 1)
+            let a2 = try checkpoint(a, 2)
+            try edge(a1, a, a2, "distillation")
+        }
+        let registry = try await Registry.open(at: root)
+        let rows = try DatabaseQueue(path: root + "/graft.sqlite").read { db in
+            try Row.fetchAll(db, sql: "SELECT name, lineage_path, relation, parent_checkpoint_number, checkpoint_count FROM models ORDER BY id")
+        }
+        #expect(rows.map { $0[1] as String } == ["/1/", "/2/", "/1/3/", "/1/4/", "/1/3/5/"])
+        #expect(rows.map { $0[2] as String? } == [nil, nil, "finetune", "finetune", "distillation"])
+        #expect(rows.map { $0[3] as Int? } == [nil, nil, 1, 2, 2])
+        #expect(rows.map { $0[4] as Int } == [2, 1, 2, 0, 0])
+        #expect(try await registry.verify().lineageProblems == [])
+        // The views read them: parents, relations and counts as recorded.
+        let lineage = try await registry.lineage(ModelName("base"))
+        #expect(lineage.descendants.map { "\($0.name) \($0.parent ?? "-") \($0.relation?.rawValue ?? "-") \($0.depth) \($0.checkpoints)" }
+            == ["a base@1 finetune 1 2", "a1 a@2 distillation 2 0", "b base@2 finetune 1 0"])
+        #expect(try await registry.lineage(ModelName("a1")).ancestors.map(\.name) == ["a", "base"])
+        #expect(try await registry.lineage(ModelName("other")).descendants.isEmpty)
+        // The counts follow checkpoints in and out (triggers).
+        try await DatabaseQueue(path: root + "/graft.sqlite").write { db in
+            try db.execute(sql: "DELETE FROM checkpoints WHERE model_id = 3 AND number = 1")
+        }
+        #expect(try await registry.lineage(ModelName("a")).model.checkpoints == 1)
+        #expect(try await registry.verify().lineageProblems == [])
+    }
+
     @Test("the schema has an index for every lookup path used by these commands")
     func queryPlans() async throws {
         let test = try await TestRegistry()

@@ -54,6 +54,28 @@ struct VerifyTests {
         #expect(try await test.registry.verify().orphanFiles == 0)
     }
 
+    @Test("a lineage record that disagrees with the edges and checkpoints it is kept from fails verify, naming the model")
+    func lineageRecord() async throws {
+        let (test, _, _) = try await damagedSetup()
+        _ = try await test.registry.createStudent(name: ModelName("s"), from: Reference(parsing: "a@1"), manifest: .rules([], freezeThrough: nil))
+        _ = try await test.registry.addCheckpoint(model: ModelName("s"), file: try test.writeBase())
+        _ = try await test.registry.createStudent(name: ModelName("t"), from: Reference(parsing: "s"), manifest: .rules([], freezeThrough: nil))
+        #expect(try await test.registry.verify().lineageProblems == [])
+        // Moved under another base, a count off by one, an edge copy that lies.
+        try await DatabaseQueue(path: test.registry.layout.database).write { db in
+            try db.execute(sql: "UPDATE models SET lineage_path = '/2/' || id || '/' WHERE name = 's'")
+            try db.execute(sql: "UPDATE models SET checkpoint_count = 5 WHERE name = 'b'")
+            try db.execute(sql: "UPDATE models SET relation = 'merge' WHERE name = 't'")
+        }
+        let report = try await test.registry.verify()
+        #expect(!report.ok && report.problems.isEmpty)
+        #expect(report.lineageProblems.map { String($0.prefix { $0 != ":" }) } == ["b", "s", "t", "t"])
+        #expect(report.lineageProblems.contains { $0.hasPrefix("b: checkpoint count 5, but 1 checkpoints") })
+        #expect(report.lineageProblems.contains { $0.hasPrefix("s: lineage path /2/3/, expected /1/3/") })
+        #expect(report.lineageProblems.contains { $0.hasPrefix("t: parent edge copied as merge") })
+        #expect(report.lineageProblems.contains { $0.hasPrefix("t: lineage path /1/3/4/, expected /2/3/4/") }, "a child's path follows its parent's")
+    }
+
     @Test("a truncated blob is reported by size even without reading data")
     func truncatedBlob() async throws {
         let (test, file, _) = try await damagedSetup()

@@ -70,9 +70,8 @@ extension GraftCommand {
             let format = output.json ? .json : self.format
             let name = try parseName(self.name)
             try await GraftCLI.run { () throws(GraftError) in
-                var report = try await options.open().lineage(name, metric: metric)
-                if ancestors && !descendants { report.descendants = [] }
-                if descendants && !ancestors { report.ancestors = [] }
+                let parts: Registry.LineageParts = ancestors == descendants ? .both : ancestors ? .ancestors : .descendants
+                let report = try await options.open().lineage(name, metric: metric, parts: parts)
                 switch format {
                 case .json: try emitJSON(report)
                 case .tree: print(renderTree(report))
