@@ -3,6 +3,7 @@
 //
 //   swift run -c release graft-scale-bench [--bases N] [--students N] [--checkpoints N]
 //       [--metrics N] [--chain N] [--big-family N] [--runs N] [--registry PATH] [--reuse 1]
+//       [--only TEXT]   (time only the queries whose label contains TEXT: for profiling one)
 //
 // Students spread over the bases in several generations (each student's parent is a random
 // earlier model of the same family), plus one chain --chain deep under the first base.
@@ -23,6 +24,8 @@ struct Options {
     var registry: String? = nil
     /// Time the queries on the registry at --registry as it is, without building.
     var reuse = false
+    /// Time only the queries whose label contains this.
+    var only: String? = nil
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -38,6 +41,7 @@ struct Options {
             case "--runs": runs = Int(value) ?? runs
             case "--registry": registry = value
             case "--reuse": reuse = value == "1" || value == "yes"
+            case "--only": only = value
             default: FileHandle.standardError.write(Data("unknown option \(flag)\n".utf8)); exit(64)
             }
         }
@@ -62,7 +66,10 @@ struct ScaleBench {
         let root = options.registry ?? NSTemporaryDirectory() + "graft-scale-\(getpid())"
         if !options.reuse { try? FileManager.default.removeItem(atPath: root) }
         // A bulk load: commits are relaxed (synchronous=NORMAL), as an import tool would run.
+        let openStart = DispatchTime.now().uptimeNanoseconds
         let registry = try await Registry.create(at: root, durability: .relaxed).registry
+        // On a registry from an older build this includes its schema migrations.
+        let openTime = Double(DispatchTime.now().uptimeNanoseconds - openStart) / 1e9
         let scratch = root + "-files"
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer {
@@ -125,15 +132,19 @@ struct ScaleBench {
         let metricRows = stats.checkpoints * options.metrics
         print("# Graft scale benchmark")
         print("")
-        if options.reuse { print("Reused the registry at \(root) (\(stats.models) models, \(stats.checkpoints) checkpoints); build figures are from its own run.") }
-        print("Built \(options.bases) bases, \(totalStudents) students (one chain \(options.chain) deep), \(stats.checkpoints) checkpoints, \(metricRows) metric rows in \(String(format: "%.1f", buildTime)) s:")
-        print(String(format: "%.0f checkpoints/s, %.0f metric rows/s, each checkpoint one commit (durability relaxed for the bulk load).", Double(stats.checkpoints) / buildTime, Double(metricRows) / buildTime))
+        if options.reuse {
+            print("Reused the registry at \(root): \(stats.models) models, \(stats.checkpoints) checkpoints (build figures are from its own run); opened in \(String(format: "%.2f", openTime)) s.")
+        } else {
+            print("Built \(options.bases) bases, \(totalStudents) students (one chain \(options.chain) deep), \(stats.checkpoints) checkpoints, \(metricRows) metric rows in \(String(format: "%.1f", buildTime)) s:")
+            print(String(format: "%.0f checkpoints/s, %.0f metric rows/s, each checkpoint one commit (durability relaxed for the bulk load).", Double(stats.checkpoints) / buildTime, Double(metricRows) / buildTime))
+        }
         print("")
 
         if !options.reuse { try await registry.addAdvisory(on: Reference(parsing: "base0"), id: "BENCH-1", severity: .high) }
         let deepestName = try ModelName("chain\(options.chain - 1)")
         var timings: [(String, [Double])] = []
         func time(_ label: String, _ body: () async throws -> Void) async throws {
+            if let only = options.only, !label.contains(only) { return }
             var samples: [Double] = []
             try await body()  // warm-up
             for _ in 0..<options.runs {
