@@ -1,4 +1,5 @@
 import GRDB
+import GRDBSQLite
 
 /// How serious an advisory is.
 public enum Severity: String, Sendable, Codable, CaseIterable {
@@ -144,13 +145,14 @@ extension Registry {
                 steps[$0].depth != steps[$1].depth ? steps[$0].depth < steps[$1].depth : steps[$0].name.utf8.lexicographicallyPrecedes(steps[$1].name.utf8)
             }
             let affectedIDs = order.map { steps[$0].id }
+            // Their checkpoint numbers in one statement (each model's from the (model, number)
+            // index, in order).
             var checkpoints: [Int64: [Int]] = [:]
-            for chunk in stride(from: 0, to: affectedIDs.count, by: 500).map({ Array(affectedIDs[$0..<min($0 + 500, affectedIDs.count)]) }) {
-                for row in try db.cachedRows(sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) ORDER BY model_id, number",
-                    arguments: StatementArguments(chunk))
-                {
-                    checkpoints[row[0], default: []].append(row[1])
-                }
+            try Self.stepRows(
+                db, sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (SELECT value FROM json_each(?))",
+                arguments: ["[" + affectedIDs.map(String.init).joined(separator: ",") + "]"]
+            ) { handle in
+                checkpoints[sqlite3_column_int64(handle, 0), default: []].append(Int(sqlite3_column_int64(handle, 1)))
             }
             return order.map { index in
                 let (id, name, depth) = (steps[index].id, steps[index].name, steps[index].depth)

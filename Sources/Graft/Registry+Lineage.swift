@@ -345,44 +345,28 @@ extension Registry {
     /// Steps the statement through SQLite's C API: a tree of 10,000 models spent most of its
     /// time in per-row decoding otherwise.
     static func lineageRows(_ db: Database, sql: String, arguments: [any DatabaseValueConvertible]) throws -> [LineageRow] {
-        let statement = try db.cachedStatement(sql: sql)
-        let handle = statement.sqliteStatement
-        sqlite3_reset(handle)
-        for (index, argument) in arguments.enumerated() {
-            switch argument.databaseValue.storage {
-            case .int64(let value): sqlite3_bind_int64(handle, Int32(index + 1), value)
-            case .string(let value): sqlite3_bind_text(handle, Int32(index + 1), value, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))  // SQLITE_TRANSIENT: SQLite copies it
-            default: preconditionFailure("lineage queries take integers and text")
-            }
-        }
-        defer { sqlite3_reset(handle) }
-        func text(_ column: Int32) -> String? {
-            guard sqlite3_column_type(handle, column) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, column) else { return nil }
-            return String(cString: bytes)
-        }
-        func integer(_ column: Int32) -> Int64? {
-            sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(handle, column)
-        }
-        /// The parent's id: the next-to-last id of the path, read in place.
-        func parent(_ column: Int32) -> Int64? {
-            guard let bytes = sqlite3_column_text(handle, column) else { return nil }
-            var end = Int(sqlite3_column_bytes(handle, column)) - 1  // the final '/'
-            while end > 0, bytes[end - 1] != UInt8(ascii: "/") { end -= 1 }  // before the model's own id
-            guard end > 0 else { return nil }
-            var index = end - 1, value: Int64 = 0, scale: Int64 = 1
-            while index > 0, bytes[index - 1] != UInt8(ascii: "/") {
-                value += Int64(bytes[index - 1] &- UInt8(ascii: "0")) * scale
-                scale *= 10
-                index -= 1
-            }
-            return scale == 1 ? nil : value
-        }
         var rows: [LineageRow] = []
-        while true {
-            let code = sqlite3_step(handle)
-            if code == SQLITE_DONE { break }
-            guard code == SQLITE_ROW else {
-                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+        try stepRows(db, sql: sql, arguments: arguments) { handle in
+            func text(_ column: Int32) -> String? {
+                guard sqlite3_column_type(handle, column) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, column) else { return nil }
+                return String(cString: bytes)
+            }
+            func integer(_ column: Int32) -> Int64? {
+                sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(handle, column)
+            }
+            /// The parent's id: the next-to-last id of the path, read in place.
+            func parent(_ column: Int32) -> Int64? {
+                guard let bytes = sqlite3_column_text(handle, column) else { return nil }
+                var end = Int(sqlite3_column_bytes(handle, column)) - 1  // the final '/'
+                while end > 0, bytes[end - 1] != UInt8(ascii: "/") { end -= 1 }  // before the model's own id
+                guard end > 0 else { return nil }
+                var index = end - 1, value: Int64 = 0, scale: Int64 = 1
+                while index > 0, bytes[index - 1] != UInt8(ascii: "/") {
+                    value += Int64(bytes[index - 1] &- UInt8(ascii: "0")) * scale
+                    scale *= 10
+                    index -= 1
+                }
+                return scale == 1 ? nil : value
             }
             rows.append(LineageRow(
                 depth: Int(sqlite3_column_int64(handle, 0)), link: parent(1), via: integer(2), id: sqlite3_column_int64(handle, 3),
@@ -390,6 +374,29 @@ extension Registry {
                 checkpoints: Int(sqlite3_column_int64(handle, 9))))
         }
         return rows
+    }
+
+    /// Runs a cached statement through SQLite's C API, calling `body` with the statement at
+    /// each row: for the large reads, where GRDB's per-row decoding dominated.
+    static func stepRows(_ db: Database, sql: String, arguments: [any DatabaseValueConvertible], _ body: (OpaquePointer) throws -> Void) throws {
+        let handle = try db.cachedStatement(sql: sql).sqliteStatement
+        sqlite3_reset(handle)
+        for (index, argument) in arguments.enumerated() {
+            switch argument.databaseValue.storage {
+            case .int64(let value): sqlite3_bind_int64(handle, Int32(index + 1), value)
+            case .string(let value): sqlite3_bind_text(handle, Int32(index + 1), value, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))  // SQLITE_TRANSIENT: SQLite copies it
+            default: preconditionFailure("these queries take integers and text")
+            }
+        }
+        defer { sqlite3_reset(handle) }
+        while true {
+            let code = sqlite3_step(handle)
+            if code == SQLITE_DONE { return }
+            guard code == SQLITE_ROW else {
+                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+            }
+            try body(handle)
+        }
     }
 
     /// Whether any advisory is open: when none is, flag computations are skipped.

@@ -203,6 +203,7 @@ struct LineageTests {
             "SELECT id FROM curves WHERE model_id = 1 AND name = 'loss'",
             "SELECT checkpoint_id FROM advisories WHERE resolved_at IS NULL AND checkpoint_id = 3",
             "SELECT model_id FROM advisories WHERE resolved_at IS NULL AND model_id = 3",
+            "SELECT model_id, number FROM checkpoints WHERE model_id IN (SELECT value FROM json_each('[1,2]'))",
             // best --model and best --under, as Registry.best builds them
             "SELECT c.id FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id "
                 + "WHERE mt.name = 'accuracy' AND mt.split = 'val' AND mt.model_id = 2 ORDER BY mt.value DESC, m.name, c.number",
