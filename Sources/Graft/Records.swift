@@ -190,8 +190,9 @@ public struct VerifyReport: Sendable, Codable, Equatable {
     public var strayFiles: [String] = []
     /// Blob files no blob row knows: an interrupted import's, removed by `gc`. Not damage.
     public var orphanFiles: Int = 0
-    /// Models whose lineage record (path, copy of the parent edge, checkpoint count) disagrees
-    /// with the edges and checkpoints it is kept from, one line each: `NAME: what differs`.
+    /// Models whose lineage record (path, copy of the parent edge, checkpoint count, metric
+    /// summaries) disagrees with the edges, checkpoints and metrics it is kept from, one line
+    /// each: `NAME: what differs`.
     public var lineageProblems: [String] = []
     public var ok: Bool { problems.isEmpty && strayFiles.isEmpty && lineageProblems.isEmpty }
 

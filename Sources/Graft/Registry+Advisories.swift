@@ -114,11 +114,16 @@ extension Registry {
         }
         let (root, first, startLabel) = (start, checkpointID, label)
         return try await read { db in
-            let flagged = try Self.flaggedModels(db, within: root)
-            guard !flagged.isEmpty else { return [] }
+            // Nothing to read unless an open advisory lies above the model (inherited) or
+            // within its subtree (a prefix test on lineage paths).
+            let open = try Self.openAdvisories(db)
+            let rootPath = try Self.lineagePath(db, model: root)
+            let inherited = try Self.inheritedAdvisories(db, model: root, open: open)
+            guard !inherited.isEmpty || open.contains(where: { Self.isWithin($0.path, rootPath) }) else { return [] }
             // The whole tree below: one range of the lineage-path index, each model with the
-            // edge it derives by, every parent before its children.
+            // edge it derives by, every parent before its children; the flags follow from it.
             let rows = try Self.lineageRows(db, sql: Self.descendantsSQL, arguments: [root])
+            let flagged = Self.propagateFlags(rows, root: root, inherited: inherited, open: open)
             let rootName = try db.cachedOne(String.self, sql: "SELECT name FROM models WHERE id = ?", arguments: [root]) ?? startLabel
             // Each model reached: its parent's step, and the element it adds to the path of
             // inheritance (`parent@N`). Paths are built at the end, each in one allocation: a

@@ -147,44 +147,45 @@ extension Registry {
         return result
     }
 
-    /// `best --under` without sorting every candidate: each model's top value comes from the
-    /// (model, name, split, value) index, the best eligible model wins, then its best
-    /// checkpoint. Exact when no checkpoint carries an advisory of its own (whole models are
-    /// flagged or not); returns `nil` otherwise, and the general path runs.
+    /// `best --under` without sorting every candidate: each model's top value and count come
+    /// from its metric summary (migration 0005), the subtree's summaries being one range of an
+    /// index; the best eligible model wins (ties: the earliest name), then its best checkpoint.
+    /// Exact when no checkpoint carries an advisory of its own (whole models are flagged or
+    /// not); returns `nil` otherwise, and the general path runs.
     static func bestPerModel(
         _ db: Database, metric: String, split: String?, root: Int64, direction: Direction, explicit: Bool, includeFlagged: Bool
     ) throws -> BestResult? {
         let anyOpen = try hasOpenAdvisories(db)
         if anyOpen, !includeFlagged, !(try flaggedCheckpoints(db).isEmpty) { return nil }
-        let cursor = try db.cachedCursor(sql: bestPerModelSQL(direction), arguments: [root, metric, split ?? ""])
         let flagged = anyOpen && !includeFlagged ? try flaggedModels(db, within: root) : [:]
         var candidates = 0, excluded = 0
-        var winner: (id: Int64, name: String, top: Double)? = nil
-        // Columns by position: GRDB's by-name lookup lowercases names on every access.
-        while let row = try cursor.next() {
-            let id: Int64 = row[0], top: Double = row[2], count: Int = row[3]
+        var top: Double? = nil
+        var leaders: [Int64] = []  // the eligible models at the top value
+        try stepRows(db, sql: bestPerModelSQL(direction), arguments: [root, metric, split ?? ""]) { handle in
+            let id = sqlite3_column_int64(handle, 0), value = sqlite3_column_double(handle, 1), count = Int(sqlite3_column_int64(handle, 2))
             candidates += count
             if flagged[id] != nil {
                 excluded += count
-                continue
+                return
             }
-            if let current = winner {
-                let better = direction == .max ? top > current.top : top < current.top
-                guard better || top == current.top else { continue }
-                let name: String = row[1]
-                if !better && !name.utf8.lexicographicallyPrecedes(current.name.utf8) { continue }
-                winner = (id, name, top)
-            } else {
-                winner = (id, row[1], top)
+            if let current = top, value != current {
+                guard direction == .max ? value > current : value < current else { return }
+                leaders.removeAll(keepingCapacity: true)
             }
+            top = value
+            leaders.append(id)
         }
         guard candidates > 0 else { return nil }  // no candidate: the general path reports the unknown metric
-        guard let winner else { throw GraftError.allCandidatesFlagged(metric: metric, candidates: candidates) }
+        guard let top else { throw GraftError.allCandidatesFlagged(metric: metric, candidates: candidates) }
+        // Ties between models go to the earliest name (binary order, as SQLite compares).
+        let winner = leaders.count == 1 ? leaders[0] : try db.cachedOne(
+            Int64.self, sql: "SELECT id FROM models WHERE id IN (SELECT value FROM json_each(?)) ORDER BY name LIMIT 1",
+            arguments: ["[" + leaders.map(String.init).joined(separator: ",") + "]"]) ?? leaders[0]
         guard let row = try db.cachedRows(
             sql: """
                 SELECT \(checkpointColumns), mt.value AS metric_value FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id
                 JOIN models m ON m.id = c.model_id WHERE mt.model_id = ? AND mt.name = ? AND mt.split = ? AND mt.value = ? ORDER BY c.number LIMIT 1
-                """, arguments: [winner.id, metric, split ?? "", winner.top]
+                """, arguments: [winner, metric, split ?? "", top]
         ).first else { return nil }
         return BestResult(
             checkpoint: checkpointSummary(row), metric: metric, split: split, value: row["metric_value"], direction: direction,
@@ -192,15 +193,14 @@ extension Registry {
     }
 
     /// Each model of a subtree (root, metric, split) with its best value of the metric and how
-    /// many checkpoints have it: the subtree in lineage-path order, each model's rows by the
-    /// (model, name, split, value) index. CROSS JOIN keeps that order (left alone, the planner
-    /// may scan the metric by name over the whole registry instead); grouped by path, which is
-    /// already the order, so nothing is sorted.
+    /// many checkpoints have it: one range of the metric summaries' (name, split, lineage path)
+    /// index, covering, nothing sorted.
     static func bestPerModelSQL(_ direction: Direction) -> String {
         """
-        SELECT m.id, m.name, \(direction == .max ? "max" : "min")(mt.value), count(*)
-        FROM \(subtreeJoin.replacingOccurrences(of: " JOIN ", with: " CROSS JOIN ")) CROSS JOIN metrics mt ON mt.model_id = m.id
-        WHERE r.id = ? AND mt.name = ? AND mt.split = ? GROUP BY m.lineage_path
+        SELECT s.model_id, s.\(direction == .max ? "max_value" : "min_value"), s.count
+        FROM models r CROSS JOIN metric_summaries s
+        WHERE r.id = ? AND s.name = ? AND s.split = ?
+            AND s.lineage_path >= r.lineage_path AND s.lineage_path < substr(r.lineage_path, 1, length(r.lineage_path) - 1) || '0'
         """
     }
 
@@ -231,10 +231,6 @@ extension Registry {
         return try await read { db in
             let path = try Self.lineagePath(db, model: id)
             let open = try Self.openAdvisories(db)
-            // Flags for the tree below (the model's own among them) and the chain above (each
-            // ancestor's own inheritance).
-            var flags = parts == .ancestors
-                ? [id: try Self.inheritedAdvisories(db, model: id, open: open)] : try Self.flaggedModels(db, within: id, open: open)
             let ownFlags = try Self.checkpointAdvisoriesByModel(db)
             // The chain up: the ids of the model's lineage path, nearest first (json_each's key
             // is the depth), each with its own parent edge; a row's parent is the next row.
@@ -247,6 +243,9 @@ extension Registry {
             // The tree below: one range of the lineage-path index, each model with its parent
             // edge; a parent's name is its node's.
             var down = parts == .ancestors ? [] : try Self.lineageRows(db, sql: Self.descendantsSQL, arguments: [id])
+            // Flags for the model and the tree below (from the rows, no further query), and the
+            // chain above (each ancestor's own inheritance, below).
+            var flags = Self.propagateFlags(down, root: id, inherited: try Self.inheritedAdvisories(db, model: id, open: open), open: open)
             var names: [Int64: String] = [id: name.value]
             for row in down { names[row.id] = row.name }
             for index in down.indices { down[index].parentName = down[index].link.flatMap { names[$0] } }
@@ -450,6 +449,26 @@ extension Registry {
                 WHERE a.resolved_at IS NULL ORDER BY a.id
                 """
         ).map { OpenAdvisory(id: $0[0], model: $0[1], checkpoint: $0[2], path: $0[3]) }
+    }
+
+    /// The flags of a model (`root`, which carries or inherits `inherited`) and of its
+    /// descendants, given as lineage rows with every parent before its children: each model
+    /// inherits its parent's flags, those of open advisories on the parent checkpoint it
+    /// derives from, and adds its own model-level ones. No query: the tree is already read.
+    static func propagateFlags(_ rows: [LineageRow], root: Int64, inherited: Set<String>, open: [OpenAdvisory]) -> [Int64: Set<String>] {
+        var result: [Int64: Set<String>] = inherited.isEmpty ? [:] : [root: inherited]
+        guard !open.isEmpty else { return result }
+        var onModel: [Int64: [String]] = [:], onCheckpoint: [Int64: [String]] = [:]
+        for advisory in open {
+            if let checkpoint = advisory.checkpoint { onCheckpoint[checkpoint, default: []].append(advisory.id) } else { onModel[advisory.model, default: []].append(advisory.id) }
+        }
+        for row in rows {
+            var flags = row.link.flatMap { result[$0] } ?? []
+            if let via = row.via, let ids = onCheckpoint[via] { flags.formUnion(ids) }
+            if let ids = onModel[row.id] { flags.formUnion(ids) }
+            if !flags.isEmpty { result[row.id] = flags }
+        }
+        return result
     }
 
     /// Models flagged as a whole, each with the open advisories it carries or inherits: an

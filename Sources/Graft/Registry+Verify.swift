@@ -66,9 +66,10 @@ extension Registry {
         return report
     }
 
-    /// What the lineage views read from `models` (migration 0004), checked against what it is
-    /// kept from: each path is its parent's path and its own id, each student's copy of its
-    /// edge matches `model_parents`, each checkpoint count matches the checkpoints.
+    /// What the lineage views read from `models` (migration 0004) and `metric_summaries`
+    /// (0005), checked against what it is kept from: each path is its parent's path and its own
+    /// id, each student's copy of its edge matches `model_parents`, each checkpoint count
+    /// matches the checkpoints, each metric summary the model's metric rows.
     static func lineageProblems(_ db: Database) throws -> [String] {
         try db.cachedRows(sql: """
                 SELECT m.name, 'lineage path ' || m.lineage_path || ', expected ' || coalesce(pm.lineage_path, '/') || m.id || '/'
@@ -87,6 +88,17 @@ extension Registry {
                 SELECT name, 'checkpoint count ' || checkpoint_count || ', but ' || actual || ' checkpoints'
                 FROM (SELECT m.name, m.checkpoint_count, (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS actual FROM models m)
                 WHERE checkpoint_count IS NOT actual
+                UNION ALL
+                SELECT m.name, 'summary of ' || a.name || (CASE a.split WHEN '' THEN '' ELSE ' (' || a.split || ')' END)
+                    || coalesce(': max ' || s.max_value || ', min ' || s.min_value || ' over ' || s.count, ' missing')
+                    || ', but max ' || a.top || ', min ' || a.bottom || ' over ' || a.count || ' checkpoints'
+                FROM (SELECT model_id, name, split, max(value) AS top, min(value) AS bottom, count(*) AS count FROM metrics GROUP BY model_id, name, split) a
+                    JOIN models m ON m.id = a.model_id LEFT JOIN metric_summaries s ON s.model_id = a.model_id AND s.name = a.name AND s.split = a.split
+                WHERE s.model_id IS NULL OR s.max_value IS NOT a.top OR s.min_value IS NOT a.bottom OR s.count IS NOT a.count
+                    OR s.lineage_path IS NOT m.lineage_path
+                UNION ALL
+                SELECT m.name, 'summary of ' || s.name || ', a metric none of its checkpoints has' FROM metric_summaries s JOIN models m ON m.id = s.model_id
+                WHERE NOT EXISTS (SELECT 1 FROM metrics mt WHERE mt.model_id = s.model_id AND mt.name = s.name AND mt.split = s.split)
                 """
         ).map { "\($0[0] as String): \($0[1] as String)" }.sorted(by: numericAwareLess)
     }

@@ -177,6 +177,23 @@ struct LineageTests {
         await #expect(throws: GraftError.self) { try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "../x", severity: .low) }
     }
 
+    @Test("best --under follows replaced values and removed checkpoints (metric summaries)")
+    func bestFollowsChanges() async throws {
+        let test = try await family()
+        let under = BestScope.under(try ModelName("base"))
+        var best = try await test.registry.best(metric: "accuracy", split: "val", scope: under)
+        #expect(best.checkpoint.ref == "a@2" && best.value == 0.80 && best.candidates == 4, "a tie with b@1 goes to the earlier name")
+        try await test.registry.logMetrics(Reference(parsing: "a@2"), [try MetricAssignment(parsing: "accuracy=0.5")], split: "val")
+        best = try await test.registry.best(metric: "accuracy", split: "val", scope: under)
+        #expect(best.checkpoint.ref == "b@1" && best.candidates == 4)
+        best = try await test.registry.best(metric: "accuracy", direction: .min, split: "val", scope: under)
+        #expect(best.checkpoint.ref == "a@2" && best.value == 0.5)
+        _ = try await test.registry.removeCheckpoint(Reference(parsing: "b@1"))
+        best = try await test.registry.best(metric: "accuracy", split: "val", scope: under)
+        #expect(best.checkpoint.ref == "a1@1" && best.value == 0.75 && best.candidates == 3)
+        #expect(try await test.registry.verify().lineageProblems == [])
+    }
+
     @Test("lineage reads only the part asked for, with the same nodes and flags as the whole")
     func lineageParts() async throws {
         let test = try await family()
@@ -222,10 +239,12 @@ struct LineageTests {
         }
         // A subtree is one range of the lineage-path index, read without a lookup per model,
         // and nothing is sorted.
-        for plan in plans[plans.count - 4 ..< plans.count] where !plan.contains("VIRTUAL TABLE") {
+        for plan in plans[plans.count - 4 ..< plans.count - 2] where !plan.contains("VIRTUAL TABLE") {
             #expect(plan.contains("SEARCH m USING COVERING INDEX models_by_lineage_path (lineage_path>? AND lineage_path<?)"), "\(plan)")
             #expect(!plan.contains("TEMP B-TREE"), "\(plan)")
         }
-        #expect(plans[plans.count - 2].contains("SEARCH mt USING COVERING INDEX metrics_by_model (model_id=? AND name=? AND split=?)"))
+        for plan in plans.suffix(2) {
+            #expect(plan.contains("SEARCH s USING COVERING INDEX metric_summaries_by_subtree (name=? AND split=? AND lineage_path>? AND lineage_path<?)"), "\(plan)")
+        }
     }
 }

@@ -70,7 +70,7 @@ struct MigrationTests {
         #expect(versions == Migration.all.map(\.version))
     }
 
-    @Test("a registry at schema version 3 gets lineage paths, parent-edge copies and checkpoint counts on open")
+    @Test("a registry at schema version 3 gets lineage paths, parent-edge copies, checkpoint counts and metric summaries on open")
     func lineagePathsBackfilled() async throws {
         let directory = TemporaryDirectory()
         let root = directory.file("v3")
@@ -108,9 +108,12 @@ struct MigrationTests {
             let a = try model("a", "student"), b = try model("b", "student"), a1 = try model("a1", "student")
             try edge(a, base, base1, "finetune")
             try edge(b, base, base2, "finetune")
-            _ = try checkpoint(a, 1)
+            let a1st = try checkpoint(a, 1)
             let a2 = try checkpoint(a, 2)
             try edge(a1, a, a2, "distillation")
+            for (checkpoint, value) in [(a1st, 0.6), (a2, 0.9)] {
+                try db.execute(sql: "INSERT INTO metrics VALUES (?, ?, 'accuracy', 'val', ?, 'then')", arguments: [checkpoint, a, value])
+            }
         }
         let registry = try await Registry.open(at: root)
         let rows = try DatabaseQueue(path: root + "/graft.sqlite").read { db in
@@ -120,6 +123,12 @@ struct MigrationTests {
         #expect(rows.map { $0[2] as String? } == [nil, nil, "finetune", "finetune", "distillation"])
         #expect(rows.map { $0[3] as Int? } == [nil, nil, 1, 2, 2])
         #expect(rows.map { $0[4] as Int } == [2, 1, 2, 0, 0])
+        let summaries = try DatabaseQueue(path: root + "/graft.sqlite").read { db in
+            try Row.fetchAll(db, sql: "SELECT model_id, name, split, lineage_path, max_value, min_value, count FROM metric_summaries")
+        }
+        #expect(summaries.map { "\($0[0] as Int) \($0[1] as String) \($0[2] as String) \($0[3] as String) \($0[4] as Double) \($0[5] as Double) \($0[6] as Int)" }
+            == ["3 accuracy val /1/3/ 0.9 0.6 2"])
+        #expect(try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base"))).checkpoint.ref == "a@2")
         #expect(try await registry.verify().lineageProblems == [])
         // The views read them: parents, relations and counts as recorded.
         let lineage = try await registry.lineage(ModelName("base"))

@@ -61,15 +61,22 @@ struct VerifyTests {
         _ = try await test.registry.addCheckpoint(model: ModelName("s"), file: try test.writeBase())
         _ = try await test.registry.createStudent(name: ModelName("t"), from: Reference(parsing: "s"), manifest: .rules([], freezeThrough: nil))
         #expect(try await test.registry.verify().lineageProblems == [])
-        // Moved under another base, a count off by one, an edge copy that lies.
+        // Moved under another base, a count off by one, an edge copy that lies, a summary that
+        // lost a checkpoint and one for a metric nobody has.
+        try await test.registry.logMetrics(Reference(parsing: "s@1"), [try MetricAssignment(parsing: "acc=0.5")])
+        #expect(try await test.registry.verify().lineageProblems == [])
         try await DatabaseQueue(path: test.registry.layout.database).write { db in
+            try db.execute(sql: "UPDATE metric_summaries SET count = 2 WHERE name = 'acc'")
+            try db.execute(sql: "INSERT INTO metric_summaries SELECT model_id, 'ghost', '', lineage_path, 1, 1, 1 FROM metric_summaries")
             try db.execute(sql: "UPDATE models SET lineage_path = '/2/' || id || '/' WHERE name = 's'")
             try db.execute(sql: "UPDATE models SET checkpoint_count = 5 WHERE name = 'b'")
             try db.execute(sql: "UPDATE models SET relation = 'merge' WHERE name = 't'")
         }
         let report = try await test.registry.verify()
         #expect(!report.ok && report.problems.isEmpty)
-        #expect(report.lineageProblems.map { String($0.prefix { $0 != ":" }) } == ["b", "s", "t", "t"])
+        #expect(report.lineageProblems.map { String($0.prefix { $0 != ":" }) } == ["b", "s", "s", "s", "t", "t"])
+        #expect(report.lineageProblems.contains("s: summary of acc: max 0.5, min 0.5 over 2, but max 0.5, min 0.5 over 1 checkpoints"))
+        #expect(report.lineageProblems.contains("s: summary of ghost, a metric none of its checkpoints has"))
         #expect(report.lineageProblems.contains { $0.hasPrefix("b: checkpoint count 5, but 1 checkpoints") })
         #expect(report.lineageProblems.contains { $0.hasPrefix("s: lineage path /2/3/, expected /1/3/") })
         #expect(report.lineageProblems.contains { $0.hasPrefix("t: parent edge copied as merge") })
