@@ -199,8 +199,7 @@ extension Registry {
         """
         SELECT s.model_id, s.\(direction == .max ? "max_value" : "min_value"), s.count
         FROM models r CROSS JOIN metric_summaries s
-        WHERE r.id = ? AND s.name = ? AND s.split = ?
-            AND s.lineage_path >= r.lineage_path AND s.lineage_path < substr(r.lineage_path, 1, length(r.lineage_path) - 1) || '0'
+        WHERE r.id = ? AND s.name = ? AND s.split = ? AND \(withinSubtree("s.lineage_path"))
         """
     }
 
@@ -407,9 +406,12 @@ extension Registry {
 
     /// `models r` (the subtree's root, bound by `r.id`) joined to every model `m` of its
     /// subtree, itself included: one range of the lineage-path index ('0' sorts right after '/').
-    static let subtreeJoin = """
-        models r JOIN models m ON m.lineage_path >= r.lineage_path AND m.lineage_path < substr(r.lineage_path, 1, length(r.lineage_path) - 1) || '0'
-        """
+    static let subtreeJoin = "models r JOIN models m ON \(withinSubtree("m.lineage_path"))"
+
+    /// SQL: `column` (a lineage path) lies in the subtree of `models r`.
+    static func withinSubtree(_ column: String) -> String {
+        "\(column) >= r.lineage_path AND \(column) < substr(r.lineage_path, 1, length(r.lineage_path) - 1) || '0'"
+    }
 
     /// SQL selecting a model (the one argument) and every descendant's id, any depth.
     static let subtreeSQL = "SELECT m.id FROM \(subtreeJoin) WHERE r.id = ?"
