@@ -82,9 +82,39 @@ public final class Registry: Sendable {
             try makeDirectories(layout.root)
         }
         for directory in [layout.blobs, layout.sha256, layout.tmp] { try FileSystem.makeDirectory(directory) }
+        let created = try publishNewDatabase(layout)
         let registry = try await connect(layout, inlineThreshold: inlineThreshold, durability: durability)
+        return (registry, created)
+    }
+
+    /// Builds the database under `tmp/` — WAL mode switched on, every migration applied — and
+    /// only then links it into place as `graft.sqlite`, so that no process ever opens a database
+    /// still in rollback mode. Switching a database to WAL takes an exclusive lock *without*
+    /// SQLite's busy handler: a process that opened the new file while another was switching
+    /// it got "database is locked" at once (exit 69 long before the 30 s busy timeout). With
+    /// the file published complete, concurrent `init`s each build one and the first link wins;
+    /// the others find it in place.
+    /// - Returns: whether this call's database was the one published.
+    private static func publishNewDatabase(_ layout: RegistryLayout) throws(GraftError) -> Bool {
+        let staging = layout.tmp + "/" + FileSystem.uniqueName(suffix: ".sqlite")
+        defer { for suffix in ["", "-wal", "-shm"] { FileSystem.remove(staging + suffix) } }
+        do {
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(30)
+            let pool = try DatabasePool(path: staging, configuration: configuration)
+            try SchemaMigrator.migrate(pool, path: layout.root)
+            // Closing the last connection checkpoints the WAL into the file and removes it.
+            try pool.close()
+        } catch {
+            throw mapError(error, path: staging)
+        }
+        try FileDescriptor(path: staging, flags: O_RDONLY).sync()
+        guard link(staging, layout.database) == 0 else {
+            if errno == EEXIST { return false }
+            throw GraftError.fromErrno(errno, operation: "cannot create", path: layout.database)
+        }
         try FileSystem.syncDirectory(layout.root)
-        return (registry, true)
+        return true
     }
 
     private static func makeDirectories(_ path: String) throws(GraftError) {

@@ -162,8 +162,8 @@ struct CLITests {
             for index in 0..<4 {
                 group.addTask { try cli.run(["init"]) }
                 group.addTask {
-                    // Import as soon as the registry exists.
-                    for _ in 0..<200 where !FileManager.default.fileExists(atPath: cli.registry + "/tmp") { try await Task.sleep(for: .milliseconds(5)) }
+                    // Import as soon as the registry exists (its database is linked into place complete).
+                    for _ in 0..<400 where !FileManager.default.fileExists(atPath: cli.registry + "/graft.sqlite") { try await Task.sleep(for: .milliseconds(5)) }
                     return try cli.run(["base", "add", base, "--name", "m\(index)"])
                 }
             }
