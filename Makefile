@@ -52,11 +52,14 @@ results: system-deps
 	swift build -c release --product graft-results $(SWIFT_BUILD_FLAGS)
 	.build/release/graft-results --registry results-registry $(RESULTS_ARGS)
 
-# The crash and concurrency harnesses at soak length (the test suite runs 200 crash trials).
+# The crash, concurrency and open-race harnesses at soak length (the test suite runs 80 crash
+# trials and 25 race rounds).
 SOAK_TRIALS ?= 1000
+SOAK_RACE_ROUNDS ?= 500
 soak: system-deps python-deps
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
-	GRAFT_CRASH_TRIALS=$(SOAK_TRIALS) GRAFT_STRESS_COMMITS=200 swift test --skip-build --filter HarnessTests
+	GRAFT_CRASH_TRIALS=$(SOAK_TRIALS) GRAFT_STRESS_COMMITS=200 GRAFT_RACE_ROUNDS=$(SOAK_RACE_ROUNDS) \
+		swift test --skip-build --filter 'HarnessTests|OpenRaceTests'
 
 # libFuzzer on the safetensors parser, with AddressSanitizer; new inputs land in .build/fuzz-corpus.
 SECONDS ?= 60
