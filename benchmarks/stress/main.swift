@@ -53,18 +53,37 @@ case "write":
     try? FileManager.default.removeItem(atPath: parentPath)
     say("write \(model): \(count - errors) of \(count) committed")
 case "read":
+    // Every answer is checked, not only the absence of errors: the base has one checkpoint and
+    // four students; the students' checkpoint counts never go down; the best loss (lowest) is a
+    // student's, in [0, 1), and never rises, since checkpoints are only ever added.
     let base = try ModelName(arguments[3])
     let stop = arguments[4]
-    var rounds = 0
+    var rounds = 0, bestSeen = Double.infinity, countSeen = 0
+    struct Wrong: Error, CustomStringConvertible { let description: String }
     while !FileManager.default.fileExists(atPath: stop) {
         do {
-            _ = try? await registry.best(metric: "loss", scope: .under(base))  // no candidate yet is not an error
-            _ = try await registry.lineage(base, metric: "loss")
-            _ = try await registry.checkpoints(of: base)
+            do {
+                let best = try await registry.best(metric: "loss", scope: .under(base))
+                guard best.checkpoint.model.description.hasPrefix("s"), (0..<1).contains(best.value), best.value <= bestSeen else {
+                    throw Wrong(description: "best \(best.checkpoint.ref) = \(best.value) after \(bestSeen)")
+                }
+                bestSeen = best.value
+            } catch GraftError.unknownMetric {
+                // No student has committed yet: the one answer allowed before the first commit.
+                guard countSeen == 0 else { throw Wrong(description: "no candidate for best after \(countSeen) checkpoints were seen") }
+            }
+            let lineage = try await registry.lineage(base, metric: "loss")
+            let count = lineage.descendants.reduce(0) { $0 + $1.checkpoints }
+            guard lineage.descendants.count == 4, count >= countSeen else {
+                throw Wrong(description: "lineage: \(lineage.descendants.count) students, \(count) checkpoints after \(countSeen)")
+            }
+            countSeen = count
+            let own = try await registry.checkpoints(of: base)
+            guard own.map(\.ref) == ["\(base)@1"] else { throw Wrong(description: "checkpoints of \(base): \(own.map(\.ref))") }
         } catch { report(error) }
         rounds += 1
     }
-    say("read: \(rounds) rounds")
+    say("read: \(rounds) rounds, \(countSeen) checkpoints seen")
 case "gc":
     let stop = arguments[3]
     var rounds = 0
