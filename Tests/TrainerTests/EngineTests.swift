@@ -5,12 +5,15 @@ import SafeTensors
 import Testing
 @testable import Trainer
 
-/// Fashion-MNIST's 10,000 test images (Debian's dataset-fashion-mnist, installed by `make test`).
-let fashion: Dataset = {
-    do { return try Dataset.load("/usr/share/datasets/fashion-mnist", test: true) } catch {
-        fatalError("Fashion-MNIST is missing (\(error)); `make test` installs dataset-fashion-mnist")
+/// Fashion-MNIST's 10,000 test images (Debian's dataset-fashion-mnist, installed by `make test`),
+/// loaded once. Missing, each test that needs it fails with this message; the rest still run.
+private let loadedFashion = Result { try Dataset.load(fashionDirectory, test: true) }
+let fashionDirectory = ProcessInfo.processInfo.environment["GRAFT_FASHION_MNIST"] ?? "/usr/share/datasets/fashion-mnist"
+var fashion: Dataset {
+    get throws {
+        try loadedFashion.mapError { HelperError("Fashion-MNIST is missing (\($0)); `make test` installs Debian's dataset-fashion-mnist") }.get()
     }
-}()
+}
 
 private let tiny = "conv:4:3,bn,relu,pool:2,conv:4:3,bn,relu,pool:2,flatten,linear:8,relu"
 
@@ -24,7 +27,7 @@ private func tensors(_ reference: String, _ registry: Registry, in directory: Te
 private func teacher(_ registry: Registry, _ name: String = "teacher") async throws -> ModelName {
     let model = try ModelName(name)
     _ = try await Engine.trainBase(
-        model, architecture: tiny, in: registry, data: fashion,
+        model, architecture: tiny, in: registry, data: try fashion,
         selection: DataSelection(classes: Array(0...4), perClass: 30, validationPerClass: 10),
         settings: TrainingSettings(epochs: 1, batchSize: 16), provenance: Provenance(license: "mit"))
     return model
@@ -34,7 +37,7 @@ private func teacher(_ registry: Registry, _ name: String = "teacher") async thr
 struct EngineTests {
     @Test("a small network learns a slice of Fashion-MNIST (5 classes, 300 images each) to ≥ 75% validation accuracy")
     func learns() throws {
-        let (train, validation) = try DataSelection(classes: Array(0...4), perClass: 300, validationPerClass: 100, seed: 1).split(fashion)
+        let (train, validation) = try DataSelection(classes: Array(0...4), perClass: 300, validationPerClass: 100, seed: 1).split(try fashion)
         let network = try Network(try Architecture(spec: "mlp", input: train.sampleShape, classes: 5), seed: 1)
         let loop = try TrainingLoop(network: network, settings: TrainingSettings(epochs: 4, batchSize: 32, optimizer: OptimizerSettings(kind: .adam, learningRate: 0.002)))
         var last: EpochReport? = nil
@@ -49,7 +52,7 @@ struct EngineTests {
 
     @Test("SGD with momentum learns too")
     func sgd() throws {
-        let (train, validation) = try DataSelection(classes: [1, 8], perClass: 100, validationPerClass: 50, seed: 2).split(fashion)
+        let (train, validation) = try DataSelection(classes: [1, 8], perClass: 100, validationPerClass: 50, seed: 2).split(try fashion)
         let network = try Network(try Architecture(spec: "flatten,linear:16,relu", input: train.sampleShape, classes: 2), seed: 2)
         let loop = try TrainingLoop(network: network, settings: TrainingSettings(epochs: 3, batchSize: 16, optimizer: OptimizerSettings(kind: .sgd, learningRate: 0.05)))
         var accuracy = 0.0
@@ -61,7 +64,7 @@ struct EngineTests {
     func roundTrip() async throws {
         let directory = TemporaryDirectory()
         let registry = try await Registry.create(at: directory.file("registry")).registry
-        let (train, validation) = try DataSelection(classes: Array(0...4), perClass: 20, validationPerClass: 10).split(fashion)
+        let (train, validation) = try DataSelection(classes: Array(0...4), perClass: 20, validationPerClass: 10).split(try fashion)
         let network = try Network(try Architecture(spec: tiny + ",dropout:0.2", input: train.sampleShape, classes: 5, labels: Array(0...4)), seed: 3)
         let loop = try TrainingLoop(network: network, settings: TrainingSettings(epochs: 1, batchSize: 8))
         _ = loop.epoch(train: train, validation: validation)
@@ -123,7 +126,7 @@ struct EngineTests {
         let created = try await Engine.deriveStudent(student, from: try Reference(parsing: "teacher@1"), plan: .freezeBlocks(1), in: registry)
         #expect(created.manifest.mode == .partialFinetune)
         let reports = try await Engine.trainStudent(
-            student, in: registry, data: fashion, selection: DataSelection(classes: Array(5...9), perClass: 30, validationPerClass: 10),
+            student, in: registry, data: try fashion, selection: DataSelection(classes: Array(5...9), perClass: 30, validationPerClass: 10),
             settings: TrainingSettings(epochs: 2, batchSize: 16))
         #expect(reports.map(\.checkpoint) == ["partial@1", "partial@2"])
         let parent = try await tensors("\(base)@1", registry, in: directory)
@@ -150,7 +153,7 @@ struct EngineTests {
         #expect(created.manifest.mode == .featureExtraction)
         #expect(created.manifest.count(.trainable).tensors == 0 && created.manifest.count(.new).tensors == 2)
         let reports = try await Engine.trainStudent(
-            try ModelName("fe"), in: registry, data: fashion, selection: DataSelection(classes: [5, 7, 9], perClass: 20, validationPerClass: 10),
+            try ModelName("fe"), in: registry, data: try fashion, selection: DataSelection(classes: [5, 7, 9], perClass: 20, validationPerClass: 10),
             settings: TrainingSettings(epochs: 2, batchSize: 16))
         #expect(reports.allSatisfy { $0.trainableParameters == 8 * 3 + 3 })
         let network = try await Engine.load(try Reference(parsing: "fe@2"), from: registry)
@@ -169,7 +172,7 @@ struct EngineTests {
         _ = try await teacher(registry)
         let selection = DataSelection(classes: Array(5...7), perClass: 10, validationPerClass: 5)
         func expectRefused(_ name: String, _ message: String) async throws {
-            await #expect { try await Engine.trainStudent(try ModelName(name), in: registry, data: fashion, selection: selection, settings: TrainingSettings(epochs: 1)) } throws: {
+            await #expect { try await Engine.trainStudent(try ModelName(name), in: registry, data: try fashion, selection: selection, settings: TrainingSettings(epochs: 1)) } throws: {
                 "\($0)".contains(message)
             }
             if name != "teacher" { #expect(try await registry.checkpoints(of: try ModelName(name)).isEmpty) }
