@@ -28,6 +28,9 @@ public final class Registry: Sendable {
     public let layout: RegistryLayout
     /// Tensors smaller than this many bytes are stored inside SQLite rather than as files.
     public static let defaultInlineThreshold = 4096
+    /// How long a write waits for another process's write lock before failing with
+    /// ``GraftError/busy``, in seconds.
+    public static let defaultBusyTimeout = 30.0
     let pool: DatabasePool
     let blobs: BlobStore
 
@@ -42,7 +45,8 @@ public final class Registry: Sendable {
     /// - Throws: ``GraftError/notARegistry(path:reason:)`` when `root` holds no registry,
     ///   ``GraftError/newerSchema(path:version:newestKnown:)`` when a newer Graft wrote it.
     public static func open(
-        at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold, durability: Durability = .full
+        at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold, durability: Durability = .full,
+        busyTimeout: Double = Registry.defaultBusyTimeout
     ) async throws(GraftError) -> Registry {
         let layout = RegistryLayout(root: root)
         guard FileSystem.isDirectory(layout.root) else {
@@ -54,7 +58,7 @@ public final class Registry: Sendable {
         for directory in [layout.blobs, layout.sha256, layout.tmp] where !FileSystem.isDirectory(directory) {
             throw .notARegistry(path: layout.root, reason: "\(directory) is missing")
         }
-        return try await connect(layout, inlineThreshold: inlineThreshold, durability: durability)
+        return try await connect(layout, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout)
     }
 
     /// Creates a registry at `root`, or opens the one already there.
@@ -63,11 +67,12 @@ public final class Registry: Sendable {
     /// repository's `registry/` folder does); anything else is refused.
     /// - Returns: the registry, and whether it was created now.
     public static func create(
-        at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold, durability: Durability = .full
+        at root: String, inlineThreshold: Int = Registry.defaultInlineThreshold, durability: Durability = .full,
+        busyTimeout: Double = Registry.defaultBusyTimeout
     ) async throws(GraftError) -> (registry: Registry, created: Bool) {
         let layout = RegistryLayout(root: root)
         if FileSystem.fileExists(layout.database) {
-            return (try await open(at: root, inlineThreshold: inlineThreshold, durability: durability), false)
+            return (try await open(at: root, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout), false)
         }
         if FileSystem.fileExists(layout.root) {
             guard FileSystem.isDirectory(layout.root) else {
@@ -82,8 +87,8 @@ public final class Registry: Sendable {
             try makeDirectories(layout.root)
         }
         for directory in [layout.blobs, layout.sha256, layout.tmp] { try FileSystem.makeDirectory(directory) }
-        let created = try publishNewDatabase(layout)
-        let registry = try await connect(layout, inlineThreshold: inlineThreshold, durability: durability)
+        let created = try publishNewDatabase(layout, busyTimeout: busyTimeout)
+        let registry = try await connect(layout, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout)
         return (registry, created)
     }
 
@@ -95,12 +100,12 @@ public final class Registry: Sendable {
     /// the file published complete, concurrent `init`s each build one and the first link wins;
     /// the others find it in place.
     /// - Returns: whether this call's database was the one published.
-    private static func publishNewDatabase(_ layout: RegistryLayout) throws(GraftError) -> Bool {
+    private static func publishNewDatabase(_ layout: RegistryLayout, busyTimeout: Double) throws(GraftError) -> Bool {
         let staging = layout.tmp + "/" + FileSystem.uniqueName(suffix: ".sqlite")
         defer { for suffix in ["", "-wal", "-shm"] { FileSystem.remove(staging + suffix) } }
         do {
             var configuration = Configuration()
-            configuration.busyMode = .timeout(30)
+            configuration.busyMode = .timeout(busyTimeout)
             let pool = try DatabasePool(path: staging, configuration: configuration)
             try SchemaMigrator.migrate(pool, path: layout.root)
             // Closing the last connection checkpoints the WAL into the file and removes it.
@@ -125,9 +130,11 @@ public final class Registry: Sendable {
         }
     }
 
-    private static func connect(_ layout: RegistryLayout, inlineThreshold: Int, durability: Durability) async throws(GraftError) -> Registry {
+    private static func connect(
+        _ layout: RegistryLayout, inlineThreshold: Int, durability: Durability, busyTimeout: Double
+    ) async throws(GraftError) -> Registry {
         var configuration = Configuration()
-        configuration.busyMode = .timeout(30)
+        configuration.busyMode = .timeout(busyTimeout)
         configuration.foreignKeysEnabled = true
         configuration.label = "graft"
         let synchronous = durability == .full ? "FULL" : "NORMAL"
