@@ -21,20 +21,21 @@ public struct ModelName: Sendable, Hashable, Comparable, CustomStringConvertible
     init(trusted text: String) { value = text }
 
     /// Checks `text` against the naming rules; used for names, aliases and ids alike.
-    static func check(_ text: String, what: String) throws(GraftError) {
-        guard !text.isEmpty else { throw .invalidName(text, reason: "a \(what) cannot be empty") }
+    static func check(_ text: String, what noun: String) throws(GraftError) {
+        let what = ("aeiou".contains(noun.first ?? "x") ? "an " : "a ") + noun
+        guard !text.isEmpty else { throw .invalidName(text, reason: "\(what) cannot be empty") }
         guard text.utf8.count <= maximumLength else {
-            throw .invalidName(text, reason: "a \(what) is at most \(maximumLength) characters")
+            throw .invalidName(text, reason: "\(what) is at most \(maximumLength) characters")
         }
         for byte in text.utf8 {
             let ok = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
                 || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
             guard ok else {
-                throw .invalidName(text, reason: "a \(what) may hold only ASCII letters, digits, `-`, `_` and `.`")
+                throw .invalidName(text, reason: "\(what) may hold only ASCII letters, digits, `-`, `_` and `.`")
             }
         }
         guard let first = text.utf8.first, first != UInt8(ascii: "."), first != UInt8(ascii: "-") else {
-            throw .invalidName(text, reason: "a \(what) cannot start with `.` or `-`")
+            throw .invalidName(text, reason: "\(what) cannot start with `.` or `-`")
         }
     }
 
