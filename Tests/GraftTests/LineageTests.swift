@@ -172,9 +172,9 @@ struct LineageTests {
         try await test.registry.addAdvisory(on: Reference(parsing: "a@1"), id: "A1", severity: .low)
         #expect(try await test.registry.affected(Reference(parsing: "a")).isEmpty, "a1 derives from a@2, not a@1")
         #expect(try await test.registry.lineage(ModelName("a")).model.advisories == ["A1@1"])
-        await #expect(throws: GraftError.self) { try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "A1", severity: .low) }
-        await #expect(throws: GraftError.self) { try await test.registry.resolveAdvisory("nope") }
-        await #expect(throws: GraftError.self) { try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "../x", severity: .low) }
+        await expectGraftError("advisoryExists") { try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "A1", severity: .low) }
+        await expectGraftError("advisoryNotFound") { try await test.registry.resolveAdvisory("nope") }
+        await expectGraftError("invalidName") { try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "../x", severity: .low) }
     }
 
     @Test("best --under follows replaced values and removed checkpoints (metric summaries)")

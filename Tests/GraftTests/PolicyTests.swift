@@ -36,16 +36,19 @@ func caseName(_ error: any Error) -> String {
     return Mirror(reflecting: error).children.first?.label ?? "\(error)".split(separator: " ").first.map(String.init) ?? ""
 }
 
-/// Expects `body` to throw the GraftError case named `expected`, and nothing else.
+/// Expects `body` to throw the GraftError case named `expected`, and nothing else; returns it.
+@discardableResult
 func expectGraftError<T>(
     _ expected: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> T
-) async {
+) async -> GraftError? {
     do {
         _ = try await body()
         Issue.record("expected GraftError.\(expected), but nothing was thrown", sourceLocation: sourceLocation)
     } catch {
         #expect(caseName(error) == expected, "\(error)", sourceLocation: sourceLocation)
+        return error as? GraftError
     }
+    return nil
 }
 
 @Suite("Policies: checkpoint advisories, tie-breaks, rule priorities")

@@ -137,7 +137,7 @@ struct RegistryTests {
         _ = try await test.registry.addBase(name: ModelName("cnn"), file: try test.writeBase())
         let out = test.directory.file("exists.safetensors")
         try writeFile(out, [1, 2, 3])
-        await #expect(throws: GraftError.self) { _ = try await test.registry.export(.model(ModelName("cnn")), to: out) }
+        await expectGraftError("outputExists") { _ = try await test.registry.export(.model(ModelName("cnn")), to: out) }
         #expect(try fileBytes(out) == Data([1, 2, 3]))
         _ = try await test.registry.export(.model(ModelName("cnn")), to: out, overwrite: true)
         #expect(try fileBytes(out).count > 3)

@@ -47,7 +47,7 @@ struct RetentionTests {
         // Everything left is referenced: gc finds nothing.
         let gc = try await t.registry.gc(grace: 0)
         #expect(gc.blobsRemoved == 0 && gc.orphanFilesRemoved == 0 && gc.bytesFreed == 0)
-        await #expect(throws: GraftError.self) { try await t.registry.prune(student, keepLast: 1, keepBest: 1, metric: "nope") }
+        await expectGraftError("unknownMetric") { try await t.registry.prune(student, keepLast: 1, keepBest: 1, metric: "nope") }
     }
 
     @Test("checkpoint rm refuses a parent of students, an aliased checkpoint and a base's registered one, and changes nothing")
