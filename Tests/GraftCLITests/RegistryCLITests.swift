@@ -14,10 +14,11 @@ struct RegistryCLITests {
         let base = try cli.base()
         #expect(try cli.run(["base", "add", base, "--name", "base", "--license", "mit", "--dataset", "fashion-mnist", "--task", "image-classification"]).status == 0)
         #expect(try cli.run(["student", "create", "ft", "--from", "base", "--freeze", "features"]).status == 0)
-        #expect(try cli.run(["checkpoint", "add", "ft", base, "--metric", "val/accuracy=0.7", "--metric", "val/loss=0.9", "--split", "val"]).status == 0)
-        #expect(try cli.run(["checkpoint", "add", "ft", base, "--metric", "val/accuracy=0.8", "--metric", "val/loss=0.5", "--split", "val"]).status == 0)
+        // Each checkpoint a different file (its head changed), so an export shows which one it is.
+        #expect(try cli.run(["checkpoint", "add", "ft", try headVariant(cli, 1), "--metric", "val/accuracy=0.7", "--metric", "val/loss=0.9", "--split", "val"]).status == 0)
+        #expect(try cli.run(["checkpoint", "add", "ft", try headVariant(cli, 2), "--metric", "val/accuracy=0.8", "--metric", "val/loss=0.5", "--split", "val"]).status == 0)
         #expect(try cli.run(["student", "create", "ft2", "--from", "ft@2", "--relation", "distillation"]).status == 0)
-        #expect(try cli.run(["checkpoint", "add", "ft2", base, "--metric", "val/accuracy=0.9", "--split", "val"]).status == 0)
+        #expect(try cli.run(["checkpoint", "add", "ft2", try headVariant(cli, 3), "--metric", "val/accuracy=0.9", "--split", "val"]).status == 0)
         return cli
     }
 
@@ -58,7 +59,10 @@ struct RegistryCLITests {
         #expect(flagged["excluded_flagged"] as? Int == 2)
         let file = cli.directory.file("best.safetensors")
         #expect(try cli.run(["best", "--metric", "val/accuracy", "--split", "val", "--include-flagged", "--export", file]).status == 0)
-        #expect(FileManager.default.fileExists(atPath: file))
+        #expect(FileManager.default.contentsEqual(atPath: file, andPath: try headVariant(cli, 3)), "ft2@1's file, byte for byte")
+        let unflagged = cli.directory.file("best-unflagged.safetensors")
+        #expect(try cli.run(["best", "--metric", "val/accuracy", "--split", "val", "--export", unflagged]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: unflagged, andPath: try headVariant(cli, 1)), "ft@1: the best not flagged")
         #expect(try cli.run(["best", "--metric", "val/accuracy", "--max", "--min"]).status == 64)
         let unknown = try cli.run(["best", "--metric", "acc"])
         #expect(unknown.status == 66 && unknown.stderr.contains("val/accuracy"))
