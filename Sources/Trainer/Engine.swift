@@ -85,6 +85,9 @@ public final class TrainingLoop {
     public private(set) var epochs = 0
     /// Seconds spent computing the frozen prefix's outputs (once per dataset).
     public private(set) var cacheSeconds = 0.0
+    /// How many datasets the frozen prefix has been run over: two (training and validation)
+    /// however many epochs, when the prefix is not empty.
+    public private(set) var prefixPasses = 0
 
     public init(network: Network, settings: TrainingSettings) throws(TrainerError) {
         try settings.validate()
@@ -105,6 +108,7 @@ public final class TrainingLoop {
     /// Runs the frozen prefix over a dataset, in inference mode, in chunks.
     func prefixOutputs(_ data: Dataset, prefix: Int) -> Dataset {
         guard prefix > 0, data.count > 0 else { return data }
+        prefixPasses += 1
         var features: [Float] = []
         var shape: [Int] = []
         var start = 0

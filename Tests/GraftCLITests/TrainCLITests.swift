@@ -42,6 +42,10 @@ struct TrainCLITests {
         // A partial fine-tune of a one-block network freezes that block: only the head trains.
         let partial = try cli.run(["train", "p", "--from", "tabular@1", "--mode", "partial-finetune", "--freeze-blocks", "1", "--data", data, "--epochs", "1", "--val-per-class", "20"])
         #expect(partial.status == 0, "\(partial.stderr)")
+        let diff = try #require(try cli.json(["diff", "tabular@1", "p@1"]) as? [String: Any])
+        let status = Dictionary(uniqueKeysWithValues: (diff["tensors"] as? [[String: Any]] ?? []).map { ($0["name"] as! String, $0["status"] as! String) })
+        #expect(status["features.0.weight"] == "same" && status["features.0.bias"] == "same", "the frozen block: \(status)")
+        #expect(status["classifier.weight"] == "changed" && status["classifier.bias"] == "changed", "the head trains: \(status)")
     }
 
     @Test("bad input: each a one-line error, its exit code, nothing written", arguments: [

@@ -158,11 +158,32 @@ struct EngineTests {
         #expect(reports.allSatisfy { $0.trainableParameters == 8 * 3 + 3 })
         let network = try await Engine.load(try Reference(parsing: "fe@2"), from: registry)
         #expect(network.architecture.classes == 3 && network.architecture.labels == [5, 7, 9])
-        for (name, parameter) in network.namedParameters where !name.hasPrefix("classifier") { parameter.frozen = true }
-        #expect(network.frozenPrefix == network.features.count)
         let parent = try await tensors("teacher@1", registry, in: directory)
+        let first = try await tensors("fe@1", registry, in: directory)
         let after = try await tensors("fe@2", registry, in: directory)
         for (name, bytes) in parent where !name.hasPrefix("classifier") { #expect(after[name] == bytes, "\(name)") }
+        // The head is new (the teacher's had 5 classes) and it moved between the epochs.
+        #expect(after["classifier.weight"]?.count == 3 * 8 * 4 && parent["classifier.weight"]?.count == 5 * 8 * 4)
+        #expect(after["classifier.weight"] != first["classifier.weight"] && after["classifier.bias"] != first["classifier.bias"])
+    }
+
+    @Test("a frozen prefix runs once per dataset, not once per epoch, and its parameters do not move")
+    func prefixOnce() throws {
+        let (train, validation) = try DataSelection(classes: [0, 1, 2], perClass: 20, validationPerClass: 10, seed: 4).split(try fashion)
+        let network = try Network(try Architecture(spec: tiny, input: train.sampleShape, classes: 3), seed: 4)
+        for (name, parameter) in network.namedParameters where !name.hasPrefix("classifier") { parameter.frozen = true }
+        #expect(network.frozenPrefix == network.features.count)
+        let frozenBefore = network.namedParameters.filter { !$0.name.hasPrefix("classifier") }.map { $0.parameter.value }
+        let headBefore = network.namedParameters.filter { $0.name.hasPrefix("classifier") }.map { $0.parameter.value }
+        let loop = try TrainingLoop(network: network, settings: TrainingSettings(epochs: 3, batchSize: 8))
+        for _ in 0..<3 { _ = loop.epoch(train: train, validation: validation) }
+        #expect(loop.prefixPasses == 2, "training and validation sets, once each over 3 epochs")
+        #expect(network.namedParameters.filter { !$0.name.hasPrefix("classifier") }.map { $0.parameter.value } == frozenBefore)
+        #expect(network.namedParameters.filter { $0.name.hasPrefix("classifier") }.map { $0.parameter.value } != headBefore)
+        // Nothing frozen: nothing cached, the whole network runs every step.
+        let open = try TrainingLoop(network: try Network(network.architecture, seed: 4), settings: TrainingSettings(epochs: 1, batchSize: 8))
+        _ = open.epoch(train: train, validation: validation)
+        #expect(open.prefixPasses == 0)
     }
 
     @Test("bad setups are refused before training, and nothing is committed")
