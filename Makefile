@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test system-deps python-deps bench bench-scale bench-train results fuzz soak clean
+.PHONY: all build demo test system-deps python-deps bench bench-scale bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -60,6 +60,12 @@ soak: system-deps python-deps
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	GRAFT_CRASH_TRIALS=$(SOAK_TRIALS) GRAFT_STRESS_COMMITS=200 GRAFT_RACE_ROUNDS=$(SOAK_RACE_ROUNDS) \
 		swift test --skip-build --filter 'HarnessTests|OpenRaceTests'
+
+# Mutation testing: each change in mutants/mutations.toml must make a test fail (about half an
+# hour on 2 cores). MUTANTS_ARGS="--only ID ..." or "--full" (each against the whole suite).
+MUTANTS_ARGS ?=
+mutants: system-deps python-deps
+	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) python3 scripts/mutants.py $(MUTANTS_ARGS)
 
 # libFuzzer on the safetensors parser, with AddressSanitizer; new inputs land in .build/fuzz-corpus.
 SECONDS ?= 60
