@@ -226,3 +226,44 @@ struct BlobStore: Sendable {
         }
     }
 }
+
+/// A stored blob file mapped read-only into memory; unmapped when released.
+final class MappedBlob: @unchecked Sendable {
+    // @unchecked Sendable: mapped PROT_READ in init, unmapped only in deinit; blob files are
+    // immutable (mode 0444, replaced never, removed only by gc under the write lock).
+    let base: UnsafeRawPointer?
+    let length: Int
+
+    init(path: String, digest: Digest, length: Int) throws(GraftError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw .damagedBlob(digest, reason: "its file is missing") }
+            throw GraftError.fromErrno(errno, operation: "cannot open", path: path)
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot stat", path: path) }
+        guard Int(info.st_size) == length else { throw .damagedBlob(digest, reason: "its file holds \(info.st_size) bytes, expected \(length)") }
+        self.length = length
+        guard length > 0 else {
+            base = nil
+            return
+        }
+        guard let mapped = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
+            throw GraftError.fromErrno(errno, operation: "cannot map", path: path)
+        }
+        base = UnsafeRawPointer(mapped)
+    }
+
+    deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), length) } }
+
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
+}
+
+extension BlobStore {
+    /// Maps a file-stored blob for reading in place.
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the file is missing or of the wrong length.
+    func map(_ digest: Digest, length: Int) throws(GraftError) -> MappedBlob {
+        try MappedBlob(path: layout.blobPath(digest), digest: digest, length: length)
+    }
+}

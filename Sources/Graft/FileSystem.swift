@@ -100,8 +100,9 @@ enum FileSystem {
     }
 }
 
-/// An open file descriptor, closed when released.
-final class FileDescriptor {
+/// An open file descriptor, closed when released. Immutable, so it may be shared across
+/// threads for positional reads and writes.
+final class FileDescriptor: Sendable {
     let fd: Int32
     let path: String
 
@@ -120,6 +121,20 @@ final class FileDescriptor {
         if let code = writeFully(fd, buffer.baseAddress!, count: buffer.count) {
             throw GraftError.fromErrno(code, operation: "cannot write", path: path)
         }
+    }
+
+    /// Writes `buffer` at `offset` (positional: safe from several threads on disjoint ranges).
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(GraftError) {
+        guard buffer.count > 0 else { return }
+        CrashPoint.tick()
+        if let code = pwriteFully(fd, buffer.baseAddress!, count: buffer.count, offset: offset) {
+            throw GraftError.fromErrno(code, operation: "cannot write", path: path)
+        }
+    }
+
+    func write(_ bytes: [UInt8], at offset: Int) throws(GraftError) {
+        let result = bytes.withUnsafeBytes { buffer in Result { () throws(GraftError) in try write(buffer, at: offset) } }
+        try result.get()
     }
 
     func write(_ bytes: [UInt8]) throws(GraftError) {

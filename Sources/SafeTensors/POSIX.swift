@@ -50,3 +50,18 @@ public func writeFully(_ fd: Int32, _ buffer: UnsafeRawPointer, count: Int) -> I
     }
     return nil
 }
+
+/// Writes all `count` bytes at `offset`, retrying short writes and `EINTR`; the file offset is
+/// left alone, so several threads may write disjoint ranges of one file.
+public func pwriteFully(_ fd: Int32, _ buffer: UnsafeRawPointer, count: Int, offset: Int) -> Int32? {
+    var done = 0
+    while done < count {
+        let n = pwrite(fd, buffer + done, count - done, off_t(offset + done))
+        if n < 0 {
+            if errno == EINTR { continue }
+            return errno
+        }
+        done += n
+    }
+    return nil
+}

@@ -26,24 +26,20 @@ public enum TransferPlan: Sendable, Equatable {
 public enum Engine {
     /// Restores a checkpoint into a network, as stored (head included).
     public static func load(_ reference: Reference, from registry: Registry) async throws(TrainerError) -> Network {
-        try await withExport(reference, registry) { file throws(TrainerError) in
+        try await withCheckpoint(reference, registry) { file throws(TrainerError) in
             let network = try Network(try Network.architecture(of: file), seed: 0)
             try network.load(from: file)
             return network
         }
     }
 
-    /// Exports a checkpoint to a temporary file, maps it, and hands it to `body`.
-    static func withExport<R>(
-        _ reference: Reference, _ registry: Registry, _ body: (MappedSafeTensors) throws(TrainerError) -> R
+    /// Opens a checkpoint in place (each tensor mapped from its blob, every blob rehashed
+    /// first, as an export would) and hands it to `body`.
+    static func withCheckpoint<R>(
+        _ reference: Reference, _ registry: Registry, _ body: (OpenCheckpoint) throws(TrainerError) -> R
     ) async throws(TrainerError) -> R {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/parent.safetensors"
-        _ = try await graft { () async throws(GraftError) in try await registry.export(reference, to: path) }
-        let file: MappedSafeTensors
-        do { file = try MappedSafeTensors(path: path) } catch { throw .state("cannot read the export of \(reference): \(error)") }
-        return try body(file)
+        let checkpoint = try await graft { () async throws(GraftError) in try await registry.openCheckpoint(reference, verify: true) }
+        return try body(checkpoint)
     }
 
     static func temporaryDirectory() throws(TrainerError) -> String {
@@ -106,7 +102,7 @@ public enum Engine {
         let parent: Reference
         do { parent = try Reference(parsing: manifest.parent) } catch { throw .registry(error) }
         let (train, validation) = try selection.split(data)
-        let network = try await withExport(parent, registry) { file throws(TrainerError) -> Network in
+        let network = try await withCheckpoint(parent, registry) { file throws(TrainerError) -> Network in
             var architecture = try Network.architecture(of: file)
             guard architecture.input == train.sampleShape else {
                 throw .data("the parent takes samples of shape \(architecture.input); the data's are \(train.sampleShape)")

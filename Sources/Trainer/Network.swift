@@ -136,13 +136,13 @@ public final class Network {
 
     /// Restores the named `state_dict` entries from a safetensors file; `skip` names entries
     /// to leave as initialised. Every other entry of the network must be in the file, with its shape.
-    public func load(from file: MappedSafeTensors, skip: Set<String> = []) throws(TrainerError) {
+    public func load(from file: some SafeTensorsSource, skip: Set<String> = []) throws(TrainerError) {
         let byName = Dictionary(file.header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for (prefix, layer) in layers {
             for entry in layer.state {
                 let name = "\(prefix).\(entry.name)"
                 if skip.contains(name) { continue }
-                guard let info = byName[name] else { throw .state("`\(name)` is missing from \(file.path)") }
+                guard let info = byName[name] else { throw .state("`\(name)` is missing from \(file.origin)") }
                 guard info.shape == entry.shape else { throw .state("`\(name)` is \(info.shape) in the file, \(entry.shape) in the network") }
                 let value: StateValue
                 switch (entry.value, info.dtype) {
@@ -159,9 +159,9 @@ public final class Network {
     }
 
     /// Reads the architecture stored in a checkpoint file.
-    public static func architecture(of file: MappedSafeTensors) throws(TrainerError) -> Architecture {
+    public static func architecture(of file: some SafeTensorsSource) throws(TrainerError) -> Architecture {
         guard let json = file.header.metadataDictionary[Architecture.metadataKey] else {
-            throw .architecture("\(file.path) has no `\(Architecture.metadataKey)` metadata: the engine rebuilds only networks it wrote")
+            throw .architecture("\(file.origin) has no `\(Architecture.metadataKey)` metadata: the engine rebuilds only networks it wrote")
         }
         return try Architecture(json: json)
     }

@@ -1,0 +1,83 @@
+import Foundation
+@testable import Graft
+import GraftTestSupport
+import GRDB
+import SafeTensors
+import Testing
+
+@Suite("Checkpoints opened in place")
+struct OpenCheckpointTests {
+    @Test("every tensor reads in place exactly as in the imported file: inline ones and mapped blob files, header bytes too")
+    func readsInPlace() async throws {
+        let test = try await TestRegistry()
+        let path = try test.writeBase(metadata: ["format": "pt", "note": "in place"])
+        _ = try await test.registry.addBase(name: ModelName("cnn"), file: path)
+        let original = try MappedSafeTensors(path: path)
+        let opened = try await test.registry.openCheckpoint(try Reference(parsing: "cnn@1"))
+        #expect(opened.origin == "cnn@1" && opened.checkpoint.ref == "cnn@1")
+        #expect(opened.headerBytes == Array(original.headerBytes))
+        #expect(opened.header.tensors == original.header.tensors)
+        #expect(opened.header.metadataDictionary["note"] == "in place")
+        let sizes = Set(original.header.tensors.map { $0.byteCount >= Registry.defaultInlineThreshold })
+        #expect(sizes == [true, false], "the fixture has both inline and file-stored tensors")
+        for tensor in original.header.tensors {
+            let expected = original.withData(of: tensor) { Array($0) }
+            #expect(opened.withData(of: tensor) { Array($0) } == expected, "\(tensor.name)")
+        }
+        // A tensor looked up by name from another file's header (offsets differ) is found too.
+        let renamed = TensorInfo(name: "classifier.bias", dtype: .f32, shape: [10], dataOffsets: 0..<40)
+        let bias = try #require(original.header.tensors.first { $0.name == "classifier.bias" })
+        #expect(opened.withData(of: renamed) { Array($0) } == original.withData(of: bias) { Array($0) })
+        try await opened.verify()
+        #expect(test.storedFiles.allSatisfy { !$0.hasPrefix("tmp/") }, "no temporary file")
+    }
+
+    @Test("a damaged blob: open refuses a missing or resized file at once, verify finds a flipped byte (file or inline)")
+    func damage() async throws {
+        let test = try await TestRegistry()
+        let path = try test.writeBase()
+        _ = try await test.registry.addBase(name: ModelName("cnn"), file: path)
+        let reference = try Reference(parsing: "cnn@1")
+        let largest = baseTensors(seed: 1).max { $0.bytes.count < $1.bytes.count }!
+        let hex = sha256Hex(largest.bytes)
+        let file = test.root + "/blobs/sha256/\(hex.prefix(2))/\(hex)"
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: file)
+        var bytes = try fileBytes(file)
+        bytes[bytes.count / 3] ^= 0x10
+        try bytes.write(to: URL(fileURLWithPath: file))
+        // Without verification the open maps what is there; verification names the blob.
+        let unverified = try await test.registry.openCheckpoint(reference)
+        let refused = await expectGraftError("damagedBlob") { try await unverified.verify() }
+        #expect(refused?.description.contains(String(hex.prefix(12))) == true, "\(String(describing: refused))")
+        await expectGraftError("damagedBlob") { try await test.registry.openCheckpoint(reference, verify: true) }
+
+        try bytes.dropLast().write(to: URL(fileURLWithPath: file))
+        await expectGraftError("damagedBlob") { try await test.registry.openCheckpoint(reference) }
+        try FileManager.default.removeItem(atPath: file)
+        let missing = await expectGraftError("damagedBlob") { try await test.registry.openCheckpoint(reference) }
+        #expect(missing?.description.contains("missing") == true)
+
+        // Inline bytes changed inside the database.
+        let inline = try await TestRegistry()
+        _ = try await inline.registry.addBase(name: ModelName("cnn"), file: try inline.writeBase())
+        try await DatabaseQueue(path: inline.registry.layout.database).write { db in
+            try db.execute(sql: "UPDATE blobs SET inline_data = zeroblob(length(inline_data)) WHERE inline_data IS NOT NULL")
+        }
+        let opened = try await inline.registry.openCheckpoint(reference)
+        await expectGraftError("damagedBlob") { try await opened.verify() }
+    }
+
+    @Test("the engine's way in: a checkpoint opened in place rebuilds the same tensors as an exported file")
+    func sameAsExport() async throws {
+        let test = try await TestRegistry()
+        _ = try await test.registry.addBase(name: ModelName("cnn"), file: try test.writeBase())
+        let out = test.directory.file("out.safetensors")
+        _ = try await test.registry.export(try Reference(parsing: "cnn"), to: out)
+        let exported = try MappedSafeTensors(path: out)
+        let opened = try await test.registry.openCheckpoint(try Reference(parsing: "cnn"))
+        func contents(_ source: some SafeTensorsSource) -> [String: [UInt8]] {
+            Dictionary(uniqueKeysWithValues: source.header.tensors.map { ($0.name, source.withData(of: $0) { Array($0) }) })
+        }
+        #expect(contents(opened) == contents(exported))
+    }
+}
