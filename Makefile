@@ -37,9 +37,12 @@ test: system-deps python-deps
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) swift test --skip-build --parallel --num-workers 2
 
+# BENCH_ARGS="--size-mib 512 --runs 5 --baseline PATH/TO/OLDER/graft" compares builds side by side.
+BENCH_ARGS ?=
 bench: system-deps python-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
-	benchmarks/run.sh
+	swift build -c release --product graft-open-bench $(SWIFT_BUILD_FLAGS)
+	benchmarks/run.sh $(BENCH_ARGS)
 
 # The training engine: GEMM against OpenBLAS's own, samples/s per transfer mode.
 bench-train: system-deps

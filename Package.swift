@@ -63,6 +63,8 @@ let package = Package(
         // The concurrency harness's writer, reader and gc processes (tests and `make soak`).
         .executableTarget(name: "graft-stress", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/stress", swiftSettings: strict),
         .executableTarget(name: "graft-scale-bench", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/scale", swiftSettings: strict),
+        // `make bench`: how fast a checkpoint opens in place.
+        .executableTarget(name: "graft-open-bench", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/open", swiftSettings: strict),
         // Build-time helper: turns migrations/*.sql into Swift string literals.
         .executableTarget(name: "MigrationEmbedder"),
         .plugin(

@@ -85,6 +85,8 @@ def du(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--graft", required=True)
+    parser.add_argument("--baseline", help="another graft binary (an earlier build) to time side by side, interleaved")
+    parser.add_argument("--open-bench", help="the graft-open-bench binary: time openCheckpoint on the imported file")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tiny-count", type=int, default=5000)
@@ -105,7 +107,9 @@ def main():
                                    check=True, capture_output=True, text=True).stdout)
         size = os.path.getsize(source)
         print(f"generated {size / MIB:.0f} MiB, {count} tensors (F32 and BF16) in {work}", file=sys.stderr)
-        results = {"cp_sync": [], "import": [], "import_rss_kib": [], "reimport": [], "openssl_sha256": [], "export": [], "export_rss_kib": [], "cp_sync_export": []}
+        results = {"cp_sync": [], "import": [], "import_rss_kib": [], "reimport": [], "openssl_sha256": [], "export": [], "export_rss_kib": [], "cp_sync_export": [],
+                   "baseline_import": [], "baseline_export": []}
+        baseline = os.path.abspath(args.baseline) if args.baseline else None
         for run in range(args.runs):
             copy = os.path.join(work, "copy.safetensors")
             t, _ = timed(["sh", "-c", f'cp "{source}" "{copy}" && sync "{copy}"'])
@@ -131,7 +135,21 @@ def main():
             t, _ = timed(["sh", "-c", f'cp "{source}" "{exported}" && sync "{exported}"'])
             results["cp_sync_export"].append(t)
             os.remove(exported)
+            if baseline:
+                other = os.path.join(work, "baseline-registry")
+                shutil.rmtree(other, ignore_errors=True)
+                subprocess.run([baseline, "init", "--registry", other], check=True, stdout=subprocess.DEVNULL)
+                t, _ = timed([baseline, "base", "add", source, "--name", "bench", "--registry", other])
+                results["baseline_import"].append(t)
+                t, _ = timed([baseline, "export", "bench", "-o", exported, "--force", "--registry", other])
+                results["baseline_export"].append(t)
+                os.remove(exported)
+                shutil.rmtree(other, ignore_errors=True)
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+        opened = None
+        if args.open_bench:
+            opened = json.loads(subprocess.run([os.path.abspath(args.open_bench), os.path.join(work, "registry"), "bench@1", "50"],
+                                               capture_output=True, text=True, check=True).stdout)
         stats = json.loads(subprocess.run([graft, "stats", "--json", "--registry", os.path.join(work, "registry")], capture_output=True, text=True, check=True).stdout)
 
         tiny = os.path.join(work, "tiny.safetensors")
@@ -151,7 +169,7 @@ def main():
                 sizes.append(du(registry))
             inline[label] = (statistics.median(times), statistics.median(sizes))
 
-        med = {k: statistics.median(v) for k, v in results.items()}
+        med = {k: statistics.median(v) for k, v in results.items() if v}
         gib = size / (1 << 30)
         lines = [
             f"# Graft import/export benchmark ({size / MIB:.0f} MiB, {count} tensors, F32 + BF16; median of {args.runs} runs)",
@@ -163,7 +181,18 @@ def main():
             f"| `graft base add` again (all bytes present) | {med['reimport']:.2f} | {gib / med['reimport']:.2f} | {med['openssl_sha256'] / med['reimport']:.2f}× one-core SHA-256 speed |",
             f"| `openssl dgst -sha256` (one core, SHA-NI; reference) | {med['openssl_sha256']:.2f} | {gib / med['openssl_sha256']:.2f} | |",
             f"| `cp` + `sync` of the file (peer for export) | {med['cp_sync_export']:.2f} | {gib / med['cp_sync_export']:.2f} | 1.00× |",
-            f"| `graft export` (rehashes every blob, then copies and flushes) | {med['export']:.2f} | {gib / med['export']:.2f} | {med['cp_sync_export'] / med['export']:.2f}× cp+sync speed |",
+            f"| `graft export` (rehashes every blob as it copies, flushes) | {med['export']:.2f} | {gib / med['export']:.2f} | {med['cp_sync_export'] / med['export']:.2f}× cp+sync speed |",
+        ]
+        if baseline:
+            lines += [
+                f"| baseline `graft base add` ({os.path.relpath(baseline)}) | {med['baseline_import']:.2f} | {gib / med['baseline_import']:.2f} | {med['cp_sync'] / med['baseline_import']:.2f}× cp+sync speed |",
+                f"| baseline `graft export` | {med['baseline_export']:.2f} | {gib / med['baseline_export']:.2f} | {med['cp_sync_export'] / med['baseline_export']:.2f}× cp+sync speed |",
+            ]
+        if opened:
+            lines += ["", f"`openCheckpoint` of the imported file ({opened['tensors']} tensors, median of {opened['runs']}): all mapped in "
+                      f"{opened['open_ms']:.3f} ms, first tensor's first byte read {opened['first_tensor_ms']:.3f} ms after the call; "
+                      f"verify (rehash in place) {opened['verify_ms']:.0f} ms."]
+        lines += [
             "",
             f"Peak RSS: `graft base add` median {med['import_rss_kib'] / 1024:.0f} MiB (max {max(results['import_rss_kib']) / 1024:.0f} MiB); "
             f"`graft export` median {med['export_rss_kib'] / 1024:.0f} MiB.",
@@ -181,7 +210,7 @@ def main():
         with open(os.path.join(out_dir, "import_export.md"), "w") as f:
             f.write(report)
         with open(os.path.join(out_dir, "import_export.json"), "w") as f:
-            json.dump({"size_bytes": size, "tensors": count, "runs": results, "inline": inline}, f, indent=2)
+            json.dump({"size_bytes": size, "tensors": count, "runs": results, "inline": inline, "open": opened}, f, indent=2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

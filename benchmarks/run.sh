@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Graft's benchmark suite: `make bench` builds release and runs this.
-#   benchmarks/run.sh [--size-mib N] [--runs N]
+#   benchmarks/run.sh [--size-mib N] [--runs N] [--baseline OTHER_GRAFT]
 # Results (medians and ratios) print as Markdown and land in benchmarks/out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python benchmarks/import_export.py --graft .build/release/graft "$@"
+exec .venv/bin/python benchmarks/import_export.py --graft .build/release/graft --open-bench .build/release/graft-open-bench "$@"
