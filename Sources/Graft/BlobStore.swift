@@ -6,13 +6,86 @@ import Dispatch
 import SafeTensors
 import Synchronization
 
+/// Where the registry keeps tensor bytes: the seam between the registry and its storage.
+///
+/// A blob is the bytes of one tensor, named by their SHA-256 (``Digest``). The registry reaches
+/// blob bytes only through this protocol: import writes through ``beginWrite()``, export and
+/// `verify` read through ``read(_:at:count:into:)``, `openCheckpoint` maps through
+/// ``map(_:length:)``, `gc` lists and removes through ``inventory()`` and ``remove(_:)``.
+/// Hashing happens above the store (in lanes, while bytes stream): a store never computes a
+/// digest, it files bytes under the digest it is given. Tensors under the inline threshold
+/// are not blobs of a store: the metadata store keeps their bytes (see docs/ARCHITECTURE.md).
+///
+/// Calls block (they are file or network I/O); the registry makes them from Dispatch threads,
+/// never from Swift's cooperative pool. Every method is safe to call from many threads.
+///
+/// A stored encoding may differ from the raw bytes (compressed, delta-coded against a parent):
+/// the digest stays the SHA-256 of the raw tensor bytes, and ``read(_:at:count:into:)`` and
+/// ``map(_:length:)`` return raw bytes.
+public protocol BlobStore: Sendable {
+    /// Starts writing a new blob to temporary storage; nothing is visible until ``BlobWrite/commit(as:)``.
+    func beginWrite() throws(GraftError) -> any BlobWrite
+    /// Whether the blob is stored. With `claim`, a found blob's age is reset, so that `gc`'s
+    /// grace period protects it until the import that found it commits.
+    func contains(_ digest: Digest, claim: Bool) -> Bool
+    /// The stored blob's length in bytes, or `nil` when it is missing.
+    func length(of digest: Digest) throws(GraftError) -> Int?
+    /// Reads `count` bytes of the blob at `offset` into `buffer`.
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the blob is missing or shorter.
+    func read(_ digest: Digest, at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer) throws(GraftError)
+    /// Appends the blob's bytes to the open file `fd` at its current offset (the kernel copies
+    /// where it can). Unverified: callers that must not pass damage on hash alongside.
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the blob is missing or shorter.
+    func copy(_ digest: Digest, length: Int, appendingTo fd: Int32) throws(GraftError)
+    /// The whole blob in memory, read-only: mapped where the store is local.
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when it is missing or not `length` bytes.
+    func map(_ digest: Digest, length: Int) throws(GraftError) -> any BlobBytes
+    /// Makes blobs committed since the last call durable, before any metadata refers to them.
+    func flush(_ written: [Digest]) throws(GraftError)
+    /// Seconds since the blob was written or last claimed, or `nil` when it is missing.
+    func age(of digest: Digest) -> Double?
+    /// Removes a blob; a missing one is fine. Only `gc` and removals call it, under the
+    /// metadata store's write lock.
+    func remove(_ digest: Digest)
+    /// Every blob the store holds, and anything in it that is not a well-formed blob (damage).
+    func inventory() -> BlobInventory
+    /// Temporary items (interrupted writes and the like) with their age in seconds.
+    func temporaryItems() -> [(name: String, age: Double)]
+    /// Removes a temporary item listed by ``temporaryItems()``.
+    func removeTemporary(_ name: String)
+}
+
+/// A blob being written: chunks in order, then committed under its digest or abandoned.
+public protocol BlobWrite: AnyObject {
+    /// Appends bytes.
+    func write(_ chunk: UnsafeRawBufferPointer) throws(GraftError)
+    /// Files the bytes under `digest` (computed by the caller from exactly these bytes).
+    /// - Returns: whether this write stored the blob (false when the store held it already;
+    ///   the temporary bytes are then discarded and the stored blob claimed).
+    func commit(as digest: Digest) throws(GraftError) -> Bool
+    /// Discards the temporary bytes. Called automatically when neither commit nor abort was.
+    func abort()
+}
+
+/// A blob's bytes, valid while the value is retained.
+public protocol BlobBytes: AnyObject, Sendable {
+    var bytes: UnsafeRawBufferPointer { get }
+}
+
+/// What a blob store holds.
+public struct BlobInventory: Sendable {
+    public var blobs: [Digest]
+    /// Entries that are not blobs (a file of the wrong name or place), by their path in the store.
+    public var stray: [String]
+}
+
 /// One tensor of an imported file, hashed and stored.
 struct IngestedTensor: Sendable {
     let info: TensorInfo
     let digest: Digest
-    /// The bytes, for tensors small enough to live in the database.
+    /// The bytes, for tensors small enough to live in the metadata store.
     let inline: [UInt8]?
-    /// Whether this import wrote the blob file (false when it was already present).
+    /// Whether this import stored the blob (false when it was already present).
     let wroteFile: Bool
     /// Whether the blob is in the store (a `hashOnly` pass may find it missing).
     var present: Bool = true
@@ -20,7 +93,7 @@ struct IngestedTensor: Sendable {
 
 /// How `ingest` treats a large tensor.
 enum IngestMode: Sendable {
-    /// Hash while writing to `tmp/`; keep the file only if the blob is new.
+    /// Hash while writing to temporary storage; keep the blob only if it is new.
     case writeThrough
     /// Hash without writing; write (rehashing) only if the blob turns out to be missing.
     case hashFirst
@@ -28,53 +101,38 @@ enum IngestMode: Sendable {
     case hashOnly
 }
 
-/// Content-addressed tensor bytes on disk.
-///
-/// A blob is written to `tmp/`, hashed as it streams, flushed, and renamed into
-/// `blobs/sha256/ab/<hex>`; the directory is flushed before any row refers to it. A blob that
-/// exists already is not written again: its modification time is refreshed instead, so `gc`'s
-/// grace period protects it until the referring checkpoint commits.
-struct BlobStore: Sendable {
-    let layout: RegistryLayout
-    /// Tensors smaller than this many bytes are kept inside SQLite instead of as files
-    /// (see docs/ARCHITECTURE.md for the measurement behind the default).
+/// Moving tensor bytes between inputs, a ``BlobStore`` and outputs, hashing as they stream:
+/// the store-independent half of import, export and verify.
+struct BlobTransfer: Sendable {
+    let store: any BlobStore
+    /// Tensors smaller than this many bytes are kept in the metadata store, not as blobs.
     let inlineThreshold: Int
     static let chunkSize = 4 << 20
 
     /// Hashes and stores every tensor of `reader`, two lanes in parallel, in bounded memory.
     ///
-    /// - Parameter progress: called with the bytes processed so far (from any thread).
-    /// - Returns: one entry per tensor, in data order, and the directories that must be
-    ///   flushed before the commit.
     /// - Parameters:
     ///   - indices: which of the file's tensors to process (default: all, in data order).
     ///   - mode: `.hashFirst` is faster when most tensors are expected to be present (a
     ///     re-import); `.hashOnly` checks tensors that must already be stored (frozen ones).
+    ///   - progress: called with the bytes processed so far (from any thread).
+    /// - Returns: one entry per tensor, in the order of `indices`.
     func ingest(
         _ reader: SafeTensorsReader, indices: [Int]? = nil, mode: IngestMode = .writeThrough,
         progress: (@Sendable (Int) -> Void)?
     ) async throws(GraftError) -> [IngestedTensor] {
         let selected = indices ?? Array(reader.header.tensors.indices)
         let tensors = selected.map { reader.header.tensors[$0] }
-        // Balance the lanes by bytes: largest tensors first, each to the lighter lane.
-        let laneCount = max(1, min(2, tensors.count))
-        var lanes = [[Int]](repeating: [], count: laneCount)
-        var load = [Int](repeating: 0, count: laneCount)
-        for index in tensors.indices.sorted(by: { tensors[$0].byteCount > tensors[$1].byteCount }) {
-            let lane = load.indices.min(by: { load[$0] < load[$1] })!
-            lanes[lane].append(index)
-            load[lane] += tensors[index].byteCount
-        }
+        let lanes = Self.balance(tensors.map(\.byteCount))
         let results = Mutex<[IngestedTensor?]>(Array(repeating: nil, count: tensors.count))
         let failure = Mutex<GraftError?>(nil)
         let done = Atomic<Int>(0)
-        let store = self
-        let lanesToRun = lanes
-        await Self.inLanes(lanesToRun.count) { lane, buffer in
-            for index in lanesToRun[lane] {
+        let transfer = self
+        await Self.inLanes(lanes.count) { lane, buffer in
+            for index in lanes[lane] {
                 if failure.withLock({ $0 != nil }) { return }
                 do throws(GraftError) {
-                    let stored = try store.ingestOne(tensors[index], from: reader, mode: mode, buffer: buffer) { bytes in
+                    let stored = try transfer.ingestOne(tensors[index], from: reader, mode: mode, buffer: buffer) { bytes in
                         let total = done.add(bytes, ordering: .relaxed).newValue
                         progress?(total)
                     }
@@ -87,6 +145,20 @@ struct BlobStore: Sendable {
         }
         if let error = failure.withLock({ $0 }) { throw error }
         return results.withLock { $0.map { $0! } }
+    }
+
+    /// Splits items of the given sizes into at most two lanes, largest first, each to the
+    /// lighter lane. Returns each lane's indices.
+    static func balance(_ sizes: [Int]) -> [[Int]] {
+        let laneCount = max(1, min(2, sizes.count))
+        var lanes = [[Int]](repeating: [], count: laneCount)
+        var load = [Int](repeating: 0, count: laneCount)
+        for index in sizes.indices.sorted(by: { sizes[$0] > sizes[$1] }) {
+            let lane = load.indices.min(by: { load[$0] < load[$1] })!
+            lanes[lane].append(index)
+            load[lane] += sizes[index]
+        }
+        return lanes
     }
 
     /// Runs `body(lane, buffer)` on `lanes` Dispatch threads, each with its own chunk buffer,
@@ -108,68 +180,59 @@ struct BlobStore: Sendable {
         _ tensor: TensorInfo, from reader: SafeTensorsReader, mode: IngestMode, buffer: UnsafeMutableRawPointer,
         progress: (Int) -> Void
     ) throws(GraftError) -> IngestedTensor {
-        var hasher = SHA256()
-        if mode != .writeThrough, tensor.byteCount >= inlineThreshold {
-            var offset = 0
-            while offset < tensor.byteCount {
-                let count = min(Self.chunkSize, tensor.byteCount - offset)
-                do { try reader.read(tensor, at: offset, count: count, into: buffer) } catch { throw .cannotReadInput(path: reader.path, error) }
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
-                offset += count
-            }
-            let digest = Digest(hasher.finalize())
-            let destination = layout.blobPath(digest)
-            if FileSystem.fileExists(destination) {
-                FileSystem.touch(destination)
-                progress(tensor.byteCount)
-                return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: false)
-            }
-            if mode == .hashOnly {
-                progress(tensor.byteCount)
-                return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: false, present: false)
-            }
-            // Not there after all: store it, rehashing as it is written.
-            return try ingestOne(tensor, from: reader, mode: .writeThrough, buffer: buffer, progress: progress)
-        }
         if tensor.byteCount < inlineThreshold {
             let bytes: [UInt8]
             do { bytes = try reader.data(of: tensor) } catch { throw .cannotReadInput(path: reader.path, error) }
-            hasher.update(data: bytes)
             progress(bytes.count)
-            return IngestedTensor(info: tensor, digest: Digest(hasher.finalize()), inline: bytes, wroteFile: false)
+            return IngestedTensor(info: tensor, digest: Digest.of(bytes), inline: bytes, wroteFile: false)
         }
-        let temporary = layout.tmp + "/" + FileSystem.uniqueName(suffix: ".blob")
-        var keep = false
-        defer { if !keep { FileSystem.remove(temporary) } }
-        let file = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o444)
-        var offset = 0
-        while offset < tensor.byteCount {
-            let count = min(Self.chunkSize, tensor.byteCount - offset)
-            do { try reader.read(tensor, at: offset, count: count, into: buffer) } catch { throw .cannotReadInput(path: reader.path, error) }
-            let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
-            hasher.update(bufferPointer: chunk)
-            try file.write(chunk)
-            offset += count
-            progress(count)
+        if mode != .writeThrough {
+            var hasher = SHA256()
+            try Self.chunks(of: tensor, from: reader, buffer: buffer) { chunk throws(GraftError) in hasher.update(bufferPointer: chunk) }
+            let digest = Digest(hasher.finalize())
+            progress(tensor.byteCount)
+            if store.contains(digest, claim: true) {
+                return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: false)
+            }
+            if mode == .hashOnly {
+                return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: false, present: false)
+            }
+            // Not there after all: store it, rehashing as it is written.
+            return try ingestOne(tensor, from: reader, mode: .writeThrough, buffer: buffer) { _ in }
+        }
+        let write = try store.beginWrite()
+        var hasher = SHA256()
+        do throws(GraftError) {
+            try Self.chunks(of: tensor, from: reader, buffer: buffer) { chunk throws(GraftError) in
+                hasher.update(bufferPointer: chunk)
+                try write.write(chunk)
+                progress(chunk.count)
+            }
+        } catch {
+            write.abort()
+            throw error
         }
         let digest = Digest(hasher.finalize())
-        let destination = layout.blobPath(digest)
-        if FileSystem.fileExists(destination) {
-            FileSystem.touch(destination)
-            return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: false)
-        }
-        try file.sync()
-        try FileSystem.makeDirectory(layout.blobDirectory(digest))
-        try FileSystem.rename(temporary, destination)
-        keep = true
-        return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: true)
+        return IngestedTensor(info: tensor, digest: digest, inline: nil, wroteFile: try write.commit(as: digest))
     }
 
-    /// Flushes the directories that received new blobs, so the renames survive a crash.
-    func syncDirectories(for tensors: [IngestedTensor]) throws(GraftError) {
-        let directories = Set(tensors.filter(\.wroteFile).map { layout.blobDirectory($0.digest) })
-        for directory in directories.sorted() { try FileSystem.syncDirectory(directory) }
-        if !directories.isEmpty { try FileSystem.syncDirectory(layout.sha256) }
+    /// Reads a tensor of `reader` in chunks into `buffer`.
+    private static func chunks(
+        of tensor: TensorInfo, from reader: SafeTensorsReader, buffer: UnsafeMutableRawPointer,
+        _ body: (UnsafeRawBufferPointer) throws(GraftError) -> Void
+    ) throws(GraftError) {
+        var offset = 0
+        while offset < tensor.byteCount {
+            let count = min(chunkSize, tensor.byteCount - offset)
+            do { try reader.read(tensor, at: offset, count: count, into: buffer) } catch { throw .cannotReadInput(path: reader.path, error) }
+            try body(UnsafeRawBufferPointer(start: buffer, count: count))
+            offset += count
+        }
+    }
+
+    /// Makes the blobs these tensors stored durable.
+    func flush(_ tensors: [IngestedTensor]) throws(GraftError) {
+        try store.flush(tensors.filter(\.wroteFile).map(\.digest))
     }
 
     /// Checks one stored blob: present, of the right length and, with `readData`, hashing to
@@ -184,38 +247,35 @@ struct BlobStore: Sendable {
             bytesRead(inline.count)
             return Digest.of(inline) == digest ? nil : (.wrongDigest, "inline bytes no longer match the digest")
         }
-        let path = layout.blobPath(digest)
         let size: Int?
-        do { size = try FileSystem.fileSize(path) } catch { return (.missing, "\(error)") }
-        guard let size else { return (.missing, "file \(path) is missing") }
-        guard size == length else { return (.wrongSize, "file holds \(size) bytes, expected \(length)") }
+        do { size = try store.length(of: digest) } catch { return (.missing, "\(error)") }
+        guard let size else { return (.missing, "blob \(digest.short)… is missing") }
+        guard size == length else { return (.wrongSize, "it holds \(size) bytes, expected \(length)") }
         guard readData else { return nil }
         do throws(GraftError) {
             try stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in bytesRead(chunk.count) }
         } catch {
-            if case .damagedBlob = error { return (.wrongDigest, "file bytes no longer match the digest") }
+            if case .damagedBlob = error { return (.wrongDigest, "its bytes no longer match the digest") }
             return (.missing, "\(error)")
         }
         return nil
     }
 
-    /// Streams a stored file blob to `body` in chunks, checking its length and digest.
+    /// Streams a stored blob to `body` in chunks, checking its length and, with `verify`, its digest.
     ///
-    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the file is missing, has the wrong
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the blob is missing, has the wrong
     ///   length, or its bytes no longer hash to `digest`.
     func stream(
         _ digest: Digest, length: Int, buffer: UnsafeMutableRawPointer, verify: Bool,
         _ body: (UnsafeRawBufferPointer) throws(GraftError) -> Void
     ) throws(GraftError) {
-        let path = layout.blobPath(digest)
-        guard let size = try FileSystem.fileSize(path) else { throw .damagedBlob(digest, reason: "its file is missing") }
-        guard size == length else { throw .damagedBlob(digest, reason: "its file holds \(size) bytes, expected \(length)") }
-        let file = try FileDescriptor(path: path, flags: O_RDONLY)
+        guard let size = try store.length(of: digest) else { throw .damagedBlob(digest, reason: "it is missing") }
+        guard size == length else { throw .damagedBlob(digest, reason: "it holds \(size) bytes, expected \(length)") }
         var hasher = SHA256()
         var offset = 0
         while offset < length {
             let count = min(Self.chunkSize, length - offset)
-            try file.read(into: buffer, count: count, offset: offset)
+            try store.read(digest, at: offset, count: count, into: buffer)
             let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
             if verify { hasher.update(bufferPointer: chunk) }
             try body(chunk)
@@ -224,46 +284,5 @@ struct BlobStore: Sendable {
         if verify, Digest(hasher.finalize()) != digest {
             throw .damagedBlob(digest, reason: "its bytes no longer match the digest")
         }
-    }
-}
-
-/// A stored blob file mapped read-only into memory; unmapped when released.
-final class MappedBlob: @unchecked Sendable {
-    // @unchecked Sendable: mapped PROT_READ in init, unmapped only in deinit; blob files are
-    // immutable (mode 0444, replaced never, removed only by gc under the write lock).
-    let base: UnsafeRawPointer?
-    let length: Int
-
-    init(path: String, digest: Digest, length: Int) throws(GraftError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { throw .damagedBlob(digest, reason: "its file is missing") }
-            throw GraftError.fromErrno(errno, operation: "cannot open", path: path)
-        }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot stat", path: path) }
-        guard Int(info.st_size) == length else { throw .damagedBlob(digest, reason: "its file holds \(info.st_size) bytes, expected \(length)") }
-        self.length = length
-        guard length > 0 else {
-            base = nil
-            return
-        }
-        guard let mapped = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
-            throw GraftError.fromErrno(errno, operation: "cannot map", path: path)
-        }
-        base = UnsafeRawPointer(mapped)
-    }
-
-    deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), length) } }
-
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
-}
-
-extension BlobStore {
-    /// Maps a file-stored blob for reading in place.
-    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the file is missing or of the wrong length.
-    func map(_ digest: Digest, length: Int) throws(GraftError) -> MappedBlob {
-        try MappedBlob(path: layout.blobPath(digest), digest: digest, length: length)
     }
 }

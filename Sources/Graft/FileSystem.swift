@@ -64,6 +64,13 @@ enum FileSystem {
         _ = unlink(path)
     }
 
+    /// Seconds since the epoch, now (the clock file modification times use).
+    static func now() -> Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+    }
+
     /// Sets a file's modification time to now.
     static func touch(_ path: String) {
         _ = utimensat(AT_FDCWD, path, nil, 0)
@@ -88,6 +95,39 @@ enum FileSystem {
             if name != "." && name != ".." { names.append(name) }
         }
         return names
+    }
+
+    /// Appends `count` bytes of `source` (from its start) to the open file `fd` at its current
+    /// offset, in the kernel where it can (`sendfile`), else through a buffer.
+    static func copy(from source: FileDescriptor, to fd: Int32, count: Int, destination: String = "the output") throws(GraftError) {
+        var sourceOffset = off_t(0)
+        var remaining = count
+        while remaining > 0 {
+            let n = sendfile(fd, source.fd, &sourceOffset, min(remaining, 1 << 30))
+            if n > 0 {
+                remaining -= n
+                continue
+            }
+            if n == 0 { throw GraftError.io(operation: "unexpected end of file reading", path: source.path, errno: EIO) }
+            if errno == EINTR { continue }
+            if errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP { break }
+            throw GraftError.fromErrno(errno, operation: "cannot copy to", path: destination)
+        }
+        guard remaining > 0 else { return }
+        let size = min(remaining, 4 << 20)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        defer { buffer.deallocate() }
+        var offset = Int(sourceOffset)
+        while remaining > 0 {
+            let chunk = min(size, remaining)
+            try source.read(into: buffer, count: chunk, offset: offset)
+            CrashPoint.tick()
+            if let code = writeFully(fd, buffer, count: chunk) {
+                throw GraftError.fromErrno(code, operation: "cannot write", path: destination)
+            }
+            offset += chunk
+            remaining -= chunk
+        }
     }
 
     /// A name for a temporary file that no other writer will pick.
@@ -151,34 +191,9 @@ final class FileDescriptor: Sendable {
         }
     }
 
-    /// Appends `count` bytes of `source` (from its start) at this file's current offset, in the
-    /// kernel where it can (`sendfile`), else through a buffer.
+    /// Appends `count` bytes of `source` (from its start) at this file's current offset.
     func copy(from source: FileDescriptor, count: Int) throws(GraftError) {
-        var sourceOffset = off_t(0)
-        var remaining = count
-        while remaining > 0 {
-            let n = sendfile(fd, source.fd, &sourceOffset, min(remaining, 1 << 30))
-            if n > 0 {
-                remaining -= n
-                continue
-            }
-            if n == 0 { throw GraftError.io(operation: "unexpected end of file reading", path: source.path, errno: EIO) }
-            if errno == EINTR { continue }
-            if errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP { break }
-            throw GraftError.fromErrno(errno, operation: "cannot copy to", path: path)
-        }
-        guard remaining > 0 else { return }
-        let size = min(remaining, 4 << 20)
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
-        defer { buffer.deallocate() }
-        var offset = Int(sourceOffset)
-        while remaining > 0 {
-            let chunk = min(size, remaining)
-            try source.read(into: buffer, count: chunk, offset: offset)
-            try write(UnsafeRawBufferPointer(start: buffer, count: chunk))
-            offset += chunk
-            remaining -= chunk
-        }
+        try FileSystem.copy(from: source, to: fd, count: count, destination: path)
     }
 
     /// Flushes the file to stable storage. Never retried on failure.

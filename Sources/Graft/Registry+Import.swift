@@ -56,10 +56,10 @@ extension Registry {
         var report: (@Sendable (Int) -> Void)? = nil
         if let progress { report = { done in progress(done, total) } }
         let ingested = try await blobs.ingest(reader, mode: seenBefore ? .hashFirst : .writeThrough, progress: report)
-        try blobs.syncDirectories(for: ingested)
+        try blobs.flush(ingested)
         let digest = Self.checkpointDigest(header: reader.headerBytes, tensors: ingested)
         let provenanceMetadata = encodeJSON(provenance.metadata)
-        let layout = self.layout
+        let store = blobs.store
         let fileBytes = reader.fileSize
         let inlineStored = try await write { db -> Int in
             if try Int.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) != nil {
@@ -75,7 +75,7 @@ extension Registry {
                             provenance.architecture, provenance.task, provenanceMetadata, now])
             let modelID = db.lastInsertedRowID
             try db.execute(sql: "UPDATE models SET lineage_path = '/' || id || '/' WHERE id = ?", arguments: [modelID])
-            let stored = try Self.insertBlobs(db, ingested, layout: layout, now: now)
+            let stored = try Self.insertBlobs(db, ingested, store: store, now: now)
             try Self.insertCheckpoint(
                 db, modelID: modelID, number: 1, reader: reader, digest: digest, headerDigest: headerDigest, tensors: ingested,
                 step: nil, epoch: nil, now: now)
@@ -128,14 +128,15 @@ extension Registry {
         return Digest(hasher.finalize())
     }
 
-    /// Records blobs, checking that every file blob exists. Returns the inline bytes newly stored.
-    static func insertBlobs(_ db: Database, _ tensors: [IngestedTensor], layout: RegistryLayout, now: String) throws -> Int {
+    /// Records blobs, checking under the write lock that every stored blob is still there (gc
+    /// may have removed one since the import found it). Returns the inline bytes newly stored.
+    static func insertBlobs(_ db: Database, _ tensors: [IngestedTensor], store: any BlobStore, now: String) throws -> Int {
         var stored = 0
         var seen = Set<Digest>()
         let statement = try db.cachedStatement(
             sql: "INSERT INTO blobs (digest, byte_length, inline_data, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING")
         for tensor in tensors where seen.insert(tensor.digest).inserted {
-            if tensor.inline == nil, !FileSystem.fileExists(layout.blobPath(tensor.digest)) {
+            if tensor.inline == nil, !store.contains(tensor.digest, claim: false) {
                 throw GraftError.blobVanished(tensor.digest)
             }
             try statement.execute(arguments: [tensor.digest.hex, tensor.info.byteCount, tensor.inline.map { Data($0) }, now])

@@ -26,7 +26,7 @@ public final class OpenCheckpoint: SafeTensorsSource, @unchecked Sendable {
 
     enum Storage {
         case inline([UInt8])
-        case mapped(MappedBlob)
+        case mapped(any BlobBytes)
     }
 
     init(checkpoint: CheckpointSummary, header: SafeTensorsHeader, headerBytes: [UInt8], digests: [Digest], storage: [Storage]) {
@@ -55,7 +55,7 @@ public final class OpenCheckpoint: SafeTensorsSource, @unchecked Sendable {
     public func verify() async throws(GraftError) {
         let failure = Mutex<GraftError?>(nil)
         let tensors = header.tensors, digests = self.digests
-        await BlobStore.inLanes(min(2, max(1, tensors.count))) { lane, _ in
+        await BlobTransfer.inLanes(min(2, max(1, tensors.count))) { lane, _ in
             for index in stride(from: lane, to: tensors.count, by: 2) {
                 if failure.withLock({ $0 != nil }) { return }
                 let actual = self.withData(of: tensors[index]) { Digest(SHA256.hash(data: $0)) }
@@ -112,7 +112,7 @@ extension Registry {
             if let inline = part.inline {
                 storage.append(.inline(inline))
             } else {
-                storage.append(.mapped(try blobs.map(part.digest, length: part.length)))
+                storage.append(.mapped(try blobs.store.map(part.digest, length: part.length)))
             }
         }
         let opened = OpenCheckpoint(checkpoint: summary, header: header, headerBytes: headerBytes, digests: parts.map(\.digest), storage: storage)

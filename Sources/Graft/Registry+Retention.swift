@@ -43,59 +43,49 @@ extension Registry {
     /// blob written or found by an in-flight import is either younger than the grace period,
     /// or its commit notices and the import runs again.
     public func gc(grace: Double = 3600, dryRun: Bool = false) async throws(GraftError) -> GCReport {
-        let layout = self.layout
-        // Candidate files are listed outside the lock (a walk can be long) and re-checked under it.
-        var blobFiles: [String] = []
-        for directory in (try? FileSystem.contentsOfDirectory(layout.sha256)) ?? [] {
-            for name in (try? FileSystem.contentsOfDirectory(layout.sha256 + "/" + directory)) ?? [] where name.hasPrefix(directory) {
-                blobFiles.append(name)
-            }
-        }
-        let temporaryFiles = (try? FileSystem.contentsOfDirectory(layout.tmp)) ?? []
-        let candidates = blobFiles
+        let store = blobs.store
+        // Candidates are listed outside the lock (a walk can be long) and re-checked under it.
+        let candidates = store.inventory().blobs
+        let temporaryItems = store.temporaryItems()
         return try await write { db -> GCReport in
-            let now = Date().timeIntervalSince1970
-            func old(_ path: String) -> Bool? { FileSystem.modificationTime(path).map { now - $0 >= grace } }
+            func old(_ digest: Digest) -> Bool? { store.age(of: digest).map { $0 >= grace } }
             var report = GCReport(dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
             let unreferenced = try Row.fetchAll(
                 db, sql: """
                     SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
                     WHERE NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest)
                     """)
-            let freed = try Self.dropBlobs(db, unreferenced, layout: layout, dryRun: dryRun, isOld: old)
+            let freed = try Self.dropBlobs(db, unreferenced, store: store, dryRun: dryRun, isOld: old)
             report.blobsRemoved = freed.count
             report.bytesFreed = freed.bytes
             report.keptForGrace = freed.kept
             let known = try db.cachedStatement(sql: "SELECT 1 FROM blobs WHERE digest = ?")
-            for name in candidates where try Bool.fetchOne(known, arguments: [name]) == nil {
-                let path = layout.sha256 + "/" + name.prefix(2) + "/" + name
-                switch old(path) {
+            for digest in candidates where try Bool.fetchOne(known, arguments: [digest.hex]) == nil {
+                switch old(digest) {
                 case true?:
                     report.orphanFilesRemoved += 1
-                    report.bytesFreed += (try? FileSystem.fileSize(path)).flatMap { $0 } ?? 0
-                    if !dryRun { FileSystem.remove(path) }
+                    report.bytesFreed += (try? store.length(of: digest)).flatMap { $0 } ?? 0
+                    if !dryRun { store.remove(digest) }
                 case false?: report.keptForGrace += 1
                 case nil: break
                 }
             }
-            for name in temporaryFiles {
-                let path = layout.tmp + "/" + name
-                switch old(path) {
-                case true?:
+            for item in temporaryItems {
+                if item.age >= grace {
                     report.temporaryFilesRemoved += 1
-                    if !dryRun { FileSystem.remove(path) }
-                case false?: report.keptForGrace += 1
-                case nil: break
+                    if !dryRun { store.removeTemporary(item.name) }
+                } else {
+                    report.keptForGrace += 1
                 }
             }
             return report
         }
     }
 
-    /// Removes blob rows (and files) given as rows of (digest, byte_length, inline); file-stored
-    /// ones only when `isOld` says so. Runs inside a write transaction.
+    /// Removes blob rows (and stored blobs) given as rows of (digest, byte_length, inline);
+    /// stored ones only when `isOld` says so. Runs inside a write transaction.
     static func dropBlobs(
-        _ db: Database, _ rows: [Row], layout: RegistryLayout, dryRun: Bool, isOld: (String) -> Bool? = { _ in true }
+        _ db: Database, _ rows: [Row], store: any BlobStore, dryRun: Bool, isOld: (Digest) -> Bool? = { _ in true }
     ) throws -> (count: Int, bytes: Int, kept: Int) {
         var count = 0, bytes = 0, kept = 0
         let delete = try db.cachedStatement(sql: "DELETE FROM blobs WHERE digest = ?")
@@ -103,8 +93,7 @@ extension Registry {
             let hex: String = row["digest"]
             guard let digest = try? Digest(parsing: hex) else { continue }
             let inline: Bool = row["inline"]
-            let path = layout.blobPath(digest)
-            if !inline, isOld(path) == false {
+            if !inline, isOld(digest) == false {
                 kept += 1
                 continue
             }
@@ -112,13 +101,13 @@ extension Registry {
             bytes += row["byte_length"] as Int
             if dryRun { continue }
             try delete.execute(arguments: [hex])
-            if !inline { FileSystem.remove(path) }
+            if !inline { store.remove(digest) }
         }
         return (count, bytes, kept)
     }
 
     /// Blobs among `digests` that no checkpoint references any more, removed at once.
-    static func dropUnreferenced(_ db: Database, digests: Set<String>, layout: RegistryLayout, dryRun: Bool, removing: Set<Int64> = []) throws -> Int {
+    static func dropUnreferenced(_ db: Database, digests: Set<String>, store: any BlobStore, dryRun: Bool, removing: Set<Int64> = []) throws -> Int {
         var rows: [Row] = []
         let query = try db.cachedStatement(
             sql: """
@@ -129,7 +118,7 @@ extension Registry {
         for digest in digests.sorted() {
             if let row = try Row.fetchOne(query, arguments: [digest, excluded]) { rows.append(row) }
         }
-        return try dropBlobs(db, rows, layout: layout, dryRun: dryRun).bytes
+        return try dropBlobs(db, rows, store: store, dryRun: dryRun).bytes
     }
 
     /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a
@@ -150,28 +139,28 @@ extension Registry {
     /// frees the blobs only it used.
     public func removeCheckpoint(_ reference: Reference, dryRun: Bool = false) async throws(GraftError) -> RemovalReport {
         let (id, summary) = try await resolve(reference)
-        let layout = self.layout
+        let store = blobs.store
         return try await write { db -> RemovalReport in
             guard let row = try Row.fetchOne(
                 db, sql: "SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id = ?", arguments: [id])
             else { throw GraftError.checkpointNotFound(reference, available: "it was removed meanwhile") }
             let reasons = try Self.protections(db, checkpoint: id, model: row["name"], kind: row["kind"], number: row["number"])
             guard reasons.isEmpty else { throw GraftError.protected(summary.ref, reasons: reasons) }
-            let freed = try Self.removeCheckpoints(db, [id], layout: layout, dryRun: dryRun)
+            let freed = try Self.removeCheckpoints(db, [id], store: store, dryRun: dryRun)
             return RemovalReport(dryRun: dryRun, checkpoints: [summary.ref], bytesFreed: freed)
         }
     }
 
     /// Deletes checkpoints (their tensors, metrics and checkpoint advisories go with them) and
     /// the blobs nothing else uses; returns the bytes freed.
-    static func removeCheckpoints(_ db: Database, _ ids: [Int64], layout: RegistryLayout, dryRun: Bool) throws -> Int {
+    static func removeCheckpoints(_ db: Database, _ ids: [Int64], store: any BlobStore, dryRun: Bool) throws -> Int {
         guard !ids.isEmpty else { return 0 }
         let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
         let digests = Set(try String.fetchAll(
             db, sql: "SELECT DISTINCT blob_digest FROM checkpoint_tensors WHERE checkpoint_id IN (SELECT value FROM json_each(?))", arguments: [list]))
-        if dryRun { return try dropUnreferenced(db, digests: digests, layout: layout, dryRun: true, removing: Set(ids)) }
+        if dryRun { return try dropUnreferenced(db, digests: digests, store: store, dryRun: true, removing: Set(ids)) }
         try db.execute(sql: "DELETE FROM checkpoints WHERE id IN (SELECT value FROM json_each(?))", arguments: [list])
-        return try dropUnreferenced(db, digests: digests, layout: layout, dryRun: false)
+        return try dropUnreferenced(db, digests: digests, store: store, dryRun: false)
     }
 
     /// Keeps a model's newest `keepLast` checkpoints and its best `keepBest` by `metric`, and
@@ -190,7 +179,7 @@ extension Registry {
         }
         if let split { try MetricAssignment.checkName(split) }
         guard try await modelID(name) != nil else { throw try await notFound(name) }
-        let layout = self.layout
+        let store = blobs.store
         let chosen = metric.map { direction ?? Direction.inferred(for: $0) }
         return try await write { db -> RemovalReport in
             guard let model = try Row.fetchOne(db, sql: "SELECT id, kind FROM models WHERE name = ?", arguments: [name.value]) else {
@@ -224,7 +213,7 @@ extension Registry {
                     kept.append(KeptCheckpoint(checkpoint: "\(name)@\(number)", reasons: all))
                 }
             }
-            let freed = try Self.removeCheckpoints(db, removed, layout: layout, dryRun: dryRun)
+            let freed = try Self.removeCheckpoints(db, removed, store: store, dryRun: dryRun)
             return RemovalReport(dryRun: dryRun, checkpoints: removedRefs, kept: kept, bytesFreed: freed)
         }
     }
@@ -233,7 +222,7 @@ extension Registry {
     /// has descendants, unless `cascade`, which removes them too (deepest first).
     public func removeModel(_ name: ModelName, cascade: Bool = false, dryRun: Bool = false) async throws(GraftError) -> RemovalReport {
         guard try await modelID(name) != nil else { throw try await notFound(name) }
-        let layout = self.layout
+        let store = blobs.store
         return try await write { db -> RemovalReport in
             guard let root = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else {
                 throw GraftError.modelNotFound(name, suggestions: [])
@@ -259,7 +248,7 @@ extension Registry {
                 try db.execute(sql: "DELETE FROM aliases WHERE model_id IN (SELECT value FROM json_each(?))", arguments: [list])
                 for id in ids { try db.execute(sql: "DELETE FROM model_parents WHERE model_id = ?", arguments: [id]) }
             }
-            let freed = try Self.removeCheckpoints(db, checkpoints.map { $0["id"] as Int64 }, layout: layout, dryRun: dryRun)
+            let freed = try Self.removeCheckpoints(db, checkpoints.map { $0["id"] as Int64 }, store: store, dryRun: dryRun)
             if !dryRun {
                 for id in ids { try db.execute(sql: "DELETE FROM models WHERE id = ?", arguments: [id]) }
             }

@@ -201,10 +201,10 @@ extension Registry {
         for tensor in frozen where frozenPresent.contains(tensor.info.name) { all[byName[tensor.info.name]!] = tensor }
         for (position, index) in rest.enumerated() { all[index] = written[position] }
         let ingested = all.compactMap { $0 }
-        try blobs.syncDirectories(for: ingested)
+        try blobs.flush(ingested)
         let digest = Self.checkpointDigest(header: reader.headerBytes, tensors: ingested)
         let headerDigest = Digest.of(reader.headerBytes)
-        let layout = self.layout
+        let store = blobs.store
         let fileBytes = reader.fileSize
         let parameters = ingested.reduce(0) { $0 + $1.info.elementCount }
         let newNames = newTensors
@@ -213,7 +213,7 @@ extension Registry {
                 throw GraftError.modelNotFound(name, suggestions: [])
             }
             let now = timestamp()
-            let stored = try Self.insertBlobs(db, ingested, layout: layout, now: now)
+            let stored = try Self.insertBlobs(db, ingested, store: store, now: now)
             let number = (try Int.fetchOne(db, sql: "SELECT max(number) FROM checkpoints WHERE model_id = ?", arguments: [modelID]) ?? 0) + 1
             let checkpointID = try Self.insertCheckpoint(
                 db, modelID: modelID, number: number, reader: reader, digest: digest, headerDigest: headerDigest, tensors: ingested,

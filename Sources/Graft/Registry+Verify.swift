@@ -35,7 +35,7 @@ extension Registry {
             if let digest = try? Digest(parsing: hex) { found.withLock { $0.append((digest, .missing, "no blob row")) } }
         }
         let lanes = readData ? 2 : 1
-        await BlobStore.inLanes(lanes) { lane, buffer in
+        await BlobTransfer.inLanes(lanes) { lane, buffer in
             for index in stride(from: lane, to: rows.count, by: lanes) {
                 let row = rows[index]
                 if let problem = blobs.check(row.digest, length: row.length, inline: row.inline, readData: readData, buffer: buffer, bytesRead: { bytesRead.add($0, ordering: .relaxed) }) {
@@ -103,29 +103,11 @@ extension Registry {
         ).map { "\($0[0] as String): \($0[1] as String)" }.sorted(by: numericAwareLess)
     }
 
-    /// Walks `blobs/`: anything that is not `sha256/XX/<64 hex starting XX>` is stray; a
-    /// well-placed file that no blob row knows is an orphan.
+    /// What the blob store holds beyond the blob rows: stray entries (not blobs: damage) and
+    /// orphans (well-formed blobs no row knows: an interrupted import's, gc's job).
     func strayAndOrphanFiles(known: Set<String>) -> (stray: [String], orphans: Int) {
-        func isHex(_ text: Substring) -> Bool { text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) } }
-        var stray: [String] = [], orphans = 0
-        for name in (try? FileSystem.contentsOfDirectory(layout.root + "/blobs")) ?? [] where name != "sha256" {
-            stray.append("blobs/" + name)
-        }
-        for directory in (try? FileSystem.contentsOfDirectory(layout.sha256)) ?? [] {
-            let path = layout.sha256 + "/" + directory
-            guard directory.count == 2, isHex(Substring(directory)), FileSystem.isDirectory(path) else {
-                stray.append("blobs/sha256/" + directory)
-                continue
-            }
-            for name in (try? FileSystem.contentsOfDirectory(path)) ?? [] {
-                if name.count == 64, name.hasPrefix(directory), isHex(Substring(name)) {
-                    if !known.contains(name) { orphans += 1 }
-                } else {
-                    stray.append("blobs/sha256/\(directory)/\(name)")
-                }
-            }
-        }
-        return (stray.sorted(), orphans)
+        let inventory = blobs.store.inventory()
+        return (inventory.stray, inventory.blobs.filter { !known.contains($0.hex) }.count)
     }
 
     /// Totals over the registry: models, checkpoints, logical and physical bytes.

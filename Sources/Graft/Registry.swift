@@ -32,12 +32,13 @@ public final class Registry: Sendable {
     /// ``GraftError/busy``, in seconds.
     public static let defaultBusyTimeout = 30.0
     let pool: DatabasePool
-    let blobs: BlobStore
+    /// Tensor bytes: the blob store, and the hashing lanes that stream bytes to and from it.
+    let blobs: BlobTransfer
 
     private init(layout: RegistryLayout, pool: DatabasePool, inlineThreshold: Int) {
         self.layout = layout
         self.pool = pool
-        self.blobs = BlobStore(layout: layout, inlineThreshold: inlineThreshold)
+        self.blobs = BlobTransfer(store: LocalBlobStore(layout: layout), inlineThreshold: inlineThreshold)
     }
 
     /// Opens the registry at `root`.

@@ -1,0 +1,121 @@
+import Foundation
+@testable import Graft
+import GraftTestSupport
+import SafeTensors
+import Testing
+
+/// The blob stores every registry may run on. The conformance tests below take each; a new
+/// store (S3-compatible, say) joins by adding a case here, and the tests run unchanged.
+enum BlobStoreKind: String, CaseIterable, CustomStringConvertible {
+    case local
+    var description: String { rawValue }
+
+    /// A fresh, empty store, and what keeps it alive (its directory).
+    func make() throws -> (any BlobStore, TemporaryDirectory) {
+        switch self {
+        case .local:
+            let directory = TemporaryDirectory()
+            let layout = RegistryLayout(root: directory.file("store"))
+            for path in [layout.root, layout.blobs, layout.sha256, layout.tmp] {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            }
+            return (LocalBlobStore(layout: layout), directory)
+        }
+    }
+}
+
+private func bytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var generator = SeededGenerator(seed: seed)
+    return randomBytes(count, using: &generator)
+}
+
+/// Writes `data` in chunks of `chunk` bytes and commits it under its SHA-256.
+@discardableResult
+private func put(_ store: any BlobStore, _ data: [UInt8], chunk: Int = 1000) throws -> (Digest, Bool) {
+    let write = try store.beginWrite()
+    var offset = 0
+    while offset < data.count {
+        let end = min(offset + chunk, data.count)
+        try data[offset..<end].withUnsafeBytes { buffer in try write.write(buffer) }
+        offset = end
+    }
+    let digest = Digest.of(data)
+    return (digest, try write.commit(as: digest))
+}
+
+@Suite("Blob store conformance")
+struct BlobStoreConformanceTests {
+    @Test("a committed blob is contained, has its length, reads back exactly at any offset, and maps whole", arguments: BlobStoreKind.allCases)
+    func roundTrip(_ kind: BlobStoreKind) throws {
+        let (store, directory) = try kind.make()
+        defer { _ = directory }
+        let data = bytes(10_000, seed: 1)
+        let (digest, wrote) = try put(store, data, chunk: 777)
+        #expect(wrote)
+        #expect(store.contains(digest, claim: false) && store.contains(digest, claim: true))
+        #expect(try store.length(of: digest) == data.count)
+        for (offset, count) in [(0, 10_000), (0, 1), (9_999, 1), (1234, 4321)] {
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 16)
+            defer { buffer.deallocate() }
+            try store.read(digest, at: offset, count: count, into: buffer)
+            #expect(Array(UnsafeRawBufferPointer(start: buffer, count: count)) == Array(data[offset..<(offset + count)]), "\(offset)+\(count)")
+        }
+        let mapped = try store.map(digest, length: data.count)
+        #expect(Array(mapped.bytes) == data)
+        #expect(store.inventory().blobs == [digest] && store.inventory().stray.isEmpty)
+        #expect(store.temporaryItems().isEmpty, "nothing temporary left after a commit")
+        try store.flush([digest])
+        #expect(try #require(store.age(of: digest)) < 600)
+    }
+
+    @Test("the same bytes again store nothing new; a dropped or aborted write leaves nothing", arguments: BlobStoreKind.allCases)
+    func dedupAndAbort(_ kind: BlobStoreKind) throws {
+        let (store, directory) = try kind.make()
+        defer { _ = directory }
+        let data = bytes(5000, seed: 2)
+        #expect(try put(store, data).1)
+        #expect(try put(store, data).1 == false, "present already")
+        #expect(store.inventory().blobs.count == 1)
+        let aborted = try store.beginWrite()
+        try bytes(100, seed: 3).withUnsafeBytes { try aborted.write($0) }
+        #expect(store.temporaryItems().count == 1, "an unfinished write is temporary")
+        aborted.abort()
+        do {
+            let dropped = try store.beginWrite()
+            try bytes(100, seed: 4).withUnsafeBytes { try dropped.write($0) }
+        }
+        #expect(store.temporaryItems().isEmpty)
+        #expect(store.inventory().blobs.count == 1)
+    }
+
+    @Test("a missing blob: not contained, no length, no age; read and map refuse it as damage", arguments: BlobStoreKind.allCases)
+    func missing(_ kind: BlobStoreKind) async throws {
+        let (store, directory) = try kind.make()
+        defer { _ = directory }
+        let digest = Digest.of(Array("absent".utf8))
+        #expect(!store.contains(digest, claim: true))
+        #expect(try store.length(of: digest) == nil && store.age(of: digest) == nil)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+        defer { buffer.deallocate() }
+        #expect { try store.read(digest, at: 0, count: 8, into: buffer) } throws: { caseName($0) == "damagedBlob" }
+        #expect { try store.map(digest, length: 8) } throws: { caseName($0) == "damagedBlob" }
+        let (stored, _) = try put(store, bytes(64, seed: 5))
+        #expect { try store.map(stored, length: 65) } throws: { caseName($0) == "damagedBlob" }
+        store.remove(stored)
+        store.remove(stored)
+        #expect(!store.contains(stored, claim: false) && store.inventory().blobs.isEmpty)
+    }
+
+    @Test("temporary items are listed with their age and removed by name", arguments: BlobStoreKind.allCases)
+    func temporary(_ kind: BlobStoreKind) throws {
+        let (store, directory) = try kind.make()
+        defer { _ = directory }
+        let write = try store.beginWrite()
+        try bytes(10, seed: 6).withUnsafeBytes { try write.write($0) }
+        let items = store.temporaryItems()
+        #expect(items.count == 1 && items.allSatisfy { $0.age >= 0 && $0.age < 600 })
+        for item in items { store.removeTemporary(item.name) }
+        #expect(store.temporaryItems().isEmpty)
+        write.abort()
+    }
+}
