@@ -8,8 +8,8 @@ let strict: [SwiftSetting] = [
 ]
 
 let package = Package(
+    // Linux only (Glibc, Linux `sendfile`): no Apple platform is declared.
     name: "Graft",
-    platforms: [.macOS(.v14)],
     products: [
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "Graft", targets: ["Graft"]),
