@@ -118,7 +118,7 @@ struct BlobTransfer: Sendable {
     ///   - progress: called with the bytes processed so far (from any thread).
     /// - Returns: one entry per tensor, in the order of `indices`.
     func ingest(
-        _ reader: SafeTensorsReader, indices: [Int]? = nil, mode: IngestMode = .writeThrough,
+        _ reader: some SafeTensorsInput, indices: [Int]? = nil, mode: IngestMode = .writeThrough,
         progress: (@Sendable (Int) -> Void)?
     ) async throws(GraftError) -> [IngestedTensor] {
         let selected = indices ?? Array(reader.header.tensors.indices)
@@ -177,12 +177,12 @@ struct BlobTransfer: Sendable {
     }
 
     private func ingestOne(
-        _ tensor: TensorInfo, from reader: SafeTensorsReader, mode: IngestMode, buffer: UnsafeMutableRawPointer,
+        _ tensor: TensorInfo, from reader: some SafeTensorsInput, mode: IngestMode, buffer: UnsafeMutableRawPointer,
         progress: (Int) -> Void
     ) throws(GraftError) -> IngestedTensor {
         if tensor.byteCount < inlineThreshold {
             let bytes: [UInt8]
-            do { bytes = try reader.data(of: tensor) } catch { throw .cannotReadInput(path: reader.path, error) }
+            do { bytes = try reader.data(of: tensor) } catch { throw .cannotReadInput(path: reader.origin, error) }
             progress(bytes.count)
             return IngestedTensor(info: tensor, digest: Digest.of(bytes), inline: bytes, wroteFile: false)
         }
@@ -218,15 +218,53 @@ struct BlobTransfer: Sendable {
 
     /// Reads a tensor of `reader` in chunks into `buffer`.
     private static func chunks(
-        of tensor: TensorInfo, from reader: SafeTensorsReader, buffer: UnsafeMutableRawPointer,
+        of tensor: TensorInfo, from reader: some SafeTensorsInput, buffer: UnsafeMutableRawPointer,
         _ body: (UnsafeRawBufferPointer) throws(GraftError) -> Void
     ) throws(GraftError) {
         var offset = 0
         while offset < tensor.byteCount {
             let count = min(chunkSize, tensor.byteCount - offset)
-            do { try reader.read(tensor, at: offset, count: count, into: buffer) } catch { throw .cannotReadInput(path: reader.path, error) }
+            do { try reader.read(tensor, at: offset, count: count, into: buffer) } catch { throw .cannotReadInput(path: reader.origin, error) }
             try body(UnsafeRawBufferPointer(start: buffer, count: count))
             offset += count
+        }
+    }
+
+    /// Stores one blob from a stream (an upload), hashing as it writes: kept only when the bytes
+    /// number exactly `length` and hash to `expected`. `next(buffer, capacity)` fills the
+    /// buffer and returns how many bytes it put there, 0 at the end. A blob the store holds
+    /// already is claimed and the stream is read to its end and discarded.
+    /// - Returns: whether the blob was stored now.
+    /// - Throws: ``GraftError/blobMismatch(_:reason:)`` for more or fewer bytes than announced,
+    ///   or bytes with another digest (nothing is kept); the errors of `next` and of the store.
+    func put(
+        expected: Digest, length: Int, buffer: UnsafeMutableRawPointer,
+        from next: (UnsafeMutableRawPointer, Int) throws(GraftError) -> Int
+    ) throws(GraftError) -> Bool {
+        let present = store.contains(expected, claim: true)
+        let write = present ? nil : try store.beginWrite()
+        var hasher = SHA256()
+        var total = 0
+        do throws(GraftError) {
+            while true {
+                let count = try next(buffer, Self.chunkSize)
+                if count == 0 { break }
+                total += count
+                guard total <= length else { throw .blobMismatch(expected, reason: "run past the announced \(length) bytes") }
+                let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
+                if let write {
+                    hasher.update(bufferPointer: chunk)
+                    try write.write(chunk)
+                }
+            }
+            guard total == length else { throw .blobMismatch(expected, reason: "end after \(total) of the announced \(length) bytes") }
+            guard let write else { return false }
+            let actual = Digest(hasher.finalize())
+            guard actual == expected else { throw .blobMismatch(expected, reason: "hash to \(actual.short)…") }
+            return try write.commit(as: expected)
+        } catch {
+            write?.abort()
+            throw error
         }
     }
 

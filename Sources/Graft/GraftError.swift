@@ -68,6 +68,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case protected(String, reasons: [String])
     /// A blob this commit relied on was removed (by `gc`) before the commit; the import retries.
     case blobVanished(Digest)
+    /// Bytes sent as a blob do not match the digest or length they were announced with; nothing was kept.
+    case blobMismatch(Digest, reason: String)
 
     public var description: String {
         switch self {
@@ -138,6 +140,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "`\(name)` is not a \(expected)"
         case .protected(let target, let reasons):
             return "\(target) is kept: " + reasons.joined(separator: "; ")
+        case .blobMismatch(let digest, let reason):
+            return "the bytes sent for blob \(digest.short)… \(reason); nothing was kept"
         case .blobVanished(let digest):
             return "blob \(digest.short)… was removed by gc before the commit; nothing was committed, run the command again"
         }

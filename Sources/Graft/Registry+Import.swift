@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import GRDB
-import SafeTensors
+public import SafeTensors
 
 extension Registry {
     /// Registers a pretrained base from a safetensors file, as its first checkpoint (`NAME@1`).
@@ -23,8 +23,18 @@ extension Registry {
         name: ModelName, file path: String, provenance: Provenance = Provenance(),
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
+        if try await modelID(name) != nil { throw .modelExists(name) }
+        return try await addBase(name: name, input: try Self.openInput(path), provenance: provenance, progress: progress)
+    }
+
+    /// Registers a pretrained base from any safetensors input: a file, or tensors in memory
+    /// (``SafeTensorsMemory``, stored exactly as `SafeTensorsWriter` would have written them).
+    public func addBase(
+        name: ModelName, input: some SafeTensorsInput, provenance: Provenance = Provenance(),
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
+    ) async throws(GraftError) -> ImportResult {
         try await retryingVanishedBlobs { () async throws(GraftError) in
-            try await addBaseOnce(name: name, file: path, provenance: provenance, progress: progress)
+            try await addBaseOnce(name: name, input: input, provenance: provenance, progress: progress)
         }
     }
 
@@ -41,11 +51,10 @@ extension Registry {
     }
 
     func addBaseOnce(
-        name: ModelName, file path: String, provenance: Provenance,
+        name: ModelName, input reader: some SafeTensorsInput, provenance: Provenance,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
         if try await modelID(name) != nil { throw .modelExists(name) }
-        let reader = try Self.openInput(path)
         let total = reader.header.dataLength
         let headerDigest = Digest.of(reader.headerBytes)
         // A file whose header the registry has seen is most likely a re-import: hash before
@@ -103,7 +112,7 @@ extension Registry {
     /// Inserts a checkpoint row and its tensors (the blobs must be recorded already); returns its id.
     @discardableResult
     static func insertCheckpoint(
-        _ db: Database, modelID: Int64, number: Int, reader: SafeTensorsReader, digest: Digest, headerDigest: Digest,
+        _ db: Database, modelID: Int64, number: Int, reader: some SafeTensorsInput, digest: Digest, headerDigest: Digest,
         tensors: [IngestedTensor], step: Int?, epoch: Int?, now: String
     ) throws -> Int64 {
         try db.execute(

@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-import SafeTensors
+public import SafeTensors
 
 /// A student's manifest with its lineage edge, as `show` and the API return it.
 public struct ManifestSummary: Sendable, Codable, Equatable {
@@ -133,19 +133,32 @@ extension Registry {
         metrics: [MetricAssignment] = [], split: String? = nil,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
+        guard try await modelID(name) != nil else { throw try await notFound(name) }
+        if let split { try MetricAssignment.checkName(split) }
+        return try await addCheckpoint(
+            model: name, input: try Self.openInput(path), step: step, epoch: epoch, metrics: metrics, split: split, progress: progress)
+    }
+
+    /// Commits the next checkpoint from any safetensors input: a file, or tensors in memory
+    /// (``SafeTensorsMemory``: what a training loop holds, committed without a temporary file).
+    /// The manifest is enforced exactly as for a file.
+    public func addCheckpoint(
+        model name: ModelName, input: some SafeTensorsInput, step: Int? = nil, epoch: Int? = nil,
+        metrics: [MetricAssignment] = [], split: String? = nil,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
+    ) async throws(GraftError) -> ImportResult {
         try await retryingVanishedBlobs { () async throws(GraftError) in
-            try await addCheckpointOnce(model: name, file: path, step: step, epoch: epoch, metrics: metrics, split: split, progress: progress)
+            try await addCheckpointOnce(model: name, input: input, step: step, epoch: epoch, metrics: metrics, split: split, progress: progress)
         }
     }
 
     func addCheckpointOnce(
-        model name: ModelName, file path: String, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
+        model name: ModelName, input reader: some SafeTensorsInput, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
         guard try await modelID(name) != nil else { throw try await notFound(name) }
         if let split { try MetricAssignment.checkName(split) }
         let manifest = try await self.manifest(of: name)
-        let reader = try Self.openInput(path)
         let tensors = reader.header.tensors
         let byName = Dictionary(tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
         var violations: [String] = []

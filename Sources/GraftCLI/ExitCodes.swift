@@ -45,6 +45,7 @@ enum ExitCodes {
         case .database: internalError
         case .protected: protected
         case .blobVanished: busy
+        case .blobMismatch: invalidInput
         }
     }
 }

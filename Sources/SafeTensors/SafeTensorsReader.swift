@@ -86,18 +86,6 @@ public final class SafeTensorsReader: Sendable {
         case .failure(let failure): throw .io(operation: "cannot read", path: path, errno: failure.code)
         }
     }
-
-    /// Reads a whole tensor into memory. Meant for small tensors; stream big ones with
-    /// ``read(_:at:count:into:)``.
-    public func data(of tensor: TensorInfo) throws(SafeTensorsError) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
-        guard tensor.byteCount > 0 else { return bytes }
-        let result = bytes.withUnsafeMutableBytes { buffer in
-            Result { () throws(SafeTensorsError) in try read(tensor, at: 0, count: tensor.byteCount, into: buffer.baseAddress!) }
-        }
-        try result.get()
-        return bytes
-    }
 }
 
 /// Names the kind of pickle-based checkpoint a file looks like, or `nil`.

@@ -42,14 +42,6 @@ public enum Engine {
         return try body(checkpoint)
     }
 
-    static func temporaryDirectory() throws(TrainerError) -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("graft-train-\(UUID().uuidString)").path
-        do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
-            throw .configuration("cannot create a temporary directory: \(error)")
-        }
-        return path
-    }
-
     /// The per-tensor manifest of a plan over a network's tensors: the head `new`, and the
     /// frozen blocks' tensors (BatchNorm statistics included) `frozen`.
     public static func manifest(for plan: TransferPlan, network: Network) throws(TrainerError) -> [String: TensorState] {
@@ -134,9 +126,9 @@ public enum Engine {
             }
             return network
         }
-        return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) { path, report throws(TrainerError) in
+        return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) { input, report throws(TrainerError) in
             try await graft { () async throws(GraftError) in
-                try await registry.addCheckpoint(model: name, file: path, step: report.steps, epoch: report.epoch, metrics: report.metrics)
+                try await registry.addCheckpoint(model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics)
             }
         }
     }
@@ -156,35 +148,36 @@ public enum Engine {
         let network = try Network(architecture, seed: settings.seed)
         var provenance = provenance
         provenance.architecture = provenance.architecture ?? spec
-        return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) { path, report throws(TrainerError) in
+        return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) { input, report throws(TrainerError) in
             try await graft { () async throws(GraftError) in
                 if report.epoch == 1 {
-                    let result = try await registry.addBase(name: name, file: path, provenance: provenance)
+                    let result = try await registry.addBase(name: name, input: input, provenance: provenance)
                     _ = try await registry.logMetrics(try Reference(parsing: result.checkpoint), report.metrics)
                     return result
                 }
-                return try await registry.addCheckpoint(model: name, file: path, step: report.steps, epoch: report.epoch, metrics: report.metrics)
+                return try await registry.addCheckpoint(model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics)
             }
         }
     }
 
     static func run(
         network: Network, train: Dataset, validation: Dataset, settings: TrainingSettings, progress: (EpochReport) -> Void,
-        commit: (String, EpochReport) async throws(TrainerError) -> ImportResult
+        commit: (SafeTensorsMemory, EpochReport) async throws(TrainerError) -> ImportResult
     ) async throws(TrainerError) -> [EpochReport] {
         let loop = try TrainingLoop(network: network, settings: settings)
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         var reports: [EpochReport] = []
         for _ in 0..<settings.epochs {
             var report = loop.epoch(train: train, validation: validation)
             guard report.trainLoss.isFinite else {
                 throw .configuration("training diverged in epoch \(report.epoch) (loss is not finite); lower --lr")
             }
-            let path = "\(directory)/epoch-\(report.epoch).safetensors"
-            try network.write(to: path)
-            let result = try await commit(path, report)
-            try? FileManager.default.removeItem(atPath: path)
+            // Committed from memory: the registry hashes and stores the state_dict as the file
+            // `network.write` would have written, byte for byte, with no temporary file.
+            let input: SafeTensorsMemory
+            do { input = try SafeTensorsMemory(network.stateDict(), metadata: network.metadata(), origin: "epoch \(report.epoch)") } catch {
+                throw .state("cannot lay out epoch \(report.epoch)'s checkpoint: \(error)")
+            }
+            let result = try await commit(input, report)
             report.checkpoint = result.checkpoint
             report.bytesStored = result.bytesStored
             report.logicalBytes = result.logicalBytes

@@ -119,3 +119,40 @@ struct BlobStoreConformanceTests {
         write.abort()
     }
 }
+
+@Suite("Streamed blob uploads")
+struct BlobUploadTests {
+    /// Feeds `data` to `put` in chunks of `chunk` bytes.
+    private func upload(_ transfer: BlobTransfer, _ data: [UInt8], as digest: Digest, length: Int, chunk: Int = 999) throws -> Bool {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+        defer { buffer.deallocate() }
+        var offset = 0
+        return try transfer.put(expected: digest, length: length, buffer: buffer) { target, capacity throws(GraftError) in
+            let count = min(chunk, capacity, data.count - offset)
+            data[offset..<(offset + count)].withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: count) }
+            offset += count
+            return count
+        }
+    }
+
+    @Test("an upload is kept only when its bytes match the announced digest and length; otherwise nothing is", arguments: BlobStoreKind.allCases)
+    func verified(_ kind: BlobStoreKind) throws {
+        let (store, directory) = try kind.make()
+        defer { _ = directory }
+        let transfer = BlobTransfer(store: store, inlineThreshold: 4096)
+        let data = bytes(50_000, seed: 7)
+        let digest = Digest.of(data)
+        var wrong = data
+        wrong[25_000] ^= 1
+        for (label, payload, length) in [("a flipped byte", wrong, data.count), ("a byte short", Array(data.dropLast()), data.count), ("a byte long", data + [0], data.count)] {
+            #expect { try upload(transfer, payload, as: digest, length: length) } throws: { caseName($0) == "blobMismatch" }
+            #expect(!store.contains(digest, claim: false) && store.inventory().blobs.isEmpty, "\(label): nothing kept")
+            #expect(store.temporaryItems().isEmpty, "\(label): no temporary left")
+        }
+        #expect(try upload(transfer, data, as: digest, length: data.count))
+        let mapped = try store.map(digest, length: data.count)
+        #expect(Array(mapped.bytes) == data)
+        #expect(try upload(transfer, data, as: digest, length: data.count) == false, "present already: claimed, not stored again")
+        #expect(store.inventory().blobs == [digest] && store.temporaryItems().isEmpty)
+    }
+}

@@ -81,3 +81,43 @@ struct OpenCheckpointTests {
         #expect(contents(opened) == contents(exported))
     }
 }
+
+@Suite("Imports from memory")
+struct MemoryImportTests {
+    @Test("tensors in memory import as the file SafeTensorsWriter would write, byte for byte; a student's manifest is enforced on them")
+    func fromMemory() async throws {
+        let test = try await TestRegistry()
+        let tensors = baseTensors(seed: 3)
+        let metadata = ["format": "pt", "from": "memory"]
+        let input = try SafeTensorsMemory(tensors, metadata: metadata)
+        let expected = try SafeTensorsWriter.serialize(tensors, metadata: metadata)
+        #expect(input.fileSize == expected.count && input.headerBytes == Array(expected.prefix(input.headerBytes.count)))
+        let result = try await test.registry.addBase(name: ModelName("mem"), input: input)
+        #expect(result.logicalBytes == expected.count && result.checkpoint == "mem@1")
+        let out = test.directory.file("mem.safetensors")
+        _ = try await test.registry.export(try Reference(parsing: "mem@1"), to: out)
+        #expect(try fileBytes(out) == Data(expected))
+        // The same tensors from a file land on the same blobs and the same checkpoint digest.
+        let file = test.directory.file("same.safetensors")
+        try SafeTensorsWriter.write(tensors, metadata: metadata, to: file)
+        let again = try await test.registry.addBase(name: ModelName("file"), file: file)
+        #expect(again.digest == result.digest && again.bytesStored == 0)
+
+        _ = try await test.registry.createStudent(name: ModelName("s"), from: Reference(parsing: "mem@1"), manifest: .rules([ManifestRule(.freeze, "features")], freezeThrough: nil))
+        var drifted = tensors
+        let index = drifted.firstIndex { $0.name == "features.0.weight" }!
+        drifted[index].bytes[0] ^= 1
+        let refused = await expectGraftError("manifestViolation") {
+            try await test.registry.addCheckpoint(model: ModelName("s"), input: try SafeTensorsMemory(drifted, metadata: metadata))
+        }
+        #expect(refused?.description.contains("features.0.weight: frozen, but changed") == true)
+        var tuned = tensors
+        let head = tuned.firstIndex { $0.name == "classifier.weight" }!
+        tuned[head].bytes[0] ^= 1
+        let committed = try await test.registry.addCheckpoint(model: ModelName("s"), input: try SafeTensorsMemory(tuned, metadata: metadata), step: 7)
+        #expect(committed.checkpoint == "s@1" && committed.bytesStored == tuned[head].bytes.count)
+        #expect { try SafeTensorsMemory([TensorData(name: "w", dtype: .f32, shape: [3], bytes: [0, 0, 0, 0])]) } throws: { error in
+            if case SafeTensorsError.dataLengthMismatch = error { true } else { false }
+        }
+    }
+}
