@@ -23,8 +23,9 @@ extension Registry {
         name: ModelName, file path: String, provenance: Provenance = Provenance(),
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
-        if try await modelID(name) != nil { throw .modelExists(name) }
-        return try await addBase(name: name, input: try Self.openInput(path), provenance: provenance, progress: progress)
+        try await retryingVanishedBlobs { () async throws(GraftError) in
+            try await addBaseOnce(name: name, input: { () throws(GraftError) in try Self.openInput(path) }, provenance: provenance, progress: progress)
+        }
     }
 
     /// Registers a pretrained base from any safetensors input: a file, or tensors in memory
@@ -34,7 +35,7 @@ extension Registry {
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
         try await retryingVanishedBlobs { () async throws(GraftError) in
-            try await addBaseOnce(name: name, input: input, provenance: provenance, progress: progress)
+            try await addBaseOnce(name: name, input: { () throws(GraftError) in input }, provenance: provenance, progress: progress)
         }
     }
 
@@ -50,11 +51,13 @@ extension Registry {
         }
     }
 
-    func addBaseOnce(
-        name: ModelName, input reader: some SafeTensorsInput, provenance: Provenance,
+    /// One attempt; `input` is opened after the cheap checks, so a taken name is refused first.
+    func addBaseOnce<Input: SafeTensorsInput>(
+        name: ModelName, input open: () throws(GraftError) -> Input, provenance: Provenance,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
         if try await modelID(name) != nil { throw .modelExists(name) }
+        let reader = try open()
         let total = reader.header.dataLength
         let headerDigest = Digest.of(reader.headerBytes)
         // A file whose header the registry has seen is most likely a re-import: hash before

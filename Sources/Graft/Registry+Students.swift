@@ -133,10 +133,11 @@ extension Registry {
         metrics: [MetricAssignment] = [], split: String? = nil,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
-        guard try await modelID(name) != nil else { throw try await notFound(name) }
-        if let split { try MetricAssignment.checkName(split) }
-        return try await addCheckpoint(
-            model: name, input: try Self.openInput(path), step: step, epoch: epoch, metrics: metrics, split: split, progress: progress)
+        try await retryingVanishedBlobs { () async throws(GraftError) in
+            try await addCheckpointOnce(
+                model: name, input: { () throws(GraftError) in try Self.openInput(path) }, step: step, epoch: epoch, metrics: metrics, split: split,
+                progress: progress)
+        }
     }
 
     /// Commits the next checkpoint from any safetensors input: a file, or tensors in memory
@@ -148,17 +149,20 @@ extension Registry {
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
         try await retryingVanishedBlobs { () async throws(GraftError) in
-            try await addCheckpointOnce(model: name, input: input, step: step, epoch: epoch, metrics: metrics, split: split, progress: progress)
+            try await addCheckpointOnce(
+                model: name, input: { () throws(GraftError) in input }, step: step, epoch: epoch, metrics: metrics, split: split, progress: progress)
         }
     }
 
-    func addCheckpointOnce(
-        model name: ModelName, input reader: some SafeTensorsInput, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
+    /// One attempt; `input` is opened after the cheap checks, so an unknown model is refused first.
+    func addCheckpointOnce<Input: SafeTensorsInput>(
+        model name: ModelName, input open: () throws(GraftError) -> Input, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
         guard try await modelID(name) != nil else { throw try await notFound(name) }
         if let split { try MetricAssignment.checkName(split) }
         let manifest = try await self.manifest(of: name)
+        let reader = try open()
         let tensors = reader.header.tensors
         let byName = Dictionary(tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
         var violations: [String] = []
