@@ -69,6 +69,9 @@ def generate_tiny(path, count, seed=1):
 def timed(command, env=None):
     """Runs a command; returns (seconds, peak RSS in KiB of that process, as GNU time reports it)."""
     with tempfile.NamedTemporaryFile(mode="r") as rss:
+        # Start from a clean writeback state: otherwise a command pays for the dirty pages of
+        # the one before it, and whichever runs after a big write looks slow.
+        os.sync()
         start = time.perf_counter()
         result = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name] + command,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -110,7 +113,22 @@ def main():
         results = {"cp_sync": [], "import": [], "import_rss_kib": [], "reimport": [], "openssl_sha256": [], "export": [], "export_rss_kib": [], "cp_sync_export": [],
                    "baseline_import": [], "baseline_export": []}
         baseline = os.path.abspath(args.baseline) if args.baseline else None
+        def run_baseline():
+            other = os.path.join(work, "baseline-registry")
+            shutil.rmtree(other, ignore_errors=True)
+            subprocess.run([baseline, "init", "--registry", other], check=True, stdout=subprocess.DEVNULL)
+            t, _ = timed([baseline, "base", "add", source, "--name", "bench", "--registry", other])
+            results["baseline_import"].append(t)
+            exported = os.path.join(work, "baseline-export.safetensors")
+            t, _ = timed([baseline, "export", "bench", "-o", exported, "--force", "--registry", other])
+            results["baseline_export"].append(t)
+            os.remove(exported)
+            shutil.rmtree(other, ignore_errors=True)
+
         for run in range(args.runs):
+            # The baseline runs before this build on even runs and after it on odd ones.
+            if baseline and run % 2 == 0:
+                run_baseline()
             copy = os.path.join(work, "copy.safetensors")
             t, _ = timed(["sh", "-c", f'cp "{source}" "{copy}" && sync "{copy}"'])
             results["cp_sync"].append(t)
@@ -135,16 +153,8 @@ def main():
             t, _ = timed(["sh", "-c", f'cp "{source}" "{exported}" && sync "{exported}"'])
             results["cp_sync_export"].append(t)
             os.remove(exported)
-            if baseline:
-                other = os.path.join(work, "baseline-registry")
-                shutil.rmtree(other, ignore_errors=True)
-                subprocess.run([baseline, "init", "--registry", other], check=True, stdout=subprocess.DEVNULL)
-                t, _ = timed([baseline, "base", "add", source, "--name", "bench", "--registry", other])
-                results["baseline_import"].append(t)
-                t, _ = timed([baseline, "export", "bench", "-o", exported, "--force", "--registry", other])
-                results["baseline_export"].append(t)
-                os.remove(exported)
-                shutil.rmtree(other, ignore_errors=True)
+            if baseline and run % 2 == 1:
+                run_baseline()
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
         opened = None
         if args.open_bench:
