@@ -26,6 +26,7 @@ extension Registry {
     /// was measured slower here (0.78 s against 0.53 s for 512 MiB; docs/BENCHMARKS.md).
     ///
     /// - Throws: ``GraftError/outputExists(path:)`` unless `overwrite`; ``GraftError/damagedBlob(_:reason:)``.
+    @discardableResult
     public func export(_ reference: Reference, to path: String, overwrite: Bool = false) async throws(GraftError) -> ExportResult {
         let (id, summary) = try await resolve(reference)
         if !overwrite, FileSystem.fileExists(path) { throw .outputExists(path: path) }
