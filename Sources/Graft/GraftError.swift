@@ -1,7 +1,8 @@
 public import SafeTensors
 
 /// Everything the registry can refuse or fail with. Each case carries the context a user
-/// needs, and ``description`` is one line that says what to do next.
+/// needs, and ``description`` is one line that says what went wrong in the library's terms;
+/// a front end (the CLI, a server) adds its own advice on what to run next.
 public enum GraftError: Error, Sendable, CustomStringConvertible {
     /// A name, alias or id that breaks the naming rules.
     case invalidName(String, reason: String)
@@ -90,8 +91,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .modelExists(let name):
             return "a model named `\(name)` exists already; choose another name"
         case .modelNotFound(let name, let suggestions):
-            let hint = suggestions.isEmpty ? "`graft list` shows the models" : "did you mean " + suggestions.map { "`\($0)`" }.joined(separator: ", ") + "?"
-            return "no model named `\(name)`; \(hint)"
+            guard !suggestions.isEmpty else { return "no model named `\(name)`" }
+            return "no model named `\(name)`; did you mean " + suggestions.map { "`\($0)`" }.joined(separator: ", ") + "?"
         case .checkpointNotFound(let ref, let available):
             return "no checkpoint \(ref): \(available)"
         case .digestNotFound(let prefix):
@@ -113,11 +114,11 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .corruptDatabase(let path, let message):
             return "the registry database \(path) is damaged or not SQLite: \(message)"
         case .outputExists(let path):
-            return "\(path) exists already; pass --force to overwrite it"
+            return "\(path) exists already"
         case .damagedBlob(let digest, let reason):
-            return "blob \(digest.short) is damaged: \(reason); run `graft verify --read-data`"
+            return "blob \(digest.short) is damaged: \(reason)"
         case .patternMatchesNothing(let rule):
-            return "\(rule) matches no tensor of the parent checkpoint; `graft show PARENT` lists its tensors"
+            return "\(rule) matches no tensor of the parent checkpoint"
         case .invalidManifest(let reason):
             return "invalid manifest: \(reason)"
         case .manifestViolation(let model, let violations):
@@ -131,11 +132,11 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .invalidCard(let reason):
             return "model card: \(reason)"
         case .allCandidatesFlagged(let metric, let candidates):
-            return "all \(candidates) checkpoint(s) with metric \(show(metric)) carry an open advisory (on them or an ancestor); `graft advisory list` shows them, --include-flagged considers them"
+            return "all \(candidates) checkpoint(s) with metric \(show(metric)) carry an open advisory (on them or an ancestor)"
         case .advisoryExists(let id):
             return "an advisory with id \(show(id)) exists already"
         case .advisoryNotFound(let id):
-            return "no advisory with id \(show(id)); `graft advisory list` shows them"
+            return "no advisory with id \(show(id))"
         case .wrongModelKind(let name, let expected):
             return "`\(name)` is not a \(expected)"
         case .protected(let target, let reasons):
@@ -143,7 +144,7 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .blobMismatch(let digest, let reason):
             return "the bytes sent for blob \(digest.short)… \(reason); nothing was kept"
         case .blobVanished(let digest):
-            return "blob \(digest.short)… was removed by gc before the commit; nothing was committed, run the command again"
+            return "blob \(digest.short)… was removed by gc before the commit; nothing was committed"
         }
     }
 

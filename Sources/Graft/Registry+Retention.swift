@@ -235,7 +235,7 @@ extension Registry {
                     """, arguments: [root])
             let descendants = rows.filter { ($0["id"] as Int64) != root }.map { $0["name"] as String }
             if !descendants.isEmpty, !cascade {
-                throw GraftError.protected(name.value, reasons: ["it has \(descendants.count) descendant(s): \(descendants.sorted().joined(separator: ", ")); --cascade removes them too"])
+                throw GraftError.protected(name.value, reasons: ["it has \(descendants.count) descendant(s): \(descendants.sorted().joined(separator: ", "))"])
             }
             let ids = rows.map { $0["id"] as Int64 }
             let list = "[" + ids.map(String.init).joined(separator: ",") + "]"

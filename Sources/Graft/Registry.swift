@@ -51,10 +51,10 @@ public final class Registry: Sendable {
     ) async throws(GraftError) -> Registry {
         let layout = RegistryLayout(root: root)
         guard FileSystem.isDirectory(layout.root) else {
-            throw .notARegistry(path: layout.root, reason: "no such directory; create one with `graft init --registry \(layout.root)`")
+            throw .notARegistry(path: layout.root, reason: "no such directory")
         }
         guard FileSystem.fileExists(layout.database) else {
-            throw .notARegistry(path: layout.root, reason: "it has no graft.sqlite; create one with `graft init --registry \(layout.root)`")
+            throw .notARegistry(path: layout.root, reason: "it has no graft.sqlite")
         }
         for directory in [layout.blobs, layout.sha256, layout.tmp] where !FileSystem.isDirectory(directory) {
             throw .notARegistry(path: layout.root, reason: "\(directory) is missing")

@@ -50,10 +50,30 @@ enum ExitCodes {
     }
 }
 
-/// Prints `error` on stderr as one line and returns the exit to throw.
+/// Prints `error` on stderr as one line — the library's message, then the command-line advice —
+/// and returns the exit to throw.
 func fail(_ error: GraftError) -> ExitCode {
-    printError(error.description)
+    printError(error.description + (error.commandLineHint.map { "; " + $0 } ?? ""))
     return ExitCode(ExitCodes.code(for: error))
+}
+
+extension GraftError {
+    /// What to run next, in the CLI's words (the library's messages name no command or flag).
+    var commandLineHint: String? {
+        switch self {
+        case .notARegistry(let path, let reason) where reason.hasPrefix("no such directory") || reason.hasPrefix("it has no graft.sqlite"):
+            "create one with `graft init --registry \(path)`"
+        case .modelNotFound(_, let suggestions) where suggestions.isEmpty: "`graft list` shows the models"
+        case .outputExists: "pass --force to overwrite it"
+        case .damagedBlob: "run `graft verify --read-data`"
+        case .patternMatchesNothing: "`graft show PARENT` lists its tensors"
+        case .allCandidatesFlagged: "`graft advisory list` shows them, --include-flagged considers them"
+        case .advisoryNotFound: "`graft advisory list` shows them"
+        case .protected(_, let reasons) where reasons.contains(where: { $0.contains("descendant(s)") }): "--cascade removes them too"
+        case .blobVanished: "run the command again"
+        default: nil
+        }
+    }
 }
 
 func printError(_ message: String) {

@@ -164,3 +164,20 @@ struct PolicyTests {
         #expect(try state([ManifestRule(.freeze, "features.1*")], of: "features.10.weight") == .frozen)
     }
 }
+
+@Suite("Library errors")
+struct LibraryErrorTests {
+    @Test("the library's messages name no command or flag; the CLI adds its own advice")
+    func noCommandLineWording() throws {
+        let digest = Digest.of([1, 2, 3])
+        let errors: [GraftError] = [
+            .notARegistry(path: "/r", reason: "no such directory"), .modelNotFound(try ModelName("m"), suggestions: []),
+            .outputExists(path: "/o"), .damagedBlob(digest, reason: "its file is missing"), .patternMatchesNothing("rule `x`"),
+            .allCandidatesFlagged(metric: "acc", candidates: 2), .advisoryNotFound("A"), .blobVanished(digest),
+            .protected("m", reasons: ["it has 1 descendant(s): s"]), .busy, .blobMismatch(digest, reason: "hash to x"),
+        ]
+        for error in errors {
+            #expect(!error.description.contains("`graft ") && !error.description.contains(" --"), "\(error.description)")
+        }
+    }
+}

@@ -73,7 +73,7 @@ struct RetentionTests {
     func removeModel() async throws {
         let t = try await TestRegistry()
         let (base, _) = try await family(t)
-        await #expect { try await t.registry.removeModel(base) } throws: { "\($0)".contains("student") && "\($0)".contains("--cascade") }
+        await #expect { try await t.registry.removeModel(base) } throws: { "\($0)".contains("student") && "\($0)".contains("descendant(s)") && !"\($0)".contains("--") }
         let dry = try await t.registry.removeModel(base, cascade: true, dryRun: true)
         #expect(dry.models == ["student", "base"] && dry.checkpoints.count == 4)
         #expect(try await t.registry.models().count == 2)
