@@ -21,6 +21,41 @@ private func together(_ cli: CLI, _ commands: [[String]]) async throws -> [Proce
 
 @Suite("Opening one registry from many processes at once")
 struct OpenRaceTests {
+    /// The mechanism behind the fix, checked directly: from the first moment `graft.sqlite`
+    /// exists it is a whole SQLite database in WAL mode (file-format bytes 18 and 19 both 2), so
+    /// no other process can catch it empty or in rollback mode. The race test below shows the
+    /// consequence; this one fails every time the database is created in place.
+    @Test("a new registry's database appears whole and already in WAL mode")
+    func publishedWhole() throws {
+        let cli = CLI()
+        for round in 0..<5 {
+            let root = cli.directory.file("whole\(round)")
+            let database = root + "/graft.sqlite"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: graftBinary)
+            process.arguments = ["init", "--registry", root]
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            // Poll as tightly as we can for the file's first appearance, then read its header.
+            var first: [UInt8]? = nil
+            let deadline = Date().addingTimeInterval(20)
+            while first == nil, Date() < deadline {
+                let fd = open(database, O_RDONLY)
+                if fd >= 0 {
+                    var bytes = [UInt8](repeating: 0, count: 100)
+                    let count = read(fd, &bytes, 100)
+                    close(fd)
+                    first = Array(bytes.prefix(max(0, count)))
+                }
+            }
+            process.waitUntilExit()
+            let header = try #require(first, "round \(round): graft.sqlite never appeared")
+            #expect(header.count == 100 && header.starts(with: Array("SQLite format 3\0".utf8)), "round \(round): \(header.count) bytes at first sight")
+            #expect(header.count == 100 && header[18] == 2 && header[19] == 2, "round \(round): not in WAL mode at first sight")
+            #expect(process.terminationStatus == 0)
+        }
+    }
+
     /// `docs/CLI.md` promises exit 69 ("busy") only after the 30 s busy timeout. SQLite answers
     /// BUSY at once, without waiting, where waiting could deadlock (a transaction that began by
     /// reading asks to write while another connection writes) and while the journal mode
