@@ -39,11 +39,13 @@ public final class OpenCheckpoint: SafeTensorsSource, @unchecked Sendable {
 
     public var origin: String { checkpoint.ref }
 
+    /// Calls `body` with the tensor's bytes in place. `tensor` comes from ``header`` (or has the
+    /// name of one of its tensors); naming a tensor the checkpoint lacks is a programming error.
     public func withData<R>(of tensor: TensorInfo, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         // Tensors are in data order; a tensor of another file is located by name.
         let index = header.tensors.binarySearch(offset: tensor.dataOffsets.lowerBound, name: tensor.name)
             ?? header.tensors.firstIndex { $0.name == tensor.name }
-        guard let index else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        guard let index else { preconditionFailure("\(checkpoint.ref) has no tensor named \(tensor.name)") }
         switch storage[index] {
         case .inline(let bytes): return try bytes.withUnsafeBytes(body)
         case .mapped(let blob): return try body(blob.bytes)
