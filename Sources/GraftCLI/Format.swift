@@ -1,12 +1,9 @@
 import Foundation
 import Graft
 
-/// Writes `value` as pretty JSON with sorted, snake_case keys, followed by a newline.
+/// Writes `value` in the library's JSON contract (``GraftJSON``), pretty, followed by a newline.
 func printJSON(_ value: some Encodable) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    encoder.keyEncodingStrategy = .convertToSnakeCase
-    let data = try encoder.encode(value)
+    let data = try GraftJSON.encoder(pretty: true).encode(value)
     FileHandle.standardOutput.write(data + Data("\n".utf8))
 }
 
