@@ -46,6 +46,8 @@ public struct ModelSummary: Sendable, Codable, Equatable {
 public struct CheckpointSummary: Sendable, Codable, Equatable {
     public var model: ModelName
     public var number: Int
+    /// This checkpoint as a typed reference (`NAME@N`), to pass back to the registry.
+    public var reference: Reference { .number(model, number) }
     /// `NAME@N`.
     public var ref: String
     public var digest: Digest

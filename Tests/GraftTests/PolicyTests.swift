@@ -122,7 +122,8 @@ struct PolicyTests {
             let best = try await r.best(metric: "score", direction: .max, scope: scope)
             #expect(best.checkpoint.ref == "alpha@1", "\(label): \(best.checkpoint.ref)")
         }
-        #expect(try await r.best(metric: "score", direction: .max, scope: .model(ModelName("alpha"))).checkpoint.ref == "alpha@1")
+        let alpha = try await r.best(metric: "score", direction: .max, scope: .model(ModelName("alpha")))
+        #expect(alpha.checkpoint.ref == "alpha@1" && alpha.checkpoint.reference == .number(try ModelName("alpha"), 1))
         #expect(try await r.best(metric: "score", direction: .max, scope: .model(ModelName("zeta"))).checkpoint.ref == "zeta@2")
         // Minimising: one winner, whatever the order.
         #expect(try await r.best(metric: "score", direction: .min, scope: .under(ModelName("root"))).checkpoint.ref == "mid@1")

@@ -36,7 +36,7 @@ extension GraftCommand {
             try await GraftCLI.run { () throws(GraftError) in
                 let registry = try await options.open()
                 let best = try await registry.best(metric: metric, direction: ranking.direction, split: ranking.split, scope: scope, includeFlagged: includeFlagged)
-                if let export { _ = try await registry.export(try Reference(parsing: best.checkpoint.ref), to: export) }
+                if let export { try await registry.export(best.checkpoint.reference, to: export) }
                 if output.json { return try emitJSON(best) }
                 let how = best.directionInferred ? "\(best.direction.rawValue), from the metric's name" : best.direction.rawValue
                 print("best \(best.checkpoint.ref)  \(best.metric)\(best.split.map { " (\($0))" } ?? "") = \(formatMetric(best.value))  [\(how)]")
