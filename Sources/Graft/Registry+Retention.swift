@@ -186,31 +186,37 @@ extension Registry {
                 throw GraftError.modelNotFound(name, suggestions: [])
             }
             let modelID: Int64 = model["id"]
-            let checkpoints = try Row.fetchAll(db, sql: "SELECT id, number FROM checkpoints WHERE model_id = ? ORDER BY number DESC", arguments: [modelID])
-            var reasons: [Int64: [String]] = [:]
-            for row in checkpoints.prefix(keepLast) { reasons[row["id"], default: []].append("one of the newest \(keepLast)") }
-            if keepBest > 0, let metric, let chosen {
-                let order = chosen == .max ? "DESC" : "ASC"
-                let best = try Int64.fetchAll(
-                    db, sql: """
-                        SELECT mt.checkpoint_id FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id
-                        WHERE mt.model_id = ? AND mt.name = ? AND mt.split = ? ORDER BY mt.value \(order), c.number LIMIT ?
-                        """, arguments: [modelID, metric, split ?? "", keepBest])
-                guard !best.isEmpty else {
+            // Gather what the policy needs; the policy (plain Swift) decides.
+            let checkpoints = try Row.fetchAll(db, sql: "SELECT id, number FROM checkpoints WHERE model_id = ? ORDER BY number", arguments: [modelID])
+            var values: [Int64: Double] = [:]
+            if keepBest > 0, let metric {
+                for row in try Row.fetchAll(
+                    db, sql: "SELECT checkpoint_id, value FROM metrics WHERE model_id = ? AND name = ? AND split = ?", arguments: [modelID, metric, split ?? ""])
+                {
+                    values[row["checkpoint_id"]] = row["value"]
+                }
+                guard !values.isEmpty else {
                     let known = try String.fetchAll(db, sql: "SELECT DISTINCT name FROM metrics WHERE model_id = ? ORDER BY name", arguments: [modelID])
                     throw GraftError.unknownMetric(metric, known: known)
                 }
-                for id in best { reasons[id, default: []].append("one of the best \(keepBest) by \(metric) (\(chosen.rawValue))") }
             }
-            var removed: [Int64] = [], removedRefs: [String] = [], kept: [KeptCheckpoint] = []
-            for row in checkpoints.reversed() {
+            var idOf: [Int: Int64] = [:]
+            var candidates: [RetentionPolicy.Candidate] = []
+            for row in checkpoints {
                 let id: Int64 = row["id"], number: Int = row["number"]
-                let all = (reasons[id] ?? []) + (try Self.protections(db, checkpoint: id, model: name.value, kind: model["kind"], number: number))
-                if all.isEmpty {
-                    removed.append(id)
+                idOf[number] = id
+                candidates.append(RetentionPolicy.Candidate(
+                    number: number, value: values[id],
+                    protections: try Self.protections(db, checkpoint: id, model: name.value, kind: model["kind"], number: number)))
+            }
+            let policy = RetentionPolicy(keepLast: keepLast, keepBest: keepBest, metric: metric, direction: chosen ?? .max)
+            var removed: [Int64] = [], removedRefs: [String] = [], kept: [KeptCheckpoint] = []
+            for (number, reasons) in policy.decide(candidates) {
+                if reasons.isEmpty {
+                    removed.append(idOf[number]!)
                     removedRefs.append("\(name)@\(number)")
                 } else {
-                    kept.append(KeptCheckpoint(checkpoint: "\(name)@\(number)", reasons: all))
+                    kept.append(KeptCheckpoint(checkpoint: "\(name)@\(number)", reasons: reasons))
                 }
             }
             let freed = try Self.removeCheckpoints(db, removed, store: store, dryRun: dryRun)

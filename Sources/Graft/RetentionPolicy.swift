@@ -1,0 +1,63 @@
+/// Which checkpoints of a model `prune` keeps, and why — plain Swift, no storage: the registry
+/// gathers each checkpoint's number, metric value and protections, the policy decides.
+///
+/// Kept: the newest `keepLast` (by number), the best `keepBest` by the metric (ties go to the
+/// lower number; checkpoints without the metric are not candidates), and every checkpoint with
+/// a protection (students derive from it, an alias points at it, a base's registered one).
+/// Everything else goes.
+///
+/// ```swift
+/// let policy = RetentionPolicy(keepLast: 1, keepBest: 1, metric: "val/accuracy", direction: .max)
+/// let plan = policy.decide([.init(number: 1, value: 0.9), .init(number: 2, value: 0.5)])
+/// // [(1, ["one of the best 1 by val/accuracy (max)"]), (2, ["one of the newest 1"])]
+/// ```
+public struct RetentionPolicy: Sendable, Equatable {
+    public var keepLast: Int
+    public var keepBest: Int
+    public var metric: String?
+    public var direction: Direction
+
+    public init(keepLast: Int, keepBest: Int = 0, metric: String? = nil, direction: Direction = .max) {
+        self.keepLast = keepLast
+        self.keepBest = keepBest
+        self.metric = metric
+        self.direction = direction
+    }
+
+    /// One checkpoint as the policy sees it.
+    public struct Candidate: Sendable, Equatable {
+        public var number: Int
+        /// Its value of the policy's metric, if it has one.
+        public var value: Double?
+        /// Why it must stay whatever the policy says.
+        public var protections: [String]
+
+        public init(number: Int, value: Double? = nil, protections: [String] = []) {
+            self.number = number
+            self.value = value
+            self.protections = protections
+        }
+    }
+
+    /// Each candidate's reasons to stay, in ascending checkpoint number; no reason means it goes.
+    /// The policy's own reasons come first, then the protections.
+    public func decide(_ candidates: [Candidate]) -> [(number: Int, reasons: [String])] {
+        var reasons: [Int: [String]] = [:]
+        let newestFirst = candidates.sorted { $0.number > $1.number }
+        for candidate in newestFirst.prefix(max(0, keepLast)) {
+            reasons[candidate.number, default: []].append("one of the newest \(keepLast)")
+        }
+        if keepBest > 0, let metric {
+            let ranked = candidates.compactMap { candidate in candidate.value.map { (candidate.number, $0) } }.sorted { a, b in
+                if a.1 != b.1 { return direction == .max ? a.1 > b.1 : a.1 < b.1 }
+                return a.0 < b.0
+            }
+            for (number, _) in ranked.prefix(keepBest) {
+                reasons[number, default: []].append("one of the best \(keepBest) by \(metric) (\(direction.rawValue))")
+            }
+        }
+        return candidates.sorted { $0.number < $1.number }.map { candidate in
+            (candidate.number, (reasons[candidate.number] ?? []) + candidate.protections)
+        }
+    }
+}

@@ -1,0 +1,48 @@
+@testable import Graft
+import Testing
+
+/// The retention policy alone: no registry, no database.
+@Suite("Retention policy")
+struct RetentionPolicyTests {
+    private func kept(_ plan: [(number: Int, reasons: [String])]) -> [Int] { plan.filter { !$0.reasons.isEmpty }.map(\.number) }
+
+    @Test("keep-last keeps exactly the N highest numbers, whatever the order given; 0 keeps none")
+    func keepLast() {
+        let candidates = [5, 1, 4, 2, 3].map { RetentionPolicy.Candidate(number: $0) }
+        #expect(kept(RetentionPolicy(keepLast: 2).decide(candidates)) == [4, 5])
+        #expect(kept(RetentionPolicy(keepLast: 0).decide(candidates)) == [])
+        #expect(kept(RetentionPolicy(keepLast: 9).decide(candidates)) == [1, 2, 3, 4, 5])
+        #expect(RetentionPolicy(keepLast: 1).decide(candidates).map(\.number) == [1, 2, 3, 4, 5], "ascending")
+        #expect(RetentionPolicy(keepLast: 1).decide(candidates).last?.reasons == ["one of the newest 1"])
+    }
+
+    @Test("keep-best ranks by the metric in its direction, ties to the lower number; checkpoints without it are not candidates")
+    func keepBest() {
+        let candidates = [
+            RetentionPolicy.Candidate(number: 1, value: 0.7), RetentionPolicy.Candidate(number: 2, value: 0.9),
+            RetentionPolicy.Candidate(number: 3, value: 0.9), RetentionPolicy.Candidate(number: 4),
+            RetentionPolicy.Candidate(number: 5, value: 0.1),
+        ]
+        let max = RetentionPolicy(keepLast: 0, keepBest: 2, metric: "acc", direction: .max).decide(candidates)
+        #expect(kept(max) == [2, 3])
+        #expect(max.first { $0.number == 2 }?.reasons == ["one of the best 2 by acc (max)"])
+        #expect(kept(RetentionPolicy(keepLast: 0, keepBest: 1, metric: "acc", direction: .max).decide(candidates)) == [2], "tie: the lower number")
+        #expect(kept(RetentionPolicy(keepLast: 0, keepBest: 2, metric: "loss", direction: .min).decide(candidates)) == [1, 5])
+        #expect(kept(RetentionPolicy(keepLast: 0, keepBest: 9, metric: "acc", direction: .max).decide(candidates)) == [1, 2, 3, 5], "4 has no value")
+        #expect(kept(RetentionPolicy(keepLast: 0, keepBest: 2, metric: nil).decide(candidates)) == [], "no metric, no best")
+    }
+
+    @Test("reasons add up: the policy's first, then the protections; a protected checkpoint stays whatever the policy says")
+    func protections() {
+        let candidates = [
+            RetentionPolicy.Candidate(number: 1, value: 0.9, protections: ["aliased as m@prod"]),
+            RetentionPolicy.Candidate(number: 2, value: 0.1, protections: ["students derive from it (s)"]),
+            RetentionPolicy.Candidate(number: 3, value: 0.5),
+        ]
+        let plan = RetentionPolicy(keepLast: 1, keepBest: 1, metric: "acc", direction: .max).decide(candidates)
+        #expect(plan.map(\.reasons) == [
+            ["one of the best 1 by acc (max)", "aliased as m@prod"], ["students derive from it (s)"], ["one of the newest 1"],
+        ])
+        #expect(kept(RetentionPolicy(keepLast: 0).decide(candidates)) == [1, 2])
+    }
+}
