@@ -9,28 +9,15 @@ struct RegistryOptions: ParsableArguments {
 
     var root: String { RegistryLayout.resolveRoot(option: registry, environment: ProcessInfo.processInfo.environment) }
 
-    /// Opens the registry. `GRAFT_INLINE_THRESHOLD` (bytes) overrides the inline threshold;
-    /// it exists for the benchmarks, which compare thresholds. `GRAFT_BUSY_TIMEOUT` (seconds)
-    /// is how long a write waits for another process's lock before exit 69.
-    func open() async throws(GraftError) -> Registry {
-        let environment = ProcessInfo.processInfo.environment
-        var threshold = Registry.defaultInlineThreshold
-        if let text = environment["GRAFT_INLINE_THRESHOLD"] {
-            guard let value = Int(text), value >= 0 else {
-                throw .invalidName(text, reason: "GRAFT_INLINE_THRESHOLD must be a non-negative number of bytes")
-            }
-            threshold = value
-        }
-        return try await Registry.open(at: root, inlineThreshold: threshold, busyTimeout: try busyTimeout())
+    /// The registry the user chose: `--registry`, the environment (`GRAFT_REGISTRY`,
+    /// `GRAFT_INLINE_THRESHOLD`, `GRAFT_BUSY_TIMEOUT`), else the defaults.
+    func configuration() throws(GraftError) -> RegistryConfiguration {
+        try RegistryConfiguration.resolve(option: registry, environment: ProcessInfo.processInfo.environment)
     }
 
-    /// `GRAFT_BUSY_TIMEOUT`, else the library's 30 s.
-    func busyTimeout() throws(GraftError) -> Double {
-        guard let text = ProcessInfo.processInfo.environment["GRAFT_BUSY_TIMEOUT"] else { return Registry.defaultBusyTimeout }
-        guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 86_400 else {
-            throw .invalidName(text, reason: "GRAFT_BUSY_TIMEOUT must be a number of seconds above 0 and at most 86400")
-        }
-        return seconds
+    /// Opens the registry the user chose.
+    func open() async throws(GraftError) -> Registry {
+        try await Registry.open(try configuration())
     }
 }
 

@@ -138,6 +138,7 @@ struct ExitCodeCLITests {
         let refused = try expectExit(cli, ["base", "add", try cli.base("other.safetensors", seed: 99), "--name", "late"], 69, mentions: "busy", environment: ["GRAFT_BUSY_TIMEOUT": "1.5"])
         let waited = Date().timeIntervalSince(started)
         #expect(waited >= 1.4, "exit \(refused.status) after \(waited) s: before the busy timeout")
+        #expect(waited < 15, "GRAFT_BUSY_TIMEOUT=1.5 was not honoured: \(waited) s (the default is 30 s)")
         #expect(filesUnder(cli.registry + "/tmp").isEmpty)
         try? input.fileHandleForWriting.close()
         holder.waitUntilExit()

@@ -46,3 +46,22 @@ struct RetentionPolicyTests {
         #expect(kept(RetentionPolicy(keepLast: 0).decide(candidates)) == [1, 2])
     }
 }
+
+@Suite("Registry configuration")
+struct RegistryConfigurationTests {
+    @Test("the root comes from the option, else GRAFT_REGISTRY, else ./registry; thresholds and timeouts from the environment, checked")
+    func resolve() throws {
+        #expect(try RegistryConfiguration.resolve(option: "/a", environment: ["GRAFT_REGISTRY": "/b"]).root == "/a")
+        #expect(try RegistryConfiguration.resolve(option: nil, environment: ["GRAFT_REGISTRY": "/b"]).root == "/b")
+        #expect(try RegistryConfiguration.resolve(option: "", environment: [:]).root == "./registry")
+        let defaults = try RegistryConfiguration.resolve(option: nil, environment: [:])
+        #expect(defaults == RegistryConfiguration(root: "./registry"))
+        #expect(defaults.busyTimeout == 30 && defaults.inlineThreshold == 4096 && defaults.durability == .full)
+        let tuned = try RegistryConfiguration.resolve(option: nil, environment: ["GRAFT_BUSY_TIMEOUT": "2.5", "GRAFT_INLINE_THRESHOLD": "0"])
+        #expect(tuned.busyTimeout == 2.5 && tuned.inlineThreshold == 0)
+        for bad in [["GRAFT_BUSY_TIMEOUT": "0"], ["GRAFT_BUSY_TIMEOUT": "soon"], ["GRAFT_BUSY_TIMEOUT": "inf"], ["GRAFT_BUSY_TIMEOUT": "90000"],
+                    ["GRAFT_INLINE_THRESHOLD": "-1"], ["GRAFT_INLINE_THRESHOLD": "4k"]] {
+            #expect { try RegistryConfiguration.resolve(option: nil, environment: bad) } throws: { caseName($0) == "invalidName" }
+        }
+    }
+}

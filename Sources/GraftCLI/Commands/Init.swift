@@ -11,7 +11,7 @@ extension GraftCommand {
 
         func run() async throws {
             try await GraftCLI.run { () throws(GraftError) in
-                let (registry, created) = try await Registry.create(at: options.root, busyTimeout: try options.busyTimeout())
+                let (registry, created) = try await Registry.create(try options.configuration())
                 print(created ? "created registry at \(registry.layout.root)" : "registry at \(registry.layout.root) is ready (already initialised)")
             }
         }
