@@ -112,3 +112,42 @@ func offload<T: Sendable>(_ body: @escaping @Sendable () throws(GraftError) -> T
     }
     return try result.get()
 }
+
+extension Registry {
+    /// Streams a checkpoint's safetensors bytes to `sink` in file order — the header, then every
+    /// tensor in 4 MiB chunks or less — byte-identical to what ``export(_:to:overwrite:)``
+    /// writes, for a sender that cannot write a file (an HTTP response). Each blob is verified as
+    /// it streams: its digest is checked when its last chunk has been passed on, so on damage
+    /// the bytes before were already sent and the sender must abandon the stream.
+    ///
+    /// - Returns: the number of bytes streamed (the checkpoint's file size).
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)``; whatever `sink` throws.
+    @discardableResult
+    public func stream(
+        _ reference: Reference, to sink: @escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void
+    ) async throws(GraftError) -> Int {
+        let (id, _) = try await resolve(reference)
+        let (header, parts) = try await checkpointParts(id)
+        let blobs = self.blobs
+        return try await offload { () throws(GraftError) -> Int in
+            let result = header.withUnsafeBytes { bytes in Result { () throws(GraftError) in try sink(bytes) } }
+            try result.get()
+            var sent = header.count
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+            defer { buffer.deallocate() }
+            for (digest, length, inline) in parts {
+                if let inline {
+                    guard inline.count == length, Digest.of(inline) == digest else {
+                        throw .damagedBlob(digest, reason: "inline bytes no longer match the digest")
+                    }
+                    let result = inline.withUnsafeBytes { bytes in Result { () throws(GraftError) in try sink(bytes) } }
+                    try result.get()
+                } else {
+                    try blobs.stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in try sink(chunk) }
+                }
+                sent += length
+            }
+            return sent
+        }
+    }
+}

@@ -121,3 +121,43 @@ struct MemoryImportTests {
         }
     }
 }
+
+@Suite("Checkpoints streamed out")
+struct StreamOutTests {
+    @Test("stream sends the exported file's bytes in order; a damaged blob stops it with damagedBlob")
+    func streamed() async throws {
+        let test = try await TestRegistry()
+        let path = try test.writeBase(metadata: ["format": "pt", "note": "streamed"])
+        _ = try await test.registry.addBase(name: ModelName("cnn"), file: path)
+        final class Collector: @unchecked Sendable {
+            // Written only from the one thread `stream` runs its sink on.
+            var bytes: [UInt8] = []
+            var calls = 0
+        }
+        let collector = Collector()
+        let sent = try await test.registry.stream(try Reference(parsing: "cnn@1")) { chunk throws(GraftError) in
+            collector.bytes.append(contentsOf: chunk)
+            collector.calls += 1
+        }
+        #expect(Data(collector.bytes) == (try fileBytes(path)) && sent == collector.bytes.count)
+        #expect(collector.calls == 12, "the header, then one call per tensor of this small file")
+
+        let largest = baseTensors(seed: 1).max { $0.bytes.count < $1.bytes.count }!
+        let hex = sha256Hex(largest.bytes)
+        let file = test.root + "/blobs/sha256/\(hex.prefix(2))/\(hex)"
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: file)
+        var damaged = try fileBytes(file)
+        damaged[7] ^= 0x80
+        try damaged.write(to: URL(fileURLWithPath: file))
+        await expectGraftError("damagedBlob") {
+            try await test.registry.stream(try Reference(parsing: "cnn@1")) { _ throws(GraftError) in }
+        }
+        // What the sink throws comes out as it is.
+        try FileManager.default.removeItem(atPath: file)
+        let other = try await TestRegistry()
+        _ = try await other.registry.addBase(name: ModelName("cnn"), file: try other.writeBase())
+        await expectGraftError("diskFull") {
+            try await other.registry.stream(try Reference(parsing: "cnn")) { _ throws(GraftError) in throw .diskFull(path: "/sink") }
+        }
+    }
+}
