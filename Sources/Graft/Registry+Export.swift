@@ -130,8 +130,10 @@ extension Registry {
         let (header, parts) = try await checkpointParts(id)
         let blobs = self.blobs
         return try await offload { () throws(GraftError) -> Int in
-            let result = header.withUnsafeBytes { bytes in Result { () throws(GraftError) in try sink(bytes) } }
-            try result.get()
+            func send(_ bytes: [UInt8]) throws(GraftError) {
+                try bytes.withUnsafeBytes { buffer in Result { () throws(GraftError) in try sink(buffer) } }.get()
+            }
+            try send(header)
             var sent = header.count
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
             defer { buffer.deallocate() }
@@ -140,8 +142,7 @@ extension Registry {
                     guard inline.count == length, Digest.of(inline) == digest else {
                         throw .damagedBlob(digest, reason: "inline bytes no longer match the digest")
                     }
-                    let result = inline.withUnsafeBytes { bytes in Result { () throws(GraftError) in try sink(bytes) } }
-                    try result.get()
+                    try send(inline)
                 } else {
                     try blobs.stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in try sink(chunk) }
                 }

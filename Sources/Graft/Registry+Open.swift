@@ -52,13 +52,14 @@ public final class OpenCheckpoint: SafeTensorsSource, @unchecked Sendable {
         }
     }
 
-    /// Rehashes every tensor against its digest, on two cores.
+    /// Rehashes every tensor against its digest, on two lanes balanced by bytes (as export does).
     /// - Throws: ``GraftError/damagedBlob(_:reason:)`` for the first tensor whose bytes changed.
     public func verify() async throws(GraftError) {
         let failure = Mutex<GraftError?>(nil)
         let tensors = header.tensors, digests = self.digests
-        await BlobTransfer.inLanes(min(2, max(1, tensors.count))) { lane, _ in
-            for index in stride(from: lane, to: tensors.count, by: 2) {
+        let lanes = BlobTransfer.balance(tensors.map(\.byteCount))
+        await BlobTransfer.inLanes(lanes.count) { lane, _ in
+            for index in lanes[lane] {
                 if failure.withLock({ $0 != nil }) { return }
                 let actual = self.withData(of: tensors[index]) { Digest(SHA256.hash(data: $0)) }
                 if actual != digests[index] {
