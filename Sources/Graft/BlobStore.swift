@@ -3,7 +3,7 @@
 #endif
 import Crypto
 import Dispatch
-import SafeTensors
+package import SafeTensors
 import Synchronization
 
 /// Where the registry keeps tensor bytes: the seam between the registry and its storage.
@@ -80,15 +80,19 @@ public struct BlobInventory: Sendable {
 }
 
 /// One tensor of an imported file, hashed and stored.
-struct IngestedTensor: Sendable {
-    let info: TensorInfo
-    let digest: Digest
+package struct IngestedTensor: Sendable {
+    package let info: TensorInfo
+    package let digest: Digest
     /// The bytes, for tensors small enough to live in the metadata store.
-    let inline: [UInt8]?
+    package let inline: [UInt8]?
     /// Whether this import stored the blob (false when it was already present).
-    let wroteFile: Bool
+    package let wroteFile: Bool
     /// Whether the blob is in the store (a `hashOnly` pass may find it missing).
-    var present: Bool = true
+    package var present: Bool = true
+
+    package init(info: TensorInfo, digest: Digest, inline: [UInt8]?, wroteFile: Bool, present: Bool = true) {
+        (self.info, self.digest, self.inline, self.wroteFile, self.present) = (info, digest, inline, wroteFile, present)
+    }
 }
 
 /// How `ingest` treats a large tensor.

@@ -1,4 +1,4 @@
-import GRDB
+
 import Yams
 
 /// Fields Graft reads from a Hugging Face model card's YAML front matter.

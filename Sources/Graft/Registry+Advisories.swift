@@ -1,6 +1,3 @@
-import GRDB
-import GRDBSQLite
-
 /// How serious an advisory is.
 public enum Severity: String, Sendable, Codable, CaseIterable {
     case low, medium, high, critical
@@ -52,48 +49,24 @@ extension Registry {
             checkpointID = id
             checkpointRef = summary.ref
             modelName = summary.model.value
-            modelID = try await read { db in try db.cachedOne(Int64.self, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [id]) ?? -1 }
+            modelID = try await metadata.modelOf(checkpoint: id) ?? -1
         }
         let now = timestamp()
         let (target, checkpoint) = (modelID, checkpointID)
-        try await write { db in
-            if try db.cachedOne(Bool.self, sql: "SELECT 1 FROM advisories WHERE id = ?", arguments: [id]) ?? false { throw GraftError.advisoryExists(id) }
-            try db.execute(
-                sql: "INSERT INTO advisories (id, model_id, checkpoint_id, severity, note, url, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                arguments: [id, target, checkpoint, severity.rawValue, note, url, now])
-        }
+        try await metadata.insertAdvisory(NewAdvisory(
+            id: id, model: target, checkpoint: checkpoint, severity: severity, note: note, url: url, createdAt: now))
         return Advisory(id: id, model: modelName, checkpoint: checkpointRef, severity: severity, note: note, url: url, createdAt: now, resolvedAt: nil)
     }
 
     /// Advisories, newest first; resolved ones only when asked.
     public func advisories(includeResolved: Bool = false) async throws(GraftError) -> [Advisory] {
-        try await read { db in
-            try db.cachedRows(sql: """
-                    SELECT a.*, m.name AS model_name, c.number AS checkpoint_number FROM advisories a JOIN models m ON m.id = a.model_id
-                    LEFT JOIN checkpoints c ON c.id = a.checkpoint_id
-                    \(includeResolved ? "" : "WHERE a.resolved_at IS NULL") ORDER BY a.created_at DESC, a.id
-                    """
-            ).map { row in
-                let name: String = row["model_name"]
-                return Advisory(
-                    id: row["id"], model: name, checkpoint: (row["checkpoint_number"] as Int?).map { "\(name)@\($0)" },
-                    severity: Severity(rawValue: row["severity"]) ?? .high, note: row["note"], url: row["url"], createdAt: row["created_at"],
-                    resolvedAt: row["resolved_at"])
-            }
-        }
+        try await metadata.advisories(includeResolved: includeResolved)
     }
 
     /// Marks an advisory resolved; descendants stop inheriting it.
     public func resolveAdvisory(_ id: String) async throws(GraftError) {
         try ModelName.check(id, what: "advisory id")
-        let changed = try await write { db -> Int in
-            try db.execute(sql: "UPDATE advisories SET resolved_at = ? WHERE id = ? AND resolved_at IS NULL", arguments: [timestamp(), id])
-            return db.changesCount
-        }
-        if changed == 0 {
-            let exists = try await read { db in try db.cachedOne(Bool.self, sql: "SELECT 1 FROM advisories WHERE id = ?", arguments: [id]) ?? false }
-            if !exists { throw .advisoryNotFound(id) }
-        }
+        guard try await metadata.resolveAdvisory(id, at: timestamp()) != nil else { throw .advisoryNotFound(id) }
     }
 
     /// Every descendant of `reference` (a model, or the students of one checkpoint) that
@@ -110,67 +83,57 @@ extension Registry {
             let (id, summary) = try await resolve(reference)
             checkpointID = id
             label = summary.ref
-            start = try await read { db in try db.cachedOne(Int64.self, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [id]) ?? -1 }
+            start = try await metadata.modelOf(checkpoint: id) ?? -1
         }
-        let (root, first, startLabel) = (start, checkpointID, label)
-        return try await read { db in
-            // Nothing to read unless an open advisory lies above the model (inherited) or
-            // within its subtree (a prefix test on lineage paths).
-            let open = try Self.openAdvisories(db)
-            let rootPath = try Self.lineagePath(db, model: root)
-            let inherited = try Self.inheritedAdvisories(db, model: root, open: open)
-            guard !inherited.isEmpty || open.contains(where: { Self.isWithin($0.path, rootPath) }) else { return [] }
-            // The whole tree below: one range of the lineage-path index, each model with the
-            // edge it derives by, every parent before its children; the flags follow from it.
-            let rows = try Self.lineageRows(db, sql: Self.descendantsSQL, arguments: [root])
-            let flagged = Self.propagateFlags(rows, root: root, inherited: inherited, open: open)
-            let rootName = try db.cachedOne(String.self, sql: "SELECT name FROM models WHERE id = ?", arguments: [root]) ?? startLabel
-            // Each model reached: its parent's step, and the element it adds to the path of
-            // inheritance (`parent@N`). Paths are built at the end, each in one allocation: a
-            // chain 1,000 deep has 500,000 path elements in all.
-            var names: [Int64: String] = [root: rootName]
-            var steps: [(id: Int64, name: String, parent: Int, label: String, depth: Int)] = []
-            var stepOf: [Int64: Int] = [:]
-            for row in rows {
-                names[row.id] = row.name
-                guard let parent = row.link else { continue }
-                let via = "@\(row.parentNumber ?? 0)"
-                if parent == root {
-                    // From a checkpoint reference, only the students of that checkpoint.
-                    if let first, row.via != first { continue }
-                    steps.append((row.id, row.name, -1, rootName + via, 1))
-                } else {
-                    guard let above = stepOf[parent] else { continue }
-                    steps.append((row.id, row.name, above, (names[parent] ?? "?") + via, steps[above].depth + 1))
-                }
-                stepOf[row.id] = steps.count - 1
+        let (root, first) = (start, checkpointID)
+        // Nothing to read unless an open advisory lies above the model (inherited) or within
+        // its subtree.
+        let open = try await metadata.openAdvisories()
+        guard !open.isEmpty else { return [] }
+        let chain = try await metadata.chain(model: root, full: true)
+        let inherited = AdvisoryInheritance.inherited(chain: chain, open: open)
+        guard !inherited.isEmpty || AdvisoryInheritance.anyWithin(open, model: root) else { return [] }
+        // The whole tree below, each model with the edge it derives by, every parent before its
+        // children; the flags follow from it.
+        let rows = try await metadata.descendants(of: root)
+        let flagged = AdvisoryInheritance.propagate(rows, root: root, inherited: inherited, open: open)
+        let rootName = chain.first?.name ?? label
+        // Each model reached: its parent's step, and the element it adds to the path of
+        // inheritance (`parent@N`). Paths are built at the end, each in one allocation: a
+        // chain 1,000 deep has 500,000 path elements in all.
+        var names: [Int64: String] = [root: rootName]
+        var steps: [(id: Int64, name: String, parent: Int, label: String, depth: Int)] = []
+        var stepOf: [Int64: Int] = [:]
+        for row in rows {
+            names[row.id] = row.name
+            guard let parent = row.link else { continue }
+            let via = "@\(row.parentNumber ?? 0)"
+            if parent == root {
+                // From a checkpoint reference, only the students of that checkpoint.
+                if let first, row.via != first { continue }
+                steps.append((row.id, row.name, -1, rootName + via, 1))
+            } else {
+                guard let above = stepOf[parent] else { continue }
+                steps.append((row.id, row.name, above, (names[parent] ?? "?") + via, steps[above].depth + 1))
             }
-            // Nearest first, then by name.
-            let order = steps.indices.filter { flagged[steps[$0].id]?.isEmpty == false }.sorted {
-                steps[$0].depth != steps[$1].depth ? steps[$0].depth < steps[$1].depth : steps[$0].name.utf8.lexicographicallyPrecedes(steps[$1].name.utf8)
+            stepOf[row.id] = steps.count - 1
+        }
+        // Nearest first, then by name.
+        let order = steps.indices.filter { flagged[steps[$0].id]?.isEmpty == false }.sorted {
+            steps[$0].depth != steps[$1].depth ? steps[$0].depth < steps[$1].depth : steps[$0].name.utf8.lexicographicallyPrecedes(steps[$1].name.utf8)
+        }
+        let checkpoints = order.isEmpty ? [:] : try await metadata.checkpointNumbers(models: order.map { steps[$0].id })
+        return order.map { index in
+            let (id, name, depth) = (steps[index].id, steps[index].name, steps[index].depth)
+            var path = [String](repeating: "", count: depth + 1)
+            path[depth] = name
+            var (step, slot) = (index, depth - 1)
+            while step >= 0 {
+                path[slot] = steps[step].label
+                (step, slot) = (steps[step].parent, slot - 1)
             }
-            let affectedIDs = order.map { steps[$0].id }
-            // Their checkpoint numbers in one statement (each model's from the (model, number)
-            // index, in order).
-            var checkpoints: [Int64: [Int]] = [:]
-            try Self.stepRows(
-                db, sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (SELECT value FROM json_each(?))",
-                arguments: ["[" + affectedIDs.map(String.init).joined(separator: ",") + "]"]
-            ) { handle in
-                checkpoints[sqlite3_column_int64(handle, 0), default: []].append(Int(sqlite3_column_int64(handle, 1)))
-            }
-            return order.map { index in
-                let (id, name, depth) = (steps[index].id, steps[index].name, steps[index].depth)
-                var path = [String](repeating: "", count: depth + 1)
-                path[depth] = name
-                var (step, slot) = (index, depth - 1)
-                while step >= 0 {
-                    path[slot] = steps[step].label
-                    (step, slot) = (steps[step].parent, slot - 1)
-                }
-                return AffectedModel(
-                    model: name, checkpoints: (checkpoints[id] ?? []).map { "\(name)@\($0)" }, advisories: flagged[id]!.sorted(), path: path)
-            }
+            return AffectedModel(
+                model: name, checkpoints: (checkpoints[id] ?? []).map { "\(name)@\($0)" }, advisories: flagged[id]!.sorted(), path: path)
         }
     }
 }

@@ -1,5 +1,3 @@
-import GRDB
-
 /// What `tag` did.
 public struct AliasResult: Sendable, Codable, Equatable {
     /// `NAME@ALIAS`.
@@ -19,20 +17,10 @@ extension Registry {
     public func tag(_ reference: Reference, alias: String) async throws(GraftError) -> AliasResult {
         try Self.checkAlias(alias)
         let (checkpointID, summary) = try await resolve(reference)
-        let previous = try await write { db -> String? in
-            guard let modelID = try Int64.fetchOne(db, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [checkpointID]) else {
-                throw GraftError.checkpointNotFound(reference, available: "it was removed meanwhile")
-            }
-            let previous = try Int.fetchOne(
-                db, sql: "SELECT c.number FROM aliases a JOIN checkpoints c ON c.id = a.checkpoint_id WHERE a.model_id = ? AND a.alias = ?",
-                arguments: [modelID, alias])
-            try db.execute(
-                sql: """
-                    INSERT INTO aliases (model_id, alias, checkpoint_id, updated_at) VALUES (?, ?, ?, ?)
-                    ON CONFLICT (model_id, alias) DO UPDATE SET checkpoint_id = excluded.checkpoint_id, updated_at = excluded.updated_at
-                    """, arguments: [modelID, alias, checkpointID, timestamp()])
-            return previous.map { "\(summary.model)@\($0)" }
+        guard let before = try await metadata.tag(checkpoint: checkpointID, alias: alias) else {
+            throw .checkpointNotFound(reference, available: "it was removed meanwhile")
         }
+        let previous = before.map { "\(summary.model)@\($0)" }
         return AliasResult(alias: "\(summary.model)@\(alias)", checkpoint: summary.ref, previous: previous == summary.ref ? nil : previous)
     }
 
@@ -42,27 +30,13 @@ extension Registry {
     public func untag(model name: ModelName, alias: String) async throws(GraftError) {
         try Self.checkAlias(alias)
         guard let modelID = try await modelID(name) else { throw try await notFound(name) }
-        let removed = try await write { db -> Int in
-            try db.execute(sql: "DELETE FROM aliases WHERE model_id = ? AND alias = ?", arguments: [modelID, alias])
-            return db.changesCount
-        }
-        if removed == 0 { throw .aliasNotFound(model: name, alias: alias) }
+        let removed = try await metadata.untag(model: modelID, alias: alias)
+        if !removed { throw .aliasNotFound(model: name, alias: alias) }
     }
 
     /// The aliases set on a model, by name, with the checkpoint each points at.
     public func aliases(of name: ModelName) async throws(GraftError) -> [String: String] {
-        try await read { db in
-            var result: [String: String] = [:]
-            for row in try Row.fetchAll(
-                db, sql: """
-                    SELECT a.alias, c.number FROM aliases a JOIN models m ON m.id = a.model_id
-                    JOIN checkpoints c ON c.id = a.checkpoint_id WHERE m.name = ?
-                    """, arguments: [name.value])
-            {
-                result[row["alias"]] = "\(name)@\(row["number"] as Int)"
-            }
-            return result
-        }
+        try await metadata.aliases(of: name)
     }
 
     static func checkAlias(_ alias: String) throws(GraftError) {

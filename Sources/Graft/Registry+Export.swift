@@ -4,7 +4,6 @@
 import Crypto
 import Dispatch
 import Foundation
-import GRDB
 import SafeTensors
 import Synchronization
 
@@ -30,7 +29,8 @@ extension Registry {
     public func export(_ reference: Reference, to path: String, overwrite: Bool = false) async throws(GraftError) -> ExportResult {
         let (id, summary) = try await resolve(reference)
         if !overwrite, FileSystem.fileExists(path) { throw .outputExists(path: path) }
-        let (header, parts) = try await checkpointParts(id)
+        let stored = try await metadata.parts(checkpoint: id)
+        let (header, parts) = (stored.header, stored.tensors)
         let blobs = self.blobs
         let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         let base = path.split(separator: "/").last.map(String.init) ?? path
@@ -127,7 +127,8 @@ extension Registry {
         _ reference: Reference, to sink: @escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void
     ) async throws(GraftError) -> Int {
         let (id, _) = try await resolve(reference)
-        let (header, parts) = try await checkpointParts(id)
+        let stored = try await metadata.parts(checkpoint: id)
+        let (header, parts) = (stored.header, stored.tensors)
         let blobs = self.blobs
         return try await offload { () throws(GraftError) -> Int in
             func send(_ bytes: [UInt8]) throws(GraftError) {

@@ -1,6 +1,4 @@
 import Crypto
-import Foundation
-import GRDB
 public import SafeTensors
 
 extension Registry {
@@ -62,43 +60,21 @@ extension Registry {
         let headerDigest = Digest.of(reader.headerBytes)
         // A file whose header the registry has seen is most likely a re-import: hash before
         // writing, so tensors that are present cost only their hashing.
-        let seenBefore = try await read { db in
-            try Bool.fetchOne(db, sql: "SELECT 1 FROM checkpoints WHERE header_digest = ? LIMIT 1", arguments: [headerDigest.hex]) ?? false
-        }
+        let seenBefore = try await metadata.hasHeader(digest: headerDigest)
         var report: (@Sendable (Int) -> Void)? = nil
         if let progress { report = { done in progress(done, total) } }
         let ingested = try await blobs.ingest(reader, mode: seenBefore ? .hashFirst : .writeThrough, progress: report)
         try blobs.flush(ingested)
-        let digest = Self.checkpointDigest(header: reader.headerBytes, tensors: ingested)
-        let provenanceMetadata = encodeJSON(provenance.metadata)
+        let commit = Self.newCheckpoint(reader, tensors: ingested, step: nil, epoch: nil)
         let store = blobs.store
-        let fileBytes = reader.fileSize
-        let inlineStored = try await write { db -> Int in
-            if try Int.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) != nil {
-                throw GraftError.modelExists(name)
-            }
-            let now = timestamp()
-            try db.execute(
-                sql: """
-                    INSERT INTO models (name, kind, description, source, license, dataset, architecture, task, metadata, created_at)
-                    VALUES (?, 'base', ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [name.value, provenance.description, provenance.source, provenance.license, provenance.dataset,
-                            provenance.architecture, provenance.task, provenanceMetadata, now])
-            let modelID = db.lastInsertedRowID
-            try db.execute(sql: "UPDATE models SET lineage_path = '/' || id || '/' WHERE id = ?", arguments: [modelID])
-            let stored = try Self.insertBlobs(db, ingested, store: store, now: now)
-            try Self.insertCheckpoint(
-                db, modelID: modelID, number: 1, reader: reader, digest: digest, headerDigest: headerDigest, tensors: ingested,
-                step: nil, epoch: nil, now: now)
-            return stored
-        }
+        let inlineStored = try await metadata.insertBase(
+            name: name, provenance: provenance, checkpoint: commit, stillStored: { store.contains($0, claim: false) })
         var seen = Set<Digest>()
         let fileStored = ingested.filter { $0.wroteFile && seen.insert($0.digest).inserted }.reduce(0) { $0 + $1.info.byteCount }
         let stored = fileStored + inlineStored
         return ImportResult(
-            model: name, checkpoint: "\(name)@1", digest: digest, tensors: ingested.count,
-            parameters: ingested.reduce(0) { $0 + $1.info.elementCount }, logicalBytes: fileBytes,
+            model: name, checkpoint: "\(name)@1", digest: commit.digest, tensors: ingested.count,
+            parameters: commit.parameterCount, logicalBytes: reader.fileSize,
             bytesStored: stored, bytesAlreadyPresent: total - stored)
     }
 
@@ -112,24 +88,12 @@ extension Registry {
         }
     }
 
-    /// Inserts a checkpoint row and its tensors (the blobs must be recorded already); returns its id.
-    @discardableResult
-    static func insertCheckpoint(
-        _ db: Database, modelID: Int64, number: Int, reader: some SafeTensorsInput, digest: Digest, headerDigest: Digest,
-        tensors: [IngestedTensor], step: Int?, epoch: Int?, now: String
-    ) throws -> Int64 {
-        try db.execute(
-            sql: """
-                INSERT INTO checkpoints (model_id, number, digest, header, header_digest, metadata, tensor_count,
-                    parameter_count, data_bytes, file_bytes, step, epoch, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [modelID, number, digest.hex, Data(reader.headerBytes), headerDigest.hex, encodeJSON(reader.header.metadataDictionary),
-                        tensors.count, tensors.reduce(0) { $0 + $1.info.elementCount }, reader.header.dataLength, reader.fileSize,
-                        step, epoch, now])
-        let id = db.lastInsertedRowID
-        try insertTensors(db, checkpointID: id, tensors)
-        return id
+    /// What the metadata store records of an ingested input.
+    static func newCheckpoint(_ reader: some SafeTensorsInput, tensors: [IngestedTensor], step: Int?, epoch: Int?) -> NewCheckpoint {
+        NewCheckpoint(
+            headerBytes: reader.headerBytes, headerDigest: Digest.of(reader.headerBytes), digest: checkpointDigest(header: reader.headerBytes, tensors: tensors),
+            metadata: reader.header.metadataDictionary, dataLength: reader.header.dataLength, fileBytes: reader.fileSize, tensors: tensors,
+            step: step, epoch: epoch)
     }
 
     /// The checkpoint digest: SHA-256 of the header bytes followed by each tensor's raw digest.
@@ -140,52 +104,4 @@ extension Registry {
         return Digest(hasher.finalize())
     }
 
-    /// Records blobs, checking under the write lock that every stored blob is still there (gc
-    /// may have removed one since the import found it). Returns the inline bytes newly stored.
-    static func insertBlobs(_ db: Database, _ tensors: [IngestedTensor], store: any BlobStore, now: String) throws -> Int {
-        var stored = 0
-        var seen = Set<Digest>()
-        let statement = try db.cachedStatement(
-            sql: "INSERT INTO blobs (digest, byte_length, inline_data, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING")
-        for tensor in tensors where seen.insert(tensor.digest).inserted {
-            if tensor.inline == nil, !store.contains(tensor.digest, claim: false) {
-                throw GraftError.blobVanished(tensor.digest)
-            }
-            try statement.execute(arguments: [tensor.digest.hex, tensor.info.byteCount, tensor.inline.map { Data($0) }, now])
-            if tensor.inline != nil, db.changesCount > 0 { stored += tensor.info.byteCount }
-        }
-        return stored
-    }
-
-    static func insertTensors(_ db: Database, checkpointID: Int64, _ tensors: [IngestedTensor]) throws {
-        let statement = try db.cachedStatement(
-            sql: """
-                INSERT INTO checkpoint_tensors (checkpoint_id, position, name, dtype, shape, element_count, byte_length, blob_digest)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-        for (position, tensor) in tensors.enumerated() {
-            try statement.execute(arguments: [
-                checkpointID, position, tensor.info.name, tensor.info.dtype.rawValue, shapeJSON(tensor.info.shape),
-                tensor.info.elementCount, tensor.info.byteCount, tensor.digest.hex,
-            ])
-        }
-    }
-
-    /// The row id of a model, or `nil`.
-    func modelID(_ name: ModelName) async throws(GraftError) -> Int64? {
-        try await read { db in try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) }
-    }
-}
-
-/// Encodes a string dictionary as a JSON object with sorted keys.
-func encodeJSON(_ dictionary: [String: String]) -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    return String(decoding: (try? encoder.encode(dictionary)) ?? Data("{}".utf8), as: UTF8.self)
-}
-
-/// Decodes a JSON object of strings; anything else decodes as empty.
-func decodeJSON(_ text: String?) -> [String: String] {
-    guard let text, let data = text.data(using: .utf8) else { return [:] }
-    return (try? JSONDecoder().decode([String: String].self, from: data)) ?? [:]
 }

@@ -1,6 +1,4 @@
 import Foundation
-import GRDB
-import GRDBSQLite
 
 /// One evaluation metric of a checkpoint.
 public struct MetricValue: Sendable, Codable, Equatable {
@@ -85,19 +83,8 @@ extension Registry {
     public func logMetrics(_ reference: Reference, _ values: [MetricAssignment], split: String? = nil) async throws(GraftError) -> String {
         if let split { try MetricAssignment.checkName(split) }
         let (id, summary) = try await resolve(reference)
-        try await write { db in try Self.insertMetrics(db, checkpointID: id, values, split: split) }
+        try await metadata.logMetrics(checkpoint: id, values, split: split)
         return summary.ref
-    }
-
-    static func insertMetrics(_ db: Database, checkpointID: Int64, _ values: [MetricAssignment], split: String?) throws {
-        let statement = try db.cachedStatement(
-            sql: """
-                INSERT INTO metrics (checkpoint_id, model_id, name, split, value, created_at)
-                VALUES (?, (SELECT model_id FROM checkpoints WHERE id = ?), ?, ?, ?, ?)
-                ON CONFLICT (checkpoint_id, name, split) DO UPDATE SET value = excluded.value, created_at = excluded.created_at
-                """)
-        let now = timestamp()
-        for value in values { try statement.execute(arguments: [checkpointID, checkpointID, value.name, split ?? "", value.value, now]) }
     }
 
     /// Records training-curve points of a model at one step.
@@ -106,91 +93,25 @@ extension Registry {
         var batch = CurveBatch()
         for value in values { batch.append(name: value.name, step: step, value: value.value) }
         let points = batch
-        try await write { db in try Self.insertCurvePoints(db, modelID: modelID, points) }
+        try await metadata.insertCurvePoints(model: modelID, points)
     }
 
     /// Imports training curves from CSV or JSON lines (see ``CurveParser``) in one transaction.
     public func importCurves(model name: ModelName, bytes: [UInt8]) async throws(GraftError) -> CurveImportResult {
         guard let modelID = try await modelID(name) else { throw try await notFound(name) }
         let points = try CurveParser.parse(bytes)
-        try await write { db in try Self.insertCurvePoints(db, modelID: modelID, points) }
+        try await metadata.insertCurvePoints(model: modelID, points)
         return CurveImportResult(model: name, rows: points.count, curves: points.names.sorted())
-    }
-
-    /// Inserts curve points in key order, binding through SQLite's C API: this is the bulk
-    /// path (`metric import`), where per-row overhead decides the rate.
-    static func insertCurvePoints(_ db: Database, modelID: Int64, _ batch: CurveBatch) throws {
-        // One curve row per name; points reference it by integer.
-        var curveIDs: [Int64] = []
-        for name in batch.names {
-            try db.execute(sql: "INSERT INTO curves (model_id, name) VALUES (?, ?) ON CONFLICT (model_id, name) DO NOTHING", arguments: [modelID, name])
-            curveIDs.append(try Int64.fetchOne(db, sql: "SELECT id FROM curves WHERE model_id = ? AND name = ?", arguments: [modelID, name])!)
-        }
-        // Rows in primary-key order append to the B-tree instead of splitting pages all over it.
-        var order = Array(0..<batch.count)
-        order.sort { (batch.nameIndex[$0], batch.steps[$0]) < (batch.nameIndex[$1], batch.steps[$1]) }
-        // Many rows per statement: each execution of a statement opens and closes its cursors,
-        // which cost more than the row itself when it carries one.
-        let perStatement = 256
-        func statement(rows: Int) throws -> Statement {
-            let values = Array(repeating: "(?, ?, ?)", count: rows).joined(separator: ", ")
-            return try db.cachedStatement(
-                sql: "INSERT INTO curve_points (curve_id, step, value) VALUES \(values) ON CONFLICT (curve_id, step) DO UPDATE SET value = excluded.value")
-        }
-        var start = 0
-        while start < order.count {
-            let count = min(perStatement, order.count - start)
-            let handle = try statement(rows: count).sqliteStatement
-            sqlite3_reset(handle)
-            for (offset, index) in order[start..<(start + count)].enumerated() {
-                let column = Int32(offset * 3)
-                sqlite3_bind_int64(handle, column + 1, curveIDs[Int(batch.nameIndex[index])])
-                sqlite3_bind_int64(handle, column + 2, Int64(batch.steps[index]))
-                sqlite3_bind_double(handle, column + 3, batch.values[index])
-            }
-            let code = sqlite3_step(handle)
-            sqlite3_reset(handle)
-            guard code == SQLITE_DONE else {
-                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
-            }
-            start += count
-        }
     }
 
     /// The metrics of a checkpoint; for a bare model name, of all its checkpoints and its curves.
     public func metrics(_ reference: Reference) async throws(GraftError) -> MetricsReport {
         if case .model(let name) = reference {
             guard let modelID = try await modelID(name) else { throw try await notFound(name) }
-            return try await read { db in
-                let rows = try Row.fetchAll(
-                    db, sql: """
-                        SELECT c.number, mt.name, mt.split, mt.value FROM checkpoints c JOIN metrics mt ON mt.checkpoint_id = c.id
-                        WHERE c.model_id = ? ORDER BY c.number, mt.name, mt.split
-                        """, arguments: [modelID])
-                var entries: [MetricsReport.Entry] = []
-                for row in rows {
-                    let ref = "\(name)@\(row["number"] as Int)"
-                    let value = MetricValue(name: row["name"], split: (row["split"] as String).nilIfEmpty, value: row["value"])
-                    if entries.last?.checkpoint == ref { entries[entries.count - 1].metrics.append(value) } else { entries.append(.init(checkpoint: ref, metrics: [value])) }
-                }
-                let curves = try Row.fetchAll(
-                    db, sql: """
-                        SELECT k.name, count(*) AS points, min(p.step) AS first, max(p.step) AS last, min(p.value) AS lo, max(p.value) AS hi,
-                               (SELECT value FROM curve_points q WHERE q.curve_id = k.id ORDER BY step DESC LIMIT 1) AS latest
-                        FROM curves k JOIN curve_points p ON p.curve_id = k.id WHERE k.model_id = ? GROUP BY k.id ORDER BY k.name
-                        """, arguments: [modelID]
-                ).map { row in
-                    CurveSummary(name: row["name"], points: row["points"], firstStep: row["first"], lastStep: row["last"], lastValue: row["latest"], minimum: row["lo"], maximum: row["hi"])
-                }
-                return MetricsReport(checkpoints: entries, curves: curves)
-            }
+            return try await metadata.metricsReport(model: modelID, name: name)
         }
         let (id, summary) = try await resolve(reference)
-        return try await read { db in
-            let values = try Row.fetchAll(db, sql: "SELECT name, split, value FROM metrics WHERE checkpoint_id = ? ORDER BY name, split", arguments: [id])
-                .map { MetricValue(name: $0["name"], split: ($0["split"] as String).nilIfEmpty, value: $0["value"]) }
-            return MetricsReport(checkpoints: [.init(checkpoint: summary.ref, metrics: values)], curves: [])
-        }
+        return MetricsReport(checkpoints: [.init(checkpoint: summary.ref, metrics: try await metadata.metrics(checkpoint: id))], curves: [])
     }
 }
 
@@ -199,7 +120,7 @@ extension Registry {
 public struct CurveBatch: Sendable, Equatable {
     public private(set) var names: [String] = []
     private var nameIDs: [String: Int32] = [:]
-    var nameIndex: [Int32] = []
+    package var nameIndex: [Int32] = []
     public private(set) var steps: [Int] = []
     public private(set) var values: [Double] = []
 

@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import GRDB
 public import SafeTensors
 import Synchronization
 
@@ -98,7 +97,8 @@ extension Registry {
     ///   the wrong length (or, with `verify`, whose bytes changed); the errors of resolving `reference`.
     public func openCheckpoint(_ reference: Reference, verify: Bool = false) async throws(GraftError) -> OpenCheckpoint {
         let (id, summary) = try await resolve(reference)
-        let (headerBytes, parts) = try await checkpointParts(id)
+        let stored = try await metadata.parts(checkpoint: id)
+        let (headerBytes, parts) = (stored.header, stored.tensors)
         let header: SafeTensorsHeader
         do {
             let length = try SafeTensorsHeader.headerLength(prefix: Array(headerBytes.prefix(8)), fileSize: summary.fileBytes)
@@ -121,21 +121,5 @@ extension Registry {
         let opened = OpenCheckpoint(checkpoint: summary, header: header, headerBytes: headerBytes, digests: parts.map(\.digest), storage: storage)
         if verify { try await opened.verify() }
         return opened
-    }
-
-    /// A checkpoint's stored header and, in data order, each tensor's digest, length and inline bytes.
-    func checkpointParts(_ id: Int64) async throws(GraftError) -> ([UInt8], [(digest: Digest, length: Int, inline: [UInt8]?)]) {
-        try await read { db in
-            let header = try Data.fetchOne(db, sql: "SELECT header FROM checkpoints WHERE id = ?", arguments: [id]) ?? Data()
-            let parts = try Row.fetchAll(
-                db, sql: """
-                    SELECT t.blob_digest, t.byte_length, b.inline_data FROM checkpoint_tensors t
-                    JOIN blobs b ON b.digest = t.blob_digest WHERE t.checkpoint_id = ? ORDER BY t.position
-                    """, arguments: [id]
-            ).map { row -> (digest: Digest, length: Int, inline: [UInt8]?) in
-                (try Digest(parsing: row["blob_digest"] as String), row["byte_length"], (row["inline_data"] as Data?).map { Array($0) })
-            }
-            return (Array(header), parts)
-        }
     }
 }

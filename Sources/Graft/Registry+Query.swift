@@ -1,35 +1,29 @@
-import Foundation
-import GRDB
 import SafeTensors
 
 extension Registry {
     /// Every model, by name.
     public func models() async throws(GraftError) -> [ModelSummary] {
-        try await read { db in
-            try Row.fetchAll(db, sql: Self.modelSelect + " ORDER BY m.name").map(Self.modelSummary)
-        }
+        try await metadata.models()
     }
 
     /// A model with its checkpoints and the tensors of its newest checkpoint.
     ///
     /// - Throws: ``GraftError/modelNotFound(_:suggestions:)`` with close names.
     public func model(_ name: ModelName) async throws(GraftError) -> ModelDetail {
-        let found = try await read { db -> (ModelSummary, [CheckpointSummary], Int64?)? in
-            guard let row = try Row.fetchOne(db, sql: Self.modelSelect + " WHERE m.name = ?", arguments: [name.value]) else { return nil }
-            let checkpoints = try Row.fetchAll(db, sql: Self.checkpointSelect + " WHERE m.name = ? ORDER BY c.number", arguments: [name.value])
-            return (Self.modelSummary(row), checkpoints.map(Self.checkpointSummary), checkpoints.last?["id"])
-        }
-        guard let (summary, checkpoints, latestID) = found else { throw try await notFound(name) }
+        guard let found = try await metadata.model(named: name) else { throw try await notFound(name) }
         var latest: CheckpointDetail? = nil
-        if let latestID, let last = checkpoints.last {
-            latest = CheckpointDetail(checkpoint: last, layers: LayerGroup.group(try await tensors(checkpointID: latestID)))
+        if let latestID = found.latestCheckpointID, let last = found.checkpoints.last {
+            latest = CheckpointDetail(checkpoint: last, layers: LayerGroup.group(try await metadata.tensors(checkpoint: latestID)))
         }
-        let advisories = try await read { db -> [String] in
-            guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else { return [] }
-            return (try Self.inheritedAdvisories(db, model: id)).sorted() + (try Self.checkpointAdvisoriesByModel(db)[id] ?? []).sorted()
+        let open = try await metadata.openAdvisories()
+        var advisories: [String] = []
+        if !open.isEmpty {
+            let chain = try await metadata.chain(model: found.id, full: true)
+            advisories = AdvisoryInheritance.inherited(chain: chain, open: open).sorted()
+                + (try await metadata.checkpointAdvisoryLabels()[found.id] ?? []).sorted()
         }
         return ModelDetail(
-            model: summary, checkpoints: checkpoints, latest: latest, manifest: try await manifest(of: name), aliases: try await aliases(of: name),
+            model: found.summary, checkpoints: found.checkpoints, latest: latest, manifest: try await manifest(of: name), aliases: try await aliases(of: name),
             advisories: advisories)
     }
 
@@ -41,7 +35,7 @@ extension Registry {
     /// A checkpoint with its tensors grouped by layer. A bare model name means its newest checkpoint.
     public func checkpoint(_ reference: Reference) async throws(GraftError) -> CheckpointDetail {
         let (id, summary) = try await resolve(reference)
-        return CheckpointDetail(checkpoint: summary, layers: LayerGroup.group(try await tensors(checkpointID: id)))
+        return CheckpointDetail(checkpoint: summary, layers: LayerGroup.group(try await metadata.tensors(checkpoint: id)))
     }
 
     /// Finds the checkpoint a reference names.
@@ -50,13 +44,13 @@ extension Registry {
     ///   ``GraftError/digestNotFound(prefix:)``, ``GraftError/ambiguousDigest(prefix:candidates:)``,
     ///   ``GraftError/aliasNotFound(model:alias:)``.
     func resolve(_ reference: Reference) async throws(GraftError) -> (id: Int64, summary: CheckpointSummary) {
+        let found = try await resolved(reference)
+        return (found.id, found.summary)
+    }
+
+    func resolved(_ reference: Reference) async throws(GraftError) -> ResolvedCheckpoint {
         if case .digest(let prefix) = reference {
-            let rows = try await read { db in
-                try Row.fetchAll(
-                    db, sql: Self.checkpointSelect + " WHERE c.digest >= ? AND c.digest < ? ORDER BY m.name, c.number LIMIT 10",
-                    arguments: [prefix, prefix + "g"]
-                ).map { (id: $0["id"] as Int64, summary: Self.checkpointSummary($0)) }
-            }
+            let rows = try await metadata.checkpoints(digestPrefix: prefix, limit: 10)
             guard let first = rows.first else { throw .digestNotFound(prefix: prefix) }
             // Identical files registered twice share a digest; that is no ambiguity.
             guard Set(rows.map(\.summary.digest)).count == 1 else {
@@ -67,47 +61,28 @@ extension Registry {
         guard let name = reference.modelName else { throw .invalidReference(reference.description, reason: "names no model") }
         if case .alias(_, let alias) = reference {
             guard try await modelID(name) != nil else { throw try await notFound(name) }
-            let found = try await read { db -> (id: Int64, summary: CheckpointSummary)? in
-                try Row.fetchOne(
-                    db, sql: Self.checkpointSelect + " JOIN aliases a ON a.checkpoint_id = c.id AND a.model_id = m.id WHERE m.name = ? AND a.alias = ?",
-                    arguments: [name.value, alias]
-                ).map { (id: $0["id"] as Int64, summary: Self.checkpointSummary($0)) }
-            }
-            guard let found else { throw .aliasNotFound(model: name, alias: alias) }
+            guard let found = try await metadata.checkpoint(model: name, alias: alias) else { throw .aliasNotFound(model: name, alias: alias) }
             return found
         }
-        let found = try await read { db -> (id: Int64, summary: CheckpointSummary)? in
-            let row: Row?
-            switch reference {
-            case .number(_, let number):
-                row = try Row.fetchOne(db, sql: Self.checkpointSelect + " WHERE m.name = ? AND c.number = ?", arguments: [name.value, number])
-            default:
-                row = try Row.fetchOne(db, sql: Self.checkpointSelect + " WHERE m.name = ? ORDER BY c.number DESC LIMIT 1", arguments: [name.value])
-            }
-            return row.map { (id: $0["id"] as Int64, summary: Self.checkpointSummary($0)) }
-        }
-        if let found { return found }
+        let number: Int? = if case .number(_, let number) = reference { number } else { nil }
+        if let found = try await metadata.checkpoint(model: name, number: number) { return found }
         let checkpoints = try await model(name).checkpoints
         let available = checkpoints.isEmpty ? "the model has no checkpoints" : "\(name) has checkpoints 1–\(checkpoints.last!.number)"
         throw .checkpointNotFound(reference, available: available)
     }
 
     func tensors(checkpointID: Int64) async throws(GraftError) -> [TensorEntry] {
-        try await read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT name, dtype, shape, element_count, byte_length, blob_digest FROM checkpoint_tensors WHERE checkpoint_id = ? ORDER BY position",
-                arguments: [checkpointID]
-            ).map { row in
-                TensorEntry(
-                    name: row["name"], dtype: DType(rawValue: row["dtype"]) ?? .u8, shape: Self.decodeShape(row["shape"]),
-                    parameters: row["element_count"], bytes: row["byte_length"], digest: try Digest(parsing: row["blob_digest"] as String))
-            }
-        }
+        try await metadata.tensors(checkpoint: checkpointID)
+    }
+
+    /// The row id of a model, or `nil`.
+    func modelID(_ name: ModelName) async throws(GraftError) -> Int64? {
+        try await metadata.modelID(named: name)
     }
 
     /// The error for a missing model, with up to three close names.
     func notFound(_ name: ModelName) async throws(GraftError) -> GraftError {
-        let names = try await read { db in try String.fetchAll(db, sql: "SELECT name FROM models") }
+        let names = try await metadata.modelNames()
         let target = name.value.lowercased()
         let close = names
             .map { ($0, editDistance($0.lowercased(), target)) }
@@ -116,43 +91,6 @@ extension Registry {
             .prefix(3)
             .map(\.0)
         return .modelNotFound(name, suggestions: Array(close))
-    }
-
-    static let modelSelect = """
-        SELECT m.*, (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS checkpoint_count,
-               (SELECT max(number) FROM checkpoints c WHERE c.model_id = m.id) AS latest
-        FROM models m
-        """
-
-    /// The columns `checkpointSummary` reads, from checkpoints `c` joined with models `m`.
-    static let checkpointColumns = """
-        c.id, m.name, c.number, c.digest, c.tensor_count, c.parameter_count, c.file_bytes, c.step, c.epoch, c.metadata, c.created_at
-        """
-
-    static let checkpointSelect = "SELECT \(checkpointColumns) FROM checkpoints c JOIN models m ON m.id = c.model_id"
-
-    static func modelSummary(_ row: Row) -> ModelSummary {
-        ModelSummary(
-            name: ModelName(trusted: row["name"]),
-            kind: row["kind"],
-            provenance: Provenance(
-                source: row["source"], license: row["license"], dataset: row["dataset"], architecture: row["architecture"],
-                task: row["task"], description: row["description"], metadata: decodeJSON(row["metadata"])),
-            checkpointCount: row["checkpoint_count"], latestCheckpoint: row["latest"], createdAt: row["created_at"])
-    }
-
-    static func checkpointSummary(_ row: Row) -> CheckpointSummary {
-        let name = ModelName(trusted: row["name"])
-        let number: Int = row["number"]
-        return CheckpointSummary(
-            model: name, number: number, ref: "\(name)@\(number)",
-            digest: (try? Digest(parsing: row["digest"] as String)) ?? Digest(bytes: [UInt8](repeating: 0, count: 32)),
-            tensorCount: row["tensor_count"], parameterCount: row["parameter_count"], fileBytes: row["file_bytes"],
-            step: row["step"], epoch: row["epoch"], metadata: decodeJSON(row["metadata"]), createdAt: row["created_at"])
-    }
-
-    static func decodeShape(_ text: String) -> [Int] {
-        text.dropFirst().dropLast().split(separator: ",").compactMap { Int($0) }
     }
 }
 

@@ -1,5 +1,3 @@
-import Foundation
-import GRDB
 
 /// What `gc` removed (or, with `dryRun`, would remove).
 public struct GCReport: Sendable, Codable, Equatable {
@@ -43,124 +41,17 @@ extension Registry {
     /// blob written or found by an in-flight import is either younger than the grace period,
     /// or its commit notices and the import runs again.
     public func gc(grace: Double = 3600, dryRun: Bool = false) async throws(GraftError) -> GCReport {
-        let store = blobs.store
-        // Candidates are listed outside the lock (a walk can be long) and re-checked under it.
-        let candidates = store.inventory().blobs
-        let temporaryItems = store.temporaryItems()
-        return try await write { db -> GCReport in
-            func old(_ digest: Digest) -> Bool? { store.age(of: digest).map { $0 >= grace } }
-            var report = GCReport(dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
-            let unreferenced = try Row.fetchAll(
-                db, sql: """
-                    SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
-                    WHERE NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest)
-                    """)
-            let freed = try Self.dropBlobs(db, unreferenced, store: store, dryRun: dryRun, isOld: old)
-            report.blobsRemoved = freed.count
-            report.bytesFreed = freed.bytes
-            report.keptForGrace = freed.kept
-            let known = try db.cachedStatement(sql: "SELECT 1 FROM blobs WHERE digest = ?")
-            for digest in candidates where try Bool.fetchOne(known, arguments: [digest.hex]) == nil {
-                switch old(digest) {
-                case true?:
-                    report.orphanFilesRemoved += 1
-                    report.bytesFreed += (try? store.length(of: digest)).flatMap { $0 } ?? 0
-                    if !dryRun { store.remove(digest) }
-                case false?: report.keptForGrace += 1
-                case nil: break
-                }
-            }
-            for item in temporaryItems {
-                if item.age >= grace {
-                    report.temporaryFilesRemoved += 1
-                    if !dryRun { store.removeTemporary(item.name) }
-                } else {
-                    report.keptForGrace += 1
-                }
-            }
-            return report
-        }
-    }
-
-    /// Removes blob rows (and stored blobs) given as rows of (digest, byte_length, inline);
-    /// stored ones only when `isOld` says so. Runs inside a write transaction.
-    static func dropBlobs(
-        _ db: Database, _ rows: [Row], store: any BlobStore, dryRun: Bool, isOld: (Digest) -> Bool? = { _ in true }
-    ) throws -> (count: Int, bytes: Int, kept: Int) {
-        var count = 0, bytes = 0, kept = 0
-        let delete = try db.cachedStatement(sql: "DELETE FROM blobs WHERE digest = ?")
-        for row in rows {
-            let hex: String = row["digest"]
-            guard let digest = try? Digest(parsing: hex) else { continue }
-            let inline: Bool = row["inline"]
-            if !inline, isOld(digest) == false {
-                kept += 1
-                continue
-            }
-            count += 1
-            bytes += row["byte_length"] as Int
-            if dryRun { continue }
-            try delete.execute(arguments: [hex])
-            if !inline { store.remove(digest) }
-        }
-        return (count, bytes, kept)
-    }
-
-    /// Blobs among `digests` that no checkpoint references any more, removed at once.
-    static func dropUnreferenced(_ db: Database, digests: Set<String>, store: any BlobStore, dryRun: Bool, removing: Set<Int64> = []) throws -> Int {
-        var rows: [Row] = []
-        let query = try db.cachedStatement(
-            sql: """
-                SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b WHERE digest = ?
-                AND NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest AND t.checkpoint_id NOT IN (SELECT value FROM json_each(?)))
-                """)
-        let excluded = "[" + removing.map(String.init).joined(separator: ",") + "]"
-        for digest in digests.sorted() {
-            if let row = try Row.fetchOne(query, arguments: [digest, excluded]) { rows.append(row) }
-        }
-        return try dropBlobs(db, rows, store: store, dryRun: dryRun).bytes
-    }
-
-    /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a
-    /// base's registered checkpoint. Empty when it may go.
-    static func protections(_ db: Database, checkpoint id: Int64, model: String, kind: String, number: Int) throws -> [String] {
-        var reasons: [String] = []
-        let students = try String.fetchAll(
-            db, sql: "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = ? ORDER BY m.name",
-            arguments: [id])
-        if !students.isEmpty { reasons.append("students derive from it (\(students.joined(separator: ", ")))") }
-        let aliases = try String.fetchAll(db, sql: "SELECT alias FROM aliases WHERE checkpoint_id = ? ORDER BY alias", arguments: [id])
-        if !aliases.isEmpty { reasons.append("aliased as \(aliases.map { "\(model)@\($0)" }.joined(separator: ", "))") }
-        if kind == "base", number == 1 { reasons.append("it is the base's registered checkpoint") }
-        return reasons
+        try await metadata.collectGarbage(blobs: blobs.store, grace: grace, dryRun: dryRun)
     }
 
     /// Removes one checkpoint, unless something depends on it (refused with the reasons), and
     /// frees the blobs only it used.
     public func removeCheckpoint(_ reference: Reference, dryRun: Bool = false) async throws(GraftError) -> RemovalReport {
-        let (id, summary) = try await resolve(reference)
-        let store = blobs.store
-        return try await write { db -> RemovalReport in
-            guard let row = try Row.fetchOne(
-                db, sql: "SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id = ?", arguments: [id])
-            else { throw GraftError.checkpointNotFound(reference, available: "it was removed meanwhile") }
-            let reasons = try Self.protections(db, checkpoint: id, model: row["name"], kind: row["kind"], number: row["number"])
-            guard reasons.isEmpty else { throw GraftError.protected(summary.ref, reasons: reasons) }
-            let freed = try Self.removeCheckpoints(db, [id], store: store, dryRun: dryRun)
-            return RemovalReport(dryRun: dryRun, checkpoints: [summary.ref], bytesFreed: freed)
+        let checkpoint = try await resolved(reference)
+        guard let report = try await metadata.removeCheckpoint(checkpoint, blobs: blobs.store, dryRun: dryRun) else {
+            throw .checkpointNotFound(reference, available: "it was removed meanwhile")
         }
-    }
-
-    /// Deletes checkpoints (their tensors, metrics and checkpoint advisories go with them) and
-    /// the blobs nothing else uses; returns the bytes freed.
-    static func removeCheckpoints(_ db: Database, _ ids: [Int64], store: any BlobStore, dryRun: Bool) throws -> Int {
-        guard !ids.isEmpty else { return 0 }
-        let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
-        let digests = Set(try String.fetchAll(
-            db, sql: "SELECT DISTINCT blob_digest FROM checkpoint_tensors WHERE checkpoint_id IN (SELECT value FROM json_each(?))", arguments: [list]))
-        if dryRun { return try dropUnreferenced(db, digests: digests, store: store, dryRun: true, removing: Set(ids)) }
-        try db.execute(sql: "DELETE FROM checkpoints WHERE id IN (SELECT value FROM json_each(?))", arguments: [list])
-        return try dropUnreferenced(db, digests: digests, store: store, dryRun: false)
+        return report
     }
 
     /// Keeps a model's newest `keepLast` checkpoints and its best `keepBest` by `metric`, and
@@ -179,88 +70,21 @@ extension Registry {
         }
         if let split { try MetricAssignment.checkName(split) }
         guard try await modelID(name) != nil else { throw try await notFound(name) }
-        let store = blobs.store
         let chosen = metric.map { direction ?? Direction.inferred(for: $0) }
-        return try await write { db -> RemovalReport in
-            guard let model = try Row.fetchOne(db, sql: "SELECT id, kind FROM models WHERE name = ?", arguments: [name.value]) else {
-                throw GraftError.modelNotFound(name, suggestions: [])
-            }
-            let modelID: Int64 = model["id"]
-            // Gather what the policy needs; the policy (plain Swift) decides.
-            let checkpoints = try Row.fetchAll(db, sql: "SELECT id, number FROM checkpoints WHERE model_id = ? ORDER BY number", arguments: [modelID])
-            var values: [Int64: Double] = [:]
-            if keepBest > 0, let metric {
-                for row in try Row.fetchAll(
-                    db, sql: "SELECT checkpoint_id, value FROM metrics WHERE model_id = ? AND name = ? AND split = ?", arguments: [modelID, metric, split ?? ""])
-                {
-                    values[row["checkpoint_id"]] = row["value"]
-                }
-                guard !values.isEmpty else {
-                    let known = try String.fetchAll(db, sql: "SELECT DISTINCT name FROM metrics WHERE model_id = ? ORDER BY name", arguments: [modelID])
-                    throw GraftError.unknownMetric(metric, known: known)
-                }
-            }
-            var idOf: [Int: Int64] = [:]
-            var candidates: [RetentionPolicy.Candidate] = []
-            for row in checkpoints {
-                let id: Int64 = row["id"], number: Int = row["number"]
-                idOf[number] = id
-                candidates.append(RetentionPolicy.Candidate(
-                    number: number, value: values[id],
-                    protections: try Self.protections(db, checkpoint: id, model: name.value, kind: model["kind"], number: number)))
-            }
-            let policy = RetentionPolicy(keepLast: keepLast, keepBest: keepBest, metric: metric, direction: chosen ?? .max)
-            var removed: [Int64] = [], removedRefs: [String] = [], kept: [KeptCheckpoint] = []
-            for (number, reasons) in policy.decide(candidates) {
-                if reasons.isEmpty {
-                    removed.append(idOf[number]!)
-                    removedRefs.append("\(name)@\(number)")
-                } else {
-                    kept.append(KeptCheckpoint(checkpoint: "\(name)@\(number)", reasons: reasons))
-                }
-            }
-            let freed = try Self.removeCheckpoints(db, removed, store: store, dryRun: dryRun)
-            return RemovalReport(dryRun: dryRun, checkpoints: removedRefs, kept: kept, bytesFreed: freed)
+        let policy = RetentionPolicy(keepLast: keepLast, keepBest: keepBest, metric: metric, direction: chosen ?? .max)
+        guard let report = try await metadata.prune(model: name, policy: policy, split: split, blobs: blobs.store, dryRun: dryRun) else {
+            throw .modelNotFound(name, suggestions: [])
         }
+        return report
     }
 
     /// Removes a model with its checkpoints, metrics, aliases and advisories. Refused while it
     /// has descendants, unless `cascade`, which removes them too (deepest first).
     public func removeModel(_ name: ModelName, cascade: Bool = false, dryRun: Bool = false) async throws(GraftError) -> RemovalReport {
         guard try await modelID(name) != nil else { throw try await notFound(name) }
-        let store = blobs.store
-        return try await write { db -> RemovalReport in
-            guard let root = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else {
-                throw GraftError.modelNotFound(name, suggestions: [])
-            }
-            // The subtree with depths; deepest removed first so no parent edge is left dangling.
-            let rows = try Row.fetchAll(
-                db, sql: """
-                    SELECT m.id, m.name, length(m.lineage_path) - length(replace(m.lineage_path, '/', '')) AS depth
-                    FROM \(Self.subtreeJoin) WHERE r.id = ? ORDER BY depth DESC, m.name
-                    """, arguments: [root])
-            let descendants = rows.filter { ($0["id"] as Int64) != root }.map { $0["name"] as String }
-            if !descendants.isEmpty, !cascade {
-                throw GraftError.protected(name.value, reasons: ["it has \(descendants.count) descendant(s): \(descendants.sorted().joined(separator: ", "))"])
-            }
-            let ids = rows.map { $0["id"] as Int64 }
-            let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
-            let checkpoints = try Row.fetchAll(
-                db, sql: """
-                    SELECT c.id, m.name, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id
-                    WHERE c.model_id IN (SELECT value FROM json_each(?)) ORDER BY m.name, c.number
-                    """, arguments: [list])
-            if !dryRun {
-                try db.execute(sql: "DELETE FROM aliases WHERE model_id IN (SELECT value FROM json_each(?))", arguments: [list])
-                for id in ids { try db.execute(sql: "DELETE FROM model_parents WHERE model_id = ?", arguments: [id]) }
-            }
-            let freed = try Self.removeCheckpoints(db, checkpoints.map { $0["id"] as Int64 }, store: store, dryRun: dryRun)
-            if !dryRun {
-                for id in ids { try db.execute(sql: "DELETE FROM models WHERE id = ?", arguments: [id]) }
-            }
-            return RemovalReport(
-                dryRun: dryRun, models: rows.map { $0["name"] as String }, checkpoints: checkpoints.map { "\($0["name"] as String)@\($0["number"] as Int)" },
-                bytesFreed: freed)
+        guard let report = try await metadata.removeModel(name, cascade: cascade, blobs: blobs.store, dryRun: dryRun) else {
+            throw .modelNotFound(name, suggestions: [])
         }
+        return report
     }
 }

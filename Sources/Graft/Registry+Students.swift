@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 public import SafeTensors
 
 /// A student's manifest with its lineage edge, as `show` and the API return it.
@@ -50,73 +49,16 @@ extension Registry {
             if let through { object.append(["action": "freeze-through", "pattern": through]) }
             return (try? JSONEncoder().encode(object)).map { String(decoding: $0, as: UTF8.self) }
         }()
-        try await write { db in
-            if try Int.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) != nil {
-                throw GraftError.modelExists(name)
-            }
-            let parentModel = try Int64.fetchOne(db, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [parentID])
-            guard let parentModel else { throw GraftError.checkpointNotFound(parent, available: "it was removed meanwhile") }
-            let now = timestamp()
-            // The model row carries a copy of its parent edge, and its line of descent: the
-            // parent's, then its own id (see migration 0004).
-            try db.execute(
-                sql: """
-                    INSERT INTO models (name, kind, description, transfer_mode, manifest_rules, relation, parent_checkpoint_id,
-                        parent_checkpoint_number, created_at)
-                    VALUES (?, 'student', ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [name.value, description, mode.rawValue, rules, relation.rawValue, parentID, parentSummary.number, now])
-            let modelID = db.lastInsertedRowID
-            try db.execute(
-                sql: "UPDATE models SET lineage_path = (SELECT lineage_path FROM models WHERE id = ?) || id || '/' WHERE id = ?",
-                arguments: [parentModel, modelID])
-            try db.execute(
-                sql: "INSERT INTO model_parents (model_id, parent_checkpoint_id, parent_model_id, relation, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [modelID, parentID, parentModel, relation.rawValue, now])
-            let statement = try db.cachedStatement(
-                sql: """
-                    INSERT INTO manifest_entries (model_id, tensor_name, state, dtype, shape, element_count, parent_digest)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
-                    """)
-            for entry in entries {
-                try statement.execute(arguments: [
-                    modelID, entry.name, entry.state.rawValue, entry.dtype?.rawValue, entry.shape.map(shapeJSON), entry.parameters,
-                    entry.parentDigest?.hex,
-                ])
-            }
-        }
+        try await metadata.insertStudent(NewStudent(
+            name: name, parent: ResolvedCheckpoint(id: parentID, summary: parentSummary), relation: relation, mode: mode, rules: rules,
+            entries: entries, description: description, createdAt: timestamp()))
         return StudentResult(model: name, manifest: ManifestSummary(parent: parentSummary.ref, relation: relation, mode: mode, entries: entries))
     }
 
     /// The manifest of a student, or `nil` for a base.
     public func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary? {
-        let found = try await read { db -> (ManifestSummary?, Bool) in
-            guard let model = try Row.fetchOne(db, sql: "SELECT id, transfer_mode FROM models WHERE name = ?", arguments: [name.value]) else {
-                return (nil, false)
-            }
-            let id: Int64 = model["id"]
-            guard let edge = try Row.fetchOne(
-                db, sql: """
-                    SELECT p.relation, m.name, c.number FROM model_parents p JOIN checkpoints c ON c.id = p.parent_checkpoint_id
-                    JOIN models m ON m.id = c.model_id WHERE p.model_id = ? ORDER BY p.created_at LIMIT 1
-                    """, arguments: [id])
-            else { return (nil, true) }
-            let entries = try Row.fetchAll(
-                db, sql: "SELECT tensor_name, state, dtype, shape, element_count, parent_digest FROM manifest_entries WHERE model_id = ?",
-                arguments: [id]
-            ).map { row in
-                ManifestEntry(
-                    name: row["tensor_name"], state: TensorState(rawValue: row["state"]) ?? .trainable,
-                    dtype: (row["dtype"] as String?).flatMap(DType.init(rawValue:)), shape: (row["shape"] as String?).map(Self.decodeShape),
-                    parameters: row["element_count"], parentDigest: try (row["parent_digest"] as String?).map { try Digest(parsing: $0) })
-            }.sorted { numericAwareLess($0.name, $1.name) }
-            let summary = ManifestSummary(
-                parent: "\(edge["name"] as String)@\(edge["number"] as Int)", relation: Relation(rawValue: edge["relation"]) ?? .finetune,
-                mode: TransferMode(rawValue: model["transfer_mode"] ?? "") ?? ManifestResolver.mode(of: entries), entries: entries)
-            return (summary, true)
-        }
-        guard found.1 else { throw try await notFound(name) }
-        return found.0
+        guard let found = try await metadata.manifest(of: name) else { throw try await notFound(name) }
+        return found
     }
 
     /// Commits a checkpoint to a model (`NAME@N`, N one past the newest).
@@ -165,48 +107,17 @@ extension Registry {
         let reader = try open()
         let tensors = reader.header.tensors
         let byName = Dictionary(tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
-        var violations: [String] = []
-        var frozenIndices: [Int] = []
-        var newTensors: [String] = []
-        if let manifest {
-            let entries = Dictionary(manifest.entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-            for entry in manifest.entries {
-                let index = byName[entry.name]
-                switch entry.state {
-                case .dropped where index != nil:
-                    violations.append("\(entry.name): dropped, but present")
-                case .frozen, .trainable:
-                    guard let index else {
-                        violations.append("\(entry.name): \(entry.state.rawValue), but missing")
-                        continue
-                    }
-                    let tensor = tensors[index]
-                    if entry.state == .frozen {
-                        if tensor.dtype != entry.dtype || tensor.shape != entry.shape {
-                            violations.append("\(entry.name): frozen, but its type changed (\(entry.dtype?.rawValue ?? "?") \(entry.shape ?? []) → \(tensor.dtype.rawValue) \(tensor.shape))")
-                        } else {
-                            frozenIndices.append(index)
-                        }
-                    }
-                default:
-                    break
-                }
-            }
-            newTensors = tensors.map(\.name).filter { name in entries[name].map { $0.state == .new } ?? true }
-        }
-        if !violations.isEmpty { throw .manifestViolation(model: name, violations: violations) }
+        // The manifest from the header alone: nothing is read or written on a violation.
+        let plan = ManifestEnforcement.plan(manifest, tensors: tensors)
+        if !plan.violations.isEmpty { throw .manifestViolation(model: name, violations: plan.violations) }
+        let frozenIndices = plan.frozen
         // Frozen tensors first, hashing only: a drifted one refuses the commit before any write.
         let total = reader.header.dataLength
         var frozen: [IngestedTensor] = []
         if let manifest, !frozenIndices.isEmpty {
             frozen = try await blobs.ingest(reader, indices: frozenIndices, mode: .hashOnly, progress: nil)
-            let entries = Dictionary(manifest.entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-            for tensor in frozen {
-                if let expected = entries[tensor.info.name]?.parentDigest, expected != tensor.digest {
-                    violations.append("\(tensor.info.name): frozen, but changed (\(expected.short)… → \(tensor.digest.short)…)")
-                }
-            }
-            if !violations.isEmpty { throw .manifestViolation(model: name, violations: violations) }
+            let drift = ManifestEnforcement.frozenDrift(manifest, hashed: frozen.map { ($0.info.name, $0.digest) })
+            if !drift.isEmpty { throw .manifestViolation(model: name, violations: drift) }
         }
         let frozenSet = Set(frozenIndices)
         let frozenPresent = Set(frozen.filter(\.present).map(\.info.name))
@@ -219,43 +130,15 @@ extension Registry {
         for (position, index) in rest.enumerated() { all[index] = written[position] }
         let ingested = all.compactMap { $0 }
         try blobs.flush(ingested)
-        let digest = Self.checkpointDigest(header: reader.headerBytes, tensors: ingested)
-        let headerDigest = Digest.of(reader.headerBytes)
+        let commit = Self.newCheckpoint(reader, tensors: ingested, step: step, epoch: epoch)
         let store = blobs.store
-        let fileBytes = reader.fileSize
-        let parameters = ingested.reduce(0) { $0 + $1.info.elementCount }
-        let newNames = newTensors
-        let (number, inlineStored) = try await write { db -> (Int, Int) in
-            guard let modelID = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else {
-                throw GraftError.modelNotFound(name, suggestions: [])
-            }
-            let now = timestamp()
-            let stored = try Self.insertBlobs(db, ingested, store: store, now: now)
-            let number = (try Int.fetchOne(db, sql: "SELECT max(number) FROM checkpoints WHERE model_id = ?", arguments: [modelID]) ?? 0) + 1
-            let checkpointID = try Self.insertCheckpoint(
-                db, modelID: modelID, number: number, reader: reader, digest: digest, headerDigest: headerDigest, tensors: ingested,
-                step: step, epoch: epoch, now: now)
-            try Self.insertMetrics(db, checkpointID: checkpointID, metrics, split: split)
-            if manifest != nil {
-                let statement = try db.cachedStatement(
-                    sql: """
-                        INSERT INTO manifest_entries (model_id, tensor_name, state, dtype, shape, element_count, parent_digest)
-                        VALUES (?, ?, 'new', ?, ?, ?, NULL)
-                        ON CONFLICT (model_id, tensor_name) DO UPDATE SET dtype = excluded.dtype, shape = excluded.shape,
-                            element_count = excluded.element_count WHERE manifest_entries.state = 'new'
-                        """)
-                for tensor in ingested where newNames.contains(tensor.info.name) {
-                    try statement.execute(arguments: [modelID, tensor.info.name, tensor.info.dtype.rawValue, shapeJSON(tensor.info.shape), tensor.info.elementCount])
-                }
-            }
-            return (number, stored)
-        }
+        let (number, inlineStored) = try await metadata.insertCheckpoint(
+            model: name, commit, metrics: metrics, split: split, newTensors: manifest == nil ? nil : plan.newTensors,
+            stillStored: { store.contains($0, claim: false) })
         var seen = Set<Digest>()
         let stored = ingested.filter { $0.wroteFile && seen.insert($0.digest).inserted }.reduce(0) { $0 + $1.info.byteCount } + inlineStored
         return ImportResult(
-            model: name, checkpoint: "\(name)@\(number)", digest: digest, tensors: ingested.count, parameters: parameters,
-            logicalBytes: fileBytes, bytesStored: stored, bytesAlreadyPresent: total - stored, newTensors: newTensors)
+            model: name, checkpoint: "\(name)@\(number)", digest: commit.digest, tensors: ingested.count, parameters: commit.parameterCount,
+            logicalBytes: reader.fileSize, bytesStored: stored, bytesAlreadyPresent: total - stored, newTensors: manifest == nil ? [] : plan.newTensors)
     }
 }
-
-func shapeJSON(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ",") + "]" }

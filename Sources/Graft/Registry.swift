@@ -1,7 +1,6 @@
 #if canImport(Glibc)
     import Glibc
 #endif
-import GRDB
 import SafeTensors
 
 /// A Graft registry: tensor blobs on disk and metadata in SQLite, under one root directory.
@@ -31,14 +30,17 @@ public final class Registry: Sendable {
     /// How long a write waits for another process's write lock before failing with
     /// ``GraftError/busy``, in seconds.
     public static let defaultBusyTimeout = 30.0
-    let pool: DatabasePool
+    /// Models, checkpoints, manifests, metrics, advisories: the metadata store.
+    let metadata: any MetadataStore
     /// Tensor bytes: the blob store, and the hashing lanes that stream bytes to and from it.
     let blobs: BlobTransfer
 
-    private init(layout: RegistryLayout, pool: DatabasePool, inlineThreshold: Int) {
+    /// A registry over a metadata store and a blob store (what `open` and `create` assemble
+    /// from a configuration).
+    package init(layout: RegistryLayout, metadata: any MetadataStore, blobs: any BlobStore, inlineThreshold: Int) {
         self.layout = layout
-        self.pool = pool
-        self.blobs = BlobTransfer(store: LocalBlobStore(layout: layout), inlineThreshold: inlineThreshold)
+        self.metadata = metadata
+        self.blobs = BlobTransfer(store: blobs, inlineThreshold: inlineThreshold)
     }
 
     /// Opens the registry at `root`.
@@ -88,39 +90,9 @@ public final class Registry: Sendable {
             try makeDirectories(layout.root)
         }
         for directory in [layout.blobs, layout.sha256, layout.tmp] { try FileSystem.makeDirectory(directory) }
-        let created = try publishNewDatabase(layout, busyTimeout: busyTimeout)
+        let created = try SQLiteMetadataStore.publishNew(layout, busyTimeout: busyTimeout)
         let registry = try await connect(layout, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout)
         return (registry, created)
-    }
-
-    /// Builds the database under `tmp/` — WAL mode switched on, every migration applied — and
-    /// only then links it into place as `graft.sqlite`, so that no process ever opens a database
-    /// still in rollback mode. Switching a database to WAL takes an exclusive lock *without*
-    /// SQLite's busy handler: a process that opened the new file while another was switching
-    /// it got "database is locked" at once (exit 69 long before the 30 s busy timeout). With
-    /// the file published complete, concurrent `init`s each build one and the first link wins;
-    /// the others find it in place.
-    /// - Returns: whether this call's database was the one published.
-    private static func publishNewDatabase(_ layout: RegistryLayout, busyTimeout: Double) throws(GraftError) -> Bool {
-        let staging = layout.tmp + "/" + FileSystem.uniqueName(suffix: ".sqlite")
-        defer { for suffix in ["", "-wal", "-shm"] { FileSystem.remove(staging + suffix) } }
-        do {
-            var configuration = Configuration()
-            configuration.busyMode = .timeout(busyTimeout)
-            let pool = try DatabasePool(path: staging, configuration: configuration)
-            try SchemaMigrator.migrate(pool, path: layout.root)
-            // Closing the last connection checkpoints the WAL into the file and removes it.
-            try pool.close()
-        } catch {
-            throw mapError(error, path: staging)
-        }
-        try FileDescriptor(path: staging, flags: O_RDONLY).sync()
-        guard link(staging, layout.database) == 0 else {
-            if errno == EEXIST { return false }
-            throw GraftError.fromErrno(errno, operation: "cannot create", path: layout.database)
-        }
-        try FileSystem.syncDirectory(layout.root)
-        return true
     }
 
     private static func makeDirectories(_ path: String) throws(GraftError) {
@@ -134,96 +106,7 @@ public final class Registry: Sendable {
     private static func connect(
         _ layout: RegistryLayout, inlineThreshold: Int, durability: Durability, busyTimeout: Double
     ) async throws(GraftError) -> Registry {
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(busyTimeout)
-        configuration.foreignKeysEnabled = true
-        configuration.label = "graft"
-        let synchronous = durability == .full ? "FULL" : "NORMAL"
-        configuration.prepareDatabase { db in
-            // Acknowledged commits must survive power loss (unless a bulk load relaxed it).
-            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
-            // A 32 MiB page cache per connection (SQLite's default is 2 MiB): large lineage and
-            // best queries otherwise re-read their pages through pread on every call. An upper
-            // bound, filled only as used. (mmap_size was tried too: no better here.)
-            try db.execute(sql: "PRAGMA cache_size = -32768")
-        }
-        do {
-            let pool = try DatabasePool(path: layout.database, configuration: configuration)
-            try SchemaMigrator.migrate(pool, path: layout.root)
-            return Registry(layout: layout, pool: pool, inlineThreshold: inlineThreshold)
-        } catch {
-            throw mapError(error, path: layout.database)
-        }
-    }
-
-    /// Runs `body` in a read transaction, mapping errors.
-    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(GraftError) -> T {
-        do {
-            return try await pool.read(body)
-        } catch {
-            throw Self.mapError(error, path: layout.database)
-        }
-    }
-
-    /// Runs `body` in one `BEGIN IMMEDIATE` transaction, mapping errors.
-    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(GraftError) -> T {
-        do {
-            return try await pool.writeWithoutTransaction { db in
-                var result: T?
-                try db.inTransaction(.immediate) {
-                    result = try body(db)
-                    CrashPoint.tick()
-                    return .commit
-                }
-                CrashPoint.tick()
-                return result!
-            }
-        } catch {
-            throw Self.mapError(error, path: layout.database)
-        }
-    }
-
-    /// Turns any error from SQLite or the store into the ``GraftError`` a user should see.
-    static func mapError(_ error: any Error, path: String) -> GraftError {
-        if let error = error as? GraftError { return error }
-        if let error = error as? DatabaseError {
-            switch error.resultCode {
-            case .SQLITE_BUSY, .SQLITE_LOCKED: return .busy
-            case .SQLITE_READONLY, .SQLITE_PERM: return .readOnly(path: path)
-            case .SQLITE_CANTOPEN where !FileSystem.isWritable(path): return .readOnly(path: path)
-            case .SQLITE_FULL: return .diskFull(path: path)
-            case .SQLITE_CORRUPT, .SQLITE_NOTADB: return .corruptDatabase(path: path, message: error.message ?? "unreadable")
-            default: return .database(code: error.extendedResultCode.rawValue, message: error.message ?? "unknown error")
-            }
-        }
-        return .database(code: -1, message: String(describing: error))
-    }
-}
-
-extension FileSystem {
-    /// Whether the directory holding `path` can be written.
-    static func isWritable(_ path: String) -> Bool {
-        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        return access(directory.isEmpty ? "." : directory, W_OK) == 0
-    }
-}
-
-/// Queries through prepared statements cached on the connection: on the hot read paths
-/// (best, lineage, affected) preparing recursive queries costs more than running them.
-extension Database {
-    func cachedRows(sql: String, arguments: StatementArguments = []) throws -> [Row] {
-        try Row.fetchAll(cachedStatement(sql: sql), arguments: arguments)
-    }
-
-    func cachedCursor(sql: String, arguments: StatementArguments = []) throws -> RowCursor {
-        try Row.fetchCursor(cachedStatement(sql: sql), arguments: arguments)
-    }
-
-    func cachedOne<T: DatabaseValueConvertible & StatementColumnConvertible>(_ type: T.Type, sql: String, arguments: StatementArguments = []) throws -> T? {
-        try T.fetchOne(cachedStatement(sql: sql), arguments: arguments)
-    }
-
-    func cachedAll<T: DatabaseValueConvertible & StatementColumnConvertible>(_ type: T.Type, sql: String, arguments: StatementArguments = []) throws -> [T] {
-        try T.fetchAll(cachedStatement(sql: sql), arguments: arguments)
+        let metadata = try SQLiteMetadataStore.open(layout, durability: durability, busyTimeout: busyTimeout)
+        return Registry(layout: layout, metadata: metadata, blobs: LocalBlobStore(layout: layout), inlineThreshold: inlineThreshold)
     }
 }

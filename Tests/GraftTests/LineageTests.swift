@@ -225,12 +225,12 @@ struct LineageTests {
             "SELECT c.id FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id "
                 + "WHERE mt.name = 'accuracy' AND mt.split = 'val' AND mt.model_id = 2 ORDER BY mt.value DESC, m.name, c.number",
             "SELECT c.id FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id "
-                + "WHERE mt.name = 'accuracy' AND mt.split = 'val' AND mt.model_id IN (\(Registry.subtreeSQL.replacingOccurrences(of: "?", with: "1")))",
+                + "WHERE mt.name = 'accuracy' AND mt.split = 'val' AND mt.model_id IN (\(SQLiteMetadataStore.subtreeSQL.replacingOccurrences(of: "?", with: "1")))",
             // The lineage, affected and best --under statements themselves.
-            Registry.descendantsSQL.replacingOccurrences(of: "?1", with: "1"),
-            Registry.ancestorsSQL.replacingOccurrences(of: "?", with: "'[3,2,1]'"),
-            Registry.bestPerModelSQL(.max).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(of: "?", with: "'accuracy'"),
-            Registry.bestPerModelSQL(.min).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(of: "?", with: "'loss'"),
+            SQLiteMetadataStore.descendantsSQL.replacingOccurrences(of: "?1", with: "1"),
+            SQLiteMetadataStore.ancestorsSQL.replacingOccurrences(of: "?", with: "'[3,2,1]'"),
+            SQLiteMetadataStore.bestPerModelSQL(.max).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(of: "?", with: "'accuracy'"),
+            SQLiteMetadataStore.bestPerModelSQL(.min).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(of: "?", with: "'loss'"),
         ])
         // json_each's rows (j) are scanned by design; no stored table may be.
         let tables = ["mt", "c", "m", "r", "p", "metrics", "checkpoints", "models", "model_parents", "advisories", "curve_points"]

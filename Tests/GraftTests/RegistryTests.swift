@@ -201,10 +201,10 @@ struct RegistryTests {
     @Test("commits are synchronous=FULL by default; a relaxed bulk load uses NORMAL")
     func durability() async throws {
         let test = try await TestRegistry()
-        #expect(try await test.registry.pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
+        #expect(try await (test.registry.metadata as! SQLiteMetadataStore).pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
         let relaxed = try await Registry.open(at: test.root, durability: .relaxed)
-        #expect(try await relaxed.pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)
-        #expect(try await relaxed.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
+        #expect(try await (relaxed.metadata as! SQLiteMetadataStore).pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)
+        #expect(try await (relaxed.metadata as! SQLiteMetadataStore).pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
     }
 
     @Test("stats: logical is the sum of file sizes, physical counts each blob once")

@@ -1,0 +1,374 @@
+import SafeTensors
+
+/// Where a registry keeps its metadata: models, checkpoints and their tensor lists, manifests,
+/// metrics, curves, aliases and advisories. The SQLite store (`GraftSQLite`) is today's; a
+/// PostgreSQL one is planned beside it.
+///
+/// The seam is cut at whole query shapes — a model's row with its checkpoints, a subtree's
+/// lineage rows, the best candidates in a scope walked in rank order — so that each store keeps
+/// its own fast paths (the SQLite store reads a 10,000-model subtree as one range of an index).
+/// Each method is one transaction: it sees one consistent state, and a write either happens
+/// whole or not at all. The decisions are not made here: manifests are resolved and enforced,
+/// flags inherited, winners chosen and retention decided by the plain-Swift policies of the
+/// core (`ManifestEnforcement`, `AdvisoryInheritance`, `BestSelection`, `RetentionPolicy`),
+/// which a store calls where it needs a decision inside its transaction.
+///
+/// Row ids (`Int64`) identify models and checkpoints between calls of one operation; they are
+/// never shown to users. A write that finds what it depends on gone answers `nil` or throws the
+/// ``GraftError`` a user should see, never a store-specific error.
+package protocol MetadataStore: Sendable {
+    /// Where the metadata lives, for messages (a file path, a database URL without secrets).
+    var location: String { get }
+
+    // MARK: Models and checkpoints
+
+    func modelID(named name: ModelName) async throws(GraftError) -> Int64?
+    /// Every model name (for "did you mean" suggestions).
+    func modelNames() async throws(GraftError) -> [String]
+    /// Every model, by name.
+    func models() async throws(GraftError) -> [ModelSummary]
+    /// A model's row and its checkpoints, oldest first.
+    func model(named name: ModelName) async throws(GraftError) -> StoredModel?
+    /// Checkpoints whose digest starts with `prefix` (lowercase hex), by model name and number.
+    func checkpoints(digestPrefix prefix: String, limit: Int) async throws(GraftError) -> [ResolvedCheckpoint]
+    func checkpoint(model: ModelName, alias: String) async throws(GraftError) -> ResolvedCheckpoint?
+    /// Checkpoint `number` of a model; `nil` means its newest.
+    func checkpoint(model: ModelName, number: Int?) async throws(GraftError) -> ResolvedCheckpoint?
+    /// A checkpoint's tensors in file order.
+    func tensors(checkpoint: Int64) async throws(GraftError) -> [TensorEntry]
+    /// A checkpoint's stored header bytes and, in data order, where each tensor's bytes are.
+    func parts(checkpoint: Int64) async throws(GraftError) -> CheckpointParts
+    /// Whether some checkpoint was imported with exactly this header.
+    func hasHeader(digest: Digest) async throws(GraftError) -> Bool
+
+    // MARK: Commits
+
+    /// Records a base and its first checkpoint. `stillStored` is asked, under the write lock, for
+    /// every file-stored blob (gc may have removed one since it was found): `false` fails the
+    /// commit with ``GraftError/blobVanished(_:)``.
+    /// - Returns: the inline bytes this commit stored anew.
+    func insertBase(
+        name: ModelName, provenance: Provenance, checkpoint: NewCheckpoint, stillStored: @escaping @Sendable (Digest) -> Bool
+    ) async throws(GraftError) -> Int
+    /// Records a student with its parent edge and resolved manifest.
+    func insertStudent(_ student: NewStudent) async throws(GraftError)
+    /// Commits a model's next checkpoint (its number one past the newest) with its metrics, and
+    /// records the manifest's `new` tensors for a student.
+    /// - Returns: the number given, and the inline bytes stored anew.
+    func insertCheckpoint(
+        model: ModelName, _ checkpoint: NewCheckpoint, metrics: [MetricAssignment], split: String?, newTensors: [String]?,
+        stillStored: @escaping @Sendable (Digest) -> Bool
+    ) async throws(GraftError) -> (number: Int, inlineStored: Int)
+    /// A student's manifest with its edge; `.none` for a base, `nil` for an unknown model.
+    func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary??
+
+    // MARK: Aliases
+
+    /// Points an alias of the checkpoint's model at it. `nil` when the checkpoint is gone;
+    /// otherwise the number it pointed at before, if any.
+    func tag(checkpoint: Int64, alias: String) async throws(GraftError) -> Int??
+    /// Whether the alias was set (and is now removed).
+    func untag(model: Int64, alias: String) async throws(GraftError) -> Bool
+    func aliases(of name: ModelName) async throws(GraftError) -> [String: String]
+
+    // MARK: Metrics and curves
+
+    func logMetrics(checkpoint: Int64, _ values: [MetricAssignment], split: String?) async throws(GraftError)
+    func insertCurvePoints(model: Int64, _ batch: CurveBatch) async throws(GraftError)
+    /// Every checkpoint's metrics and the curves of a model.
+    func metricsReport(model: Int64, name: ModelName) async throws(GraftError) -> MetricsReport
+    func metrics(checkpoint: Int64) async throws(GraftError) -> [MetricValue]
+    /// Metric names in use, sorted (for "known metrics" in an error); within one model if given.
+    func metricNames(model: Int64?, limit: Int) async throws(GraftError) -> [String]
+
+    // MARK: Advisories
+
+    /// - Throws: ``GraftError/advisoryExists(_:)``.
+    func insertAdvisory(_ advisory: NewAdvisory) async throws(GraftError)
+    func advisories(includeResolved: Bool) async throws(GraftError) -> [Advisory]
+    /// Marks an open advisory resolved; `nil` when no advisory has the id, `false` when it was resolved already.
+    func resolveAdvisory(_ id: String, at time: String) async throws(GraftError) -> Bool?
+    /// Every open advisory, by id.
+    func openAdvisories() async throws(GraftError) -> [OpenAdvisory]
+    /// Open checkpoint-level advisories by model, as `ID@N`.
+    func checkpointAdvisoryLabels() async throws(GraftError) -> [Int64: [String]]
+
+    // MARK: Lineage (rows; the core folds them with AdvisoryInheritance)
+
+    /// The model and its ancestors, nearest first, each with its parent edge; with `rootward`
+    /// false, only the model and its parent.
+    func chain(model: Int64, full: Bool) async throws(GraftError) -> [LineageRow]
+    /// Every descendant, any depth, parents before children.
+    func descendants(of model: Int64) async throws(GraftError) -> [LineageRow]
+    /// Everything a lineage view reads, in one transaction.
+    func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError) -> LineageSnapshot
+    /// The models (ids) of a subtree, its root included.
+    func subtree(of model: Int64) async throws(GraftError) -> [Int64]
+    /// The students derived from a checkpoint.
+    func students(of checkpoint: Int64) async throws(GraftError) -> [Int64]
+    /// The checkpoint numbers of models.
+    func checkpointNumbers(models: [Int64]) async throws(GraftError) -> [Int64: [Int]]
+    /// The model a checkpoint belongs to.
+    func modelOf(checkpoint: Int64) async throws(GraftError) -> Int64?
+
+    // MARK: Best
+
+    /// Each model of a subtree with its best value of a metric and how many of its checkpoints
+    /// have it, from per-model summaries; empty when the store keeps none or nothing matches.
+    func bestPerModel(root: Int64, metric: String, split: String?, direction: Direction) async throws(GraftError) -> [ModelBest]
+    /// The earliest checkpoint of a model with exactly `value` of the metric.
+    func checkpoint(model: Int64, metric: String, split: String?, value: Double) async throws(GraftError) -> RankedCandidate?
+    /// The candidates of a scope (checkpoints with the metric) walked in rank order — by value
+    /// in `direction`, ties by model name (binary) then number — skipping those `isFlagged`
+    /// says are flagged: the first one left wins, and every flagged candidate is counted.
+    func walkCandidates(
+        metric: String, split: String?, scope: CandidateScope, direction: Direction,
+        isFlagged: (@Sendable (_ model: Int64, _ checkpoint: Int64) -> Bool)?
+    ) async throws(GraftError) -> CandidateWalk
+    /// Model names by id (ties between models go to the earliest name).
+    func names(of models: [Int64]) async throws(GraftError) -> [Int64: String]
+
+    // MARK: Removal (blobs nothing references any more are removed from `blobs` in the same transaction)
+
+    /// Unreferenced blobs, blob data without a row and temporary data, each only when older
+    /// than `grace` seconds.
+    func collectGarbage(blobs: any BlobStore, grace: Double, dryRun: Bool) async throws(GraftError) -> GCReport
+    /// Removes one checkpoint unless something depends on it.
+    /// - Throws: ``GraftError/protected(_:reasons:)``; `checkpointNotFound` via `missing`.
+    func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport?
+    /// Removes what the policy does not keep of a model's checkpoints.
+    /// - Throws: ``GraftError/unknownMetric(_:known:)`` when the policy ranks by a metric no checkpoint has.
+    func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport?
+    /// Removes a model (with its descendants when `cascade`).
+    /// - Throws: ``GraftError/protected(_:reasons:)`` when it has descendants and not `cascade`.
+    func removeModel(_ name: ModelName, cascade: Bool, blobs: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport?
+
+    // MARK: Verification and totals
+
+    func checkpointCount() async throws(GraftError) -> Int
+    /// Every blob some checkpoint references, by digest, and tensor digests without a blob row.
+    func referencedBlobs() async throws(GraftError) -> (blobs: [StoredBlob], dangling: [String])
+    /// Every blob digest the metadata knows (hex).
+    func knownBlobDigests() async throws(GraftError) -> Set<String>
+    /// The checkpoints (`NAME@N`) that use a blob.
+    func users(of digest: Digest) async throws(GraftError) -> [String]
+    /// What the store keeps derived from other rows (lineage paths, counts, summaries) that no
+    /// longer matches them, one line per problem: `NAME: what`.
+    func derivedDataProblems() async throws(GraftError) -> [String]
+    func stats() async throws(GraftError) -> RegistryStats
+}
+
+/// A model's row with its checkpoints.
+package struct StoredModel: Sendable {
+    package var id: Int64
+    package var summary: ModelSummary
+    package var checkpoints: [CheckpointSummary]
+    package var latestCheckpointID: Int64?
+    package init(id: Int64, summary: ModelSummary, checkpoints: [CheckpointSummary], latestCheckpointID: Int64?) {
+        self.id = id
+        self.summary = summary
+        self.checkpoints = checkpoints
+        self.latestCheckpointID = latestCheckpointID
+    }
+}
+
+/// A checkpoint a reference named.
+package struct ResolvedCheckpoint: Sendable {
+    package var id: Int64
+    package var summary: CheckpointSummary
+    package init(id: Int64, summary: CheckpointSummary) {
+        self.id = id
+        self.summary = summary
+    }
+}
+
+/// A checkpoint's stored header and, in data order, each tensor's digest, length and inline bytes.
+package struct CheckpointParts: Sendable {
+    package var header: [UInt8]
+    package var tensors: [(digest: Digest, length: Int, inline: [UInt8]?)]
+    package init(header: [UInt8], tensors: [(digest: Digest, length: Int, inline: [UInt8]?)]) {
+        self.header = header
+        self.tensors = tensors
+    }
+}
+
+/// A blob row, as verify reads it.
+package struct StoredBlob: Sendable {
+    package var digest: Digest
+    package var length: Int
+    package var inline: [UInt8]?
+    package init(digest: Digest, length: Int, inline: [UInt8]?) {
+        self.digest = digest
+        self.length = length
+        self.inline = inline
+    }
+}
+
+/// A checkpoint to record: its header, digest and tensors (blobs already stored or inline).
+package struct NewCheckpoint: Sendable {
+    package var headerBytes: [UInt8]
+    package var headerDigest: Digest
+    package var digest: Digest
+    package var metadata: [String: String]
+    package var dataLength: Int
+    package var fileBytes: Int
+    package var tensors: [IngestedTensor]
+    package var step: Int?
+    package var epoch: Int?
+    package var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
+    package init(
+        headerBytes: [UInt8], headerDigest: Digest, digest: Digest, metadata: [String: String], dataLength: Int, fileBytes: Int,
+        tensors: [IngestedTensor], step: Int?, epoch: Int?
+    ) {
+        (self.headerBytes, self.headerDigest, self.digest, self.metadata) = (headerBytes, headerDigest, digest, metadata)
+        (self.dataLength, self.fileBytes, self.tensors, self.step, self.epoch) = (dataLength, fileBytes, tensors, step, epoch)
+    }
+}
+
+/// A student to record.
+package struct NewStudent: Sendable {
+    package var name: ModelName
+    package var parent: ResolvedCheckpoint
+    package var relation: Relation
+    package var mode: TransferMode
+    /// The rules as declared (JSON), for `show`; absent for an explicit manifest.
+    package var rules: String?
+    package var entries: [ManifestEntry]
+    package var description: String?
+    package var createdAt: String
+    package init(
+        name: ModelName, parent: ResolvedCheckpoint, relation: Relation, mode: TransferMode, rules: String?, entries: [ManifestEntry],
+        description: String?, createdAt: String
+    ) {
+        (self.name, self.parent, self.relation, self.mode, self.rules) = (name, parent, relation, mode, rules)
+        (self.entries, self.description, self.createdAt) = (entries, description, createdAt)
+    }
+}
+
+/// An advisory to record.
+package struct NewAdvisory: Sendable {
+    package var id: String
+    package var model: Int64
+    package var checkpoint: Int64?
+    package var severity: Severity
+    package var note: String?
+    package var url: String?
+    package var createdAt: String
+    package init(id: String, model: Int64, checkpoint: Int64?, severity: Severity, note: String?, url: String?, createdAt: String) {
+        (self.id, self.model, self.checkpoint, self.severity, self.note, self.url, self.createdAt) = (id, model, checkpoint, severity, note, url, createdAt)
+    }
+}
+
+/// A model's best value of a metric and how many of its checkpoints have it.
+package struct ModelBest: Sendable, Equatable {
+    package var model: Int64
+    package var value: Double
+    package var count: Int
+    package init(model: Int64, value: Double, count: Int) {
+        self.model = model
+        self.value = value
+        self.count = count
+    }
+}
+
+/// A checkpoint with its value of the metric being ranked.
+package struct RankedCandidate: Sendable {
+    package var checkpoint: CheckpointSummary
+    package var value: Double
+    package init(checkpoint: CheckpointSummary, value: Double) {
+        self.checkpoint = checkpoint
+        self.value = value
+    }
+}
+
+/// Which checkpoints `walkCandidates` ranks.
+package enum CandidateScope: Sendable, Equatable {
+    case all
+    case model(Int64)
+    /// A model and its descendants, any depth.
+    case subtree(Int64)
+}
+
+/// What a walk of candidates found.
+package struct CandidateWalk: Sendable {
+    /// Candidates in scope (checkpoints with the metric).
+    package var candidates: Int
+    /// The best candidate not flagged.
+    package var winner: RankedCandidate?
+    /// Flagged candidates (all of them, not only those ranked above the winner).
+    package var excluded: Int
+    package init(candidates: Int, winner: RankedCandidate?, excluded: Int) {
+        self.candidates = candidates
+        self.winner = winner
+        self.excluded = excluded
+    }
+}
+
+/// Everything a lineage view reads.
+package struct LineageSnapshot: Sendable {
+    /// The model and its ancestors (or only its parent), nearest first.
+    package var up: [LineageRow]
+    /// Descendants, parents before children (empty when not asked for).
+    package var down: [LineageRow]
+    package var open: [OpenAdvisory]
+    /// Open checkpoint-level advisories by model, `ID@N`.
+    package var checkpointLabels: [Int64: [String]]
+    /// With a metric: each model's best value.
+    package var best: [Int64: Double]
+    package init(up: [LineageRow], down: [LineageRow], open: [OpenAdvisory], checkpointLabels: [Int64: [String]], best: [Int64: Double]) {
+        self.up = up
+        self.down = down
+        self.open = open
+        self.checkpointLabels = checkpointLabels
+        self.best = best
+    }
+}
+
+/// One model of a lineage read: its id, its parent edge and what a node shows.
+package struct LineageRow: Sendable, Equatable {
+    /// The parent model's id (absent for a base).
+    package var link: Int64?
+    /// The parent checkpoint's id.
+    package var via: Int64?
+    package var id: Int64
+    package var name: String
+    package var kind: String
+    package var mode: String?
+    package var relation: String?
+    package var parentNumber: Int?
+    package var checkpoints: Int
+    /// The parent model's name, filled in from the parent's row.
+    package var parentName: String? = nil
+
+    package init(
+        link: Int64?, via: Int64?, id: Int64, name: String, kind: String, mode: String? = nil, relation: String? = nil,
+        parentNumber: Int? = nil, checkpoints: Int = 0, parentName: String? = nil
+    ) {
+        self.link = link
+        self.via = via
+        self.id = id
+        self.name = name
+        self.kind = kind
+        self.mode = mode
+        self.relation = relation
+        self.parentNumber = parentNumber
+        self.checkpoints = checkpoints
+        self.parentName = parentName
+    }
+}
+
+/// An open advisory and where it sits.
+package struct OpenAdvisory: Sendable, Equatable {
+    package var id: String
+    package var model: Int64
+    /// Set when the advisory is on one checkpoint rather than the whole model.
+    package var checkpoint: Int64?
+    /// The ids from the root base down to its model, that model last.
+    package var ancestry: [Int64]
+    package init(id: String, model: Int64, checkpoint: Int64?, ancestry: [Int64]) {
+        self.id = id
+        self.model = model
+        self.checkpoint = checkpoint
+        self.ancestry = ancestry
+    }
+}

@@ -1,0 +1,198 @@
+package import SafeTensors
+
+// The registry's decisions, as plain Swift over plain values: no store, no I/O. Each has unit
+// tests of its own (PolicyUnitTests); the Registry façade and the stores call them.
+
+/// Enforcing a student's manifest on a proposed checkpoint, from its header alone and then
+/// from the digests of its frozen tensors.
+package enum ManifestEnforcement {
+    /// What a proposed checkpoint's header says against the manifest.
+    package struct Plan: Sendable, Equatable {
+        /// One line per offending tensor; a non-empty list refuses the commit.
+        package var violations: [String]
+        /// The tensors (indices into the header) that must be the parent's, byte for byte.
+        package var frozen: [Int]
+        /// Tensors the parent lacks or the manifest re-initialised: recorded as `new`.
+        package var newTensors: [String]
+    }
+
+    /// Checks names, dtypes and shapes: a dropped tensor present, a frozen or trainable one
+    /// missing, a frozen one whose type changed. `manifest` is `nil` for a base (no rules).
+    package static func plan(_ manifest: ManifestSummary?, tensors: [TensorInfo]) -> Plan {
+        guard let manifest else { return Plan(violations: [], frozen: [], newTensors: []) }
+        let byName = Dictionary(tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var plan = Plan(violations: [], frozen: [], newTensors: [])
+        for entry in manifest.entries {
+            let index = byName[entry.name]
+            switch entry.state {
+            case .dropped where index != nil:
+                plan.violations.append("\(entry.name): dropped, but present")
+            case .frozen, .trainable:
+                guard let index else {
+                    plan.violations.append("\(entry.name): \(entry.state.rawValue), but missing")
+                    continue
+                }
+                let tensor = tensors[index]
+                if entry.state == .frozen {
+                    if tensor.dtype != entry.dtype || tensor.shape != entry.shape {
+                        plan.violations.append(
+                            "\(entry.name): frozen, but its type changed (\(entry.dtype?.rawValue ?? "?") \(entry.shape ?? []) → \(tensor.dtype.rawValue) \(tensor.shape))")
+                    } else {
+                        plan.frozen.append(index)
+                    }
+                }
+            default:
+                break
+            }
+        }
+        let entries = Dictionary(manifest.entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        plan.newTensors = tensors.map(\.name).filter { name in entries[name].map { $0.state == .new } ?? true }
+        return plan
+    }
+
+    /// Checks the digests of frozen tensors against the parent's: one line per drifted tensor.
+    package static func frozenDrift(_ manifest: ManifestSummary, hashed: [(name: String, digest: Digest)]) -> [String] {
+        let entries = Dictionary(manifest.entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        return hashed.compactMap { tensor in
+            guard let expected = entries[tensor.name]?.parentDigest, expected != tensor.digest else { return nil }
+            return "\(tensor.name): frozen, but changed (\(expected.short)… → \(tensor.digest.short)…)"
+        }
+    }
+}
+
+/// How open advisories flow down a lineage: an advisory on a model flags it and every
+/// descendant; one on a checkpoint flags every student derived from that checkpoint, and
+/// theirs. A model's own checkpoint-level advisories flag those checkpoints, not the model.
+package enum AdvisoryInheritance {
+    /// The advisories a model carries or inherits as a whole, from its chain (the model first,
+    /// then its ancestors up to the root base, each with the checkpoint it derives from).
+    package static func inherited(chain: [LineageRow], open: [OpenAdvisory]) -> Set<String> {
+        guard !open.isEmpty, !chain.isEmpty else { return [] }
+        let ids = Set(chain.map(\.id))
+        let vias = Set(chain.compactMap(\.via))
+        var result = Set<String>()
+        for advisory in open {
+            if let checkpoint = advisory.checkpoint {
+                if vias.contains(checkpoint) { result.insert(advisory.id) }
+            } else if ids.contains(advisory.model) {
+                result.insert(advisory.id)
+            }
+        }
+        return result
+    }
+
+    /// The flags of each model of a chain but the first (the ancestors of `chain[0]`), folded
+    /// down from the root once: each inherits everything above it.
+    package static func ancestorFlags(chain: [LineageRow], open: [OpenAdvisory]) -> [Int64: Set<String>] {
+        guard !open.isEmpty, chain.count > 1 else { return [:] }
+        let (onModel, onCheckpoint) = index(open)
+        var result: [Int64: Set<String>] = [:]
+        var inherited = Set<String>()
+        for (position, row) in chain.enumerated().reversed() {
+            if let via = row.via { inherited.formUnion(onCheckpoint[via] ?? []) }
+            inherited.formUnion(onModel[row.id] ?? [])
+            if position > 0, !inherited.isEmpty { result[row.id] = inherited }
+        }
+        return result
+    }
+
+    /// The flags of a model (`root`, which carries or inherits `inherited`) and of its
+    /// descendants, given with every parent before its children.
+    package static func propagate(_ rows: [LineageRow], root: Int64, inherited: Set<String>, open: [OpenAdvisory]) -> [Int64: Set<String>] {
+        var result: [Int64: Set<String>] = inherited.isEmpty ? [:] : [root: inherited]
+        guard !open.isEmpty else { return result }
+        let (onModel, onCheckpoint) = index(open)
+        for row in rows {
+            var flags = row.link.flatMap { result[$0] } ?? []
+            if let via = row.via, let ids = onCheckpoint[via] { flags.formUnion(ids) }
+            if let ids = onModel[row.id] { flags.formUnion(ids) }
+            if !flags.isEmpty { result[row.id] = flags }
+        }
+        return result
+    }
+
+    /// Where flags start: a model-level advisory at its model, a checkpoint-level one at that
+    /// checkpoint (its students are flagged); with `root`, only advisories inside its subtree.
+    package static func seeds(_ open: [OpenAdvisory], within root: Int64?) -> (models: [(model: Int64, advisory: String)], checkpoints: [(checkpoint: Int64, advisory: String)]) {
+        var models: [(Int64, String)] = [], checkpoints: [(Int64, String)] = []
+        for advisory in open {
+            if let root, !advisory.ancestry.contains(root) { continue }
+            if let checkpoint = advisory.checkpoint { checkpoints.append((checkpoint, advisory.id)) } else { models.append((advisory.model, advisory.id)) }
+        }
+        return (models, checkpoints)
+    }
+
+    /// Whether any open advisory lies on `model`'s subtree (on it or below it).
+    package static func anyWithin(_ open: [OpenAdvisory], model: Int64) -> Bool {
+        open.contains { $0.ancestry.contains(model) }
+    }
+
+    /// Checkpoints that carry an open advisory of their own.
+    package static func flaggedCheckpoints(_ open: [OpenAdvisory]) -> Set<Int64> {
+        Set(open.compactMap(\.checkpoint))
+    }
+
+    private static func index(_ open: [OpenAdvisory]) -> (onModel: [Int64: [String]], onCheckpoint: [Int64: [String]]) {
+        var onModel: [Int64: [String]] = [:], onCheckpoint: [Int64: [String]] = [:]
+        for advisory in open {
+            if let checkpoint = advisory.checkpoint { onCheckpoint[checkpoint, default: []].append(advisory.id) } else { onModel[advisory.model, default: []].append(advisory.id) }
+        }
+        return (onModel, onCheckpoint)
+    }
+}
+
+/// Choosing the best checkpoint: by value in the metric's direction; ties go to the earliest
+/// model name (binary order), then the lowest checkpoint number; flagged candidates are left out.
+package enum BestSelection {
+    /// Whether `a` ranks before `b` — the order every store's candidate walk must follow.
+    package static func ranksBefore(_ a: RankedCandidate, _ b: RankedCandidate, direction: Direction) -> Bool {
+        if a.value != b.value { return direction == .max ? a.value > b.value : a.value < b.value }
+        if a.checkpoint.model.value != b.checkpoint.model.value {
+            return a.checkpoint.model.value.utf8.lexicographicallyPrecedes(b.checkpoint.model.value.utf8)
+        }
+        return a.checkpoint.number < b.checkpoint.number
+    }
+
+    /// The winner among candidates (`isFlagged` by index), and how many were flagged: what a
+    /// store's walk returns, computed from every candidate at once (the reference for tests).
+    package static func choose(_ candidates: [RankedCandidate], direction: Direction, isFlagged: (Int) -> Bool) -> (winner: RankedCandidate?, excluded: Int) {
+        var winner: RankedCandidate? = nil
+        var excluded = 0
+        for (index, candidate) in candidates.enumerated() {
+            if isFlagged(index) {
+                excluded += 1
+                continue
+            }
+            if let current = winner, !ranksBefore(candidate, current, direction: direction) { continue }
+            winner = candidate
+        }
+        return (winner, excluded)
+    }
+
+    /// From each model's best value: the top value among models not flagged, the models that
+    /// reach it, and the candidate counts.
+    package static func leaders(_ models: [ModelBest], direction: Direction, isFlagged: (Int64) -> Bool) -> (top: Double?, leaders: [Int64], candidates: Int, excluded: Int) {
+        var candidates = 0, excluded = 0
+        var top: Double? = nil
+        var leaders: [Int64] = []
+        for model in models {
+            candidates += model.count
+            if isFlagged(model.model) {
+                excluded += model.count
+                continue
+            }
+            if let current = top, model.value != current {
+                guard direction == .max ? model.value > current : model.value < current else { continue }
+                leaders.removeAll(keepingCapacity: true)
+            }
+            top = model.value
+            leaders.append(model.model)
+        }
+        return (top, leaders, candidates, excluded)
+    }
+
+    /// The model with the earliest name (binary order).
+    package static func earliest(_ names: [Int64: String]) -> Int64? {
+        names.min { $0.value.utf8.lexicographicallyPrecedes($1.value.utf8) }?.key
+    }
+}

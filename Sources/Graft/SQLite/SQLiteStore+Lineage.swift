@@ -1,0 +1,274 @@
+import GRDB
+import GRDBSQLite
+
+// Lineage rows and best candidates: ranges of the lineage-path index (migration 0004) and of
+// the metric summaries (0005), stepped through SQLite's C API where rows are many.
+extension SQLiteMetadataStore {
+    package func chain(model: Int64, full: Bool) async throws(GraftError) -> [LineageRow] {
+        try await read { db in try Self.chain(db, model: model, full: full) }
+    }
+
+    /// The model and its ancestors, nearest first: the ids of its lineage path, each row with its
+    /// own parent edge; a row's parent is the next row.
+    static func chain(_ db: Database, model: Int64, full: Bool) throws -> [LineageRow] {
+        let path = try lineagePath(db, model: model)
+        let ids = full ? pathIDs(path) : Array(pathIDs(path).suffix(2))
+        var up = try lineageRows(db, sql: ancestorsSQL, arguments: ["[" + ids.reversed().map(String.init).joined(separator: ",") + "]"])
+        for index in up.indices.dropLast() where up[index].relation != nil {
+            (up[index].link, up[index].parentName) = (up[index + 1].id, up[index + 1].name)
+        }
+        return up
+    }
+
+    package func descendants(of model: Int64) async throws(GraftError) -> [LineageRow] {
+        try await read { db in try Self.lineageRows(db, sql: Self.descendantsSQL, arguments: [model]) }
+    }
+
+    package func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError) -> LineageSnapshot {
+        try await read { db in
+            // Without ancestors, still the model's parent (its node names it) — and the whole
+            // chain when an advisory is open, for what the model inherits from above.
+            let open = try Self.openAdvisories(db)
+            let up = try Self.chain(db, model: model, full: parts != .descendants || !open.isEmpty)
+            let down = parts == .ancestors ? [] : try Self.lineageRows(db, sql: Self.descendantsSQL, arguments: [model])
+            var best: [Int64: Double] = [:]
+            if let metric, let direction {
+                let ids = (up + down).map(\.id)
+                for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min($0 + 500, ids.count)]) }) {
+                    let rows = try db.cachedRows(
+                        sql: "SELECT model_id, \(direction == .max ? "max" : "min")(value) AS best FROM metrics WHERE name = ? AND model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) GROUP BY model_id",
+                        arguments: StatementArguments([metric]) + StatementArguments(chunk))
+                    for row in rows { best[row["model_id"]] = row["best"] }
+                }
+            }
+            return LineageSnapshot(
+                up: up, down: down, open: open, checkpointLabels: try Self.checkpointAdvisoryLabels(db), best: best)
+        }
+    }
+
+    package func subtree(of model: Int64) async throws(GraftError) -> [Int64] {
+        try await read { db in try db.cachedAll(Int64.self, sql: Self.subtreeSQL, arguments: [model]) }
+    }
+
+    package func students(of checkpoint: Int64) async throws(GraftError) -> [Int64] {
+        try await read { db in
+            try db.cachedAll(Int64.self, sql: "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = ?", arguments: [checkpoint])
+        }
+    }
+
+    package func checkpointNumbers(models: [Int64]) async throws(GraftError) -> [Int64: [Int]] {
+        try await read { db in
+            // Each model's from the (model, number) index, in order, in one statement.
+            var checkpoints: [Int64: [Int]] = [:]
+            try Self.stepRows(
+                db, sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (SELECT value FROM json_each(?)) ORDER BY model_id, number",
+                arguments: ["[" + models.map(String.init).joined(separator: ",") + "]"]
+            ) { handle in
+                checkpoints[sqlite3_column_int64(handle, 0), default: []].append(Int(sqlite3_column_int64(handle, 1)))
+            }
+            return checkpoints
+        }
+    }
+
+    package func modelOf(checkpoint: Int64) async throws(GraftError) -> Int64? {
+        try await read { db in try db.cachedOne(Int64.self, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [checkpoint]) }
+    }
+
+    package func names(of models: [Int64]) async throws(GraftError) -> [Int64: String] {
+        try await read { db in
+            var names: [Int64: String] = [:]
+            for row in try db.cachedRows(
+                sql: "SELECT id, name FROM models WHERE id IN (SELECT value FROM json_each(?))",
+                arguments: ["[" + models.map(String.init).joined(separator: ",") + "]"])
+            {
+                names[row[0]] = row[1]
+            }
+            return names
+        }
+    }
+
+    // MARK: Best
+
+    package func bestPerModel(root: Int64, metric: String, split: String?, direction: Direction) async throws(GraftError) -> [ModelBest] {
+        try await read { db in
+            var models: [ModelBest] = []
+            try Self.stepRows(db, sql: Self.bestPerModelSQL(direction), arguments: [root, metric, split ?? ""]) { handle in
+                models.append(ModelBest(
+                    model: sqlite3_column_int64(handle, 0), value: sqlite3_column_double(handle, 1), count: Int(sqlite3_column_int64(handle, 2))))
+            }
+            return models
+        }
+    }
+
+    package func checkpoint(model: Int64, metric: String, split: String?, value: Double) async throws(GraftError) -> RankedCandidate? {
+        try await read { db in
+            try db.cachedRows(
+                sql: """
+                    SELECT \(Self.checkpointColumns), mt.value AS metric_value FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id
+                    JOIN models m ON m.id = c.model_id WHERE mt.model_id = ? AND mt.name = ? AND mt.split = ? AND mt.value = ? ORDER BY c.number LIMIT 1
+                    """, arguments: [model, metric, split ?? "", value]
+            ).first.map { RankedCandidate(checkpoint: Self.checkpointSummary($0), value: $0["metric_value"]) }
+        }
+    }
+
+    package func walkCandidates(
+        metric: String, split: String?, scope: CandidateScope, direction: Direction,
+        isFlagged: (@Sendable (_ model: Int64, _ checkpoint: Int64) -> Bool)?
+    ) async throws(GraftError) -> CandidateWalk {
+        let (clause, argument): (String, Int64?) =
+            switch scope {
+            case .all: ("", nil)
+            case .model(let id): (" AND mt.model_id = ?", id)
+            case .subtree(let id): (" AND mt.model_id IN (\(Self.subtreeSQL))", id)
+            }
+        let order = direction == .max ? "DESC" : "ASC"
+        return try await read { db in
+            let from = """
+                FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id
+                WHERE mt.name = ? AND mt.split = ?\(clause)
+                """
+            var arguments: StatementArguments = [metric, split ?? ""]
+            if let argument { arguments += [argument] }
+            let candidates = try db.cachedOne(Int.self, sql: "SELECT count(*) " + from, arguments: arguments) ?? 0
+            guard candidates > 0 else { return CandidateWalk(candidates: 0, winner: nil, excluded: 0) }
+            // Walk candidates best first (the rank order of BestSelection.ranksBefore); only
+            // flagged ones are skipped, so this stops early.
+            let cursor = try db.cachedCursor(
+                sql: "SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id " + from
+                    + " ORDER BY mt.value \(order), m.name, c.number", arguments: arguments)
+            var skipped = 0
+            while let row = try cursor.next() {
+                if let isFlagged, isFlagged(row["model_id"], row["id"]) {
+                    skipped += 1
+                    continue
+                }
+                // Count every flagged candidate, not only those ranked above the winner.
+                var excluded = 0
+                if let isFlagged {
+                    let all = try db.cachedCursor(sql: "SELECT c.id, c.model_id " + from, arguments: arguments)
+                    while let row = try all.next() {
+                        if isFlagged(row[1], row[0]) { excluded += 1 }
+                    }
+                }
+                return CandidateWalk(
+                    candidates: candidates, winner: RankedCandidate(checkpoint: Self.checkpointSummary(row), value: row["metric_value"]), excluded: excluded)
+            }
+            return CandidateWalk(candidates: candidates, winner: nil, excluded: skipped)
+        }
+    }
+
+    /// Each model of a subtree (root, metric, split) with its best value of the metric and how
+    /// many checkpoints have it: one range of the metric summaries' (name, split, lineage path)
+    /// index, covering, nothing sorted.
+    static func bestPerModelSQL(_ direction: Direction) -> String {
+        """
+        SELECT s.model_id, s.\(direction == .max ? "max_value" : "min_value"), s.count
+        FROM models r CROSS JOIN metric_summaries s
+        WHERE r.id = ? AND s.name = ? AND s.split = ? AND \(withinSubtree("s.lineage_path"))
+        """
+    }
+
+    // MARK: Lineage rows
+
+    /// The columns of a lineage query (see ``lineageRows(_:sql:arguments:)``) for model `m`:
+    /// all in the lineage-path index, so a range of it is read without a lookup per model.
+    private static let lineageColumns = """
+        m.lineage_path, m.parent_checkpoint_id, m.id, m.name, m.kind, m.transfer_mode, m.relation, m.parent_checkpoint_number, m.checkpoint_count
+        """
+
+    /// A model's ancestors and itself, from a JSON array of ids nearest first. The path is not
+    /// read (NULL in its place): deep in a chain it is long, and the order gives the parents.
+    static let ancestorsSQL = """
+        SELECT j.key, \(lineageColumns.replacingOccurrences(of: "m.lineage_path", with: "NULL"))
+        FROM json_each(?) j JOIN models m ON m.id = j.value ORDER BY j.key
+        """
+
+    /// Every descendant of a model, any depth: the models whose lineage path extends its own,
+    /// in path order (every parent before its children).
+    static let descendantsSQL = """
+        SELECT 0, \(lineageColumns) FROM \(subtreeJoin) WHERE r.id = ?1 AND m.id <> ?1 ORDER BY m.lineage_path
+        """
+
+    /// Runs a lineage query whose columns are: depth, lineage path, parent checkpoint id,
+    /// id, name, kind, transfer mode, relation, parent checkpoint number, checkpoint count.
+    /// Steps the statement through SQLite's C API: a tree of 10,000 models spent most of its
+    /// time in per-row decoding otherwise.
+    static func lineageRows(_ db: Database, sql: String, arguments: [any DatabaseValueConvertible]) throws -> [LineageRow] {
+        var rows: [LineageRow] = []
+        try stepRows(db, sql: sql, arguments: arguments) { handle in
+            func text(_ column: Int32) -> String? {
+                guard sqlite3_column_type(handle, column) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, column) else { return nil }
+                return String(cString: bytes)
+            }
+            func integer(_ column: Int32) -> Int64? {
+                sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(handle, column)
+            }
+            /// The parent's id: the next-to-last id of the path, read in place.
+            func parent(_ column: Int32) -> Int64? {
+                guard let bytes = sqlite3_column_text(handle, column) else { return nil }
+                var end = Int(sqlite3_column_bytes(handle, column)) - 1  // the final '/'
+                while end > 0, bytes[end - 1] != UInt8(ascii: "/") { end -= 1 }  // before the model's own id
+                guard end > 0 else { return nil }
+                var index = end - 1, value: Int64 = 0, scale: Int64 = 1
+                while index > 0, bytes[index - 1] != UInt8(ascii: "/") {
+                    value += Int64(bytes[index - 1] &- UInt8(ascii: "0")) * scale
+                    scale *= 10
+                    index -= 1
+                }
+                return scale == 1 ? nil : value
+            }
+            rows.append(LineageRow(
+                link: parent(1), via: integer(2), id: sqlite3_column_int64(handle, 3),
+                name: text(4) ?? "", kind: text(5) ?? "", mode: text(6), relation: text(7), parentNumber: integer(8).map(Int.init),
+                checkpoints: Int(sqlite3_column_int64(handle, 9))))
+        }
+        return rows
+    }
+
+    /// Runs a cached statement through SQLite's C API, calling `body` with the statement at
+    /// each row: for the large reads, where GRDB's per-row decoding dominated.
+    static func stepRows(_ db: Database, sql: String, arguments: [any DatabaseValueConvertible], _ body: (OpaquePointer) throws -> Void) throws {
+        let handle = try db.cachedStatement(sql: sql).sqliteStatement
+        sqlite3_reset(handle)
+        for (index, argument) in arguments.enumerated() {
+            switch argument.databaseValue.storage {
+            case .int64(let value): sqlite3_bind_int64(handle, Int32(index + 1), value)
+            case .string(let value): sqlite3_bind_text(handle, Int32(index + 1), value, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))  // SQLITE_TRANSIENT: SQLite copies it
+            default: preconditionFailure("these queries take integers and text")
+            }
+        }
+        defer { sqlite3_reset(handle) }
+        while true {
+            let code = sqlite3_step(handle)
+            if code == SQLITE_DONE { return }
+            guard code == SQLITE_ROW else {
+                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+            }
+            try body(handle)
+        }
+    }
+
+    // MARK: Lineage paths
+
+    /// `models r` (the subtree's root, bound by `r.id`) joined to every model `m` of its
+    /// subtree, itself included: one range of the lineage-path index ('0' sorts right after '/').
+    static let subtreeJoin = "models r JOIN models m ON \(withinSubtree("m.lineage_path"))"
+
+    /// SQL: `column` (a lineage path) lies in the subtree of `models r`.
+    static func withinSubtree(_ column: String) -> String {
+        "\(column) >= r.lineage_path AND \(column) < substr(r.lineage_path, 1, length(r.lineage_path) - 1) || '0'"
+    }
+
+    /// SQL selecting a model (the one argument) and every descendant's id, any depth.
+    static let subtreeSQL = "SELECT m.id FROM \(subtreeJoin) WHERE r.id = ?"
+
+    /// A model's lineage path: `/root/…/parent/self/`.
+    static func lineagePath(_ db: Database, model: Int64) throws -> String {
+        try db.cachedOne(String.self, sql: "SELECT lineage_path FROM models WHERE id = ?", arguments: [model]) ?? ""
+    }
+
+    /// The ids of a lineage path, root first.
+    static func pathIDs(_ path: String) -> [Int64] {
+        path.utf8.split(separator: UInt8(ascii: "/")).compactMap { Int64(Substring($0)) }
+    }
+}

@@ -1,0 +1,197 @@
+import GRDB
+
+// Removal: gc, checkpoint and model removal, pruning. Blobs nothing references any more are
+// removed from the blob store inside the write transaction, under SQLite's write lock — the
+// lock every commit re-checks its blobs under (see insertBlobs).
+extension SQLiteMetadataStore {
+    package func collectGarbage(blobs store: any BlobStore, grace: Double, dryRun: Bool) async throws(GraftError) -> GCReport {
+        // Candidates are listed outside the lock (a walk can be long) and re-checked under it.
+        let candidates = store.inventory().blobs
+        let temporaryItems = store.temporaryItems()
+        return try await write { db -> GCReport in
+            func old(_ digest: Digest) -> Bool? { store.age(of: digest).map { $0 >= grace } }
+            var report = GCReport(dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
+            let unreferenced = try Row.fetchAll(
+                db, sql: """
+                    SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
+                    WHERE NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest)
+                    """)
+            let freed = try Self.dropBlobs(db, unreferenced, store: store, dryRun: dryRun, isOld: old)
+            report.blobsRemoved = freed.count
+            report.bytesFreed = freed.bytes
+            report.keptForGrace = freed.kept
+            let known = try db.cachedStatement(sql: "SELECT 1 FROM blobs WHERE digest = ?")
+            for digest in candidates where try Bool.fetchOne(known, arguments: [digest.hex]) == nil {
+                switch old(digest) {
+                case true?:
+                    report.orphanFilesRemoved += 1
+                    report.bytesFreed += (try? store.length(of: digest)).flatMap { $0 } ?? 0
+                    if !dryRun { store.remove(digest) }
+                case false?: report.keptForGrace += 1
+                case nil: break
+                }
+            }
+            for item in temporaryItems {
+                if item.age >= grace {
+                    report.temporaryFilesRemoved += 1
+                    if !dryRun { store.removeTemporary(item.name) }
+                } else {
+                    report.keptForGrace += 1
+                }
+            }
+            return report
+        }
+    }
+
+    /// Removes blob rows (and stored blobs) given as rows of (digest, byte_length, inline);
+    /// stored ones only when `isOld` says so. Runs inside a write transaction.
+    static func dropBlobs(
+        _ db: Database, _ rows: [Row], store: any BlobStore, dryRun: Bool, isOld: (Digest) -> Bool? = { _ in true }
+    ) throws -> (count: Int, bytes: Int, kept: Int) {
+        var count = 0, bytes = 0, kept = 0
+        let delete = try db.cachedStatement(sql: "DELETE FROM blobs WHERE digest = ?")
+        for row in rows {
+            let hex: String = row["digest"]
+            guard let digest = try? Digest(parsing: hex) else { continue }
+            let inline: Bool = row["inline"]
+            if !inline, isOld(digest) == false {
+                kept += 1
+                continue
+            }
+            count += 1
+            bytes += row["byte_length"] as Int
+            if dryRun { continue }
+            try delete.execute(arguments: [hex])
+            if !inline { store.remove(digest) }
+        }
+        return (count, bytes, kept)
+    }
+
+    /// Blobs among `digests` that no checkpoint references any more, removed at once.
+    static func dropUnreferenced(_ db: Database, digests: Set<String>, store: any BlobStore, dryRun: Bool, removing: Set<Int64> = []) throws -> Int {
+        var rows: [Row] = []
+        let query = try db.cachedStatement(
+            sql: """
+                SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b WHERE digest = ?
+                AND NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest AND t.checkpoint_id NOT IN (SELECT value FROM json_each(?)))
+                """)
+        let excluded = "[" + removing.map(String.init).joined(separator: ",") + "]"
+        for digest in digests.sorted() {
+            if let row = try Row.fetchOne(query, arguments: [digest, excluded]) { rows.append(row) }
+        }
+        return try dropBlobs(db, rows, store: store, dryRun: dryRun).bytes
+    }
+
+    /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a
+    /// base's registered checkpoint. Empty when it may go.
+    static func protections(_ db: Database, checkpoint id: Int64, model: String, kind: String, number: Int) throws -> [String] {
+        var reasons: [String] = []
+        let students = try String.fetchAll(
+            db, sql: "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = ? ORDER BY m.name",
+            arguments: [id])
+        if !students.isEmpty { reasons.append("students derive from it (\(students.joined(separator: ", ")))") }
+        let aliases = try String.fetchAll(db, sql: "SELECT alias FROM aliases WHERE checkpoint_id = ? ORDER BY alias", arguments: [id])
+        if !aliases.isEmpty { reasons.append("aliased as \(aliases.map { "\(model)@\($0)" }.joined(separator: ", "))") }
+        if kind == "base", number == 1 { reasons.append("it is the base's registered checkpoint") }
+        return reasons
+    }
+
+    package func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+        try await write { db -> RemovalReport? in
+            guard let row = try Row.fetchOne(
+                db, sql: "SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id = ?", arguments: [checkpoint.id])
+            else { return nil }
+            let reasons = try Self.protections(db, checkpoint: checkpoint.id, model: row["name"], kind: row["kind"], number: row["number"])
+            guard reasons.isEmpty else { throw GraftError.protected(checkpoint.summary.ref, reasons: reasons) }
+            let freed = try Self.removeCheckpoints(db, [checkpoint.id], store: store, dryRun: dryRun)
+            return RemovalReport(dryRun: dryRun, checkpoints: [checkpoint.summary.ref], bytesFreed: freed)
+        }
+    }
+
+    /// Deletes checkpoints (their tensors, metrics and checkpoint advisories go with them) and
+    /// the blobs nothing else uses; returns the bytes freed.
+    static func removeCheckpoints(_ db: Database, _ ids: [Int64], store: any BlobStore, dryRun: Bool) throws -> Int {
+        guard !ids.isEmpty else { return 0 }
+        let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
+        let digests = Set(try String.fetchAll(
+            db, sql: "SELECT DISTINCT blob_digest FROM checkpoint_tensors WHERE checkpoint_id IN (SELECT value FROM json_each(?))", arguments: [list]))
+        if dryRun { return try dropUnreferenced(db, digests: digests, store: store, dryRun: true, removing: Set(ids)) }
+        try db.execute(sql: "DELETE FROM checkpoints WHERE id IN (SELECT value FROM json_each(?))", arguments: [list])
+        return try dropUnreferenced(db, digests: digests, store: store, dryRun: false)
+    }
+
+    package func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+        try await write { db -> RemovalReport? in
+            guard let model = try Row.fetchOne(db, sql: "SELECT id, kind FROM models WHERE name = ?", arguments: [name.value]) else { return nil }
+            let modelID: Int64 = model["id"]
+            // Gather what the policy needs; the policy (plain Swift) decides.
+            let checkpoints = try Row.fetchAll(db, sql: "SELECT id, number FROM checkpoints WHERE model_id = ? ORDER BY number", arguments: [modelID])
+            var values: [Int64: Double] = [:]
+            if policy.keepBest > 0, let metric = policy.metric {
+                for row in try Row.fetchAll(
+                    db, sql: "SELECT checkpoint_id, value FROM metrics WHERE model_id = ? AND name = ? AND split = ?", arguments: [modelID, metric, split ?? ""])
+                {
+                    values[row["checkpoint_id"]] = row["value"]
+                }
+                guard !values.isEmpty else {
+                    let known = try String.fetchAll(db, sql: "SELECT DISTINCT name FROM metrics WHERE model_id = ? ORDER BY name", arguments: [modelID])
+                    throw GraftError.unknownMetric(metric, known: known)
+                }
+            }
+            var idOf: [Int: Int64] = [:]
+            var candidates: [RetentionPolicy.Candidate] = []
+            for row in checkpoints {
+                let id: Int64 = row["id"], number: Int = row["number"]
+                idOf[number] = id
+                candidates.append(RetentionPolicy.Candidate(
+                    number: number, value: values[id],
+                    protections: try Self.protections(db, checkpoint: id, model: name.value, kind: model["kind"], number: number)))
+            }
+            var removed: [Int64] = [], removedRefs: [String] = [], kept: [KeptCheckpoint] = []
+            for (number, reasons) in policy.decide(candidates) {
+                if reasons.isEmpty {
+                    removed.append(idOf[number]!)
+                    removedRefs.append("\(name)@\(number)")
+                } else {
+                    kept.append(KeptCheckpoint(checkpoint: "\(name)@\(number)", reasons: reasons))
+                }
+            }
+            let freed = try Self.removeCheckpoints(db, removed, store: store, dryRun: dryRun)
+            return RemovalReport(dryRun: dryRun, checkpoints: removedRefs, kept: kept, bytesFreed: freed)
+        }
+    }
+
+    package func removeModel(_ name: ModelName, cascade: Bool, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+        try await write { db -> RemovalReport? in
+            guard let root = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else { return nil }
+            // The subtree with depths; deepest removed first so no parent edge is left dangling.
+            let rows = try Row.fetchAll(
+                db, sql: """
+                    SELECT m.id, m.name, length(m.lineage_path) - length(replace(m.lineage_path, '/', '')) AS depth
+                    FROM \(Self.subtreeJoin) WHERE r.id = ? ORDER BY depth DESC, m.name
+                    """, arguments: [root])
+            let descendants = rows.filter { ($0["id"] as Int64) != root }.map { $0["name"] as String }
+            if !descendants.isEmpty, !cascade {
+                throw GraftError.protected(name.value, reasons: ["it has \(descendants.count) descendant(s): \(descendants.sorted().joined(separator: ", "))"])
+            }
+            let ids = rows.map { $0["id"] as Int64 }
+            let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
+            let checkpoints = try Row.fetchAll(
+                db, sql: """
+                    SELECT c.id, m.name, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id
+                    WHERE c.model_id IN (SELECT value FROM json_each(?)) ORDER BY m.name, c.number
+                    """, arguments: [list])
+            if !dryRun {
+                try db.execute(sql: "DELETE FROM aliases WHERE model_id IN (SELECT value FROM json_each(?))", arguments: [list])
+                for id in ids { try db.execute(sql: "DELETE FROM model_parents WHERE model_id = ?", arguments: [id]) }
+            }
+            let freed = try Self.removeCheckpoints(db, checkpoints.map { $0["id"] as Int64 }, store: store, dryRun: dryRun)
+            if !dryRun {
+                for id in ids { try db.execute(sql: "DELETE FROM models WHERE id = ?", arguments: [id]) }
+            }
+            return RemovalReport(
+                dryRun: dryRun, models: rows.map { $0["name"] as String }, checkpoints: checkpoints.map { "\($0["name"] as String)@\($0["number"] as Int)" },
+                bytesFreed: freed)
+        }
+    }
+}
