@@ -25,19 +25,36 @@ let package = Package(
     targets: [
         // The safetensors format: parse, validate, write. Depends on nothing of ours.
         .target(name: "SafeTensors", swiftSettings: strict),
-        // The registry library.
+        // The registry core: domain types, policies, the `Registry` façade and the two store
+        // protocols (MetadataStore, BlobStore). Imports neither GRDB nor Glibc.
         .target(
-            name: "Graft",
+            name: "GraftCore",
             dependencies: [
+                "SafeTensors",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        // Local files: fsync'd writes, renames, the crash-injection point, the local blob store.
+        .target(name: "GraftLocal", dependencies: ["GraftCore", "SafeTensors"], swiftSettings: strict),
+        // The SQLite metadata store: its SQL, migrations and C-API stepping.
+        .target(
+            name: "GraftSQLite",
+            dependencies: [
+                "GraftCore",
+                "GraftLocal",
                 "SafeTensors",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict,
             plugins: ["EmbedMigrations"]
         ),
+        // The registry library as users import it: the core, and a registry in a local directory
+        // (SQLite + local blobs) opened from a path or a configuration.
+        .target(name: "Graft", dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "SafeTensors"], swiftSettings: strict),
         // System libraries: OpenBLAS for dense math, zlib for gzipped datasets.
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -81,7 +98,9 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "GraftTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "GraftTests",
-            dependencies: ["Graft", "SafeTensors", "GraftTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "Graft", "GraftCore", "GraftLocal", "GraftSQLite", "SafeTensors", "GraftTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Graft", "SafeTensors", "GraftTestSupport"], swiftSettings: strict),

@@ -1,7 +1,7 @@
 import Foundation
 import PackagePlugin
 
-/// Embeds the top-level `migrations/*.sql` files into the `Graft` module as Swift string
+/// Embeds the top-level `migrations/*.sql` files into the `GraftSQLite` module as Swift string
 /// literals, so the schema ships inside the binary and `migrations/` stays its only source.
 @main
 struct EmbedMigrations: BuildToolPlugin {

@@ -1,19 +1,9 @@
 #if canImport(Glibc)
     import Glibc
 #endif
-import Crypto
-import Dispatch
-import Foundation
+public import GraftCore
+import GraftLocal
 import SafeTensors
-import Synchronization
-
-/// What `export` wrote.
-public struct ExportResult: Sendable, Codable, Equatable {
-    public var checkpoint: String
-    public var digest: Digest
-    public var path: String
-    public var bytes: Int
-}
 
 extension Registry {
     /// Writes a checkpoint as a safetensors file, byte-identical to the file it was imported from.
@@ -79,77 +69,3 @@ extension Registry {
     }
 }
 
-extension Registry {
-    /// Rehashes blobs in two lanes balanced by bytes; returns the first damage found, or `nil`.
-    static func firstDamaged(_ parts: [(digest: Digest, length: Int, inline: [UInt8]?)], in blobs: BlobTransfer) async -> GraftError? {
-        let failure = Mutex<GraftError?>(nil)
-        let lanes = BlobTransfer.balance(parts.map(\.length))
-        await BlobTransfer.inLanes(lanes.count) { lane, buffer in
-            for index in lanes[lane] {
-                if failure.withLock({ $0 != nil }) { return }
-                let (digest, length, inline) = parts[index]
-                if let problem = blobs.check(digest, length: length, inline: inline, readData: true, buffer: buffer) {
-                    failure.withLock { if $0 == nil { $0 = .damagedBlob(digest, reason: problem.detail) } }
-                }
-            }
-        }
-        return failure.withLock { $0 }
-    }
-}
-
-extension Result where Failure == GraftError {
-    init(catching body: () async throws(GraftError) -> Success) async {
-        do { self = .success(try await body()) } catch { self = .failure(error) }
-    }
-}
-
-/// Runs blocking file I/O on a Dispatch thread, off Swift's cooperative pool.
-func offload<T: Sendable>(_ body: @escaping @Sendable () throws(GraftError) -> T) async throws(GraftError) -> T {
-    let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, GraftError>, Never>) in
-        DispatchQueue.global().async {
-            continuation.resume(returning: Result { () throws(GraftError) -> T in try body() })
-        }
-    }
-    return try result.get()
-}
-
-extension Registry {
-    /// Streams a checkpoint's safetensors bytes to `sink` in file order — the header, then every
-    /// tensor in 4 MiB chunks or less — byte-identical to what ``export(_:to:overwrite:)``
-    /// writes, for a sender that cannot write a file (an HTTP response). Each blob is verified as
-    /// it streams: its digest is checked when its last chunk has been passed on, so on damage
-    /// the bytes before were already sent and the sender must abandon the stream.
-    ///
-    /// - Returns: the number of bytes streamed (the checkpoint's file size).
-    /// - Throws: ``GraftError/damagedBlob(_:reason:)``; whatever `sink` throws.
-    @discardableResult
-    public func stream(
-        _ reference: Reference, to sink: @escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void
-    ) async throws(GraftError) -> Int {
-        let (id, _) = try await resolve(reference)
-        let stored = try await metadata.parts(checkpoint: id)
-        let (header, parts) = (stored.header, stored.tensors)
-        let blobs = self.blobs
-        return try await offload { () throws(GraftError) -> Int in
-            func send(_ bytes: [UInt8]) throws(GraftError) {
-                try bytes.withUnsafeBytes { buffer in Result { () throws(GraftError) in try sink(buffer) } }.get()
-            }
-            try send(header)
-            var sent = header.count
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
-            defer { buffer.deallocate() }
-            for (digest, length, inline) in parts {
-                if let inline {
-                    guard inline.count == length, Digest.of(inline) == digest else {
-                        throw .damagedBlob(digest, reason: "inline bytes no longer match the digest")
-                    }
-                    try send(inline)
-                } else {
-                    try blobs.stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in try sink(chunk) }
-                }
-                sent += length
-            }
-            return sent
-        }
-    }
-}

@@ -1,5 +1,8 @@
 import Foundation
 @testable import Graft
+@testable import GraftCore
+@testable import GraftLocal
+@testable import GraftSQLite
 import GraftTestSupport
 import GRDB
 import SafeTensors

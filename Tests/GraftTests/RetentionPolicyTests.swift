@@ -1,4 +1,7 @@
 @testable import Graft
+@testable import GraftCore
+@testable import GraftLocal
+@testable import GraftSQLite
 import Testing
 
 /// The retention policy alone: no registry, no database.

@@ -21,7 +21,7 @@ public struct Digest: Sendable, Hashable, Comparable, CustomStringConvertible, C
         hex = body
     }
 
-    init(bytes: some Sequence<UInt8>) {
+    package init(bytes: some Sequence<UInt8>) {
         let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = []
         out.reserveCapacity(64)

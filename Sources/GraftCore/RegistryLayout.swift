@@ -21,8 +21,8 @@ public struct RegistryLayout: Sendable {
     public var sha256: String { root + "/blobs/sha256" }
     public var tmp: String { root + "/tmp" }
 
-    func blobDirectory(_ digest: Digest) -> String { sha256 + "/" + digest.hex.prefix(2) }
-    func blobPath(_ digest: Digest) -> String { blobDirectory(digest) + "/" + digest.hex }
+    package func blobDirectory(_ digest: Digest) -> String { sha256 + "/" + digest.hex.prefix(2) }
+    package func blobPath(_ digest: Digest) -> String { blobDirectory(digest) + "/" + digest.hex }
 
     /// The root as chosen by the user: `--registry PATH`, then `GRAFT_REGISTRY`, then `./registry`.
     public static func resolveRoot(option: String?, environment: [String: String]) -> String {

@@ -18,7 +18,7 @@ public struct ModelName: Sendable, Hashable, Comparable, CustomStringConvertible
     }
 
     /// A name read back from the registry, where only validated names are ever stored.
-    init(trusted text: String) { value = text }
+    package init(trusted text: String) { value = text }
 
     /// Checks `text` against the naming rules; used for names, aliases and ids alike.
     static func check(_ text: String, what noun: String) throws(GraftError) {

@@ -14,6 +14,13 @@ public struct ManifestSummary: Sendable, Codable, Equatable {
         let matching = entries.filter { $0.state == state }
         return (matching.count, matching.reduce(0) { $0 + $1.parameters })
     }
+
+    package init(parent: String, relation: Relation, mode: TransferMode, entries: [ManifestEntry]) {
+        self.parent = parent
+        self.relation = relation
+        self.mode = mode
+        self.entries = entries
+    }
 }
 
 /// What `createStudent` made.

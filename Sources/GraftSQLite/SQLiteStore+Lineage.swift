@@ -1,3 +1,5 @@
+package import GraftCore
+import GraftLocal
 import GRDB
 import GRDBSQLite
 

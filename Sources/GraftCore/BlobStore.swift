@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import Crypto
 import Dispatch
 package import SafeTensors
@@ -77,6 +74,11 @@ public struct BlobInventory: Sendable {
     public var blobs: [Digest]
     /// Entries that are not blobs (a file of the wrong name or place), by their path in the store.
     public var stray: [String]
+
+    public init(blobs: [Digest], stray: [String]) {
+        self.blobs = blobs
+        self.stray = stray
+    }
 }
 
 /// One tensor of an imported file, hashed and stored.
@@ -107,11 +109,11 @@ enum IngestMode: Sendable {
 
 /// Moving tensor bytes between inputs, a ``BlobStore`` and outputs, hashing as they stream:
 /// the store-independent half of import, export and verify.
-struct BlobTransfer: Sendable {
-    let store: any BlobStore
+package struct BlobTransfer: Sendable {
+    package let store: any BlobStore
     /// Tensors smaller than this many bytes are kept in the metadata store, not as blobs.
-    let inlineThreshold: Int
-    static let chunkSize = 4 << 20
+    package let inlineThreshold: Int
+    package static let chunkSize = 4 << 20
 
     /// Hashes and stores every tensor of `reader`, two lanes in parallel, in bounded memory.
     ///

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 public import SafeTensors
 
 /// A tensor's state in a student's frozen-layer manifest, against its parent checkpoint.
@@ -67,10 +64,19 @@ public struct ManifestEntry: Sendable, Codable, Equatable {
     public var parameters: Int
     /// The parent's digest for this tensor (absent for `new`).
     public var parentDigest: Digest?
+
+    package init(name: String, state: TensorState, dtype: DType? = nil, shape: [Int]? = nil, parameters: Int, parentDigest: Digest? = nil) {
+        self.name = name
+        self.state = state
+        self.dtype = dtype
+        self.shape = shape
+        self.parameters = parameters
+        self.parentDigest = parentDigest
+    }
 }
 
 /// Resolves a declaration against the parent's tensors.
-enum ManifestResolver {
+package enum ManifestResolver {
     /// - Throws: ``GraftError/patternMatchesNothing(_:)``, ``GraftError/invalidManifest(_:)``.
     static func resolve(_ declaration: ManifestDeclaration, parent: [TensorEntry]) throws(GraftError) -> [ManifestEntry] {
         var states: [String: TensorState] = [:]
@@ -113,7 +119,7 @@ enum ManifestResolver {
     }
 
     /// The transfer mode a manifest implies.
-    static func mode(of entries: [ManifestEntry]) -> TransferMode {
+    package static func mode(of entries: [ManifestEntry]) -> TransferMode {
         let kept = entries.filter { $0.state == .frozen || $0.state == .trainable }
         let frozen = kept.filter { $0.state == .frozen }.count
         if frozen == 0 { return .fullFinetune }
@@ -159,7 +165,7 @@ enum ManifestResolver {
                 guard let number = Int(digits), rest.dropFirst(digits.count).isEmpty || rest.dropFirst(digits.count).hasPrefix(".") else { return false }
                 return number <= through.last
             }
-            if isGlob { return fnmatch(pattern, name, 0) == 0 }
+            if isGlob { return Glob.matches(Array(pattern.unicodeScalars), Array(name.unicodeScalars)) }
             return name == pattern || name.hasPrefix(pattern + ".")
         }
 
@@ -184,5 +190,95 @@ extension ManifestRule.Action {
         case .drop: .dropped
         case .reinit: .new
         }
+    }
+}
+
+/// Shell-style patterns as `fnmatch(3)` reads them with no flags: `*` any run of characters
+/// (dots and slashes included), `?` one character, `[abc]`, `[a-z]` and `[!abc]` (or `[^abc]`)
+/// one character of a set, `\\` takes the next character literally. Plain Swift, so the
+/// core needs no C library.
+package enum Glob {
+    package static func matches(_ pattern: [Unicode.Scalar], _ text: [Unicode.Scalar]) -> Bool {
+        var p = 0, t = 0
+        // Where the last `*` was, and how much text it had swallowed: backtracking goes there.
+        var star: (pattern: Int, text: Int)? = nil
+        while t < text.count {
+            if p < pattern.count {
+                switch pattern[p] {
+                case "*":
+                    star = (p, t)
+                    p += 1
+                    continue
+                case "?":
+                    p += 1
+                    t += 1
+                    continue
+                case "[":
+                    if let (matched, next) = bracket(pattern, from: p, text[t]) {
+                        if matched {
+                            p = next
+                            t += 1
+                            continue
+                        }
+                    } else if text[t] == "[" {  // an unclosed `[` is a literal
+                        p += 1
+                        t += 1
+                        continue
+                    }
+                case "\\" where p + 1 < pattern.count:
+                    if pattern[p + 1] == text[t] {
+                        p += 2
+                        t += 1
+                        continue
+                    }
+                default:
+                    if pattern[p] == text[t] {
+                        p += 1
+                        t += 1
+                        continue
+                    }
+                }
+            }
+            guard let last = star else { return false }
+            star = (last.pattern, last.text + 1)
+            p = last.pattern + 1
+            t = last.text + 1
+        }
+        while p < pattern.count, pattern[p] == "*" { p += 1 }
+        return p == pattern.count
+    }
+
+    /// Matches one character against the bracket expression at `start`; `nil` when it is not closed.
+    private static func bracket(_ pattern: [Unicode.Scalar], from start: Int, _ character: Unicode.Scalar) -> (matched: Bool, next: Int)? {
+        var index = start + 1
+        var negated = false
+        if index < pattern.count, pattern[index] == "!" || pattern[index] == "^" {
+            negated = true
+            index += 1
+        }
+        var matched = false
+        var first = true
+        while index < pattern.count {
+            var low = pattern[index]
+            if low == "]", !first { return (matched != negated, index + 1) }
+            first = false
+            if low == "\\", index + 1 < pattern.count {
+                index += 1
+                low = pattern[index]
+            }
+            if index + 2 < pattern.count, pattern[index + 1] == "-", pattern[index + 2] != "]" {
+                var high = pattern[index + 2]
+                index += 2
+                if high == "\\", index + 1 < pattern.count {
+                    index += 1
+                    high = pattern[index]
+                }
+                if low.value <= character.value, character.value <= high.value { matched = true }
+            } else if low == character {
+                matched = true
+            }
+            index += 1
+        }
+        return nil
     }
 }

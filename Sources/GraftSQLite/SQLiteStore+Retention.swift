@@ -1,3 +1,5 @@
+package import GraftCore
+import GraftLocal
 import GRDB
 
 // Removal: gc, checkpoint and model removal, pruning. Blobs nothing references any more are

@@ -43,12 +43,12 @@ extension Registry {
     /// - Throws: ``GraftError/modelNotFound(_:suggestions:)``, ``GraftError/checkpointNotFound(_:available:)``,
     ///   ``GraftError/digestNotFound(prefix:)``, ``GraftError/ambiguousDigest(prefix:candidates:)``,
     ///   ``GraftError/aliasNotFound(model:alias:)``.
-    func resolve(_ reference: Reference) async throws(GraftError) -> (id: Int64, summary: CheckpointSummary) {
+    package func resolve(_ reference: Reference) async throws(GraftError) -> (id: Int64, summary: CheckpointSummary) {
         let found = try await resolved(reference)
         return (found.id, found.summary)
     }
 
-    func resolved(_ reference: Reference) async throws(GraftError) -> ResolvedCheckpoint {
+    package func resolved(_ reference: Reference) async throws(GraftError) -> ResolvedCheckpoint {
         if case .digest(let prefix) = reference {
             let rows = try await metadata.checkpoints(digestPrefix: prefix, limit: 10)
             guard let first = rows.first else { throw .digestNotFound(prefix: prefix) }

@@ -40,6 +40,15 @@ public struct ModelSummary: Sendable, Codable, Equatable {
     /// The newest checkpoint's number, if any.
     public var latestCheckpoint: Int?
     public var createdAt: String
+
+    package init(name: ModelName, kind: String, provenance: Provenance, checkpointCount: Int, latestCheckpoint: Int? = nil, createdAt: String) {
+        self.name = name
+        self.kind = kind
+        self.provenance = provenance
+        self.checkpointCount = checkpointCount
+        self.latestCheckpoint = latestCheckpoint
+        self.createdAt = createdAt
+    }
 }
 
 /// A checkpoint without its tensors.
@@ -60,6 +69,20 @@ public struct CheckpointSummary: Sendable, Codable, Equatable {
     /// The file's `__metadata__`.
     public var metadata: [String: String]
     public var createdAt: String
+
+    package init(model: ModelName, number: Int, ref: String, digest: Digest, tensorCount: Int, parameterCount: Int, fileBytes: Int, step: Int? = nil, epoch: Int? = nil, metadata: [String: String], createdAt: String) {
+        self.model = model
+        self.number = number
+        self.ref = ref
+        self.digest = digest
+        self.tensorCount = tensorCount
+        self.parameterCount = parameterCount
+        self.fileBytes = fileBytes
+        self.step = step
+        self.epoch = epoch
+        self.metadata = metadata
+        self.createdAt = createdAt
+    }
 }
 
 /// One tensor of a checkpoint.
@@ -70,6 +93,15 @@ public struct TensorEntry: Sendable, Codable, Equatable {
     public var parameters: Int
     public var bytes: Int
     public var digest: Digest
+
+    package init(name: String, dtype: DType, shape: [Int], parameters: Int, bytes: Int, digest: Digest) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.parameters = parameters
+        self.bytes = bytes
+        self.digest = digest
+    }
 }
 
 /// Tensors that share a layer prefix (the name up to its last `.`).
@@ -166,6 +198,19 @@ public struct RegistryStats: Sendable, Codable, Equatable {
     public var dedupRatio: Double
     /// Size of the SQLite database files.
     public var databaseBytes: Int
+
+    package init(models: Int, bases: Int, checkpoints: Int, tensors: Int, blobs: Int, inlineBlobs: Int, logicalBytes: Int, physicalBytes: Int, dedupRatio: Double, databaseBytes: Int) {
+        self.models = models
+        self.bases = bases
+        self.checkpoints = checkpoints
+        self.tensors = tensors
+        self.blobs = blobs
+        self.inlineBlobs = inlineBlobs
+        self.logicalBytes = logicalBytes
+        self.physicalBytes = physicalBytes
+        self.dedupRatio = dedupRatio
+        self.databaseBytes = databaseBytes
+    }
 }
 
 /// One problem `verify` found.

@@ -1,4 +1,6 @@
 import Foundation
+package import GraftCore
+import GraftLocal
 import GRDB
 import SafeTensors
 

@@ -1,6 +1,8 @@
 #if canImport(Glibc)
     import Glibc
 #endif
+package import GraftCore
+import GraftLocal
 import GRDB
 import SafeTensors
 

@@ -5,29 +5,30 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
+package import GraftCore
 import SafeTensors
 
-let ENOSPC_ = ENOSPC
-let EDQUOT_ = EDQUOT
-let EROFS_ = EROFS
-let EACCES_ = EACCES
-let EPERM_ = EPERM
+package let ENOSPC_ = ENOSPC
+package let EDQUOT_ = EDQUOT
+package let EROFS_ = EROFS
+package let EACCES_ = EACCES
+package let EPERM_ = EPERM
 
 /// Thin, throwing wrappers over the POSIX calls the store needs. Every path here is built by
 /// the registry from digests and fixed names, never from user text.
-enum FileSystem {
-    static func fileExists(_ path: String) -> Bool {
+package enum FileSystem {
+    package static func fileExists(_ path: String) -> Bool {
         var info = stat()
         return stat(path, &info) == 0
     }
 
-    static func isDirectory(_ path: String) -> Bool {
+    package static func isDirectory(_ path: String) -> Bool {
         var info = stat()
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// Size of a regular file, or `nil` when it does not exist.
-    static func fileSize(_ path: String) throws(GraftError) -> Int? {
+    package static func fileSize(_ path: String) throws(GraftError) -> Int? {
         var info = stat()
         if stat(path, &info) != 0 {
             if errno == ENOENT || errno == ENOTDIR { return nil }
@@ -38,14 +39,14 @@ enum FileSystem {
 
     /// Creates a directory; an existing one is fine. Returns whether it was created.
     @discardableResult
-    static func makeDirectory(_ path: String) throws(GraftError) -> Bool {
+    package static func makeDirectory(_ path: String) throws(GraftError) -> Bool {
         if mkdir(path, 0o755) == 0 { return true }
         if errno == EEXIST, isDirectory(path) { return false }
         throw GraftError.fromErrno(errno, operation: "cannot create directory", path: path)
     }
 
     /// Flushes a directory so that renames and creations in it survive a crash.
-    static func syncDirectory(_ path: String) throws(GraftError) {
+    package static func syncDirectory(_ path: String) throws(GraftError) {
         CrashPoint.tick()
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw GraftError.fromErrno(errno, operation: "cannot open directory", path: path) }
@@ -54,37 +55,37 @@ enum FileSystem {
         guard fsync(fd) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot flush directory", path: path) }
     }
 
-    static func rename(_ from: String, _ to: String) throws(GraftError) {
+    package static func rename(_ from: String, _ to: String) throws(GraftError) {
         CrashPoint.tick()
         guard Glibc.rename(from, to) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot rename to", path: to) }
     }
 
     /// Removes a file; a missing one is fine.
-    static func remove(_ path: String) {
+    package static func remove(_ path: String) {
         _ = unlink(path)
     }
 
     /// Seconds since the epoch, now (the clock file modification times use).
-    static func now() -> Double {
+    package static func now() -> Double {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
     }
 
     /// Sets a file's modification time to now.
-    static func touch(_ path: String) {
+    package static func touch(_ path: String) {
         _ = utimensat(AT_FDCWD, path, nil, 0)
     }
 
     /// Seconds since the epoch of the file's last modification, or nil when it is gone.
-    static func modificationTime(_ path: String) -> Double? {
+    package static func modificationTime(_ path: String) -> Double? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         return Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
     }
 
     /// Directory entries other than `.` and `..`.
-    static func contentsOfDirectory(_ path: String) throws(GraftError) -> [String] {
+    package static func contentsOfDirectory(_ path: String) throws(GraftError) -> [String] {
         guard let dir = opendir(path) else { throw GraftError.fromErrno(errno, operation: "cannot list", path: path) }
         defer { closedir(dir) }
         var names: [String] = []
@@ -99,7 +100,7 @@ enum FileSystem {
 
     /// Appends `count` bytes of `source` (from its start) to the open file `fd` at its current
     /// offset, in the kernel where it can (`sendfile`), else through a buffer.
-    static func copy(from source: FileDescriptor, to fd: Int32, count: Int, destination: String = "the output") throws(GraftError) {
+    package static func copy(from source: FileDescriptor, to fd: Int32, count: Int, destination: String = "the output") throws(GraftError) {
         var sourceOffset = off_t(0)
         var remaining = count
         while remaining > 0 {
@@ -131,7 +132,7 @@ enum FileSystem {
     }
 
     /// A name for a temporary file that no other writer will pick.
-    static func uniqueName(suffix: String) -> String {
+    package static func uniqueName(suffix: String) -> String {
         var generator = SystemRandomNumberGenerator()
         let digits = Array("0123456789abcdef".utf8)
         var bytes: [UInt8] = []
@@ -142,12 +143,12 @@ enum FileSystem {
 
 /// An open file descriptor, closed when released. Immutable, so it may be shared across
 /// threads for positional reads and writes.
-final class FileDescriptor: Sendable {
-    let fd: Int32
+package final class FileDescriptor: Sendable {
+    package let fd: Int32
     let path: String
 
-    init(path: String, flags: Int32, mode: mode_t = 0o644) throws(GraftError) {
-        let fd = open(path, flags | O_CLOEXEC, mode)
+    package init(path: String, flags: Int32, mode: UInt32 = 0o644) throws(GraftError) {
+        let fd = open(path, flags | O_CLOEXEC, mode_t(mode))
         guard fd >= 0 else { throw GraftError.fromErrno(errno, operation: "cannot open", path: path) }
         self.fd = fd
         self.path = path
@@ -155,7 +156,7 @@ final class FileDescriptor: Sendable {
 
     deinit { close(fd) }
 
-    func write(_ buffer: UnsafeRawBufferPointer) throws(GraftError) {
+    package func write(_ buffer: UnsafeRawBufferPointer) throws(GraftError) {
         guard buffer.count > 0 else { return }
         CrashPoint.tick()
         if let code = writeFully(fd, buffer.baseAddress!, count: buffer.count) {
@@ -164,7 +165,7 @@ final class FileDescriptor: Sendable {
     }
 
     /// Writes `buffer` at `offset` (positional: safe from several threads on disjoint ranges).
-    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(GraftError) {
+    package func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(GraftError) {
         guard buffer.count > 0 else { return }
         CrashPoint.tick()
         if let code = pwriteFully(fd, buffer.baseAddress!, count: buffer.count, offset: offset) {
@@ -172,18 +173,18 @@ final class FileDescriptor: Sendable {
         }
     }
 
-    func write(_ bytes: [UInt8], at offset: Int) throws(GraftError) {
+    package func write(_ bytes: [UInt8], at offset: Int) throws(GraftError) {
         let result = bytes.withUnsafeBytes { buffer in Result { () throws(GraftError) in try write(buffer, at: offset) } }
         try result.get()
     }
 
-    func write(_ bytes: [UInt8]) throws(GraftError) {
+    package func write(_ bytes: [UInt8]) throws(GraftError) {
         let result = bytes.withUnsafeBytes { buffer in Result { () throws(GraftError) in try write(buffer) } }
         try result.get()
     }
 
     /// Reads exactly `count` bytes at `offset`.
-    func read(into buffer: UnsafeMutableRawPointer, count: Int, offset: Int) throws(GraftError) {
+    package func read(into buffer: UnsafeMutableRawPointer, count: Int, offset: Int) throws(GraftError) {
         switch preadFully(fd, buffer, count: count, offset: offset) {
         case .success(let n) where n == count: return
         case .success: throw GraftError.io(operation: "unexpected end of file reading", path: path, errno: EIO)
@@ -192,13 +193,24 @@ final class FileDescriptor: Sendable {
     }
 
     /// Appends `count` bytes of `source` (from its start) at this file's current offset.
-    func copy(from source: FileDescriptor, count: Int) throws(GraftError) {
+    package func copy(from source: FileDescriptor, count: Int) throws(GraftError) {
         try FileSystem.copy(from: source, to: fd, count: count, destination: path)
     }
 
     /// Flushes the file to stable storage. Never retried on failure.
-    func sync() throws(GraftError) {
+    package func sync() throws(GraftError) {
         CrashPoint.tick()
         guard fsync(fd) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot flush", path: path) }
+    }
+}
+
+extension GraftError {
+    /// Maps a failed system call's `errno` to the error a user should see.
+    package static func fromErrno(_ code: Int32, operation: String, path: String) -> GraftError {
+        switch code {
+        case ENOSPC_, EDQUOT_: .diskFull(path: path)
+        case EROFS_, EACCES_, EPERM_: .readOnly(path: path)
+        default: .io(operation: operation, path: path, errno: code)
+        }
     }
 }

@@ -155,15 +155,6 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         default: description
         }
     }
-
-    /// Maps a failed system call's `errno` to the error a user should see.
-    static func fromErrno(_ code: Int32, operation: String, path: String) -> GraftError {
-        switch code {
-        case ENOSPC_, EDQUOT_: .diskFull(path: path)
-        case EROFS_, EACCES_, EPERM_: .readOnly(path: path)
-        default: .io(operation: operation, path: path, errno: code)
-        }
-    }
 }
 
 /// Shows user text in an error, with control and direction characters escaped and the length bounded.

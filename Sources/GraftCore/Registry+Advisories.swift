@@ -14,6 +14,17 @@ public struct Advisory: Sendable, Codable, Equatable {
     public var url: String?
     public var createdAt: String
     public var resolvedAt: String?
+
+    package init(id: String, model: String, checkpoint: String? = nil, severity: Severity, note: String? = nil, url: String? = nil, createdAt: String, resolvedAt: String? = nil) {
+        self.id = id
+        self.model = model
+        self.checkpoint = checkpoint
+        self.severity = severity
+        self.note = note
+        self.url = url
+        self.createdAt = createdAt
+        self.resolvedAt = resolvedAt
+    }
 }
 
 /// A descendant that inherits open advisories, and how.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
     import Glibc
 #endif
+public import GraftCore
 import SafeTensors
 
 /// Blobs as files on a local disk: `blobs/sha256/ab/<64 hex>`, read-only (mode 0444).
@@ -115,7 +116,7 @@ final class LocalBlobWrite: BlobWrite {
     private let temporary: String
     private var file: FileDescriptor?
 
-    init(store: LocalBlobStore) throws(GraftError) {
+    package init(store: LocalBlobStore) throws(GraftError) {
         self.store = store
         temporary = store.layout.tmp + "/" + FileSystem.uniqueName(suffix: ".blob")
         file = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o444)
@@ -123,12 +124,12 @@ final class LocalBlobWrite: BlobWrite {
 
     deinit { abort() }
 
-    func write(_ chunk: UnsafeRawBufferPointer) throws(GraftError) {
+    package func write(_ chunk: UnsafeRawBufferPointer) throws(GraftError) {
         guard let file else { throw .io(operation: "write after commit to", path: temporary, errno: EBADF) }
         try file.write(chunk)
     }
 
-    func commit(as digest: Digest) throws(GraftError) -> Bool {
+    package func commit(as digest: Digest) throws(GraftError) -> Bool {
         guard let file else { throw .io(operation: "commit twice", path: temporary, errno: EBADF) }
         if store.contains(digest, claim: true) {
             abort()
@@ -147,7 +148,7 @@ final class LocalBlobWrite: BlobWrite {
         return true
     }
 
-    func abort() {
+    package func abort() {
         guard file != nil else { return }
         file = nil
         FileSystem.remove(temporary)
@@ -161,7 +162,7 @@ final class MappedBlob: BlobBytes, @unchecked Sendable {
     private let base: UnsafeRawPointer?
     private let length: Int
 
-    init(path: String, digest: Digest, length: Int) throws(GraftError) {
+    package init(path: String, digest: Digest, length: Int) throws(GraftError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { throw .damagedBlob(digest, reason: "its file is missing") }

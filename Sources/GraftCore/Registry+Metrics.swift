@@ -6,6 +6,12 @@ public struct MetricValue: Sendable, Codable, Equatable {
     /// The split or dataset it was measured on; absent when none was given.
     public var split: String?
     public var value: Double
+
+    package init(name: String, split: String? = nil, value: Double) {
+        self.name = name
+        self.split = split
+        self.value = value
+    }
 }
 
 /// A `KEY=VALUE` pair as typed on the command line, validated.
@@ -57,6 +63,16 @@ public struct CurveSummary: Sendable, Codable, Equatable {
     public var lastValue: Double
     public var minimum: Double
     public var maximum: Double
+
+    package init(name: String, points: Int, firstStep: Int, lastStep: Int, lastValue: Double, minimum: Double, maximum: Double) {
+        self.name = name
+        self.points = points
+        self.firstStep = firstStep
+        self.lastStep = lastStep
+        self.lastValue = lastValue
+        self.minimum = minimum
+        self.maximum = maximum
+    }
 }
 
 /// The metrics of a checkpoint, or of every checkpoint of a model with its curves.
@@ -64,9 +80,18 @@ public struct MetricsReport: Sendable, Codable, Equatable {
     public struct Entry: Sendable, Codable, Equatable {
         public var checkpoint: String
         public var metrics: [MetricValue]
+        package init(checkpoint: String, metrics: [MetricValue]) {
+            self.checkpoint = checkpoint
+            self.metrics = metrics
+        }
     }
     public var checkpoints: [Entry]
     public var curves: [CurveSummary]
+
+    package init(checkpoints: [Entry], curves: [CurveSummary]) {
+        self.checkpoints = checkpoints
+        self.curves = curves
+    }
 }
 
 /// What a curve import stored.
@@ -298,5 +323,5 @@ public enum CurveParser {
 }
 
 extension String {
-    var nilIfEmpty: String? { isEmpty ? nil : self }
+    package var nilIfEmpty: String? { isEmpty ? nil : self }
 }

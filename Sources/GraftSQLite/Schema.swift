@@ -1,7 +1,6 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import Crypto
+import GraftCore
+import GraftLocal
 import GRDB
 
 /// One migration file from `migrations/`, embedded at build time.
@@ -82,19 +81,4 @@ enum SchemaMigrator {
         }
         return Migration.all.first { !done.contains($0.version) }
     }
-}
-
-/// Now, as ISO 8601 UTC with milliseconds, as stored in `created_at` columns.
-func timestamp() -> String {
-    var spec = timespec()
-    clock_gettime(CLOCK_REALTIME, &spec)
-    var seconds = time_t(spec.tv_sec)
-    var parts = tm()
-    gmtime_r(&seconds, &parts)
-    func pad(_ value: Int32, _ width: Int) -> String {
-        let text = String(value)
-        return String(repeating: "0", count: max(0, width - text.count)) + text
-    }
-    return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-        + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(spec.tv_nsec / 1_000_000), 3))Z"
 }

@@ -11,12 +11,26 @@ public struct GCReport: Sendable, Codable, Equatable {
     public var bytesFreed: Int
     /// Unreferenced blobs and files younger than the grace period, left for a later run.
     public var keptForGrace: Int
+
+    package init(dryRun: Bool, blobsRemoved: Int, orphanFilesRemoved: Int, temporaryFilesRemoved: Int, bytesFreed: Int, keptForGrace: Int) {
+        self.dryRun = dryRun
+        self.blobsRemoved = blobsRemoved
+        self.orphanFilesRemoved = orphanFilesRemoved
+        self.temporaryFilesRemoved = temporaryFilesRemoved
+        self.bytesFreed = bytesFreed
+        self.keptForGrace = keptForGrace
+    }
 }
 
 /// A checkpoint a removal kept, and why.
 public struct KeptCheckpoint: Sendable, Codable, Equatable {
     public var checkpoint: String
     public var reasons: [String]
+
+    package init(checkpoint: String, reasons: [String]) {
+        self.checkpoint = checkpoint
+        self.reasons = reasons
+    }
 }
 
 /// What `removeCheckpoint`, `prune` or `removeModel` removed.
@@ -30,6 +44,14 @@ public struct RemovalReport: Sendable, Codable, Equatable {
     public var kept: [KeptCheckpoint] = []
     /// Bytes of blobs that no remaining checkpoint uses, freed at once.
     public var bytesFreed: Int
+
+    package init(dryRun: Bool, models: [String] = [], checkpoints: [String], kept: [KeptCheckpoint] = [], bytesFreed: Int) {
+        self.dryRun = dryRun
+        self.models = models
+        self.checkpoints = checkpoints
+        self.kept = kept
+        self.bytesFreed = bytesFreed
+    }
 }
 
 extension Registry {
