@@ -1,0 +1,310 @@
+import Foundation
+@testable import Graft
+@testable import GraftCore
+@testable import GraftLocal
+@testable import GraftSQLite
+import GraftTestSupport
+import SafeTensors
+import Testing
+
+/// The metadata stores a registry may run on. The tests below are written against the
+/// `MetadataStore` protocol and take each kind; a PostgreSQL store joins by adding a case here.
+enum MetadataStoreKind: String, CaseIterable, CustomStringConvertible {
+    case sqlite
+    var description: String { rawValue }
+
+    /// A fresh, empty store (schema applied), and what keeps it alive.
+    func make() throws -> (any MetadataStore, TemporaryDirectory) {
+        switch self {
+        case .sqlite:
+            let directory = TemporaryDirectory()
+            let layout = RegistryLayout(root: directory.file("registry"))
+            for path in [layout.root, layout.blobs, layout.sha256, layout.tmp] {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            }
+            _ = try SQLiteMetadataStore.publishNew(layout, busyTimeout: 5)
+            return (try SQLiteMetadataStore.open(layout, durability: .relaxed, busyTimeout: 5), directory)
+        }
+    }
+}
+
+/// A checkpoint of inline tensors (no blob store involved): names with their bytes.
+private func commit(_ tensors: [(String, [UInt8])], header: String = "h", step: Int? = nil) -> NewCheckpoint {
+    var offset = 0
+    let ingested = tensors.map { name, bytes in
+        defer { offset += bytes.count }
+        return IngestedTensor(
+            info: TensorInfo(name: name, dtype: .u8, shape: [bytes.count], dataOffsets: offset..<(offset + bytes.count)), digest: Digest.of(bytes),
+            inline: bytes, wroteFile: false)
+    }
+    let headerBytes = Array((header + String(repeating: " ", count: 8)).utf8)
+    return NewCheckpoint(
+        headerBytes: headerBytes, headerDigest: Digest.of(headerBytes), digest: Registry.checkpointDigest(header: headerBytes, tensors: ingested),
+        metadata: ["k": header], dataLength: offset, fileBytes: headerBytes.count + offset, tensors: ingested, step: step, epoch: nil)
+}
+
+private let always: @Sendable (Digest) -> Bool = { _ in true }
+
+private func name(_ text: String) -> ModelName { ModelName(trusted: text) }
+
+@Suite("Metadata store conformance")
+struct MetadataStoreConformanceTests {
+    @Test("a base's commit reads back whole: model, checkpoint, tensors in order, header and inline bytes", arguments: MetadataStoreKind.allCases)
+    func baseRoundTrip(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        let checkpoint = commit([("b", [1, 2, 3]), ("a", [4])], header: "base-header", step: 7)
+        let inline = try await store.insertBase(name: name("base"), provenance: Provenance(license: "mit", metadata: ["x": "y"]), checkpoint: checkpoint, stillStored: always)
+        #expect(inline == 4, "both tensors' bytes were stored anew")
+        let model = try #require(try await store.model(named: name("base")))
+        #expect(model.summary.kind == "base" && model.summary.provenance.license == "mit" && model.summary.provenance.metadata == ["x": "y"])
+        #expect(model.checkpoints.map(\.ref) == ["base@1"] && model.checkpoints[0].digest == checkpoint.digest && model.checkpoints[0].step == 7)
+        let latest = try #require(try await store.checkpoint(model: name("base"), number: nil))
+        #expect(latest.id == model.latestCheckpointID)
+        #expect(try await store.tensors(checkpoint: latest.id).map(\.name) == ["b", "a"], "file order, not name order")
+        let parts = try await store.parts(checkpoint: latest.id)
+        #expect(parts.header == checkpoint.headerBytes && parts.tensors.map(\.inline) == [[1, 2, 3], [4]])
+        #expect(try await store.hasHeader(digest: checkpoint.headerDigest))
+        #expect(!(try await store.hasHeader(digest: Digest.of([0]))))
+        #expect(try await store.checkpoints(digestPrefix: String(checkpoint.digest.hex.prefix(6)), limit: 10).map(\.summary.ref) == ["base@1"])
+        #expect(try await store.modelNames() == ["base"])
+        #expect(try await store.manifest(of: name("base")) == .some(nil), "a base has no manifest")
+        #expect(try await store.manifest(of: name("nobody")) == nil, "an unknown model is nil, not an empty manifest")
+        // The same bytes again store nothing new.
+        let again = try await store.insertBase(name: name("twin"), provenance: Provenance(), checkpoint: commit([("b", [1, 2, 3])]), stillStored: always)
+        #expect(again == 0)
+        await expectGraftError("modelExists") {
+            _ = try await store.insertBase(name: name("base"), provenance: Provenance(), checkpoint: checkpoint, stillStored: always)
+        }
+    }
+
+    @Test("a commit whose blob vanished under the lock fails whole: no model, no checkpoint, no blob row", arguments: MetadataStoreKind.allCases)
+    func vanishedBlob(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        var checkpoint = commit([("t", [9])])
+        let fileStored = IngestedTensor(
+            info: TensorInfo(name: "big", dtype: .u8, shape: [1], dataOffsets: 1..<2), digest: Digest.of([7]), inline: nil, wroteFile: true)
+        checkpoint.tensors.append(fileStored)
+        await expectGraftError("blobVanished") {
+            _ = try await store.insertBase(name: name("m"), provenance: Provenance(), checkpoint: checkpoint, stillStored: { _ in false })
+        }
+        #expect(try await store.model(named: name("m")) == nil)
+        #expect(try await store.knownBlobDigests().isEmpty)
+    }
+
+    @Test("students: numbering without gaps, manifests, chain, descendants, subtrees, students of a checkpoint", arguments: MetadataStoreKind.allCases)
+    func lineage(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        _ = try await store.insertBase(name: name("base"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
+        let baseCheckpoint = try #require(try await store.checkpoint(model: name("base"), number: 1))
+        func student(_ child: String, of parent: ResolvedCheckpoint) async throws {
+            try await store.insertStudent(NewStudent(
+                name: name(child), parent: parent, relation: .finetune, mode: .partialFinetune, rules: nil,
+                entries: [ManifestEntry(name: "w", state: .frozen, dtype: .u8, shape: [1], parameters: 1, parentDigest: Digest.of([1]))],
+                description: nil, createdAt: timestamp()))
+        }
+        try await student("a", of: baseCheckpoint)
+        try await student("b", of: baseCheckpoint)
+        for step in 1...3 {
+            let (number, _) = try await store.insertCheckpoint(
+                model: name("a"), commit([("w", [1]), ("head", [UInt8(step)])], step: step), metrics: [try MetricAssignment(name: "acc", value: Double(step))],
+                split: nil, newTensors: ["head"], stillStored: always)
+            #expect(number == step)
+        }
+        let a2 = try #require(try await store.checkpoint(model: name("a"), number: 2))
+        try await student("a2kid", of: a2)
+        let manifest = try #require(try await store.manifest(of: name("a")) ?? nil)
+        #expect(manifest.parent == "base@1" && Set(manifest.entries.map(\.name)) == ["w", "head"])
+        #expect(manifest.entries.first { $0.name == "head" }?.state == .new, "the new tensor is recorded in the manifest")
+        let ids = try await (store.modelID(named: name("base")), store.modelID(named: name("a")), store.modelID(named: name("a2kid")))
+        let (base, a, kid) = (try #require(ids.0), try #require(ids.1), try #require(ids.2))
+        let chain = try await store.chain(model: kid, full: true)
+        #expect(chain.map(\.name) == ["a2kid", "a", "base"] && chain[0].via == a2.id && chain[0].parentNumber == 2 && chain[0].link == a)
+        #expect(try await store.chain(model: kid, full: false).map(\.name) == ["a2kid", "a"])
+        let below = try await store.descendants(of: base)
+        #expect(Set(below.map(\.name)) == ["a", "b", "a2kid"])
+        #expect(below.firstIndex { $0.name == "a" }! < below.firstIndex { $0.name == "a2kid" }!, "parents before children")
+        #expect(Set(try await store.subtree(of: a)) == [a, kid])
+        #expect(try await store.students(of: a2.id) == [kid])
+        #expect(try await store.students(of: baseCheckpoint.id).count == 2)
+        #expect(try await store.checkpointNumbers(models: [a, kid]) == [a: [1, 2, 3]])
+        #expect(try await store.modelOf(checkpoint: a2.id) == a)
+        #expect(try await store.derivedDataProblems() == [])
+        await expectGraftError("modelNotFound") {
+            _ = try await store.insertCheckpoint(model: name("ghost"), commit([]), metrics: [], split: nil, newTensors: nil, stillStored: always)
+        }
+    }
+
+    @Test("candidate walks follow BestSelection's rank order in every scope, with and without flags", arguments: MetadataStoreKind.allCases)
+    func candidateWalks(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        _ = try await store.insertBase(name: name("root"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
+        let root = try #require(try await store.checkpoint(model: name("root"), number: 1))
+        var generator = SeededGenerator(seed: 42)
+        // Models named so that binary and case-blind order differ; values with many ties.
+        for model in ["b", "B", "a", "c"] {
+            try await store.insertStudent(NewStudent(
+                name: name(model), parent: root, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil, createdAt: timestamp()))
+            for _ in 0..<5 {
+                let value = Double(Int.random(in: 0..<4, using: &generator)) / 4
+                _ = try await store.insertCheckpoint(
+                    model: name(model), commit([("w", [UInt8.random(in: 0...255, using: &generator)])]), metrics: [try MetricAssignment(name: "acc", value: value)],
+                    split: "val", newTensors: nil, stillStored: always)
+            }
+        }
+        // Every candidate, read one by one, to rank with the reference policy.
+        var all: [(model: Int64, id: Int64, candidate: RankedCandidate)] = []
+        for model in ["b", "B", "a", "c"] {
+            let modelID = try #require(try await store.modelID(named: name(model)))
+            for number in 1...5 {
+                let checkpoint = try #require(try await store.checkpoint(model: name(model), number: number))
+                let value = try #require(try await store.metrics(checkpoint: checkpoint.id).first { $0.split == "val" }?.value)
+                all.append((modelID, checkpoint.id, RankedCandidate(checkpoint: checkpoint.summary, value: value)))
+            }
+        }
+        let b = try #require(try await store.modelID(named: name("b")))
+        let rootID = try #require(try await store.modelID(named: name("root")))
+        let flaggedCheckpoint = all[3].id
+        for direction in [Direction.max, .min] {
+            for flags in [false, true] {
+                let flagAll: @Sendable (Int64, Int64) -> Bool = { model, checkpoint in model == b || checkpoint == flaggedCheckpoint }
+                let isFlagged = flags ? flagAll : nil
+                for (scope, members) in [(CandidateScope.all, all), (.subtree(rootID), all), (.model(b), all.filter { $0.model == b })] {
+                    let walk = try await store.walkCandidates(metric: "acc", split: "val", scope: scope, direction: direction, isFlagged: isFlagged)
+                    let reference = BestSelection.choose(members.map(\.candidate), direction: direction) { index in
+                        isFlagged?(members[index].model, members[index].id) ?? false
+                    }
+                    #expect(walk.candidates == members.count, "\(scope) \(direction)")
+                    #expect(walk.winner?.checkpoint.ref == reference.winner?.checkpoint.ref, "\(scope) \(direction) flags: \(flags)")
+                    #expect(walk.excluded == reference.excluded, "\(scope) \(direction) flags: \(flags)")
+                }
+            }
+            // Per-model bests agree with the rows.
+            let perModel = try await store.bestPerModel(root: rootID, metric: "acc", split: "val", direction: direction)
+            for entry in perModel {
+                let values = all.filter { $0.model == entry.model }.map(\.candidate.value)
+                #expect(entry.value == (direction == .max ? values.max() : values.min()) && entry.count == values.count)
+            }
+            #expect(perModel.count == 4)
+        }
+        #expect(try await store.walkCandidates(metric: "acc", split: nil, scope: .all, direction: .max, isFlagged: nil).candidates == 0, "no split is its own split")
+        #expect(try await store.metricNames(model: nil, limit: 20) == ["acc"])
+    }
+
+    @Test("removals: protections refuse, blobs nothing uses go, derived data stays consistent", arguments: MetadataStoreKind.allCases)
+    func removals(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        let (blobs, keepBlobs) = try BlobStoreKind.local.make()
+        defer { withExtendedLifetime(keepBlobs) {} }
+        _ = try await store.insertBase(name: name("base"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
+        let base = try #require(try await store.checkpoint(model: name("base"), number: 1))
+        try await store.insertStudent(NewStudent(
+            name: name("s"), parent: base, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil, createdAt: timestamp()))
+        for value in [1, 2, 3] {
+            _ = try await store.insertCheckpoint(
+                model: name("s"), commit([("w", [UInt8(value), 0])]), metrics: [try MetricAssignment(name: "loss", value: Double(value))], split: nil,
+                newTensors: nil, stillStored: always)
+        }
+        let refused = await expectGraftError("protected") { try await store.removeCheckpoint(base, blobs: blobs, dryRun: false) }
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("students derive from it (s)"))
+        let policy = RetentionPolicy(keepLast: 1, keepBest: 1, metric: "loss", direction: .min)
+        let dry = try #require(try await store.prune(model: name("s"), policy: policy, split: nil, blobs: blobs, dryRun: true))
+        #expect(dry.checkpoints == ["s@2"] && dry.bytesFreed == 2)
+        #expect(try await store.checkpointNumbers(models: [try #require(try await store.modelID(named: name("s")))]).values.first == [1, 2, 3], "a dry run removes nothing")
+        let pruned = try #require(try await store.prune(model: name("s"), policy: policy, split: nil, blobs: blobs, dryRun: false))
+        #expect(pruned.checkpoints == ["s@2"] && pruned.kept.map(\.checkpoint) == ["s@1", "s@3"])
+        await expectGraftError("unknownMetric") {
+            _ = try await store.prune(model: name("s"), policy: RetentionPolicy(keepLast: 0, keepBest: 1, metric: "acc"), split: nil, blobs: blobs, dryRun: false)
+        }
+        await expectGraftError("protected") {
+            _ = try await store.removeModel(name("base"), cascade: false, blobs: blobs, dryRun: false)
+        }
+        let removed = try #require(try await store.removeModel(name("base"), cascade: true, blobs: blobs, dryRun: false))
+        #expect(removed.models == ["s", "base"], "deepest first")
+        #expect(try await store.models().isEmpty)
+        #expect(try await store.knownBlobDigests().isEmpty)
+        #expect(try await store.derivedDataProblems() == [])
+        #expect(try await store.removeModel(name("base"), cascade: true, blobs: blobs, dryRun: false) == nil)
+    }
+
+    @Test("aliases and advisories: moves, removal, open and resolved", arguments: MetadataStoreKind.allCases)
+    func aliasesAndAdvisories(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        _ = try await store.insertBase(name: name("base"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
+        let base = try #require(try await store.checkpoint(model: name("base"), number: 1))
+        let modelID = try #require(try await store.modelID(named: name("base")))
+        #expect(try await store.tag(checkpoint: base.id, alias: "prod") == .some(nil), "new: no previous checkpoint")
+        #expect(try await store.tag(checkpoint: base.id, alias: "prod") == .some(1))
+        #expect(try await store.aliases(of: name("base")) == ["prod": "base@1"])
+        #expect(try await store.checkpoint(model: name("base"), alias: "prod")?.id == base.id)
+        #expect(try await store.untag(model: modelID, alias: "prod"))
+        #expect(!(try await store.untag(model: modelID, alias: "prod")))
+        #expect(try await store.tag(checkpoint: 987_654, alias: "x") == nil, "a checkpoint that is gone")
+        try await store.insertAdvisory(NewAdvisory(id: "ADV-1", model: modelID, checkpoint: base.id, severity: .high, note: nil, url: nil, createdAt: timestamp()))
+        await expectGraftError("advisoryExists") {
+            try await store.insertAdvisory(NewAdvisory(id: "ADV-1", model: modelID, checkpoint: nil, severity: .low, note: nil, url: nil, createdAt: timestamp()))
+        }
+        #expect(try await store.openAdvisories() == [OpenAdvisory(id: "ADV-1", model: modelID, checkpoint: base.id, ancestry: [modelID])])
+        #expect(try await store.checkpointAdvisoryLabels() == [modelID: ["ADV-1@1"]])
+        #expect(try await store.resolveAdvisory("ADV-1", at: timestamp()) == true)
+        #expect(try await store.resolveAdvisory("ADV-1", at: timestamp()) == false, "already resolved")
+        #expect(try await store.resolveAdvisory("ADV-9", at: timestamp()) == nil)
+        #expect(try await store.openAdvisories().isEmpty)
+        #expect(try await store.advisories(includeResolved: true).map(\.id) == ["ADV-1"])
+    }
+}
+
+/// Every metadata/blob store pair behind one registry: the behaviours users rely on, end to end.
+@Suite("Backend pairs")
+struct BackendPairTests {
+    static let pairs = MetadataStoreKind.allCases.flatMap { metadata in BlobStoreKind.allCases.map { (metadata, $0) } }
+
+    @Test("import, enforce, rank, inherit, stream byte-exact, verify, remove, gc", arguments: pairs)
+    func endToEnd(pair: (MetadataStoreKind, BlobStoreKind)) async throws {
+        let (metadata, keepMetadata) = try pair.0.make()
+        let (blobs, keepBlobs) = try pair.1.make()
+        defer { withExtendedLifetime((keepMetadata, keepBlobs)) {} }
+        let registry = Registry(layout: RegistryLayout(root: keepBlobs.file("store")), metadata: metadata, blobs: blobs, inlineThreshold: 64)
+        let tensors = randomTensors(dtypes: [.f32, .f32, .i64, .u8], seed: 7, prefix: "layer")
+        let input = try SafeTensorsMemory(tensors)
+        _ = try await registry.addBase(name: name("base"), input: input)
+        _ = try await registry.createStudent(
+            name: name("kid"), from: .number(name("base"), 1), manifest: .rules([ManifestRule(.freeze, tensors[0].name)], freezeThrough: nil))
+        // A frozen tensor changed: refused, nothing committed.
+        var changed = tensors
+        changed[0].bytes = tensors[0].bytes.map { $0 ^ 1 }
+        await #expect(throws: GraftError.self) { try await registry.addCheckpoint(model: name("kid"), input: try SafeTensorsMemory(changed)) }
+        #expect(try await registry.checkpoints(of: name("kid")).isEmpty)
+        var trained = tensors
+        trained[1].bytes = tensors[1].bytes.map { $0 ^ 2 }
+        let result = try await registry.addCheckpoint(model: name("kid"), input: try SafeTensorsMemory(trained), metrics: [try MetricAssignment(name: "acc", value: 0.9)])
+        #expect(result.checkpoint == "kid@1" && result.bytesStored < result.logicalBytes, "unchanged tensors are the parent's blobs")
+        #expect(try await registry.best(metric: "acc", scope: .under(name("base"))).checkpoint.ref == "kid@1")
+        _ = try await registry.addAdvisory(on: .model(name("base")), id: "ADV-X", severity: .high)
+        #expect(try await registry.affected(.model(name("base"))).map(\.model) == ["kid"])
+        await expectGraftError("allCandidatesFlagged") { try await registry.best(metric: "acc") }
+        #expect(try await registry.lineage(name("kid")).model.advisories == ["ADV-X"])
+        let streamed = Streamed()
+        _ = try await registry.stream(.number(name("kid"), 1)) { chunk in streamed.append(chunk) }
+        let memory = try SafeTensorsMemory(trained)
+        #expect(streamed.bytes == memory.headerBytes + (try memory.header.tensors.flatMap { try memory.data(of: $0) }), "byte-identical to what was committed")
+        #expect(try await registry.verify(readData: true).ok)
+        _ = try await registry.removeModel(name("base"), cascade: true)
+        let report = try await registry.gc(grace: 0)
+        let stats = try await registry.stats()
+        #expect(report.orphanFilesRemoved == 0 && stats.blobs == 0)
+        #expect(blobs.inventory().blobs.isEmpty, "every blob went with the models")
+    }
+}
+
+private final class Streamed: @unchecked Sendable {
+    private let lock = NSLock()
+    private var collected: [UInt8] = []
+    func append(_ chunk: UnsafeRawBufferPointer) { lock.withLock { collected.append(contentsOf: chunk) } }
+    var bytes: [UInt8] { lock.withLock { collected } }
+}
