@@ -53,11 +53,17 @@ enum ExitCodes {
 /// Prints `error` on stderr as one line — the library's message, then the command-line advice —
 /// and returns the exit to throw.
 func fail(_ error: GraftError) -> ExitCode {
-    printError(error.description + (error.commandLineHint.map { "; " + $0 } ?? ""))
+    printError(error.commandLineDescription + (error.commandLineHint.map { "; " + $0 } ?? ""))
     return ExitCode(ExitCodes.code(for: error))
 }
 
 extension GraftError {
+    /// The library's message, with a manifest rule named as the flag that gave it.
+    var commandLineDescription: String {
+        if case .patternMatchesNothing(let rule) = self { return "--\(rule) matches no tensor of the parent checkpoint" }
+        return description
+    }
+
     /// What to run next, in the CLI's words (the library's messages name no command or flag).
     var commandLineHint: String? {
         switch self {

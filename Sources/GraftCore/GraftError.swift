@@ -46,7 +46,7 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case outputExists(path: String)
     /// A blob's bytes do not match its digest, or it is missing.
     case damagedBlob(Digest, reason: String)
-    /// A manifest rule's pattern matches no tensor of the parent.
+    /// A manifest rule (`freeze features`, `freeze-through layer3`) that matches no tensor.
     case patternMatchesNothing(String)
     /// A manifest declaration that cannot be resolved.
     case invalidManifest(String)
@@ -118,7 +118,7 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .damagedBlob(let digest, let reason):
             return "blob \(digest.short) is damaged: \(reason)"
         case .patternMatchesNothing(let rule):
-            return "\(rule) matches no tensor of the parent checkpoint"
+            return "the rule `\(rule)` matches no tensor of the parent checkpoint"
         case .invalidManifest(let reason):
             return "invalid manifest: \(reason)"
         case .manifestViolation(let model, let violations):

@@ -148,7 +148,7 @@ package enum ManifestResolver {
             let digits = layer.reversed().prefix { $0.isASCII && $0.isNumber }
             let prefix = String(layer.dropLast(digits.count))
             guard !digits.isEmpty, !prefix.isEmpty, let last = Int(String(digits.reversed())) else {
-                throw .invalidManifest("--freeze-through takes a numbered layer such as `features.4`, `encoder.layer.5` or `layer3`; `\(layer)` ends in no number")
+                throw .invalidManifest("freeze-through takes a numbered layer such as `features.4`, `encoder.layer.5` or `layer3`; `\(layer)` ends in no number")
             }
             action = .freeze
             pattern = layer
@@ -169,7 +169,8 @@ package enum ManifestResolver {
             return name == pattern || name.hasPrefix(pattern + ".")
         }
 
-        var description: String { through != nil ? "--freeze-through \(pattern)" : "--\(action.rawValue) \(pattern)" }
+        /// The rule as declared: `freeze features`, `freeze-through layer3`.
+        var description: String { through != nil ? "freeze-through \(pattern)" : "\(action.rawValue) \(pattern)" }
     }
 }
 

@@ -102,6 +102,9 @@ package protocol MetadataStore: Sendable {
     func descendants(of model: Int64) async throws(GraftError) -> [LineageRow]
     /// Everything a lineage view reads, in one transaction.
     func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError) -> LineageSnapshot
+    /// What `affected` reads, in one transaction: the open advisories, the model's chain, and —
+    /// only when an advisory lies above or within it (``AdvisoryInheritance``) — its descendants.
+    func affectedRows(model: Int64) async throws(GraftError) -> (open: [OpenAdvisory], chain: [LineageRow], descendants: [LineageRow])
     /// The models (ids) of a subtree, its root included.
     func subtree(of model: Int64) async throws(GraftError) -> [Int64]
     /// The students derived from a checkpoint.
@@ -112,6 +115,11 @@ package protocol MetadataStore: Sendable {
     func modelOf(checkpoint: Int64) async throws(GraftError) -> Int64?
 
     // MARK: Best
+
+    /// The best checkpoint of a scope, in one transaction: the store reads the candidates and
+    /// the flags, and decides with ``BestSelection`` and ``AdvisoryInheritance`` (flagged
+    /// candidates left out unless `includeFlagged`). `nil` when the scope's model is unknown.
+    func best(metric: String, split: String?, scope: BestScope, direction: Direction, includeFlagged: Bool) async throws(GraftError) -> BestOutcome?
 
     /// Each model of a subtree with its best value of a metric and how many of its checkpoints
     /// have it, from per-model summaries; empty when the store keeps none or nothing matches.
@@ -287,6 +295,14 @@ package enum CandidateScope: Sendable, Equatable {
     case model(Int64)
     /// A model and its descendants, any depth.
     case subtree(Int64)
+}
+
+/// What `best` found in a scope.
+package enum BestOutcome: Sendable {
+    case found(RankedCandidate, candidates: Int, excluded: Int)
+    /// No checkpoint in scope has the metric; `known` lists metric names in use.
+    case noCandidates(known: [String])
+    case allFlagged(candidates: Int)
 }
 
 /// What a walk of candidates found.

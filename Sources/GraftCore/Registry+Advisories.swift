@@ -36,6 +36,9 @@ public struct AffectedModel: Sendable, Codable, Equatable {
     public var advisories: [String]
     /// The path of inheritance, from the flagged model down: `base@1 → student@2 → grandchild`.
     public var path: [String]
+
+    /// Its checkpoints as typed references, to pass back to the registry.
+    public var checkpointReferences: [Reference] { checkpoints.compactMap { try? Reference(parsing: $0) } }
 }
 
 extension Registry {
@@ -99,14 +102,11 @@ extension Registry {
         let (root, first) = (start, checkpointID)
         // Nothing to read unless an open advisory lies above the model (inherited) or within
         // its subtree.
-        let open = try await metadata.openAdvisories()
-        guard !open.isEmpty else { return [] }
-        let chain = try await metadata.chain(model: root, full: true)
+        let (open, chain, rows) = try await metadata.affectedRows(model: root)
         let inherited = AdvisoryInheritance.inherited(chain: chain, open: open)
         guard !inherited.isEmpty || AdvisoryInheritance.anyWithin(open, model: root) else { return [] }
         // The whole tree below, each model with the edge it derives by, every parent before its
         // children; the flags follow from it.
-        let rows = try await metadata.descendants(of: root)
         let flagged = AdvisoryInheritance.propagate(rows, root: root, inherited: inherited, open: open)
         let rootName = chain.first?.name ?? label
         // Each model reached: its parent's step, and the element it adds to the path of

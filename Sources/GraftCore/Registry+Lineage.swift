@@ -25,6 +25,9 @@ public struct LineageNode: Sendable, Codable, Equatable {
     public var advisories: [String]
     /// With a metric: the model's best value of it.
     public var best: Double?
+
+    /// The parent checkpoint as a typed reference, to pass back to the registry.
+    public var parentReference: Reference? { parent.flatMap { try? Reference(parsing: $0) } }
 }
 
 /// The chain up to the root base and the tree below a model.
@@ -77,79 +80,21 @@ extension Registry {
         try MetricAssignment.checkName(metric)
         if let split { try MetricAssignment.checkName(split) }
         let chosen = direction ?? Direction.inferred(for: metric)
-        var candidateScope = CandidateScope.all
-        switch scope {
-        case .all: break
-        case .model(let name), .under(let name):
-            guard let id = try await modelID(name) else { throw try await notFound(name) }
-            if case .model = scope { candidateScope = .model(id) } else { candidateScope = .subtree(id) }
-        }
-        func result(_ winner: RankedCandidate, candidates: Int, excluded: Int) -> BestResult {
-            BestResult(
+        let outcome = try await metadata.best(metric: metric, split: split, scope: scope, direction: chosen, includeFlagged: includeFlagged)
+        switch outcome {
+        case nil:
+            if case .model(let name) = scope { throw try await notFound(name) }
+            if case .under(let name) = scope { throw try await notFound(name) }
+            throw .unknownMetric(metric, known: [])
+        case .noCandidates(let known)?:
+            throw .unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: known)
+        case .allFlagged(let candidates)?:
+            throw .allCandidatesFlagged(metric: metric, candidates: candidates)
+        case .found(let winner, let candidates, let excluded)?:
+            return BestResult(
                 checkpoint: winner.checkpoint, metric: metric, split: split, value: winner.value, direction: chosen,
                 directionInferred: direction == nil, candidates: candidates, excludedFlagged: excluded)
         }
-        // Flags: checkpoints with an open advisory of their own, and models flagged as a whole.
-        let open = includeFlagged ? [] : try await metadata.openAdvisories()
-        let flaggedCheckpoints = AdvisoryInheritance.flaggedCheckpoints(open)
-        if case .subtree(let root) = candidateScope, flaggedCheckpoints.isEmpty {
-            // Without checkpoint-level flags, whole models are flagged or not: rank each model by
-            // its best value (a range of per-model summaries), then take the winner's best checkpoint.
-            let flagged = open.isEmpty ? [:] : try await flaggedModels(open, within: root)
-            let perModel = try await metadata.bestPerModel(root: root, metric: metric, split: split, direction: chosen)
-            let ranked = BestSelection.leaders(perModel, direction: chosen) { flagged[$0] != nil }
-            if ranked.candidates > 0 {
-                guard let top = ranked.top else { throw .allCandidatesFlagged(metric: metric, candidates: ranked.candidates) }
-                let winner = ranked.leaders.count == 1 ? ranked.leaders[0] : BestSelection.earliest(try await metadata.names(of: ranked.leaders)) ?? ranked.leaders[0]
-                if let found = try await metadata.checkpoint(model: winner, metric: metric, split: split, value: top) {
-                    return result(found, candidates: ranked.candidates, excluded: ranked.excluded)
-                }
-            }
-        }
-        var isFlagged: (@Sendable (Int64, Int64) -> Bool)? = nil
-        if !open.isEmpty {
-            let models: [Int64: Set<String>]
-            if case .model(let id) = candidateScope {
-                // One model: flagged as a whole only by what it carries or inherits.
-                let inherited = AdvisoryInheritance.inherited(chain: try await metadata.chain(model: id, full: true), open: open)
-                models = inherited.isEmpty ? [:] : [id: inherited]
-            } else if case .subtree(let root) = candidateScope {
-                models = try await flaggedModels(open, within: root)
-            } else {
-                models = try await flaggedModels(open, within: nil)
-            }
-            let flaggedModels = Set(models.keys)
-            isFlagged = { model, checkpoint in flaggedModels.contains(model) || flaggedCheckpoints.contains(checkpoint) }
-        }
-        let walk = try await metadata.walkCandidates(metric: metric, split: split, scope: candidateScope, direction: chosen, isFlagged: isFlagged)
-        guard walk.candidates > 0 else {
-            throw .unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: try await metadata.metricNames(model: nil, limit: 20))
-        }
-        guard let winner = walk.winner else { throw .allCandidatesFlagged(metric: metric, candidates: walk.candidates) }
-        return result(winner, candidates: walk.candidates, excluded: walk.excluded)
-    }
-
-    /// Models flagged as a whole, each with the open advisories it carries or inherits (see
-    /// ``AdvisoryInheritance``); with `root`, only the models of its subtree.
-    func flaggedModels(_ open: [OpenAdvisory], within root: Int64?) async throws(GraftError) -> [Int64: Set<String>] {
-        guard !open.isEmpty else { return [:] }
-        var result: [Int64: Set<String>] = [:]
-        let seeds = AdvisoryInheritance.seeds(open, within: root)
-        var starts = seeds.models
-        for (checkpoint, advisory) in seeds.checkpoints {
-            for student in try await metadata.students(of: checkpoint) { starts.append((student, advisory)) }
-        }
-        for (model, advisory) in starts {
-            for id in try await metadata.subtree(of: model) { result[id, default: []].insert(advisory) }
-        }
-        // What the root inherits from above flags its whole subtree.
-        if let root {
-            let inherited = AdvisoryInheritance.inherited(chain: try await metadata.chain(model: root, full: true), open: open)
-            if !inherited.isEmpty {
-                for model in try await metadata.subtree(of: root) { result[model, default: []].formUnion(inherited) }
-            }
-        }
-        return result
     }
 
     /// Which parts of a lineage to read.

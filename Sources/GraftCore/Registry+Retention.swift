@@ -85,9 +85,9 @@ extension Registry {
         _ name: ModelName, keepLast: Int, keepBest: Int = 0, metric: String? = nil, direction: Direction? = nil, split: String? = nil,
         dryRun: Bool = false
     ) async throws(GraftError) -> RemovalReport {
-        guard keepLast >= 0, keepBest >= 0 else { throw .invalidMetric("--keep-last/--keep-best", reason: "counts must be ≥ 0") }
+        guard keepLast >= 0, keepBest >= 0 else { throw .invalidMetric("keepLast/keepBest", reason: "counts must be ≥ 0") }
         if keepBest > 0 {
-            guard let metric else { throw .invalidMetric("--keep-best", reason: "needs --metric KEY") }
+            guard let metric else { throw .invalidMetric("keepBest", reason: "ranking by the best needs a metric") }
             try MetricAssignment.checkName(metric)
         }
         if let split { try MetricAssignment.checkName(split) }

@@ -288,7 +288,10 @@ struct BackendPairTests {
         _ = try await registry.addAdvisory(on: .model(name("base")), id: "ADV-X", severity: .high)
         #expect(try await registry.affected(.model(name("base"))).map(\.model) == ["kid"])
         await expectGraftError("allCandidatesFlagged") { try await registry.best(metric: "acc") }
-        #expect(try await registry.lineage(name("kid")).model.advisories == ["ADV-X"])
+        let kid = try await registry.lineage(name("kid")).model
+        #expect(kid.advisories == ["ADV-X"] && kid.parentReference == .number(name("base"), 1), "typed: pass it back as is")
+        let reached = try await registry.affected(.model(name("base")))
+        #expect(try await registry.checkpoint(try #require(reached.first?.checkpointReferences.first)).checkpoint.ref == "kid@1")
         let streamed = Streamed()
         _ = try await registry.stream(.number(name("kid"), 1)) { chunk in streamed.append(chunk) }
         let memory = try SafeTensorsMemory(trained)

@@ -176,7 +176,7 @@ struct LibraryErrorTests {
         let digest = Digest.of([1, 2, 3])
         let errors: [GraftError] = [
             .notARegistry(path: "/r", reason: "no such directory"), .modelNotFound(try ModelName("m"), suggestions: []),
-            .outputExists(path: "/o"), .damagedBlob(digest, reason: "its file is missing"), .patternMatchesNothing("rule `x`"),
+            .outputExists(path: "/o"), .damagedBlob(digest, reason: "its file is missing"), .patternMatchesNothing("drop head"),
             .allCandidatesFlagged(metric: "acc", candidates: 2), .advisoryNotFound("A"), .blobVanished(digest),
             .protected("m", reasons: ["it has 1 descendant(s): s"]), .busy, .blobMismatch(digest, reason: "hash to x"),
         ]
