@@ -42,6 +42,16 @@ public struct AffectedModel: Sendable, Codable, Equatable {
 }
 
 extension Registry {
+    /// What a reference names for advisories: a whole model (a bare NAME) or one checkpoint of it.
+    private func target(of reference: Reference) async throws(GraftError) -> (model: Int64, checkpoint: Int64?, checkpointRef: String?, modelName: String) {
+        if case .model(let name) = reference {
+            guard let id = try await modelID(name) else { throw try await notFound(name) }
+            return (id, nil, nil, name.value)
+        }
+        let (id, summary) = try await resolve(reference)
+        return (try await metadata.modelOf(checkpoint: id) ?? -1, id, summary.ref, summary.model.value)
+    }
+
     /// Records an advisory on a model (a bare NAME) or on one checkpoint.
     ///
     /// - Throws: ``GraftError/advisoryExists(_:)``; ``GraftError/invalidName(_:reason:)`` for a bad id.
@@ -50,26 +60,12 @@ extension Registry {
         on reference: Reference, id: String, severity: Severity, note: String? = nil, url: String? = nil
     ) async throws(GraftError) -> Advisory {
         try ModelName.check(id, what: "advisory id")
-        let modelID: Int64
-        var checkpointID: Int64? = nil
-        var checkpointRef: String? = nil
-        let modelName: String
-        if case .model(let name) = reference {
-            guard let id = try await self.modelID(name) else { throw try await notFound(name) }
-            modelID = id
-            modelName = name.value
-        } else {
-            let (id, summary) = try await resolve(reference)
-            checkpointID = id
-            checkpointRef = summary.ref
-            modelName = summary.model.value
-            modelID = try await metadata.modelOf(checkpoint: id) ?? -1
-        }
+        let target = try await target(of: reference)
         let now = timestamp()
-        let (target, checkpoint) = (modelID, checkpointID)
         try await metadata.insertAdvisory(NewAdvisory(
-            id: id, model: target, checkpoint: checkpoint, severity: severity, note: note, url: url, createdAt: now))
-        return Advisory(id: id, model: modelName, checkpoint: checkpointRef, severity: severity, note: note, url: url, createdAt: now, resolvedAt: nil)
+            id: id, model: target.model, checkpoint: target.checkpoint, severity: severity, note: note, url: url, createdAt: now))
+        return Advisory(
+            id: id, model: target.modelName, checkpoint: target.checkpointRef, severity: severity, note: note, url: url, createdAt: now, resolvedAt: nil)
     }
 
     /// Advisories, newest first; resolved ones only when asked.
@@ -86,20 +82,8 @@ extension Registry {
     /// Every descendant of `reference` (a model, or the students of one checkpoint) that
     /// inherits an open advisory, with its path of inheritance.
     public func affected(_ reference: Reference) async throws(GraftError) -> [AffectedModel] {
-        var start: Int64
-        var checkpointID: Int64? = nil
-        var label: String
-        if case .model(let name) = reference {
-            guard let id = try await modelID(name) else { throw try await notFound(name) }
-            start = id
-            label = name.value
-        } else {
-            let (id, summary) = try await resolve(reference)
-            checkpointID = id
-            label = summary.ref
-            start = try await metadata.modelOf(checkpoint: id) ?? -1
-        }
-        let (root, first) = (start, checkpointID)
+        let target = try await target(of: reference)
+        let (root, first, label) = (target.model, target.checkpoint, target.checkpointRef ?? target.modelName)
         // Nothing to read unless an open advisory lies above the model (inherited) or within
         // its subtree.
         let (open, chain, rows) = try await metadata.affectedRows(model: root)
