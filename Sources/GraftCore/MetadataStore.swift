@@ -78,9 +78,6 @@ package protocol MetadataStore: Sendable {
     /// Every checkpoint's metrics and the curves of a model.
     func metricsReport(model: Int64, name: ModelName) async throws(GraftError) -> MetricsReport
     func metrics(checkpoint: Int64) async throws(GraftError) -> [MetricValue]
-    /// Metric names in use, sorted (for "known metrics" in an error); within one model if given.
-    func metricNames(model: Int64?, limit: Int) async throws(GraftError) -> [String]
-
     // MARK: Advisories
 
     /// - Throws: ``GraftError/advisoryExists(_:)``.
@@ -95,20 +92,14 @@ package protocol MetadataStore: Sendable {
 
     // MARK: Lineage (rows; the core folds them with AdvisoryInheritance)
 
-    /// The model and its ancestors, nearest first, each with its parent edge; with `rootward`
-    /// false, only the model and its parent.
+    /// The model and its ancestors, nearest first, each with its parent edge; without `full`,
+    /// only the model and its parent.
     func chain(model: Int64, full: Bool) async throws(GraftError) -> [LineageRow]
-    /// Every descendant, any depth, parents before children.
-    func descendants(of model: Int64) async throws(GraftError) -> [LineageRow]
     /// Everything a lineage view reads, in one transaction.
     func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError) -> LineageSnapshot
     /// What `affected` reads, in one transaction: the open advisories, the model's chain, and —
     /// only when an advisory lies above or within it (``AdvisoryInheritance``) — its descendants.
     func affectedRows(model: Int64) async throws(GraftError) -> (open: [OpenAdvisory], chain: [LineageRow], descendants: [LineageRow])
-    /// The models (ids) of a subtree, its root included.
-    func subtree(of model: Int64) async throws(GraftError) -> [Int64]
-    /// The students derived from a checkpoint.
-    func students(of checkpoint: Int64) async throws(GraftError) -> [Int64]
     /// The checkpoint numbers of models.
     func checkpointNumbers(models: [Int64]) async throws(GraftError) -> [Int64: [Int]]
     /// The model a checkpoint belongs to.
@@ -120,21 +111,6 @@ package protocol MetadataStore: Sendable {
     /// the flags, and decides with ``BestSelection`` and ``AdvisoryInheritance`` (flagged
     /// candidates left out unless `includeFlagged`). `nil` when the scope's model is unknown.
     func best(metric: String, split: String?, scope: BestScope, direction: Direction, includeFlagged: Bool) async throws(GraftError) -> BestOutcome?
-
-    /// Each model of a subtree with its best value of a metric and how many of its checkpoints
-    /// have it, from per-model summaries; empty when the store keeps none or nothing matches.
-    func bestPerModel(root: Int64, metric: String, split: String?, direction: Direction) async throws(GraftError) -> [ModelBest]
-    /// The earliest checkpoint of a model with exactly `value` of the metric.
-    func checkpoint(model: Int64, metric: String, split: String?, value: Double) async throws(GraftError) -> RankedCandidate?
-    /// The candidates of a scope (checkpoints with the metric) walked in rank order — by value
-    /// in `direction`, ties by model name (binary) then number — skipping those `isFlagged`
-    /// says are flagged: the first one left wins, and every flagged candidate is counted.
-    func walkCandidates(
-        metric: String, split: String?, scope: CandidateScope, direction: Direction,
-        isFlagged: (@Sendable (_ model: Int64, _ checkpoint: Int64) -> Bool)?
-    ) async throws(GraftError) -> CandidateWalk
-    /// Model names by id (ties between models go to the earliest name).
-    func names(of models: [Int64]) async throws(GraftError) -> [Int64: String]
 
     // MARK: Removal (blobs nothing references any more are removed from `blobs` in the same transaction)
 
@@ -289,35 +265,12 @@ package struct RankedCandidate: Sendable {
     }
 }
 
-/// Which checkpoints `walkCandidates` ranks.
-package enum CandidateScope: Sendable, Equatable {
-    case all
-    case model(Int64)
-    /// A model and its descendants, any depth.
-    case subtree(Int64)
-}
-
 /// What `best` found in a scope.
 package enum BestOutcome: Sendable {
     case found(RankedCandidate, candidates: Int, excluded: Int)
     /// No checkpoint in scope has the metric; `known` lists metric names in use.
     case noCandidates(known: [String])
     case allFlagged(candidates: Int)
-}
-
-/// What a walk of candidates found.
-package struct CandidateWalk: Sendable {
-    /// Candidates in scope (checkpoints with the metric).
-    package var candidates: Int
-    /// The best candidate not flagged.
-    package var winner: RankedCandidate?
-    /// Flagged candidates (all of them, not only those ranked above the winner).
-    package var excluded: Int
-    package init(candidates: Int, winner: RankedCandidate?, excluded: Int) {
-        self.candidates = candidates
-        self.winner = winner
-        self.excluded = excluded
-    }
 }
 
 /// Everything a lineage view reads.

@@ -81,16 +81,19 @@ extension Registry {
         if let split { try MetricAssignment.checkName(split) }
         let chosen = direction ?? Direction.inferred(for: metric)
         let outcome = try await metadata.best(metric: metric, split: split, scope: scope, direction: chosen, includeFlagged: includeFlagged)
+        guard let outcome else {
+            // Only a scope that names a model can miss it.
+            switch scope {
+            case .model(let name), .under(let name): throw try await notFound(name)
+            case .all: throw .unknownMetric(metric, known: [])
+            }
+        }
         switch outcome {
-        case nil:
-            if case .model(let name) = scope { throw try await notFound(name) }
-            if case .under(let name) = scope { throw try await notFound(name) }
-            throw .unknownMetric(metric, known: [])
-        case .noCandidates(let known)?:
+        case .noCandidates(let known):
             throw .unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: known)
-        case .allFlagged(let candidates)?:
+        case .allFlagged(let candidates):
             throw .allCandidatesFlagged(metric: metric, candidates: candidates)
-        case .found(let winner, let candidates, let excluded)?:
+        case .found(let winner, let candidates, let excluded):
             return BestResult(
                 checkpoint: winner.checkpoint, metric: metric, split: split, value: winner.value, direction: chosen,
                 directionInferred: direction == nil, candidates: candidates, excludedFlagged: excluded)

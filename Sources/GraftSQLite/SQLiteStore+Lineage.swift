@@ -22,10 +22,6 @@ extension SQLiteMetadataStore {
         return up
     }
 
-    package func descendants(of model: Int64) async throws(GraftError) -> [LineageRow] {
-        try await read { db in try Self.lineageRows(db, sql: Self.descendantsSQL, arguments: [model]) }
-    }
-
     package func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError) -> LineageSnapshot {
         try await read { db in
             // Without ancestors, still the model's parent (its node names it) — and the whole
@@ -60,16 +56,6 @@ extension SQLiteMetadataStore {
         }
     }
 
-    package func subtree(of model: Int64) async throws(GraftError) -> [Int64] {
-        try await read { db in try db.cachedAll(Int64.self, sql: Self.subtreeSQL, arguments: [model]) }
-    }
-
-    package func students(of checkpoint: Int64) async throws(GraftError) -> [Int64] {
-        try await read { db in
-            try db.cachedAll(Int64.self, sql: "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = ?", arguments: [checkpoint])
-        }
-    }
-
     package func checkpointNumbers(models: [Int64]) async throws(GraftError) -> [Int64: [Int]] {
         try await read { db in
             // Each model's from the (model, number) index, in order, in one statement.
@@ -88,54 +74,28 @@ extension SQLiteMetadataStore {
         try await read { db in try db.cachedOne(Int64.self, sql: "SELECT model_id FROM checkpoints WHERE id = ?", arguments: [checkpoint]) }
     }
 
-    package func names(of models: [Int64]) async throws(GraftError) -> [Int64: String] {
-        try await read { db in try Self.names(db, of: models) }
-    }
-
-    static func names(_ db: Database, of models: [Int64]) throws -> [Int64: String] {
-        do {
-            var names: [Int64: String] = [:]
-            for row in try db.cachedRows(
-                sql: "SELECT id, name FROM models WHERE id IN (SELECT value FROM json_each(?))",
-                arguments: ["[" + models.map(String.init).joined(separator: ",") + "]"])
-            {
-                names[row[0]] = row[1]
-            }
-            return names
-        }
-    }
-
     // MARK: Best
 
-    package func bestPerModel(root: Int64, metric: String, split: String?, direction: Direction) async throws(GraftError) -> [ModelBest] {
-        try await read { db in
-            var models: [ModelBest] = []
-            try Self.stepRows(db, sql: Self.bestPerModelSQL(direction), arguments: [root, metric, split ?? ""]) { handle in
-                models.append(ModelBest(
-                    model: sqlite3_column_int64(handle, 0), value: sqlite3_column_double(handle, 1), count: Int(sqlite3_column_int64(handle, 2))))
-            }
-            return models
+    /// Model names by id (ties between models go to the earliest name).
+    static func names(_ db: Database, of models: [Int64]) throws -> [Int64: String] {
+        var names: [Int64: String] = [:]
+        for row in try db.cachedRows(
+            sql: "SELECT id, name FROM models WHERE id IN (SELECT value FROM json_each(?))",
+            arguments: ["[" + models.map(String.init).joined(separator: ",") + "]"])
+        {
+            names[row[0]] = row[1]
         }
+        return names
     }
 
-    package func checkpoint(model: Int64, metric: String, split: String?, value: Double) async throws(GraftError) -> RankedCandidate? {
-        try await read { db in try Self.checkpoint(db, model: model, metric: metric, split: split, value: value) }
-    }
-
+    /// The earliest checkpoint of a model with exactly `value` of the metric.
     static func checkpoint(_ db: Database, model: Int64, metric: String, split: String?, value: Double) throws -> RankedCandidate? {
         try db.cachedRows(
-                sql: """
-                    SELECT \(Self.checkpointColumns), mt.value AS metric_value FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id
-                    JOIN models m ON m.id = c.model_id WHERE mt.model_id = ? AND mt.name = ? AND mt.split = ? AND mt.value = ? ORDER BY c.number LIMIT 1
-                    """, arguments: [model, metric, split ?? "", value]
-            ).first.map { RankedCandidate(checkpoint: Self.checkpointSummary($0), value: $0["metric_value"]) }
-    }
-
-    package func walkCandidates(
-        metric: String, split: String?, scope: CandidateScope, direction: Direction,
-        isFlagged: (@Sendable (_ model: Int64, _ checkpoint: Int64) -> Bool)?
-    ) async throws(GraftError) -> CandidateWalk {
-        try await read { db in try Self.walkCandidates(db, metric: metric, split: split, scope: scope, direction: direction, isFlagged: isFlagged) }
+            sql: """
+                SELECT \(Self.checkpointColumns), mt.value AS metric_value FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id
+                JOIN models m ON m.id = c.model_id WHERE mt.model_id = ? AND mt.name = ? AND mt.split = ? AND mt.value = ? ORDER BY c.number LIMIT 1
+                """, arguments: [model, metric, split ?? "", value]
+        ).first.map { RankedCandidate(checkpoint: Self.checkpointSummary($0), value: $0["metric_value"]) }
     }
 
     static func walkCandidates(
@@ -149,39 +109,37 @@ extension SQLiteMetadataStore {
             case .subtree(let id): (" AND mt.model_id IN (\(Self.subtreeSQL))", id)
             }
         let order = direction == .max ? "DESC" : "ASC"
-        do {
-            let from = """
-                FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id
-                WHERE mt.name = ? AND mt.split = ?\(clause)
-                """
-            var arguments: StatementArguments = [metric, split ?? ""]
-            if let argument { arguments += [argument] }
-            let candidates = try db.cachedOne(Int.self, sql: "SELECT count(*) " + from, arguments: arguments) ?? 0
-            guard candidates > 0 else { return CandidateWalk(candidates: 0, winner: nil, excluded: 0) }
-            // Walk candidates best first (the rank order of BestSelection.ranksBefore); only
-            // flagged ones are skipped, so this stops early.
-            let cursor = try db.cachedCursor(
-                sql: "SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id " + from
-                    + " ORDER BY mt.value \(order), m.name, c.number", arguments: arguments)
-            var skipped = 0
-            while let row = try cursor.next() {
-                if let isFlagged, isFlagged(row["model_id"], row["id"]) {
-                    skipped += 1
-                    continue
-                }
-                // Count every flagged candidate, not only those ranked above the winner.
-                var excluded = 0
-                if let isFlagged {
-                    let all = try db.cachedCursor(sql: "SELECT c.id, c.model_id " + from, arguments: arguments)
-                    while let row = try all.next() {
-                        if isFlagged(row[1], row[0]) { excluded += 1 }
-                    }
-                }
-                return CandidateWalk(
-                    candidates: candidates, winner: RankedCandidate(checkpoint: Self.checkpointSummary(row), value: row["metric_value"]), excluded: excluded)
+        let from = """
+            FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id
+            WHERE mt.name = ? AND mt.split = ?\(clause)
+            """
+        var arguments: StatementArguments = [metric, split ?? ""]
+        if let argument { arguments += [argument] }
+        let candidates = try db.cachedOne(Int.self, sql: "SELECT count(*) " + from, arguments: arguments) ?? 0
+        guard candidates > 0 else { return CandidateWalk(candidates: 0, winner: nil, excluded: 0) }
+        // Walk candidates best first (the rank order of BestSelection.ranksBefore); only
+        // flagged ones are skipped, so this stops early.
+        let cursor = try db.cachedCursor(
+            sql: "SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id " + from
+                + " ORDER BY mt.value \(order), m.name, c.number", arguments: arguments)
+        var skipped = 0
+        while let row = try cursor.next() {
+            if let isFlagged, isFlagged(row["model_id"], row["id"]) {
+                skipped += 1
+                continue
             }
-            return CandidateWalk(candidates: candidates, winner: nil, excluded: skipped)
+            // Count every flagged candidate, not only those ranked above the winner.
+            var excluded = 0
+            if let isFlagged {
+                let all = try db.cachedCursor(sql: "SELECT c.id, c.model_id " + from, arguments: arguments)
+                while let row = try all.next() {
+                    if isFlagged(row[1], row[0]) { excluded += 1 }
+                }
+            }
+            return CandidateWalk(
+                candidates: candidates, winner: RankedCandidate(checkpoint: Self.checkpointSummary(row), value: row["metric_value"]), excluded: excluded)
         }
+        return CandidateWalk(candidates: candidates, winner: nil, excluded: skipped)
     }
 
     /// Each model of a subtree (root, metric, split) with its best value of the metric and how
@@ -379,5 +337,28 @@ extension SQLiteMetadataStore {
             }
         }
         return result
+    }
+}
+
+/// Which checkpoints `walkCandidates` ranks.
+enum CandidateScope: Sendable, Equatable {
+    case all
+    case model(Int64)
+    /// A model and its descendants, any depth.
+    case subtree(Int64)
+}
+
+/// What a walk of candidates found.
+struct CandidateWalk: Sendable {
+    /// Candidates in scope (checkpoints with the metric).
+    var candidates: Int
+    /// The best candidate not flagged.
+    var winner: RankedCandidate?
+    /// Flagged candidates (all of them, not only those ranked above the winner).
+    var excluded: Int
+    init(candidates: Int, winner: RankedCandidate?, excluded: Int) {
+        self.candidates = candidates
+        self.winner = winner
+        self.excluded = excluded
     }
 }

@@ -168,15 +168,6 @@ extension SQLiteMetadataStore {
         }
     }
 
-    package func metricNames(model: Int64?, limit: Int) async throws(GraftError) -> [String] {
-        try await read { db in
-            if let model {
-                return try String.fetchAll(db, sql: "SELECT DISTINCT name FROM metrics WHERE model_id = ? ORDER BY name LIMIT ?", arguments: [model, limit])
-            }
-            return try db.cachedAll(String.self, sql: "SELECT DISTINCT name FROM metrics ORDER BY name LIMIT ?", arguments: [limit])
-        }
-    }
-
     package func advisories(includeResolved: Bool) async throws(GraftError) -> [Advisory] {
         try await read { db in
             try db.cachedRows(sql: """

@@ -93,7 +93,7 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.knownBlobDigests().isEmpty)
     }
 
-    @Test("students: numbering without gaps, manifests, chain, descendants, subtrees, students of a checkpoint", arguments: MetadataStoreKind.allCases)
+    @Test("students: numbering without gaps, manifests, chains, descendants with their parent edges, the lineage snapshot", arguments: MetadataStoreKind.allCases)
     func lineage(kind: MetadataStoreKind) async throws {
         let (store, keep) = try kind.make()
         defer { withExtendedLifetime(keep) {} }
@@ -123,12 +123,13 @@ struct MetadataStoreConformanceTests {
         let chain = try await store.chain(model: kid, full: true)
         #expect(chain.map(\.name) == ["a2kid", "a", "base"] && chain[0].via == a2.id && chain[0].parentNumber == 2 && chain[0].link == a)
         #expect(try await store.chain(model: kid, full: false).map(\.name) == ["a2kid", "a"])
-        let below = try await store.descendants(of: base)
+        let below = try await store.lineage(model: base, parts: .descendants, metric: nil, direction: nil).down
         #expect(Set(below.map(\.name)) == ["a", "b", "a2kid"])
         #expect(below.firstIndex { $0.name == "a" }! < below.firstIndex { $0.name == "a2kid" }!, "parents before children")
-        #expect(Set(try await store.subtree(of: a)) == [a, kid])
-        #expect(try await store.students(of: a2.id) == [kid])
-        #expect(try await store.students(of: baseCheckpoint.id).count == 2)
+        #expect(below.first { $0.name == "a2kid" }?.via == a2.id && below.first { $0.name == "a2kid" }?.link == a, "each row with its parent edge")
+        #expect(below.filter { $0.via == baseCheckpoint.id }.count == 2)
+        let underA = try await store.lineage(model: a, parts: .both, metric: "acc", direction: .max)
+        #expect(underA.down.map(\.name) == ["a2kid"] && underA.up.map(\.name) == ["a", "base"] && underA.best == [a: 3])
         #expect(try await store.checkpointNumbers(models: [a, kid]) == [a: [1, 2, 3]])
         #expect(try await store.modelOf(checkpoint: a2.id) == a)
         #expect(try await store.derivedDataProblems() == [])
@@ -137,15 +138,16 @@ struct MetadataStoreConformanceTests {
         }
     }
 
-    @Test("candidate walks follow BestSelection's rank order in every scope, with and without flags", arguments: MetadataStoreKind.allCases)
-    func candidateWalks(kind: MetadataStoreKind) async throws {
+    @Test("best follows BestSelection's rank order and AdvisoryInheritance's flags in every scope, direction and path", arguments: MetadataStoreKind.allCases)
+    func best(kind: MetadataStoreKind) async throws {
         let (store, keep) = try kind.make()
         defer { withExtendedLifetime(keep) {} }
         _ = try await store.insertBase(name: name("root"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
         let root = try #require(try await store.checkpoint(model: name("root"), number: 1))
         var generator = SeededGenerator(seed: 42)
         // Models named so that binary and case-blind order differ; values with many ties.
-        for model in ["b", "B", "a", "c"] {
+        let models = ["b", "B", "a", "c"]
+        for model in models {
             try await store.insertStudent(NewStudent(
                 name: name(model), parent: root, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil, createdAt: timestamp()))
             for _ in 0..<5 {
@@ -157,7 +159,7 @@ struct MetadataStoreConformanceTests {
         }
         // Every candidate, read one by one, to rank with the reference policy.
         var all: [(model: Int64, id: Int64, candidate: RankedCandidate)] = []
-        for model in ["b", "B", "a", "c"] {
+        for model in models {
             let modelID = try #require(try await store.modelID(named: name(model)))
             for number in 1...5 {
                 let checkpoint = try #require(try await store.checkpoint(model: name(model), number: number))
@@ -166,32 +168,49 @@ struct MetadataStoreConformanceTests {
             }
         }
         let b = try #require(try await store.modelID(named: name("b")))
-        let rootID = try #require(try await store.modelID(named: name("root")))
-        let flaggedCheckpoint = all[3].id
-        for direction in [Direction.max, .min] {
-            for flags in [false, true] {
-                let flagAll: @Sendable (Int64, Int64) -> Bool = { model, checkpoint in model == b || checkpoint == flaggedCheckpoint }
-                let isFlagged = flags ? flagAll : nil
-                for (scope, members) in [(CandidateScope.all, all), (.subtree(rootID), all), (.model(b), all.filter { $0.model == b })] {
-                    let walk = try await store.walkCandidates(metric: "acc", split: "val", scope: scope, direction: direction, isFlagged: isFlagged)
-                    let reference = BestSelection.choose(members.map(\.candidate), direction: direction) { index in
-                        isFlagged?(members[index].model, members[index].id) ?? false
+        let a3 = all[12].id  // a@3
+        var flaggedModels: Set<Int64> = [], flaggedCheckpoints: Set<Int64> = []
+        func check(_ stage: String) async throws {
+            for direction in [Direction.max, .min] {
+                for includeFlagged in [false, true] {
+                    for scope in [BestScope.all, .under(name("root")), .model(name("b")), .model(name("a"))] {
+                        let members = all.filter { member in
+                            if case .model(let model) = scope { return member.candidate.checkpoint.model == model }
+                            return true
+                        }
+                        let reference = BestSelection.choose(members.map(\.candidate), direction: direction) { index in
+                            !includeFlagged && (flaggedModels.contains(members[index].model) || flaggedCheckpoints.contains(members[index].id))
+                        }
+                        let label = "\(stage) \(scope) \(direction) includeFlagged: \(includeFlagged)"
+                        switch try await store.best(metric: "acc", split: "val", scope: scope, direction: direction, includeFlagged: includeFlagged) {
+                        case .found(let winner, let candidates, let excluded)?:
+                            #expect(winner.checkpoint.ref == reference.winner?.checkpoint.ref && winner.value == reference.winner?.value, "\(label)")
+                            #expect(candidates == members.count && excluded == reference.excluded, "\(label)")
+                        case .allFlagged(let candidates)?:
+                            #expect(reference.winner == nil && candidates == members.count, "\(label)")
+                        default:
+                            Issue.record("no outcome: \(label)")
+                        }
                     }
-                    #expect(walk.candidates == members.count, "\(scope) \(direction)")
-                    #expect(walk.winner?.checkpoint.ref == reference.winner?.checkpoint.ref, "\(scope) \(direction) flags: \(flags)")
-                    #expect(walk.excluded == reference.excluded, "\(scope) \(direction) flags: \(flags)")
                 }
             }
-            // Per-model bests agree with the rows.
-            let perModel = try await store.bestPerModel(root: rootID, metric: "acc", split: "val", direction: direction)
-            for entry in perModel {
-                let values = all.filter { $0.model == entry.model }.map(\.candidate.value)
-                #expect(entry.value == (direction == .max ? values.max() : values.min()) && entry.count == values.count)
-            }
-            #expect(perModel.count == 4)
         }
-        #expect(try await store.walkCandidates(metric: "acc", split: nil, scope: .all, direction: .max, isFlagged: nil).candidates == 0, "no split is its own split")
-        #expect(try await store.metricNames(model: nil, limit: 20) == ["acc"])
+        try await check("no advisory")
+        // A model-level advisory: whole models flagged (best --under keeps its per-model path).
+        try await store.insertAdvisory(NewAdvisory(id: "ON-b", model: b, checkpoint: nil, severity: .high, note: nil, url: nil, createdAt: timestamp()))
+        flaggedModels = [b]
+        try await check("model flagged")
+        // A checkpoint-level one: candidates walked one by one.
+        try await store.insertAdvisory(NewAdvisory(id: "ON-a3", model: all[12].model, checkpoint: a3, severity: .high, note: nil, url: nil, createdAt: timestamp()))
+        flaggedCheckpoints = [a3]
+        try await check("checkpoint flagged")
+        // Unknown scopes and metrics.
+        #expect(try await store.best(metric: "acc", split: "val", scope: .model(name("nobody")), direction: .max, includeFlagged: false) == nil)
+        guard case .noCandidates(let known)? = try await store.best(metric: "acc", split: nil, scope: .all, direction: .max, includeFlagged: false) else {
+            Issue.record("no split is its own split: no candidates expected")
+            return
+        }
+        #expect(known == ["acc"])
     }
 
     @Test("removals: protections refuse, blobs nothing uses go, derived data stays consistent", arguments: MetadataStoreKind.allCases)
