@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Graft
+import SafeTensors
 
 /// `--registry PATH`, shared by every command.
 struct RegistryOptions: ParsableArguments {
@@ -51,4 +52,13 @@ func parseName(_ text: String) throws -> ModelName {
 
 func parseReference(_ text: String) throws -> Reference {
     do { return try Reference(parsing: text) } catch { throw fail(error) }
+}
+
+/// A safetensors file arriving on standard input (`-` in place of a file), header read and checked.
+func standardInput() throws(GraftError) -> SafeTensorsStream {
+    do {
+        return try SafeTensorsStream(FileDescriptorSource(fd: 0, origin: "standard input"))
+    } catch {
+        throw .reading("standard input", error)
+    }
 }

@@ -153,6 +153,37 @@ package struct BlobTransfer: Sendable {
         return results.withLock { $0.map { $0! } }
     }
 
+    /// Hashes and stores every tensor of a sequential input (a stream) in data order, on one
+    /// lane: it can be read only once. Tensors in `hashOnly` (a student's frozen ones) are hashed,
+    /// not written — they must be the parent's blobs, which are stored. `each` sees every tensor
+    /// as it completes (to refuse a drifted frozen tensor before reading on); then the input is
+    /// checked to end where its data section does.
+    func ingestInOrder(
+        _ reader: some SafeTensorsInput, hashOnly: Set<Int> = [], each: @escaping @Sendable (IngestedTensor) throws(GraftError) -> Void = { _ in },
+        progress: (@Sendable (Int) -> Void)?
+    ) async throws(GraftError) -> [IngestedTensor] {
+        let transfer = self
+        let result = Mutex<Result<[IngestedTensor], GraftError>>(.success([]))
+        await Self.inLanes(1) { _, buffer in
+            var done = 0
+            let outcome = Result { () throws(GraftError) -> [IngestedTensor] in
+                var ingested: [IngestedTensor] = []
+                for (index, tensor) in reader.header.tensors.enumerated() {
+                    let stored = try transfer.ingestOne(tensor, from: reader, mode: hashOnly.contains(index) ? .hashOnly : .writeThrough, buffer: buffer) { bytes in
+                        done += bytes
+                        progress?(done)
+                    }
+                    try each(stored)
+                    ingested.append(stored)
+                }
+                do throws(SafeTensorsError) { try reader.finish() } catch { throw .reading(reader.origin, error) }
+                return ingested
+            }
+            result.withLock { $0 = outcome }
+        }
+        return try result.withLock { $0 }.get()
+    }
+
     /// Splits items of the given sizes into at most two lanes, largest first, each to the
     /// lighter lane. Returns each lane's indices.
     static func balance(_ sizes: [Int]) -> [[Int]] {
@@ -188,7 +219,7 @@ package struct BlobTransfer: Sendable {
     ) throws(GraftError) -> IngestedTensor {
         if tensor.byteCount < inlineThreshold {
             let bytes: [UInt8]
-            do { bytes = try reader.data(of: tensor) } catch { throw .cannotReadInput(path: reader.origin, error) }
+            do { bytes = try reader.data(of: tensor) } catch { throw .reading(reader.origin, error) }
             progress(bytes.count)
             return IngestedTensor(info: tensor, digest: Digest.of(bytes), inline: bytes, wroteFile: false)
         }
@@ -230,7 +261,7 @@ package struct BlobTransfer: Sendable {
         var offset = 0
         while offset < tensor.byteCount {
             let count = min(chunkSize, tensor.byteCount - offset)
-            do { try reader.read(tensor, at: offset, count: count, into: buffer) } catch { throw .cannotReadInput(path: reader.origin, error) }
+            do { try reader.read(tensor, at: offset, count: count, into: buffer) } catch { throw .reading(reader.origin, error) }
             try body(UnsafeRawBufferPointer(start: buffer, count: count))
             offset += count
         }

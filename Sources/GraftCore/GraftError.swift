@@ -159,3 +159,12 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
 
 /// Shows user text in an error, with control and direction characters escaped and the length bounded.
 func show(_ text: String) -> String { quoted(text, limit: 160) }
+
+extension GraftError {
+    /// A failed read of an input: the system's error as ``cannotReadInput(path:_:)``, anything
+    /// else (a stream that ended early or ran on) as ``invalidFile(path:_:)``.
+    package static func reading(_ origin: String, _ error: SafeTensorsError) -> GraftError {
+        if case .io = error { return .cannotReadInput(path: origin, error) }
+        return .invalidFile(path: origin, error)
+    }
+}

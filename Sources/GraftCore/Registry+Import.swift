@@ -26,24 +26,28 @@ extension Registry {
         }
     }
 
-    /// Registers a pretrained base from any safetensors input: a file, or tensors in memory
-    /// (``SafeTensorsMemory``, stored exactly as `SafeTensorsWriter` would have written them).
+    /// Registers a pretrained base from any safetensors input: a file, tensors in memory
+    /// (``SafeTensorsMemory``, stored exactly as `SafeTensorsWriter` would have written them), or
+    /// a byte stream in safetensors layout (``SafeTensorsStream``: a pipe, standard input), read
+    /// once on one lane; a stream that ends early or runs past its data section is refused
+    /// (``GraftError/invalidFile(path:_:)``) and nothing is committed.
     public func addBase(
         name: ModelName, input: some SafeTensorsInput, provenance: Provenance = Provenance(),
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
-        try await retryingVanishedBlobs { () async throws(GraftError) in
+        try await retryingVanishedBlobs(retry: !input.isSequential) { () async throws(GraftError) in
             try await addBaseOnce(name: name, input: { () throws(GraftError) in input }, provenance: provenance, progress: progress)
         }
     }
 
     /// Runs an import again when `gc` removed a blob it relied on between writing (or finding)
-    /// the blob and committing: the next attempt finds it missing and writes it anew.
-    func retryingVanishedBlobs(_ body: () async throws(GraftError) -> ImportResult) async throws(GraftError) -> ImportResult {
+    /// the blob and committing: the next attempt finds it missing and writes it anew. A stream
+    /// cannot be read twice (`retry` false): its import reports the error.
+    func retryingVanishedBlobs(retry: Bool = true, _ body: () async throws(GraftError) -> ImportResult) async throws(GraftError) -> ImportResult {
         var attempt = 1
         while true {
             do { return try await body() } catch {
-                guard case .blobVanished = error, attempt < 5 else { throw error }
+                guard case .blobVanished = error, retry, attempt < 5 else { throw error }
                 attempt += 1
             }
         }
@@ -63,7 +67,10 @@ extension Registry {
         let seenBefore = try await metadata.hasHeader(digest: headerDigest)
         var report: (@Sendable (Int) -> Void)? = nil
         if let progress { report = { done in progress(done, total) } }
-        let ingested = try await blobs.ingest(reader, mode: seenBefore ? .hashFirst : .writeThrough, progress: report)
+        let ingested =
+            reader.isSequential
+            ? try await blobs.ingestInOrder(reader, progress: report)
+            : try await blobs.ingest(reader, mode: seenBefore ? .hashFirst : .writeThrough, progress: report)
         try blobs.flush(ingested)
         let commit = Self.newCheckpoint(reader, tensors: ingested, step: nil, epoch: nil)
         let store = blobs.store

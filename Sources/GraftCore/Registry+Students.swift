@@ -97,7 +97,7 @@ extension Registry {
         metrics: [MetricAssignment] = [], split: String? = nil,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
-        try await retryingVanishedBlobs { () async throws(GraftError) in
+        try await retryingVanishedBlobs(retry: !input.isSequential) { () async throws(GraftError) in
             try await addCheckpointOnce(
                 model: name, input: { () throws(GraftError) in input }, step: step, epoch: epoch, metrics: metrics, split: split, progress: progress)
         }
@@ -113,29 +113,18 @@ extension Registry {
         let manifest = try await self.manifest(of: name)
         let reader = try open()
         let tensors = reader.header.tensors
-        let byName = Dictionary(tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
         // The manifest from the header alone: nothing is read or written on a violation.
         let plan = ManifestEnforcement.plan(manifest, tensors: tensors)
         if !plan.violations.isEmpty { throw .manifestViolation(model: name, violations: plan.violations) }
-        let frozenIndices = plan.frozen
-        // Frozen tensors first, hashing only: a drifted one refuses the commit before any write.
         let total = reader.header.dataLength
-        var frozen: [IngestedTensor] = []
-        if let manifest, !frozenIndices.isEmpty {
-            frozen = try await blobs.ingest(reader, indices: frozenIndices, mode: .hashOnly, progress: nil)
-            let drift = ManifestEnforcement.frozenDrift(manifest, hashed: frozen.map { ($0.info.name, $0.digest) })
-            if !drift.isEmpty { throw .manifestViolation(model: name, violations: drift) }
-        }
-        let frozenSet = Set(frozenIndices)
-        let frozenPresent = Set(frozen.filter(\.present).map(\.info.name))
-        let rest = tensors.indices.filter { !frozenSet.contains($0) || !frozenPresent.contains(tensors[$0].name) }
         var report: (@Sendable (Int) -> Void)? = nil
         if let progress { report = { done in progress(done, total) } }
-        let written = try await blobs.ingest(reader, indices: rest, mode: .writeThrough, progress: report)
-        var all = [IngestedTensor?](repeating: nil, count: tensors.count)
-        for tensor in frozen where frozenPresent.contains(tensor.info.name) { all[byName[tensor.info.name]!] = tensor }
-        for (position, index) in rest.enumerated() { all[index] = written[position] }
-        let ingested = all.compactMap { $0 }
+        let ingested: [IngestedTensor]
+        if reader.isSequential {
+            ingested = try await ingestStream(reader, model: name, manifest: manifest, frozen: plan.frozen, progress: report)
+        } else {
+            ingested = try await ingestAtRandom(reader, model: name, manifest: manifest, frozen: plan.frozen, progress: report)
+        }
         try blobs.flush(ingested)
         let commit = Self.newCheckpoint(reader, tensors: ingested, step: step, epoch: epoch)
         let store = blobs.store
@@ -147,5 +136,43 @@ extension Registry {
         return ImportResult(
             model: name, checkpoint: "\(name)@\(number)", digest: commit.digest, tensors: ingested.count, parameters: commit.parameterCount,
             logicalBytes: reader.fileSize, bytesStored: stored, bytesAlreadyPresent: total - stored, newTensors: manifest == nil ? [] : plan.newTensors)
+    }
+
+    /// A file or memory: frozen tensors first, hashing only — a drifted one refuses the commit
+    /// before any write — then the rest in two lanes.
+    private func ingestAtRandom(
+        _ reader: some SafeTensorsInput, model name: ModelName, manifest: ManifestSummary?, frozen frozenIndices: [Int], progress: (@Sendable (Int) -> Void)?
+    ) async throws(GraftError) -> [IngestedTensor] {
+        let tensors = reader.header.tensors
+        let byName = Dictionary(tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var frozen: [IngestedTensor] = []
+        if let manifest, !frozenIndices.isEmpty {
+            frozen = try await blobs.ingest(reader, indices: frozenIndices, mode: .hashOnly, progress: nil)
+            let drift = ManifestEnforcement.frozenDrift(manifest, hashed: frozen.map { ($0.info.name, $0.digest) })
+            if !drift.isEmpty { throw .manifestViolation(model: name, violations: drift) }
+        }
+        let frozenSet = Set(frozenIndices)
+        let frozenPresent = Set(frozen.filter(\.present).map(\.info.name))
+        let rest = tensors.indices.filter { !frozenSet.contains($0) || !frozenPresent.contains(tensors[$0].name) }
+        let written = try await blobs.ingest(reader, indices: rest, mode: .writeThrough, progress: progress)
+        var all = [IngestedTensor?](repeating: nil, count: tensors.count)
+        for tensor in frozen where frozenPresent.contains(tensor.info.name) { all[byName[tensor.info.name]!] = tensor }
+        for (position, index) in rest.enumerated() { all[index] = written[position] }
+        return all.compactMap { $0 }
+    }
+
+    /// A stream, read once in data order: frozen tensors are hashed as they pass and checked at
+    /// once — a drifted one stops the import there (blobs of trainable tensors written before it
+    /// have no metadata and go with the next `gc`); a frozen tensor must be a stored blob.
+    private func ingestStream(
+        _ reader: some SafeTensorsInput, model name: ModelName, manifest: ManifestSummary?, frozen: [Int], progress: (@Sendable (Int) -> Void)?
+    ) async throws(GraftError) -> [IngestedTensor] {
+        let frozenNames = Set(frozen.map { reader.header.tensors[$0].name })
+        return try await blobs.ingestInOrder(reader, hashOnly: Set(frozen), each: { tensor throws(GraftError) in
+            guard let manifest, frozenNames.contains(tensor.info.name) else { return }
+            let drift = ManifestEnforcement.frozenDrift(manifest, hashed: [(tensor.info.name, tensor.digest)])
+            if !drift.isEmpty { throw .manifestViolation(model: name, violations: drift) }
+            if !tensor.present { throw .blobVanished(tensor.digest) }
+        }, progress: progress)
     }
 }

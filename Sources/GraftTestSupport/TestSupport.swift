@@ -43,8 +43,10 @@ public func runProcess(
     process.standardOutput = out
     process.standardError = err
     process.standardInput = inPipe
+    // A child that exits before reading all its input must not take the test process with it.
+    signal(SIGPIPE, SIG_IGN)
     try process.run()
-    if let input { inPipe.fileHandleForWriting.write(input) }
+    if let input { try? inPipe.fileHandleForWriting.write(contentsOf: input) }
     try inPipe.fileHandleForWriting.close()
     // Read both pipes before waiting so a chatty child cannot block on a full pipe.
     let group = DispatchGroup()

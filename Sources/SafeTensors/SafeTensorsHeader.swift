@@ -66,8 +66,9 @@ public struct SafeTensorsHeader: Sendable {
     ///
     /// - Parameters:
     ///   - json: the header bytes (after the 8-byte prefix).
-    ///   - fileSize: the size of the whole file, to check that the tensors cover the data exactly.
-    public static func parse(json: [UInt8], fileSize: Int) throws(SafeTensorsError) -> SafeTensorsHeader {
+    ///   - fileSize: the size of the whole file, to check that the tensors cover the data exactly;
+    ///     `nil` for a stream, whose data section is as long as the tensors say (checked as it is read).
+    public static func parse(json: [UInt8], fileSize: Int?) throws(SafeTensorsError) -> SafeTensorsHeader {
         let parsed = json.withUnsafeBufferPointer { bytes in
             Result { () throws(SafeTensorsError) -> JSONValue in
                 if let bad = firstInvalidUTF8Offset(bytes) { throw .invalidUTF8(offset: bad) }
@@ -99,8 +100,10 @@ public struct SafeTensorsHeader: Sendable {
             }
             expected = tensor.dataOffsets.upperBound
         }
-        let available = fileSize - 8 - json.count
-        guard expected == available else { throw .dataSectionMismatch(covered: expected, actual: available) }
+        if let fileSize {
+            let available = fileSize - 8 - json.count
+            guard expected == available else { throw .dataSectionMismatch(covered: expected, actual: available) }
+        }
         return SafeTensorsHeader(length: json.count, metadata: metadata, tensors: tensors)
     }
 

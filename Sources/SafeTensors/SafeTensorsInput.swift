@@ -11,9 +11,17 @@ public protocol SafeTensorsInput: Sendable {
     var fileSize: Int { get }
     /// Reads `count` bytes of `tensor`'s data starting `offset` bytes into the tensor.
     func read(_ tensor: TensorInfo, at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer) throws(SafeTensorsError)
+    /// Whether it can be read only once, front to back (``SafeTensorsStream``); false for files
+    /// and memory, which are read at random from several threads.
+    var isSequential: Bool { get }
+    /// Called once every tensor was read: a stream checks that nothing follows its data section.
+    func finish() throws(SafeTensorsError)
 }
 
 extension SafeTensorsInput {
+    public var isSequential: Bool { false }
+    public func finish() throws(SafeTensorsError) {}
+
     /// A whole tensor in memory. Meant for small tensors; stream big ones with `read`.
     public func data(of tensor: TensorInfo) throws(SafeTensorsError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: tensor.byteCount)

@@ -47,6 +47,25 @@ struct CLITests {
         #expect(stats["logical_bytes"] as? Int == (try Data(contentsOf: URL(fileURLWithPath: base))).count)
     }
 
+    @Test("`-` reads a safetensors file from standard input: base add and checkpoint add; a cut stream is exit 65, nothing stored")
+    func standardInput() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        let base = try cli.base()
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: base))
+        let add = try cli.run(["base", "add", "-", "--name", "piped"], input: bytes)
+        #expect(add.status == 0 && add.stdout.contains("registered piped@1"), "\(add.stderr)")
+        #expect(try cli.run(["student", "create", "s", "--from", "piped@1", "--freeze", "features"]).status == 0)
+        let commit = try cli.run(["checkpoint", "add", "s", "-", "--step", "3"], input: bytes)
+        #expect(commit.status == 0 && commit.stdout.contains("committed s@1"), "\(commit.stderr)")
+        let out = cli.directory.file("out.safetensors")
+        #expect(try cli.run(["export", "s@1", "-o", out]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: out, andPath: base))
+        let cut = try cli.run(["checkpoint", "add", "s", "-"], input: bytes.prefix(bytes.count - 100))
+        #expect(cut.status == 65 && cut.stderr.contains("standard input: truncated"), "\(cut.stderr)")
+        #expect((try cli.json(["checkpoint", "list", "s"]) as? [[String: Any]])?.count == 1, "the cut commit left no checkpoint")
+    }
+
     @Test("GRAFT_REGISTRY is used when --registry is absent; ./registry when neither is given")
     func registryResolution() throws {
         let cli = CLI()

@@ -20,7 +20,7 @@ extension GraftCommand.Base {
                 Tensors the registry already holds are not stored again.
                 """)
 
-        @Argument(help: ArgumentHelp("The safetensors file.", valueName: "file"))
+        @Argument(help: ArgumentHelp("The safetensors file; `-` reads it from standard input (a pipe), in one pass.", valueName: "file"))
         var file: String
         @Option(help: "Model name: letters, digits, '-', '_', '.'; not starting with '.' or '-'.")
         var name: String
@@ -58,9 +58,11 @@ extension GraftCommand.Base {
                     dataset: dataset ?? (cardFields.datasets.isEmpty ? nil : cardFields.datasets.joined(separator: ",")),
                     architecture: architecture, task: task ?? cardFields.task, description: description)
                 let progress = ProgressLine(label: "importing \(file)")
-                let result = try await registry.addBase(name: name, file: file, provenance: provenance) { done, total in
-                    progress.update(done: done, total: total)
-                }
+                let report: @Sendable (Int, Int) -> Void = { done, total in progress.update(done: done, total: total) }
+                let result =
+                    file == "-"
+                    ? try await registry.addBase(name: name, input: try standardInput(), provenance: provenance, progress: report)
+                    : try await registry.addBase(name: name, file: file, provenance: provenance, progress: report)
                 progress.finish()
                 if output.json {
                     do { try printJSON(result) } catch { throw GraftError.io(operation: "cannot print", path: "stdout", errno: 5) }

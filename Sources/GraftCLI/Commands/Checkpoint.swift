@@ -42,7 +42,7 @@ extension GraftCommand.CheckpointCommand {
 
         @Argument(help: ArgumentHelp("The model.", valueName: "name"))
         var name: String
-        @Argument(help: ArgumentHelp("The safetensors file.", valueName: "file"))
+        @Argument(help: ArgumentHelp("The safetensors file; `-` reads it from standard input (a pipe), in one pass.", valueName: "file"))
         var file: String
         @Option(help: "Training step of this checkpoint.")
         var step: Int?
@@ -60,11 +60,13 @@ extension GraftCommand.CheckpointCommand {
             let metrics = try parseAssignments(metric)
             try await GraftCLI.run { () throws(GraftError) in
                 let progress = ProgressLine(label: "committing \(file)")
-                let result = try await options.open().addCheckpoint(
-                    model: name, file: file, step: step, epoch: epoch, metrics: metrics, split: split
-                ) { done, total in
-                    progress.update(done: done, total: total)
-                }
+                let report: @Sendable (Int, Int) -> Void = { done, total in progress.update(done: done, total: total) }
+                let registry = try await options.open()
+                let result =
+                    file == "-"
+                    ? try await registry.addCheckpoint(
+                        model: name, input: try standardInput(), step: step, epoch: epoch, metrics: metrics, split: split, progress: report)
+                    : try await registry.addCheckpoint(model: name, file: file, step: step, epoch: epoch, metrics: metrics, split: split, progress: report)
                 progress.finish()
                 if output.json { return try emitJSON(result) }
                 print("committed \(result.checkpoint)  \(result.digest.short)")
