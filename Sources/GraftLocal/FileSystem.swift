@@ -103,10 +103,16 @@ package enum FileSystem {
     package static func copy(from source: FileDescriptor, to fd: Int32, count: Int, destination: String = "the output") throws(GraftError) {
         var sourceOffset = off_t(0)
         var remaining = count
+        // In pieces, each one's writeback started as soon as it is copied (see startWriteback).
+        var outputOffset = lseek(fd, 0, SEEK_CUR)
         while remaining > 0 {
-            let n = sendfile(fd, source.fd, &sourceOffset, min(remaining, 1 << 30))
+            let n = sendfile(fd, source.fd, &sourceOffset, min(remaining, writebackPiece))
             if n > 0 {
                 remaining -= n
+                if outputOffset >= 0 {
+                    _ = posix_fadvise(fd, outputOffset, off_t(n), POSIX_FADV_DONTNEED)
+                    outputOffset += off_t(n)
+                }
                 continue
             }
             if n == 0 { throw GraftError.io(operation: "unexpected end of file reading", path: source.path, errno: EIO) }
@@ -130,6 +136,9 @@ package enum FileSystem {
             remaining -= chunk
         }
     }
+
+    /// How much a copy hands the kernel at a time before starting its writeback.
+    static let writebackPiece = 8 << 20
 
     /// A name for a temporary file that no other writer will pick.
     package static func uniqueName(suffix: String) -> String {
@@ -195,6 +204,15 @@ package final class FileDescriptor: Sendable {
     /// Appends `count` bytes of `source` (from its start) at this file's current offset.
     package func copy(from source: FileDescriptor, count: Int) throws(GraftError) {
         try FileSystem.copy(from: source, to: fd, count: count, destination: path)
+    }
+
+    /// Asks the kernel to start writing `count` bytes at `offset` to disk now, without waiting
+    /// (`POSIX_FADV_DONTNEED` on dirty pages starts their writeback; pages still dirty are not
+    /// dropped). Written as they arrive, the bytes of a large file are mostly on disk by the
+    /// time its `fsync` runs, so the flush overlaps with hashing instead of following it. Advice
+    /// only: a kernel that ignores it loses nothing but the overlap.
+    package func startWriteback(offset: Int, count: Int) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(count), POSIX_FADV_DONTNEED)
     }
 
     /// Flushes the file to stable storage. Never retried on failure.
