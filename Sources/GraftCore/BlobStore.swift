@@ -67,6 +67,14 @@ public protocol BlobWrite: AnyObject {
 /// A blob's bytes, valid while the value is retained.
 public protocol BlobBytes: AnyObject, Sendable {
     var bytes: UnsafeRawBufferPointer { get }
+    /// Says `range` (of ``bytes``) will not be read again soon: a mapping lets go of its pages
+    /// (they stay in the page cache; a later read maps them back), so a pass over a large blob
+    /// holds a few megabytes, not the whole blob. The default does nothing.
+    func willNotNeed(_ range: Range<Int>)
+}
+
+extension BlobBytes {
+    public func willNotNeed(_ range: Range<Int>) {}
 }
 
 /// What a blob store holds.
@@ -328,7 +336,8 @@ package struct BlobTransfer: Sendable {
         guard size == length else { return (.wrongSize, "it holds \(size) bytes, expected \(length)") }
         guard readData else { return nil }
         // Hashed in place from the store's mapping (no copy into a buffer): export rehashes
-        // every blob while the kernel copies it, and on two cores each copy counts.
+        // every blob while the kernel copies it, and on two cores each copy counts. Pages are
+        // let go as they are hashed, so memory stays bounded by the chunk, not the blob.
         let mapped: any BlobBytes
         do { mapped = try store.map(digest, length: length) } catch { return (.missing, "\(error)") }
         var hasher = SHA256()
@@ -336,6 +345,7 @@ package struct BlobTransfer: Sendable {
         while offset < length {
             let count = min(Self.chunkSize, length - offset)
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: mapped.bytes[offset..<(offset + count)]))
+            mapped.willNotNeed(offset..<(offset + count))
             bytesRead(count)
             offset += count
         }

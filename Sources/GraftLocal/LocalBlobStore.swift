@@ -191,4 +191,15 @@ final class MappedBlob: BlobBytes, @unchecked Sendable {
     deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), length) } }
 
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
+
+    /// Drops the pages of `range` from this mapping (`MADV_DONTNEED` on a read-only shared file
+    /// mapping: the page cache keeps them; the next read faults them back in).
+    func willNotNeed(_ range: Range<Int>) {
+        guard let base, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (range.lowerBound + page - 1) / page * page  // only whole pages inside the range
+        let end = range.upperBound == length ? range.upperBound : range.upperBound / page * page
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
 }
