@@ -303,7 +303,10 @@ extension SQLiteMetadataStore {
                 case .all: models = try Self.flaggedModels(db, open, within: nil)
                 }
                 let flaggedModels = Set(models.keys)
-                isFlagged = { model, checkpoint in flaggedModels.contains(model) || flaggedCheckpoints.contains(checkpoint) }
+                // Nothing flagged in scope: walk without a filter (and without counting exclusions).
+                if !flaggedModels.isEmpty || !flaggedCheckpoints.isEmpty {
+                    isFlagged = { model, checkpoint in flaggedModels.contains(model) || flaggedCheckpoints.contains(checkpoint) }
+                }
             }
             let walk = try Self.walkCandidates(db, metric: metric, split: split, scope: candidateScope, direction: direction, isFlagged: isFlagged)
             guard walk.candidates > 0 else {
