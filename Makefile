@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist
+APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl
 SWIFT_BUILD_FLAGS ?=
 
 .PHONY: all build demo test system-deps python-deps bench bench-scale bench-train results fuzz soak mutants clean

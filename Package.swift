@@ -21,6 +21,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types", exact: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.2"),
     ],
     targets: [
         // The safetensors format: parse, validate, write. Depends on nothing of ours.
@@ -55,6 +62,38 @@ let package = Package(
         // The registry library as users import it: the core, and a registry in a local directory
         // (SQLite + local blobs) opened from a path or a configuration.
         .target(name: "Graft", dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "SafeTensors"], swiftSettings: strict),
+        // The HTTP API of `graft serve` (Hummingbird 2): routes, tokens, the upload protocol.
+        .target(
+            name: "GraftServer",
+            dependencies: [
+                "Graft",
+                "SafeTensors",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            // The OpenAPI document served at /v1/openapi.json (docs/openapi.json links to it).
+            resources: [.embedInCode("openapi.json")],
+            swiftSettings: strict
+        ),
+        // The client side of that API (AsyncHTTPClient): the CLI's `--registry http(s)://…`.
+        .target(
+            name: "GraftRemote",
+            dependencies: [
+                "GraftCore",
+                "SafeTensors",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
         // System libraries: OpenBLAS for dense math, zlib for gzipped datasets.
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -68,6 +107,8 @@ let package = Package(
                 "Graft",
                 "SafeTensors",
                 "Trainer",
+                "GraftServer",
+                "GraftRemote",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -101,6 +142,11 @@ let package = Package(
             dependencies: [
                 "Graft", "GraftCore", "GraftLocal", "GraftSQLite", "SafeTensors", "GraftTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GraftServerTests",
+            dependencies: ["GraftServer", "Graft", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: strict
         ),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Graft", "SafeTensors", "GraftTestSupport"], swiftSettings: strict),

@@ -69,3 +69,5 @@ extension Registry {
     }
 }
 
+
+extension Registry: RegistryAPI {}

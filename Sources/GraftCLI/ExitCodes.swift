@@ -20,34 +20,10 @@ enum ExitCodes {
     static let protected: Int32 = 80
     static let internalError: Int32 = 1
 
-    static func code(for error: GraftError) -> Int32 {
-        switch error {
-        case .invalidName, .invalidReference: usage
-        case .invalidFile: invalidInput
-        case .cannotReadInput(_, let cause):
-            if case .io(_, _, let code) = cause, code == ENOENT { notFound } else { io }
-        case .modelNotFound, .checkpointNotFound, .digestNotFound, .aliasNotFound: notFound
-        case .ambiguousDigest: usage
-        case .modelExists, .outputExists: exists
-        case .busy: busy
-        case .notARegistry, .corruptDatabase: notARegistry
-        case .newerSchema, .migrationMismatch: incompatible
-        case .readOnly: readOnly
-        case .diskFull: diskFull
-        case .io: io
-        case .damagedBlob: damage
-        case .patternMatchesNothing, .invalidManifest, .wrongModelKind: usage
-        case .manifestViolation: manifestViolation
-        case .invalidMetric: usage
-        case .invalidCard: invalidInput
-        case .unknownMetric, .advisoryNotFound, .allCandidatesFlagged: notFound
-        case .advisoryExists: exists
-        case .database: internalError
-        case .protected: protected
-        case .blobVanished: busy
-        case .blobMismatch: invalidInput
-        }
-    }
+    static let unauthorized: Int32 = 81
+
+    /// The kind of the error decides (``ErrorKind/exitCode``), locally and against a server alike.
+    static func code(for error: GraftError) -> Int32 { error.kind.exitCode }
 }
 
 /// Prints `error` on stderr as one line — the library's message, then the command-line advice —

@@ -43,10 +43,3 @@ func table(_ header: [String], _ rows: [[String]], right: Set<Int> = []) -> Stri
 }
 
 func shapeText(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ", ") + "]" }
-
-/// A metric value for text output: as entered when short (`0.91`, `12`), else six significant
-/// digits (`0.896667`, not `0.8966666666666666`). `--json` keeps full precision.
-func formatMetric(_ value: Double) -> String {
-    let plain = "\(value)"
-    return plain.count <= 8 ? plain : String(format: "%.6g", value)
-}

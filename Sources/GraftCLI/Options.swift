@@ -1,14 +1,22 @@
 import ArgumentParser
 import Foundation
 import Graft
+import GraftRemote
 import SafeTensors
 
-/// `--registry PATH`, shared by every command.
+/// `--registry PATH|URL`, shared by every command.
 struct RegistryOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Registry root (default: $GRAFT_REGISTRY, else ./registry).", valueName: "path"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Registry root, or http(s)://HOST:PORT of a `graft serve` (token in $GRAFT_TOKEN); default: $GRAFT_REGISTRY, else ./registry.",
+            valueName: "path|url"))
     var registry: String?
 
     var root: String { RegistryLayout.resolveRoot(option: registry, environment: ProcessInfo.processInfo.environment) }
+
+    /// Whether the registry is a server rather than a directory.
+    var isRemote: Bool { RemoteRegistry.isURL(root) }
 
     /// The registry the user chose: `--registry`, the environment (`GRAFT_REGISTRY`,
     /// `GRAFT_INLINE_THRESHOLD`, `GRAFT_BUSY_TIMEOUT`), else the defaults.
@@ -16,9 +24,21 @@ struct RegistryOptions: ParsableArguments {
         try RegistryConfiguration.resolve(option: registry, environment: ProcessInfo.processInfo.environment)
     }
 
-    /// Opens the registry the user chose.
-    func open() async throws(GraftError) -> Registry {
-        try await Registry.open(try configuration())
+    /// Opens the registry the user chose: a directory, or a server (`http(s)://…`, with the
+    /// token in `GRAFT_TOKEN`).
+    func open() async throws(GraftError) -> any RegistryAPI {
+        if isRemote {
+            let token = ProcessInfo.processInfo.environment["GRAFT_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+            return try RemoteRegistry(url: root, token: token)
+        }
+        return try await openLocal()
+    }
+
+    /// Opens a registry directory, for what only runs beside the files (`init`, `serve`, tokens,
+    /// the demo); a URL is refused.
+    func openLocal() async throws(GraftError) -> Registry {
+        if isRemote { throw .badRequest("this command works on a registry directory, not a server URL (\(root))") }
+        return try await Registry.open(try configuration())
     }
 }
 

@@ -278,7 +278,7 @@ package struct BlobTransfer: Sendable {
     /// Stores one blob from a stream (an upload), hashing as it writes: kept only when the bytes
     /// number exactly `length` and hash to `expected`. `next(buffer, capacity)` fills the
     /// buffer and returns how many bytes it put there, 0 at the end. A blob the store holds
-    /// already is claimed and the stream is read to its end and discarded.
+    /// already is claimed and the stream is read to its end and discarded. The blob is durable on return.
     /// - Returns: whether the blob was stored now.
     /// - Throws: ``GraftError/blobMismatch(_:reason:)`` for more or fewer bytes than announced,
     ///   or bytes with another digest (nothing is kept); the errors of `next` and of the store.
@@ -286,31 +286,13 @@ package struct BlobTransfer: Sendable {
         expected: Digest, length: Int, buffer: UnsafeMutableRawPointer,
         from next: (UnsafeMutableRawPointer, Int) throws(GraftError) -> Int
     ) throws(GraftError) -> Bool {
-        let present = store.contains(expected, claim: true)
-        let write = present ? nil : try store.beginWrite()
-        var hasher = SHA256()
-        var total = 0
-        do throws(GraftError) {
-            while true {
-                let count = try next(buffer, Self.chunkSize)
-                if count == 0 { break }
-                total += count
-                guard total <= length else { throw .blobMismatch(expected, reason: "run past the announced \(length) bytes") }
-                let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
-                if let write {
-                    hasher.update(bufferPointer: chunk)
-                    try write.write(chunk)
-                }
-            }
-            guard total == length else { throw .blobMismatch(expected, reason: "end after \(total) of the announced \(length) bytes") }
-            guard let write else { return false }
-            let actual = Digest(hasher.finalize())
-            guard actual == expected else { throw .blobMismatch(expected, reason: "hash to \(actual.short)…") }
-            return try write.commit(as: expected)
-        } catch {
-            write?.abort()
-            throw error
+        let upload = try BlobUpload(transfer: self, expected: expected, length: length)
+        while true {
+            let count = try next(buffer, Self.chunkSize)
+            if count == 0 { break }
+            try upload.append(UnsafeRawBufferPointer(start: buffer, count: count))
         }
+        return try upload.finish()
     }
 
     /// Makes the blobs these tensors stored durable.

@@ -71,6 +71,30 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case blobVanished(Digest)
     /// Bytes sent as a blob do not match the digest or length they were announced with; nothing was kept.
     case blobMismatch(Digest, reason: String)
+    /// A commit of uploaded tensors whose blobs the store does not hold (all of them listed);
+    /// nothing was committed.
+    case blobsMissing([Digest])
+    /// An upload proposal or commit that does not describe a checkpoint (bad base64, tensors
+    /// that differ from the header, lengths that disagree); nothing was stored.
+    case invalidUpload(String)
+    /// No blob with this digest is stored (inline tensors are not blobs).
+    case blobNotFound(Digest)
+    /// A request the server cannot read: malformed JSON, a missing or bad parameter.
+    case badRequest(String)
+    /// A token name that is taken, or unknown.
+    case tokenExists(String)
+    case tokenNotFound(String)
+    /// A request without a valid token (none, malformed, unknown or revoked).
+    case unauthorized(String)
+    /// A token whose scope does not allow the operation.
+    case forbidden(String)
+    /// A request, header or body over the server's limit.
+    case tooLarge(String)
+    /// A server answered with an error: its kind, message and, for a manifest violation, the
+    /// tensors it names.
+    case remote(ErrorKind, message: String, details: [String])
+    /// The server cannot be reached (refused, timed out, TLS failed).
+    case unreachable(url: String, reason: String)
 
     public var description: String {
         switch self {
@@ -145,6 +169,23 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "the bytes sent for blob \(digest.short)… \(reason); nothing was kept"
         case .blobVanished(let digest):
             return "blob \(digest.short)… was removed by gc before the commit; nothing was committed"
+        case .blobsMissing(let digests):
+            return "the commit needs \(digests.count) blob(s) the registry does not hold ("
+                + digests.prefix(3).map { $0.short + "…" }.joined(separator: ", ") + (digests.count > 3 ? ", …" : "") + "); nothing was committed"
+        case .blobNotFound(let digest):
+            return "no blob \(digest.short)… is stored"
+        case .invalidUpload(let reason):
+            return "invalid upload: \(reason)"
+        case .tokenExists(let name):
+            return "a token named \(show(name)) exists already"
+        case .tokenNotFound(let name):
+            return "no active token named \(show(name))"
+        case .unauthorized(let reason), .forbidden(let reason), .tooLarge(let reason), .badRequest(let reason):
+            return reason
+        case .remote(_, let message, _):
+            return message
+        case .unreachable(let url, let reason):
+            return "cannot reach the registry at \(url): \(reason)"
         }
     }
 

@@ -41,6 +41,21 @@ package protocol MetadataStore: Sendable {
     /// Whether some checkpoint was imported with exactly this header.
     func hasHeader(digest: Digest) async throws(GraftError) -> Bool
 
+    // MARK: Tokens (`graft serve`)
+
+    /// Records a token by the SHA-256 of its secret.
+    /// - Throws: ``GraftError/tokenExists(_:)`` when an active token has the name.
+    func insertToken(_ token: TokenInfo, hash: [UInt8]) async throws(GraftError)
+    /// The active tokens by name.
+    func tokens() async throws(GraftError) -> [TokenInfo]
+    /// Revokes the active token of this name; `false` when there is none.
+    func revokeToken(named name: String, at time: String) async throws(GraftError) -> Bool
+    /// The active token whose secret hashes to `hash`.
+    func token(hash: [UInt8]) async throws(GraftError) -> TokenInfo?
+    /// Of `digests`, those some tensor of a model matching `models` (a glob) refers to: what a
+    /// confined token may learn exists.
+    func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest>
+
     // MARK: Commits
 
     /// Records a base and its first checkpoint. `stillStored` is asked, under the write lock, for

@@ -180,6 +180,9 @@ public struct ImportResult: Sendable, Codable, Equatable {
     public var bytesAlreadyPresent: Int
     /// For a student: tensors its parent lacks, recorded as `new` in the manifest.
     public var newTensors: [String] = []
+    /// Against a server: the bytes this client sent (blobs the server lacked, the proposal and
+    /// the commit). Absent for a local import.
+    public var bytesSent: Int?
 }
 
 /// Totals over the whole registry.

@@ -89,3 +89,42 @@ extension Registry {
         }
     }
 }
+
+extension Registry {
+    /// The length of a blob the store holds, or `nil` (inline tensors are not blobs).
+    public func blobLength(_ digest: Digest) throws(GraftError) -> Int? {
+        try blobs.store.length(of: digest)
+    }
+
+    /// Of `digests`, those a model matching the glob `models` refers to.
+    public func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest> {
+        try await metadata.digests(digests, referencedByModelsMatching: models)
+    }
+
+    /// Streams one stored blob's bytes to `sink` in chunks of 4 MiB or less, verifying its
+    /// digest when the last chunk has been passed on (on damage the sender must abandon).
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when it is missing, short or damaged.
+    @discardableResult
+    public func streamBlob(
+        _ digest: Digest, to sink: @escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void
+    ) async throws(GraftError) -> Int {
+        guard let length = try blobs.store.length(of: digest) else { throw .damagedBlob(digest, reason: "not stored") }
+        let store = blobs.store
+        return try await offload { () throws(GraftError) -> Int in
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+            defer { buffer.deallocate() }
+            var hasher = SHA256()
+            var offset = 0
+            while offset < length {
+                let count = min(BlobTransfer.chunkSize, length - offset)
+                try store.read(digest, at: offset, count: count, into: buffer)
+                let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
+                hasher.update(bufferPointer: chunk)
+                try sink(chunk)
+                offset += count
+            }
+            guard Digest(hasher.finalize()) == digest else { throw .damagedBlob(digest, reason: "its bytes no longer hash to its digest") }
+            return length
+        }
+    }
+}

@@ -75,7 +75,7 @@ extension GraftCommand.Base {
                     ["file size", formatBytes(result.logicalBytes)],
                     ["bytes stored", formatBytes(result.bytesStored)],
                     ["already present", formatBytes(result.bytesAlreadyPresent)],
-                ]).split(separator: "\n").dropFirst().map { "  " + $0 }.joined(separator: "\n"))
+                ] + (result.bytesSent.map { [["sent to the server", formatBytes($0)]] } ?? [])).split(separator: "\n").dropFirst().map { "  " + $0 }.joined(separator: "\n"))
             }
         }
     }

@@ -72,6 +72,7 @@ extension GraftCommand.CheckpointCommand {
                 print("committed \(result.checkpoint)  \(result.digest.short)")
                 print("  new bytes stored \(formatBytes(result.bytesStored)) of \(formatBytes(result.logicalBytes)) logical"
                     + (result.newTensors.isEmpty ? "" : "; new tensors: \(result.newTensors.joined(separator: ", "))"))
+                if let sent = result.bytesSent { print("  sent \(formatBytes(sent)) to the server") }
             }
         }
     }

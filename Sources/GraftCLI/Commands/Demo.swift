@@ -48,7 +48,7 @@ extension GraftCommand {
             section("1. Open the registry at \(root)")
             try await Init.parse(registryArguments).run()
             let registry: Registry
-            do { registry = try await options.open() } catch { throw fail(error) }
+            do { registry = try await options.openLocal() } catch { throw fail(error) }
             let samples = try trainerCall { () throws(TrainerError) in try Dataset.load(data) }
             let studentSettings = TrainingSettings(epochs: quick ? 2 : epochs, batchSize: 32, optimizer: OptimizerSettings(kind: .sgd, learningRate: 0.03))
             let validation = quick ? 40 : 300

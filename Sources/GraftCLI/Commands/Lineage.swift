@@ -36,7 +36,7 @@ extension GraftCommand {
             try await GraftCLI.run { () throws(GraftError) in
                 let registry = try await options.open()
                 let best = try await registry.best(metric: metric, direction: ranking.direction, split: ranking.split, scope: scope, includeFlagged: includeFlagged)
-                if let export { try await registry.export(best.checkpoint.reference, to: export) }
+                if let export { _ = try await registry.export(best.checkpoint.reference, to: export, overwrite: false) }
                 if output.json { return try emitJSON(best) }
                 let how = best.directionInferred ? "\(best.direction.rawValue), from the metric's name" : best.direction.rawValue
                 print("best \(best.checkpoint.ref)  \(best.metric)\(best.split.map { " (\($0))" } ?? "") = \(formatMetric(best.value))  [\(how)]")
@@ -71,74 +71,14 @@ extension GraftCommand {
             let name = try parseName(self.name)
             try await GraftCLI.run { () throws(GraftError) in
                 let parts: Registry.LineageParts = ancestors == descendants ? .both : ancestors ? .ancestors : .descendants
-                let report = try await options.open().lineage(name, metric: metric, parts: parts)
+                let report = try await options.open().lineage(name, metric: metric, direction: nil, parts: parts)
                 switch format {
                 case .json: try emitJSON(report)
-                case .tree: print(renderTree(report))
-                case .dot: print(renderDOT(report))
-                case .mermaid: print(renderMermaid(report))
+                case .tree: print(report.tree)
+                case .dot: print(report.dot)
+                case .mermaid: print(report.mermaid)
                 }
             }
         }
     }
-}
-
-private func label(_ node: LineageNode, metric: String?) -> String {
-    var parts = [node.name, "(\(node.mode?.rawValue ?? node.kind))"]
-    if let relation = node.relation, let parent = node.parent { parts.append("\(relation.rawValue) of \(parent)") }
-    if let metric, let best = node.best { parts.append("best \(metric) \(formatMetric(best))") }
-    if !node.advisories.isEmpty { parts.append("FLAGGED " + node.advisories.joined(separator: ",")) }
-    return parts.joined(separator: " ")
-}
-
-func renderTree(_ report: LineageReport) -> String {
-    var lines: [String] = []
-    for (index, node) in report.ancestors.reversed().enumerated() {
-        lines.append(String(repeating: "  ", count: index) + (index == 0 ? "" : "└─ ") + label(node, metric: report.metric))
-    }
-    let base = report.ancestors.count
-    lines.append(String(repeating: "  ", count: base) + (base == 0 ? "" : "└─ ") + "* " + label(report.model, metric: report.metric))
-    for node in report.descendants {
-        lines.append(String(repeating: "  ", count: base + node.depth) + "└─ " + label(node, metric: report.metric))
-    }
-    return lines.joined(separator: "\n")
-}
-
-private func nodes(_ report: LineageReport) -> [LineageNode] { report.ancestors.reversed() + [report.model] + report.descendants }
-
-private func edges(_ report: LineageReport) -> [(from: String, to: String, label: String)] {
-    nodes(report).compactMap { node in
-        guard let parent = node.parent, let relation = node.relation else { return nil }
-        let parentModel = String(parent[..<parent.lastIndex(of: "@")!])
-        guard nodes(report).contains(where: { $0.name == parentModel }) else { return nil }
-        return (parentModel, node.name, "\(relation.rawValue) from @\(parent[parent.index(after: parent.lastIndex(of: "@")!)...])")
-    }
-}
-
-func renderDOT(_ report: LineageReport) -> String {
-    var lines = ["digraph lineage {", "  rankdir=TB;", "  node [shape=box, fontname=\"Helvetica\"];"]
-    for node in nodes(report) {
-        let text = label(node, metric: report.metric).replacingOccurrences(of: "\"", with: "\\\"")
-        let style = node.advisories.isEmpty ? "" : ", color=red, fontcolor=red"
-        let bold = node.name == report.model.name ? ", penwidth=2" : ""
-        lines.append("  \"\(node.name)\" [label=\"\(text)\"\(style)\(bold)];")
-    }
-    for edge in edges(report) { lines.append("  \"\(edge.from)\" -> \"\(edge.to)\" [label=\"\(edge.label)\"];") }
-    lines.append("}")
-    return lines.joined(separator: "\n")
-}
-
-func renderMermaid(_ report: LineageReport) -> String {
-    // Mermaid ids must be simple: number the nodes.
-    let all = nodes(report)
-    var ids: [String: String] = [:]
-    for (index, node) in all.enumerated() { ids[node.name] = "n\(index)" }
-    var lines = ["graph TD"]
-    for node in all {
-        let text = label(node, metric: report.metric).replacingOccurrences(of: "\"", with: "#quot;")
-        lines.append("  \(ids[node.name]!)[\"\(text)\"]")
-        if !node.advisories.isEmpty { lines.append("  style \(ids[node.name]!) stroke:#d00,color:#d00") }
-    }
-    for edge in edges(report) { lines.append("  \(ids[edge.from]!) -->|\(edge.label)| \(ids[edge.to]!)") }
-    return lines.joined(separator: "\n")
 }

@@ -1,0 +1,122 @@
+public import ArgumentParser
+import Foundation
+public import Graft
+import GraftServer
+import Logging
+
+extension GraftCommand {
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Serve the registry over HTTP: the JSON API under /v1 for remote CLIs and clients.",
+            discussion: """
+                Every route but /healthz needs `Authorization: Bearer TOKEN`; create tokens with
+                `graft token create`. There are no default credentials. Other machines then use
+                `--registry http://HOST:PORT` (or GRAFT_REGISTRY) with GRAFT_TOKEN set. Listening
+                on another address than loopback without --tls-cert sends tokens in clear.
+                SIGTERM or SIGINT stops accepting connections and lets requests in flight finish.
+                One access line per request goes to stderr. API: docs/API.md, docs/openapi.json.
+                """)
+
+        @Option(help: ArgumentHelp("Address to listen on, HOST:PORT; port 0 picks a free one (printed on stdout).", valueName: "host:port"))
+        var listen = "127.0.0.1:8470"
+        @Option(name: .customLong("tls-cert"), help: ArgumentHelp("PEM certificate chain: serve HTTPS (with --tls-key).", valueName: "file"))
+        var tlsCert: String?
+        @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key of --tls-cert.", valueName: "file"))
+        var tlsKey: String?
+        @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Close a connection silent this many seconds (a stalled upload included).", valueName: "seconds"))
+        var idleTimeout: Double = 60
+        @OptionGroup var options: RegistryOptions
+
+        func validate() throws {
+            if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+            if ServerConfiguration.parseListen(listen) == nil { throw ValidationError("--listen takes HOST:PORT, e.g. 127.0.0.1:8470") }
+            if !(idleTimeout > 0 && idleTimeout <= 86400) { throw ValidationError("--idle-timeout takes 0 < seconds ≤ 86400") }
+        }
+
+        func run() async throws {
+            let (host, port) = ServerConfiguration.parseListen(listen)!
+            let registry: Registry
+            do { registry = try await options.openLocal() } catch { throw fail(error) }
+            let configuration = ServerConfiguration(
+                host: host, port: port, tlsCertificate: tlsCert, tlsKey: tlsKey, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)))
+            var logger = Logger(label: "graft.serve") { StreamLogHandler.standardError(label: $0) }
+            logger.logLevel = .info
+            do {
+                try await GraftServer.run(registry: registry, configuration: configuration, logger: logger) { url in
+                    print("graft serve: listening on \(url) (registry \(registry.layout.root))")
+                    fflush(nil)
+                }
+            } catch {
+                printError("cannot serve on \(listen): \(error)")
+                throw ExitCode(ErrorKind.unavailable.exitCode)
+            }
+        }
+    }
+
+    struct Token: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Manage the tokens `graft serve` accepts.", subcommands: [Create.self, List.self, Revoke.self])
+    }
+}
+
+extension GraftCommand.Token {
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a token; its secret is printed once, alone on the last line (stored only as a hash).",
+            discussion: """
+                read: lists, shows, downloads, best, lineage. write: also creates models, commits,
+                logs metrics and curves, tags. admin: also removes, prunes, runs gc and manages
+                advisories. --models confines the token to the models a glob matches: it can
+                neither read nor learn of any other.
+                """)
+
+        @Argument(help: ArgumentHelp("A label for the token (same rules as a model name).", valueName: "name"))
+        var name: String
+        @Option(help: "read, write or admin.")
+        var scope: TokenScope
+        @Option(help: ArgumentHelp("Confine the token to the models this glob matches, e.g. 'sweep-*'.", valueName: "pattern"))
+        var models: String?
+        @OptionGroup var options: RegistryOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            try await GraftCLI.run { () throws(GraftError) in
+                let created = try await options.openLocal().createToken(name: name, scope: scope, models: models)
+                if output.json { return try emitJSON(created) }
+                print("created token \(created.name) (scope \(created.scope.rawValue)\(created.models.map { ", models \($0)" } ?? "")); it is shown only now:")
+                print(created.token)
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the active tokens (never their secrets).")
+        @OptionGroup var options: RegistryOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            try await GraftCLI.run { () throws(GraftError) in
+                let tokens = try await options.openLocal().tokens()
+                if output.json { return try emitJSON(tokens) }
+                if tokens.isEmpty { return print("no tokens; create one with `graft token create NAME --scope read`") }
+                print(table(["NAME", "SCOPE", "MODELS", "CREATED"], tokens.map { [$0.name, $0.scope.rawValue, $0.models ?? "*", $0.createdAt] }))
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a token: the server refuses it from the next request on.")
+        @Argument(help: ArgumentHelp("The token's name.", valueName: "name"))
+        var name: String
+        @OptionGroup var options: RegistryOptions
+
+        func run() async throws {
+            try await GraftCLI.run { () throws(GraftError) in
+                try await options.openLocal().revokeToken(name)
+                print("revoked token \(name)")
+            }
+        }
+    }
+}
+
+extension TokenScope: ExpressibleByArgument {}

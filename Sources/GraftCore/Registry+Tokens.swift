@@ -1,0 +1,112 @@
+import Crypto
+import Foundation
+
+/// What a token may do. Each scope includes the ones before it.
+public enum TokenScope: String, Sendable, Codable, CaseIterable, Comparable {
+    /// Lists, shows, downloads, best, lineage: everything that reads.
+    case read
+    /// Also creates models, commits checkpoints, logs metrics and curves, tags.
+    case write
+    /// Also removes, prunes, runs gc and manages advisories.
+    case admin
+
+    public static func < (a: TokenScope, b: TokenScope) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// A token as `graft token list` shows it: never its secret, which is stored only as a hash.
+public struct TokenInfo: Sendable, Codable, Equatable {
+    public var name: String
+    public var scope: TokenScope
+    /// A glob over model names (`sweep-*`): the token sees only the models it matches.
+    /// `nil`: every model.
+    public var models: String?
+    public var createdAt: String
+
+    package init(name: String, scope: TokenScope, models: String?, createdAt: String) {
+        (self.name, self.scope, self.models, self.createdAt) = (name, scope, models, createdAt)
+    }
+
+    /// Whether the token may see (and, with the scope, act on) this model.
+    public func covers(_ model: ModelName) -> Bool {
+        guard let models else { return true }
+        return Glob.matches(Array(models.unicodeScalars), Array(model.description.unicodeScalars))
+    }
+}
+
+/// What `graft token create` answers: the token, and its secret, shown this once.
+public struct CreatedToken: Sendable, Codable, Equatable {
+    public var name: String
+    public var scope: TokenScope
+    public var models: String?
+    /// `graft_` and 43 characters of base64url: 256 random bits.
+    public var token: String
+}
+
+/// How secrets are made and stored. A secret carries 256 random bits, so one SHA-256 is enough
+/// to store it (no salt or slow hash is needed against guessing: there is nothing to guess
+/// from); the database never holds a secret in clear.
+package enum TokenSecret {
+    static let prefix = "graft_"
+
+    static func generate() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        let base64 = Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        return prefix + base64
+    }
+
+    /// The stored form of a secret, or `nil` for text that cannot be a secret (checked before
+    /// any lookup, so malformed tokens cost no query).
+    package static func hash(_ secret: String) -> [UInt8]? {
+        let utf8 = Array(secret.utf8)
+        guard utf8.count == prefix.utf8.count + 43, secret.hasPrefix(prefix),
+            utf8.dropFirst(prefix.utf8.count).allSatisfy({ isBase64URL($0) })
+        else { return nil }
+        return Array(SHA256.hash(data: utf8))
+    }
+
+    private static func isBase64URL(_ byte: UInt8) -> Bool {
+        (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x2D || byte == 0x5F
+    }
+}
+
+extension Registry {
+    /// Creates a token for `graft serve`: its secret is returned this once and stored hashed.
+    ///
+    /// - Parameters:
+    ///   - name: a label (same rules as a model name), unique among active tokens.
+    ///   - models: a glob over model names confining the token; `nil` for every model.
+    /// - Throws: ``GraftError/tokenExists(_:)``, ``GraftError/invalidName(_:reason:)``.
+    public func createToken(name: String, scope: TokenScope, models: String? = nil) async throws(GraftError) -> CreatedToken {
+        _ = try ModelName(name)
+        if let models {
+            guard !models.isEmpty, models.utf8.count <= 200, models.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
+                throw .invalidName(models, reason: "a model pattern is 1 to 200 printable characters (a glob such as `sweep-*`)")
+            }
+        }
+        let secret = TokenSecret.generate()
+        let info = TokenInfo(name: name, scope: scope, models: models, createdAt: timestamp())
+        try await metadata.insertToken(info, hash: TokenSecret.hash(secret)!)
+        return CreatedToken(name: name, scope: scope, models: models, token: secret)
+    }
+
+    /// The active tokens, by name (never their secrets).
+    public func tokens() async throws(GraftError) -> [TokenInfo] {
+        try await metadata.tokens()
+    }
+
+    /// Revokes a token at once: the next request that presents it is refused.
+    /// - Throws: ``GraftError/tokenNotFound(_:)``.
+    public func revokeToken(_ name: String) async throws(GraftError) {
+        guard try await metadata.revokeToken(named: name, at: timestamp()) else { throw .tokenNotFound(name) }
+    }
+
+    /// The active token with this secret, or `nil` (unknown, revoked or malformed).
+    public func authenticate(_ secret: String) async throws(GraftError) -> TokenInfo? {
+        guard let hash = TokenSecret.hash(secret) else { return nil }
+        return try await metadata.token(hash: hash)
+    }
+}

@@ -1,0 +1,307 @@
+import Crypto
+import Foundation
+public import SafeTensors
+
+/// One tensor of an upload proposal: what the client computed from its own bytes.
+public struct ProposedTensor: Sendable, Codable, Equatable {
+    public var name: String
+    public var digest: Digest
+    public var length: Int
+    /// The bytes, base64, for a tensor under the server's inline threshold (small tensors live
+    /// in the metadata, not as blobs): required at commit, ignored in a proposal.
+    public var data: String?
+
+    public init(name: String, digest: Digest, length: Int, data: String? = nil) {
+        (self.name, self.digest, self.length, self.data) = (name, digest, length, data)
+    }
+}
+
+/// A checkpoint as a client proposes it before sending any tensor data: the safetensors header
+/// exactly as its file begins (the 8-byte length and the JSON, base64) and each tensor's digest
+/// and length. The header fixes the checkpoint's bytes; with the digests the server can
+/// enforce a student's manifest and find what it lacks without a byte of tensor data.
+public struct UploadProposal: Sendable, Codable, Equatable {
+    public var header: String
+    public var tensors: [ProposedTensor]
+
+    public init(header: String, tensors: [ProposedTensor]) {
+        (self.header, self.tensors) = (header, tensors)
+    }
+
+    /// A proposal for a safetensors input: its header, and every tensor hashed from its bytes
+    /// (tensors under `inlineBelow` bytes carry their data).
+    public static func of(_ input: some SafeTensorsInput, inlineBelow: Int = Registry.defaultInlineThreshold) throws(GraftError) -> UploadProposal {
+        var tensors: [ProposedTensor] = []
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+        defer { buffer.deallocate() }
+        for tensor in input.header.tensors {
+            var hasher = SHA256()
+            var small: [UInt8] = []
+            var offset = 0
+            while offset < tensor.byteCount {
+                let count = min(BlobTransfer.chunkSize, tensor.byteCount - offset)
+                do { try input.read(tensor, at: offset, count: count, into: buffer) } catch { throw .reading(input.origin, error) }
+                let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
+                hasher.update(bufferPointer: chunk)
+                if tensor.byteCount < inlineBelow { small.append(contentsOf: chunk) }
+                offset += count
+            }
+            tensors.append(
+                ProposedTensor(
+                    name: tensor.name, digest: Digest(hasher.finalize()), length: tensor.byteCount,
+                    data: tensor.byteCount < inlineBelow ? Data(small).base64EncodedString() : nil))
+        }
+        return UploadProposal(header: Data(input.headerBytes).base64EncodedString(), tensors: tensors)
+    }
+}
+
+/// The server's answer to a proposal: the blobs to send, and which tensors travel inline.
+public struct UploadPlan: Sendable, Codable, Equatable {
+    /// Blobs the registry lacks (each digest once), to `PUT /v1/blobs/DIGEST` before the commit.
+    public var missing: [ProposedTensor]
+    /// Tensors of fewer bytes than this travel in the commit (`data`), not as blobs.
+    public var inlineBelow: Int
+    public var bytesMissing: Int
+    public var logicalBytes: Int
+}
+
+/// A commit of uploaded tensors: the proposal again (with the small tensors' `data`) and what
+/// the CLI's `checkpoint add` or `base add` would take.
+public struct UploadCommit: Sendable, Codable, Equatable {
+    public var proposal: UploadProposal
+    public var step: Int?
+    public var epoch: Int?
+    public var metrics: [String: Double]?
+    public var split: String?
+    public var provenance: Provenance?
+
+    public init(
+        proposal: UploadProposal, step: Int? = nil, epoch: Int? = nil, metrics: [String: Double]? = nil, split: String? = nil,
+        provenance: Provenance? = nil
+    ) {
+        (self.proposal, self.step, self.epoch, self.metrics, self.split, self.provenance) = (proposal, step, epoch, metrics, split, provenance)
+    }
+}
+
+/// A proposal checked against its header: tensors in header order, each with its digest.
+struct CheckedProposal {
+    var headerBytes: [UInt8]
+    var header: SafeTensorsHeader
+    var digests: [Digest]
+    var data: [[UInt8]?]
+
+    init(_ proposal: UploadProposal) throws(GraftError) {
+        guard let bytes = Data(base64Encoded: proposal.header).map(Array.init) else { throw .invalidUpload("the header is not base64") }
+        guard bytes.count >= 8 else { throw .invalidUpload("the header holds \(bytes.count) bytes; a safetensors header starts with an 8-byte length") }
+        var declared: UInt64 = 0
+        for i in (0..<8).reversed() { declared = declared << 8 | UInt64(bytes[i]) }
+        guard declared <= UInt64(SafeTensorsHeader.maximumLength), Int(declared) == bytes.count - 8 else {
+            throw .invalidUpload("the header's length prefix says \(declared) bytes of JSON; \(bytes.count - 8) were sent")
+        }
+        do { header = try SafeTensorsHeader.parse(json: Array(bytes[8...]), fileSize: nil) } catch { throw .invalidFile(path: "the proposed header", error) }
+        headerBytes = bytes
+        var byName: [String: ProposedTensor] = [:]
+        for tensor in proposal.tensors {
+            guard byName.updateValue(tensor, forKey: tensor.name) == nil else { throw .invalidUpload("tensor \(show(tensor.name)) is proposed twice") }
+        }
+        guard byName.count == header.tensors.count else {
+            let names = Set(header.tensors.map(\.name))
+            let extra = byName.keys.filter { !names.contains($0) }.sorted()
+            let missing = names.filter { byName[$0] == nil }.sorted()
+            throw .invalidUpload(
+                "the proposal's tensors differ from the header's"
+                    + (missing.isEmpty ? "" : "; not proposed: " + missing.prefix(5).map(show).joined(separator: ", "))
+                    + (extra.isEmpty ? "" : "; not in the header: " + extra.prefix(5).map(show).joined(separator: ", ")))
+        }
+        var digests: [Digest] = []
+        var data: [[UInt8]?] = []
+        for info in header.tensors {
+            guard let proposed = byName[info.name] else { throw .invalidUpload("tensor \(show(info.name)) of the header is not proposed") }
+            guard proposed.length == info.byteCount else {
+                throw .invalidUpload("tensor \(show(info.name)): proposed as \(proposed.length) bytes, the header gives \(info.byteCount)")
+            }
+            digests.append(proposed.digest)
+            if let text = proposed.data {
+                guard let bytes = Data(base64Encoded: text).map(Array.init), bytes.count == info.byteCount, Digest.of(bytes) == proposed.digest else {
+                    throw .invalidUpload("tensor \(show(info.name)): its data is not \(info.byteCount) bytes of base64 hashing to \(proposed.digest.short)…")
+                }
+                data.append(bytes)
+            } else {
+                data.append(nil)
+            }
+        }
+        (self.digests, self.data) = (digests, data)
+    }
+}
+
+extension Registry {
+    /// Checks a proposed commit to `name` (a new base when `base`, else the model's next
+    /// checkpoint) and answers which blobs to send. A student's manifest is enforced from the
+    /// header and digests alone: a violation throws ``GraftError/manifestViolation(model:violations:)``
+    /// naming every offending tensor, and nothing is stored.
+    ///
+    /// - Parameter visibleTo: a glob over model names; a blob counts as present only when a
+    ///   model it matches refers to it, so a confined client learns nothing of other models.
+    public func planUpload(to name: ModelName, base: Bool, _ proposal: UploadProposal, visibleTo pattern: String? = nil) async throws(GraftError)
+        -> UploadPlan
+    {
+        let checked = try await check(proposal, to: name, base: base)
+        let inlineBelow = blobs.inlineThreshold
+        var seen = Set<Digest>()
+        var candidates: [ProposedTensor] = []
+        for (index, info) in checked.header.tensors.enumerated() where info.byteCount >= inlineBelow {
+            let digest = checked.digests[index]
+            if seen.insert(digest).inserted { candidates.append(ProposedTensor(name: info.name, digest: digest, length: info.byteCount)) }
+        }
+        let store = blobs.store
+        // Present blobs are claimed: gc's grace period then protects them until the commit.
+        var present = Set(candidates.filter { store.contains($0.digest, claim: true) }.map(\.digest))
+        if let pattern, !present.isEmpty {
+            present = try await metadata.digests(Array(present), referencedByModelsMatching: pattern)
+        }
+        let missing = candidates.filter { !present.contains($0.digest) }
+        return UploadPlan(
+            missing: missing, inlineBelow: inlineBelow, bytesMissing: missing.reduce(0) { $0 + $1.length },
+            logicalBytes: checked.headerBytes.count + checked.header.dataLength)
+    }
+
+    /// Commits uploaded tensors as a new base (`provenance` from the commit) or the model's next
+    /// checkpoint: every blob must be stored already (``GraftError/blobsMissing(_:)`` lists
+    /// those that are not; nothing is committed) and every small tensor carry its data. The
+    /// checkpoint is the one a local import of the same file makes: same digest, same bytes.
+    public func commitUpload(to name: ModelName, base: Bool, _ commit: UploadCommit) async throws(GraftError) -> ImportResult {
+        if let split = commit.split { try MetricAssignment.checkName(split) }
+        let metrics = try (commit.metrics ?? [:]).sorted { $0.key < $1.key }.map { (key, value) throws(GraftError) in
+            try MetricAssignment(name: key, value: value)
+        }
+        if base, commit.step != nil || commit.epoch != nil || !metrics.isEmpty {
+            throw .invalidUpload("a base is registered without step, epoch or metrics")
+        }
+        return try await retryingVanishedBlobs { () async throws(GraftError) in
+            let checked = try await check(commit.proposal, to: name, base: base)
+            let store = blobs.store
+            var tensors: [IngestedTensor] = []
+            var missing: [Digest] = []
+            for (index, info) in checked.header.tensors.enumerated() {
+                let digest = checked.digests[index]
+                if info.byteCount < blobs.inlineThreshold {
+                    guard let data = checked.data[index] else {
+                        throw .invalidUpload("tensor \(show(info.name)) is under \(blobs.inlineThreshold) bytes: its data must come with the commit")
+                    }
+                    tensors.append(IngestedTensor(info: info, digest: digest, inline: data, wroteFile: false))
+                } else {
+                    if !store.contains(digest, claim: true) { missing.append(digest) }
+                    tensors.append(IngestedTensor(info: info, digest: digest, inline: nil, wroteFile: false))
+                }
+            }
+            if !missing.isEmpty { throw .blobsMissing(Array(Set(missing)).sorted()) }
+            let new = NewCheckpoint(
+                headerBytes: checked.headerBytes, headerDigest: Digest.of(checked.headerBytes),
+                digest: Self.checkpointDigest(header: checked.headerBytes, tensors: tensors), metadata: checked.header.metadataDictionary,
+                dataLength: checked.header.dataLength, fileBytes: checked.headerBytes.count + checked.header.dataLength, tensors: tensors,
+                step: commit.step, epoch: commit.epoch)
+            let stillStored: @Sendable (Digest) -> Bool = { store.contains($0, claim: false) }
+            let logical = new.fileBytes
+            if base {
+                let inline = try await metadata.insertBase(name: name, provenance: commit.provenance ?? Provenance(), checkpoint: new, stillStored: stillStored)
+                return ImportResult(
+                    model: name, checkpoint: "\(name)@1", digest: new.digest, tensors: tensors.count, parameters: new.parameterCount,
+                    logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: new.dataLength - inline)
+            }
+            let manifest = try await self.manifest(of: name)
+            let plan = ManifestEnforcement.plan(manifest, tensors: checked.header.tensors)
+            let (number, inline) = try await metadata.insertCheckpoint(
+                model: name, new, metrics: metrics, split: commit.split, newTensors: manifest == nil ? nil : plan.newTensors, stillStored: stillStored)
+            return ImportResult(
+                model: name, checkpoint: "\(name)@\(number)", digest: new.digest, tensors: tensors.count, parameters: new.parameterCount,
+                logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: new.dataLength - inline,
+                newTensors: manifest == nil ? [] : plan.newTensors)
+        }
+    }
+
+    /// The proposal against its header and the model: a taken name for a base, an unknown model
+    /// or a manifest violation (from the header and the digests) for a checkpoint.
+    private func check(_ proposal: UploadProposal, to name: ModelName, base: Bool) async throws(GraftError) -> CheckedProposal {
+        if base {
+            if try await modelID(name) != nil { throw .modelExists(name) }
+        } else {
+            guard try await modelID(name) != nil else { throw try await notFound(name) }
+        }
+        let checked = try CheckedProposal(proposal)
+        guard !base, let manifest = try await self.manifest(of: name) else { return checked }
+        let plan = ManifestEnforcement.plan(manifest, tensors: checked.header.tensors)
+        var violations = plan.violations
+        violations += ManifestEnforcement.frozenDrift(manifest, hashed: plan.frozen.map { (checked.header.tensors[$0].name, checked.digests[$0]) })
+        if !violations.isEmpty { throw .manifestViolation(model: name, violations: violations) }
+        return checked
+    }
+
+    /// Starts storing one uploaded blob (`PUT /v1/blobs/DIGEST`): bytes go to temporary storage
+    /// as they arrive, hashed; ``BlobUpload/finish()`` keeps them only when they number `length`
+    /// and hash to `expected`, and makes the blob durable before answering.
+    public func beginBlobUpload(expected: Digest, length: Int) throws(GraftError) -> BlobUpload {
+        try BlobUpload(transfer: blobs, expected: expected, length: length)
+    }
+}
+
+/// A blob arriving in pieces (an HTTP body): see ``Registry/beginBlobUpload(expected:length:)``.
+/// Not safe for concurrent calls; one request owns it.
+public final class BlobUpload: @unchecked Sendable {
+    let expected: Digest
+    let length: Int
+    let transfer: BlobTransfer
+    private let write: (any BlobWrite)?
+    private var hasher = SHA256()
+    private var total = 0
+    private var done = false
+
+    init(transfer: BlobTransfer, expected: Digest, length: Int) throws(GraftError) {
+        (self.transfer, self.expected, self.length) = (transfer, expected, length)
+        // A blob the store holds is claimed, and the bytes sent are counted and discarded.
+        write = transfer.store.contains(expected, claim: true) ? nil : try transfer.store.beginWrite()
+    }
+
+    /// Appends bytes (blocking file I/O: call it off the cooperative pool).
+    /// - Throws: ``GraftError/blobMismatch(_:reason:)`` past the announced length (the upload is abandoned).
+    public func append(_ chunk: UnsafeRawBufferPointer) throws(GraftError) {
+        do throws(GraftError) {
+            total += chunk.count
+            guard total <= length else { throw .blobMismatch(expected, reason: "run past the announced \(length) bytes") }
+            if let write {
+                hasher.update(bufferPointer: chunk)
+                try write.write(chunk)
+            }
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
+    /// Files the blob when its bytes number and hash as announced, durable on return.
+    /// - Returns: whether this upload stored it (false when the store held it already).
+    public func finish() throws(GraftError) -> Bool {
+        do throws(GraftError) {
+            guard total == length else { throw .blobMismatch(expected, reason: "end after \(total) of the announced \(length) bytes") }
+            done = true
+            guard let write else { return false }
+            let actual = Digest(hasher.finalize())
+            guard actual == expected else { throw .blobMismatch(expected, reason: "hash to \(actual.short)…") }
+            let stored = try write.commit(as: expected)
+            try transfer.store.flush(stored ? [expected] : [])
+            return stored
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
+    /// Abandons the upload: nothing is kept (the temporary bytes are removed).
+    public func abort() {
+        write?.abort()
+        done = true
+    }
+
+    deinit {
+        if !done { write?.abort() }
+    }
+}

@@ -1,0 +1,58 @@
+public import SafeTensors
+
+/// What the CLI asks of a registry, whether it lies in a local directory (``Registry``) or
+/// behind `graft serve` (`RemoteRegistry`, in the GraftRemote module). Both answer with the same
+/// types, so every command prints the same text and JSON, and fails with the same exit code,
+/// locally and remotely. `graft serve` maps each method to one route under `/v1`.
+public protocol RegistryAPI: Sendable {
+    // Reads
+    func models() async throws(GraftError) -> [ModelSummary]
+    func model(_ name: ModelName) async throws(GraftError) -> ModelDetail
+    func checkpoints(of name: ModelName) async throws(GraftError) -> [CheckpointSummary]
+    func checkpoint(_ reference: Reference) async throws(GraftError) -> CheckpointDetail
+    func card(_ name: ModelName) async throws(GraftError) -> String
+    func metrics(_ reference: Reference) async throws(GraftError) -> MetricsReport
+    func lineage(_ name: ModelName, metric: String?, direction: Direction?, parts: Registry.LineageParts) async throws(GraftError) -> LineageReport
+    func best(metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool) async throws(GraftError) -> BestResult
+    func affected(_ reference: Reference) async throws(GraftError) -> [AffectedModel]
+    func advisories(includeResolved: Bool) async throws(GraftError) -> [Advisory]
+    func diff(_ first: Reference, _ second: Reference) async throws(GraftError) -> DiffResult
+    func stats() async throws(GraftError) -> RegistryStats
+    func verify(readData: Bool) async throws(GraftError) -> VerifyReport
+    /// Writes the checkpoint's exact bytes to a local file.
+    func export(_ reference: Reference, to path: String, overwrite: Bool) async throws(GraftError) -> ExportResult
+
+    // Writes
+    func addBase(
+        name: ModelName, file path: String, provenance: Provenance, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult
+    func addBase(
+        name: ModelName, input: some SafeTensorsInput, provenance: Provenance, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult
+    func createStudent(
+        name: ModelName, from parent: Reference, relation: Relation, manifest declaration: ManifestDeclaration, description: String?
+    ) async throws(GraftError) -> StudentResult
+    func addCheckpoint(
+        model name: ModelName, file path: String, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult
+    func addCheckpoint(
+        model name: ModelName, input: some SafeTensorsInput, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult
+    func logMetrics(_ reference: Reference, _ values: [MetricAssignment], split: String?) async throws(GraftError) -> String
+    func logCurve(model name: ModelName, step: Int, _ values: [MetricAssignment]) async throws(GraftError)
+    func importCurves(model name: ModelName, bytes: [UInt8]) async throws(GraftError) -> CurveImportResult
+    func tag(_ reference: Reference, alias: String) async throws(GraftError) -> AliasResult
+    func untag(model name: ModelName, alias: String) async throws(GraftError)
+
+    // Administration
+    func addAdvisory(on reference: Reference, id: String, severity: Severity, note: String?, url: String?) async throws(GraftError) -> Advisory
+    func resolveAdvisory(_ id: String) async throws(GraftError)
+    func gc(grace: Double, dryRun: Bool) async throws(GraftError) -> GCReport
+    func prune(
+        _ name: ModelName, keepLast: Int, keepBest: Int, metric: String?, direction: Direction?, split: String?, dryRun: Bool
+    ) async throws(GraftError) -> RemovalReport
+    func removeModel(_ name: ModelName, cascade: Bool, dryRun: Bool) async throws(GraftError) -> RemovalReport
+    func removeCheckpoint(_ reference: Reference, dryRun: Bool) async throws(GraftError) -> RemovalReport
+}

@@ -1,0 +1,546 @@
+import Foundation
+import Graft
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import NIOCore
+
+/// The routes of `/v1`: each checks the token's scope (and its model pattern), validates every
+/// name and reference exactly as the CLI does (a URL segment is decoded once and is never a
+/// path), calls the library, and answers in the JSON contract.
+struct API: Sendable {
+    let registry: Registry
+    let configuration: ServerConfiguration
+    let pending: PendingUploads
+    /// Small JSON bodies (everything but upload proposals and commits).
+    static let smallBody = 1 << 20
+
+    init(registry: Registry, configuration: ServerConfiguration) {
+        (self.registry, self.configuration) = (registry, configuration)
+        pending = PendingUploads(window: configuration.uploadWindow)
+    }
+
+    func register(on routes: RouteTable) {
+        routes.get("/healthz") { _, _ in jsonResponse(Health(status: "ok", version: graftVersion)) }
+        routes.get("/v1/openapi.json") { _, context in
+            _ = try context.require(.read)
+            var response = textResponse(String(decoding: PackageResources.openapi_json, as: UTF8.self), type: "application/json")
+            response.headers[.cacheControl] = "no-cache"
+            return response
+        }
+        registerReads(on: routes)
+        registerUploads(on: routes)
+        registerWrites(on: routes)
+        registerAdministration(on: routes)
+    }
+
+    // MARK: Reads
+
+    private func registerReads(on routes: RouteTable) {
+        let registry = self.registry
+        routes.get("/v1/models") { _, context in
+            let token = try context.require(.read)
+            return jsonResponse(try await registry.models().filter { token.covers($0.name) })
+        }
+        routes.get("/v1/models/{name}") { _, context in
+            let name = try modelName(context)
+            _ = try context.require(.read, on: name)
+            return jsonResponse(try await registry.model(name))
+        }
+        routes.get("/v1/models/{name}/checkpoints") { _, context in
+            let name = try modelName(context)
+            _ = try context.require(.read, on: name)
+            return jsonResponse(try await registry.checkpoints(of: name))
+        }
+        routes.get("/v1/models/{name}/card") { _, context in
+            let name = try modelName(context)
+            _ = try context.require(.read, on: name)
+            return textResponse(try await registry.card(name), type: "text/markdown; charset=utf-8")
+        }
+        routes.get("/v1/models/{name}/lineage") { request, context in
+            let name = try modelName(context)
+            let token = try context.require(.read, on: name)
+            let metric = query(request, "metric")
+            let parts: Registry.LineageParts =
+                switch query(request, "parts") {
+                case nil, "both": .both
+                case "ancestors": .ancestors
+                case "descendants": .descendants
+                case let other?: throw GraftError.badRequest("parts must be both, ancestors or descendants, not \(quotedParameter(other))")
+                }
+            var report = try await registry.lineage(name, metric: metric, direction: try direction(request), parts: parts)
+            report.ancestors.removeAll { !token.covers(nameOf($0.name)) }
+            report.descendants.removeAll { !token.covers(nameOf($0.name)) }
+            switch query(request, "format") ?? "json" {
+            case "json": return jsonResponse(report)
+            case "dot": return textResponse(report.dot + "\n", type: "text/vnd.graphviz; charset=utf-8")
+            case "mermaid": return textResponse(report.mermaid + "\n", type: "text/plain; charset=utf-8")
+            case "tree": return textResponse(report.tree + "\n", type: "text/plain; charset=utf-8")
+            case let other: throw GraftError.badRequest("format must be json, dot, mermaid or tree, not \(quotedParameter(other))")
+            }
+        }
+        routes.get("/v1/checkpoints/{ref}") { _, context in
+            let reference = try await visibleReference(context, .read)
+            return jsonResponse(try await registry.checkpoint(reference))
+        }
+        routes.get("/v1/checkpoints/{ref}/metrics") { _, context in
+            let reference = try await visibleReference(context, .read)
+            return jsonResponse(try await registry.metrics(reference))
+        }
+        routes.get("/v1/checkpoints/{ref}/affected") { _, context in
+            let reference = try await visibleReference(context, .read)
+            let token = try context.require(.read)
+            return jsonResponse(try await registry.affected(reference).filter { token.covers(nameOf($0.model)) })
+        }
+        routes.get("/v1/checkpoints/{ref}/safetensors") { request, context in
+            let reference = try await visibleReference(context, .read)
+            return try await download(reference, request: request)
+        }
+        routes.get("/v1/diff") { request, context in
+            let token = try context.require(.read)
+            guard let first = query(request, "from"), let second = query(request, "to") else { throw GraftError.badRequest("diff needs `from` and `to` references") }
+            let a = try await visible(try Reference(parsing: first), token: token)
+            let b = try await visible(try Reference(parsing: second), token: token)
+            return jsonResponse(try await registry.diff(a, b))
+        }
+        routes.get("/v1/best") { request, context in
+            let token = try context.require(.read)
+            guard let metric = query(request, "metric") else { throw GraftError.badRequest("best needs a `metric`") }
+            let model = try query(request, "model").map { (text) throws(GraftError) in try ModelName(text) }
+            let under = try query(request, "under").map { (text) throws(GraftError) in try ModelName(text) }
+            if model != nil && under != nil { throw GraftError.badRequest("`model` and `under` exclude each other") }
+            let scope: BestScope = model.map { .model($0) } ?? under.map { .under($0) } ?? .all
+            return jsonResponse(
+                try await best(
+                    metric: metric, direction: try direction(request), split: query(request, "split"), scope: scope,
+                    includeFlagged: try flag(request, "include_flagged"), token: token))
+        }
+        routes.get("/v1/advisories") { request, context in
+            let token = try context.require(.read)
+            return jsonResponse(try await registry.advisories(includeResolved: try flag(request, "all")).filter { token.covers(nameOf($0.model)) })
+        }
+        routes.get("/v1/stats") { _, context in
+            _ = try context.requireUnconfined(.read)
+            return jsonResponse(try await registry.stats())
+        }
+        routes.get("/v1/blobs/{digest}") { _, context in
+            let token = try context.require(.read)
+            let digest = try blobDigest(context)
+            if let pattern = token.models, try await registry.digests([digest], referencedByModelsMatching: pattern).isEmpty {
+                throw GraftError.blobNotFound(digest)
+            }
+            guard let length = try registry.blobLength(digest) else { throw GraftError.blobNotFound(digest) }
+            let registry = self.registry
+            return streamed(length: length, etag: digest.description, range: nil) { (sink) async throws(GraftError) -> Int in try await registry.streamBlob(digest, to: sink) }
+        }
+    }
+
+    // MARK: Uploads
+
+    private func registerUploads(on routes: RouteTable) {
+        let registry = self.registry
+        let pending = self.pending
+        let limit = configuration.maxJSONBytes
+        for (prefix, base) in [("/v1/bases/{name}", true), ("/v1/models/{name}/checkpoints", false)] {
+            routes.post("\(prefix)/proposal") { request, context in
+                let name = try modelName(context)
+                let token = try context.require(.write, on: name)
+                let proposal = try await decode(UploadProposal.self, request, limit: limit)
+                let plan = try await registry.planUpload(to: name, base: base, proposal, visibleTo: token.models)
+                try await pending.announce(plan.missing)
+                return jsonResponse(plan)
+            }
+            routes.post(prefix) { request, context in
+                let name = try modelName(context)
+                _ = try context.require(.write, on: name)
+                let commit = try await decode(UploadCommit.self, request, limit: limit)
+                return jsonResponse(try await registry.commitUpload(to: name, base: base, commit), status: .created)
+            }
+        }
+        routes.put("/v1/blobs/{digest}") { request, context in
+            _ = try context.require(.write)
+            let digest = try blobDigest(context)
+            guard let length = await pending.length(of: digest) else {
+                throw GraftError.badRequest("no upload proposal announced blob \(digest.short)…: propose the checkpoint first")
+            }
+            if let declared = request.headers[.contentLength].flatMap(Int.init), declared != length {
+                throw GraftError.blobMismatch(digest, reason: "are announced as \(declared) bytes by Content-Length; the proposal gave \(length)")
+            }
+            try await receive(digest, length: length, body: request.body)
+            return jsonResponse(BlobReceipt(digest: digest, length: length), status: .created)
+        }
+    }
+
+    /// Streams a request body into temporary blob storage in 1 MiB steps off the cooperative
+    /// pool; anything short of a complete, matching blob leaves nothing behind.
+    private func receive(_ digest: Digest, length: Int, body: RequestBody) async throws {
+        let upload = try registry.beginBlobUpload(expected: digest, length: length)
+        do {
+            var pendingBytes: [UInt8] = []
+            pendingBytes.reserveCapacity(1 << 20)
+            func flush() async throws(GraftError) {
+                let bytes = pendingBytes
+                pendingBytes.removeAll(keepingCapacity: true)
+                try await offload { () throws(GraftError) in try bytes.withUnsafeBytes { raw in Result { () throws(GraftError) in try upload.append(raw) } }.get() }
+            }
+            for try await buffer in body {
+                if pendingBytes.count + buffer.readableBytes > length {
+                    throw GraftError.blobMismatch(digest, reason: "run past the announced \(length) bytes")
+                }
+                buffer.withUnsafeReadableBytes { pendingBytes.append(contentsOf: $0) }
+                if pendingBytes.count >= 1 << 20 { try await flush() }
+            }
+            try await flush()
+            _ = try await offload { () throws(GraftError) in try upload.finish() }
+        } catch {
+            upload.abort()
+            throw error
+        }
+    }
+
+    // MARK: Writes
+
+    private func registerWrites(on routes: RouteTable) {
+        let registry = self.registry
+        routes.post("/v1/students") { request, context in
+            let body = try await decode(StudentRequest.self, request, limit: Self.smallBody)
+            let name = try ModelName(body.name)
+            let token = try context.require(.write, on: name)
+            let parent = try await visible(try Reference(parsing: body.parent), token: token)
+            let result = try await registry.createStudent(
+                name: name, from: parent, relation: body.relation ?? .finetune, manifest: try body.declaration(), description: body.description)
+            return jsonResponse(result, status: .created)
+        }
+        routes.post("/v1/checkpoints/{ref}/metrics") { request, context in
+            let reference = try await visibleReference(context, .write)
+            let body = try await decode(MetricsRequest.self, request, limit: Self.smallBody)
+            let ref = try await registry.logMetrics(reference, try assignments(body.metrics), split: body.split)
+            return jsonResponse(CheckpointRef(checkpoint: ref))
+        }
+        routes.post("/v1/models/{name}/curves") { request, context in
+            let name = try modelName(context)
+            _ = try context.require(.write, on: name)
+            let body = try await decode(CurveRequest.self, request, limit: Self.smallBody)
+            try await registry.logCurve(model: name, step: body.step, try assignments(body.metrics))
+            return Response(status: .noContent)
+        }
+        routes.post("/v1/models/{name}/curves/import") { request, context in
+            let name = try modelName(context)
+            _ = try context.require(.write, on: name)
+            let bytes = try await collect(request, limit: configuration.maxJSONBytes)
+            return jsonResponse(try await registry.importCurves(model: name, bytes: bytes))
+        }
+        routes.put("/v1/checkpoints/{ref}/aliases/{alias}") { _, context in
+            let reference = try await visibleReference(context, .write)
+            let alias = try segment(context, "alias")
+            return jsonResponse(try await registry.tag(reference, alias: alias))
+        }
+        routes.delete("/v1/models/{name}/aliases/{alias}") { _, context in
+            let name = try modelName(context)
+            _ = try context.require(.write, on: name)
+            try await registry.untag(model: name, alias: try segment(context, "alias"))
+            return Response(status: .noContent)
+        }
+    }
+
+    // MARK: Administration
+
+    private func registerAdministration(on routes: RouteTable) {
+        let registry = self.registry
+        routes.post("/v1/advisories") { request, context in
+            let body = try await decode(AdvisoryRequest.self, request, limit: Self.smallBody)
+            let token = try context.require(.read)
+            let target = try await visible(try Reference(parsing: body.on), token: token)
+            _ = try context.require(.admin)
+            return jsonResponse(try await registry.addAdvisory(on: target, id: body.id, severity: body.severity, note: body.note, url: body.url), status: .created)
+        }
+        routes.post("/v1/advisories/{id}/resolve") { _, context in
+            _ = try context.requireUnconfined(.admin)
+            try await registry.resolveAdvisory(try segment(context, "id"))
+            return Response(status: .noContent)
+        }
+        routes.post("/v1/models/{name}/prune") { request, context in
+            let name = try modelName(context)
+            _ = try context.require(.admin, on: name)
+            let body = try await decode(PruneRequest.self, request, limit: Self.smallBody)
+            return jsonResponse(
+                try await registry.prune(
+                    name, keepLast: body.keepLast, keepBest: body.keepBest ?? 0, metric: body.metric, direction: body.direction, split: body.split,
+                    dryRun: body.dryRun ?? false))
+        }
+        routes.delete("/v1/models/{name}") { request, context in
+            let name = try modelName(context)
+            _ = try context.require(.admin, on: name)
+            let cascade = try flag(request, "cascade")
+            if cascade { _ = try context.requireUnconfined(.admin) }
+            return jsonResponse(try await registry.removeModel(name, cascade: cascade, dryRun: try flag(request, "dry_run")))
+        }
+        routes.delete("/v1/checkpoints/{ref}") { request, context in
+            let reference = try await visibleReference(context, .admin)
+            return jsonResponse(try await registry.removeCheckpoint(reference, dryRun: try flag(request, "dry_run")))
+        }
+        routes.post("/v1/gc") { request, context in
+            _ = try context.requireUnconfined(.admin)
+            let body = try await decode(GCRequest.self, request, limit: Self.smallBody, empty: GCRequest(grace: 3600, dryRun: false))
+            return jsonResponse(try await registry.gc(grace: body.grace ?? 3600, dryRun: body.dryRun ?? false))
+        }
+        routes.post("/v1/verify") { request, context in
+            _ = try context.requireUnconfined(.admin)
+            return jsonResponse(try await registry.verify(readData: try flag(request, "read_data")))
+        }
+    }
+
+    // MARK: Confinement
+
+    /// The reference, when the token may see its model; else not found (nothing leaks).
+    private func visible(_ reference: Reference, token: TokenInfo) async throws(GraftError) -> Reference {
+        guard token.models != nil else { return reference }
+        switch reference {
+        case .model(let name), .number(let name, _), .latest(let name), .alias(let name, _):
+            guard token.covers(name) else { throw .modelNotFound(name, suggestions: []) }
+        case .digest(let prefix):
+            let found: CheckpointDetail
+            do { found = try await registry.checkpoint(reference) } catch {
+                if case .ambiguousDigest = error { throw .digestNotFound(prefix: prefix) }
+                throw error
+            }
+            guard token.covers(found.checkpoint.model) else { throw .digestNotFound(prefix: prefix) }
+        }
+        return reference
+    }
+
+    private func visibleReference(_ context: GraftContext, _ scope: TokenScope) async throws(GraftError) -> Reference {
+        let token = try context.require(.read)
+        let reference = try await visible(try Reference(parsing: try segment(context, "ref")), token: token)
+        _ = try context.require(scope)
+        return reference
+    }
+
+    /// `best` for a confined token: the best of each model it sees in scope, then the best of
+    /// those (a model it cannot see is never a candidate, and never counted).
+    private func best(
+        metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool, token: TokenInfo
+    ) async throws(GraftError) -> BestResult {
+        guard token.models != nil else { return try await registry.best(metric: metric, direction: direction, split: split, scope: scope, includeFlagged: includeFlagged) }
+        let models: [ModelName]
+        switch scope {
+        case .model(let name):
+            guard token.covers(name) else { throw .modelNotFound(name, suggestions: []) }
+            return try await registry.best(metric: metric, direction: direction, split: split, scope: scope, includeFlagged: includeFlagged)
+        case .under(let name):
+            guard token.covers(name) else { throw .modelNotFound(name, suggestions: []) }
+            let report = try await registry.lineage(name, metric: nil, direction: nil, parts: .descendants)
+            models = [name] + report.descendants.map { nameOf($0.name) }
+        case .all:
+            models = try await registry.models().map(\.name)
+        }
+        var winner: BestResult?
+        var (candidates, excluded) = (0, 0)
+        for model in models where token.covers(model) {
+            let result: BestResult
+            do { result = try await registry.best(metric: metric, direction: direction, split: split, scope: .model(model), includeFlagged: includeFlagged) } catch {
+                if case .unknownMetric = error { continue }
+                if case .allCandidatesFlagged(_, let count) = error { excluded += count; continue }
+                throw error
+            }
+            candidates += result.candidates
+            excluded += result.excludedFlagged
+            guard let current = winner else { winner = result; continue }
+            let better = result.direction == .max ? result.value > current.value : result.value < current.value
+            let tie = result.value == current.value
+                && (result.checkpoint.model.description, result.checkpoint.number) < (current.checkpoint.model.description, current.checkpoint.number)
+            if better || tie { winner = result }
+        }
+        guard var winner else {
+            if excluded > 0 { throw .allCandidatesFlagged(metric: metric, candidates: excluded) }
+            throw .unknownMetric(metric, known: [])
+        }
+        (winner.candidates, winner.excludedFlagged) = (candidates, excluded)
+        return winner
+    }
+
+    // MARK: Downloads
+
+    /// The checkpoint's exact bytes, verified as they stream; ETag is its digest; one byte range
+    /// (`Range: bytes=A-B`, `A-`, `-N`) answers 206.
+    private func download(_ reference: Reference, request: Request) async throws -> Response {
+        let summary = try await registry.checkpoint(reference).checkpoint
+        let etag = "\"\(summary.digest)\""
+        if let match = request.headers[.ifNoneMatch], match == etag || match == "*" {
+            var headers = HTTPFields()
+            headers[.eTag] = etag
+            return Response(status: .notModified, headers: headers)
+        }
+        let range = try request.headers[.range].map { (text) throws(GraftError) in try byteRange(text, length: summary.fileBytes) }
+        let registry = self.registry
+        let exact = summary.reference
+        var response = streamed(length: summary.fileBytes, etag: etag, range: range) { (sink) async throws(GraftError) -> Int in try await registry.stream(exact, to: sink) }
+        response.headers[HTTPField.Name("Content-Disposition")!] = "attachment; filename=\"\(summary.model)-\(summary.number).safetensors\""
+        return response
+    }
+
+    private func streamed(
+        length: Int, etag: String, range: ClosedRange<Int>?,
+        produce: @escaping @Sendable (@escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void) async throws(GraftError) -> Int
+    ) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/octet-stream"
+        headers[.eTag] = etag.hasPrefix("\"") ? etag : "\"\(etag)\""
+        headers[.acceptRanges] = "bytes"
+        let span = range ?? 0...(max(length, 1) - 1)
+        let count = length == 0 ? 0 : span.count
+        headers[.contentLength] = String(count)
+        if let range { headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(length)" }
+        let body = ResponseBody(contentLength: count) { writer in
+            let pipe = ChunkPipe()
+            let producer = Task {
+                let result = await Result { () async throws(GraftError) -> Int in try await produce { chunk throws(GraftError) in try pipe.send(chunk) } }
+                pipe.finish(result.map { _ in () })
+            }
+            defer { pipe.cancel(); producer.cancel() }
+            var offset = 0
+            while offset <= span.upperBound, var buffer = try await pipe.next() {
+                let start = offset
+                offset += buffer.readableBytes
+                // Only the part of this chunk inside the range goes out.
+                let from = max(span.lowerBound - start, 0)
+                let to = min(span.upperBound + 1 - start, buffer.readableBytes)
+                if from < to {
+                    buffer.moveReaderIndex(forwardBy: from)
+                    buffer = buffer.getSlice(at: buffer.readerIndex, length: to - from)!
+                    try await writer.write(buffer)
+                }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: range == nil ? .ok : .partialContent, headers: headers, body: body)
+    }
+}
+
+/// The routes as they are registered, recorded so that a test can hold them against the
+/// OpenAPI document (every route documented, every documented path served).
+final class RouteTable: @unchecked Sendable {
+    typealias Handler = @Sendable (Request, GraftContext) async throws -> Response
+    let router: Router<GraftContext>
+    private(set) var registered: [(method: String, path: String)] = []
+
+    init(_ router: Router<GraftContext>) { self.router = router }
+
+    private func add(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
+        registered.append((method.rawValue, path))
+        router.on(RouterPath(stringLiteral: path), method: method, use: handler)
+    }
+
+    func get(_ path: String, use handler: @escaping Handler) { add(.get, path, handler) }
+    func post(_ path: String, use handler: @escaping Handler) { add(.post, path, handler) }
+    func put(_ path: String, use handler: @escaping Handler) { add(.put, path, handler) }
+    func delete(_ path: String, use handler: @escaping Handler) { add(.delete, path, handler) }
+}
+
+/// `bytes=A-B`, `bytes=A-` or `bytes=-N` within a file of `length` bytes, clamped to it.
+func byteRange(_ text: String, length: Int) throws(GraftError) -> ClosedRange<Int> {
+    guard text.hasPrefix("bytes="), !text.contains(",") else { throw .badRequest("only one byte range is served: `bytes=A-B`") }
+    let parts = text.dropFirst(6).split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+    guard parts.count == 2, length > 0 else { throw .badRequest("malformed Range header") }
+    let first = parts[0].isEmpty ? nil : Int(parts[0])
+    let last = parts[1].isEmpty ? nil : Int(parts[1])
+    let lower: Int, upper: Int
+    switch (parts[0].isEmpty, parts[1].isEmpty) {
+    case (false, false):
+        guard let first, let last, first >= 0, first <= last else { throw .badRequest("malformed Range header") }
+        (lower, upper) = (first, min(last, length - 1))
+    case (false, true):
+        guard let first, first >= 0 else { throw .badRequest("malformed Range header") }
+        (lower, upper) = (first, length - 1)
+    case (true, false):
+        guard let last, last > 0 else { throw .badRequest("malformed Range header") }
+        (lower, upper) = (max(length - last, 0), length - 1)
+    case (true, true):
+        throw .badRequest("malformed Range header")
+    }
+    guard lower < length else { throw .badRequest("the range starts past the end (\(length) bytes)") }
+    return lower...upper
+}
+
+// MARK: Request parsing
+
+/// A path segment, percent-decoded once; a decoded `/` or control character is refused by the
+/// name rules that follow, so a segment can never become a path.
+func segment(_ context: GraftContext, _ key: String) throws(GraftError) -> String {
+    guard let raw = context.parameters.get(key), let decoded = raw.removingPercentEncoding else {
+        throw .badRequest("malformed URL segment for \(key)")
+    }
+    return decoded
+}
+
+func modelName(_ context: GraftContext) throws(GraftError) -> ModelName { try ModelName(try segment(context, "name")) }
+
+func blobDigest(_ context: GraftContext) throws(GraftError) -> Digest { try Digest(parsing: try segment(context, "digest")) }
+
+func query(_ request: Request, _ key: String) -> String? {
+    request.uri.queryParameters[key[...]].map(String.init)
+}
+
+func flag(_ request: Request, _ key: String) throws(GraftError) -> Bool {
+    switch query(request, key) {
+    case nil, "false", "0": false
+    case "", "true", "1": true
+    case let other?: throw .badRequest("\(key) must be true or false, not \(quotedParameter(other))")
+    }
+}
+
+func direction(_ request: Request) throws(GraftError) -> Direction? {
+    guard let text = query(request, "direction") else { return nil }
+    guard let direction = Direction(rawValue: text) else { throw .badRequest("direction must be max or min, not \(quotedParameter(text))") }
+    return direction
+}
+
+func quotedParameter(_ text: String) -> String {
+    "`" + String(text.unicodeScalars.prefix(60).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) }) + "`"
+}
+
+/// A lineage node's or advisory's model name (always valid: it came from the registry).
+func nameOf(_ text: String) -> ModelName { (try? ModelName(text)) ?? (try! ModelName("_")) }
+
+/// The body, refused past `limit` bytes (413) before it is all read.
+func collect(_ request: Request, limit: Int) async throws -> [UInt8] {
+    if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+        throw GraftError.tooLarge("the body has \(declared) bytes; this route takes at most \(limit)")
+    }
+    var bytes: [UInt8] = []
+    for try await buffer in request.body {
+        guard bytes.count + buffer.readableBytes <= limit else { throw GraftError.tooLarge("the body runs past \(limit) bytes, the most this route takes") }
+        buffer.withUnsafeReadableBytes { bytes.append(contentsOf: $0) }
+    }
+    return bytes
+}
+
+/// A JSON body in the contract's snake_case; malformed JSON answers 400 with one line.
+func decode<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int, empty: T? = nil) async throws -> T {
+    let bytes = try await collect(request, limit: limit)
+    if bytes.isEmpty, let empty { return empty }
+    do {
+        return try GraftJSON.decoder().decode(T.self, from: Data(bytes))
+    } catch let error as GraftError {
+        throw error
+    } catch let error as DecodingError {
+        throw GraftError.badRequest("malformed JSON: " + describe(error))
+    } catch {
+        throw GraftError.badRequest("malformed JSON")
+    }
+}
+
+private func describe(_ error: DecodingError) -> String {
+    func path(_ context: DecodingError.Context) -> String {
+        let keys = context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+        return keys.isEmpty ? "" : " at `\(keys)`"
+    }
+    switch error {
+    case .keyNotFound(let key, let context): return "missing `\(key.stringValue)`" + path(context)
+    case .typeMismatch(_, let context), .valueNotFound(_, let context): return "wrong type" + path(context)
+    case .dataCorrupted(let context): return "unreadable" + path(context)
+    @unknown default: return "unreadable"
+    }
+}
+
+let graftVersion = "0.6.0"

@@ -1,0 +1,147 @@
+import Foundation
+import Graft
+import Hummingbird
+import Logging
+
+/// The request context: Hummingbird's, plus the token that authenticated the request.
+struct GraftContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    var token: TokenInfo?
+
+    init(source: Source) {
+        coreContext = .init(source: source)
+        token = nil
+    }
+
+    /// Bodies are capped per route (``API``); Hummingbird's own cap is not the limit.
+    var maxUploadSize: Int { .max }
+
+    /// The token, which must allow `scope`.
+    /// - Throws: ``GraftError/unauthorized(_:)`` without a token, ``GraftError/forbidden(_:)``
+    ///   when its scope is lower.
+    func require(_ scope: TokenScope) throws(GraftError) -> TokenInfo {
+        guard let token else { throw .unauthorized("a token is required: send `Authorization: Bearer TOKEN`") }
+        guard token.scope >= scope else {
+            throw .forbidden("the token `\(token.name)` has scope \(token.scope.rawValue); this needs \(scope.rawValue)")
+        }
+        return token
+    }
+
+    /// The token, which must allow `scope` on `model`. A model outside the token's pattern
+    /// answers as if it did not exist (404): its existence must not leak.
+    func require(_ scope: TokenScope, on model: ModelName) throws(GraftError) -> TokenInfo {
+        let token = try require(.read)
+        guard token.covers(model) else { throw .modelNotFound(model, suggestions: []) }
+        return try require(scope)
+    }
+
+    /// A token that sees every model (global operations: stats, gc, verify).
+    func requireUnconfined(_ scope: TokenScope) throws(GraftError) -> TokenInfo {
+        let token = try require(scope)
+        guard token.models == nil else { throw .forbidden("the token `\(token.name)` is confined to models `\(token.models!)`; this needs every model") }
+        return token
+    }
+}
+
+/// Looks up the bearer token of every request but `/healthz`; the routes check its scope.
+struct Authentication: RouterMiddleware {
+    let registry: Registry
+
+    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response {
+        if request.uri.path == "/healthz" { return try await next(request, context) }
+        guard let header = request.headers[.authorization] else {
+            throw GraftError.unauthorized("a token is required: send `Authorization: Bearer TOKEN`")
+        }
+        guard header.hasPrefix("Bearer "), header.utf8.count < 200 else { throw GraftError.unauthorized("malformed Authorization header: expected `Bearer TOKEN`") }
+        guard let token = try await registry.authenticate(String(header.dropFirst(7))) else {
+            throw GraftError.unauthorized("the token is unknown or revoked")
+        }
+        var context = context
+        context.token = token
+        context.logger[metadataKey: "token"] = .string(token.name)
+        return try await next(request, context)
+    }
+}
+
+/// The JSON every failure answers with: `{"error": KIND, "message": ONE_LINE, "details": […]}`
+/// (details name each tensor of a manifest violation, each missing blob of a commit).
+struct ErrorBody: Codable {
+    var error: ErrorKind
+    var message: String
+    var details: [String]?
+}
+
+/// Turns a thrown error into its JSON answer, with the status of its kind.
+struct ErrorAnswer: RouterMiddleware {
+    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as GraftError {
+            var details: [String]? = nil
+            switch error {
+            case .manifestViolation(_, let violations): details = violations
+            case .blobsMissing(let digests): details = digests.map(\.description)
+            default: break
+            }
+            var response = jsonResponse(ErrorBody(error: error.kind, message: error.description, details: details), status: .init(code: error.kind.httpStatus))
+            if error.kind == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer realm=\"graft\"" }
+            return response
+        } catch let error as any HTTPResponseError {
+            let kind: ErrorKind =
+                switch error.status.code {
+                case 404: .notFound
+                case 405: .usage
+                case 413: .tooLarge
+                case 400..<500: .usage
+                default: .internal
+                }
+            let message = error.status.code == 404 ? "no such route" : error.status.code == 405 ? "method not allowed on this route" : error.status.reasonPhrase
+            return jsonResponse(ErrorBody(error: kind, message: message), status: error.status)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            context.logger.error("unexpected error: \(String(describing: error))")
+            return jsonResponse(ErrorBody(error: .internal, message: "internal error"), status: .internalServerError)
+        }
+    }
+}
+
+/// One line per request on the log: method, path, status, milliseconds, bytes and token.
+struct AccessLog: RouterMiddleware {
+    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        do {
+            let response = try await next(request, context)
+            log(request, context: context, status: response.status.code, start: start)
+            return response
+        } catch {
+            log(request, context: context, status: 500, start: start)
+            throw error
+        }
+    }
+
+    private func log(_ request: Request, context: GraftContext, status: Int, start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        context.logger.info(
+            "\(request.method.rawValue) \(request.uri.path) \(status) \(String(format: "%.1f", milliseconds))ms")
+    }
+}
+
+/// A JSON answer in the library's contract (``GraftJSON``): the CLI's `--json` bytes, compact.
+func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    let data = (try? GraftJSON.encoder().encode(value)) ?? Data("{}".utf8)
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    headers[.contentLength] = String(data.count)
+    headers[.cacheControl] = "no-store"
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+func textResponse(_ text: String, type: String) -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = type
+    let bytes = Array(text.utf8)
+    headers[.contentLength] = String(bytes.count)
+    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+}

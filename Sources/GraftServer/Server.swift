@@ -1,0 +1,97 @@
+public import Graft
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+public import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+
+/// How `graft serve` listens and what it accepts.
+public struct ServerConfiguration: Sendable {
+    public var host: String
+    /// 0 picks a free port (announced by `onListening`).
+    public var port: Int
+    /// PEM certificate chain and private key: HTTPS when both are given.
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    /// A connection that sends nothing (a stalled upload included) for this long is closed.
+    public var idleTimeout: Duration
+    /// The largest JSON body (an upload proposal carries every tensor's digest and the header).
+    public var maxJSONBytes: Int
+    /// How long an upload proposal's blobs may be sent after it.
+    public var uploadWindow: Duration
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 8470, tlsCertificate: String? = nil, tlsKey: String? = nil, idleTimeout: Duration = .seconds(60),
+        maxJSONBytes: Int = 128 << 20, uploadWindow: Duration = .seconds(3600)
+    ) {
+        (self.host, self.port, self.tlsCertificate, self.tlsKey) = (host, port, tlsCertificate, tlsKey)
+        (self.idleTimeout, self.maxJSONBytes, self.uploadWindow) = (idleTimeout, maxJSONBytes, uploadWindow)
+    }
+
+    /// Parses `HOST:PORT` (`[::1]:8470` for IPv6).
+    public static func parseListen(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        return (host, port)
+    }
+}
+
+/// `graft serve`: the registry's HTTP API (docs/API.md, docs/openapi.json).
+public enum GraftServer {
+    /// Serves `registry` until SIGTERM or SIGINT, then stops accepting connections, lets the
+    /// requests in flight finish (a commit is one transaction: it lands whole or not at all)
+    /// and returns.
+    ///
+    /// - Parameter onListening: called once with the URL the server listens on.
+    public static func run(
+        registry: Registry, configuration: ServerConfiguration, logger: Logger,
+        onListening: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws {
+        let app = try makeApplication(registry: registry, configuration: configuration, logger: logger, onListening: onListening)
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+
+    static func makeApplication(
+        registry: Registry, configuration: ServerConfiguration, logger: Logger, onListening: @escaping @Sendable (String) -> Void
+    ) throws -> some ApplicationProtocol {
+        let api = API(registry: registry, configuration: configuration)
+        let router = Router(context: GraftContext.self)
+        router.add(middleware: AccessLog())
+        router.add(middleware: ErrorAnswer())
+        router.add(middleware: Authentication(registry: registry))
+        api.register(on: RouteTable(router))
+        let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .init(configuration.idleTimeout)))
+        let scheme: String
+        let server: HTTPServerBuilder
+        if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+            let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            server = try .tls(http1, tlsConfiguration: tls)
+            scheme = "https"
+        } else {
+            server = http1
+            scheme = "http"
+        }
+        return Application(
+            router: router, server: server,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "graft"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? configuration.port
+                let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
+                onListening("\(scheme)://\(host):\(port)")
+            },
+            logger: logger)
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,442 @@
+import Crypto
+import Foundation
+import Graft
+import GraftTestSupport
+import SafeTensors
+import Testing
+
+/// A registry with a base `cnn` (registered locally), tokens of each scope, and a running server.
+struct Served {
+    let cli = CLI()
+    let server: TestServer
+    var admin = "", write = "", read = ""
+
+    init(serverArguments: [String] = [], registerBase: Bool = true) throws {
+        #expect(try cli.run(["init"]).status == 0)
+        if registerBase { #expect(try cli.run(["base", "add", try cli.base(), "--name", "cnn"]).status == 0) }
+        server = try TestServer(registry: cli.registry, arguments: serverArguments, logDirectory: cli.directory.path)
+        admin = try token("admin-t", "admin")
+        write = try token("write-t", "write")
+        read = try token("read-t", "read")
+    }
+
+    /// Creates a token with the local CLI; its secret is the last line of stdout.
+    func token(_ name: String, _ scope: String, models: String? = nil) throws -> String {
+        let output = try cli.run(["token", "create", name, "--scope", scope] + (models.map { ["--models", $0] } ?? []))
+        guard output.status == 0, let last = output.stdout.split(separator: "\n").last else { throw HelperError("token create: \(output.stderr)") }
+        return String(last)
+    }
+
+    /// Runs graft against the server with `token`.
+    @discardableResult
+    func remote(_ arguments: [String], token: String, input: Data? = nil) throws -> ProcessOutput {
+        try cli.run(arguments + ["--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token], input: input)
+    }
+
+    /// A checkpoint of `cnn` with only the classifier changed, and one with a frozen buffer changed too.
+    func tunedFiles() throws -> (tuned: String, drifted: String) {
+        var tensors = SyntheticBase.tensors(seed: 7)
+        tensors[tensors.firstIndex { $0.name == "classifier.weight" }!].bytes[0] ^= 1
+        let tuned = cli.directory.file("tuned.safetensors")
+        try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: tuned)
+        tensors[tensors.firstIndex { $0.name == "features.4.weight" }!].bytes[5] ^= 1
+        tensors[tensors.firstIndex { $0.name == "features.5.running_mean" }!].bytes[0] ^= 1
+        let drifted = cli.directory.file("drifted.safetensors")
+        try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: drifted)
+        return (tuned, drifted)
+    }
+
+    func json(_ arguments: [String]) throws -> Any {
+        let output = try cli.run(arguments + ["--json"])
+        guard output.status == 0 else { throw HelperError("graft \(arguments): \(output.stderr)") }
+        return try JSONSerialization.jsonObject(with: Data(output.stdout.utf8))
+    }
+
+    /// A proposal body for a safetensors file, as the client computes it.
+    func proposal(_ path: String) throws -> (body: [UInt8], proposal: UploadProposal) {
+        let proposal = try UploadProposal.of(try SafeTensorsReader(path: path), inlineBelow: 4096)
+        return (Array(try GraftJSON.encoder().encode(proposal)), proposal)
+    }
+}
+
+func jsonBody(_ value: some Encodable) throws -> [UInt8] { Array(try GraftJSON.encoder().encode(value)) }
+
+@Suite("graft serve: tokens, scopes and confinement")
+struct ServerAccessTests {
+    @Test("/healthz answers without a token; every other route needs a valid, unrevoked bearer token (401)")
+    func tokens() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let server = served.server
+        #expect(try server.request("GET", "/healthz").status == 200)
+        let none = try server.request("GET", "/v1/models")
+        #expect(none.status == 401)
+        #expect(none.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
+        #expect(none.object["error"] as? String == "unauthorized")
+        #expect(try server.request("GET", "/v1/models", headers: ["Authorization": "Basic YWRtaW46cGFzc3dvcmQxMjM0"]).status == 401)
+        #expect(try server.request("GET", "/v1/models", token: "graft_short").status == 401)
+        #expect(try server.request("GET", "/v1/models", token: "graft_" + String(repeating: "A", count: 43)).status == 401)
+        #expect(try server.request("GET", "/v1/openapi.json").status == 401)
+        #expect(try server.request("GET", "/v1/models", token: served.read).status == 200)
+        // Revoked from the command line while the server runs: refused from the next request on.
+        #expect(try served.cli.run(["token", "revoke", "read-t"]).status == 0)
+        #expect(try server.request("GET", "/v1/models", token: served.read).status == 401)
+        // The secret is stored only as its hash.
+        let database = try Data(contentsOf: URL(fileURLWithPath: served.cli.registry + "/graft.sqlite"))
+        #expect(database.range(of: Data(served.admin.utf8)) == nil)
+        let list = try served.cli.run(["token", "list"])
+        #expect(list.stdout.contains("admin-t") && !list.stdout.contains(served.admin))
+        #expect(server.log.contains("GET /v1/models 401"))
+        // The remote CLI exits as a refused request should.
+        #expect(try served.remote(["list"], token: "graft_nonsense").status == 81)
+    }
+
+    @Test("read reads, write also commits, admin also removes: each scope refused past its reach (403)")
+    func scopes() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let (tuned, _) = try served.tunedFiles()
+        let student = try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.read)
+        #expect(student.status == 81)
+        #expect(student.stderr.contains("scope read; this needs write"))
+        #expect(try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        #expect(try served.remote(["checkpoint", "add", "ft", tuned, "--metric", "acc=0.5"], token: served.read).status == 81)
+        #expect(try served.remote(["checkpoint", "add", "ft", tuned, "--metric", "acc=0.5"], token: served.write).status == 0)
+        #expect(try served.remote(["tag", "ft@1", "good"], token: served.write).status == 0)
+        #expect(try served.remote(["advisory", "add", "cnn", "--id", "leak-1", "--severity", "high"], token: served.write).status == 81)
+        #expect(try served.remote(["checkpoint", "rm", "ft@1"], token: served.write).status == 81)
+        #expect(try served.remote(["gc"], token: served.write).status == 81)
+        #expect(try served.remote(["advisory", "add", "cnn", "--id", "leak-1", "--severity", "high"], token: served.admin).status == 0)
+        // Reads work with every scope.
+        let best = try served.remote(["best", "--metric", "acc", "--under", "cnn", "--include-flagged"], token: served.read)
+        #expect(best.status == 0, "\(best.stderr)")
+        #expect(best.stdout.contains("best ft@1"))
+        #expect(try served.remote(["untag", "ft", "good"], token: served.write).status == 0)
+    }
+
+    @Test("a token confined by --models neither reads nor learns of other models: lists, digests and blobs")
+    func confinement() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let (tuned, _) = try served.tunedFiles()
+        #expect(try served.remote(["student", "create", "sweep-a", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        #expect(try served.remote(["checkpoint", "add", "sweep-a", tuned], token: served.write).status == 0)
+        let confined = try served.token("sweep", "write", models: "sweep-*")
+        let list = try served.remote(["list", "--json"], token: confined)
+        let names = (try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(names == ["sweep-a"])
+        let hidden = try served.remote(["show", "cnn"], token: confined)
+        #expect(hidden.status == 66)
+        #expect(hidden.stderr.contains("no model named `cnn`"))
+        // A digest reference to the base's checkpoint answers as if it did not exist.
+        let base = try served.json(["show", "cnn@1"]) as? [String: Any]
+        let digest = ((base?["checkpoint"] as? [String: Any])?["digest"] as? String) ?? ""
+        let byDigest = try served.server.request("GET", "/v1/checkpoints/\(digest)", token: confined)
+        #expect(byDigest.status == 404)
+        #expect(try served.server.request("GET", "/v1/checkpoints/\(digest)", token: served.read).status == 200)
+        // Lineage from the student leaves out the base it cannot see.
+        let lineage = try served.server.request("GET", "/v1/models/sweep-a/lineage", token: confined)
+        #expect(lineage.status == 200)
+        #expect(!lineage.text.contains("\"name\":\"cnn\""))
+        #expect(try served.server.request("GET", "/v1/stats", token: confined).status == 403)
+        // Blob existence: a blob only the base holds is "missing" to a confined proposal, and GET refuses it.
+        let other = try served.cli.base("other.safetensors", seed: 99)
+        #expect(try served.cli.run(["base", "add", other, "--name", "secret-base"]).status == 0)
+        let (body, proposal) = try served.proposal(other)
+        let plan = try served.server.request("POST", "/v1/bases/sweep-b/proposal", token: confined, body: body)
+        #expect(plan.status == 200)
+        let missing = (plan.object["missing"] as? [[String: Any]] ?? []).count
+        #expect(missing == proposal.tensors.filter { $0.length >= 4096 }.count)
+        let unconfined = try served.server.request("POST", "/v1/bases/sweep-b/proposal", token: served.write, body: body)
+        #expect((unconfined.object["missing"] as? [[String: Any]] ?? []).isEmpty)
+        let blob = proposal.tensors.first { $0.length >= 4096 }!.digest
+        #expect(try served.server.request("GET", "/v1/blobs/\(blob)", token: confined).status == 404)
+        #expect(try served.server.request("GET", "/v1/blobs/\(blob)", token: served.read).status == 200)
+        // Writing outside the pattern is refused as not found.
+        #expect(try served.remote(["student", "create", "other-ft", "--from", "cnn@1"], token: confined).status == 66)
+    }
+}
+
+@Suite("graft serve: uploads, downloads and the remote CLI")
+struct ServerUploadTests {
+    @Test("remote base add and student commit: same digests as locally, only changed tensors travel, byte-exact download")
+    func uploadOnlyWhatChanged() throws {
+        let served = try Served(registerBase: false)
+        defer { served.server.stop() }
+        let base = try served.cli.base()
+        let added = try served.remote(["base", "add", base, "--name", "cnn", "--license", "mit", "--json"], token: served.write)
+        #expect(added.status == 0, "\(added.stderr)")
+        let baseResult = try JSONSerialization.jsonObject(with: Data(added.stdout.utf8)) as? [String: Any] ?? [:]
+        let size = try FileManager.default.attributesOfItem(atPath: base)[.size] as! Int
+        #expect((baseResult["bytes_sent"] as? Int ?? 0) >= size - 4096)
+        let (tuned, _) = try served.tunedFiles()
+        #expect(try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        let commit = try served.remote(["checkpoint", "add", "ft", tuned, "--step", "3", "--metric", "acc=0.9", "--json"], token: served.write)
+        #expect(commit.status == 0, "\(commit.stderr)")
+        let result = try JSONSerialization.jsonObject(with: Data(commit.stdout.utf8)) as? [String: Any] ?? [:]
+        let classifier = SyntheticBase.tensors(seed: 7).first { $0.name == "classifier.weight" }!.bytes.count
+        let sent = result["bytes_sent"] as? Int ?? 0
+        // The changed classifier, the small tensors inline and the JSON around them; never the frozen features.
+        #expect(sent > classifier && sent < classifier + 40_000, "sent \(sent) for a \(classifier)-byte change")
+        // The text output names the bytes sent.
+        let again = try served.remote(["checkpoint", "add", "ft", tuned], token: served.write)
+        #expect(again.stdout.contains("sent"))
+        // The same file imported locally into a fresh registry gets the same checkpoint digest.
+        let local = CLI()
+        #expect(try local.run(["init"]).status == 0)
+        #expect(try local.run(["base", "add", base, "--name", "cnn"]).status == 0)
+        #expect(try local.run(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"]).status == 0)
+        let localCommit = try local.json(["checkpoint", "add", "ft", tuned]) as? [String: Any]
+        #expect(localCommit?["digest"] as? String == result["digest"] as? String)
+        #expect(baseResult["digest"] as? String == (try local.json(["show", "cnn@1"]) as? [String: Any]).flatMap { ($0["checkpoint"] as? [String: Any])?["digest"] as? String })
+        // Download: byte-exact, ETag the digest, one range, If-None-Match.
+        let download = try served.server.request("GET", "/v1/checkpoints/ft@1/safetensors", token: served.read)
+        #expect(download.status == 200)
+        #expect(download.body == Array(try Data(contentsOf: URL(fileURLWithPath: tuned))))
+        #expect(download.headers["etag"] == "\"\(result["digest"] as? String ?? "")\"")
+        let range = try served.server.request("GET", "/v1/checkpoints/ft@1/safetensors", token: served.read, headers: ["Range": "bytes=100-4195"])
+        #expect(range.status == 206)
+        #expect(range.body == Array(download.body[100...4195]))
+        #expect(range.headers["content-range"] == "bytes 100-4195/\(download.body.count)")
+        let notModified = try served.server.request(
+            "GET", "/v1/checkpoints/ft@1/safetensors", token: served.read, headers: ["If-None-Match": download.headers["etag"] ?? ""])
+        #expect(notModified.status == 304)
+        let exported = served.cli.directory.file("exported.safetensors")
+        #expect(try served.remote(["export", "ft@1", "--output", exported], token: served.read).status == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: exported)) == Data(download.body))
+        // A blob by digest, verified as it streams.
+        let blob = (try served.proposal(tuned)).proposal.tensors.first { $0.name == "classifier.weight" }!
+        let fetched = try served.server.request("GET", "/v1/blobs/\(blob.digest)", token: served.read)
+        #expect(fetched.status == 200 && Digest.of(fetched.body) == blob.digest)
+        // Standard input works remotely too.
+        let piped = try served.remote(["checkpoint", "add", "ft", "-"], token: served.write, input: try Data(contentsOf: URL(fileURLWithPath: tuned)))
+        #expect(piped.status == 0, "\(piped.stderr)")
+        #expect(piped.stdout.contains("committed ft@3"))
+    }
+
+    @Test("a frozen tensor changed: 409 naming every tensor before any data moves, nothing stored; exit 79 remotely")
+    func manifestViolation() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let (_, drifted) = try served.tunedFiles()
+        #expect(try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        let blobsBefore = filesUnder(served.cli.registry + "/blobs").count
+        let (body, _) = try served.proposal(drifted)
+        let answer = try served.server.request("POST", "/v1/models/ft/checkpoints/proposal", token: served.write, body: body)
+        #expect(answer.status == 409)
+        #expect(answer.object["error"] as? String == "manifest_violation")
+        let details = answer.object["details"] as? [String] ?? []
+        #expect(details.count == 2)
+        #expect(details.contains { $0.hasPrefix("features.4.weight: frozen, but changed") })
+        #expect(details.contains { $0.hasPrefix("features.5.running_mean: frozen, but changed") })
+        let cli = try served.remote(["checkpoint", "add", "ft", drifted], token: served.write)
+        #expect(cli.status == 79)
+        #expect(cli.stderr.contains("features.4.weight: frozen, but changed"))
+        #expect(filesUnder(served.cli.registry + "/blobs").count == blobsBefore)
+        #expect(try served.remote(["checkpoint", "list", "ft"], token: served.read).stdout.contains("no checkpoints"))
+        // A dropped tensor present is refused the same way.
+        #expect(try served.remote(["student", "create", "dropper", "--from", "cnn@1", "--drop", "classifier"], token: served.write).status == 0)
+        let dropped = try served.server.request("POST", "/v1/models/dropper/checkpoints/proposal", token: served.write, body: body)
+        #expect(dropped.status == 409)
+        #expect((dropped.object["details"] as? [String] ?? []).contains { $0.contains("classifier.weight") })
+    }
+
+    @Test("blobs: only what a proposal announced, rehashed (400 and nothing kept on mismatch); a commit missing blobs is refused whole")
+    func blobUploads() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let server = served.server
+        let (tuned, _) = try served.tunedFiles()
+        #expect(try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        var (body, proposal) = try served.proposal(tuned)
+        let classifier = proposal.tensors.first { $0.name == "classifier.weight" }!
+        let bytes = SyntheticBase.tensors(seed: 7).first { $0.name == "classifier.weight" }!.bytes.enumerated().map { $0 == 0 ? $1 ^ 1 : $1 }
+        // Not announced yet: refused.
+        #expect(try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: bytes).status == 400)
+        let plan = try server.request("POST", "/v1/models/ft/checkpoints/proposal", token: served.write, body: body)
+        #expect(plan.status == 200)
+        #expect((plan.object["missing"] as? [[String: Any]])?.compactMap { $0["digest"] as? String } == [classifier.digest.description])
+        // A commit before the blob arrives is refused, naming it; nothing is committed.
+        let early = try server.request("POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: proposal)))
+        #expect(early.status == 409)
+        #expect(early.object["details"] as? [String] == [classifier.digest.description])
+        // Wrong bytes, too few, too many, a lying Content-Length: 400, and nothing kept.
+        var wrong = bytes
+        wrong[9] ^= 0xFF
+        #expect(try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: wrong).status == 400)
+        #expect(try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: Array(bytes.dropLast())).status == 400)
+        #expect(try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: bytes + [0]).status == 400)
+        #expect(try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.read, body: bytes).status == 403)
+        #expect(filesUnder(served.cli.registry + "/blobs").allSatisfy { !$0.contains(classifier.digest.hex) })
+        // The right bytes: stored; then the commit lands.
+        let put = try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: bytes)
+        #expect(put.status == 201)
+        #expect(put.object["digest"] as? String == classifier.digest.description)
+        // Small tensors must come with the commit.
+        let withoutData = try UploadProposal.of(try SafeTensorsReader(path: tuned), inlineBelow: 0)
+        let bare = try server.request("POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: withoutData)))
+        #expect(bare.status == 400)
+        #expect((bare.object["message"] as? String ?? "").contains("must come with the commit"))
+        (body, proposal) = try served.proposal(tuned)
+        let commit = try server.request("POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: proposal, step: 1)))
+        #expect(commit.status == 201, "\(commit.text)")
+        #expect(commit.object["checkpoint"] as? String == "ft@1")
+        #expect(try served.cli.run(["verify", "--read-data"]).status == 0)
+        // A proposal whose tensors disagree with its header: 400, one line.
+        var bad = proposal
+        bad.tensors[0].length += 1
+        let invalid = try server.request("POST", "/v1/models/ft/checkpoints/proposal", token: served.write, body: try jsonBody(bad))
+        #expect(invalid.status == 400)
+        #expect(!(invalid.object["message"] as? String ?? "\n").contains("\n"))
+    }
+
+    @Test("an upload cut off or stalled mid-blob leaves nothing that survives gc, commits nothing, and a retry succeeds")
+    func interruptedUploads() throws {
+        let served = try Served(serverArguments: ["--idle-timeout", "1"])
+        defer { served.server.stop() }
+        let server = served.server
+        let (tuned, _) = try served.tunedFiles()
+        #expect(try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        let (body, proposal) = try served.proposal(tuned)
+        #expect(try server.request("POST", "/v1/models/ft/checkpoints/proposal", token: served.write, body: body).status == 200)
+        let classifier = proposal.tensors.first { $0.name == "classifier.weight" }!
+        let bytes = SyntheticBase.tensors(seed: 7).first { $0.name == "classifier.weight" }!.bytes.enumerated().map { $0 == 0 ? $1 ^ 1 : $1 }
+        let head = requestBytes(method: "PUT", path: "/v1/blobs/\(classifier.digest)", token: served.write, headers: [:], body: nil, contentLength: bytes.count)
+        // Cut: half the body, then the client goes away.
+        do {
+            let connection = try Connection(port: server.port)
+            connection.send(head + bytes.prefix(bytes.count / 2))
+            usleep(200_000)
+        }
+        // Stall: half the body, then silence past the idle timeout: the server closes.
+        let stalled = try Connection(port: server.port)
+        stalled.send(head + bytes.prefix(bytes.count / 2))
+        let start = Date()
+        let answer = stalled.receiveAll()
+        #expect(Date().timeIntervalSince(start) < 15)
+        #expect(!String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/1.1 201"))
+        usleep(300_000)
+        #expect(filesUnder(served.cli.registry + "/blobs").allSatisfy { !$0.contains(classifier.digest.hex) })
+        let commit = try server.request("POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: proposal)))
+        #expect(commit.status == 409)
+        // gc leaves no temporary bytes behind.
+        #expect(try served.cli.run(["gc", "--grace", "0"]).status == 0)
+        #expect(filesUnder(served.cli.registry + "/tmp").isEmpty)
+        // The retry succeeds.
+        let retry = try served.remote(["checkpoint", "add", "ft", tuned], token: served.write)
+        #expect(retry.status == 0, "\(retry.stderr)")
+        #expect(try served.cli.run(["verify", "--read-data"]).status == 0)
+    }
+
+    @Test("concurrent commits to one student from several remote clients are numbered without gaps")
+    func concurrentCommits() async throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let (tuned, _) = try served.tunedFiles()
+        #expect(try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        let (clients, commits) = (4, 4)
+        let failures = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<clients {
+                group.addTask {
+                    var failed = 0
+                    for _ in 0..<commits where try served.remote(["checkpoint", "add", "ft", tuned], token: served.write).status != 0 { failed += 1 }
+                    return failed
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(failures == 0)
+        let numbers = (try served.json(["checkpoint", "list", "ft"]) as? [[String: Any]] ?? []).compactMap { $0["number"] as? Int }
+        #expect(numbers == Array(1...(clients * commits)))
+    }
+}
+
+@Suite("graft serve: bad input, limits and shutdown")
+struct ServerAbuseTests {
+    @Test("names and references validated as locally; URL segments decoded once and never a path")
+    func segments() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let server = served.server
+        for path in ["/v1/models/..%2F..%2Fetc", "/v1/models/%2e%2e", "/v1/models/a%00b", "/v1/checkpoints/cnn@0", "/v1/checkpoints/..%2Fgraft.sqlite", "/v1/blobs/sha256:zz"] {
+            let answer = try server.request("GET", path, token: served.read)
+            #expect(answer.status == 400, "\(path): \(answer.status) \(answer.text)")
+            #expect(answer.object["error"] as? String == "usage")
+        }
+        // Decoded once: %252F stays the three characters `%2F`, which no name may hold.
+        #expect(try server.request("GET", "/v1/models/cnn%252F", token: served.read).status == 400)
+        #expect(try server.request("GET", "/v1/models/c%6En", token: served.read).status == 200)
+        #expect(try server.request("GET", "/v1/no-such-route", token: served.read).status == 404)
+    }
+
+    @Test("malformed JSON is 400 with one line; bodies past a route's cap are 413; an oversized header is refused")
+    func limits() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let server = served.server
+        let malformed = try server.request("POST", "/v1/students", token: served.write, body: Array("{\"name\": ".utf8))
+        #expect(malformed.status == 400)
+        #expect((malformed.object["message"] as? String ?? "").hasPrefix("malformed JSON"))
+        let missingField = try server.request("POST", "/v1/students", token: served.write, body: Array("{\"name\": \"x\"}".utf8))
+        #expect(missingField.status == 400)
+        #expect((missingField.object["message"] as? String ?? "").contains("parent"))
+        let big = [UInt8](repeating: 0x20, count: (1 << 20) + 10)
+        #expect(try server.request("POST", "/v1/students", token: served.write, body: big).status == 413)
+        let header = try server.request("GET", "/v1/models", token: served.read, headers: ["X-Filler": String(repeating: "a", count: 200_000)])
+        #expect([400, 413, 431].contains(header.status))
+        #expect(try server.request("GET", "/healthz").status == 200)
+        #expect(try server.request("GET", "/v1/best?metric=acc&direction=sideways", token: served.read).status == 400)
+    }
+
+    @Test("SIGTERM during commits: the server exits 0, every acknowledged commit is intact and verify is clean")
+    func gracefulShutdown() async throws {
+        let served = try Served()
+        let (tuned, _) = try served.tunedFiles()
+        #expect(try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        let acknowledged = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<3 {
+                group.addTask {
+                    var done = 0
+                    for _ in 0..<20 {
+                        let output = try served.remote(["checkpoint", "add", "ft", tuned], token: served.write)
+                        if output.status != 0 { break }
+                        done += 1
+                    }
+                    return done
+                }
+            }
+            try await Task.sleep(for: .milliseconds(800))
+            #expect(served.server.stop() == 0)
+            return try await group.reduce(0, +)
+        }
+        let numbers = (try served.json(["checkpoint", "list", "ft"]) as? [[String: Any]] ?? []).compactMap { $0["number"] as? Int }
+        #expect(numbers.count >= acknowledged)
+        #expect(numbers == Array(1...max(numbers.count, 1)).prefix(numbers.count).map { $0 })
+        #expect(try served.cli.run(["verify", "--read-data"]).status == 0)
+        #expect(served.server.log.contains("POST /v1/models/ft/checkpoints 201"))
+    }
+
+    @Test("HTTPS with --tls-cert/--tls-key")
+    func tls() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        let (cert, key) = (cli.directory.file("cert.pem"), cli.directory.file("key.pem"))
+        let made = try runProcess(
+            "/usr/bin/openssl",
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let server = try TestServer(registry: cli.registry, arguments: ["--tls-cert", cert, "--tls-key", key], logDirectory: cli.directory.path)
+        defer { server.stop() }
+        #expect(server.url.hasPrefix("https://"))
+        let health = try runProcess("/usr/bin/curl", ["-s", "--cacert", cert, server.url + "/healthz"])
+        #expect(health.stdout.contains("\"status\":\"ok\""))
+        // The remote CLI trusts the server's own certificate through GRAFT_CA_FILE, and no other.
+        let token = try cli.run(["token", "create", "t", "--scope", "read"]).stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let trusted = try cli.run(["list", "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token, "GRAFT_CA_FILE": cert])
+        #expect(trusted.status == 0, "\(trusted.stderr)")
+        let untrusted = try cli.run(["list", "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token])
+        #expect(untrusted.status == 69)
+        // Plain HTTP to the TLS port gets no answer.
+        #expect((try? server.request("GET", "/healthz"))?.status != 200)
+    }
+}

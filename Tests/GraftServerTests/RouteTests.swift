@@ -1,0 +1,109 @@
+import Foundation
+import Graft
+import Hummingbird
+import Testing
+
+@testable import GraftServer
+
+@Suite("graft serve's routes, OpenAPI document and streaming parts")
+struct RouteTests {
+    /// The served document, and the same file under docs/.
+    func document() throws -> [String: Any] {
+        let served = try JSONSerialization.jsonObject(with: Data(PackageResources.openapi_json)) as? [String: Any] ?? [:]
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let docs = try Data(contentsOf: root.appendingPathComponent("docs/openapi.json"))
+        #expect(docs == Data(PackageResources.openapi_json), "docs/openapi.json and the served document differ")
+        return served
+    }
+
+    @Test("every registered route is in the OpenAPI document, and every documented operation is registered")
+    func routesMatchDocument() async throws {
+        let document = try document()
+        #expect(document["openapi"] as? String == "3.1.0")
+        let paths = document["paths"] as? [String: [String: Any]] ?? [:]
+        let documented = Set(paths.flatMap { path, operations in operations.keys.map { "\($0.uppercased()) \(path)" } })
+        let path = NSTemporaryDirectory() + "graft-route-\(UInt64.random(in: 0 ... .max))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let registry = try await Registry.create(at: path).registry
+        let table = RouteTable(Router(context: GraftContext.self))
+        API(registry: registry, configuration: ServerConfiguration()).register(on: table)
+        let registered = Set(table.registered.map { "\($0.method) \($0.path)" })
+        #expect(registered.count == table.registered.count, "a route is registered twice")
+        #expect(registered.subtracting(documented).isEmpty, "undocumented: \(registered.subtracting(documented).sorted())")
+        #expect(documented.subtracting(registered).isEmpty, "documented but not served: \(documented.subtracting(registered).sorted())")
+        // Every operation but /healthz is behind the bearer scheme.
+        #expect((document["security"] as? [[String: Any]])?.first?["bearer"] != nil)
+        #expect(((paths["/healthz"]?["get"] as? [String: Any])?["security"] as? [Any])?.isEmpty == true)
+    }
+
+    @Test("byte ranges: A-B, A-, -N, clamped to the file; malformed or past the end refused")
+    func ranges() throws {
+        #expect(try byteRange("bytes=0-9", length: 100) == 0...9)
+        #expect(try byteRange("bytes=90-", length: 100) == 90...99)
+        #expect(try byteRange("bytes=-10", length: 100) == 90...99)
+        #expect(try byteRange("bytes=50-500", length: 100) == 50...99)
+        #expect(try byteRange("bytes=-500", length: 100) == 0...99)
+        for bad in ["bytes=9-0", "bytes=100-", "bytes=-", "items=0-1", "bytes=0-1,3-4", "bytes=a-b", "bytes=-0"] {
+            #expect(throws: GraftError.self, "\(bad)") { try byteRange(bad, length: 100) }
+        }
+    }
+
+    @Test("the chunk pipe hands chunks over in order, at most its depth ahead, and stops a producer whose consumer left")
+    func pipe() async throws {
+        let pipe = ChunkPipe(depth: 2)
+        let producer = Task.detached {
+            var sent = 0
+            do {
+                for value in 0..<50 {
+                    try [UInt8](repeating: UInt8(value), count: 1000).withUnsafeBytes { raw in try Result { () throws(GraftError) in try pipe.send(raw) }.get() }
+                    sent += 1
+                }
+                pipe.finish(.success(()))
+            } catch {}
+            return sent
+        }
+        var received: [UInt8] = []
+        while let buffer = try await pipe.next() {
+            received.append(buffer.getInteger(at: buffer.readerIndex, as: UInt8.self)!)
+            #expect(buffer.readableBytes == 1000)
+        }
+        #expect(received == (0..<50).map(UInt8.init))
+        #expect(await producer.value == 50)
+        // A consumer that stops: the producer's next send fails instead of blocking.
+        let second = ChunkPipe(depth: 2)
+        let blocked = Task.detached {
+            var sent = 0
+            for _ in 0..<100 {
+                let ok = [UInt8](repeating: 1, count: 10).withUnsafeBytes { raw in (try? Result { () throws(GraftError) in try second.send(raw) }.get()) != nil }
+                if !ok { break }
+                sent += 1
+            }
+            return sent
+        }
+        _ = try await second.next()
+        second.cancel()
+        #expect(await blocked.value < 100)
+        // An error from the producer reaches the consumer.
+        let third = ChunkPipe()
+        third.finish(.failure(.busy))
+        await #expect(throws: GraftError.self) { try await third.next() }
+    }
+
+    @Test("an upload may send only what a live proposal announced, at its length")
+    func pendingUploads() async throws {
+        let pending = PendingUploads(window: .milliseconds(200))
+        let digest = Digest.of([1, 2, 3])
+        #expect(await pending.length(of: digest) == nil)
+        try await pending.announce([ProposedTensor(name: "w", digest: digest, length: 3)])
+        #expect(await pending.length(of: digest) == 3)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(await pending.length(of: digest) == nil)
+    }
+
+    @Test("--listen parsing")
+    func listen() {
+        #expect(ServerConfiguration.parseListen("127.0.0.1:8470")! == ("127.0.0.1", 8470))
+        #expect(ServerConfiguration.parseListen("[::1]:0")! == ("::1", 0))
+        for bad in ["8470", ":8470", "host:", "host:70000", "host:-1"] { #expect(ServerConfiguration.parseListen(bad) == nil, "\(bad)") }
+    }
+}
