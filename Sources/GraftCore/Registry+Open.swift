@@ -26,6 +26,8 @@ public final class OpenCheckpoint: SafeTensorsSource, @unchecked Sendable {
     enum Storage {
         case inline([UInt8])
         case mapped(any BlobBytes)
+        /// The tensor of the same name in a downloaded copy of the checkpoint.
+        case file(MappedSafeTensors, TensorInfo)
     }
 
     init(checkpoint: CheckpointSummary, header: SafeTensorsHeader, headerBytes: [UInt8], digests: [Digest], storage: [Storage]) {
@@ -48,7 +50,26 @@ public final class OpenCheckpoint: SafeTensorsSource, @unchecked Sendable {
         switch storage[index] {
         case .inline(let bytes): return try bytes.withUnsafeBytes(body)
         case .mapped(let blob): return try body(blob.bytes)
+        case .file(let file, let info): return try file.withData(of: info, body)
         }
+    }
+
+    /// A checkpoint read from a byte-exact copy of its file (what a server sent), each tensor
+    /// hashed now; the copy must have `checkpoint`'s digest.
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the bytes do not hash to it.
+    public static func copy(of checkpoint: CheckpointSummary, file: MappedSafeTensors) throws(GraftError) -> OpenCheckpoint {
+        let tensors = file.header.tensors
+        let digests = tensors.map { tensor in file.withData(of: tensor) { Digest.of($0) } }
+        let headerBytes = Array(file.headerBytes)
+        var hasher = SHA256()
+        hasher.update(data: headerBytes)
+        for digest in digests { hasher.update(data: digest.rawBytes) }
+        let actual = Digest(hasher.finalize())
+        guard actual == checkpoint.digest else {
+            throw .damagedBlob(checkpoint.digest, reason: "the copy of \(checkpoint.ref) received hashes to \(actual.short)…")
+        }
+        return OpenCheckpoint(
+            checkpoint: checkpoint, header: file.header, headerBytes: headerBytes, digests: digests, storage: tensors.map { .file(file, $0) })
     }
 
     /// Rehashes every tensor against its digest, on two lanes balanced by bytes (as export does).

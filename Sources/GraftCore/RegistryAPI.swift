@@ -19,6 +19,10 @@ public protocol RegistryAPI: Sendable {
     func diff(_ first: Reference, _ second: Reference) async throws(GraftError) -> DiffResult
     func stats() async throws(GraftError) -> RegistryStats
     func verify(readData: Bool) async throws(GraftError) -> VerifyReport
+    /// A student's manifest (`nil` for a base).
+    func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary?
+    /// A checkpoint's tensors for reading: mapped from the blobs locally, downloaded once from a server.
+    func openCheckpoint(_ reference: Reference, verify: Bool) async throws(GraftError) -> OpenCheckpoint
     /// Writes the checkpoint's exact bytes to a local file.
     func export(_ reference: Reference, to path: String, overwrite: Bool) async throws(GraftError) -> ExportResult
 

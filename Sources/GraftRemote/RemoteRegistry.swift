@@ -113,6 +113,23 @@ public final class RemoteRegistry: RegistryAPI {
         try await call(.POST, ["v1", "verify"], query: ["read_data": readData ? "true" : nil])
     }
 
+    public func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary? {
+        try await model(name).manifest
+    }
+
+    /// Downloads the checkpoint once into a temporary file, maps it (the file is unlinked at
+    /// once; the mapping keeps the bytes) and checks its digest: what `graft train` reads a
+    /// parent from on a training machine.
+    public func openCheckpoint(_ reference: Reference, verify: Bool) async throws(GraftError) -> OpenCheckpoint {
+        let summary = try await checkpoint(reference).checkpoint
+        let path = NSTemporaryDirectory() + "graft-open-\(UInt64.random(in: 0 ... .max)).safetensors"
+        defer { unlink(path) }
+        _ = try await export(summary.reference, to: path, overwrite: false)
+        let file: MappedSafeTensors
+        do { file = try MappedSafeTensors(path: path) } catch { throw .invalidFile(path: "the download of \(summary.ref)", error) }
+        return try OpenCheckpoint.copy(of: summary, file: file)
+    }
+
     /// Downloads the checkpoint's exact bytes to `path` (a temporary file, fsync'd, renamed into
     /// place: an interrupted download leaves nothing at `path`).
     public func export(_ reference: Reference, to path: String, overwrite: Bool) async throws(GraftError) -> ExportResult {

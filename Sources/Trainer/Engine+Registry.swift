@@ -25,7 +25,7 @@ public enum TransferPlan: Sendable, Equatable {
 /// the exact per-tensor manifest the engine applies, train them committing every epoch.
 public enum Engine {
     /// Restores a checkpoint into a network, as stored (head included).
-    public static func load(_ reference: Reference, from registry: Registry) async throws(TrainerError) -> Network {
+    public static func load(_ reference: Reference, from registry: any RegistryAPI) async throws(TrainerError) -> Network {
         try await withCheckpoint(reference, registry) { file throws(TrainerError) in
             let network = try Network(try Network.architecture(of: file), seed: 0)
             try network.load(from: file)
@@ -36,7 +36,7 @@ public enum Engine {
     /// Opens a checkpoint in place (each tensor mapped from its blob, every blob rehashed
     /// first, as an export would) and hands it to `body`.
     static func withCheckpoint<R>(
-        _ reference: Reference, _ registry: Registry, _ body: (OpenCheckpoint) throws(TrainerError) -> R
+        _ reference: Reference, _ registry: any RegistryAPI, _ body: (OpenCheckpoint) throws(TrainerError) -> R
     ) async throws(TrainerError) -> R {
         let checkpoint = try await graft { () async throws(GraftError) in try await registry.openCheckpoint(reference, verify: true) }
         return try body(checkpoint)
@@ -68,7 +68,7 @@ public enum Engine {
 
     /// Creates a student of `parent` whose manifest is exactly what `plan` trains.
     public static func deriveStudent(
-        _ name: ModelName, from parent: Reference, plan: TransferPlan, in registry: Registry, description: String? = nil
+        _ name: ModelName, from parent: Reference, plan: TransferPlan, in registry: any RegistryAPI, description: String? = nil
     ) async throws(TrainerError) -> StudentResult {
         let parentNetwork = try await load(parent, from: registry)
         let states = try manifest(for: plan, network: parentNetwork)
@@ -82,7 +82,7 @@ public enum Engine {
     /// (frozen and trainable ones); `new` ones are freshly initialised, the head sized for
     /// the selected classes.
     public static func trainStudent(
-        _ name: ModelName, in registry: Registry, data: Dataset, selection: DataSelection, settings: TrainingSettings,
+        _ name: ModelName, in registry: any RegistryAPI, data: Dataset, selection: DataSelection, settings: TrainingSettings,
         progress: (EpochReport) -> Void = { _ in }
     ) async throws(TrainerError) -> [EpochReport] {
         try settings.validate()
@@ -128,7 +128,7 @@ public enum Engine {
         }
         return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) { input, report throws(TrainerError) in
             try await graft { () async throws(GraftError) in
-                try await registry.addCheckpoint(model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics)
+                try await registry.addCheckpoint(model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics, split: nil, progress: nil)
             }
         }
     }
@@ -136,7 +136,7 @@ public enum Engine {
     /// Trains a new network from scratch and registers it as a base: epoch 1 registers
     /// `NAME@1` with `provenance`, later epochs commit `NAME@2…`, each with its metrics.
     public static func trainBase(
-        _ name: ModelName, architecture spec: String, in registry: Registry, data: Dataset, selection: DataSelection,
+        _ name: ModelName, architecture spec: String, in registry: any RegistryAPI, data: Dataset, selection: DataSelection,
         settings: TrainingSettings, provenance: Provenance, progress: (EpochReport) -> Void = { _ in }
     ) async throws(TrainerError) -> [EpochReport] {
         try settings.validate()
@@ -151,11 +151,11 @@ public enum Engine {
         return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) { input, report throws(TrainerError) in
             try await graft { () async throws(GraftError) in
                 if report.epoch == 1 {
-                    let result = try await registry.addBase(name: name, input: input, provenance: provenance)
-                    _ = try await registry.logMetrics(try Reference(parsing: result.checkpoint), report.metrics)
+                    let result = try await registry.addBase(name: name, input: input, provenance: provenance, progress: nil)
+                    _ = try await registry.logMetrics(try Reference(parsing: result.checkpoint), report.metrics, split: nil)
                     return result
                 }
-                return try await registry.addCheckpoint(model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics)
+                return try await registry.addCheckpoint(model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics, split: nil, progress: nil)
             }
         }
     }

@@ -328,6 +328,32 @@ struct ServerUploadTests {
         #expect(try served.cli.run(["verify", "--read-data"]).status == 0)
     }
 
+    @Test("graft train on a training machine: reads its parent from the server and commits every epoch through it")
+    func remoteTrain() throws {
+        let served = try Served(registerBase: false)
+        defer { served.server.stop() }
+        let data = try separable(served.cli)
+        let base = try served.remote(
+            ["train", "--scratch", "--architecture", "linear:8,relu", "--register-as", "tabular", "--data", data, "--classes", "0-1", "--epochs", "2", "--val-per-class", "20"],
+            token: served.write)
+        #expect(base.status == 0, "\(base.stderr)")
+        let student = try served.remote(
+            ["train", "fe", "--from", "tabular@latest", "--mode", "feature-extraction", "--data", data, "--classes", "0-2", "--epochs", "2", "--val-per-class", "20", "--json"],
+            token: served.write)
+        #expect(student.status == 0, "\(student.stderr)")
+        let reports = try #require(try JSONSerialization.jsonObject(with: Data(student.stdout.utf8)) as? [[String: Any]])
+        #expect(reports.last?["checkpoint"] as? String == "fe@2")
+        // What landed is on the server's registry, manifest enforced, blobs intact.
+        let checkpoints = (try served.json(["checkpoint", "list", "fe"]) as? [[String: Any]] ?? []).compactMap { $0["ref"] as? String }
+        #expect(checkpoints == ["fe@1", "fe@2"])
+        #expect(served.server.log.contains("POST /v1/models/fe/checkpoints 201"))
+        #expect(served.server.log.contains("GET /v1/checkpoints/tabular@2/safetensors 200"))
+        #expect(try served.cli.run(["verify", "--read-data"]).status == 0)
+        // A read token cannot train.
+        let refused = try served.remote(["train", "fe2", "--from", "tabular@latest", "--mode", "feature-extraction", "--data", data, "--epochs", "1"], token: served.read)
+        #expect(refused.status == 81)
+    }
+
     @Test("concurrent commits to one student from several remote clients are numbered without gaps")
     func concurrentCommits() async throws {
         let served = try Served()

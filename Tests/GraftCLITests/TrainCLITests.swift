@@ -4,7 +4,7 @@ import GraftTestSupport
 import Testing
 
 /// Two well-separated classes of 6 features (plus a third), as CSV.
-private func separable(_ cli: CLI) throws -> String {
+func separable(_ cli: CLI) throws -> String {
     var generator = SeededGenerator(seed: 9)
     var lines = ["label,f0,f1,f2,f3,f4,f5"]
     for index in 0..<240 {

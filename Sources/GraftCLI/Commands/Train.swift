@@ -103,8 +103,8 @@ extension GraftCommand {
                 perClass: perClass, validationPerClass: validationPerClass, seed: seed)
             if let perClass, perClass < 1 { throw failUsage("--per-class must be at least 1") }
             let modelName = try parseName(scratch ? registerAs! : name!)
-            let registry: Registry
-            do { registry = try await options.openLocal() } catch { throw fail(error) }
+            let registry: any RegistryAPI
+            do { registry = try await options.open() } catch { throw fail(error) }
             let samples = try trainerCall { () throws(TrainerError) in try Dataset.load(data) }
             let json = output.json
             let progress: (EpochReport) -> Void = { report in
