@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test system-deps python-deps bench bench-scale bench-train results fuzz soak mutants clean
+.PHONY: all build demo test system-deps python-deps bench bench-serve bench-scale bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -43,6 +43,14 @@ bench: system-deps python-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	swift build -c release --product graft-open-bench $(SWIFT_BUILD_FLAGS)
 	benchmarks/run.sh $(BENCH_ARGS)
+
+# graft serve on loopback beside the local CLI: remote vs local import, bytes a student commit
+# sends, 8 writers x 100 commits under 32 readers, server RSS through a 1 GiB upload.
+# SERVE_BENCH_ARGS="--size-mib 128 --runs 1 --commits 10 --only load" for a quick look.
+SERVE_BENCH_ARGS ?=
+bench-serve: system-deps
+	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
+	python3 benchmarks/serve.py --graft .build/release/graft $(SERVE_BENCH_ARGS)
 
 # The training engine: GEMM against OpenBLAS's own, samples/s per transfer mode.
 bench-train: system-deps
