@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test system-deps python-deps bench bench-serve bench-scale bench-train results fuzz soak mutants clean
+.PHONY: all build demo test system-deps python-deps fuzz-api bench bench-serve bench-scale bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -77,6 +77,17 @@ soak: system-deps python-deps
 MUTANTS_ARGS ?=
 mutants: system-deps python-deps
 	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) python3 scripts/mutants.py $(MUTANTS_ARGS)
+
+# schemathesis against a real graft serve from docs/openapi.json: no 5xx, no crash, responses
+# as documented, nothing changed outside the registry. FUZZ_API_EXAMPLES per operation.
+FUZZ_API_EXAMPLES ?= 200
+$(VENV)/.fuzz-installed: scripts/requirements-fuzz.txt $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-fuzz.txt
+	touch $@
+
+fuzz-api: system-deps $(VENV)/.fuzz-installed
+	swift build --product graft $(SWIFT_BUILD_FLAGS)
+	scripts/fuzz_api.sh .build/debug/graft $(PYTHON) $(FUZZ_API_EXAMPLES)
 
 # libFuzzer on the safetensors parser, with AddressSanitizer; new inputs land in .build/fuzz-corpus.
 SECONDS ?= 60

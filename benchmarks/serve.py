@@ -141,7 +141,7 @@ def bench_import(graft, work, mib, runs):
 
 def bench_student_bytes(graft, work):
     """A ~90 MB base (conv-like features) with a 1000 x 1024 float32 head (4 MB)."""
-    features = [(f"features.{i}.weight", "F32", [256, 1024], os.urandom(256 * 1024 * 4)) for i in range(21)]
+    features = [(f"features.{i}.weight", "F32", [1024, 1024], os.urandom(1024 * 1024 * 4)) for i in range(21)]
     head = ("classifier.weight", "F32", [1000, 1024], os.urandom(1000 * 1024 * 4))
     bias = ("classifier.bias", "F32", [1000], os.urandom(4000))
     base = os.path.join(work, "base90.safetensors")

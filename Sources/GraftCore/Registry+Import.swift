@@ -86,7 +86,7 @@ extension Registry {
     }
 
     /// Opens an input file, telling a file that cannot be read from one that is not safetensors.
-    static func openInput(_ path: String) throws(GraftError) -> SafeTensorsReader {
+    package static func openInput(_ path: String) throws(GraftError) -> SafeTensorsReader {
         do {
             return try SafeTensorsReader(path: path)
         } catch {

@@ -109,21 +109,11 @@ extension Registry {
         _ digest: Digest, to sink: @escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void
     ) async throws(GraftError) -> Int {
         guard let length = try blobs.store.length(of: digest) else { throw .damagedBlob(digest, reason: "not stored") }
-        let store = blobs.store
+        let transfer = blobs
         return try await offload { () throws(GraftError) -> Int in
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
             defer { buffer.deallocate() }
-            var hasher = SHA256()
-            var offset = 0
-            while offset < length {
-                let count = min(BlobTransfer.chunkSize, length - offset)
-                try store.read(digest, at: offset, count: count, into: buffer)
-                let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
-                hasher.update(bufferPointer: chunk)
-                try sink(chunk)
-                offset += count
-            }
-            guard Digest(hasher.finalize()) == digest else { throw .damagedBlob(digest, reason: "its bytes no longer hash to its digest") }
+            try transfer.stream(digest, length: length, buffer: buffer, verify: true, sink)
             return length
         }
     }

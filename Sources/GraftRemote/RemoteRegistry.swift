@@ -169,7 +169,7 @@ public final class RemoteRegistry: RegistryAPI {
     public func addBase(
         name: ModelName, file path: String, provenance: Provenance, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
-        try await upload(to: name, base: true, input: try Self.openInput(path), commit: UploadCommit(proposal: .init(header: "", tensors: []), provenance: provenance), progress: progress)
+        try await upload(to: name, base: true, input: try Registry.openInput(path), commit: UploadCommit(proposal: .init(header: "", tensors: []), provenance: provenance), progress: progress)
     }
 
     public func addBase(
@@ -184,7 +184,7 @@ public final class RemoteRegistry: RegistryAPI {
         model name: ModelName, file path: String, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
-        try await upload(to: name, base: false, input: try Self.openInput(path), commit: Self.commit(step, epoch, metrics, split), progress: progress)
+        try await upload(to: name, base: false, input: try Registry.openInput(path), commit: Self.commit(step, epoch, metrics, split), progress: progress)
     }
 
     public func addCheckpoint(
@@ -336,13 +336,6 @@ extension RemoteRegistry {
         Dictionary(values.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
     }
 
-    private static func openInput(_ path: String) throws(GraftError) -> SafeTensorsReader {
-        do { return try SafeTensorsReader(path: path) } catch {
-            if case .io = error { throw .cannotReadInput(path: path, error) }
-            throw .invalidFile(path: path, error)
-        }
-    }
-
     /// A stream (standard input) is read once into a temporary file, which is then uploaded:
     /// hashing and sending each need the bytes.
     private func withRandomAccess<R>(
@@ -374,7 +367,7 @@ extension RemoteRegistry {
         } catch {
             throw .io(operation: "cannot write", path: path, errno: EIO)
         }
-        return try await body(try Self.openInput(path))
+        return try await body(try Registry.openInput(path))
     }
 }
 

@@ -163,6 +163,14 @@ struct MigrationTests {
                 "SELECT * FROM manifest_entries WHERE model_id = 1",
                 "SELECT * FROM aliases WHERE model_id = 1 AND alias = 'x'",
                 "SELECT * FROM aliases WHERE checkpoint_id = 1",
+                // graft serve: every request's token lookup, a name's active token, a confined
+                // token's blob visibility.
+                "SELECT name, scope FROM tokens WHERE secret_hash = x'00' AND revoked_at IS NULL",
+                "SELECT 1 FROM tokens WHERE name = 'x' AND revoked_at IS NULL",
+                """
+                SELECT DISTINCT ct.blob_digest, m.name FROM checkpoint_tensors ct JOIN checkpoints c ON c.id = ct.checkpoint_id
+                JOIN models m ON m.id = c.model_id WHERE ct.blob_digest IN ('a', 'b')
+                """,
             ].map { sql in try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql).map { $0["detail"] as String }.joined(separator: "; ") }
         }
         for plan in plans {
