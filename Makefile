@@ -19,7 +19,7 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(VENV)/.installed: scripts/requirements-test.txt
+$(VENV)/.installed: scripts/requirements-test.txt clients/python/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 	touch $@
@@ -36,6 +36,7 @@ demo: system-deps
 test: system-deps python-deps
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) swift test --skip-build --parallel --num-workers 2
+	GRAFT_BINARY=$(abspath .build/debug/graft) $(PYTHON) -m pytest -q -p no:cacheprovider clients/python/tests
 
 # BENCH_ARGS="--size-mib 512 --runs 5 --baseline PATH/TO/OLDER/graft" compares builds side by side.
 BENCH_ARGS ?=

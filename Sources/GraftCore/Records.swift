@@ -28,6 +28,19 @@ public struct Provenance: Sendable, Codable, Equatable {
         self.description = description
         self.metadata = metadata
     }
+
+    private enum CodingKeys: String, CodingKey { case source, license, dataset, architecture, task, description, metadata }
+
+    /// Every key may be absent (a client sends only what it knows); `metadata` then is empty.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            source: try container.decodeIfPresent(String.self, forKey: .source), license: try container.decodeIfPresent(String.self, forKey: .license),
+            dataset: try container.decodeIfPresent(String.self, forKey: .dataset),
+            architecture: try container.decodeIfPresent(String.self, forKey: .architecture), task: try container.decodeIfPresent(String.self, forKey: .task),
+            description: try container.decodeIfPresent(String.self, forKey: .description),
+            metadata: try container.decodeIfPresent([String: String].self, forKey: .metadata) ?? [:])
+    }
 }
 
 /// A model as listed: a base (with provenance) or a student.

@@ -1,0 +1,1 @@
+"""Drop-in callbacks: Hugging Face ``transformers.Trainer`` and Lightning."""
