@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test system-deps python-deps fuzz-api bench bench-serve bench-scale bench-train results fuzz soak mutants clean
+.PHONY: all build demo test system-deps python-deps fuzz-api bench bench-serve bench-client bench-scale bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -52,6 +52,13 @@ SERVE_BENCH_ARGS ?=
 bench-serve: system-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	python3 benchmarks/serve.py --graft .build/release/graft $(SERVE_BENCH_ARGS)
+
+# The Python client: a student of a 22M-parameter base committed from a state_dict, bytes and
+# time against safetensors.save_file + a local graft checkpoint add. CLIENT_BENCH_ARGS="--runs N".
+CLIENT_BENCH_ARGS ?=
+bench-client: system-deps python-deps
+	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
+	$(PYTHON) benchmarks/client.py --graft .build/release/graft $(CLIENT_BENCH_ARGS)
 
 # The training engine: GEMM against OpenBLAS's own, samples/s per transfer mode.
 bench-train: system-deps
