@@ -6,16 +6,20 @@ import base64
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
 import requests
+import requests.adapters
 
 from . import _tensors
 from .errors import GraftError, Unavailable, from_answer
 
 _SEGMENT_SAFE = "-._~@:"
+#: Blobs sent at once during an upload (the CLI sends four too).
+PARALLEL_UPLOADS = 4
 
 
 @dataclass
@@ -70,6 +74,9 @@ class Client:
         self.timeout = timeout
         self._session = requests.Session()
         self._session.verify = verify
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=PARALLEL_UPLOADS * 2)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         if self.token:
             self._session.headers["Authorization"] = f"Bearer {self.token}"
 
@@ -235,11 +242,19 @@ class Client:
         plan = self._json("POST", path + ["proposal"], raw_body=proposal_body)
         sent = len(proposal_body)
         spans = {name: (start, end) for name, start, end in layout.tensors}
-        for blob in plan["missing"]:
+
+        def put(blob: Mapping[str, Any]) -> int:
             start, end = spans[blob["name"]]
             self._request("PUT", ["v1", "blobs", blob["digest"]], data=layout.view(start, end),
                           headers={"Content-Type": "application/octet-stream"})
-            sent += end - start
+            return end - start
+
+        missing = plan["missing"]
+        if len(missing) > 1:
+            with ThreadPoolExecutor(max_workers=min(PARALLEL_UPLOADS, len(missing))) as pool:
+                sent += sum(pool.map(put, missing))
+        else:
+            sent += sum(put(blob) for blob in missing)
         for entry, (name, start, end) in zip(proposal["tensors"], layout.tensors):
             if end - start < plan["inline_below"]:
                 entry["data"] = base64.b64encode(layout.view(start, end)).decode()
