@@ -499,8 +499,8 @@ func quotedParameter(_ text: String) -> String {
     "`" + String(text.unicodeScalars.prefix(60).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) }) + "`"
 }
 
-/// A lineage node's or advisory's model name (always valid: it came from the registry).
-func nameOf(_ text: String) -> ModelName { (try? ModelName(text)) ?? (try! ModelName("_")) }
+/// A lineage node's or advisory's model name (valid: it came from the registry).
+func nameOf(_ text: String) -> ModelName { ModelName(trusted: text) }
 
 /// The body, refused past `limit` bytes (413) before it is all read.
 func collect(_ request: Request, limit: Int) async throws -> [UInt8] {

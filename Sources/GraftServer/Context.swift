@@ -2,11 +2,15 @@ import Foundation
 import Graft
 import Hummingbird
 import Logging
+import Synchronization
 
 /// The request context: Hummingbird's, plus the token that authenticated the request.
 struct GraftContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     var token: TokenInfo?
+    /// Where authentication leaves the token's name for the access line, which is written
+    /// outside it (so that refused requests are logged too).
+    var accessLine = AccessLineToken()
 
     init(source: Source) {
         coreContext = .init(source: source)
@@ -58,6 +62,7 @@ struct Authentication: RouterMiddleware {
         }
         var context = context
         context.token = token
+        context.accessLine.name.withLock { $0 = token.name }
         context.logger[metadataKey: "token"] = .string(token.name)
         return try await next(request, context)
     }
@@ -106,7 +111,13 @@ struct ErrorAnswer: RouterMiddleware {
     }
 }
 
-/// One line per request on the log: method, path, status, milliseconds, bytes and token.
+/// The token name authentication found, shared with the access line of the same request.
+final class AccessLineToken: Sendable {
+    let name = Mutex<String?>(nil)
+}
+
+/// One line per request on the log: method, path, status, milliseconds and the token's name
+/// (`-` when none was valid).
 struct AccessLog: RouterMiddleware {
     func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
@@ -123,8 +134,9 @@ struct AccessLog: RouterMiddleware {
     private func log(_ request: Request, context: GraftContext, status: Int, start: ContinuousClock.Instant) {
         let elapsed = ContinuousClock.now - start
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        let token = context.accessLine.name.withLock { $0 } ?? "-"
         context.logger.info(
-            "\(request.method.rawValue) \(request.uri.path) \(status) \(String(format: "%.1f", milliseconds))ms")
+            "\(request.method.rawValue) \(request.uri.path) \(status) \(String(format: "%.1f", milliseconds))ms token=\(token)")
     }
 }
 

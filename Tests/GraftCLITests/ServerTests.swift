@@ -86,7 +86,9 @@ struct ServerAccessTests {
         #expect(database.range(of: Data(served.admin.utf8)) == nil)
         let list = try served.cli.run(["token", "list"])
         #expect(list.stdout.contains("admin-t") && !list.stdout.contains(served.admin))
-        #expect(server.log.contains("GET /v1/models 401"))
+        #expect(server.log.contains("GET /v1/models 401") && server.log.contains("token=-"))
+        #expect(server.log.contains("GET /v1/models 200") && server.log.contains("token=read-t"))
+        #expect(!server.log.contains(served.admin) && !server.log.contains(served.read), "secrets never reach the log")
         // The remote CLI exits as a refused request should.
         #expect(try served.remote(["list"], token: "graft_nonsense").status == 81)
     }
