@@ -59,7 +59,13 @@ public final class OpenCheckpoint: SafeTensorsSource, @unchecked Sendable {
     /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the bytes do not hash to it.
     public static func copy(of checkpoint: CheckpointSummary, file: MappedSafeTensors) throws(GraftError) -> OpenCheckpoint {
         let tensors = file.header.tensors
-        let digests = tensors.map { tensor in file.withData(of: tensor) { Digest.of($0) } }
+        let digests = tensors.map { tensor in
+            file.withData(of: tensor) { bytes in
+                var hasher = SHA256()
+                hasher.update(bufferPointer: bytes)
+                return Digest(hasher.finalize())
+            }
+        }
         let headerBytes = Array(file.headerBytes)
         var hasher = SHA256()
         hasher.update(data: headerBytes)

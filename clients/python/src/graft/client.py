@@ -207,9 +207,10 @@ class Client:
         directory = os.path.dirname(os.path.abspath(path))
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".graft-download-", delete=False) as out:
             try:
-                digest = self._download_to(ref, out)
+                expected = self._download_to(ref, out)
                 out.flush()
                 os.fsync(out.fileno())
+                digest = _verified(ref, _tensors.from_path(out.name), expected)
             except BaseException:
                 os.unlink(out.name)
                 raise
@@ -268,21 +269,17 @@ class Client:
         import io
 
         buffer = io.BytesIO()
-        self._download_to(ref, buffer)
-        return buffer.getvalue()
+        expected = self._download_to(ref, buffer)
+        data = buffer.getvalue()
+        _verified(ref, _tensors.parse(data), expected)
+        return data
 
     def _download_to(self, ref: str, out: Any) -> str:
+        """Streams the file to ``out``; returns the digest the server announced (its ETag)."""
         response = self._request("GET", ["v1", "checkpoints", ref, "safetensors"], stream=True)
-        expected = response.headers.get("ETag", "").strip('"')
-        chunks = bytearray()
         for chunk in response.iter_content(chunk_size=1 << 20):
-            chunks += chunk
             out.write(chunk)
-        layout = _tensors.parse(bytes(chunks))
-        actual = _tensors.checkpoint_digest(layout, [_tensors.digest(layout.view(s, e)) for _, s, e in layout.tensors])
-        if expected and actual != expected:
-            raise GraftError(f"the download of {ref} hashes to {actual[:19]}…, not {expected[:19]}…", kind="damage")
-        return actual
+        return response.headers.get("ETag", "").strip('"')
 
     def _json(self, method: str, path: list[str], *, query: Mapping[str, Any] | None = None, body: Any = None,
               raw_body: bytes | None = None) -> Any:
@@ -306,6 +303,14 @@ class Client:
                 body = None
             raise from_answer(response.status_code, body, f"the server answered {response.status_code}")
         return response
+
+
+def _verified(ref: str, layout: _tensors.Layout, expected: str) -> str:
+    """The checkpoint digest of downloaded bytes, which must be the one the server announced."""
+    actual = _tensors.checkpoint_digest(layout, [_tensors.digest(layout.view(s, e)) for _, s, e in layout.tensors])
+    if expected and actual != expected:
+        raise GraftError(f"the download of {ref} hashes to {actual[:19]}…, not {expected[:19]}…", kind="damage")
+    return actual
 
 
 def _checkpoint(summary: Mapping[str, Any]) -> Checkpoint:
