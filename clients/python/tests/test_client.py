@@ -198,3 +198,22 @@ def test_upload_cut_midway_then_retried(setup):
     head = tuned.head.weight.detach().numpy().tobytes()
     stored = [t for layer in client._json("GET", ["v1", "checkpoints", "cut@1"])["layers"] for t in layer["tensors"] if t["name"] == "head.weight"][0]
     assert stored["digest"] == "sha256:" + hashlib.sha256(head).hexdigest()
+
+
+def test_download_checked_against_announced_digest(setup, tmp_path, monkeypatch):
+    server, client, teacher, base = setup
+    # The server announces the checkpoint digest as the ETag; bytes that do not hash to it are refused.
+    original = graft.Client._download_to
+
+    def lying(self, ref, out):
+        original(self, ref, out)
+        return "sha256:" + "0" * 64
+
+    monkeypatch.setattr(graft.Client, "_download_to", lying)
+    with pytest.raises(graft.GraftError) as damaged:
+        client.load_state_dict("teacher@1")
+    assert damaged.value.kind == "damage"
+    target = tmp_path / "never.safetensors"
+    with pytest.raises(graft.GraftError):
+        client.download("teacher@1", target)
+    assert not target.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".graft-download-")]
