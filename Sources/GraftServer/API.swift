@@ -96,6 +96,17 @@ struct API: Sendable {
             let reference = try await visibleReference(context, .read)
             return try await download(reference, request: request)
         }
+        routes.head("/v1/checkpoints/{ref}/safetensors") { _, context in
+            // What a GET would answer, without the body: size, digest, ranges.
+            let reference = try await visibleReference(context, .read)
+            let summary = try await registry.checkpoint(reference).checkpoint
+            var headers = HTTPFields()
+            headers[.contentType] = "application/octet-stream"
+            headers[.contentLength] = String(summary.fileBytes)
+            headers[.eTag] = "\"\(summary.digest)\""
+            headers[.acceptRanges] = "bytes"
+            return Response(status: .ok, headers: headers)
+        }
         routes.get("/v1/diff") { request, context in
             let token = try context.require(.read)
             guard let first = query(request, "from"), let second = query(request, "to") else { throw GraftError.badRequest("diff needs `from` and `to` references") }
@@ -435,6 +446,7 @@ final class RouteTable: @unchecked Sendable {
     func post(_ path: String, use handler: @escaping Handler) { add(.post, path, handler) }
     func put(_ path: String, use handler: @escaping Handler) { add(.put, path, handler) }
     func delete(_ path: String, use handler: @escaping Handler) { add(.delete, path, handler) }
+    func head(_ path: String, use handler: @escaping Handler) { add(.head, path, handler) }
 }
 
 /// `bytes=A-B`, `bytes=A-` or `bytes=-N` within a file of `length` bytes, clamped to it.

@@ -203,6 +203,10 @@ struct ServerUploadTests {
         let notModified = try served.server.request(
             "GET", "/v1/checkpoints/ft@1/safetensors", token: served.read, headers: ["If-None-Match": download.headers["etag"] ?? ""])
         #expect(notModified.status == 304)
+        let head = try served.server.request("HEAD", "/v1/checkpoints/ft@1/safetensors", token: served.read)
+        #expect(head.status == 200 && head.body.isEmpty)
+        #expect(head.headers["content-length"] == String(download.body.count) && head.headers["etag"] == download.headers["etag"])
+        #expect(try served.server.request("HEAD", "/v1/checkpoints/ft@9/safetensors", token: served.read).status == 404)
         let exported = served.cli.directory.file("exported.safetensors")
         #expect(try served.remote(["export", "ft@1", "--output", exported], token: served.read).status == 0)
         #expect(try Data(contentsOf: URL(fileURLWithPath: exported)) == Data(download.body))
