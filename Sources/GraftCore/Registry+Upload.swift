@@ -89,6 +89,8 @@ struct CheckedProposal {
     var header: SafeTensorsHeader
     var digests: [Digest]
     var data: [[UInt8]?]
+    /// For a student: the tensors its manifest records as `new` (set by the registry's check).
+    var newTensors: [String]? = nil
 
     init(_ proposal: UploadProposal) throws(GraftError) {
         guard let bytes = Data(base64Encoded: proposal.header).map(Array.init) else { throw .invalidUpload("the header is not base64") }
@@ -208,31 +210,31 @@ extension Registry {
                     model: name, checkpoint: "\(name)@1", digest: new.digest, tensors: tensors.count, parameters: new.parameterCount,
                     logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: new.dataLength - inline)
             }
-            let manifest = try await self.manifest(of: name)
-            let plan = ManifestEnforcement.plan(manifest, tensors: checked.header.tensors)
             let (number, inline) = try await metadata.insertCheckpoint(
-                model: name, new, metrics: metrics, split: commit.split, newTensors: manifest == nil ? nil : plan.newTensors, stillStored: stillStored)
+                model: name, new, metrics: metrics, split: commit.split, newTensors: checked.newTensors, stillStored: stillStored)
             return ImportResult(
                 model: name, checkpoint: "\(name)@\(number)", digest: new.digest, tensors: tensors.count, parameters: new.parameterCount,
                 logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: new.dataLength - inline,
-                newTensors: manifest == nil ? [] : plan.newTensors)
+                newTensors: checked.newTensors ?? [])
         }
     }
 
     /// The proposal against its header and the model: a taken name for a base, an unknown model
-    /// or a manifest violation (from the header and the digests) for a checkpoint.
+    /// or a manifest violation (from the header and the digests) for a checkpoint. The manifest
+    /// is read and planned once: the commit records the plan's `new` tensors.
     private func check(_ proposal: UploadProposal, to name: ModelName, base: Bool) async throws(GraftError) -> CheckedProposal {
         if base {
             if try await modelID(name) != nil { throw .modelExists(name) }
         } else {
             guard try await modelID(name) != nil else { throw try await notFound(name) }
         }
-        let checked = try CheckedProposal(proposal)
+        var checked = try CheckedProposal(proposal)
         guard !base, let manifest = try await self.manifest(of: name) else { return checked }
         let plan = ManifestEnforcement.plan(manifest, tensors: checked.header.tensors)
         var violations = plan.violations
         violations += ManifestEnforcement.frozenDrift(manifest, hashed: plan.frozen.map { (checked.header.tensors[$0].name, checked.digests[$0]) })
         if !violations.isEmpty { throw .manifestViolation(model: name, violations: violations) }
+        checked.newTensors = plan.newTensors
         return checked
     }
 

@@ -59,6 +59,16 @@ struct UploadProtocolTests {
         #expect(committed.digest == local2.digest)
         #expect(try await remote.registry.metrics(.number(try ModelName("ft"), 1)).checkpoints.first?.metrics.first?.value == 0.5)
         #expect(try await remote.registry.verify(readData: true).problems.isEmpty)
+        // A student that re-initialises a tensor records it as `new`, remotely as locally.
+        let reinit = try ModelName("re")
+        for registry in [local.registry, remote.registry] {
+            _ = try await registry.createStudent(
+                name: reinit, from: .number(name, 1), manifest: .rules([ManifestRule(.reinit, tensors[changed].name)], freezeThrough: nil))
+        }
+        let reinitProposal = try UploadProposal.of(tuned)
+        let remoteNew = try await remote.registry.commitUpload(to: reinit, base: false, UploadCommit(proposal: reinitProposal)).newTensors
+        let localNew = try await local.registry.addCheckpoint(model: reinit, input: tuned).newTensors
+        #expect(remoteNew == [tensors[changed].name] && remoteNew == localNew)
     }
 
     @Test("a proposal is checked against its header, the model and the manifest before anything is stored")
