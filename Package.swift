@@ -77,8 +77,9 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            // The OpenAPI document served at /v1/openapi.json (docs/openapi.json links to it).
-            resources: [.embedInCode("openapi.json")],
+            // The OpenAPI document served at /v1/openapi.json (docs/openapi.json links to it); the web
+            // view's stylesheet and script.
+            resources: [.embedInCode("openapi.json"), .embedInCode("Web/graft.css"), .embedInCode("Web/graft.js")],
             swiftSettings: strict
         ),
         // The client side of that API (AsyncHTTPClient): the CLI's `--registry http(s)://…`.

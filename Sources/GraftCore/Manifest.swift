@@ -14,7 +14,7 @@ public enum TensorState: String, Sendable, Codable, CaseIterable {
 }
 
 /// How much of the parent a student trains, derived from its manifest.
-public enum TransferMode: String, Sendable, Codable {
+public enum TransferMode: String, Sendable, Codable, CaseIterable {
     /// Every kept parent tensor is frozen: only new tensors train.
     case featureExtraction = "feature-extraction"
     /// Some kept parent tensors are frozen, some train.

@@ -120,6 +120,16 @@ package protocol MetadataStore: Sendable {
     /// The model a checkpoint belongs to.
     func modelOf(checkpoint: Int64) async throws(GraftError) -> Int64?
 
+    // MARK: Browsing (the web view)
+
+    /// Every model for the index, by name, with the open advisories each carries or inherits
+    /// (``AdvisoryInheritance``): one read transaction.
+    func modelIndex() async throws(GraftError) -> [ModelIndexEntry]
+    /// A model's curves with every point, by name then step.
+    func curvePoints(model: Int64) async throws(GraftError) -> [CurveSeries]
+    /// The distinct metric names and splits of the first `limit` models of a subtree (the model first).
+    func metricKeys(subtree: Int64, limit: Int) async throws(GraftError) -> [MetricKey]
+
     // MARK: Best
 
     /// The best checkpoint of a scope, in one transaction: the store reads the candidates and

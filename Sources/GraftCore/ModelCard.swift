@@ -46,7 +46,7 @@ extension Registry {
     /// its root base's), and the newest checkpoint's evaluations in `model-index` form.
     public func card(_ name: ModelName) async throws(GraftError) -> String {
         let detail = try await model(name)
-        let lineage = try await lineage(name)
+        let lineage = try await lineage(name, parts: .ancestors)
         let root = lineage.ancestors.last?.name ?? name.value
         let rootProvenance = root == name.value ? detail.model.provenance : try await model(ModelName(trusted: root)).model.provenance
         let provenance = detail.model.provenance

@@ -45,7 +45,7 @@ public struct MetricAssignment: Sendable, Equatable {
 
     /// Metric and split names: 1–128 printable ASCII characters, no spaces, `=` or `,`
     /// (`val/accuracy` and `top-1` are fine).
-    static func checkName(_ name: String) throws(GraftError) {
+    package static func checkName(_ name: String) throws(GraftError) {
         guard !name.isEmpty, name.utf8.count <= 128,
             name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "=") && $0 != UInt8(ascii: ",") && $0 != UInt8(ascii: "\"") })
         else {

@@ -304,7 +304,7 @@ struct API: Sendable {
     // MARK: Confinement
 
     /// The reference, when the token may see its model; else not found (nothing leaks).
-    private func visible(_ reference: Reference, token: TokenInfo) async throws(GraftError) -> Reference {
+    func visible(_ reference: Reference, token: TokenInfo) async throws(GraftError) -> Reference {
         guard token.models != nil else { return reference }
         switch reference {
         case .model(let name), .number(let name, _), .latest(let name), .alias(let name, _):
@@ -320,7 +320,7 @@ struct API: Sendable {
         return reference
     }
 
-    private func visibleReference(_ context: GraftContext, _ scope: TokenScope) async throws(GraftError) -> Reference {
+    func visibleReference(_ context: GraftContext, _ scope: TokenScope) async throws(GraftError) -> Reference {
         let token = try context.require(.read)
         let reference = try await visible(try Reference(parsing: try segment(context, "ref")), token: token)
         _ = try context.require(scope)
@@ -329,7 +329,7 @@ struct API: Sendable {
 
     /// `best` for a confined token: the best of each model it sees in scope, then the best of
     /// those (a model it cannot see is never a candidate, and never counted).
-    private func best(
+    func best(
         metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool, token: TokenInfo
     ) async throws(GraftError) -> BestResult {
         guard token.models != nil else { return try await registry.best(metric: metric, direction: direction, split: split, scope: scope, includeFlagged: includeFlagged) }
@@ -374,7 +374,7 @@ struct API: Sendable {
 
     /// The checkpoint's exact bytes, verified as they stream; ETag is its digest; one byte range
     /// (`Range: bytes=A-B`, `A-`, `-N`) answers 206.
-    private func download(_ reference: Reference, request: Request) async throws -> Response {
+    func download(_ reference: Reference, request: Request) async throws -> Response {
         let summary = try await registry.checkpoint(reference).checkpoint
         let etag = "\"\(summary.digest)\""
         if let match = request.headers[.ifNoneMatch], match == etag || match == "*" {

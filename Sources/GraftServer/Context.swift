@@ -47,17 +47,28 @@ struct GraftContext: RequestContext {
     }
 }
 
-/// Looks up the bearer token of every request but `/healthz`; the routes check its scope.
+/// Looks up the token of every request but `/healthz` and the login form's; the routes check
+/// its scope. The API (`/v1`) takes `Authorization: Bearer` only; pages take it or the session
+/// cookie `/login` sets, and send a visitor without a valid one to `/login`.
 struct Authentication: RouterMiddleware {
     let registry: Registry
 
     func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response {
-        if request.uri.path == "/healthz" { return try await next(request, context) }
-        guard let header = request.headers[.authorization] else {
+        let path = request.uri.path
+        if path == "/healthz" || Web.isPublic(path) { return try await next(request, context) }
+        let page = Web.isPage(path)
+        let secret: String
+        if let header = request.headers[.authorization] {
+            guard header.hasPrefix("Bearer "), header.utf8.count < 200 else { throw GraftError.unauthorized("malformed Authorization header: expected `Bearer TOKEN`") }
+            secret = String(header.dropFirst(7))
+        } else if page, let cookie = Web.sessionCookie(request), cookie.utf8.count < 200 {
+            secret = cookie
+        } else {
+            if page { return Web.redirectToLogin(request) }
             throw GraftError.unauthorized("a token is required: send `Authorization: Bearer TOKEN`")
         }
-        guard header.hasPrefix("Bearer "), header.utf8.count < 200 else { throw GraftError.unauthorized("malformed Authorization header: expected `Bearer TOKEN`") }
-        guard let token = try await registry.authenticate(String(header.dropFirst(7))) else {
+        guard let token = try await registry.authenticate(secret) else {
+            if page, request.headers[.authorization] == nil { return Web.redirectToLogin(request) }
             throw GraftError.unauthorized("the token is unknown or revoked")
         }
         var context = context
@@ -88,6 +99,9 @@ struct ErrorAnswer: RouterMiddleware {
             case .blobsMissing(let digests): details = digests.map(\.description)
             default: break
             }
+            if Web.isPage(request.uri.path) {
+                return Web.errorPage(error.kind, message: ([error.description] + (details ?? [])).joined(separator: "\n"), status: .init(code: error.kind.httpStatus))
+            }
             var response = jsonResponse(ErrorBody(error: error.kind, message: error.description, details: details), status: .init(code: error.kind.httpStatus))
             if error.kind == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer realm=\"graft\"" }
             return response
@@ -101,6 +115,7 @@ struct ErrorAnswer: RouterMiddleware {
                 default: .internal
                 }
             let message = error.status.code == 404 ? "no such route" : error.status.code == 405 ? "method not allowed on this route" : error.status.reasonPhrase
+            if Web.isPage(request.uri.path) { return Web.errorPage(kind, message: message, status: error.status) }
             return jsonResponse(ErrorBody(error: kind, message: message), status: error.status)
         } catch is CancellationError {
             throw CancellationError()

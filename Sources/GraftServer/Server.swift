@@ -65,6 +65,7 @@ public enum GraftServer {
         router.add(middleware: ErrorAnswer())
         router.add(middleware: Authentication(registry: registry))
         api.register(on: RouteTable(router))
+        Web(api: api, secure: configuration.tlsCertificate != nil).register(on: RouteTable(router))
         let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .init(configuration.idleTimeout)))
         let scheme: String
         let server: HTTPServerBuilder
