@@ -4,10 +4,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl
+APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test system-deps python-deps fuzz-api bench bench-serve bench-client bench-scale bench-train results fuzz soak mutants clean
+.PHONY: all build demo test screenshots system-deps python-deps fuzz-api bench bench-serve bench-client bench-scale bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -37,6 +37,12 @@ test: system-deps python-deps
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) swift test --skip-build --parallel --num-workers 2
 	GRAFT_BINARY=$(abspath .build/debug/graft) $(PYTHON) -m pytest -q -p no:cacheprovider clients/python/tests
+	GRAFT_BINARY=$(abspath .build/debug/graft) $(PYTHON) -m pytest -q -p no:cacheprovider tests/web
+
+# The web view's screenshots in docs/screenshots/ (README, docs/WEB.md), taken by the browser tests.
+screenshots: system-deps python-deps
+	swift build --product graft $(SWIFT_BUILD_FLAGS)
+	GRAFT_SCREENSHOTS=$(abspath docs/screenshots) GRAFT_BINARY=$(abspath .build/debug/graft) $(PYTHON) -m pytest -q -p no:cacheprovider tests/web -k console
 
 # BENCH_ARGS="--size-mib 512 --runs 5 --baseline PATH/TO/OLDER/graft" compares builds side by side.
 BENCH_ARGS ?=

@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -26,6 +25,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from graft_process import Server  # noqa: E402
 
 
 def write_safetensors(path, tensors, metadata=None):
@@ -52,37 +53,6 @@ def big_file(path, mib):
     count = max(1, (mib << 20) // chunk)
     tensors = [(f"layers.{i}.weight", "F32", [chunk // 4], os.urandom(chunk)) for i in range(count)]
     write_safetensors(path, tensors)
-
-
-class Server:
-    def __init__(self, graft, registry, log):
-        self.log = open(log, "w")
-        self.process = subprocess.Popen(
-            [graft, "serve", "--registry", registry, "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self.process.stdout.readline()
-        if "http://" not in line:
-            self.stop()
-            raise RuntimeError("graft serve did not start: " + line)
-        self.url = line.split("listening on ")[1].split(" ")[0]
-        self.port = int(self.url.rsplit(":", 1)[1])
-
-    def peak_rss_mib(self):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 def run(graft, args, env=None, check=True):

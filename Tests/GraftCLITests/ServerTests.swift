@@ -470,6 +470,9 @@ struct ServerAbuseTests {
         #expect(trusted.status == 0, "\(trusted.stderr)")
         let untrusted = try cli.run(["list", "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token])
         #expect(untrusted.status == 69)
+        // Under TLS the session cookie is Secure.
+        let login = try runProcess("/usr/bin/curl", ["-s", "-D", "-", "-o", "/dev/null", "--cacert", cert, "--data-urlencode", "token=\(token)", server.url + "/login"])
+        #expect(login.stdout.contains("Set-Cookie: graft_session=\(token); Path=/; HttpOnly; SameSite=Strict; Secure"), "\(login.stdout)")
         // Plain HTTP to the TLS port gets no answer.
         #expect((try? server.request("GET", "/healthz"))?.status != 200)
     }

@@ -138,6 +138,60 @@ struct MetadataStoreConformanceTests {
         }
     }
 
+    @Test("browsing: the model index with modes, parent edges and inherited flags; curves point by point; a family's metric keys, bounded", arguments: MetadataStoreKind.allCases)
+    func browsing(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        _ = try await store.insertBase(name: name("base"), provenance: Provenance(description: "the <teacher>"), checkpoint: commit([("w", [1])]), stillStored: always)
+        _ = try await store.insertBase(name: name("other"), provenance: Provenance(), checkpoint: commit([("w", [2])], header: "o"), stillStored: always)
+        let baseCheckpoint = try #require(try await store.checkpoint(model: name("base"), number: 1))
+        func student(_ child: String, of parent: ResolvedCheckpoint, mode: TransferMode) async throws {
+            try await store.insertStudent(NewStudent(
+                name: name(child), parent: parent, relation: .distillation, mode: mode, rules: nil,
+                entries: [ManifestEntry(name: "w", state: .frozen, dtype: .u8, shape: [1], parameters: 1, parentDigest: Digest.of([1]))],
+                description: "student \(child)", createdAt: timestamp()))
+        }
+        try await student("a", of: baseCheckpoint, mode: .featureExtraction)
+        _ = try await store.insertCheckpoint(
+            model: name("a"), commit([("w", [1]), ("head", [9])], header: "a1"), metrics: [try MetricAssignment(name: "acc", value: 0.5)], split: "val",
+            newTensors: ["head"], stillStored: always)
+        let a1 = try #require(try await store.checkpoint(model: name("a"), number: 1))
+        try await student("kid", of: a1, mode: .fullFinetune)
+        _ = try await store.insertCheckpoint(
+            model: name("kid"), commit([("w", [3]), ("head", [9])], header: "k1"), metrics: [try MetricAssignment(name: "loss", value: 2)], split: nil,
+            newTensors: nil, stillStored: always)
+
+        var index = try await store.modelIndex()
+        #expect(index.map(\.name) == ["a", "base", "kid", "other"], "by name")
+        let a = try #require(index.first { $0.name == "a" })
+        #expect(a.kind == "student" && a.mode == .featureExtraction && a.relation == .distillation && a.parent == "base@1" && a.checkpoints == 1)
+        #expect(a.description == "student a" && !a.flagged)
+        let base = try #require(index.first { $0.name == "base" })
+        #expect(base.kind == "base" && base.mode == nil && base.parent == nil && base.description == "the <teacher>")
+        #expect(index.first { $0.name == "kid" }?.parent == "a@1")
+        // An advisory on `a` flags it and, inherited, its student; not its parent or the other base.
+        let aID = try #require(try await store.modelID(named: name("a")))
+        try await store.insertAdvisory(NewAdvisory(id: "ADV-1", model: aID, checkpoint: nil, severity: .high, note: nil, url: nil, createdAt: timestamp()))
+        index = try await store.modelIndex()
+        #expect(Dictionary(uniqueKeysWithValues: index.map { ($0.name, $0.advisories) }) == ["a": ["ADV-1"], "kid": ["ADV-1"], "base": [], "other": []])
+        _ = try await store.resolveAdvisory("ADV-1", at: timestamp())
+        #expect(try await store.modelIndex().allSatisfy { !$0.flagged }, "a resolved advisory flags nothing")
+
+        // Curves: every point, by name then step (inserted out of order).
+        var batch = CurveBatch()
+        for (curve, step, value) in [("loss", 20, 0.5), ("acc", 10, 0.1), ("loss", 10, 0.9), ("acc", 20, 0.3)] { batch.append(name: curve, step: step, value: value) }
+        try await store.insertCurvePoints(model: aID, batch)
+        let curves = try await store.curvePoints(model: aID)
+        #expect(curves == [CurveSeries(name: "acc", steps: [10, 20], values: [0.1, 0.3]), CurveSeries(name: "loss", steps: [10, 20], values: [0.9, 0.5])])
+        #expect(try await store.curvePoints(model: try #require(try await store.modelID(named: name("kid")))) == [])
+
+        // Metric keys of a family: the model and its descendants, each split apart.
+        let baseID = try #require(try await store.modelID(named: name("base")))
+        #expect(try await store.metricKeys(subtree: baseID, limit: 100) == [MetricKey(name: "acc", split: "val"), MetricKey(name: "loss", split: nil)])
+        #expect(try await store.metricKeys(subtree: aID, limit: 1) == [MetricKey(name: "acc", split: "val")], "the model first; the limit bounds the models read")
+        #expect(try await store.metricKeys(subtree: try #require(try await store.modelID(named: name("other"))), limit: 100) == [])
+    }
+
     @Test("best follows BestSelection's rank order and AdvisoryInheritance's flags in every scope, direction and path", arguments: MetadataStoreKind.allCases)
     func best(kind: MetadataStoreKind) async throws {
         let (store, keep) = try kind.make()

@@ -37,11 +37,11 @@ struct LineChart {
         // Axes and ticks.
         svg += "<g class=\"axis\"><line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xHigh)))\" y2=\"\(Markup(raw: py(yLow)))\"/>"
         svg += "<line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xLow)))\" y2=\"\(Markup(raw: py(yHigh)))\"/>"
-        for tick in 0...4 {
-            let y = yLow + (yHigh - yLow) * Double(tick) / 4
+        for y in Self.ticks(yLow, yHigh) {
             svg += "<line class=\"grid\" x1=\"\(Markup(raw: px(xLow)))\" x2=\"\(Markup(raw: px(xHigh)))\" y1=\"\(Markup(raw: py(y)))\" y2=\"\(Markup(raw: py(y)))\"/>"
             svg += "<text x=\"\(Int(Self.left) - 6)\" y=\"\(Markup(raw: py(y)))\" text-anchor=\"end\" dominant-baseline=\"middle\">\(Self.tickLabel(y))</text>"
-            let x = xLow + (xHigh - xLow) * Double(tick) / 4
+        }
+        for x in Self.ticks(xLow, xHigh) {
             svg += "<text x=\"\(Markup(raw: px(x)))\" y=\"\(Int(Self.height - Self.bottom) + 16)\" text-anchor=\"middle\">\(Self.tickLabel(x))</text>"
         }
         svg += "<text class=\"label\" x=\"\(Markup(raw: px((xLow + xHigh) / 2)))\" y=\"\(Int(Self.height) - 2)\" text-anchor=\"middle\">\(xLabel)</text></g>"
@@ -69,9 +69,24 @@ struct LineChart {
         return (low - margin, high + margin)
     }
 
+    /// Round tick values (1, 2 or 5 times a power of ten apart) inside `low...high`, about five.
+    static func ticks(_ low: Double, _ high: Double) -> [Double] {
+        let raw = (high - low) / 5
+        guard raw > 0, raw.isFinite else { return [low] }
+        let power = pow(10, floor(log10(raw)))
+        let step = [1.0, 2, 5, 10].map { $0 * power }.first { $0 >= raw } ?? 10 * power
+        var values: [Double] = []
+        var value = (low / step).rounded(.up) * step
+        while value <= high, values.count < 12 {
+            values.append(abs(value) < step / 1e6 ? 0 : value)
+            value += step
+        }
+        return values
+    }
+
     static func tickLabel(_ value: Double) -> String {
         if value == value.rounded(), abs(value) < 1e9 { return String(Int(value)) }
-        return abs(value) >= 100 ? String(format: "%.0f", value) : String(format: "%.3g", value)
+        return String(format: "%.4g", value)
     }
 
     static func valueLabel(_ value: Double) -> String { String(format: "%.6g", value) }

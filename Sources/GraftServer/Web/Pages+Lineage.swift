@@ -31,19 +31,28 @@ extension Web {
         var fragment: Bool
 
         init(_ request: Request) throws(GraftError) {
-            at = query(request, "at").flatMap { $0.isEmpty ? nil : $0 }
+            try self.init { query(request, $0) }
+        }
+
+        /// From the query parameters `value(NAME)` gives.
+        init(_ value: (String) -> String?) throws(GraftError) {
+            at = value("at").flatMap { $0.isEmpty ? nil : $0 }
             if let at { _ = try ModelName(at) }
-            search = query(request, "q").map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : String($0.prefix(200)) }
-            if let text = query(request, "m"), !text.isEmpty {
+            search = value("q").map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : String($0.prefix(200)) }
+            if let text = value("m"), !text.isEmpty {
                 let parts = text.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
                 try MetricAssignment.checkName(parts[0])
                 let split = parts.count > 1 && !parts[1].isEmpty ? parts[1] : nil
                 if let split { try MetricAssignment.checkName(split) }
                 metric = MetricKey(name: parts[0], split: split)
             }
-            guard let depth = Int(query(request, "depth") ?? "3"), (1...8).contains(depth) else { throw .badRequest("depth must be 1 to 8") }
+            guard let depth = Int(value("depth") ?? "3"), (1...8).contains(depth) else { throw .badRequest("depth must be 1 to 8") }
             self.depth = depth
-            fragment = try flag(request, "fragment")
+            switch value("fragment") {
+            case nil, "0", "false": fragment = false
+            case "1", "true", "": fragment = true
+            case let other?: throw .badRequest("fragment must be true or false, not \(quotedParameter(other))")
+            }
         }
 
         func parameters(at: String?) -> [(String, String?)] {
@@ -219,7 +228,7 @@ extension Web {
                 return "<li>\(modelLink(name)) <a class=\"focus\" href=\"\(focusLink(name))\">show in the tree</a> <span class=\"muted\">\(crumbs(path))</span></li>"
             }.joined()
             let more: Markup = found.count > searchLimit ? "<p class=\"muted\">The first \(searchLimit) of \(number(found.count)).</p>" : .empty
-            return "<section class=\"search\" id=\"search-results\"><h2>\(number(found.count)) models match “\(text)”</h2><ul>\(items)</ul>\(more)</section>"
+            return "<section class=\"search\" id=\"search-results\"><h2>Models matching “\(text)”: \(number(found.count))</h2><ul>\(items)</ul>\(more)</section>"
         }
 
         /// The nodes drawn: breadth first from `top`, to `options.depth` levels and `fanout`
