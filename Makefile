@@ -52,11 +52,13 @@ bench: system-deps python-deps
 	benchmarks/run.sh $(BENCH_ARGS)
 
 # graft serve on loopback beside the local CLI: remote vs local import, bytes a student commit
-# sends, 8 writers x 100 commits under 32 readers, server RSS through a 1 GiB upload.
+# sends, 8 writers x 100 commits under 32 readers, server RSS through a 1 GiB upload, the web
+# view's pages on the tenth-size scale registry (SERVE_BENCH_ARGS="--only pages --pages-registry R" reuses one).
 # SERVE_BENCH_ARGS="--size-mib 128 --runs 1 --commits 10 --only load" for a quick look.
 SERVE_BENCH_ARGS ?=
 bench-serve: system-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
+	swift build -c release --product graft-scale-bench $(SWIFT_BUILD_FLAGS)
 	python3 benchmarks/serve.py --graft .build/release/graft $(SERVE_BENCH_ARGS)
 
 # The Python client: a student of a 22M-parameter base committed from a state_dict, bytes and

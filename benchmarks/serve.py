@@ -5,7 +5,10 @@
    about 90 MB with a 4 MB classifier head);
 3. WRITERS remote writers x COMMITS commits to shared students while READERS readers loop
    `best` and `lineage` over HTTP: errors, every commit present, read latency p50/p99;
-4. the server's peak RSS through a 1 GiB upload.
+4. the server's peak RSS through a 1 GiB upload;
+5. the web view's pages on the tenth-size scale registry (built with graft-scale-bench, or
+   --pages-registry to reuse one): server time per page from the access log, side by side
+   with the JSON API route that reads the same data.
 
 Every server listens on 127.0.0.1 on a free port and is stopped by this script (also on failure);
 every loop is bounded in count and time. Results print as Markdown and land in benchmarks/out/.
@@ -265,6 +268,81 @@ def bench_rss(graft, work, mib):
     return {"mib": mib, "seconds": seconds, "server_peak_rss_mib": peak}
 
 
+PAGES = [
+    # (label, page path, the API route reading the same data or None)
+    ("index: every model, first page", "/", "/v1/models"),
+    ("index: search", "/?q=s12", None),
+    ("index: flagged only", "/?flagged=1", None),
+    ("model page (student, 5 checkpoints x 10 metrics)", "/models/s12", "/v1/models/s12"),
+    ("model page, students of its teacher overlaid", "/models/s12?overlay=1", None),
+    ("model page of the big family's base", "/models/base1", "/v1/models/base1"),
+    ("lineage of the big family's base", "/models/base1/lineage", "/v1/models/base1/lineage"),
+    ("lineage, searched", "/models/base1/lineage?q=s11", None),
+    ("lineage of the deepest chain student", "/models/{deepest}/lineage", "/v1/models/{deepest}/lineage"),
+    ("checkpoint page", "/checkpoints/s12@3", "/v1/checkpoints/s12@3"),
+    ("advisories (one on base0, with its reach)", "/advisories", "/v1/advisories"),
+]
+
+
+def bench_pages(graft, scale_bench, work, registry, scale_args, runs):
+    built = None
+    if registry is None:
+        registry = os.path.join(work, "reg-pages")
+        started = time.monotonic()
+        subprocess.run([scale_bench, *scale_args.split(), "--registry", registry, "--runs", "1"], check=True,
+                       stdout=subprocess.DEVNULL, timeout=3600)
+        built = time.monotonic() - started
+    stats = json.loads(run(graft, ["stats", "--json", "--registry", registry]).stdout)
+    families = json.loads(run(graft, ["lineage", "base1", "--json", "--registry", registry]).stdout)
+    chain = json.loads(run(graft, ["lineage", "base0", "--json", "--registry", registry]).stdout)["descendants"]
+    deepest = max(chain, key=lambda node: node["depth"])["name"] if chain else "base0"
+    secret = token(graft, registry, f"pages-{os.getpid()}", "read")
+    log = os.path.join(work, "serve-pages.log")
+    server = Server(graft, registry, log)
+    rows = []
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+
+        def get(path):
+            connection.request("GET", path, headers={"Authorization": "Bearer " + secret})
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+            return len(body)
+
+        def server_times(path, count):
+            """Server milliseconds of the next `count` requests to `path`, from the access log."""
+            with open(log) as handle:
+                before = len(handle.readlines())
+            sizes = [get(path) for _ in range(count)]
+            time.sleep(0.2)
+            with open(log) as handle:
+                lines = handle.readlines()[before:]
+            times = [float(line.split("ms token=")[0].rsplit(" ", 1)[1]) for line in lines if " 200 " in line and "ms token=" in line]
+            return times, sizes[-1]
+
+        for label, page, api in PAGES:
+            page = page.format(deepest=deepest)
+            api = api.format(deepest=deepest) if api else None
+            get(page)  # warm-up
+            if api:
+                get(api)
+            page_ms, page_bytes = server_times(page, runs)
+            row = {"label": label, "path": page, "bytes": page_bytes, "median_ms": statistics.median(page_ms),
+                   "p90_ms": sorted(page_ms)[int(0.9 * (len(page_ms) - 1))]}
+            if api:
+                api_ms, _ = server_times(api, runs)
+                row["api"] = api
+                row["api_median_ms"] = statistics.median(api_ms)
+            rows.append(row)
+        connection.close()
+    finally:
+        server.stop()
+    return {"registry": registry, "built_s": built, "models": stats["models"], "checkpoints": stats["checkpoints"],
+            "big_family": len(families["descendants"]), "deepest": deepest, "runs": runs, "pages": rows}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--graft", default=os.path.join(ROOT, ".build/release/graft"))
@@ -275,9 +353,14 @@ def main():
     parser.add_argument("--readers", type=int, default=32)
     parser.add_argument("--load-limit-s", type=float, default=600)
     parser.add_argument("--rss-mib", type=int, default=1024)
-    parser.add_argument("--only", choices=["import", "student", "load", "rss"], action="append")
+    parser.add_argument("--scale-bench", default=os.path.join(ROOT, ".build/release/graft-scale-bench"))
+    parser.add_argument("--pages-registry", help="time the pages on this registry instead of building one")
+    parser.add_argument("--pages-scale", default="--bases 10 --students 10000 --checkpoints 5 --metrics 10 --chain 100 --big-family 1200",
+                        help="graft-scale-bench arguments for the pages' registry (the tenth-size scale, base1 with ~2,000 descendants)")
+    parser.add_argument("--pages-runs", type=int, default=30)
+    parser.add_argument("--only", choices=["import", "student", "load", "rss", "pages"], action="append")
     args = parser.parse_args()
-    only = set(args.only or ["import", "student", "load", "rss"])
+    only = set(args.only or ["import", "student", "load", "rss", "pages"])
     work = tempfile.mkdtemp(prefix="graft-bench-serve-", dir=os.path.join(ROOT, "benchmarks"))
     results = {}
     try:
@@ -289,6 +372,8 @@ def main():
             results["load"] = bench_load(args.graft, work, args.writers, args.commits, args.readers, args.load_limit_s)
         if "rss" in only:
             results["rss"] = bench_rss(args.graft, work, args.rss_mib)
+        if "pages" in only:
+            results["pages"] = bench_pages(args.graft, args.scale_bench, work, args.pages_registry, args.pages_scale, args.pages_runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(ROOT, "benchmarks/out"), exist_ok=True)
@@ -316,6 +401,16 @@ def main():
     if "rss" in results:
         r = results["rss"]
         print(f"| server peak RSS through a {r['mib']} MiB upload | **{r['server_peak_rss_mib']:.0f} MiB** (target < 256) in {r['seconds']:.1f} s |")
+    if "pages" in results:
+        r = results["pages"]
+        built = f", built in {r['built_s']:.0f} s" if r["built_s"] else ""
+        print(f"\nPages on a registry of {r['models']:,} models and {r['checkpoints']:,} checkpoints{built}; base1 has "
+              f"{r['big_family']:,} descendants, the deepest chain student is {r['deepest']}. Server time from the access log, "
+              f"median of {r['runs']} after a warm-up:\n")
+        print("| page | bytes | median ms | p90 ms | same data as JSON (/v1) | median ms | page / API |\n|---|---:|---:|---:|---|---:|---:|")
+        for row in r["pages"]:
+            api = f"`{row['api']}` | {row['api_median_ms']:.1f} | {row['median_ms'] / row['api_median_ms']:.1f}x" if "api" in row else "| |"
+            print(f"| {row['label']} (`{row['path']}`) | {row['bytes']:,} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | {api} |")
     failed = ("load" in results and (results["load"]["errors"] or results["load"]["missing"] or results["load"]["verify_exit"]))
     sys.exit(1 if failed else 0)
 

@@ -7,7 +7,7 @@ import Logging
 extension GraftCommand {
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Serve the registry over HTTP: the JSON API under /v1 for remote CLIs and clients.",
+            abstract: "Serve the registry over HTTP: the JSON API under /v1 for remote CLIs and clients, and its web view.",
             discussion: """
                 Every route but /healthz needs `Authorization: Bearer TOKEN`; create tokens with
                 `graft token create`. There are no default credentials. Other machines then use
@@ -15,6 +15,8 @@ extension GraftCommand {
                 on another address than loopback without --tls-cert sends tokens in clear.
                 SIGTERM or SIGINT stops accepting connections and lets requests in flight finish.
                 One access line per request goes to stderr. API: docs/API.md, docs/openapi.json.
+                The web view: open http://HOST:PORT/ in a browser and sign in with a read token
+                (docs/WEB.md).
                 """)
 
         @Option(help: ArgumentHelp("Address to listen on, HOST:PORT; port 0 picks a free one (printed on stdout).", valueName: "host:port"))
