@@ -7,29 +7,6 @@ func printJSON(_ value: some Encodable) throws {
     FileHandle.standardOutput.write(data + Data("\n".utf8))
 }
 
-/// `1.5 MiB`, `512 B`: binary units, one decimal.
-func formatBytes(_ bytes: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(bytes)
-    var unit = 0
-    while value >= 1024, unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
-}
-
-/// `1,234,567`.
-func formatCount(_ count: Int) -> String {
-    let digits = String(count.magnitude)
-    var out = ""
-    for (i, c) in digits.enumerated() {
-        if i > 0, (digits.count - i) % 3 == 0 { out.append(",") }
-        out.append(c)
-    }
-    return (count < 0 ? "-" : "") + out
-}
-
 /// Left-aligned columns separated by two spaces; numeric columns given in `right` align right.
 func table(_ header: [String], _ rows: [[String]], right: Set<Int> = []) -> String {
     let all = [header] + rows

@@ -82,15 +82,3 @@ private let pathSafe: CharacterSet = {
     allowed.insert(charactersIn: "-._~@")
     return allowed
 }()
-
-/// Bytes for people: 1.2 GiB, 340 KiB, 12 B.
-func formatBytes(_ bytes: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(bytes)
-    var unit = 0
-    while value >= 1024, unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(bytes) B" : String(format: value < 10 ? "%.1f" : "%.0f", value) + " " + units[unit]
-}

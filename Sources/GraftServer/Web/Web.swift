@@ -212,15 +212,7 @@ extension Web {
         return "<span class=\"flag\" title=\"open advisories: \(advisories.joined(separator: ", "))\">⚑ \(advisories.joined(separator: ", "))</span>"
     }
 
-    static func number(_ value: Int) -> String {
-        let digits = String(value.magnitude)
-        var out = ""
-        for (index, character) in digits.enumerated() {
-            if index > 0, (digits.count - index) % 3 == 0 { out += "," }
-            out.append(character)
-        }
-        return (value < 0 ? "-" : "") + out
-    }
+    static func number(_ value: Int) -> String { formatCount(value) }
 
     /// A metric's value as the CLI prints it.
     static func metric(_ value: Double) -> String { formatMetric(value) }
