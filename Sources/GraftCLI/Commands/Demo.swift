@@ -129,6 +129,7 @@ extension GraftCommand {
             section("7. Registry totals: frozen layers are stored once")
             try await Stats.parse(registryArguments).run()
             print(String(format: "\ndemo complete in %.0f s; explore with `graft lineage %@ --registry %@`", Date().timeIntervalSince(started), Self.teacherName, root))
+            print("or in a browser: `graft token create me --scope read --registry \(root)`, `graft serve --registry \(root)`, then http://127.0.0.1:8470/")
         }
 
         static func row(_ name: String, _ mode: String, _ reports: [EpochReport]) -> Row {
