@@ -88,6 +88,21 @@ struct WebTests {
         #expect(fragment.components(separatedBy: "<li class=\"node").count - 1 == Web.fanout + 1, "its first children, and the page's model beyond them")
     }
 
+    @Test("a deep model's lineage page opens at its grandparent, a shallow one's at the root")
+    func deepFocus() throws {
+        let decoder = GraftJSON.decoder()
+        let root = try decoder.decode(LineageNode.self, from: Data(#"{"name":"base","kind":"base","depth":0,"checkpoints":1,"advisories":[]}"#.utf8))
+        let chain: [[String: Any]] = (0..<40).map { depth in
+            ["name": "c\(depth)", "kind": "student", "parent": depth == 0 ? "base@1" : "c\(depth - 1)@1", "depth": depth + 1, "checkpoints": 1, "advisories": []]
+        }
+        let family = Web.Family(root: root, descendants: try decoder.decode([LineageNode].self, from: JSONSerialization.data(withJSONObject: chain))) { _ in true }
+        #expect(Web.defaultFocus(family, page: "c39") == "c37")
+        #expect(Web.defaultFocus(family, page: "c5") == "base")
+        let options = try Web.LineageOptions { _ in nil }
+        let view = Web.LineageView(family: family, page: "c39", focus: "c37", options: options, best: nil, origins: [:])
+        #expect(view.tree().text.contains("data-name=\"c39\""))
+    }
+
     @Test("a hidden model (a confined token) is skipped: its children hang from the nearest visible ancestor and its name never shows")
     func hiddenModels() throws {
         let decoder = GraftJSON.decoder()

@@ -23,6 +23,13 @@ extension Web {
         return keys.first { validation($0) && accuracy($0) } ?? keys.first(where: accuracy) ?? keys.first
     }
 
+    /// Where a lineage page looks without `at`: the root, unless the page's model lies deep
+    /// below it (a long chain), then its grandparent — the model in view, with its context.
+    static func defaultFocus(_ family: Family, page: String) -> String {
+        guard let path = family.path(from: family.root, to: page), path.count > 32 else { return family.root }
+        return path[path.count - 3]
+    }
+
     struct LineageOptions {
         var at: String?
         var search: String?
@@ -123,7 +130,7 @@ extension Web {
             let metric = options.metric ?? Self.defaultMetric(keys)
             let report = try await registry.lineage(root, metric: metric?.name, direction: nil, parts: .descendants)
             let family = Family(root: report.model, descendants: report.descendants) { token.covers(nameOf($0)) }
-            let focus = options.at ?? root.value
+            let focus = options.at ?? Self.defaultFocus(family, page: name.value)
             guard family.nodes[focus] != nil else { throw GraftError.badRequest("\(quotedParameter(focus)) is not in the family of \(root.value)") }
             var best: BestResult? = nil
             var bestNote: String? = nil
