@@ -134,7 +134,7 @@ extension Web {
         var url = Markup.empty
         if let text = advisory.url {
             // Only web links become links: a `javascript:` URL stays text.
-            url = text.hasPrefix("https://") || text.hasPrefix("http://") ? "<a href=\"\(text)\" rel=\"noopener noreferrer\">\(text)</a>" : "\(text)"
+            url = text.hasPrefix("https://") || text.hasPrefix("http://") ? " · <a href=\"\(text)\" rel=\"noopener noreferrer\">\(text)</a>" : " · \(text)"
         }
         let state: Markup = advisory.resolvedAt.map { "<span class=\"muted\">resolved \($0)</span>" } ?? "<span class=\"flag\">⚑ open</span>"
         let rows = reach.prefix(reachLimit).map { model -> Markup in
@@ -151,7 +151,7 @@ extension Web {
             """
         return """
             <section class="advisory severity-\(advisory.severity.rawValue)" id="\(advisory.id)"><h2>\(advisory.id) <span class="badge">\(advisory.severity.rawValue)</span> \(state)</h2>
-            <p>On \(target), since \(advisory.createdAt). \(advisory.note ?? "") \(url)</p>\(reached)</section>
+            <p>On \(target), since \(advisory.createdAt). \(advisory.note ?? "")\(url)</p>\(reached)</section>
             """
     }
 }
