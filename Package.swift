@@ -95,8 +95,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // S3-compatible blob storage (issue 14): AWS Signature Version 4 first.
-        .target(name: "GraftS3", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        // S3-compatible storage (issue 14): Signature Version 4 and the S3 operations a blob store needs.
+        .target(
+            name: "GraftS3",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // System libraries: OpenBLAS for dense math, zlib for gzipped datasets.
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -153,7 +162,7 @@ let package = Package(
             dependencies: ["GraftServer", "Graft", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: strict
         ),
-        .testTarget(name: "GraftS3Tests", dependencies: ["GraftS3"], exclude: ["sigv4-suite"], swiftSettings: strict),
+        .testTarget(name: "GraftS3Tests", dependencies: ["GraftS3", "Graft", "GraftTestSupport"], exclude: ["sigv4-suite"], swiftSettings: strict),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Graft", "SafeTensors", "GraftTestSupport"], swiftSettings: strict),
         .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "SafeTensors", "GraftTestSupport", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
     ]
