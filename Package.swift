@@ -99,6 +99,7 @@ let package = Package(
         .target(
             name: "GraftS3",
             dependencies: [
+                "GraftCore", "GraftLocal",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -153,7 +154,7 @@ let package = Package(
         .testTarget(
             name: "GraftTests",
             dependencies: [
-                "Graft", "GraftCore", "GraftLocal", "GraftSQLite", "SafeTensors", "GraftTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+                "Graft", "GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "SafeTensors", "GraftTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict
         ),

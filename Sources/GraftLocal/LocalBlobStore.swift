@@ -161,7 +161,7 @@ final class LocalBlobWrite: BlobWrite {
 }
 
 /// A stored blob file mapped read-only into memory; unmapped when released.
-final class MappedBlob: BlobBytes, @unchecked Sendable {
+package final class MappedBlob: BlobBytes, @unchecked Sendable {
     // @unchecked Sendable: mapped PROT_READ in init, unmapped only in deinit; blob files are
     // immutable (mode 0444, never rewritten, removed only by gc under the write lock).
     private let base: UnsafeRawPointer?
@@ -190,11 +190,11 @@ final class MappedBlob: BlobBytes, @unchecked Sendable {
 
     deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), length) } }
 
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
+    package var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
 
     /// Drops the pages of `range` from this mapping (`MADV_DONTNEED` on a read-only shared file
     /// mapping: the page cache keeps them; the next read faults them back in).
-    func willNotNeed(_ range: Range<Int>) {
+    package func willNotNeed(_ range: Range<Int>) {
         guard let base, !range.isEmpty else { return }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = (range.lowerBound + page - 1) / page * page  // only whole pages inside the range

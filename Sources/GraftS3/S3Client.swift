@@ -241,18 +241,42 @@ public final class S3Client: Sendable {
         return (virtualHost, key == nil ? "/" : encodedKey, "\(scheme)://\(virtualHost)")
     }
 
-    func send(
-        _ method: String, key: String?, query: String = "", headers extra: [(String, String)] = [], body: [UInt8]? = nil,
-        payloadHash: String? = nil, allowMissing: Bool = false, bucketOnly: Bool = false
-    ) async throws(S3Error) -> Answer {
+    /// A signed request, ready for either way of sending it.
+    struct Prepared {
+        var url: String
+        var method: String
+        var headers: [(name: String, value: String)]
+        var body: [UInt8]?
+    }
+
+    func prepare(
+        _ method: String, key: String?, query: String, headers extra: [(String, String)], body: [UInt8]?, payloadHash: String?
+    ) -> Prepared {
         let (host, path, base) = address(key: key)
         let hash = payloadHash ?? (body.map { SigV4Signer.hex(SHA256.hash(data: $0)) } ?? SigV4Signer.emptyPayloadHash)
         var headers: [(name: String, value: String)] = [("Host", host)] + extra.map { (name: $0.0, value: $0.1) }
         if let body { headers.append(("Content-Length", String(body.count))) }
         let signed = signer.sign(method: method, path: path, query: query, headers: headers, payloadHash: hash, date: Date(), addContentHash: true)
-        var request = HTTPClientRequest(url: base + path + (query.isEmpty ? "" : "?" + query))
+        return Prepared(
+            url: base + path + (query.isEmpty ? "" : "?" + query), method: method,
+            headers: (headers + signed.headers).filter { $0.name != "Content-Length" }, body: body)
+    }
+
+    func check(_ status: Int, _ headers: HTTPHeaders, _ bytes: [UInt8], allowMissing: Bool) throws(S3Error) -> Answer {
+        if (200..<300).contains(status) || (allowMissing && status == 404) {
+            return Answer(status: status, headers: headers, body: bytes)
+        }
+        throw .service(status: status, code: S3XML.value("Code", in: bytes) ?? "HTTP\(status)", message: S3XML.value("Message", in: bytes) ?? "")
+    }
+
+    func send(
+        _ method: String, key: String?, query: String = "", headers extra: [(String, String)] = [], body: [UInt8]? = nil,
+        payloadHash: String? = nil, allowMissing: Bool = false, bucketOnly: Bool = false
+    ) async throws(S3Error) -> Answer {
+        let prepared = prepare(method, key: key, query: query, headers: extra, body: body, payloadHash: payloadHash)
+        var request = HTTPClientRequest(url: prepared.url)
         request.method = HTTPMethod(rawValue: method)
-        for (name, value) in headers + signed.headers where name != "Content-Length" { request.headers.add(name: name, value: value) }
+        for (name, value) in prepared.headers { request.headers.add(name: name, value: value) }
         if let body { request.body = .bytes(body) }
         let response: HTTPClientResponse
         do { response = try await client.execute(request, timeout: .seconds(300)) } catch { throw .unreachable("\(error)") }
@@ -260,11 +284,26 @@ public final class S3Client: Sendable {
         do {
             if method != "HEAD" { bytes = Array(try await response.body.collect(upTo: Self.maxAnswer).readableBytesView) }
         } catch { throw .unreachable("\(error)") }
-        let status = Int(response.status.code)
-        if (200..<300).contains(status) || (allowMissing && status == 404) {
-            return Answer(status: status, headers: response.headers, body: bytes)
-        }
-        throw .service(status: status, code: S3XML.value("Code", in: bytes) ?? "HTTP\(status)", message: S3XML.value("Message", in: bytes) ?? "")
+        return try check(Int(response.status.code), response.headers, bytes, allowMissing: allowMissing)
+    }
+
+    /// The same request, blocking the calling thread on the client's event loop (for the blob
+    /// store, whose callers are Dispatch threads; never call it from an event loop).
+    func sendBlocking(
+        _ method: String, key: String?, query: String = "", headers extra: [(String, String)] = [], body: [UInt8]? = nil,
+        payloadHash: String? = nil, allowMissing: Bool = false
+    ) throws(S3Error) -> Answer {
+        let prepared = prepare(method, key: key, query: query, headers: extra, body: body, payloadHash: payloadHash)
+        var headers = HTTPHeaders()
+        for (name, value) in prepared.headers { headers.add(name: name, value: value) }
+        let response: HTTPClient.Response
+        do {
+            let request = try HTTPClient.Request(
+                url: prepared.url, method: HTTPMethod(rawValue: method), headers: headers, body: body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
+            response = try client.execute(request: request, deadline: .now() + .seconds(300)).wait()
+        } catch { throw .unreachable("\(error)") }
+        let bytes = response.body.map { Array($0.readableBytesView) } ?? []
+        return try check(Int(response.status.code), response.headers, bytes, allowMissing: allowMissing)
     }
 }
 

@@ -10,58 +10,6 @@ import Testing
     import Glibc
 #endif
 
-/// moto's S3 server (`python -m moto.server`, installed into .venv by `make test`) on a free
-/// loopback port, stopped by `stop()` or when dropped. moto does not check signatures (SigV4
-/// is proved by `SigV4Tests` on AWS's vectors); it does check the protocol: keys, ranges,
-/// listings and their pages, multipart assembly and part sizes, error codes.
-final class MotoServer: @unchecked Sendable {
-    let process = Process()
-    let url: URL
-    let log: String
-
-    init() throws {
-        let directory = NSTemporaryDirectory() + "graft-moto-\(UInt32.random(in: 0 ... .max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        log = directory + "/moto.log"
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: ReferencePython.python)
-        process.arguments = ["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"]
-        process.standardOutput = FileHandle(forWritingAtPath: log)
-        process.standardError = FileHandle(forWritingAtPath: log)
-        process.standardInput = FileHandle.nullDevice
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        try process.run()
-        let deadline = Date().addingTimeInterval(30)
-        while true {
-            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if let range = text.range(of: "Running on http://127.0.0.1:") {
-                let port = text[range.upperBound...].prefix { $0.isNumber }
-                url = URL(string: "http://127.0.0.1:\(port)")!
-                return
-            }
-            guard process.isRunning, Date() < deadline else {
-                process.terminate()
-                throw HelperError("moto's server did not start (`make test` installs moto[server] into .venv): \(text)")
-            }
-            usleep(50_000)
-        }
-    }
-
-    func stop() {
-        if process.isRunning {
-            // Werkzeug's server stops on SIGINT; its state is in memory, so SIGKILL loses nothing.
-            kill(process.processIdentifier, SIGINT)
-            let deadline = Date().addingTimeInterval(2)
-            while process.isRunning && Date() < deadline { usleep(20_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        process.waitUntilExit()
-        try? FileManager.default.removeItem(atPath: (log as NSString).deletingLastPathComponent)
-    }
-
-    deinit { stop() }
-}
-
 @Suite("S3 locations and the S3 client against moto's server", .serialized)
 struct S3ClientTests {
     static let credentials = AWSCredentials(accessKeyID: "graft-test", secretAccessKey: "graft-test-secret")

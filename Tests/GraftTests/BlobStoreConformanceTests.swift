@@ -3,28 +3,49 @@ import Foundation
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
+import GraftS3
 import GraftTestSupport
 import SafeTensors
 import Testing
 
 /// The blob stores every registry may run on. The conformance tests below take each; a new
-/// store (S3-compatible, say) joins by adding a case here, and the tests run unchanged.
+/// store joins by adding a case here, and the tests run unchanged.
 enum BlobStoreKind: String, CaseIterable, CustomStringConvertible {
     case local
+    /// `S3BlobStore` on moto's S3 server (on loopback, one per store, stopped with it).
+    case s3
     var description: String { rawValue }
 
-    /// A fresh, empty store, and what keeps it alive (its directory).
-    func make() throws -> (any BlobStore, TemporaryDirectory) {
+    /// A fresh, empty store, and what keeps it alive (its directory, its server).
+    func make() throws -> (any BlobStore, StoreHandle) {
+        let directory = TemporaryDirectory()
         switch self {
         case .local:
-            let directory = TemporaryDirectory()
             let layout = RegistryLayout(root: directory.file("store"))
             for path in [layout.root, layout.blobs, layout.sha256, layout.tmp] {
                 try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             }
-            return (LocalBlobStore(layout: layout), directory)
+            return (LocalBlobStore(layout: layout), StoreHandle(directory: directory, server: nil))
+        case .s3:
+            try FileManager.default.createDirectory(atPath: directory.file("store"), withIntermediateDirectories: true)
+            let server = try MotoServer()
+            let client = S3Client(
+                location: S3Location(bucket: "graft-conformance", prefix: "team/registry", endpoint: server.url),
+                credentials: AWSCredentials(accessKeyID: "graft-test", secretAccessKey: "graft-test-secret"))
+            let store = try S3BlobStore(client: client, spool: directory.file("spool"))
+            try store.createBucket()
+            return (store, StoreHandle(directory: directory, server: server))
         }
     }
+}
+
+/// Keeps a store's directory and server alive while a test uses it.
+final class StoreHandle: Sendable {
+    let directory: TemporaryDirectory
+    let server: MotoServer?
+    init(directory: TemporaryDirectory, server: MotoServer?) { (self.directory, self.server) = (directory, server) }
+    func file(_ name: String) -> String { directory.file(name) }
+    deinit { server?.stop() }
 }
 
 private func bytes(_ count: Int, seed: UInt64) -> [UInt8] {

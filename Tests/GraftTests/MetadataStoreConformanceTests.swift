@@ -3,6 +3,7 @@ import Foundation
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
+import GraftS3
 import GraftTestSupport
 import SafeTensors
 import Testing
