@@ -48,7 +48,13 @@ struct S3BlobStoreTests {
         let again = try store.beginWrite()
         try data.withUnsafeBytes { try again.write($0) }
         #expect(try again.commit(as: digest) == false)
+        #expect(try await store.client.head("r/claims/\(digest.hex)") == 0, "the claim is recorded beside the blob")
         #expect(try #require(store.age(of: digest)) < 60)
+        // A read that runs past the end is damage, not a short buffer.
+        #expect { try store.read(digest, at: data.count - 10, count: 20, into: buffer) } throws: { error in
+            if case .damagedBlob = error as? GraftError { return true }
+            return false
+        }
     }
 
     @Test("an interrupted multipart upload is a temporary item, removed (aborted) by name; stray keys are reported")
