@@ -61,7 +61,7 @@ let package = Package(
         ),
         // The registry library as users import it: the core, and a registry in a local directory
         // (SQLite + local blobs) opened from a path or a configuration.
-        .target(name: "Graft", dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "SafeTensors"], swiftSettings: strict),
+        .target(name: "Graft", dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "SafeTensors"], swiftSettings: strict),
         // The HTTP API of `graft serve` (Hummingbird 2): routes, tokens, the upload protocol.
         .target(
             name: "GraftServer",
@@ -165,6 +165,6 @@ let package = Package(
         ),
         .testTarget(name: "GraftS3Tests", dependencies: ["GraftS3", "Graft", "GraftTestSupport"], exclude: ["sigv4-suite"], swiftSettings: strict),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Graft", "SafeTensors", "GraftTestSupport"], swiftSettings: strict),
-        .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "SafeTensors", "GraftTestSupport", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
+        .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "GraftS3", "SafeTensors", "GraftTestSupport", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
     ]
 )

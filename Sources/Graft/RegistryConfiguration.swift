@@ -5,13 +5,13 @@ extension Registry {
     public static func open(_ configuration: RegistryConfiguration) async throws(GraftError) -> Registry {
         try await open(
             at: configuration.root, inlineThreshold: configuration.inlineThreshold, durability: configuration.durability,
-            busyTimeout: configuration.busyTimeout)
+            busyTimeout: configuration.busyTimeout, blobs: configuration.blobs)
     }
 
     /// Creates the registry a configuration describes, or opens the one already there.
     public static func create(_ configuration: RegistryConfiguration) async throws(GraftError) -> (registry: Registry, created: Bool) {
         try await create(
             at: configuration.root, inlineThreshold: configuration.inlineThreshold, durability: configuration.durability,
-            busyTimeout: configuration.busyTimeout)
+            busyTimeout: configuration.busyTimeout, blobs: configuration.blobs)
     }
 }

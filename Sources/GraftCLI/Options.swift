@@ -13,6 +13,13 @@ struct RegistryOptions: ParsableArguments {
             valueName: "path|url"))
     var registry: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "An S3-compatible blob store, s3://BUCKET/PREFIX?endpoint=URL&region=R, chosen by `graft init` and recorded (credentials from $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY); default: $GRAFT_BLOBS, else the registry's blobs/.",
+            valueName: "s3-url"))
+    var blobs: String?
+
     var root: String { RegistryLayout.resolveRoot(option: registry, environment: ProcessInfo.processInfo.environment) }
 
     /// Whether the registry is a server rather than a directory.
@@ -21,13 +28,14 @@ struct RegistryOptions: ParsableArguments {
     /// The registry the user chose: `--registry`, the environment (`GRAFT_REGISTRY`,
     /// `GRAFT_INLINE_THRESHOLD`, `GRAFT_BUSY_TIMEOUT`), else the defaults.
     func configuration() throws(GraftError) -> RegistryConfiguration {
-        try RegistryConfiguration.resolve(option: registry, environment: ProcessInfo.processInfo.environment)
+        try RegistryConfiguration.resolve(option: registry, blobs: blobs, environment: ProcessInfo.processInfo.environment)
     }
 
     /// Opens the registry the user chose: a directory, or a server (`http(s)://…`, with the
     /// token in `GRAFT_TOKEN`).
     func open() async throws(GraftError) -> any RegistryAPI {
         if isRemote {
+            if blobs != nil { throw .badRequest("--blobs applies to a registry directory; a server chooses its own blob store") }
             let token = ProcessInfo.processInfo.environment["GRAFT_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
             return try RemoteRegistry(url: root, token: token)
         }

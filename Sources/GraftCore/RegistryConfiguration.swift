@@ -10,6 +10,10 @@ public struct RegistryConfiguration: Sendable, Equatable {
     public var durability: Registry.Durability
     /// Seconds a write waits for another process's write lock before ``GraftError/busy``.
     public var busyTimeout: Double
+    /// An S3-compatible blob store (`s3://BUCKET/PREFIX?endpoint=URL&region=R`) instead of the
+    /// root's `blobs/`: chosen at creation and recorded in the registry; when given to open, it
+    /// must be the recorded one.
+    public var blobs: String?
 
     public init(
         root: String, inlineThreshold: Int = Registry.defaultInlineThreshold, durability: Registry.Durability = .full,
@@ -22,11 +26,13 @@ public struct RegistryConfiguration: Sendable, Equatable {
     }
 
     /// The configuration a user chose: the root from `option` (`--registry`), else
-    /// `GRAFT_REGISTRY`, else `./registry`; `GRAFT_INLINE_THRESHOLD` (bytes, for benchmarks that
-    /// compare thresholds) and `GRAFT_BUSY_TIMEOUT` (seconds) when set.
+    /// `GRAFT_REGISTRY`, else `./registry`; the blob store from `blobs` (`--blobs`), else
+    /// `GRAFT_BLOBS`; `GRAFT_INLINE_THRESHOLD` (bytes, for benchmarks that compare thresholds)
+    /// and `GRAFT_BUSY_TIMEOUT` (seconds) when set.
     /// - Throws: ``GraftError/invalidName(_:reason:)`` for a value that is not a number in range.
-    public static func resolve(option: String?, environment: [String: String]) throws(GraftError) -> RegistryConfiguration {
+    public static func resolve(option: String?, blobs: String? = nil, environment: [String: String]) throws(GraftError) -> RegistryConfiguration {
         var configuration = RegistryConfiguration(root: RegistryLayout.resolveRoot(option: option, environment: environment))
+        configuration.blobs = (blobs ?? environment["GRAFT_BLOBS"]).flatMap { $0.isEmpty ? nil : $0 }
         if let text = environment["GRAFT_INLINE_THRESHOLD"] {
             guard let value = Int(text), value >= 0 else {
                 throw .invalidName(text, reason: "GRAFT_INLINE_THRESHOLD must be a non-negative number of bytes")

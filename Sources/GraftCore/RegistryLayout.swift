@@ -20,6 +20,9 @@ public struct RegistryLayout: Sendable {
     public var blobs: String { root + "/blobs" }
     public var sha256: String { root + "/blobs/sha256" }
     public var tmp: String { root + "/tmp" }
+    /// Where the blobs live when not under `blobs/`: one line, an `s3://` location, written by
+    /// `init --blobs` (credentials are never stored; they come from the environment).
+    public var blobLocation: String { root + "/blob-location" }
 
     package func blobDirectory(_ digest: Digest) -> String { sha256 + "/" + digest.hex.prefix(2) }
     package func blobPath(_ digest: Digest) -> String { blobDirectory(digest) + "/" + digest.hex }
