@@ -59,6 +59,21 @@ struct S3CLITests {
         // GRAFT_BLOBS is the option's environment twin.
         #expect(try cli.run(["list"], environment: env.merging(["GRAFT_BLOBS": blobs]) { a, _ in a }).status == 0)
 
+        // graft serve over the same registry: a remote commit's blobs go through the server into the bucket.
+        let served = try TestServer(registry: cli.registry, environment: env, logDirectory: cli.directory.path)
+        defer { served.stop() }
+        let writer = try cli.run(["token", "create", "w", "--scope", "write"], environment: env).stdout.split(separator: "\n").last.map(String.init) ?? ""
+        tensors[tensors.firstIndex { $0.name == "classifier.weight" }!].bytes[1] ^= 1
+        let second = cli.directory.file("second.safetensors")
+        try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: second)
+        let remote = try cli.run(["checkpoint", "add", "kid", second, "--registry", served.url], registry: false, environment: ["GRAFT_TOKEN": writer])
+        #expect(remote.status == 0, "\(remote.stderr)")
+        #expect(try await client.list(prefix: "team/reg/blobs/").count == keys.count + 1, "one new blob: the classifier changed again")
+        let back = cli.directory.file("back.safetensors")
+        #expect(try cli.run(["export", "kid@2", "--output", back], environment: env).status == 0)
+        #expect(FileManager.default.contents(atPath: back) == FileManager.default.contents(atPath: second))
+        served.stop()
+
         // Removing the student and collecting garbage deletes its own blobs from the bucket.
         #expect(try cli.run(["model", "rm", "kid"], environment: env).status == 0)
         #expect(try cli.run(["gc", "--grace", "0"], environment: env).status == 0)
