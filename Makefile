@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test screenshots system-deps python-deps fuzz-api bench bench-serve bench-client bench-scale bench-train results fuzz soak mutants clean
+.PHONY: all build demo test screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-client bench-scale bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -60,6 +60,13 @@ bench-serve: system-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	swift build -c release --product graft-scale-bench $(SWIFT_BUILD_FLAGS)
 	python3 benchmarks/serve.py --graft .build/release/graft $(SERVE_BENCH_ARGS)
+
+# Blob throughput to an S3-compatible endpoint (moto's server on loopback) vs the local blob
+# store: base add and export, side by side. S3_BENCH_ARGS="--size-mib 512 --tensor-mib 128 --runs 5".
+S3_BENCH_ARGS ?=
+bench-s3: system-deps python-deps
+	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
+	$(PYTHON) benchmarks/s3.py --graft .build/release/graft $(S3_BENCH_ARGS)
 
 # The Python client: a student of a 22M-parameter base committed from a state_dict, bytes and
 # time against safetensors.save_file + a local graft checkpoint add. CLIENT_BENCH_ARGS="--runs N".
