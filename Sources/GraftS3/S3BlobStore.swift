@@ -1,5 +1,6 @@
 import Foundation
 package import GraftCore
+import Synchronization
 import GraftLocal
 import NIOCore
 
@@ -91,20 +92,37 @@ package final class S3BlobStore: BlobStore {
         answer.body.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: count) }
     }
 
+    /// Lanes of ranged GETs (and of multipart parts going up) in flight at once: S3 serves
+    /// ranges and parts of one object in parallel, and one request at a time leaves the link idle.
+    static let lanes = 4
+
     package func copy(_ digest: Digest, length: Int, appendingTo fd: Int32) throws(GraftError) {
-        let piece = UnsafeMutableRawPointer.allocate(byteCount: min(max(length, 1), Self.readPiece), alignment: 64)
-        defer { piece.deallocate() }
+        // A window of `lanes` pieces is fetched at once, then written in order.
+        let window = Self.lanes * Self.readPiece
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: min(max(length, 1), window), alignment: 64)
+        defer { buffer.deallocate() }
         var offset = 0
         while offset < length {
-            let count = min(Self.readPiece, length - offset)
-            try read(digest, at: offset, count: count, into: piece)
+            let span = min(window, length - offset)
+            let pieces = (span + Self.readPiece - 1) / Self.readPiece
+            let failure = Mutex<GraftError?>(nil)
+            let base = offset
+            let target = UnsafeMutableRawPointerBox(buffer)
+            DispatchQueue.concurrentPerform(iterations: pieces) { index in
+                let start = index * Self.readPiece
+                let count = min(Self.readPiece, span - start)
+                do throws(GraftError) { try self.read(digest, at: base + start, count: count, into: target.pointer + start) } catch {
+                    failure.withLock { if $0 == nil { $0 = error } }
+                }
+            }
+            if let error = failure.withLock({ $0 }) { throw error }
             var written = 0
-            while written < count {
-                let n = Glibc.write(fd, piece + written, count - written)
+            while written < span {
+                let n = Glibc.write(fd, buffer + written, span - written)
                 guard n > 0 else { throw GraftError.fromErrno(errno, operation: "cannot write", path: "the output") }
                 written += n
             }
-            offset += count
+            offset += span
         }
     }
 
@@ -218,7 +236,7 @@ package final class S3BlobStore: BlobStore {
     /// Sends a spooled blob: one PUT, or a multipart upload (aborted if any part fails).
     func upload(_ file: GraftLocal.FileDescriptor, length: Int, as digest: Digest) throws(GraftError) {
         let key = blobKey(digest)
-        func bytes(at offset: Int, count: Int) throws(GraftError) -> [UInt8] {
+        @Sendable func bytes(at offset: Int, count: Int) throws(GraftError) -> [UInt8] {
             var out = [UInt8](repeating: 0, count: count)
             if count > 0 {
                 try out.withUnsafeMutableBytes { raw in Result { () throws(GraftError) in try file.read(into: raw.baseAddress!, count: count, offset: offset) } }.get()
@@ -233,13 +251,28 @@ package final class S3BlobStore: BlobStore {
             let created = try client.sendBlocking("POST", key: key, query: "uploads=")
             guard let id = S3XML.value("UploadId", in: created.body) else { throw S3Error.malformed("CreateMultipartUpload without UploadId") }
             do {
-                var etags: [String] = []
-                for (index, offset) in stride(from: 0, to: length, by: partSize).enumerated() {
-                    let part = try bytes(at: offset, count: min(partSize, length - offset))
-                    let answer = try client.sendBlocking("PUT", key: key, query: "partNumber=\(index + 1)&uploadId=\(SigV4Signer.encode(id))", body: part)
-                    guard let etag = answer.headers.first(name: "ETag") else { throw S3Error.malformed("UploadPart without ETag") }
-                    etags.append(etag)
+                // Parts go up `lanes` at a time, each read from the spool when its lane takes it.
+                let offsets = Array(stride(from: 0, to: length, by: partSize))
+                let tags = Mutex<[String?]>(Array(repeating: nil, count: offsets.count))
+                let failure = Mutex<(any Error)?>(nil)
+                let next = Atomic<Int>(0)
+                let (client, partSize) = (self.client, self.partSize)
+                DispatchQueue.concurrentPerform(iterations: min(Self.lanes, offsets.count)) { _ in
+                    while failure.withLock({ $0 == nil }) {
+                        let index = next.add(1, ordering: .relaxed).oldValue
+                        guard index < offsets.count else { return }
+                        do {
+                            let part = try bytes(at: offsets[index], count: min(partSize, length - offsets[index]))
+                            let answer = try client.sendBlocking("PUT", key: key, query: "partNumber=\(index + 1)&uploadId=\(SigV4Signer.encode(id))", body: part)
+                            guard let etag = answer.headers.first(name: "ETag") else { throw S3Error.malformed("UploadPart without ETag") }
+                            tags.withLock { $0[index] = etag }
+                        } catch {
+                            failure.withLock { if $0 == nil { $0 = error } }
+                        }
+                    }
                 }
+                if let error = failure.withLock({ $0 }) { throw error }
+                let etags = tags.withLock { $0.compactMap { $0 } }
                 let items = etags.enumerated().map { "<Part><PartNumber>\($0.offset + 1)</PartNumber><ETag>\(S3XML.escape($0.element))</ETag></Part>" }
                 let body = Array("<CompleteMultipartUpload>\(items.joined())</CompleteMultipartUpload>".utf8)
                 let done = try client.sendBlocking("POST", key: key, query: "uploadId=\(SigV4Signer.encode(id))", body: body)
@@ -292,4 +325,10 @@ final class S3BlobWrite: BlobWrite {
         file = nil
         FileSystem.remove(path)
     }
+}
+
+/// A buffer handed to the lanes that fill disjoint parts of it.
+struct UnsafeMutableRawPointerBox: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+    init(_ pointer: UnsafeMutableRawPointer) { self.pointer = pointer }
 }
