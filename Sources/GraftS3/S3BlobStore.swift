@@ -273,8 +273,7 @@ package final class S3BlobStore: BlobStore {
                 }
                 if let error = failure.withLock({ $0 }) { throw error }
                 let etags = tags.withLock { $0.compactMap { $0 } }
-                let items = etags.enumerated().map { "<Part><PartNumber>\($0.offset + 1)</PartNumber><ETag>\(S3XML.escape($0.element))</ETag></Part>" }
-                let body = Array("<CompleteMultipartUpload>\(items.joined())</CompleteMultipartUpload>".utf8)
+                let body = S3XML.completion(etags)
                 let done = try client.sendBlocking("POST", key: key, query: "uploadId=\(SigV4Signer.encode(id))", body: body)
                 if let code = S3XML.value("Code", in: done.body) { throw S3Error.service(status: done.status, code: code, message: S3XML.value("Message", in: done.body) ?? "") }
             } catch {

@@ -197,8 +197,7 @@ public final class S3Client: Sendable {
 
     /// Assembles the parts, in order, into the object.
     public func completeMultipartUpload(_ key: String, uploadID: String, parts: [String]) async throws(S3Error) {
-        let items = parts.enumerated().map { "<Part><PartNumber>\($0.offset + 1)</PartNumber><ETag>\(S3XML.escape($0.element))</ETag></Part>" }
-        let body = Array("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\(items.joined())</CompleteMultipartUpload>".utf8)
+        let body = S3XML.completion(parts)
         let answer = try await send("POST", key: key, query: "uploadId=\(SigV4Signer.encode(uploadID))", body: body)
         // S3 may answer 200 with an error in the body.
         if let code = S3XML.value("Code", in: answer.body), S3XML.value("Error", in: answer.body) != nil || answer.body.starts(with: Array("<Error".utf8)) {
@@ -339,6 +338,12 @@ enum S3XML {
             objects.append(S3Object(key: key, size: size, lastModified: formatter.date(from: stamp) ?? plain.date(from: stamp) ?? .distantPast))
         }
         return (objects, values("IsTruncated", in: text).first == "true", values("NextContinuationToken", in: text).first)
+    }
+
+    /// The body of CompleteMultipartUpload: each part's number and ETag, in order.
+    static func completion(_ etags: [String]) -> [UInt8] {
+        let items = etags.enumerated().map { "<Part><PartNumber>\($0.offset + 1)</PartNumber><ETag>\(escape($0.element))</ETag></Part>" }
+        return Array("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\(items.joined())</CompleteMultipartUpload>".utf8)
     }
 
     static func escape(_ text: String) -> String {
