@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver
+APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
 SWIFT_BUILD_FLAGS ?=
 
 .PHONY: all build demo test screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-client bench-scale bench-train results fuzz soak mutants clean
