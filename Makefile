@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-client bench-scale bench-train results fuzz soak mutants clean
+.PHONY: all build demo test screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -67,6 +67,11 @@ S3_BENCH_ARGS ?=
 bench-s3: system-deps python-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	$(PYTHON) benchmarks/s3.py --graft .build/release/graft $(S3_BENCH_ARGS)
+
+# How PostgreSQL should keep lineage (issue 14): a full-size tree in a throwaway cluster, stored
+# as a text path, an id array (GIN), ltree (GiST) and bare edges (recursive CTE), timed side by side.
+bench-pg-lineage: system-deps
+	python3 benchmarks/pg_lineage.py
 
 # The Python client: a student of a 22M-parameter base committed from a state_dict, bytes and
 # time against safetensors.save_file + a local graft checkpoint add. CLIENT_BENCH_ARGS="--runs N".
