@@ -42,7 +42,7 @@ public final class PostgresCluster: @unchecked Sendable {
     /// Runs SQL through `psql` and returns its unaligned output.
     @discardableResult
     public func psql(_ sql: String, database: String = "postgres") throws -> String {
-        let result = try runProcess(bin + "/psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", database, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        let result = try runProcess(bin + "/psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", database, "-Atq", "-v", "ON_ERROR_STOP=1", "-c", sql])
         guard result.status == 0 else { throw HelperError("psql: \(result.stderr)") }
         return result.stdout
     }
