@@ -494,11 +494,21 @@ func query(_ request: Request, _ key: String) -> String? {
 }
 
 func flag(_ request: Request, _ key: String) throws(GraftError) -> Bool {
-    switch query(request, key) {
+    try flag(key, query(request, key))
+}
+
+/// A boolean parameter's value: absent, `false` or `0` is false; empty, `true` or `1` true.
+func flag(_ key: String, _ value: String?) throws(GraftError) -> Bool {
+    switch value {
     case nil, "false", "0": false
     case "", "true", "1": true
     case let other?: throw .badRequest("\(key) must be true or false, not \(quotedParameter(other))")
     }
+}
+
+/// A search box's text: trimmed, at most 200 characters, nil when empty.
+func searchText(_ value: String?) -> String? {
+    value.map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : String($0.prefix(200)) }
 }
 
 func direction(_ request: Request) throws(GraftError) -> Direction? {

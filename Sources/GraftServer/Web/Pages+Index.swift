@@ -14,7 +14,7 @@ extension Web {
         var page: Int
 
         init(_ request: Request) throws(GraftError) {
-            text = query(request, "q").map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : String($0.prefix(200)) }
+            text = searchText(query(request, "q"))
             switch query(request, "kind") {
             case nil, "": kind = nil
             case "base", "student": kind = query(request, "kind")

@@ -45,7 +45,7 @@ extension Web {
         init(_ value: (String) -> String?) throws(GraftError) {
             at = value("at").flatMap { $0.isEmpty ? nil : $0 }
             if let at { _ = try ModelName(at) }
-            search = value("q").map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : String($0.prefix(200)) }
+            search = searchText(value("q"))
             if let text = value("m"), !text.isEmpty {
                 let parts = text.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
                 try MetricAssignment.checkName(parts[0])
@@ -55,11 +55,7 @@ extension Web {
             }
             guard let depth = Int(value("depth") ?? "3"), (1...8).contains(depth) else { throw .badRequest("depth must be 1 to 8") }
             self.depth = depth
-            switch value("fragment") {
-            case nil, "0", "false": fragment = false
-            case "1", "true", "": fragment = true
-            case let other?: throw .badRequest("fragment must be true or false, not \(quotedParameter(other))")
-            }
+            fragment = try flag("fragment", value("fragment"))
         }
 
         func parameters(at: String?) -> [(String, String?)] {
