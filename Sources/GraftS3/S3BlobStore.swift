@@ -155,7 +155,7 @@ package final class S3BlobStore: BlobStore {
 
     package func inventory() -> BlobInventory {
         let root = location.key("blobs/")
-        guard let objects = try? listBlocking(prefix: root) else { return BlobInventory(blobs: [], stray: []) }
+        guard let objects = try? client.listBlocking(prefix: root) else { return BlobInventory(blobs: [], stray: []) }
         func isHex(_ text: Substring) -> Bool { text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) } }
         var blobs: [Digest] = [], stray: [String] = []
         for object in objects {
@@ -199,19 +199,6 @@ package final class S3BlobStore: BlobStore {
 
     // MARK: Helpers
 
-    func listBlocking(prefix: String) throws(S3Error) -> [S3Object] {
-        var objects: [S3Object] = []
-        var token: String? = nil
-        repeat {
-            var query = "list-type=2&max-keys=1000&prefix=\(SigV4Signer.encode(prefix))"
-            if let token { query += "&continuation-token=\(SigV4Signer.encode(token))" }
-            let page = try S3XML.listing(try client.sendBlocking("GET", key: nil, query: query).body)
-            objects += page.objects
-            token = page.truncated ? page.next : nil
-        } while token != nil
-        return objects
-    }
-
     /// Incomplete multipart uploads of blobs under the prefix.
     func multipartUploads() throws(S3Error) -> [(key: String, id: String, initiated: Date)] {
         let body = try client.sendBlocking("GET", key: nil, query: "prefix=\(SigV4Signer.encode(location.key("blobs/")))&uploads=").body
@@ -225,13 +212,16 @@ package final class S3BlobStore: BlobStore {
         }
     }
 
-    static func httpDate(_ text: String) -> Date? {
+    /// `Last-Modified`'s RFC 1123 date. One formatter for every call (gc asks once per blob).
+    static func httpDate(_ text: String) -> Date? { httpDateFormatter.date(from: text) }
+
+    private static let httpDateFormatter: DateFormatter = {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        return formatter.date(from: text)
-    }
+        return formatter
+    }()
 
     /// Sends a spooled blob: one PUT, or a multipart upload (aborted if any part fails).
     func upload(_ file: GraftLocal.FileDescriptor, length: Int, as digest: Digest) throws(GraftError) {

@@ -167,15 +167,27 @@ public final class S3Client: Sendable {
         var objects: [S3Object] = []
         var token: String? = nil
         repeat {
-            var query = "list-type=2&max-keys=\(pageSize)&prefix=\(SigV4Signer.encode(prefix))"
-            if let token { query += "&continuation-token=\(SigV4Signer.encode(token))" }
-            let answer = try await send("GET", key: nil, query: query)
-            let page = try S3XML.listing(answer.body)
+            let page = try S3XML.listing(try await send("GET", key: nil, query: Self.listQuery(prefix: prefix, pageSize: pageSize, token: token)).body)
             objects += page.objects
-            token = page.truncated ? page.next : nil
-            if page.truncated, token == nil { throw .malformed("a truncated listing without NextContinuationToken") }
+            token = try page.next()
         } while token != nil
         return objects
+    }
+
+    /// ``list(prefix:pageSize:)``, blocking the calling thread (for the blob store).
+    func listBlocking(prefix: String, pageSize: Int = 1000) throws(S3Error) -> [S3Object] {
+        var objects: [S3Object] = []
+        var token: String? = nil
+        repeat {
+            let page = try S3XML.listing(try sendBlocking("GET", key: nil, query: Self.listQuery(prefix: prefix, pageSize: pageSize, token: token)).body)
+            objects += page.objects
+            token = try page.next()
+        } while token != nil
+        return objects
+    }
+
+    static func listQuery(prefix: String, pageSize: Int, token: String?) -> String {
+        "list-type=2&max-keys=\(pageSize)&prefix=\(SigV4Signer.encode(prefix))" + (token.map { "&continuation-token=\(SigV4Signer.encode($0))" } ?? "")
     }
 
     // MARK: Multipart uploads (parts of 5 MiB or more, but the last)
@@ -323,7 +335,21 @@ enum S3XML {
         return out
     }
 
-    static func listing(_ bytes: [UInt8]) throws(S3Error) -> (objects: [S3Object], truncated: Bool, next: String?) {
+    /// One page of ListObjectsV2.
+    struct Page {
+        var objects: [S3Object]
+        var truncated: Bool
+        var token: String?
+
+        /// The next page's continuation token; nil after the last page.
+        func next() throws(S3Error) -> String? {
+            guard truncated else { return nil }
+            guard let token else { throw .malformed("a truncated listing without NextContinuationToken") }
+            return token
+        }
+    }
+
+    static func listing(_ bytes: [UInt8]) throws(S3Error) -> Page {
         let text = String(decoding: bytes, as: UTF8.self)
         guard text.contains("<ListBucketResult") else { throw .malformed("ListObjectsV2 without ListBucketResult") }
         let formatter = ISO8601DateFormatter()
@@ -337,7 +363,7 @@ enum S3XML {
             let stamp = values("LastModified", in: item).first ?? ""
             objects.append(S3Object(key: key, size: size, lastModified: formatter.date(from: stamp) ?? plain.date(from: stamp) ?? .distantPast))
         }
-        return (objects, values("IsTruncated", in: text).first == "true", values("NextContinuationToken", in: text).first)
+        return Page(objects: objects, truncated: values("IsTruncated", in: text).first == "true", token: values("NextContinuationToken", in: text).first)
     }
 
     /// The body of CompleteMultipartUpload: each part's number and ETag, in order.

@@ -35,6 +35,8 @@ public final class MotoServer: @unchecked Sendable {
             }
             guard process.isRunning, Date() < deadline else {
                 process.terminate()
+                process.waitUntilExit()
+                try? FileManager.default.removeItem(atPath: directory)
                 throw HelperError("moto's server did not start (`make test` installs moto[server] into .venv): \(text)")
             }
             usleep(50_000)
