@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", exact: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", exact: "1.33.2"),
     ],
     targets: [
         // The safetensors format: parse, validate, write. Depends on nothing of ours.
@@ -107,6 +108,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The PostgreSQL metadata store (issue 14), on PostgresNIO: its SQL, migrations over
+        // migrations/postgres/, and the connection pool several servers share a database through.
+        .target(
+            name: "GraftPostgres",
+            dependencies: [
+                "GraftCore", "GraftLocal", "SafeTensors",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict,
+            plugins: ["EmbedMigrations"]
+        ),
         // System libraries: OpenBLAS for dense math, zlib for gzipped datasets.
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -154,7 +168,8 @@ let package = Package(
         .testTarget(
             name: "GraftTests",
             dependencies: [
-                "Graft", "GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "SafeTensors", "GraftTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+                "Graft", "GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "GraftPostgres", "SafeTensors", "GraftTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict
         ),

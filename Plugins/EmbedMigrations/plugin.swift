@@ -1,12 +1,13 @@
 import Foundation
 import PackagePlugin
 
-/// Embeds the top-level `migrations/*.sql` files into the `GraftSQLite` module as Swift string
-/// literals, so the schema ships inside the binary and `migrations/` stays its only source.
+/// Embeds the top-level `migrations/*.sql` files into the `GraftSQLite` module (and
+/// `migrations/postgres/*.sql` into `GraftPostgres`) as Swift string literals, so the schema
+/// ships inside the binary and `migrations/` stays its only source.
 @main
 struct EmbedMigrations: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: any Target) throws -> [Command] {
-        let folder = context.package.directoryURL.appending(path: "migrations")
+        let folder = context.package.directoryURL.appending(path: target.name == "GraftPostgres" ? "migrations/postgres" : "migrations")
         let names = try FileManager.default.contentsOfDirectory(atPath: folder.path(percentEncoded: false))
             .filter { $0.hasSuffix(".sql") }
             .sorted()

@@ -247,18 +247,3 @@ extension SQLiteMetadataStore {
         }
     }
 }
-
-func shapeJSON(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ",") + "]" }
-
-/// Encodes a string dictionary as a JSON object with sorted keys.
-func encodeJSON(_ dictionary: [String: String]) -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    return String(decoding: (try? encoder.encode(dictionary)) ?? Data("{}".utf8), as: UTF8.self)
-}
-
-/// Decodes a JSON object of strings; anything else decodes as empty.
-func decodeJSON(_ text: String?) -> [String: String] {
-    guard let text, let data = text.data(using: .utf8) else { return [:] }
-    return (try? JSONDecoder().decode([String: String].self, from: data)) ?? [:]
-}

@@ -66,7 +66,7 @@ extension SQLiteMetadataStore {
                 arguments: [checkpoint]
             ).map { row in
                 TensorEntry(
-                    name: row["name"], dtype: DType(rawValue: row["dtype"]) ?? .u8, shape: Self.decodeShape(row["shape"]),
+                    name: row["name"], dtype: DType(rawValue: row["dtype"]) ?? .u8, shape: decodeShape(row["shape"]),
                     parameters: row["element_count"], bytes: row["byte_length"], digest: try Digest(parsing: row["blob_digest"] as String))
             }
         }
@@ -111,7 +111,7 @@ extension SQLiteMetadataStore {
             ).map { row in
                 ManifestEntry(
                     name: row["tensor_name"], state: TensorState(rawValue: row["state"]) ?? .trainable,
-                    dtype: (row["dtype"] as String?).flatMap(DType.init(rawValue:)), shape: (row["shape"] as String?).map(Self.decodeShape),
+                    dtype: (row["dtype"] as String?).flatMap(DType.init(rawValue:)), shape: (row["shape"] as String?).map(decodeShape),
                     parameters: row["element_count"], parentDigest: try (row["parent_digest"] as String?).map { try Digest(parsing: $0) })
             }.sorted { numericAwareLess($0.name, $1.name) }
             return ManifestSummary(
@@ -248,9 +248,5 @@ extension SQLiteMetadataStore {
 
     static func resolved(_ row: Row) -> ResolvedCheckpoint {
         ResolvedCheckpoint(id: row["id"], summary: checkpointSummary(row))
-    }
-
-    static func decodeShape(_ text: String) -> [Int] {
-        text.dropFirst().dropLast().split(separator: ",").compactMap { Int($0) }
     }
 }

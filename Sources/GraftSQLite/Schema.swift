@@ -1,26 +1,10 @@
-import Crypto
 import GraftCore
 import GraftLocal
 import GRDB
 
-/// One migration file from `migrations/`, embedded at build time.
-struct Migration: Sendable {
-    let version: Int
-    let name: String
-    let sql: String
-    /// SHA-256 of the SQL text; a registry that recorded another checksum is refused.
-    let checksum: String
-
-    /// Every migration this build knows, in order.
-    static let all: [Migration] = embeddedMigrations.map { file, sql in
-        // File names are NNNN_description.sql; the build plugin embeds only *.sql files.
-        let stem = file.dropLast(4)
-        let parts = stem.split(separator: "_", maxSplits: 1)
-        let version = Int(parts[0]) ?? 0
-        let name = parts.count > 1 ? String(parts[1]) : String(stem)
-        return Migration(version: version, name: name, sql: sql, checksum: Digest.of(Array(sql.utf8)).hex)
-    }
-
+extension Migration {
+    /// Every migration of `migrations/` this build knows, in order.
+    static let all: [Migration] = Migration.list(embeddedMigrations)
     static var newest: Int { all.last?.version ?? 0 }
 }
 
@@ -68,17 +52,7 @@ enum SchemaMigrator {
     /// The first migration not yet applied, after checking the applied ones.
     private static func pending(_ db: Database, path: String) throws -> Migration? {
         let rows = try Row.fetchAll(db, sql: "SELECT version, name, checksum FROM graft_migrations ORDER BY version")
-        var done = Set<Int>()
-        for row in rows {
-            let version: Int = row["version"]
-            guard let known = Migration.all.first(where: { $0.version == version }) else {
-                throw GraftError.newerSchema(path: path, version: rows.map { $0["version"] as Int }.max() ?? version, newestKnown: Migration.newest)
-            }
-            guard known.checksum == (row["checksum"] as String) else {
-                throw GraftError.migrationMismatch(version: version, name: row["name"])
-            }
-            done.insert(version)
-        }
-        return Migration.all.first { !done.contains($0.version) }
+        return try Migration.pending(
+            applied: rows.map { (version: $0["version"], name: $0["name"], checksum: $0["checksum"]) }, known: Migration.all, location: path)
     }
 }

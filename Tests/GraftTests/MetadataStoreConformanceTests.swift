@@ -3,30 +3,47 @@ import Foundation
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
+@testable import GraftPostgres
 import GraftS3
 import GraftTestSupport
 import SafeTensors
 import Testing
 
 /// The metadata stores a registry may run on. The tests below are written against the
-/// `MetadataStore` protocol and take each kind; a PostgreSQL store joins by adding a case here.
+/// `MetadataStore` protocol and take each kind, and run unchanged on each.
 enum MetadataStoreKind: String, CaseIterable, CustomStringConvertible {
     case sqlite
+    /// `PostgresMetadataStore` on a throwaway cluster (one per store, stopped with it).
+    case postgres
     var description: String { rawValue }
 
     /// A fresh, empty store (schema applied), and what keeps it alive.
-    func make() throws -> (any MetadataStore, TemporaryDirectory) {
+    func make() async throws -> (any MetadataStore, MetadataHandle) {
+        let directory = TemporaryDirectory()
         switch self {
         case .sqlite:
-            let directory = TemporaryDirectory()
             let layout = RegistryLayout(root: directory.file("registry"))
             for path in [layout.root, layout.blobs, layout.sha256, layout.tmp] {
                 try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             }
             _ = try SQLiteMetadataStore.publishNew(layout, busyTimeout: 5)
-            return (try SQLiteMetadataStore.open(layout, durability: .relaxed, busyTimeout: 5), directory)
+            return (try SQLiteMetadataStore.open(layout, durability: .relaxed, busyTimeout: 5), MetadataHandle(directory: directory, cluster: nil))
+        case .postgres:
+            let cluster = try PostgresCluster()
+            let (store, created) = try await PostgresMetadataStore.create(url: cluster.url())
+            #expect(created)
+            return (store, MetadataHandle(directory: directory, cluster: cluster))
         }
     }
+}
+
+/// Keeps a metadata store's directory and database server alive while a test uses it.
+final class MetadataHandle: Sendable {
+    let directory: TemporaryDirectory
+    let cluster: PostgresCluster?
+    init(directory: TemporaryDirectory, cluster: PostgresCluster?) { (self.directory, self.cluster) = (directory, cluster) }
+    func file(_ name: String) -> String { directory.file(name) }
+    deinit { cluster?.stop() }
 }
 
 /// A checkpoint of inline tensors (no blob store involved): names with their bytes.
@@ -52,7 +69,7 @@ private func name(_ text: String) -> ModelName { ModelName(trusted: text) }
 struct MetadataStoreConformanceTests {
     @Test("a base's commit reads back whole: model, checkpoint, tensors in order, header and inline bytes", arguments: MetadataStoreKind.allCases)
     func baseRoundTrip(kind: MetadataStoreKind) async throws {
-        let (store, keep) = try kind.make()
+        let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
         let checkpoint = commit([("b", [1, 2, 3]), ("a", [4])], header: "base-header", step: 7)
         let inline = try await store.insertBase(name: name("base"), provenance: Provenance(license: "mit", metadata: ["x": "y"]), checkpoint: checkpoint, stillStored: always)
@@ -81,7 +98,7 @@ struct MetadataStoreConformanceTests {
 
     @Test("a commit whose blob vanished under the lock fails whole: no model, no checkpoint, no blob row", arguments: MetadataStoreKind.allCases)
     func vanishedBlob(kind: MetadataStoreKind) async throws {
-        let (store, keep) = try kind.make()
+        let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
         var checkpoint = commit([("t", [9])])
         let fileStored = IngestedTensor(
@@ -96,7 +113,7 @@ struct MetadataStoreConformanceTests {
 
     @Test("students: numbering without gaps, manifests, chains, descendants with their parent edges, the lineage snapshot", arguments: MetadataStoreKind.allCases)
     func lineage(kind: MetadataStoreKind) async throws {
-        let (store, keep) = try kind.make()
+        let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
         _ = try await store.insertBase(name: name("base"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
         let baseCheckpoint = try #require(try await store.checkpoint(model: name("base"), number: 1))
@@ -141,7 +158,7 @@ struct MetadataStoreConformanceTests {
 
     @Test("browsing: the model index with modes, parent edges and inherited flags; curves point by point; a family's metric keys, bounded", arguments: MetadataStoreKind.allCases)
     func browsing(kind: MetadataStoreKind) async throws {
-        let (store, keep) = try kind.make()
+        let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
         _ = try await store.insertBase(name: name("base"), provenance: Provenance(description: "the <teacher>"), checkpoint: commit([("w", [1])]), stillStored: always)
         _ = try await store.insertBase(name: name("other"), provenance: Provenance(), checkpoint: commit([("w", [2])], header: "o"), stillStored: always)
@@ -195,7 +212,7 @@ struct MetadataStoreConformanceTests {
 
     @Test("best follows BestSelection's rank order and AdvisoryInheritance's flags in every scope, direction and path", arguments: MetadataStoreKind.allCases)
     func best(kind: MetadataStoreKind) async throws {
-        let (store, keep) = try kind.make()
+        let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
         _ = try await store.insertBase(name: name("root"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
         let root = try #require(try await store.checkpoint(model: name("root"), number: 1))
@@ -270,7 +287,7 @@ struct MetadataStoreConformanceTests {
 
     @Test("removals: protections refuse, blobs nothing uses go, derived data stays consistent", arguments: MetadataStoreKind.allCases)
     func removals(kind: MetadataStoreKind) async throws {
-        let (store, keep) = try kind.make()
+        let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
         let (blobs, keepBlobs) = try BlobStoreKind.local.make()
         defer { withExtendedLifetime(keepBlobs) {} }
@@ -307,7 +324,7 @@ struct MetadataStoreConformanceTests {
 
     @Test("aliases and advisories: moves, removal, open and resolved", arguments: MetadataStoreKind.allCases)
     func aliasesAndAdvisories(kind: MetadataStoreKind) async throws {
-        let (store, keep) = try kind.make()
+        let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
         _ = try await store.insertBase(name: name("base"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
         let base = try #require(try await store.checkpoint(model: name("base"), number: 1))
@@ -340,7 +357,7 @@ struct BackendPairTests {
 
     @Test("import, enforce, rank, inherit, stream byte-exact, verify, remove, gc", arguments: pairs)
     func endToEnd(pair: (MetadataStoreKind, BlobStoreKind)) async throws {
-        let (metadata, keepMetadata) = try pair.0.make()
+        let (metadata, keepMetadata) = try await pair.0.make()
         let (blobs, keepBlobs) = try pair.1.make()
         defer { withExtendedLifetime((keepMetadata, keepBlobs)) {} }
         let registry = Registry(layout: RegistryLayout(root: keepBlobs.file("store")), metadata: metadata, blobs: blobs, inlineThreshold: 64)
