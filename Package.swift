@@ -61,8 +61,9 @@ let package = Package(
             plugins: ["EmbedMigrations"]
         ),
         // The registry library as users import it: the core, and a registry in a local directory
-        // (SQLite + local blobs, or blobs in an S3 bucket) opened from a path or a configuration.
-        .target(name: "Graft", dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "SafeTensors"], swiftSettings: strict),
+        // (SQLite + local blobs, or blobs in an S3 bucket) or in PostgreSQL, opened from a path or
+        // a configuration.
+        .target(name: "Graft", dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "GraftPostgres", "SafeTensors"], swiftSettings: strict),
         // The HTTP API of `graft serve` (Hummingbird 2): routes, tokens, the upload protocol.
         .target(
             name: "GraftServer",

@@ -105,7 +105,7 @@ extension Registry {
         return S3Client(location: location, credentials: credentials)
     }
 
-    private static func makeDirectories(_ path: String) throws(GraftError) {
+    static func makeDirectories(_ path: String) throws(GraftError) {
         var current = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             current += "/" + component

@@ -20,6 +20,13 @@ struct RegistryOptions: ParsableArguments {
             valueName: "s3-url"))
     var blobs: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A PostgreSQL metadata store, postgresql://USER@HOST:PORT/DATABASE (password from $PGPASSWORD), prepared by `graft init`; the registry directory then holds only temporary files. Default: $GRAFT_METADATA, else the registry's graft.sqlite.",
+            valueName: "postgresql-url"))
+    var metadata: String?
+
     var root: String { RegistryLayout.resolveRoot(option: registry, environment: ProcessInfo.processInfo.environment) }
 
     /// Whether the registry is a server rather than a directory.
@@ -28,14 +35,16 @@ struct RegistryOptions: ParsableArguments {
     /// The registry the user chose: `--registry`, the environment (`GRAFT_REGISTRY`,
     /// `GRAFT_INLINE_THRESHOLD`, `GRAFT_BUSY_TIMEOUT`), else the defaults.
     func configuration() throws(GraftError) -> RegistryConfiguration {
-        try RegistryConfiguration.resolve(option: registry, blobs: blobs, environment: ProcessInfo.processInfo.environment)
+        try RegistryConfiguration.resolve(option: registry, blobs: blobs, metadata: metadata, environment: ProcessInfo.processInfo.environment)
     }
 
     /// Opens the registry the user chose: a directory, or a server (`http(s)://…`, with the
     /// token in `GRAFT_TOKEN`).
     func open() async throws(GraftError) -> any RegistryAPI {
         if isRemote {
-            if blobs != nil { throw .badRequest("--blobs applies to a registry directory; a server chooses its own blob store") }
+            if blobs != nil || metadata != nil {
+                throw .badRequest("--blobs and --metadata apply to a registry directory; a server chooses its own stores")
+            }
             let token = ProcessInfo.processInfo.environment["GRAFT_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
             return try RemoteRegistry(url: root, token: token)
         }

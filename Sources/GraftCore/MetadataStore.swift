@@ -1,8 +1,8 @@
 import SafeTensors
 
 /// Where a registry keeps its metadata: models, checkpoints and their tensor lists, manifests,
-/// metrics, curves, aliases and advisories. The SQLite store (`GraftSQLite`) is today's; a
-/// PostgreSQL one is planned beside it.
+/// metrics, curves, aliases and advisories. Two stores implement it: SQLite (`GraftSQLite`, a
+/// registry directory) and PostgreSQL (`GraftPostgres`, shared by several servers).
 ///
 /// The seam is cut at whole query shapes — a model's row with its checkpoints, a subtree's
 /// lineage rows, the best candidates in a scope walked in rank order — so that each store keeps
@@ -55,6 +55,15 @@ package protocol MetadataStore: Sendable {
     /// Of `digests`, those some tensor of a model matching `models` (a glob) refers to: what a
     /// confined token may learn exists.
     func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest>
+
+    // MARK: Uploads (`graft serve`)
+
+    /// Records blobs an upload proposal asked for: a PUT of each is accepted, up to its length,
+    /// for `window`, by any server of the registry.
+    /// - Throws: ``GraftError/busy`` when a million announcements are live.
+    func announceUploads(_ blobs: [ProposedTensor], window: Duration) async throws(GraftError)
+    /// The length a live announcement gave a blob.
+    func announcedLength(of digest: Digest) async throws(GraftError) -> Int?
 
     // MARK: Commits
 

@@ -307,3 +307,41 @@ public final class BlobUpload: @unchecked Sendable {
         if !done { write?.abort() }
     }
 }
+
+/// The blobs upload proposals announced, with their lengths, for a while: a `PUT` of a blob is
+/// accepted only when a proposal asked for it, and never past the announced length. The SQLite
+/// store keeps them here, in the server's memory (one server per registry directory); the
+/// PostgreSQL store keeps them in the database, so a PUT may reach any of several servers.
+package actor UploadAnnouncements {
+    private var entries: [Digest: (length: Int, until: ContinuousClock.Instant)] = [:]
+    /// Bounds the table: a client cannot grow the server's memory by proposing without end.
+    package static let capacity = 1_000_000
+
+    package init() {}
+
+    package func announce(_ blobs: [ProposedTensor], window: Duration) throws(GraftError) {
+        let now = ContinuousClock.now
+        if entries.count + blobs.count > Self.capacity { entries = entries.filter { $0.value.until > now } }
+        guard entries.count + blobs.count <= Self.capacity else { throw .busy }
+        for blob in blobs { entries[blob.digest] = (blob.length, now + window) }
+    }
+
+    /// The announced length of a blob, if a live proposal announced it.
+    package func length(of digest: Digest) -> Int? {
+        guard let entry = entries[digest], entry.until > ContinuousClock.now else { return nil }
+        return entry.length
+    }
+}
+
+extension Registry {
+    /// Records that a proposal asked for `blobs`: each may be PUT, at most its length, for `window`.
+    package func announceUploads(_ blobs: [ProposedTensor], window: Duration) async throws(GraftError) {
+        guard !blobs.isEmpty else { return }
+        try await metadata.announceUploads(blobs, window: window)
+    }
+
+    /// The length a live proposal announced for a blob, if any.
+    package func announcedLength(of digest: Digest) async throws(GraftError) -> Int? {
+        try await metadata.announcedLength(of: digest)
+    }
+}

@@ -14,6 +14,10 @@ public struct RegistryConfiguration: Sendable, Equatable {
     /// root's `blobs/`: chosen at creation and recorded in the registry; when given to open, it
     /// must be the recorded one.
     public var blobs: String?
+    /// A PostgreSQL metadata store (`postgresql://USER@HOST:PORT/DATABASE`) instead of the
+    /// root's `graft.sqlite`; the root then holds only this machine's temporary files (and its
+    /// blobs, when they are not in S3).
+    public var metadata: String?
 
     public init(
         root: String, inlineThreshold: Int = Registry.defaultInlineThreshold, durability: Registry.Durability = .full,
@@ -27,12 +31,15 @@ public struct RegistryConfiguration: Sendable, Equatable {
 
     /// The configuration a user chose: the root from `option` (`--registry`), else
     /// `GRAFT_REGISTRY`, else `./registry`; the blob store from `blobs` (`--blobs`), else
-    /// `GRAFT_BLOBS`; `GRAFT_INLINE_THRESHOLD` (bytes, for benchmarks that compare thresholds)
+    /// `GRAFT_BLOBS`; the metadata store from `metadata` (`--metadata`), else `GRAFT_METADATA`; `GRAFT_INLINE_THRESHOLD` (bytes, for benchmarks that compare thresholds)
     /// and `GRAFT_BUSY_TIMEOUT` (seconds) when set.
     /// - Throws: ``GraftError/invalidName(_:reason:)`` for a value that is not a number in range.
-    public static func resolve(option: String?, blobs: String? = nil, environment: [String: String]) throws(GraftError) -> RegistryConfiguration {
+    public static func resolve(
+        option: String?, blobs: String? = nil, metadata: String? = nil, environment: [String: String]
+    ) throws(GraftError) -> RegistryConfiguration {
         var configuration = RegistryConfiguration(root: RegistryLayout.resolveRoot(option: option, environment: environment))
         configuration.blobs = (blobs ?? environment["GRAFT_BLOBS"]).flatMap { $0.isEmpty ? nil : $0 }
+        configuration.metadata = (metadata ?? environment["GRAFT_METADATA"]).flatMap { $0.isEmpty ? nil : $0 }
         if let text = environment["GRAFT_INLINE_THRESHOLD"] {
             guard let value = Int(text), value >= 0 else {
                 throw .invalidName(text, reason: "GRAFT_INLINE_THRESHOLD must be a non-negative number of bytes")

@@ -270,3 +270,31 @@ extension PostgresMetadataStore {
         }
     }
 }
+
+// Upload announcements in `pending_blobs`, so a PUT may reach any server of the registry.
+extension PostgresMetadataStore {
+    package func announceUploads(_ blobs: [ProposedTensor], window: Duration) async throws(GraftError) {
+        let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
+        var lengths: [String: Int64] = [:]
+        for blob in blobs { lengths[blob.digest.hex] = Int64(blob.length) }
+        let digests = Array(lengths.keys)
+        try await write { connection in
+            try await connection.run("DELETE FROM pending_blobs WHERE expires_at < now()", logger: self.logger)
+            let live = try await connection.one("SELECT count(*) FROM pending_blobs", logger: self.logger).map { row throws in try row[0] as Int } ?? 0
+            guard live + digests.count <= UploadAnnouncements.capacity else { throw GraftError.busy }
+            try await connection.run(
+                """
+                INSERT INTO pending_blobs (digest, byte_length, expires_at)
+                SELECT t.digest, t.length, now() + make_interval(secs => \(seconds)) FROM unnest(\(digests)::text[], \(digests.map { lengths[$0] ?? 0 })::bigint[]) AS t(digest, length)
+                ON CONFLICT (digest) DO UPDATE SET byte_length = excluded.byte_length, expires_at = excluded.expires_at
+                """, logger: self.logger)
+        }
+    }
+
+    package func announcedLength(of digest: Digest) async throws(GraftError) -> Int? {
+        try await withConnection { connection in
+            try await connection.one("SELECT byte_length FROM pending_blobs WHERE digest = \(digest.hex) AND expires_at > now()", logger: self.logger)
+                .map { row throws in try row[0] as Int }
+        }
+    }
+}

@@ -16,6 +16,8 @@ package final class SQLiteMetadataStore: MetadataStore {
     package let path: String
     let root: String
     let pool: DatabasePool
+    /// Upload announcements live in this process's memory: one server serves a directory.
+    let announcements = UploadAnnouncements()
 
     package var location: String { path }
 
@@ -80,6 +82,14 @@ package final class SQLiteMetadataStore: MetadataStore {
         }
         try FileSystem.syncDirectory(layout.root)
         return true
+    }
+
+    package func announceUploads(_ blobs: [ProposedTensor], window: Duration) async throws(GraftError) {
+        try await announcements.announce(blobs, window: window)
+    }
+
+    package func announcedLength(of digest: Digest) async throws(GraftError) -> Int? {
+        await announcements.length(of: digest)
     }
 
     /// Runs `body` in a read transaction, mapping errors.

@@ -11,13 +11,11 @@ import NIOCore
 struct API: Sendable {
     let registry: Registry
     let configuration: ServerConfiguration
-    let pending: PendingUploads
     /// Small JSON bodies (everything but upload proposals and commits).
     static let smallBody = 1 << 20
 
     init(registry: Registry, configuration: ServerConfiguration) {
         (self.registry, self.configuration) = (registry, configuration)
-        pending = PendingUploads(window: configuration.uploadWindow)
     }
 
     func register(on routes: RouteTable) {
@@ -150,7 +148,7 @@ struct API: Sendable {
 
     private func registerUploads(on routes: RouteTable) {
         let registry = self.registry
-        let pending = self.pending
+        let window = configuration.uploadWindow
         let limit = configuration.maxJSONBytes
         for (prefix, base) in [("/v1/bases/{name}", true), ("/v1/models/{name}/checkpoints", false)] {
             routes.post("\(prefix)/proposal") { request, context in
@@ -158,7 +156,7 @@ struct API: Sendable {
                 let token = try context.require(.write, on: name)
                 let proposal = try await decode(UploadProposal.self, request, limit: limit)
                 let plan = try await registry.planUpload(to: name, base: base, proposal, visibleTo: token.models)
-                try await pending.announce(plan.missing)
+                try await registry.announceUploads(plan.missing, window: window)
                 return jsonResponse(plan)
             }
             routes.post(prefix) { request, context in
@@ -171,7 +169,7 @@ struct API: Sendable {
         routes.put("/v1/blobs/{digest}") { request, context in
             _ = try context.require(.write)
             let digest = try blobDigest(context)
-            guard let length = await pending.length(of: digest) else {
+            guard let length = try await registry.announcedLength(of: digest) else {
                 throw GraftError.badRequest("no upload proposal announced blob \(digest.short)…: propose the checkpoint first")
             }
             if let declared = request.headers[.contentLength].flatMap(Int.init), declared != length {

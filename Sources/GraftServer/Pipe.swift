@@ -88,27 +88,3 @@ final class ChunkPipe: Sendable {
         for _ in 0..<depth + 1 { slots.signal() }
     }
 }
-
-/// The blobs upload proposals announced, with their lengths, for a while: a `PUT` of a blob is
-/// accepted only when a proposal asked for it, and never past the announced length.
-actor PendingUploads {
-    private var entries: [Digest: (length: Int, until: ContinuousClock.Instant)] = [:]
-    private let window: Duration
-    /// Bounds the table: a client cannot grow the server's memory by proposing without end.
-    private let capacity = 1_000_000
-
-    init(window: Duration) { self.window = window }
-
-    func announce(_ blobs: [ProposedTensor]) throws(GraftError) {
-        let now = ContinuousClock.now
-        if entries.count + blobs.count > capacity { entries = entries.filter { $0.value.until > now } }
-        guard entries.count + blobs.count <= capacity else { throw .busy }
-        for blob in blobs { entries[blob.digest] = (blob.length, now + window) }
-    }
-
-    /// The announced length of a blob, if a live proposal announced it.
-    func length(of digest: Digest) -> Int? {
-        guard let entry = entries[digest], entry.until > ContinuousClock.now else { return nil }
-        return entry.length
-    }
-}

@@ -89,17 +89,6 @@ struct RouteTests {
         await #expect(throws: GraftError.self) { try await third.next() }
     }
 
-    @Test("an upload may send only what a live proposal announced, at its length")
-    func pendingUploads() async throws {
-        let pending = PendingUploads(window: .milliseconds(200))
-        let digest = Digest.of([1, 2, 3])
-        #expect(await pending.length(of: digest) == nil)
-        try await pending.announce([ProposedTensor(name: "w", digest: digest, length: 3)])
-        #expect(await pending.length(of: digest) == 3)
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(await pending.length(of: digest) == nil)
-    }
-
     @Test("--listen parsing")
     func listen() {
         #expect(ServerConfiguration.parseListen("127.0.0.1:8470")! == ("127.0.0.1", 8470))

@@ -322,6 +322,23 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.removeModel(name("base"), cascade: true, blobs: blobs, dryRun: false) == nil)
     }
 
+    @Test("upload announcements: a blob may be sent at its announced length until the window ends, then not", arguments: MetadataStoreKind.allCases)
+    func uploadAnnouncements(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try await kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        let digest = Digest.of([1, 2, 3]), other = Digest.of([4])
+        #expect(try await store.announcedLength(of: digest) == nil)
+        try await store.announceUploads([ProposedTensor(name: "w", digest: digest, length: 3)], window: .milliseconds(400))
+        try await store.announceUploads([ProposedTensor(name: "b", digest: other, length: 1)], window: .seconds(60))
+        #expect(try await store.announcedLength(of: digest) == 3)
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(try await store.announcedLength(of: digest) == nil, "expired")
+        #expect(try await store.announcedLength(of: other) == 1, "another announcement's window is its own")
+        // A new proposal renews an announcement, with the length it gives.
+        try await store.announceUploads([ProposedTensor(name: "w", digest: digest, length: 5)], window: .seconds(60))
+        #expect(try await store.announcedLength(of: digest) == 5)
+    }
+
     @Test("aliases and advisories: moves, removal, open and resolved", arguments: MetadataStoreKind.allCases)
     func aliasesAndAdvisories(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()

@@ -18,7 +18,7 @@ extension GraftCommand {
                     ["models", "\(stats.models) (\(stats.bases) base)"],
                     ["checkpoints", formatCount(stats.checkpoints)],
                     ["tensors", formatCount(stats.tensors)],
-                    ["blobs", "\(formatCount(stats.blobs)) (\(formatCount(stats.inlineBlobs)) inline in SQLite)"],
+                    ["blobs", "\(formatCount(stats.blobs)) (\(formatCount(stats.inlineBlobs)) inline in the metadata)"],
                     ["logical bytes", formatBytes(stats.logicalBytes)],
                     ["physical bytes", formatBytes(stats.physicalBytes)],
                     ["dedup ratio", String(format: "%.2f×", stats.dedupRatio)],
