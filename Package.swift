@@ -181,6 +181,6 @@ let package = Package(
         ),
         .testTarget(name: "GraftS3Tests", dependencies: ["GraftS3", "Graft", "GraftTestSupport"], exclude: ["sigv4-suite"], swiftSettings: strict),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Graft", "SafeTensors", "GraftTestSupport"], swiftSettings: strict),
-        .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "GraftS3", "SafeTensors", "GraftTestSupport", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
+        .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "GraftS3", "GraftRemote", "SafeTensors", "GraftTestSupport", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
     ]
 )

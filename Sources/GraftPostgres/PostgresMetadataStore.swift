@@ -129,26 +129,54 @@ package final class PostgresMetadataStore: MetadataStore {
 
     // MARK: Transactions
 
-    /// Runs `body` on a pooled connection, mapping errors.
-    func withConnection<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
+    /// How long a request waits for a connection: the pool retries a database that is down
+    /// for a minute before giving up, far longer than a client should wait to learn it.
+    static let leaseTimeout: Duration = .seconds(5)
+
+    /// Runs `body` on a pooled connection, mapping errors. A connection not leased within
+    /// ``leaseTimeout`` (the database down or restarting) is ``GraftError/unreachable(url:reason:)``.
+    func withConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
+        let client = self.client
         do {
-            return try await client.withConnection { connection in try await body(connection) }
+            return try await withThrowingTaskGroup(of: T?.self) { group in
+                let leased = Flag()
+                group.addTask {
+                    try await client.withConnection { connection in
+                        leased.set()
+                        return try await body(connection)
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: Self.leaseTimeout)
+                    if !leased.isSet { throw LeaseTimeout() }
+                    return nil
+                }
+                while let result = try await group.next() {
+                    if let result {
+                        group.cancelAll()
+                        return result
+                    }
+                }
+                throw LeaseTimeout()
+            }
+        } catch is LeaseTimeout {
+            throw .unreachable(url: location, reason: "no database connection within \(Self.leaseTimeout) (is the server up?); retry")
         } catch {
             throw mapError(error)
         }
     }
 
     /// Runs `body` in one read-only snapshot (`REPEATABLE READ`).
-    func read<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
+    func read<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
         try await transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
     }
 
     /// Runs `body` in one read-write transaction (`READ COMMITTED`; see the type's comment for its locks).
-    func write<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
+    func write<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
         try await transaction("BEGIN", body)
     }
 
-    private func transaction<T: Sendable>(_ begin: String, _ body: (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
+    private func transaction<T: Sendable>(_ begin: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
         try await withConnection { connection in
             try await connection.run(PostgresQuery(unsafeSQL: begin), logger: self.logger)
             do {
@@ -308,6 +336,16 @@ enum SQLStatements {
 }
 
 // MARK: Query helpers
+
+private struct LeaseTimeout: Error {}
+
+/// Set once, read from another task.
+private final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
 
 /// A row read by column name or position (`try row["name"] as String`).
 struct Row {

@@ -75,13 +75,18 @@ extension PostgresMetadataStore {
         stillStored: @escaping @Sendable (Digest) -> Bool
     ) async throws(GraftError) -> (number: Int, inlineStored: Int) {
         try await write { connection -> (number: Int, inlineStored: Int) in
-            // The model's row is locked first: commits to one model take their numbers in turn.
-            guard let model = try await connection.one("SELECT id FROM models WHERE name = \(name.value) FOR NO KEY UPDATE", logger: self.logger) else {
+            guard let model = try await connection.one("SELECT id FROM models WHERE name = \(name.value)", logger: self.logger) else {
                 throw GraftError.modelNotFound(name, suggestions: [])
             }
             let modelID: Int64 = try model[0]
             let now = timestamp()
+            // Blobs first (checking each stored one may be a request to the blob store), then the
+            // model's row is locked: commits to one model take their numbers in turn, and hold the
+            // lock only for their own rows.
             let stored = try await self.insertBlobs(connection, checkpoint.tensors, stillStored: stillStored, now: now)
+            guard try await connection.one("SELECT id FROM models WHERE id = \(modelID) FOR NO KEY UPDATE", logger: self.logger) != nil else {
+                throw GraftError.modelNotFound(name, suggestions: [])
+            }
             let number = (try await connection.one("SELECT max(number) FROM checkpoints WHERE model_id = \(modelID)", logger: self.logger)
                 .flatMap { row throws in try row[0] as Int? } ?? 0) + 1
             let checkpointID = try await self.insertCheckpoint(connection, modelID: modelID, number: number, checkpoint, now: now)
@@ -277,7 +282,7 @@ extension PostgresMetadataStore {
         let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
         var lengths: [String: Int64] = [:]
         for blob in blobs { lengths[blob.digest.hex] = Int64(blob.length) }
-        let digests = Array(lengths.keys)
+        let digests = Array(lengths.keys), byteLengths = digests.map { lengths[$0] ?? 0 }
         try await write { connection in
             try await connection.run("DELETE FROM pending_blobs WHERE expires_at < now()", logger: self.logger)
             let live = try await connection.one("SELECT count(*) FROM pending_blobs", logger: self.logger).map { row throws in try row[0] as Int } ?? 0
@@ -285,7 +290,7 @@ extension PostgresMetadataStore {
             try await connection.run(
                 """
                 INSERT INTO pending_blobs (digest, byte_length, expires_at)
-                SELECT t.digest, t.length, now() + make_interval(secs => \(seconds)) FROM unnest(\(digests)::text[], \(digests.map { lengths[$0] ?? 0 })::bigint[]) AS t(digest, length)
+                SELECT t.digest, t.length, now() + make_interval(secs => \(seconds)) FROM unnest(\(digests)::text[], \(byteLengths)::bigint[]) AS t(digest, length)
                 ON CONFLICT (digest) DO UPDATE SET byte_length = excluded.byte_length, expires_at = excluded.expires_at
                 """, logger: self.logger)
         }

@@ -31,9 +31,23 @@ public final class PostgresCluster: @unchecked Sendable {
         let data = directory + "/data"
         try Self.asPostgres(["/bin/chown", "-R", "postgres:postgres", directory], root: true)
         try Self.asPostgres([bin + "/initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+        try start()
+    }
+
+    private func start() throws {
         let options = "-c listen_addresses=127.0.0.1 -c port=\(port) -c unix_socket_directories=\(directory) -c fsync=off -c full_page_writes=off"
         // The server outlives pg_ctl and would hold a pipe open: pg_ctl's output goes to a file.
-        try Self.asPostgres([bin + "/pg_ctl", "-D", data, "-l", directory + "/server.log", "-o", options, "-w", "-t", "60", "start"], output: directory + "/pg_ctl.log")
+        try Self.asPostgres(
+            [bin + "/pg_ctl", "-D", directory + "/data", "-l", directory + "/server.log", "-o", options, "-w", "-t", "60", "start"],
+            output: directory + "/pg_ctl.log")
+    }
+
+    /// Stops the server as a crash would (`-m immediate`: connections cut, no checkpoint),
+    /// keeps it down for `seconds`, and starts it again on the same port with the same data.
+    public func restart(downFor seconds: Double) throws {
+        try Self.asPostgres([bin + "/pg_ctl", "-D", directory + "/data", "-m", "immediate", "-w", "stop"])
+        usleep(UInt32(seconds * 1_000_000))
+        try start()
     }
 
     /// `postgresql://postgres@127.0.0.1:PORT/DATABASE`
@@ -87,7 +101,7 @@ public final class PostgresCluster: @unchecked Sendable {
     }
 
     /// A port nothing listens on now (bound to 0 and released).
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
