@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-train results fuzz soak mutants clean
+.PHONY: all build demo test screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -131,6 +131,12 @@ BENCH_SCALE ?= --bases 10 --students 2000 --checkpoints 5 --metrics 10 --chain 2
 bench-scale: system-deps
 	swift build -c release --product graft-scale-bench $(SWIFT_BUILD_FLAGS)
 	.build/release/graft-scale-bench $(BENCH_SCALE)
+
+# The same registry on SQLite and on PostgreSQL (a throwaway cluster), side by side (issue 14).
+# BENCH_SCALE as above; the tenth-size registry: BENCH_SCALE="--bases 10 --students 10000 --checkpoints 5 --metrics 10 --chain 100 --big-family 1200"
+bench-scale-backends: system-deps
+	swift build -c release --product graft-scale-bench $(SWIFT_BUILD_FLAGS)
+	python3 benchmarks/scale_backends.py --args "$(BENCH_SCALE)"
 
 clean:
 	rm -rf .build $(VENV)

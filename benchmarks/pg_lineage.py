@@ -20,19 +20,12 @@ EXPLAIN ANALYZE), plus what each costs to store. Prints Markdown.
 import argparse
 import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
+import sys
 
-BIN = max((f"/usr/lib/postgresql/{v}/bin" for v in os.listdir("/usr/lib/postgresql") if v.isdigit()), key=lambda p: int(p.split("/")[4]))
-
-
-def as_postgres(command, **kwargs):
-    if os.getuid() == 0:
-        command = ["runuser", "-u", "postgres", "--"] + command
-    return subprocess.run(command, check=True, **kwargs)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from pg_cluster import throwaway_cluster  # noqa: E402
 
 
 def tree(bases, students, big_family, chain):
@@ -65,28 +58,8 @@ def main():
     parser.add_argument("--chain", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="graft-pg-lineage-")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = os.path.join(work, "data")
-    started = False
-    try:
-        if os.getuid() == 0:
-            shutil.chown(work, "postgres", "postgres")
-        as_postgres([f"{BIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"], capture_output=True)
-        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={work} -c fsync=off -c shared_buffers=256MB"
-        as_postgres([f"{BIN}/pg_ctl", "-D", data, "-l", os.path.join(work, "server.log"), "-o", options, "-w", "start"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started = True
-
-        def psql(sql):
-            result = subprocess.run([f"{BIN}/psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                                    capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"psql: {result.stderr.strip()}")
-            return result.stdout
-
+    with throwaway_cluster() as cluster:
+        work, psql = cluster.work, cluster.psql
         parent, deepest = tree(args.bases, args.students, args.big_family, args.chain)
         paths = {b: f"/{b}/" for b in range(1, args.bases + 1)}
         for node in sorted(parent):
@@ -153,10 +126,6 @@ def main():
                 times[name] = statistics.median(samples)
             print(f"| {label} | {counts['id array']} | {times['id array']:.2f} | {times['recursive CTE']:.2f} |")
         print(f"\nindex sizes: id array GIN {sizes['models_ids'] / 2**20:.1f} MiB, parent_id B-tree {sizes['models_parent'] / 2**20:.1f} MiB")
-    finally:
-        if started:
-            as_postgres([f"{BIN}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ package final class PostgresMetadataStore: MetadataStore {
                 return result
             } catch {
                 // A failed ROLLBACK leaves a connection the pool closes; the first error is the one to report.
-                _ = try? await connection.run("ROLLBACK", logger: self.logger)
+                if !connection.isClosed { _ = try? await connection.run("ROLLBACK", logger: self.logger) }
                 throw error
             }
         }
@@ -219,6 +219,7 @@ package final class PostgresMetadataStore: MetadataStore {
             }
         }
         if error is CancellationError { return .unreachable(url: location, reason: "the request was cancelled") }
+        if let error = error as? ConnectionLost { return .unreachable(url: location, reason: "\(error); retry") }
         if error is PostgresDecodingError { return .database(code: -1, message: "unexpected column type: \(error)") }
         return .unreachable(url: location, reason: String(describing: error))
     }
@@ -358,22 +359,61 @@ struct Row {
 }
 
 extension PostgresConnection {
+    /// How long one statement may take before its connection is given up as lost.
+    static let statementDeadline: TimeAmount = .seconds(60)
+
     /// Runs a statement, discarding rows.
     func run(_ query: PostgresQuery, logger: Logger) async throws {
-        _ = try await self.query(query, logger: logger).collect()
+        _ = try await all(query, logger: logger)
     }
 
-    /// Runs a statement and returns how many rows it changed (from its command tag).
+    /// Runs a statement ending in `RETURNING` and counts the rows it returned.
     func changes(_ query: PostgresQuery, logger: Logger) async throws -> Int {
-        // PostgresNIO reports the affected count through the rows' metadata; RETURNING 1 counts too.
-        try await self.query(query, logger: logger).collect().count
-    }
-
-    func all(_ query: PostgresQuery, logger: Logger) async throws -> [Row] {
-        try await self.query(query, logger: logger).collect().map(Row.init)
+        try await all(query, logger: logger).count
     }
 
     func one(_ query: PostgresQuery, logger: Logger) async throws -> Row? {
         try await all(query, logger: logger).first
     }
+
+    /// Runs a statement and reads its rows. A statement on a connection already closed (the
+    /// server restarted) fails at once, and one unanswered within ``statementDeadline`` closes
+    /// its connection and fails: PostgresNIO can leave a query on a closed connection waiting
+    /// for ever (vapor/postgres-nio#487, reverted in #501), which would hang the request.
+    func all(_ query: PostgresQuery, logger: Logger) async throws -> [Row] {
+        guard !isClosed else { throw ConnectionLost() }
+        let once = Once()
+        return try await withCheckedThrowingContinuation { continuation in
+            let work = Task {
+                do {
+                    let rows = try await self.query(query, logger: logger).collect().map(Row.init)
+                    if once.claim() { continuation.resume(returning: rows) }
+                } catch {
+                    if once.claim() { continuation.resume(throwing: error) }
+                }
+            }
+            let timer = eventLoop.scheduleTask(in: Self.statementDeadline) {
+                guard once.claim() else { return }
+                work.cancel()
+                let _: EventLoopFuture<Void> = self.close()
+                continuation.resume(throwing: ConnectionLost())
+            }
+            Task {
+                _ = await work.result
+                timer.cancel()
+            }
+        }
+    }
+}
+
+/// A connection that closed under a statement, or never answered it.
+struct ConnectionLost: Error, CustomStringConvertible {
+    var description: String { "the database connection was lost" }
+}
+
+/// Claimed once, by whichever of several racers comes first.
+private final class Once: @unchecked Sendable {
+    private let lock = NSLock()
+    private var claimed = false
+    func claim() -> Bool { lock.withLock { defer { claimed = true }; return !claimed } }
 }

@@ -4,6 +4,8 @@
 //   swift run -c release graft-scale-bench [--bases N] [--students N] [--checkpoints N]
 //       [--metrics N] [--chain N] [--big-family N] [--runs N] [--registry PATH] [--reuse 1]
 //       [--only TEXT]   (time only the queries whose label contains TEXT: for profiling one)
+//       [--metadata postgresql://USER@HOST:PORT/DB]   (the metadata in PostgreSQL; --registry is
+//       then this machine's directory; `make bench-scale-backends` runs both side by side)
 //
 // Students spread over the bases in several generations (each student's parent is a random
 // earlier model of the same family), plus one chain --chain deep under the first base.
@@ -26,6 +28,8 @@ struct Options {
     var reuse = false
     /// Time only the queries whose label contains this.
     var only: String? = nil
+    /// A PostgreSQL metadata store instead of SQLite.
+    var metadata: String? = nil
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -42,6 +46,7 @@ struct Options {
             case "--registry": registry = value
             case "--reuse": reuse = value == "1" || value == "yes"
             case "--only": only = value
+            case "--metadata": metadata = value
             default: FileHandle.standardError.write(Data("unknown option \(flag)\n".utf8)); exit(64)
             }
         }
@@ -67,7 +72,9 @@ struct ScaleBench {
         if !options.reuse { try? FileManager.default.removeItem(atPath: root) }
         // A bulk load: commits are relaxed (synchronous=NORMAL), as an import tool would run.
         let openStart = DispatchTime.now().uptimeNanoseconds
-        let registry = try await Registry.create(at: root, durability: .relaxed).registry
+        var configuration = RegistryConfiguration(root: root, durability: .relaxed)
+        configuration.metadata = options.metadata
+        let registry = try await Registry.create(configuration).registry
         // On a registry from an older build this includes its schema migrations.
         let openTime = Double(DispatchTime.now().uptimeNanoseconds - openStart) / 1e9
         let scratch = root + "-files"
@@ -130,7 +137,7 @@ struct ScaleBench {
         let stats = try await registry.stats()
         let totalStudents = options.students + options.chain
         let metricRows = stats.checkpoints * options.metrics
-        print("# Graft scale benchmark")
+        print("# Graft scale benchmark (\(options.metadata == nil ? "SQLite" : "PostgreSQL") metadata)")
         print("")
         if options.reuse {
             print("Reused the registry at \(root): \(stats.models) models, \(stats.checkpoints) checkpoints (build figures are from its own run); opened in \(String(format: "%.2f", openTime)) s.")
