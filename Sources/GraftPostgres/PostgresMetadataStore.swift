@@ -23,6 +23,8 @@ package final class PostgresMetadataStore: MetadataStore {
     package let location: String
     let client: PostgresClient
     let logger: Logger
+    /// How long a request waits for a connection before ``GraftError/unreachable(url:reason:)``.
+    let leaseTimeout: Duration
     private let runner: Task<Void, Never>
 
     /// The advisory lock key of blob references (see the type's comment): "GRAFTBLB".
@@ -30,8 +32,9 @@ package final class PostgresMetadataStore: MetadataStore {
     /// The advisory lock key under which migrations are applied.
     static let migrationLock: Int64 = 0x4752_4146_544D_4947
 
-    private init(location: PostgresLocation) {
+    private init(location: PostgresLocation, leaseTimeout: Duration) {
         self.location = location.description
+        self.leaseTimeout = leaseTimeout
         logger = Logger(label: "graft.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
         var configuration = PostgresClient.Configuration(
             host: location.host, port: location.port, username: location.user, password: location.password, database: location.database,
@@ -49,16 +52,16 @@ package final class PostgresMetadataStore: MetadataStore {
     /// Connects to the database of a `postgresql://` URL and checks its schema: applies
     /// migrations this build adds, refuses a database a newer or different Graft wrote.
     /// - Throws: ``GraftError/notARegistry(path:reason:)`` when the database has no Graft schema (`graft init` prepares it).
-    package static func open(url: String) async throws(GraftError) -> PostgresMetadataStore {
-        let store = PostgresMetadataStore(location: try PostgresLocation(parsing: url))
+    package static func open(url: String, leaseTimeout: Duration = defaultLeaseTimeout) async throws(GraftError) -> PostgresMetadataStore {
+        let store = PostgresMetadataStore(location: try PostgresLocation(parsing: url), leaseTimeout: leaseTimeout)
         try await store.migrate(create: false)
         return store
     }
 
     /// Connects and prepares the schema when the database has none (`graft init`).
     /// - Returns: the store, and whether the schema was created now.
-    package static func create(url: String) async throws(GraftError) -> (PostgresMetadataStore, created: Bool) {
-        let store = PostgresMetadataStore(location: try PostgresLocation(parsing: url))
+    package static func create(url: String, leaseTimeout: Duration = defaultLeaseTimeout) async throws(GraftError) -> (PostgresMetadataStore, created: Bool) {
+        let store = PostgresMetadataStore(location: try PostgresLocation(parsing: url), leaseTimeout: leaseTimeout)
         let created = try await store.migrate(create: true)
         return (store, created)
     }
@@ -129,14 +132,14 @@ package final class PostgresMetadataStore: MetadataStore {
 
     // MARK: Transactions
 
-    /// How long a request waits for a connection: the pool retries a database that is down
-    /// for a minute before giving up, far longer than a client should wait to learn it.
-    static let leaseTimeout: Duration = .seconds(5)
+    /// How long a request waits for a connection by default: the pool retries a database that
+    /// is down for a minute before giving up, far longer than a client should wait to learn it.
+    package static let defaultLeaseTimeout: Duration = .seconds(5)
 
     /// Runs `body` on a pooled connection, mapping errors. A connection not leased within
     /// ``leaseTimeout`` (the database down or restarting) is ``GraftError/unreachable(url:reason:)``.
     func withConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
-        let client = self.client
+        let client = self.client, leaseTimeout = self.leaseTimeout
         do {
             return try await withThrowingTaskGroup(of: T?.self) { group in
                 let leased = Flag()
@@ -147,7 +150,7 @@ package final class PostgresMetadataStore: MetadataStore {
                     }
                 }
                 group.addTask {
-                    try await Task.sleep(for: Self.leaseTimeout)
+                    try await Task.sleep(for: leaseTimeout)
                     if !leased.isSet { throw LeaseTimeout() }
                     return nil
                 }
@@ -160,7 +163,7 @@ package final class PostgresMetadataStore: MetadataStore {
                 throw LeaseTimeout()
             }
         } catch is LeaseTimeout {
-            throw .unreachable(url: location, reason: "no database connection within \(Self.leaseTimeout) (is the server up?); retry")
+            throw .unreachable(url: location, reason: "no database connection within \(leaseTimeout) (is the server up?); retry")
         } catch {
             throw mapError(error)
         }

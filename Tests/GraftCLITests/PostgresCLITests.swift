@@ -132,10 +132,12 @@ struct PostgresCLITests {
         }
         let noSchema = try cli.run(["list", "--metadata", cluster.url(), "--registry", machine(1)], registry: false, environment: env)
         #expect(noSchema.status == 73 && noSchema.stderr.contains("graft init"), "\(noSchema.stderr)")
+        let asked = Date()
         let unreachable = try cli.run(
             ["list", "--metadata", "postgresql://postgres@127.0.0.1:\(try PostgresCluster.freePort())/postgres", "--registry", machine(1)],
             registry: false, environment: env)
         #expect(unreachable.status == 69 && unreachable.stderr.contains("127.0.0.1"), "unreachable is retryable: \(unreachable.stderr)")
+        #expect(Date().timeIntervalSince(asked) < 30, "told within the lease timeout (5 s), not after the pool's minute of retries")
 
         // init prepares the schema and records the bucket; a second init finds it ready.
         let first = try cli.run(["init", "--metadata", cluster.url(), "--blobs", blobs, "--registry", machine(1)], registry: false, environment: env)

@@ -29,8 +29,13 @@ enum MetadataStoreKind: String, CaseIterable, CustomStringConvertible {
             _ = try SQLiteMetadataStore.publishNew(layout, busyTimeout: 5)
             return (try SQLiteMetadataStore.open(layout, durability: .relaxed, busyTimeout: 5), MetadataHandle(directory: directory, cluster: nil))
         case .postgres:
-            let cluster = try PostgresCluster()
-            let (store, created) = try await PostgresMetadataStore.create(url: cluster.url())
+            // initdb and pg_ctl block: off Swift's cooperative pool, which the tests share.
+            let cluster = try await withCheckedThrowingContinuation { continuation in
+                DispatchQueue.global().async { continuation.resume(with: Result { try PostgresCluster() }) }
+            }
+            // A test process's cooperative pool can be busy for long (other tests wait on
+            // processes): a generous lease timeout keeps a slow start from reading as a dead database.
+            let (store, created) = try await PostgresMetadataStore.create(url: cluster.url(), leaseTimeout: .seconds(120))
             #expect(created)
             return (store, MetadataHandle(directory: directory, cluster: cluster))
         }
@@ -125,6 +130,7 @@ struct MetadataStoreConformanceTests {
         }
         try await student("a", of: baseCheckpoint)
         try await student("b", of: baseCheckpoint)
+        await expectGraftError("modelExists") { try await student("b", of: baseCheckpoint) }
         for step in 1...3 {
             let (number, _) = try await store.insertCheckpoint(
                 model: name("a"), commit([("w", [1]), ("head", [UInt8(step)])], step: step), metrics: [try MetricAssignment(name: "acc", value: Double(step))],
@@ -329,7 +335,7 @@ struct MetadataStoreConformanceTests {
         let digest = Digest.of([1, 2, 3]), other = Digest.of([4])
         #expect(try await store.announcedLength(of: digest) == nil)
         try await store.announceUploads([ProposedTensor(name: "w", digest: digest, length: 3)], window: .milliseconds(400))
-        try await store.announceUploads([ProposedTensor(name: "b", digest: other, length: 1)], window: .seconds(60))
+        try await store.announceUploads([ProposedTensor(name: "b", digest: other, length: 1)], window: .seconds(3600))
         #expect(try await store.announcedLength(of: digest) == 3)
         try await Task.sleep(for: .milliseconds(600))
         #expect(try await store.announcedLength(of: digest) == nil, "expired")

@@ -1,4 +1,6 @@
 import Foundation
+@testable import GraftCore
+@testable import GraftPostgres
 import GraftTestSupport
 import Testing
 
@@ -86,5 +88,53 @@ struct PostgresSchemaTests {
         try sql("UPDATE tokens SET revoked_at = 't' WHERE name = 'ci'")
         try sql("INSERT INTO tokens (name, secret_hash, scope, created_at) VALUES ('ci', \(hash("02")), 'write', 't')")
         #expect(try sql("SELECT count(*) FROM tokens WHERE name = 'ci'") == "2\n")
+    }
+}
+
+/// The PostgreSQL store's migration runner: the ledger, checksums, newer schemas, a database
+/// without the schema, and the statement splitter the runner sends files through.
+@Suite("The PostgreSQL store's migrations: applied once, checksummed, newer ones refused")
+struct PostgresMigrationTests {
+    @Test("init applies every migration once and records it; open checks the ledger; a changed or newer one is refused")
+    func ledger() async throws {
+        let cluster = try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try PostgresCluster() }) }
+        }
+        defer { cluster.stop() }
+        let url = cluster.url()
+        await expectGraftError("notARegistry") { _ = try await PostgresMetadataStore.open(url: url, leaseTimeout: .seconds(120)) }
+        let (_, created) = try await PostgresMetadataStore.create(url: url, leaseTimeout: .seconds(120))
+        #expect(created)
+        let (_, again) = try await PostgresMetadataStore.create(url: url, leaseTimeout: .seconds(120))
+        #expect(!again, "a second init finds the schema in place")
+        let ledger = try cluster.psql("SELECT version || ' ' || name || ' ' || checksum FROM graft_migrations ORDER BY version")
+        #expect(ledger == Migration.postgres.map { "\($0.version) \($0.name) \($0.checksum)\n" }.joined())
+        _ = try await PostgresMetadataStore.open(url: url, leaseTimeout: .seconds(120))
+
+        try cluster.psql("UPDATE graft_migrations SET checksum = 'changed' WHERE version = 1")
+        await expectGraftError("migrationMismatch") { _ = try await PostgresMetadataStore.open(url: url, leaseTimeout: .seconds(120)) }
+        try cluster.psql("UPDATE graft_migrations SET checksum = '\(Migration.postgres[0].checksum)' WHERE version = 1")
+        try cluster.psql("INSERT INTO graft_migrations VALUES (9999, 'future', 'x', 't')")
+        await expectGraftError("newerSchema") { _ = try await PostgresMetadataStore.open(url: url, leaseTimeout: .seconds(120)) }
+    }
+
+    @Test("migration files split at semicolons outside quotes, comments and dollar-quoted bodies")
+    func splitter() {
+        let sql = """
+            -- a comment; with a semicolon
+            CREATE TABLE a (x text DEFAULT 'it''s; fine');
+            CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RETURN NEW; -- inside the body
+            END $$;
+            CREATE FUNCTION g() RETURNS int LANGUAGE sql AS $body$ SELECT 1; $body$;
+            -- only a comment
+            """
+        let statements = SQLStatements.split(sql)
+        #expect(statements.count == 3, "\(statements)")
+        #expect(statements[0].hasSuffix("DEFAULT 'it''s; fine')"))
+        #expect(statements[1].hasSuffix("END $$") && statements[1].contains("RETURN NEW; -- inside the body"))
+        #expect(statements[2].hasSuffix("$body$ SELECT 1; $body$"))
+        #expect(SQLStatements.split(try! String(contentsOfFile: packageRoot + "/migrations/postgres/0001_initial.sql", encoding: .utf8)).count > 20)
     }
 }
