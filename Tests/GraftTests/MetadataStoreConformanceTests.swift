@@ -334,10 +334,12 @@ struct MetadataStoreConformanceTests {
         defer { withExtendedLifetime(keep) {} }
         let digest = Digest.of([1, 2, 3]), other = Digest.of([4])
         #expect(try await store.announcedLength(of: digest) == nil)
-        try await store.announceUploads([ProposedTensor(name: "w", digest: digest, length: 3)], window: .milliseconds(400))
+        // Long windows first (no test of time can be late for them), then a 1 ms one to expire.
+        try await store.announceUploads([ProposedTensor(name: "w", digest: digest, length: 3)], window: .seconds(3600))
         try await store.announceUploads([ProposedTensor(name: "b", digest: other, length: 1)], window: .seconds(3600))
         #expect(try await store.announcedLength(of: digest) == 3)
-        try await Task.sleep(for: .milliseconds(600))
+        try await store.announceUploads([ProposedTensor(name: "w", digest: digest, length: 3)], window: .milliseconds(1))
+        try await Task.sleep(for: .milliseconds(100))
         #expect(try await store.announcedLength(of: digest) == nil, "expired")
         #expect(try await store.announcedLength(of: other) == 1, "another announcement's window is its own")
         // A new proposal renews an announcement, with the length it gives.
