@@ -22,6 +22,34 @@ public struct GCReport: Sendable, Codable, Equatable {
     }
 }
 
+extension GCReport {
+    /// The part of gc that is the same for every metadata store, run under its lock: blob data
+    /// the metadata does not know (`isKnown` false) goes when older than `grace`, and so does
+    /// temporary data; younger ones are counted as kept.
+    package mutating func sweep(
+        candidates: [Digest], isKnown: (Digest) -> Bool, temporaryItems: [(name: String, age: Double)], store: any BlobStore, grace: Double
+    ) {
+        for digest in candidates where !isKnown(digest) {
+            switch store.age(of: digest).map({ $0 >= grace }) {
+            case true?:
+                orphanFilesRemoved += 1
+                bytesFreed += (try? store.length(of: digest)).flatMap { $0 } ?? 0
+                if !dryRun { store.remove(digest) }
+            case false?: keptForGrace += 1
+            case nil: break
+            }
+        }
+        for item in temporaryItems {
+            if item.age >= grace {
+                temporaryFilesRemoved += 1
+                if !dryRun { store.removeTemporary(item.name) }
+            } else {
+                keptForGrace += 1
+            }
+        }
+    }
+}
+
 /// A checkpoint a removal kept, and why.
 public struct KeptCheckpoint: Sendable, Codable, Equatable {
     public var checkpoint: String

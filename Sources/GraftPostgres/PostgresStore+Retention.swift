@@ -32,24 +32,7 @@ extension PostgresMetadataStore {
             let known = Set(try await connection.all(
                 "SELECT digest FROM blobs WHERE digest = ANY(\(candidates.map(\.hex)))", logger: self.logger
             ).map { row throws in try row[0] as String })
-            for digest in candidates where !known.contains(digest.hex) {
-                switch old(digest) {
-                case true?:
-                    report.orphanFilesRemoved += 1
-                    report.bytesFreed += (try? store.length(of: digest)).flatMap { $0 } ?? 0
-                    if !dryRun { store.remove(digest) }
-                case false?: report.keptForGrace += 1
-                case nil: break
-                }
-            }
-            for item in temporaryItems {
-                if item.age >= grace {
-                    report.temporaryFilesRemoved += 1
-                    if !dryRun { store.removeTemporary(item.name) }
-                } else {
-                    report.keptForGrace += 1
-                }
-            }
+            report.sweep(candidates: candidates, isKnown: { known.contains($0.hex) }, temporaryItems: temporaryItems, store: store, grace: grace)
             return report
         }
     }

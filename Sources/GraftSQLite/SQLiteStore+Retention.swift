@@ -23,24 +23,16 @@ extension SQLiteMetadataStore {
             report.bytesFreed = freed.bytes
             report.keptForGrace = freed.kept
             let known = try db.cachedStatement(sql: "SELECT 1 FROM blobs WHERE digest = ?")
-            for digest in candidates where try Bool.fetchOne(known, arguments: [digest.hex]) == nil {
-                switch old(digest) {
-                case true?:
-                    report.orphanFilesRemoved += 1
-                    report.bytesFreed += (try? store.length(of: digest)).flatMap { $0 } ?? 0
-                    if !dryRun { store.remove(digest) }
-                case false?: report.keptForGrace += 1
-                case nil: break
-                }
-            }
-            for item in temporaryItems {
-                if item.age >= grace {
-                    report.temporaryFilesRemoved += 1
-                    if !dryRun { store.removeTemporary(item.name) }
-                } else {
-                    report.keptForGrace += 1
-                }
-            }
+            var failure: (any Error)?
+            report.sweep(
+                candidates: candidates,
+                isKnown: { digest in
+                    do { return try Bool.fetchOne(known, arguments: [digest.hex]) != nil } catch {
+                        failure = failure ?? error
+                        return true  // unknown whether it is known: kept
+                    }
+                }, temporaryItems: temporaryItems, store: store, grace: grace)
+            if let failure { throw failure }
             return report
         }
     }
