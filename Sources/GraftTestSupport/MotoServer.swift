@@ -25,6 +25,9 @@ public final class MotoServer: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         try process.run()
+        // Killed and removed once this process is gone, however it ends.
+        let pid = process.processIdentifier
+        watchdog("grep -q moto.server /proc/\(pid)/cmdline 2>/dev/null && kill -9 \(pid); rm -rf '\(directory)'")
         let deadline = Date().addingTimeInterval(30)
         while true {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

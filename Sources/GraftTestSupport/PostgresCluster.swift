@@ -32,6 +32,7 @@ public final class PostgresCluster: @unchecked Sendable {
         try Self.asPostgres(["/bin/chown", "-R", "postgres:postgres", directory], root: true)
         try Self.asPostgres([bin + "/initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
         try start()
+        watchOverParent()
     }
 
     private func start() throws {
@@ -40,6 +41,14 @@ public final class PostgresCluster: @unchecked Sendable {
         try Self.asPostgres(
             [bin + "/pg_ctl", "-D", directory + "/data", "-l", directory + "/server.log", "-o", options, "-w", "-t", "60", "start"],
             output: directory + "/pg_ctl.log")
+    }
+
+    /// Stops the cluster and removes it once this process is gone, however it ends (a crash, a
+    /// SIGKILL, or an exit before every test's handle was released): `stop()` covers the rest.
+    private func watchOverParent() {
+        let stop = ([bin + "/pg_ctl", "-D", directory + "/data", "-m", "immediate", "-w", "stop"]).map(shellQuote).joined(separator: " ")
+        let command = getuid() == 0 ? "/usr/sbin/runuser -u postgres -- " + stop : stop
+        watchdog("\(command) >/dev/null 2>&1; rm -rf \(shellQuote(directory))")
     }
 
     /// Stops the server as a crash would (`-m immediate`: connections cut, no checkpoint),
@@ -77,25 +86,8 @@ public final class PostgresCluster: @unchecked Sendable {
         let (executable, arguments): (String, [String]) =
             root || getuid() != 0 ? (command[0], Array(command.dropFirst())) : ("/usr/sbin/runuser", ["-u", "postgres", "--"] + command)
         if let output {
-            // posix_spawn and waitpid: the server pg_ctl leaves behind inherits nothing of ours.
-            var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            // Every other descriptor is closed in the child, as Foundation's Process does: the
-            // server lives on, and a pipe of a process another test runs at the same moment,
-            // left open in the server, would keep that test waiting for its EOF for ever.
-            let open = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).compactMap { Int32($0) }
-            for descriptor in open where descriptor > 2 && fcntl(descriptor, F_GETFD) >= 0 {
-                posix_spawn_file_actions_addclose(&actions, descriptor)
-            }
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-            posix_spawn_file_actions_adddup2(&actions, 1, 2)
-            let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-            defer { argv.forEach { free($0) } }
-            var pid: pid_t = 0
-            let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
-            guard spawned == 0 else { throw HelperError("cannot start \(executable): \(spawned)") }
+            // pg_ctl's output goes to a file: the server it leaves behind would hold a pipe open.
+            let pid = try spawnDetached(executable, arguments, output: output)
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             guard status == 0 else {
@@ -123,3 +115,36 @@ public final class PostgresCluster: @unchecked Sendable {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }
+
+/// Starts `executable` with stdin from /dev/null, stdout and stderr to `output` (or /dev/null),
+/// and every other descriptor of this process closed in the child, as Foundation's Process does:
+/// what it leaves running must hold none of ours (a pipe of a process another test runs at the
+/// same moment, left open in a server, would keep that test waiting for its EOF for ever).
+/// - Returns: the child's pid, for `waitpid`.
+func spawnDetached(_ executable: String, _ arguments: [String], output: String?) throws -> pid_t {
+    var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    let open = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).compactMap { Int32($0) }
+    for descriptor in open where descriptor > 2 && fcntl(descriptor, F_GETFD) >= 0 {
+        posix_spawn_file_actions_addclose(&actions, descriptor)
+    }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, output ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+    guard spawned == 0 else { throw HelperError("cannot start \(executable): \(spawned)") }
+    return pid
+}
+
+/// Runs `script` (sh) once this process has exited, from a detached shell that polls for it
+/// every second: how a test's servers are stopped even when the test process is killed.
+public func watchdog(_ script: String) {
+    _ = try? spawnDetached("/bin/sh", ["-c", "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(script)"], output: nil)
+}
+
+/// `text` as one single-quoted sh word.
+func shellQuote(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
