@@ -60,4 +60,29 @@ public struct RetentionPolicy: Sendable, Equatable {
             (candidate.number, (reasons[candidate.number] ?? []) + candidate.protections)
         }
     }
+
+    /// What `decide` means for a model's checkpoints: the numbers to remove (with their
+    /// references) and the ones kept with their reasons. One reading for every metadata store.
+    package func plan(_ candidates: [Candidate], model: ModelName) -> (remove: [Int], removed: [String], kept: [KeptCheckpoint]) {
+        var remove: [Int] = [], removed: [String] = [], kept: [KeptCheckpoint] = []
+        for (number, reasons) in decide(candidates) {
+            if reasons.isEmpty {
+                remove.append(number)
+                removed.append("\(model)@\(number)")
+            } else {
+                kept.append(KeptCheckpoint(checkpoint: "\(model)@\(number)", reasons: reasons))
+            }
+        }
+        return (remove, removed, kept)
+    }
+
+    /// Why a checkpoint must stay, from what a store read about it: students derive from it, an
+    /// alias points at it, or it is a base's registered checkpoint. Empty when it may go.
+    package static func protections(students: [String], aliases: [String], model: String, kind: String, number: Int) -> [String] {
+        var reasons: [String] = []
+        if !students.isEmpty { reasons.append("students derive from it (\(students.joined(separator: ", ")))") }
+        if !aliases.isEmpty { reasons.append("aliased as \(aliases.map { "\(model)@\($0)" }.joined(separator: ", "))") }
+        if kind == "base", number == 1 { reasons.append("it is the base's registered checkpoint") }
+        return reasons
+    }
 }

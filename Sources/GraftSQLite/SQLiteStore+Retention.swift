@@ -79,15 +79,11 @@ extension SQLiteMetadataStore {
     /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a
     /// base's registered checkpoint. Empty when it may go.
     static func protections(_ db: Database, checkpoint id: Int64, model: String, kind: String, number: Int) throws -> [String] {
-        var reasons: [String] = []
         let students = try String.fetchAll(
             db, sql: "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = ? ORDER BY m.name",
             arguments: [id])
-        if !students.isEmpty { reasons.append("students derive from it (\(students.joined(separator: ", ")))") }
         let aliases = try String.fetchAll(db, sql: "SELECT alias FROM aliases WHERE checkpoint_id = ? ORDER BY alias", arguments: [id])
-        if !aliases.isEmpty { reasons.append("aliased as \(aliases.map { "\(model)@\($0)" }.joined(separator: ", "))") }
-        if kind == "base", number == 1 { reasons.append("it is the base's registered checkpoint") }
-        return reasons
+        return RetentionPolicy.protections(students: students, aliases: aliases, model: model, kind: kind, number: number)
     }
 
     package func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
@@ -141,17 +137,9 @@ extension SQLiteMetadataStore {
                     number: number, value: values[id],
                     protections: try Self.protections(db, checkpoint: id, model: name.value, kind: model["kind"], number: number)))
             }
-            var removed: [Int64] = [], removedRefs: [String] = [], kept: [KeptCheckpoint] = []
-            for (number, reasons) in policy.decide(candidates) {
-                if reasons.isEmpty {
-                    removed.append(idOf[number]!)
-                    removedRefs.append("\(name)@\(number)")
-                } else {
-                    kept.append(KeptCheckpoint(checkpoint: "\(name)@\(number)", reasons: reasons))
-                }
-            }
-            let freed = try Self.removeCheckpoints(db, removed, store: store, dryRun: dryRun)
-            return RemovalReport(dryRun: dryRun, checkpoints: removedRefs, kept: kept, bytesFreed: freed)
+            let plan = policy.plan(candidates, model: name)
+            let freed = try Self.removeCheckpoints(db, plan.remove.compactMap { idOf[$0] }, store: store, dryRun: dryRun)
+            return RemovalReport(dryRun: dryRun, checkpoints: plan.removed, kept: plan.kept, bytesFreed: freed)
         }
     }
 
