@@ -35,7 +35,7 @@ demo: system-deps
 
 test: system-deps python-deps
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
-	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) swift test --skip-build --parallel --num-workers 2
+	GRAFT_TEST_DEADLINE=900 GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) swift test --skip-build --parallel --num-workers 2
 	GRAFT_BINARY=$(abspath .build/debug/graft) $(PYTHON) -m pytest -q -p no:cacheprovider clients/python/tests
 	GRAFT_BINARY=$(abspath .build/debug/graft) $(PYTHON) -m pytest -q -p no:cacheprovider tests/web
 

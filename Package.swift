@@ -160,9 +160,11 @@ let package = Package(
             dependencies: ["MigrationEmbedder"]
         ),
         // Helpers shared by the test targets (temporary directories, processes, reference Python).
+        // glibc's close-from spawn action and pipe2 for the tests' ChildProcess (need _GNU_SOURCE).
+        .target(name: "CSpawn"),
         .target(
             name: "GraftTestSupport",
-            dependencies: ["SafeTensors", "Graft", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["SafeTensors", "Graft", "CSpawn", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "GraftTestSupport"], swiftSettings: strict),

@@ -9,7 +9,7 @@ public import Foundation
 /// is proved by `SigV4Tests` on AWS's vectors); it does check the protocol: keys, ranges,
 /// listings and their pages, multipart assembly and part sizes, error codes.
 public final class MotoServer: @unchecked Sendable {
-    let process = Process()
+    let process: ChildProcess
     public let url: URL
     let log: String
 
@@ -17,16 +17,11 @@ public final class MotoServer: @unchecked Sendable {
         let directory = NSTemporaryDirectory() + "graft-moto-\(UInt32.random(in: 0 ... .max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         log = directory + "/moto.log"
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: ReferencePython.python)
-        process.arguments = ["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"]
-        process.standardOutput = FileHandle(forWritingAtPath: log)
-        process.standardError = FileHandle(forWritingAtPath: log)
-        process.standardInput = FileHandle.nullDevice
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        try process.run()
+        process = try ChildProcess(
+            ReferencePython.python, ["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"], directory: directory,
+            stdout: .file(log), stderr: .stdout)
         // Killed and removed once this process is gone, however it ends.
-        let pid = process.processIdentifier
+        let pid = process.pid
         watchdog("grep -q moto.server /proc/\(pid)/cmdline 2>/dev/null && kill -9 \(pid); rm -rf '\(directory)'")
         let deadline = Date().addingTimeInterval(30)
         while true {
@@ -37,8 +32,7 @@ public final class MotoServer: @unchecked Sendable {
                 return
             }
             guard process.isRunning, Date() < deadline else {
-                process.terminate()
-                process.waitUntilExit()
+                process.stop(grace: 5)
                 try? FileManager.default.removeItem(atPath: directory)
                 throw HelperError("moto's server did not start (`make test` installs moto[server] into .venv): \(text)")
             }
@@ -48,8 +42,8 @@ public final class MotoServer: @unchecked Sendable {
 
     public func stop() {
         // Its state is in memory and thrown away: SIGKILL loses nothing (SIGINT takes 1.5 s).
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        process.signal(SIGKILL)
+        process.wait()
         try? FileManager.default.removeItem(atPath: (log as NSString).deletingLastPathComponent)
     }
 

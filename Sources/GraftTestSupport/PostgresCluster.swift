@@ -87,10 +87,8 @@ public final class PostgresCluster: @unchecked Sendable {
             root || getuid() != 0 ? (command[0], Array(command.dropFirst())) : ("/usr/sbin/runuser", ["-u", "postgres", "--"] + command)
         if let output {
             // pg_ctl's output goes to a file: the server it leaves behind would hold a pipe open.
-            let pid = try spawnDetached(executable, arguments, output: output)
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            guard status == 0 else {
+            let termination = try ChildProcess(executable, arguments, stdout: .file(output), stderr: .stdout).wait()
+            guard termination == .exited(0) else {
                 throw HelperError("\(command[0].split(separator: "/").last ?? ""): \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
             }
             return
@@ -116,34 +114,12 @@ public final class PostgresCluster: @unchecked Sendable {
     }
 }
 
-/// Starts `executable` with stdin from /dev/null, stdout and stderr to `output` (or /dev/null),
-/// and every other descriptor of this process closed in the child, as Foundation's Process does:
-/// what it leaves running must hold none of ours (a pipe of a process another test runs at the
-/// same moment, left open in a server, would keep that test waiting for its EOF for ever).
-/// - Returns: the child's pid, for `waitpid`.
-func spawnDetached(_ executable: String, _ arguments: [String], output: String?) throws -> pid_t {
-    var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    let open = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).compactMap { Int32($0) }
-    for descriptor in open where descriptor > 2 && fcntl(descriptor, F_GETFD) >= 0 {
-        posix_spawn_file_actions_addclose(&actions, descriptor)
-    }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, output ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
-    guard spawned == 0 else { throw HelperError("cannot start \(executable): \(spawned)") }
-    return pid
-}
-
 /// Runs `script` (sh) once this process has exited, from a detached shell that polls for it
-/// every second: how a test's servers are stopped even when the test process is killed.
+/// every second: how a test's servers are stopped even when the test process is killed. In a
+/// session of its own, so that stopping this process's group (a CI job's timeout) stops this
+/// process and leaves the watchdog to clean up after it.
 public func watchdog(_ script: String) {
-    _ = try? spawnDetached("/bin/sh", ["-c", "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(script)"], output: nil)
+    _ = try? ChildProcess("/bin/sh", ["-c", "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(script)"], newSession: true)
 }
 
 /// `text` as one single-quoted sh word.

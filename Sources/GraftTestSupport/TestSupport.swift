@@ -10,6 +10,7 @@ public final class TemporaryDirectory: Sendable {
     public let path: String
 
     public init() {
+        HangGuard.arm()
         let template = NSTemporaryDirectory() + "graft-test-XXXXXX"
         var bytes = Array(template.utf8CString)
         guard let made = mkdtemp(&bytes) else { fatalError("mkdtemp failed: \(errno)") }
@@ -29,38 +30,30 @@ public struct ProcessOutput: Sendable {
     public let stderr: String
 }
 
-/// Runs `executable` to completion and returns its exit status and output.
+/// Runs `executable` to completion and returns its exit status (128 + the signal when one
+/// killed it) and output.
 public func runProcess(
     _ executable: String, _ arguments: [String], environment: [String: String]? = nil, directory: String? = nil,
     input: Data? = nil
 ) throws -> ProcessOutput {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let environment { process.environment = environment }
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let out = Pipe(), err = Pipe(), inPipe = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = inPipe
     // A child that exits before reading all its input must not take the test process with it.
     signal(SIGPIPE, SIG_IGN)
-    try process.run()
-    if let input { try? inPipe.fileHandleForWriting.write(contentsOf: input) }
-    try inPipe.fileHandleForWriting.close()
+    let child = try ChildProcess(
+        executable, arguments, environment: environment, directory: directory, stdin: .pipe, stdout: .pipe, stderr: .pipe)
+    if let input { try? child.input?.write(contentsOf: input) }
+    try child.input?.close()
     // Read both pipes before waiting so a chatty child cannot block on a full pipe.
     let group = DispatchGroup()
     let collected = Collected()
     group.enter()
     DispatchQueue.global().async {
-        collected.setErr(err.fileHandleForReading.readDataToEndOfFile())
+        collected.setErr(child.error?.readDataToEndOfFile() ?? Data())
         group.leave()
     }
-    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stdout = child.output?.readDataToEndOfFile() ?? Data()
     group.wait()
-    process.waitUntilExit()
     return ProcessOutput(
-        status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+        status: child.wait().status, stdout: String(decoding: stdout, as: UTF8.self),
         stderr: String(decoding: collected.err, as: UTF8.self))
 }
 

@@ -122,26 +122,23 @@ struct ExitCodeCLITests {
             return
         }
         // Another process holds SQLite's write lock until its stdin closes.
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: python)
-        holder.arguments = ["-c", "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()", cli.registry + "/graft.sqlite"]
-        let input = Pipe(), output = Pipe()
-        holder.standardInput = input
-        holder.standardOutput = output
-        try holder.run()
+        let holder = try ChildProcess(
+            python, ["-c", "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()", cli.registry + "/graft.sqlite"],
+            stdin: .pipe, stdout: .pipe)
         defer {
-            try? input.fileHandleForWriting.close()
-            holder.waitUntilExit()
+            try? holder.input?.close()
+            holder.wait()
         }
-        #expect(String(decoding: output.fileHandleForReading.availableData, as: UTF8.self).contains("locked"))
+        let announced = String(decoding: holder.output?.availableData ?? Data(), as: UTF8.self)
+        #expect(announced.contains("locked"))
         let started = Date()
         let refused = try expectExit(cli, ["base", "add", try cli.base("other.safetensors", seed: 99), "--name", "late"], 69, mentions: "busy", environment: ["GRAFT_BUSY_TIMEOUT": "1.5"])
         let waited = Date().timeIntervalSince(started)
         #expect(waited >= 1.4, "exit \(refused.status) after \(waited) s: before the busy timeout")
         #expect(waited < 15, "GRAFT_BUSY_TIMEOUT=1.5 was not honoured: \(waited) s (the default is 30 s)")
         #expect(filesUnder(cli.registry + "/tmp").isEmpty)
-        try? input.fileHandleForWriting.close()
-        holder.waitUntilExit()
+        try? holder.input?.close()
+        holder.wait()
         #expect(try count(cli, "SELECT count(*) FROM models WHERE name = 'late'") == 0)
         // Released, the same command goes through.
         #expect(try cli.run(["base", "add", try cli.base("other.safetensors", seed: 99), "--name", "late"]).status == 0)

@@ -22,19 +22,10 @@ private func setting(_ name: String, _ fallback: Int) -> Int {
 }
 
 /// Starts a process with its output in files; returns it running.
-private func start(_ executable: String, _ arguments: [String], output: String, environment: [String: String] = [:]) throws -> Process {
-    let process = Process()
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    // writeFile, not FileManager.createFile: corelibs Foundation writes that atomically and
-    // leaves an empty TemporaryDirectory.* in /tmp each time.
-    try writeFile(output, [])
-    try writeFile(output + ".err", [])
-    process.standardOutput = FileHandle(forWritingAtPath: output)
-    process.standardError = FileHandle(forWritingAtPath: output + ".err")
-    try process.run()
-    return process
+private func start(_ executable: String, _ arguments: [String], output: String, environment: [String: String] = [:]) throws -> ChildProcess {
+    try ChildProcess(
+        executable, arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
+        stdout: .file(output), stderr: .file(output + ".err"))
 }
 
 /// Tensors of a base big enough that an import takes a while (1.5 MiB).
@@ -112,32 +103,32 @@ struct HarnessTests {
                     if let entries = try? FileManager.default.contentsOfDirectory(atPath: cli.registry + "/tmp"), !entries.isEmpty { break }
                     usleep(100)
                 }
-                kill(process.processIdentifier, SIGKILL)
+                process.signal(SIGKILL)
             } else if !injected {
                 usleep(useconds_t(delay * Double.random(in: 0.7..<1.3, using: &generator) * 1e6))
-                kill(process.processIdentifier, SIGKILL)
+                process.signal(SIGKILL)
             }
-            process.waitUntilExit()
+            let termination = process.wait()
             // Traces of a command cut mid-way: a temp file, or blob files written but never committed.
             let tempLeft = !filesUnder(cli.registry + "/tmp").isEmpty
             let blobsBefore = Set(filesUnder(cli.registry + "/blobs").map { String($0.split(separator: "/").last!) })
             let committedBlobs = Set(try sql(cli, "SELECT digest FROM blobs WHERE inline_data IS NULL").split(separator: "\n").map(String.init))
             let cutMidWay = tempLeft || !blobsBefore.subtracting(committedBlobs).isEmpty
-            if process.terminationReason == .uncaughtSignal {
+            if case .killed(let signal) = termination {
                 if !injected, !onSight {
                     // Steer the next outside kill towards the write window: later if this one
                     // came before any blob was written, earlier if the command had finished.
                     delay *= cutMidWay ? 1.0 : 1.15
                 }
-                if process.terminationStatus != SIGKILL {
-                    Issue.record("trial \(trial): graft died of signal \(process.terminationStatus), not the harness's SIGKILL: \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")")
+                if signal != SIGKILL {
+                    Issue.record("trial \(trial): graft died of signal \(signal), not the harness's SIGKILL: \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")")
                 } else if injected {
                     injectedKills += 1
                 } else {
                     externalKills += 1
                     if cutMidWay { externalMidWrite += 1 }
                 }
-            } else if process.terminationStatus == 0 {
+            } else if termination == .exited(0) {
                 if !injected, !onSight { delay *= 0.85 }
                 // An acknowledged commit must say what it committed; one that does not fails the trial.
                 let json = try? JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: output))) as? [String: Any]
@@ -147,7 +138,7 @@ struct HarnessTests {
                     Issue.record("trial \(trial): graft exited 0 without a checkpoint and digest in its JSON: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
                 }
             } else {
-                Issue.record("trial \(trial): graft exited \(process.terminationStatus): \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")")
+                Issue.record("trial \(trial): graft exited \(termination.status): \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")")
             }
             if tempLeft { midWrite += 1 }
             let verify = try cli.run(["verify", "--read-data"])
@@ -188,19 +179,19 @@ struct HarnessTests {
         }
         let stop = cli.directory.file("stop")
         let stress = sibling("graft-stress")
-        var writers: [Process] = [], others: [Process] = []
+        var writers: [ChildProcess] = [], others: [ChildProcess] = []
         for writer in 0..<8 {
             writers.append(try start(stress, ["write", cli.registry, "s\(writer % 4)", "\(commits)", "\(writer + 1)"], output: cli.directory.file("w\(writer)")))
         }
         for reader in 0..<4 { others.append(try start(stress, ["read", cli.registry, "base", stop], output: cli.directory.file("r\(reader)"))) }
         if withGC { others.append(try start(stress, ["gc", cli.registry, stop], output: cli.directory.file("gc"))) }
-        for process in writers { process.waitUntilExit() }
+        for process in writers { process.wait() }
         try writeFile(stop, [])
-        for process in others { process.waitUntilExit() }
+        for process in others { process.wait() }
         for (index, process) in (writers + others).enumerated() {
             let name = index < 8 ? "w\(index)" : index < 12 ? "r\(index - 8)" : "gc"
             let errors = (try? String(contentsOfFile: cli.directory.file(name) + ".err", encoding: .utf8)) ?? ""
-            #expect(process.terminationStatus == 0 && errors.isEmpty, "\(name): \(errors)")
+            #expect(process.wait() == .exited(0) && errors.isEmpty, "\(name): \(errors)")
         }
         #expect(try sql(cli, "SELECT count(*) FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE m.kind = 'student'") == "\(8 * commits)")
         #expect(try sql(cli, "SELECT count(*) FROM metrics") == "\(8 * commits)")

@@ -31,11 +31,7 @@ struct OpenRaceTests {
         for round in 0..<5 {
             let root = cli.directory.file("whole\(round)")
             let database = root + "/graft.sqlite"
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: graftBinary)
-            process.arguments = ["init", "--registry", root]
-            process.standardOutput = FileHandle.nullDevice
-            try process.run()
+            let process = try ChildProcess(graftBinary, ["init", "--registry", root], stderr: .file(cli.directory.file("init\(round).err")))
             // Poll as tightly as we can for the file's first appearance, then read its header.
             var first: [UInt8]? = nil
             let deadline = Date().addingTimeInterval(20)
@@ -48,11 +44,11 @@ struct OpenRaceTests {
                     first = Array(bytes.prefix(max(0, count)))
                 }
             }
-            process.waitUntilExit()
+            let termination = process.wait()
             let header = try #require(first, "round \(round): graft.sqlite never appeared")
             #expect(header.count == 100 && header.starts(with: Array("SQLite format 3\0".utf8)), "round \(round): \(header.count) bytes at first sight")
             #expect(header.count == 100 && header[18] == 2 && header[19] == 2, "round \(round): not in WAL mode at first sight")
-            #expect(process.terminationStatus == 0)
+            #expect(termination == .exited(0), "\((try? String(contentsOfFile: cli.directory.file("init\(round).err"), encoding: .utf8)) ?? "")")
         }
     }
 

@@ -239,7 +239,7 @@ struct PostgresCLITests {
         let killer = Task {
             let deadline = Date().addingTimeInterval(60)
             while counter.value < 40, Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
-            kill(victim.process.processIdentifier, SIGKILL)
+            victim.process.signal(SIGKILL)
         }
         let logs = await withTaskGroup(of: WriterLog.self) { group in
             for writer in 0..<6 {
@@ -267,7 +267,7 @@ struct PostgresCLITests {
             return logs
         }
         await killer.value
-        #expect(victim.process.terminationReason == .uncaughtSignal, "the victim was killed, not stopped")
+        #expect(victim.process.wait() == .killed(signal: SIGKILL), "the victim was killed, not stopped")
         let acknowledged = logs.flatMap(\.acknowledged)
         #expect(acknowledged.count >= 40)
         #expect(logs.contains { !$0.errors.isEmpty }, "writers on the killed server saw it go")

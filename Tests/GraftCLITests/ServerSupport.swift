@@ -7,29 +7,22 @@ import GraftTestSupport
 /// A real `graft serve` process on a free loopback port, stopped by `stop()` or when dropped
 /// (tests `defer` the stop, so a failing test stops its server too).
 final class TestServer: @unchecked Sendable {
-    let process = Process()
+    let process: ChildProcess
     let url: String
     let port: Int
     let logPath: String
 
     init(registry: String, arguments: [String] = [], environment: [String: String] = [:], logDirectory: String) throws {
         logPath = logDirectory + "/serve-\(UInt32.random(in: 0 ... .max)).log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: graftBinary)
-        process.arguments = ["serve", "--registry", registry, "--listen", "127.0.0.1:0"] + arguments
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
-        process.environment = env
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        process = try ChildProcess(
+            graftBinary, ["serve", "--registry", registry, "--listen", "127.0.0.1:0"] + arguments, environment: env,
+            stdout: .pipe, stderr: .file(logPath))
         // The first stdout line names the URL; wait for it at most 30 s.
-        let line = LineReader(out.fileHandleForReading)
+        let line = LineReader(process.output!)
         guard let first = line.next(timeout: 30), let range = first.range(of: "http://127.0.0.1:") ?? first.range(of: "https://127.0.0.1:") else {
-            process.terminate()
-            process.waitUntilExit()
+            process.stop(grace: 5)
             throw HelperError("graft serve did not announce its address: \((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
         }
         let rest = first[range.lowerBound...].split(separator: " ")[0]
@@ -37,18 +30,9 @@ final class TestServer: @unchecked Sendable {
         port = Int(rest.split(separator: ":").last!)!
     }
 
-    /// SIGTERM, then SIGKILL after 20 s; the exit status.
+    /// SIGTERM, then SIGKILL after 20 s; how it ended.
     @discardableResult
-    func stop() -> Int32 {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            let deadline = Date().addingTimeInterval(20)
-            while process.isRunning && Date() < deadline { usleep(20_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
+    func stop() -> ChildProcess.Termination { process.stop(grace: 20) }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 

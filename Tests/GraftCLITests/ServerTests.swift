@@ -440,7 +440,7 @@ struct ServerAbuseTests {
                 }
             }
             try await Task.sleep(for: .milliseconds(800))
-            #expect(served.server.stop() == 0)
+            #expect(served.server.stop() == .exited(0))
             return try await group.reduce(0, +)
         }
         let numbers = (try served.json(["checkpoint", "list", "ft"]) as? [[String: Any]] ?? []).compactMap { $0["number"] as? Int }
