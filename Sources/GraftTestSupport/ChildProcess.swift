@@ -191,3 +191,14 @@ public final class ChildProcess: @unchecked Sendable {
         return signal == 0 ? .exited((status >> 8) & 0xFF) : .killed(signal: signal)
     }
 }
+
+/// Runs `script` (sh) once this process has exited, from a detached shell that polls for it
+/// every second: how a test's servers are stopped even when the test process is killed. In a
+/// session of its own, so that stopping this process's group (a CI job's timeout) stops this
+/// process and leaves the watchdog to clean up after it.
+public func watchdog(_ script: String) {
+    _ = try? ChildProcess("/bin/sh", ["-c", "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(script)"], newSession: true)
+}
+
+/// `text` as one single-quoted sh word.
+func shellQuote(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }

@@ -22,7 +22,7 @@ public final class MotoServer: @unchecked Sendable {
             stdout: .file(log), stderr: .stdout)
         // Killed and removed once this process is gone, however it ends.
         let pid = process.pid
-        watchdog("grep -q moto.server /proc/\(pid)/cmdline 2>/dev/null && kill -9 \(pid); rm -rf '\(directory)'")
+        watchdog("grep -q moto.server /proc/\(pid)/cmdline 2>/dev/null && kill -9 \(pid); rm -rf \(shellQuote(directory))")
         let deadline = Date().addingTimeInterval(30)
         while true {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
