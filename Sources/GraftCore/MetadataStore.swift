@@ -142,9 +142,10 @@ package protocol MetadataStore: Sendable {
     // MARK: Best
 
     /// The best checkpoint of a scope, in one transaction: the store reads the candidates and
-    /// the flags, and decides with ``BestSelection`` and ``AdvisoryInheritance`` (flagged
-    /// candidates left out unless `includeFlagged`). `nil` when the scope's model is unknown.
-    func best(metric: String, split: String?, scope: BestScope, direction: Direction, includeFlagged: Bool) async throws(GraftError) -> BestOutcome?
+    /// the flags, and decides with ``BestSelection``, ``AdvisoryInheritance`` and
+    /// ``CandidateFilter`` (flagged candidates left out unless `includeFlagged`, hidden models
+    /// neither candidates nor counted). `nil` when the scope's model is unknown.
+    func best(_ query: BestQuery) async throws(GraftError) -> BestOutcome?
 
     // MARK: Removal (blobs nothing references any more are removed from `blobs` in the same transaction)
 

@@ -141,6 +141,89 @@ package enum AdvisoryInheritance {
     }
 }
 
+/// Which models a reader may see: all of them, or those whose names match a glob (a token
+/// confined with `--models`). A model it hides is treated as if it did not exist: never a
+/// candidate, never counted, never named.
+public struct ModelVisibility: Sendable, Equatable {
+    /// The glob over model names; `nil` shows every model.
+    public var pattern: String?
+
+    public init(pattern: String?) { self.pattern = pattern }
+
+    /// Every model.
+    public static let all = ModelVisibility(pattern: nil)
+
+    /// Whether nothing is hidden.
+    public var showsAll: Bool { pattern == nil }
+
+    /// Whether the model of this name is visible.
+    public func shows(_ name: String) -> Bool {
+        guard let pattern else { return true }
+        return Glob.matches(Array(pattern.unicodeScalars), Array(name.unicodeScalars))
+    }
+}
+
+/// What `best` asks of a metadata store: the candidates of a scope (checkpoints with the metric
+/// on the split), ranked by ``BestSelection/ranksBefore(_:_:direction:)`` in `direction`, with
+/// flagged candidates left out (unless `includeFlagged`) and hidden models absent.
+package struct BestQuery: Sendable, Equatable {
+    package var metric: String
+    package var split: String?
+    package var scope: BestScope
+    package var direction: Direction
+    package var includeFlagged: Bool
+    package var visibility: ModelVisibility
+
+    package init(metric: String, split: String?, scope: BestScope, direction: Direction, includeFlagged: Bool, visibility: ModelVisibility = .all) {
+        (self.metric, self.split, self.scope, self.direction) = (metric, split, scope, direction)
+        (self.includeFlagged, self.visibility) = (includeFlagged, visibility)
+    }
+}
+
+/// How a store's candidate walk treats each candidate row: the flags the store read (models
+/// flagged as a whole, checkpoints carrying an advisory of their own) and the visibility.
+package struct CandidateFilter: Sendable {
+    package enum Standing: Sendable, Equatable {
+        /// A candidate that may win.
+        case eligible
+        /// Counted as a candidate and as excluded; never the winner.
+        case flagged
+        /// Not a candidate at all: its model is hidden from the reader.
+        case hidden
+    }
+
+    package var flaggedModels: Set<Int64>
+    package var flaggedCheckpoints: Set<Int64>
+    package var visibility: ModelVisibility
+
+    package init(flaggedModels: Set<Int64>, flaggedCheckpoints: Set<Int64>, visibility: ModelVisibility) {
+        (self.flaggedModels, self.flaggedCheckpoints, self.visibility) = (flaggedModels, flaggedCheckpoints, visibility)
+    }
+
+    /// Whether every candidate is eligible (a walk then needs no second look at any row).
+    package var passesEverything: Bool { flaggedModels.isEmpty && flaggedCheckpoints.isEmpty && visibility.showsAll }
+
+    /// A candidate's standing: hidden first (a hidden model's flags are not counted either).
+    package func standing(model: Int64, checkpoint: Int64, name: String) -> Standing {
+        if !visibility.shows(name) { return .hidden }
+        if flaggedModels.contains(model) || flaggedCheckpoints.contains(checkpoint) { return .flagged }
+        return .eligible
+    }
+
+    /// Candidates and excluded ones over every row of a scope, in any order.
+    package func tally(_ rows: some Sequence<(model: Int64, checkpoint: Int64, name: String)>) -> (candidates: Int, excluded: Int) {
+        var candidates = 0, excluded = 0
+        for row in rows {
+            switch standing(model: row.model, checkpoint: row.checkpoint, name: row.name) {
+            case .hidden: continue
+            case .flagged: (candidates, excluded) = (candidates + 1, excluded + 1)
+            case .eligible: candidates += 1
+            }
+        }
+        return (candidates, excluded)
+    }
+}
+
 /// Choosing the best checkpoint: by value in the metric's direction; ties go to the earliest
 /// model name (binary order), then the lowest checkpoint number; flagged candidates are left out.
 package enum BestSelection {

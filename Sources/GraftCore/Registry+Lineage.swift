@@ -2,10 +2,44 @@
 public enum Direction: String, Sendable, Codable {
     case max, min
 
-    /// Metrics named like a loss, an error or a perplexity minimise; the rest maximise.
+    /// The words of a metric name that mean lower is better: losses, errors and their rates,
+    /// perplexities, distances and latencies.
+    public static let minimisingWords: Set<String> = [
+        "loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "wer", "cer", "nll", "bpc", "fid", "latency",
+    ]
+
+    /// The direction a metric's name implies: `.min` when one of its words is in
+    /// ``minimisingWords``, else `.max`.
+    ///
+    /// The name is split into words at `/`, `_`, `-`, `.`, spaces and lower-to-upper case changes,
+    /// and whole words are compared case-insensitively, so `val/loss` and `evalLoss` minimise
+    /// while `answer_accuracy` (which contains "wer") and `cancer_auc` (which contains "cer")
+    /// maximise.
     public static func inferred(for metric: String) -> Direction {
-        let lower = metric.lowercased()
-        return ["loss", "error", "perplexity", "ppl", "mse", "mae", "rmse", "wer", "cer"].contains { lower.contains($0) } ? .min : .max
+        words(of: metric).contains { minimisingWords.contains($0) } ? .min : .max
+    }
+
+    /// A metric name's words, lowercased (see ``inferred(for:)``).
+    static func words(of metric: String) -> [String] {
+        var words: [String] = []
+        var current = ""
+        var previousWasLower = false
+        for character in metric {
+            if character == "/" || character == "_" || character == "-" || character == "." || character.isWhitespace {
+                if !current.isEmpty { words.append(current) }
+                current = ""
+                previousWasLower = false
+                continue
+            }
+            if character.isUppercase, previousWasLower, !current.isEmpty {
+                words.append(current)
+                current = ""
+            }
+            current += character.lowercased()
+            previousWasLower = character.isLowercase
+        }
+        if !current.isEmpty { words.append(current) }
+        return words
     }
 }
 
@@ -71,26 +105,35 @@ extension Registry {
     ///
     /// Checkpoints without the metric are not candidates. Ties go to the earliest: by model
     /// name, then checkpoint number. Checkpoints with an open advisory on them, their model or
-    /// any ancestor are left out unless `includeFlagged`.
+    /// any ancestor are left out unless `includeFlagged`. Models `visibility` hides are as if
+    /// they did not exist: never candidates, never counted, and no metric name of theirs is
+    /// suggested (a confined token's `best` is this same call).
     ///
     /// - Throws: ``GraftError/unknownMetric(_:known:)`` when no candidate has the metric.
     public func best(
-        metric: String, direction: Direction? = nil, split: String? = nil, scope: BestScope = .all, includeFlagged: Bool = false
+        metric: String, direction: Direction? = nil, split: String? = nil, scope: BestScope = .all, includeFlagged: Bool = false,
+        visibility: ModelVisibility = .all
     ) async throws(GraftError) -> BestResult {
         try MetricAssignment.checkName(metric)
         if let split { try MetricAssignment.checkName(split) }
+        switch scope {
+        case .model(let name), .under(let name):
+            if !visibility.shows(name.value) { throw .modelNotFound(name, suggestions: []) }
+        case .all: break
+        }
         let chosen = direction ?? Direction.inferred(for: metric)
-        let outcome = try await metadata.best(metric: metric, split: split, scope: scope, direction: chosen, includeFlagged: includeFlagged)
-        guard let outcome else {
+        let query = BestQuery(metric: metric, split: split, scope: scope, direction: chosen, includeFlagged: includeFlagged, visibility: visibility)
+        guard let outcome = try await metadata.best(query) else {
             // Only a scope that names a model can miss it.
             switch scope {
-            case .model(let name), .under(let name): throw try await notFound(name)
+            case .model(let name), .under(let name): throw visibility.showsAll ? try await notFound(name) : .modelNotFound(name, suggestions: [])
             case .all: throw .unknownMetric(metric, known: [])
             }
         }
         switch outcome {
         case .noCandidates(let known):
-            throw .unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: known)
+            // Metric names in use may be a hidden model's: suggested only to who sees everything.
+            throw .unknownMetric(metric + (split.map { " (split \($0))" } ?? ""), known: visibility.showsAll ? known : [])
         case .allFlagged(let candidates):
             throw .allCandidatesFlagged(metric: metric, candidates: candidates)
         case .found(let winner, let candidates, let excluded):
@@ -98,6 +141,11 @@ extension Registry {
                 checkpoint: winner.checkpoint, metric: metric, split: split, value: winner.value, direction: chosen,
                 directionInferred: direction == nil, candidates: candidates, excludedFlagged: excluded)
         }
+    }
+
+    /// ``RegistryAPI``'s `best`: every model visible.
+    public func best(metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool) async throws(GraftError) -> BestResult {
+        try await best(metric: metric, direction: direction, split: split, scope: scope, includeFlagged: includeFlagged, visibility: .all)
     }
 
     /// Which parts of a lineage to read.

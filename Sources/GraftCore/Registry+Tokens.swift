@@ -28,11 +28,11 @@ public struct TokenInfo: Sendable, Codable, Equatable {
         (self.name, self.scope, self.models, self.createdAt) = (name, scope, models, createdAt)
     }
 
+    /// What the token may see: every model, or those its pattern matches.
+    public var visibility: ModelVisibility { ModelVisibility(pattern: models) }
+
     /// Whether the token may see (and, with the scope, act on) this model.
-    public func covers(_ model: ModelName) -> Bool {
-        guard let models else { return true }
-        return Glob.matches(Array(models.unicodeScalars), Array(model.description.unicodeScalars))
-    }
+    public func covers(_ model: ModelName) -> Bool { visibility.shows(model.value) }
 }
 
 /// What `graft token create` answers: the token, and its secret, shown this once.

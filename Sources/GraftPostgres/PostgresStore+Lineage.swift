@@ -157,8 +157,9 @@ extension PostgresMetadataStore {
 
     // MARK: Best
 
-    package func best(metric: String, split: String?, scope: BestScope, direction: Direction, includeFlagged: Bool) async throws(GraftError) -> BestOutcome? {
-        try await read { connection -> BestOutcome? in
+    package func best(_ query: BestQuery) async throws(GraftError) -> BestOutcome? {
+        let (metric, split, direction, scope) = (query.metric, query.split, query.direction, query.scope)
+        return try await read { connection -> BestOutcome? in
             var candidateScope = CandidateScope.all
             switch scope {
             case .all: break
@@ -167,9 +168,9 @@ extension PostgresMetadataStore {
                 let id: Int64 = try row[0]
                 if case .model = scope { candidateScope = .model(id) } else { candidateScope = .subtree(id) }
             }
-            let open = includeFlagged ? [] : try await self.openAdvisories(connection)
+            let open = query.includeFlagged ? [] : try await self.openAdvisories(connection)
             let flaggedCheckpoints = AdvisoryInheritance.flaggedCheckpoints(open)
-            if case .subtree(let root) = candidateScope, flaggedCheckpoints.isEmpty {
+            if case .subtree(let root) = candidateScope, flaggedCheckpoints.isEmpty, query.visibility.showsAll {
                 // Without checkpoint-level flags whole models are flagged or not: rank each model
                 // by its best value (the summaries of one GIN key), then take the winner's best checkpoint.
                 let flagged = open.isEmpty ? [:] : try await self.flaggedModels(connection, open, within: root)
@@ -203,30 +204,25 @@ extension PostgresMetadataStore {
                     }
                 }
             }
-            var isFlagged: (@Sendable (Int64, Int64) -> Bool)? = nil
+            var flaggedModels: Set<Int64> = []
             if !open.isEmpty {
-                let models: [Int64: Set<String>]
                 switch candidateScope {
                 case .model(let id):
-                    let inherited = AdvisoryInheritance.inherited(chain: try await self.chain(connection, model: id, full: true), open: open)
-                    models = inherited.isEmpty ? [:] : [id: inherited]
-                case .subtree(let root): models = try await self.flaggedModels(connection, open, within: root)
-                case .all: models = try await self.flaggedModels(connection, open, within: nil)
-                }
-                let flaggedModels = Set(models.keys)
-                if !flaggedModels.isEmpty || !flaggedCheckpoints.isEmpty {
-                    isFlagged = { model, checkpoint in flaggedModels.contains(model) || flaggedCheckpoints.contains(checkpoint) }
+                    if !AdvisoryInheritance.inherited(chain: try await self.chain(connection, model: id, full: true), open: open).isEmpty { flaggedModels = [id] }
+                case .subtree(let root): flaggedModels = Set(try await self.flaggedModels(connection, open, within: root).keys)
+                case .all: flaggedModels = Set(try await self.flaggedModels(connection, open, within: nil).keys)
                 }
             }
-            return try await self.walkCandidates(
-                connection, metric: metric, split: split, scope: candidateScope, direction: direction, isFlagged: isFlagged)
+            let filter = CandidateFilter(flaggedModels: flaggedModels, flaggedCheckpoints: flaggedCheckpoints, visibility: query.visibility)
+            return try await self.walkCandidates(connection, metric: metric, split: split, scope: candidateScope, direction: direction, filter: filter)
         }
     }
 
-    /// Ranks a scope's candidates best first (``BestSelection``'s order), skipping flagged ones.
+    /// Ranks a scope's candidates best first (``BestSelection``'s order) to the first one
+    /// `filter` leaves eligible. Without a filter the first row wins and a count is the
+    /// candidates; with one, every row is tallied once (hidden ones not counted).
     private func walkCandidates(
-        _ connection: PostgresConnection, metric: String, split: String?, scope: CandidateScope, direction: Direction,
-        isFlagged: ((_ model: Int64, _ checkpoint: Int64) -> Bool)?
+        _ connection: PostgresConnection, metric: String, split: String?, scope: CandidateScope, direction: Direction, filter: CandidateFilter
     ) async throws -> BestOutcome {
         let clause: String =
             switch scope {
@@ -244,45 +240,33 @@ extension PostgresMetadataStore {
             binds.append(split ?? "")
             return PostgresQuery(unsafeSQL: select + " " + from, binds: binds)
         }
-        let candidates = try await connection.one(query("SELECT count(*)"), logger: logger).map { row throws in try row[0] as Int } ?? 0
+        let candidates: Int, excluded: Int
+        if filter.passesEverything {
+            (candidates, excluded) = (try await connection.one(query("SELECT count(*)"), logger: logger).map { row throws in try row[0] as Int } ?? 0, 0)
+        } else {
+            let rows = try await connection.all(query("SELECT c.id, c.model_id, m.name"), logger: logger).map { row throws in
+                (model: try row[1] as Int64, checkpoint: try row[0] as Int64, name: try row[2] as String)
+            }
+            (candidates, excluded) = filter.tally(rows)
+        }
         guard candidates > 0 else {
             let known = try await connection.all("SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20", logger: logger).map { row throws in try row[0] as String }
             return .noCandidates(known: known)
         }
+        guard candidates > excluded else { return .allFlagged(candidates: candidates) }
         let order = direction == .max ? "DESC" : "ASC"
-        // Candidates in rank order, a thousand at a time: with few flagged ones the first suffices.
-        var excluded = 0
-        var winner: RankedCandidate?
-        for row in try await connection.all(
-            query("SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id")
-                .appendingOrder(" ORDER BY mt.value \(order), m.name, c.number LIMIT 1000"), logger: logger)
-        {
-            if let isFlagged, isFlagged(try row["model_id"], try row["id"]) {
-                excluded += 1
-                continue
-            }
-            winner = RankedCandidate(checkpoint: try Self.checkpointSummary(row), value: try row["metric_value"])
-            break
-        }
-        if winner == nil, excluded == 1000 {
-            // More than a thousand flagged candidates rank first: the rest in one more pass.
-            for row in try await connection.all(
+        // Candidates in rank order, a thousand at a time: with few ineligible ones the first page suffices.
+        var offset = 0
+        while true {
+            let page = try await connection.all(
                 query("SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id")
-                    .appendingOrder(" ORDER BY mt.value \(order), m.name, c.number OFFSET 1000"), logger: logger)
-            where !(isFlagged?(try row["model_id"], try row["id"]) ?? false) {
-                winner = RankedCandidate(checkpoint: try Self.checkpointSummary(row), value: try row["metric_value"])
-                break
+                    .appendingOrder(" ORDER BY mt.value \(order), m.name, c.number LIMIT 1000 OFFSET \(offset)"), logger: logger)
+            for row in page where filter.standing(model: try row["model_id"], checkpoint: try row["id"], name: try row["name"]) == .eligible {
+                return .found(RankedCandidate(checkpoint: try Self.checkpointSummary(row), value: try row["metric_value"]), candidates: candidates, excluded: excluded)
             }
+            guard page.count == 1000 else { return .allFlagged(candidates: candidates) }
+            offset += 1000
         }
-        guard let winner else { return .allFlagged(candidates: candidates) }
-        // Count every flagged candidate, not only those ranked above the winner.
-        if let isFlagged {
-            excluded = 0
-            for row in try await connection.all(query("SELECT c.id, c.model_id"), logger: logger) where isFlagged(try row[1], try row[0]) {
-                excluded += 1
-            }
-        }
-        return .found(winner, candidates: candidates, excluded: excluded)
     }
 
     /// Models flagged as a whole, with the open advisories each carries or inherits (see

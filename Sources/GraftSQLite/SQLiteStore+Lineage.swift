@@ -98,9 +98,11 @@ extension SQLiteMetadataStore {
         ).first.map { RankedCandidate(checkpoint: Self.checkpointSummary($0), value: $0["metric_value"]) }
     }
 
+    /// Walks a scope's candidates best first (the rank order of ``BestSelection/ranksBefore(_:_:direction:)``)
+    /// to the first one `filter` leaves eligible. Without a filter the first row wins and a
+    /// count is the candidates; with one, every row is tallied once (hidden ones not counted).
     static func walkCandidates(
-        _ db: Database, metric: String, split: String?, scope: CandidateScope, direction: Direction,
-        isFlagged: ((_ model: Int64, _ checkpoint: Int64) -> Bool)?
+        _ db: Database, metric: String, split: String?, scope: CandidateScope, direction: Direction, filter: CandidateFilter
     ) throws -> CandidateWalk {
         let (clause, argument): (String, Int64?) =
             switch scope {
@@ -115,31 +117,26 @@ extension SQLiteMetadataStore {
             """
         var arguments: StatementArguments = [metric, split ?? ""]
         if let argument { arguments += [argument] }
-        let candidates = try db.cachedOne(Int.self, sql: "SELECT count(*) " + from, arguments: arguments) ?? 0
-        guard candidates > 0 else { return CandidateWalk(candidates: 0, winner: nil, excluded: 0) }
-        // Walk candidates best first (the rank order of BestSelection.ranksBefore); only
-        // flagged ones are skipped, so this stops early.
+        let candidates: Int, excluded: Int
+        if filter.passesEverything {
+            (candidates, excluded) = (try db.cachedOne(Int.self, sql: "SELECT count(*) " + from, arguments: arguments) ?? 0, 0)
+        } else {
+            var rows: [(model: Int64, checkpoint: Int64, name: String)] = []
+            let all = try db.cachedCursor(sql: "SELECT c.id, c.model_id, m.name " + from, arguments: arguments)
+            while let row = try all.next() { rows.append((row[1], row[0], row[2])) }
+            (candidates, excluded) = filter.tally(rows)
+        }
+        guard candidates > excluded else { return CandidateWalk(candidates: candidates, winner: nil, excluded: excluded) }
+        // Only ineligible candidates are skipped, so this stops early.
         let cursor = try db.cachedCursor(
             sql: "SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id " + from
                 + " ORDER BY mt.value \(order), m.name, c.number", arguments: arguments)
-        var skipped = 0
         while let row = try cursor.next() {
-            if let isFlagged, isFlagged(row["model_id"], row["id"]) {
-                skipped += 1
-                continue
-            }
-            // Count every flagged candidate, not only those ranked above the winner.
-            var excluded = 0
-            if let isFlagged {
-                let all = try db.cachedCursor(sql: "SELECT c.id, c.model_id " + from, arguments: arguments)
-                while let row = try all.next() {
-                    if isFlagged(row[1], row[0]) { excluded += 1 }
-                }
-            }
+            guard filter.standing(model: row["model_id"], checkpoint: row["id"], name: row["name"]) == .eligible else { continue }
             return CandidateWalk(
                 candidates: candidates, winner: RankedCandidate(checkpoint: Self.checkpointSummary(row), value: row["metric_value"]), excluded: excluded)
         }
-        return CandidateWalk(candidates: candidates, winner: nil, excluded: skipped)
+        return CandidateWalk(candidates: candidates, winner: nil, excluded: excluded)
     }
 
     /// Each model of a subtree (root, metric, split) with its best value of the metric and how
@@ -261,18 +258,19 @@ extension SQLiteMetadataStore {
 // The best checkpoint of a scope, in one read transaction: at this size each round trip counts
 // (a read costs ~0.15 ms; the query itself ~0.1 ms). The decisions are the core's policies.
 extension SQLiteMetadataStore {
-    package func best(metric: String, split: String?, scope: BestScope, direction: Direction, includeFlagged: Bool) async throws(GraftError) -> BestOutcome? {
-        try await read { db -> BestOutcome? in
+    package func best(_ query: BestQuery) async throws(GraftError) -> BestOutcome? {
+        let (metric, split, direction) = (query.metric, query.split, query.direction)
+        return try await read { db -> BestOutcome? in
             var candidateScope = CandidateScope.all
-            switch scope {
+            switch query.scope {
             case .all: break
             case .model(let name), .under(let name):
                 guard let id = try db.cachedOne(Int64.self, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else { return nil }
-                if case .model = scope { candidateScope = .model(id) } else { candidateScope = .subtree(id) }
+                if case .model = query.scope { candidateScope = .model(id) } else { candidateScope = .subtree(id) }
             }
-            let open = includeFlagged ? [] : try Self.openAdvisories(db)
+            let open = query.includeFlagged ? [] : try Self.openAdvisories(db)
             let flaggedCheckpoints = AdvisoryInheritance.flaggedCheckpoints(open)
-            if case .subtree(let root) = candidateScope, flaggedCheckpoints.isEmpty {
+            if case .subtree(let root) = candidateScope, flaggedCheckpoints.isEmpty, query.visibility.showsAll {
                 // Without checkpoint-level flags whole models are flagged or not: rank each model
                 // by its best value (one range of the metric summaries), then take the winner's
                 // best checkpoint.
@@ -291,24 +289,18 @@ extension SQLiteMetadataStore {
                     }
                 }
             }
-            var isFlagged: (@Sendable (Int64, Int64) -> Bool)? = nil
+            var flaggedModels: Set<Int64> = []
             if !open.isEmpty {
-                let models: [Int64: Set<String>]
                 switch candidateScope {
                 case .model(let id):
                     // One model: flagged as a whole only by what it carries or inherits.
-                    let inherited = AdvisoryInheritance.inherited(chain: try Self.chain(db, model: id, full: true), open: open)
-                    models = inherited.isEmpty ? [:] : [id: inherited]
-                case .subtree(let root): models = try Self.flaggedModels(db, open, within: root)
-                case .all: models = try Self.flaggedModels(db, open, within: nil)
-                }
-                let flaggedModels = Set(models.keys)
-                // Nothing flagged in scope: walk without a filter (and without counting exclusions).
-                if !flaggedModels.isEmpty || !flaggedCheckpoints.isEmpty {
-                    isFlagged = { model, checkpoint in flaggedModels.contains(model) || flaggedCheckpoints.contains(checkpoint) }
+                    if !AdvisoryInheritance.inherited(chain: try Self.chain(db, model: id, full: true), open: open).isEmpty { flaggedModels = [id] }
+                case .subtree(let root): flaggedModels = Set(try Self.flaggedModels(db, open, within: root).keys)
+                case .all: flaggedModels = Set(try Self.flaggedModels(db, open, within: nil).keys)
                 }
             }
-            let walk = try Self.walkCandidates(db, metric: metric, split: split, scope: candidateScope, direction: direction, isFlagged: isFlagged)
+            let filter = CandidateFilter(flaggedModels: flaggedModels, flaggedCheckpoints: flaggedCheckpoints, visibility: query.visibility)
+            let walk = try Self.walkCandidates(db, metric: metric, split: split, scope: candidateScope, direction: direction, filter: filter)
             guard walk.candidates > 0 else {
                 return .noCandidates(known: try db.cachedAll(String.self, sql: "SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20"))
             }

@@ -325,47 +325,13 @@ struct API: Sendable {
         return reference
     }
 
-    /// `best` for a confined token: the best of each model it sees in scope, then the best of
-    /// those (a model it cannot see is never a candidate, and never counted).
+    /// `best` as the token sees the registry: the library's own call with the token's
+    /// visibility, so a confined token's ranking is everyone's ranking over its models.
     func best(
         metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool, token: TokenInfo
     ) async throws(GraftError) -> BestResult {
-        guard token.models != nil else { return try await registry.best(metric: metric, direction: direction, split: split, scope: scope, includeFlagged: includeFlagged) }
-        let models: [ModelName]
-        switch scope {
-        case .model(let name):
-            guard token.covers(name) else { throw .modelNotFound(name, suggestions: []) }
-            return try await registry.best(metric: metric, direction: direction, split: split, scope: scope, includeFlagged: includeFlagged)
-        case .under(let name):
-            guard token.covers(name) else { throw .modelNotFound(name, suggestions: []) }
-            let report = try await registry.lineage(name, metric: nil, direction: nil, parts: .descendants)
-            models = [name] + report.descendants.map { nameOf($0.name) }
-        case .all:
-            models = try await registry.models().map(\.name)
-        }
-        var winner: BestResult?
-        var (candidates, excluded) = (0, 0)
-        for model in models where token.covers(model) {
-            let result: BestResult
-            do { result = try await registry.best(metric: metric, direction: direction, split: split, scope: .model(model), includeFlagged: includeFlagged) } catch {
-                if case .unknownMetric = error { continue }
-                if case .allCandidatesFlagged(_, let count) = error { excluded += count; continue }
-                throw error
-            }
-            candidates += result.candidates
-            excluded += result.excludedFlagged
-            guard let current = winner else { winner = result; continue }
-            let better = result.direction == .max ? result.value > current.value : result.value < current.value
-            let tie = result.value == current.value
-                && (result.checkpoint.model.description, result.checkpoint.number) < (current.checkpoint.model.description, current.checkpoint.number)
-            if better || tie { winner = result }
-        }
-        guard var winner else {
-            if excluded > 0 { throw .allCandidatesFlagged(metric: metric, candidates: excluded) }
-            throw .unknownMetric(metric, known: [])
-        }
-        (winner.candidates, winner.excludedFlagged) = (candidates, excluded)
-        return winner
+        try await registry.best(
+            metric: metric, direction: direction, split: split, scope: scope, includeFlagged: includeFlagged, visibility: token.visibility)
     }
 
     // MARK: Downloads

@@ -64,6 +64,11 @@ struct RegistryCLITests {
         #expect(try cli.run(["best", "--metric", "val/accuracy", "--split", "val", "--export", unflagged]).status == 0)
         #expect(FileManager.default.contentsEqual(atPath: unflagged, andPath: try headVariant(cli, 1)), "ft@1: the best not flagged")
         #expect(try cli.run(["best", "--metric", "val/accuracy", "--max", "--min"]).status == 64)
+        // "wer" inside "answer" is not a word of the name: the highest answer_accuracy wins.
+        #expect(try cli.run(["metric", "log", "ft@1", "answer_accuracy=0.4"]).status == 0)
+        #expect(try cli.run(["metric", "log", "ft@2", "answer_accuracy=0.6"]).status == 0)
+        let answer = try cli.run(["best", "--metric", "answer_accuracy", "--model", "ft", "--include-flagged"])
+        #expect(answer.stdout.contains("best ft@2") && answer.stdout.contains("max, from the metric's name"), "\(answer.stdout)")
         let unknown = try cli.run(["best", "--metric", "acc"])
         #expect(unknown.status == 66 && unknown.stderr.contains("val/accuracy"))
     }

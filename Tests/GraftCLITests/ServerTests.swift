@@ -156,6 +156,23 @@ struct ServerAccessTests {
         #expect(try served.server.request("GET", "/v1/blobs/\(blob)", token: served.read).status == 200)
         // Writing outside the pattern is refused as not found.
         #expect(try served.remote(["student", "create", "other-ft", "--from", "cnn@1"], token: confined).status == 66)
+        // best ranks and counts only the models the token sees, and suggests no metric name of the others.
+        #expect(try served.remote(["metric", "log", "sweep-a@1", "acc=0.5"], token: served.write).status == 0)
+        #expect(try served.remote(["student", "create", "hidden-ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        #expect(try served.remote(["checkpoint", "add", "hidden-ft", tuned, "--metric", "acc=0.9", "--metric", "hidden_secret=1"], token: served.write).status == 0)
+        func best(_ arguments: [String], token: String) throws -> (ref: String?, candidates: Int?) {
+            let output = try served.remote(["best", "--json"] + arguments, token: token)
+            let object = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any]
+            return ((object?["checkpoint"] as? [String: Any])?["ref"] as? String, object?["candidates"] as? Int)
+        }
+        #expect(try best(["--metric", "acc"], token: served.read) == ("hidden-ft@1", 2))
+        #expect(try best(["--metric", "acc"], token: confined) == ("sweep-a@1", 1))
+        #expect(try best(["--metric", "acc", "--model", "sweep-a"], token: confined) == ("sweep-a@1", 1))
+        let underHidden = try served.remote(["best", "--metric", "acc", "--under", "cnn"], token: confined)
+        #expect(underHidden.status == 66 && !underHidden.stderr.contains("did you mean"))
+        let unknown = try served.remote(["best", "--metric", "nothing"], token: confined)
+        #expect(unknown.status == 66 && !unknown.stderr.contains("hidden_secret"), "\(unknown.stderr)")
+        #expect(try served.remote(["best", "--metric", "nothing"], token: served.read).stderr.contains("hidden_secret"), "what the test would catch")
     }
 }
 

@@ -249,18 +249,23 @@ struct MetadataStoreConformanceTests {
         let a3 = all[12].id  // a@3
         var flaggedModels: Set<Int64> = [], flaggedCheckpoints: Set<Int64> = []
         func check(_ stage: String) async throws {
+            // Everything, and a confined token's view (`[ab]*` hides B and c): hidden models are
+            // as if absent, not candidates and not counted.
+            for visibility in [ModelVisibility.all, ModelVisibility(pattern: "[ab]*")] {
             for direction in [Direction.max, .min] {
                 for includeFlagged in [false, true] {
                     for scope in [BestScope.all, .under(name("root")), .model(name("b")), .model(name("a"))] {
                         let members = all.filter { member in
+                            guard visibility.shows(member.candidate.checkpoint.model.value) else { return false }
                             if case .model(let model) = scope { return member.candidate.checkpoint.model == model }
                             return true
                         }
                         let reference = BestSelection.choose(members.map(\.candidate), direction: direction) { index in
                             !includeFlagged && (flaggedModels.contains(members[index].model) || flaggedCheckpoints.contains(members[index].id))
                         }
-                        let label = "\(stage) \(scope) \(direction) includeFlagged: \(includeFlagged)"
-                        switch try await store.best(metric: "acc", split: "val", scope: scope, direction: direction, includeFlagged: includeFlagged) {
+                        let label = "\(stage) \(scope) \(direction) includeFlagged: \(includeFlagged) \(visibility)"
+                        let query = BestQuery(metric: "acc", split: "val", scope: scope, direction: direction, includeFlagged: includeFlagged, visibility: visibility)
+                        switch try await store.best(query) {
                         case .found(let winner, let candidates, let excluded)?:
                             #expect(winner.checkpoint.ref == reference.winner?.checkpoint.ref && winner.value == reference.winner?.value, "\(label)")
                             #expect(candidates == members.count && excluded == reference.excluded, "\(label)")
@@ -271,6 +276,7 @@ struct MetadataStoreConformanceTests {
                         }
                     }
                 }
+            }
             }
         }
         try await check("no advisory")
@@ -283,8 +289,8 @@ struct MetadataStoreConformanceTests {
         flaggedCheckpoints = [a3]
         try await check("checkpoint flagged")
         // Unknown scopes and metrics.
-        #expect(try await store.best(metric: "acc", split: "val", scope: .model(name("nobody")), direction: .max, includeFlagged: false) == nil)
-        guard case .noCandidates(let known)? = try await store.best(metric: "acc", split: nil, scope: .all, direction: .max, includeFlagged: false) else {
+        #expect(try await store.best(BestQuery(metric: "acc", split: "val", scope: .model(name("nobody")), direction: .max, includeFlagged: false)) == nil)
+        guard case .noCandidates(let known)? = try await store.best(BestQuery(metric: "acc", split: nil, scope: .all, direction: .max, includeFlagged: false)) else {
             Issue.record("no split is its own split: no candidates expected")
             return
         }
@@ -326,6 +332,41 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.knownBlobDigests().isEmpty)
         #expect(try await store.derivedDataProblems() == [])
         #expect(try await store.removeModel(name("base"), cascade: true, blobs: blobs, dryRun: false) == nil)
+    }
+
+    @Test("prune keeps a checkpoint a student derives from, by the checkpoint's own id (not its model's)", arguments: MetadataStoreKind.allCases)
+    func pruneKeepsParents(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try await kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        let (blobs, keepBlobs) = try BlobStoreKind.local.make()
+        defer { withExtendedLifetime(keepBlobs) {} }
+        // Two bases first, so that no checkpoint of `s` has its model's id.
+        for base in ["other", "base"] {
+            _ = try await store.insertBase(name: name(base), provenance: Provenance(), checkpoint: commit([("w", [1])], header: base), stillStored: always)
+        }
+        let base = try #require(try await store.checkpoint(model: name("base"), number: 1))
+        try await store.insertStudent(NewStudent(
+            name: name("s"), parent: base, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil, createdAt: timestamp()))
+        for value in [1, 2, 3, 4] {
+            _ = try await store.insertCheckpoint(
+                model: name("s"), commit([("w", [UInt8(value), 9])]), metrics: [], split: nil, newTensors: nil, stillStored: always)
+        }
+        let s2 = try #require(try await store.checkpoint(model: name("s"), number: 2))
+        let sID = try #require(try await store.modelID(named: name("s")))
+        #expect(s2.id != sID, "the case this test is about")
+        try await store.insertStudent(NewStudent(
+            name: name("t"), parent: s2, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil, createdAt: timestamp()))
+        let policy = RetentionPolicy(keepLast: 1)
+        for dryRun in [true, false] {
+            let report = try #require(try await store.prune(model: name("s"), policy: policy, split: nil, blobs: blobs, dryRun: dryRun))
+            #expect(report.checkpoints == ["s@1", "s@3"], "dry run: \(dryRun)")
+            #expect(report.kept.map(\.checkpoint) == ["s@2", "s@4"], "dry run: \(dryRun)")
+            #expect(report.kept.first { $0.checkpoint == "s@2" }?.reasons.contains { $0.contains("students derive from it (t)") } == true)
+        }
+        #expect(try await store.checkpointNumbers(models: [sID]) == [sID: [2, 4]])
+        #expect(try await store.chain(model: try #require(try await store.modelID(named: name("t"))), full: false).first?.via == s2.id)
+        await expectGraftError("protected") { try await store.removeCheckpoint(s2, blobs: blobs, dryRun: false) }
+        #expect(try await store.derivedDataProblems() == [])
     }
 
     @Test("upload announcements: a blob may be sent at its announced length until the window ends, then not", arguments: MetadataStoreKind.allCases)

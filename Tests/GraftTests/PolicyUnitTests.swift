@@ -181,6 +181,37 @@ struct BestSelectionTests {
     }
 }
 
+@Suite("Policy: a metric's direction from its name")
+struct DirectionInferenceTests {
+    @Test(
+        "whole words that mean lower is better minimise, whatever separates them",
+        arguments: [
+            "loss", "val/loss", "train_loss", "eval-loss", "val.loss", "eval loss", "evalLoss", "Val/Loss", "test/error", "top1_err",
+            "perplexity", "val/ppl", "mse", "mae", "rmse", "test/wer", "cer", "nll", "bpc", "fid", "p99_latency",
+        ])
+    func minimised(_ metric: String) {
+        #expect(Direction.inferred(for: metric) == .min, "\(metric)")
+    }
+
+    @Test(
+        "names that only contain those letters inside a word maximise",
+        arguments: [
+            "answer_accuracy", "cancer_auc", "apple_acc", "accuracy", "val/accuracy", "f1", "bleu", "losslessness", "errand_rate", "fidelity",
+            "mser", "Answer", "lossy_psnr", "",
+        ])
+    func maximised(_ metric: String) {
+        #expect(Direction.inferred(for: metric) == .max, "\(metric)")
+    }
+
+    @Test("words split at / _ - . spaces and lower-to-upper changes, lowercased")
+    func words() {
+        #expect(Direction.words(of: "val/answer_Accuracy-top1.mean x") == ["val", "answer", "accuracy", "top1", "mean", "x"])
+        #expect(Direction.words(of: "evalLoss") == ["eval", "loss"])
+        #expect(Direction.words(of: "WER") == ["wer"], "an all-capitals word stays one word")
+        #expect(Direction.words(of: "//a__b") == ["a", "b"])
+    }
+}
+
 @Suite("Policy: glob patterns (as fnmatch with no flags)")
 struct GlobTests {
     private func matches(_ pattern: String, _ text: String) -> Bool { Glob.matches(Array(pattern.unicodeScalars), Array(text.unicodeScalars)) }

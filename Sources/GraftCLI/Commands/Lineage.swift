@@ -6,8 +6,9 @@ extension GraftCommand {
         static let configuration = CommandConfiguration(
             abstract: "Find the best checkpoint by a metric: of one model, under a base (any depth), or overall.",
             discussion: """
-                Without --max/--min the direction comes from the name: loss, error, perplexity (and
-                mse, mae, wer, cer) minimise, others maximise. Checkpoints without the metric are not
+                Without --max/--min the direction comes from the name's words (split at / _ - . and
+                case changes): loss, error, err, perplexity, ppl, mse, mae, rmse, wer, cer, nll, bpc,
+                fid and latency minimise, others maximise (answer_accuracy maximises). Checkpoints without the metric are not
                 candidates; ties go to the earliest (model name, then checkpoint number). Checkpoints
                 with an open advisory on them or an ancestor are left out unless --include-flagged.
                 """)

@@ -111,7 +111,7 @@ class Client:
     ) -> Checkpoint:
         """The best checkpoint by ``metric``: of one ``model``, of everything ``under`` a base
         (any depth), or of the whole registry. ``mode`` is ``"max"`` or ``"min"`` (else the
-        metric's name decides: loss, error, perplexity minimise)."""
+        metric's name decides by whole words: loss, error, perplexity, wer … minimise)."""
         if under and model:
             raise ValueError("under and model exclude each other")
         if mode not in (None, "max", "min"):
