@@ -51,7 +51,7 @@ extension GraftError {
         case .patternMatchesNothing: "`graft show PARENT` lists its tensors"
         case .allCandidatesFlagged: "`graft advisory list` shows them, --include-flagged considers them"
         case .advisoryNotFound: "`graft advisory list` shows them"
-        case .protected(_, let reasons) where reasons.contains(where: { $0.contains("descendant(s)") }): "--cascade removes them too"
+        case .protected(_, let reasons) where reasons.contains(where: { if case .descendants = $0 { true } else { false } }): "--cascade removes them too"
         case .blobVanished: "run the command again"
         default: nil
         }

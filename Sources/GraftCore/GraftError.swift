@@ -66,7 +66,7 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     /// The operation needs a student, and the model is a base (or the other way round).
     case wrongModelKind(ModelName, expected: String)
     /// A removal that would break something that depends on the target; nothing was removed.
-    case protected(String, reasons: [String])
+    case protected(String, reasons: [Protection])
     /// A blob this commit relied on was removed (by `gc`) before the commit; the import retries.
     case blobVanished(Digest)
     /// Bytes sent as a blob do not match the digest or length they were announced with; nothing was kept.
@@ -164,7 +164,7 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .wrongModelKind(let name, let expected):
             return "`\(name)` is not a \(expected)"
         case .protected(let target, let reasons):
-            return "\(target) is kept: " + reasons.joined(separator: "; ")
+            return "\(target) is kept: " + reasons.map(\.description).joined(separator: "; ")
         case .blobMismatch(let digest, let reason):
             return "the bytes sent for blob \(digest.short)… \(reason); nothing was kept"
         case .blobVanished(let digest):

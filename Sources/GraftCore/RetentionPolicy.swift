@@ -30,9 +30,9 @@ public struct RetentionPolicy: Sendable, Equatable {
         /// Its value of the policy's metric, if it has one.
         public var value: Double?
         /// Why it must stay whatever the policy says.
-        public var protections: [String]
+        public var protections: [Protection]
 
-        public init(number: Int, value: Double? = nil, protections: [String] = []) {
+        public init(number: Int, value: Double? = nil, protections: [Protection] = []) {
             self.number = number
             self.value = value
             self.protections = protections
@@ -57,7 +57,7 @@ public struct RetentionPolicy: Sendable, Equatable {
             }
         }
         return candidates.sorted { $0.number < $1.number }.map { candidate in
-            (candidate.number, (reasons[candidate.number] ?? []) + candidate.protections)
+            (candidate.number, (reasons[candidate.number] ?? []) + candidate.protections.map(\.description))
         }
     }
 
@@ -78,11 +78,33 @@ public struct RetentionPolicy: Sendable, Equatable {
 
     /// Why a checkpoint must stay, from what a store read about it: students derive from it, an
     /// alias points at it, or it is a base's registered checkpoint. Empty when it may go.
-    package static func protections(students: [String], aliases: [String], model: String, kind: String, number: Int) -> [String] {
-        var reasons: [String] = []
-        if !students.isEmpty { reasons.append("students derive from it (\(students.joined(separator: ", ")))") }
-        if !aliases.isEmpty { reasons.append("aliased as \(aliases.map { "\(model)@\($0)" }.joined(separator: ", "))") }
-        if kind == "base", number == 1 { reasons.append("it is the base's registered checkpoint") }
+    package static func protections(students: [String], aliases: [String], model: String, kind: String, number: Int) -> [Protection] {
+        var reasons: [Protection] = []
+        if !students.isEmpty { reasons.append(.students(students)) }
+        if !aliases.isEmpty { reasons.append(.aliases(model: model, aliases)) }
+        if kind == "base", number == 1 { reasons.append(.registeredCheckpoint(model: model)) }
         return reasons
+    }
+}
+
+/// Why a checkpoint or a model must stay: what a removal refuses over, with the names a user
+/// needs to act on it. Callers branch on the case, never on the text.
+public enum Protection: Sendable, Equatable, CustomStringConvertible {
+    /// Students derive from the checkpoint (their names).
+    case students([String])
+    /// Aliases of `model` point at the checkpoint.
+    case aliases(model: String, [String])
+    /// The checkpoint is `model`'s registered one: a base's `@1`.
+    case registeredCheckpoint(model: String)
+    /// The model has descendants (their names), removed only with them.
+    case descendants([String])
+
+    public var description: String {
+        switch self {
+        case .students(let names): "students derive from it (\(names.joined(separator: ", ")))"
+        case .aliases(let model, let aliases): "aliased as \(aliases.map { "\(model)@\($0)" }.joined(separator: ", "))"
+        case .registeredCheckpoint: "it is the base's registered checkpoint"
+        case .descendants(let names): "it has \(names.count) descendant(s): \(names.joined(separator: ", "))"
+        }
     }
 }

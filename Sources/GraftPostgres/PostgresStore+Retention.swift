@@ -69,7 +69,7 @@ extension PostgresMetadataStore {
 
     /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a
     /// base's registered checkpoint. Empty when it may go.
-    func protections(_ connection: PostgresConnection, checkpoint id: Int64, model: String, kind: String, number: Int) async throws -> [String] {
+    func protections(_ connection: PostgresConnection, checkpoint id: Int64, model: String, kind: String, number: Int) async throws -> [Protection] {
         let students = try await connection.all(
             "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = \(id) ORDER BY m.name", logger: logger
         ).map { row throws in try row[0] as String }
@@ -160,7 +160,7 @@ extension PostgresMetadataStore {
             let names = try rows.map { row throws in try row["name"] as String }
             let descendants = zip(ids, names).filter { $0.0 != rootID }.map(\.1)
             if !descendants.isEmpty, !cascade {
-                throw GraftError.protected(name.value, reasons: ["it has \(descendants.count) descendant(s): \(descendants.sorted().joined(separator: ", "))"])
+                throw GraftError.protected(name.value, reasons: [.descendants(descendants.sorted())])
             }
             let checkpoints = try await connection.all(
                 """

@@ -78,7 +78,7 @@ extension SQLiteMetadataStore {
 
     /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a
     /// base's registered checkpoint. Empty when it may go.
-    static func protections(_ db: Database, checkpoint id: Int64, model: String, kind: String, number: Int) throws -> [String] {
+    static func protections(_ db: Database, checkpoint id: Int64, model: String, kind: String, number: Int) throws -> [Protection] {
         let students = try String.fetchAll(
             db, sql: "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = ? ORDER BY m.name",
             arguments: [id])
@@ -154,7 +154,7 @@ extension SQLiteMetadataStore {
                     """, arguments: [root])
             let descendants = rows.filter { ($0["id"] as Int64) != root }.map { $0["name"] as String }
             if !descendants.isEmpty, !cascade {
-                throw GraftError.protected(name.value, reasons: ["it has \(descendants.count) descendant(s): \(descendants.sorted().joined(separator: ", "))"])
+                throw GraftError.protected(name.value, reasons: [.descendants(descendants.sorted())])
             }
             let ids = rows.map { $0["id"] as Int64 }
             let list = "[" + ids.map(String.init).joined(separator: ",") + "]"

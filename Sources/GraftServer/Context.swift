@@ -80,7 +80,8 @@ struct Authentication: RouterMiddleware {
 }
 
 /// The JSON every failure answers with: `{"error": KIND, "message": ONE_LINE, "details": […]}`
-/// (details name each tensor of a manifest violation, each missing blob of a commit).
+/// (details name each tensor of a manifest violation, each missing blob of a commit, each
+/// reason a removal was refused).
 struct ErrorBody: Codable {
     var error: ErrorKind
     var message: String
@@ -97,6 +98,7 @@ struct ErrorAnswer: RouterMiddleware {
             switch error {
             case .manifestViolation(_, let violations): details = violations
             case .blobsMissing(let digests): details = digests.map(\.description)
+            case .protected(_, let reasons): details = reasons.map(\.description)
             default: break
             }
             if Web.isPage(request.uri.path) {

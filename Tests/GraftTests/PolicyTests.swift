@@ -178,7 +178,7 @@ struct LibraryErrorTests {
             .notARegistry(path: "/r", reason: "no such directory"), .modelNotFound(try ModelName("m"), suggestions: []),
             .outputExists(path: "/o"), .damagedBlob(digest, reason: "its file is missing"), .patternMatchesNothing("drop head"),
             .allCandidatesFlagged(metric: "acc", candidates: 2), .advisoryNotFound("A"), .blobVanished(digest),
-            .protected("m", reasons: ["it has 1 descendant(s): s"]), .busy, .blobMismatch(digest, reason: "hash to x"),
+            .protected("m", reasons: [.descendants(["s"])]), .busy, .blobMismatch(digest, reason: "hash to x"),
         ]
         for error in errors {
             #expect(!error.description.contains("`graft ") && !error.description.contains(" --"), "\(error.description)")

@@ -38,8 +38,8 @@ struct RetentionPolicyTests {
     @Test("reasons add up: the policy's first, then the protections; a protected checkpoint stays whatever the policy says")
     func protections() {
         let candidates = [
-            RetentionPolicy.Candidate(number: 1, value: 0.9, protections: ["aliased as m@prod"]),
-            RetentionPolicy.Candidate(number: 2, value: 0.1, protections: ["students derive from it (s)"]),
+            RetentionPolicy.Candidate(number: 1, value: 0.9, protections: [.aliases(model: "m", ["prod"])]),
+            RetentionPolicy.Candidate(number: 2, value: 0.1, protections: [.students(["s"])]),
             RetentionPolicy.Candidate(number: 3, value: 0.5),
         ]
         let plan = RetentionPolicy(keepLast: 1, keepBest: 1, metric: "acc", direction: .max).decide(candidates)
@@ -47,6 +47,19 @@ struct RetentionPolicyTests {
             ["one of the best 1 by acc (max)", "aliased as m@prod"], ["students derive from it (s)"], ["one of the newest 1"],
         ])
         #expect(kept(RetentionPolicy(keepLast: 0).decide(candidates)) == [1, 2])
+    }
+
+    @Test("protections are typed, with the names a user acts on; read from what a store found")
+    func typedProtections() {
+        #expect(RetentionPolicy.protections(students: ["a", "b"], aliases: ["prod"], model: "m", kind: "base", number: 1) == [
+            .students(["a", "b"]), .aliases(model: "m", ["prod"]), .registeredCheckpoint(model: "m"),
+        ])
+        #expect(RetentionPolicy.protections(students: [], aliases: [], model: "m", kind: "base", number: 2) == [], "only a base's @1 is its registered one")
+        #expect(RetentionPolicy.protections(students: [], aliases: [], model: "m", kind: "student", number: 1) == [])
+        #expect(Protection.descendants(["x", "y"]).description == "it has 2 descendant(s): x, y")
+        #expect(Protection.aliases(model: "m", ["a", "b"]).description == "aliased as m@a, m@b")
+        let refusal = GraftError.protected("m@1", reasons: [.students(["s"]), .registeredCheckpoint(model: "m")])
+        #expect(refusal.description == "m@1 is kept: students derive from it (s); it is the base's registered checkpoint")
     }
 }
 

@@ -62,7 +62,7 @@ struct RetentionTests {
         for (reference, reason) in [("base@1", "students derive from it"), ("student@2", "student@prod"), ("student@3", "child")] {
             await #expect { try await t.registry.removeCheckpoint(try Reference(parsing: reference)) } throws: { error in
                 guard case GraftError.protected(_, let reasons) = error else { return false }
-                return reasons.joined().contains(reason)
+                return reasons.map(\.description).joined().contains(reason)
             }
         }
         let removed = try await t.registry.removeCheckpoint(try Reference(parsing: "student@1"))
