@@ -35,6 +35,31 @@ struct S3ClientTests {
         }
     }
 
+    @Test("every prepared request sends x-amz-content-sha256 with the body's hash and signs it (moto does not check)")
+    func contentHashSigned() throws {
+        let location = try S3Location(parsing: "s3://graft-blobs/team?endpoint=http://127.0.0.1:9000")
+        let client = S3Client(location: location, credentials: Self.credentials)
+        func signedHeaders(_ prepared: S3Client.Prepared) -> [String] {
+            let authorization = prepared.headers.first { $0.name == "Authorization" }?.value ?? ""
+            let list = authorization.components(separatedBy: "SignedHeaders=").last?.components(separatedBy: ",").first ?? ""
+            return list.components(separatedBy: ";")
+        }
+        func contentHash(_ prepared: S3Client.Prepared) -> [String] {
+            prepared.headers.filter { $0.name.lowercased() == "x-amz-content-sha256" }.map(\.value)
+        }
+        let body = Array("tensor bytes".utf8)
+        let put = client.prepare("PUT", key: "blobs/x", query: "", headers: [], body: body, payloadHash: nil)
+        #expect(contentHash(put) == [SigV4Signer.hex(SHA256.hash(data: body))], "the body's own SHA-256, once")
+        #expect(signedHeaders(put).contains("x-amz-content-sha256") && signedHeaders(put).contains("host"))
+        // A blob's PUT signs with its digest, known before sending: S3 then refuses damaged bytes.
+        let digest = String(repeating: "ab", count: 32)
+        let blob = client.prepare("PUT", key: "blobs/y", query: "", headers: [], body: body, payloadHash: digest)
+        #expect(contentHash(blob) == [digest] && signedHeaders(blob).contains("x-amz-content-sha256"))
+        let get = client.prepare("GET", key: "blobs/x", query: "", headers: [("Range", "bytes=0-3")], body: nil, payloadHash: nil)
+        #expect(contentHash(get) == [SigV4Signer.emptyPayloadHash] && signedHeaders(get).contains("x-amz-content-sha256"))
+        #expect(signedHeaders(get).contains("range"), "the headers given are signed too")
+    }
+
     @Test("put, ranged get, head, delete, paged listing and multipart upload, against a real S3 protocol server")
     func objects() async throws {
         let moto = try MotoServer()

@@ -173,6 +173,30 @@ struct StudentTests {
         #expect(try test.rows("SELECT count(*) FROM checkpoints") == checkpointsBefore)
     }
 
+    @Test("a frozen int64 buffer (num_batches_tracked) changed alone refuses the commit, remotely too")
+    func frozenInt64Drift() async throws {
+        let test = try await setup()
+        _ = try await test.registry.createStudent(
+            name: ModelName("s"), from: Reference(parsing: "cnn"), manifest: .rules([], freezeThrough: "features.4"))
+        let checkpointsBefore = try test.rows("SELECT count(*) FROM checkpoints")
+        let bad = try variant(test, "counter.safetensors") { tensors in
+            let index = tensors.firstIndex { $0.name == "features.1.num_batches_tracked" }!
+            #expect(tensors[index].dtype == .i64)
+            tensors[index].bytes[0] &+= 1  // one more batch counted: an int64, inline-sized
+        }
+        await #expect { _ = try await test.registry.addCheckpoint(model: ModelName("s"), file: bad) } throws: { error in
+            guard case GraftError.manifestViolation(_, let violations) = error else { return false }
+            return violations.count == 1 && violations[0].hasPrefix("features.1.num_batches_tracked: frozen, but changed (sha256:")
+        }
+        // The upload protocol checks it from the proposal's digest alone, before any data moves.
+        let proposal = try UploadProposal.of(try SafeTensorsReader(path: bad))
+        await #expect { _ = try await test.registry.planUpload(to: ModelName("s"), base: false, proposal) } throws: { error in
+            guard case GraftError.manifestViolation(_, let violations) = error else { return false }
+            return violations.map { $0.prefix { $0 != ":" } } == ["features.1.num_batches_tracked"]
+        }
+        #expect(try test.rows("SELECT count(*) FROM checkpoints") == checkpointsBefore)
+    }
+
     @Test("dropped tensors must be absent, kept ones present, frozen ones keep their dtype and shape")
     func otherViolations() async throws {
         let test = try await setup()

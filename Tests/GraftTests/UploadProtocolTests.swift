@@ -96,6 +96,18 @@ struct UploadProtocolTests {
         var badData = proposal
         badData.tensors[0].data = Data([1, 2, 3]).base64EncodedString()
         _ = await expectGraftError("invalidUpload") { try await test.registry.commitUpload(to: try ModelName("x"), base: true, UploadCommit(proposal: badData)) }
+        // Inline data of the right length whose bytes are not the proposed digest's.
+        var swapped = proposal
+        let small = try #require(swapped.tensors.firstIndex { $0.data != nil })
+        let encoded = try #require(swapped.tensors[small].data)
+        var smallBytes = [UInt8](try #require(Data(base64Encoded: encoded)))
+        smallBytes[smallBytes.count - 1] ^= 0x01
+        swapped.tensors[small].data = Data(smallBytes).base64EncodedString()
+        let mismatch = await expectGraftError("invalidUpload") {
+            try await test.registry.commitUpload(to: try ModelName("x"), base: true, UploadCommit(proposal: swapped))
+        }
+        #expect(mismatch.map { "\($0)" }?.contains(swapped.tensors[small].name) == true, "the refusal names the tensor")
+        _ = await expectGraftError("modelNotFound") { try await test.registry.model(try ModelName("x")) }
         // A frozen tensor's digest changed, and a dropped one present: every offending tensor named.
         let student = try ModelName("ft")
         _ = try await test.registry.createStudent(

@@ -124,6 +124,13 @@ def test_reads_metrics_best_lineage_affected_tag(setup):
     assert best.ref == "b@1" and best.value == 0.8
     assert client.best("val/accuracy", under="teacher", split="val", mode="min").ref == "a@1"
     assert client.best("test/accuracy", model="a").value == 0.55
+    # The split travels: the value is found on that split and only there.
+    assert client.log_metrics("a@1", {"test/f1": 0.4}, split="holdout") == "a@1"
+    assert client.best("test/f1", model="a", split="holdout").value == 0.4
+    with pytest.raises(graft.NotFound):
+        client.best("test/f1", model="a")
+    logged = [(m["name"], m.get("split")) for c in client.metrics("a")["checkpoints"] for m in c["metrics"]]
+    assert ("test/f1", "holdout") in logged
     lineage = client.lineage("teacher")
     assert sorted(node["name"] for node in lineage["descendants"]) == ["a", "b"]
     assert all(node["parent"] == "teacher@1" for node in lineage["descendants"])
