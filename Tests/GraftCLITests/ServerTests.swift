@@ -109,6 +109,11 @@ struct ServerAccessTests {
         #expect(try served.remote(["checkpoint", "rm", "ft@1"], token: served.write).status == 81)
         #expect(try served.remote(["gc"], token: served.write).status == 81)
         #expect(try served.remote(["advisory", "add", "cnn", "--id", "leak-1", "--severity", "high"], token: served.admin).status == 0)
+        // A protected removal answers 409 with each reason in `details`; the remote CLI exits 80.
+        let refused = try served.server.request("DELETE", "/v1/checkpoints/cnn@1", token: served.admin)
+        #expect(refused.status == 409 && refused.object["error"] as? String == "protected")
+        #expect(refused.object["details"] as? [String] == ["students derive from it (ft)", "it is the base's registered checkpoint"])
+        #expect(try served.remote(["model", "rm", "cnn"], token: served.admin).status == 80)
         // Reads work with every scope.
         let best = try served.remote(["best", "--metric", "acc", "--under", "cnn", "--include-flagged"], token: served.read)
         #expect(best.status == 0, "\(best.stderr)")
