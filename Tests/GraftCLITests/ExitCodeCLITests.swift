@@ -164,6 +164,7 @@ struct ExitCodeCLITests {
         let cli = try family()
         #expect(try cli.run(["metric", "log", "ft2@1", "acc=0.5"]).status == 0)
         try expectExit(cli, ["model", "rm", "ft"], 80, mentions: "ft2")
+        try expectExit(cli, ["model", "rm", "ft"], 80, mentions: "--cascade removes them too")
         let before = try count(cli, "SELECT count(*) FROM checkpoints")
         let dry = try #require(try cli.json(["model", "rm", "ft", "--cascade", "--dry-run"]) as? [String: Any])
         #expect(dry["dry_run"] as? Bool == true)
