@@ -164,7 +164,7 @@ let package = Package(
         .target(name: "CSpawn"),
         .target(
             name: "GraftTestSupport",
-            dependencies: ["SafeTensors", "Graft", "CSpawn", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["SafeTensors", "GraftCore", "Graft", "CSpawn", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "GraftTestSupport"], swiftSettings: strict),

@@ -12,6 +12,8 @@ import Testing
 /// The metadata stores a registry may run on. The tests below are written against the
 /// `MetadataStore` protocol and take each kind, and run unchanged on each.
 enum MetadataStoreKind: String, CaseIterable, CustomStringConvertible {
+    /// `MemoryMetadataStore`: dictionaries, no I/O (GraftTestSupport).
+    case memory
     case sqlite
     /// `PostgresMetadataStore` on a throwaway cluster (one per store, stopped with it).
     case postgres
@@ -21,6 +23,8 @@ enum MetadataStoreKind: String, CaseIterable, CustomStringConvertible {
     func make() async throws -> (any MetadataStore, MetadataHandle) {
         let directory = TemporaryDirectory()
         switch self {
+        case .memory:
+            return (MemoryMetadataStore(), MetadataHandle(directory: directory, cluster: nil))
         case .sqlite:
             let layout = RegistryLayout(root: directory.file("registry"))
             for path in [layout.root, layout.blobs, layout.sha256, layout.tmp] {
