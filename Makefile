@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results fuzz soak mutants clean
+.PHONY: all build demo test lint format screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -33,7 +33,15 @@ demo: system-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	.build/release/graft demo
 
-test: system-deps python-deps
+# The formatter's rules (.swift-format) over every Swift file; `make format` applies them.
+SWIFT_SOURCES := Sources Tests benchmarks Plugins fuzz Package.swift
+lint:
+	swift format lint --strict --recursive $(SWIFT_SOURCES)
+
+format:
+	swift format format --in-place --recursive $(SWIFT_SOURCES)
+
+test: system-deps python-deps lint
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	GRAFT_TEST_DEADLINE=900 GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) swift test --skip-build --parallel --num-workers 2
 	GRAFT_BINARY=$(abspath .build/debug/graft) $(PYTHON) -m pytest -q -p no:cacheprovider clients/python/tests

@@ -63,7 +63,9 @@ let package = Package(
         // The registry library as users import it: the core, and a registry in a local directory
         // (SQLite + local blobs, or blobs in an S3 bucket) or in PostgreSQL, opened from a path or
         // a configuration.
-        .target(name: "Graft", dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "GraftPostgres", "SafeTensors"], swiftSettings: strict),
+        .target(
+            name: "Graft", dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "GraftPostgres", "SafeTensors"],
+            swiftSettings: strict),
         // The HTTP API of `graft serve` (Hummingbird 2): routes, tokens, the upload protocol.
         .target(
             name: "GraftServer",
@@ -144,14 +146,17 @@ let package = Package(
         ),
         // `make bench-scale`: a synthetic registry through the library API, and query latencies.
         // `make bench-train`: GEMM through the engine vs OpenBLAS, samples/s per transfer mode.
-        .executableTarget(name: "graft-train-bench", dependencies: ["Trainer", "Graft", "COpenBLAS"], path: "benchmarks/train", swiftSettings: strict),
+        .executableTarget(
+            name: "graft-train-bench", dependencies: ["Trainer", "Graft", "COpenBLAS"], path: "benchmarks/train", swiftSettings: strict),
         // `make results`: the transferability experiment (docs/RESULTS.md).
         .executableTarget(name: "graft-results", dependencies: ["Trainer", "Graft"], path: "benchmarks/results", swiftSettings: strict),
         // The concurrency harness's writer, reader and gc processes (tests and `make soak`).
         .executableTarget(name: "graft-stress", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/stress", swiftSettings: strict),
-        .executableTarget(name: "graft-scale-bench", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/scale", swiftSettings: strict),
+        .executableTarget(
+            name: "graft-scale-bench", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/scale", swiftSettings: strict),
         // `make bench`: how fast a checkpoint opens in place.
-        .executableTarget(name: "graft-open-bench", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/open", swiftSettings: strict),
+        .executableTarget(
+            name: "graft-open-bench", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/open", swiftSettings: strict),
         // Build-time helper: turns migrations/*.sql into Swift string literals.
         .executableTarget(name: "MigrationEmbedder"),
         .plugin(
@@ -181,8 +186,13 @@ let package = Package(
             dependencies: ["GraftServer", "Graft", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: strict
         ),
-        .testTarget(name: "GraftS3Tests", dependencies: ["GraftS3", "Graft", "GraftTestSupport"], exclude: ["sigv4-suite"], swiftSettings: strict),
+        .testTarget(
+            name: "GraftS3Tests", dependencies: ["GraftS3", "Graft", "GraftTestSupport"], exclude: ["sigv4-suite"], swiftSettings: strict),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Graft", "SafeTensors", "GraftTestSupport"], swiftSettings: strict),
-        .testTarget(name: "GraftCLITests", dependencies: ["GraftCLI", "Graft", "GraftS3", "GraftRemote", "SafeTensors", "GraftTestSupport", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
+        .testTarget(
+            name: "GraftCLITests",
+            dependencies: [
+                "GraftCLI", "Graft", "GraftS3", "GraftRemote", "SafeTensors", "GraftTestSupport", .product(name: "Yams", package: "Yams"),
+            ], swiftSettings: strict),
     ]
 )

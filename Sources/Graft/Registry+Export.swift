@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 public import GraftCore
 import GraftLocal
 import SafeTensors
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 extension Registry {
     /// Writes a checkpoint as a safetensors file, byte-identical to the file it was imported from.
@@ -68,6 +69,5 @@ extension Registry {
         return ExportResult(checkpoint: summary.ref, digest: summary.digest, path: path, bytes: bytes)
     }
 }
-
 
 extension Registry: RegistryAPI {}

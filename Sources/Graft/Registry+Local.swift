@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import Foundation
 package import GraftCore
 import GraftLocal
 import GraftS3
 import GraftSQLite
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // A registry in a local directory: the SQLite metadata store and the local blob store under
 // one root. The core knows neither; this is where they are put together.
@@ -33,9 +34,11 @@ extension Registry {
         if let blobs, blobs != recorded {
             throw .badRequest(
                 recorded.map { "this registry's blobs live at \($0), not \(blobs)" }
-                    ?? "this registry keeps its blobs under \(layout.blobs); a blob store is chosen when the registry is created (graft init)")
+                    ?? "this registry keeps its blobs under \(layout.blobs); a blob store is chosen when the registry is created (graft init)"
+            )
         }
-        return try await connect(layout, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout, blobs: recorded)
+        return try await connect(
+            layout, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout, blobs: recorded)
     }
 
     /// Creates a registry at `root`, or opens the one already there.
@@ -51,7 +54,10 @@ extension Registry {
     ) async throws(GraftError) -> (registry: Registry, created: Bool) {
         let layout = RegistryLayout(root: root)
         if FileSystem.fileExists(layout.database) {
-            return (try await open(at: root, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout, blobs: blobs), false)
+            return (
+                try await open(at: root, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout, blobs: blobs),
+                false
+            )
         }
         // Everything about the blob store is checked before anything is written.
         let s3 = try blobs.map { (text) throws(GraftError) in try s3Client(text) }
@@ -62,7 +68,11 @@ extension Registry {
             let allowed: Set<String> = ["README.md", ".gitignore", "blobs", "tmp"]
             let stray = try FileSystem.contentsOfDirectory(layout.root).filter { !allowed.contains($0) && !$0.hasPrefix("graft.sqlite") }
             guard stray.isEmpty else {
-                throw .notARegistry(path: layout.root, reason: "the directory is not empty (it holds \(stray.sorted().prefix(3).joined(separator: ", "))); choose an empty or new directory")
+                throw .notARegistry(
+                    path: layout.root,
+                    reason:
+                        "the directory is not empty (it holds \(stray.sorted().prefix(3).joined(separator: ", "))); choose an empty or new directory"
+                )
             }
         } else {
             try makeDirectories(layout.root)
@@ -76,7 +86,8 @@ extension Registry {
             try file.sync()
         }
         let created = try SQLiteMetadataStore.publishNew(layout, busyTimeout: busyTimeout)
-        let registry = try await connect(layout, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout, blobs: blobs)
+        let registry = try await connect(
+            layout, inlineThreshold: inlineThreshold, durability: durability, busyTimeout: busyTimeout, blobs: blobs)
         return (registry, created)
     }
 
@@ -100,7 +111,9 @@ extension Registry {
         let location: S3Location
         do { location = try S3Location(parsing: text) } catch { throw .badRequest(error.description) }
         guard let credentials = AWSCredentials.fromEnvironment() else {
-            throw .badRequest("an S3 blob store needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)")
+            throw .badRequest(
+                "an S3 blob store needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)"
+            )
         }
         return S3Client(location: location, credentials: credentials)
     }
@@ -116,7 +129,8 @@ extension Registry {
     private static func connect(
         _ layout: RegistryLayout, inlineThreshold: Int, durability: Durability, busyTimeout: Double, blobs: String?
     ) async throws(GraftError) -> Registry {
-        let store: any BlobStore = try blobs.map { (text) throws(GraftError) in try s3Store(text, layout: layout) } ?? LocalBlobStore(layout: layout)
+        let store: any BlobStore =
+            try blobs.map { (text) throws(GraftError) in try s3Store(text, layout: layout) } ?? LocalBlobStore(layout: layout)
         let metadata = try SQLiteMetadataStore.open(layout, durability: durability, busyTimeout: busyTimeout)
         return Registry(layout: layout, metadata: metadata, blobs: store, inlineThreshold: inlineThreshold)
     }

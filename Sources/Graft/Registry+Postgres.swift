@@ -25,7 +25,9 @@ extension Registry {
     /// Prepares the schema in the database `url` names (when it has none) and records the
     /// blob location; with `blobs`, the bucket is created when missing. Everything the user
     /// typed is checked before anything is written.
-    static func createPostgres(_ configuration: RegistryConfiguration, url: String) async throws(GraftError) -> (registry: Registry, created: Bool) {
+    static func createPostgres(_ configuration: RegistryConfiguration, url: String) async throws(GraftError) -> (
+        registry: Registry, created: Bool
+    ) {
         _ = try PostgresLocation(parsing: url)
         let s3 = try configuration.blobs.map { (text) throws(GraftError) in try s3Client(text) }
         let layout = try prepareScratch(configuration.root)
@@ -38,7 +40,9 @@ extension Registry {
         return (try await connectPostgres(configuration, store: store, recorded: recorded), created)
     }
 
-    private static func connectPostgres(_ configuration: RegistryConfiguration, store: PostgresMetadataStore, recorded: String) async throws(GraftError) -> Registry {
+    private static func connectPostgres(_ configuration: RegistryConfiguration, store: PostgresMetadataStore, recorded: String)
+        async throws(GraftError) -> Registry
+    {
         let chosen = configuration.blobs ?? recorded
         guard chosen == recorded else {
             throw .badRequest(
@@ -56,7 +60,9 @@ extension Registry {
     private static func prepareScratch(_ root: String) throws(GraftError) -> RegistryLayout {
         let layout = RegistryLayout(root: root)
         if FileSystem.fileExists(layout.database) {
-            throw .badRequest("\(layout.root) holds a SQLite registry (graft.sqlite); choose another --registry directory for a PostgreSQL registry's local files")
+            throw .badRequest(
+                "\(layout.root) holds a SQLite registry (graft.sqlite); choose another --registry directory for a PostgreSQL registry's local files"
+            )
         }
         try makeDirectories(layout.root)
         for directory in [layout.blobs, layout.sha256, layout.tmp] { try FileSystem.makeDirectory(directory) }

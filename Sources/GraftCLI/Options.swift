@@ -35,7 +35,8 @@ struct RegistryOptions: ParsableArguments {
     /// The registry the user chose: `--registry`, the environment (`GRAFT_REGISTRY`,
     /// `GRAFT_INLINE_THRESHOLD`, `GRAFT_BUSY_TIMEOUT`), else the defaults.
     func configuration() throws(GraftError) -> RegistryConfiguration {
-        try RegistryConfiguration.resolve(option: registry, blobs: blobs, metadata: metadata, environment: ProcessInfo.processInfo.environment)
+        try RegistryConfiguration.resolve(
+            option: registry, blobs: blobs, metadata: metadata, environment: ProcessInfo.processInfo.environment)
     }
 
     /// Opens the registry the user chose: a directory, or a server (`http(s)://…`, with the

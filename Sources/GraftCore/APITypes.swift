@@ -23,7 +23,9 @@ public struct StudentRequest: Sendable, Codable, Equatable {
                 let found = rules.filter { $0.action == action }.map(\.pattern)
                 return found.isEmpty ? nil : found
             }
-            (freeze, train, drop, reinit, freezeThrough) = (patterns(.freeze), patterns(.train), patterns(.drop), patterns(.reinit), through)
+            (freeze, train, drop, reinit, freezeThrough) = (
+                patterns(.freeze), patterns(.train), patterns(.drop), patterns(.reinit), through
+            )
         case .perTensor(let states):
             perTensor = states
         }
@@ -34,7 +36,9 @@ public struct StudentRequest: Sendable, Codable, Equatable {
         let rules = [(freeze, ManifestRule.Action.freeze), (train, .train), (drop, .drop), (reinit, .reinit)]
             .flatMap { patterns, action in (patterns ?? []).map { ManifestRule(action, $0) } }
         if let perTensor {
-            guard rules.isEmpty, freezeThrough == nil else { throw .badRequest("per_tensor excludes freeze, train, drop, reinit and freeze_through") }
+            guard rules.isEmpty, freezeThrough == nil else {
+                throw .badRequest("per_tensor excludes freeze, train, drop, reinit and freeze_through")
+            }
             return .perTensor(perTensor)
         }
         return .rules(rules, freezeThrough: freezeThrough)
@@ -77,7 +81,9 @@ public struct PruneRequest: Sendable, Codable, Equatable {
     public var split: String?
     public var dryRun: Bool?
     public init(keepLast: Int, keepBest: Int, metric: String?, direction: Direction?, split: String?, dryRun: Bool) {
-        (self.keepLast, self.keepBest, self.metric, self.direction, self.split, self.dryRun) = (keepLast, keepBest, metric, direction, split, dryRun)
+        (self.keepLast, self.keepBest, self.metric, self.direction, self.split, self.dryRun) = (
+            keepLast, keepBest, metric, direction, split, dryRun
+        )
     }
 }
 
@@ -101,4 +107,3 @@ public struct CheckpointRef: Sendable, Codable, Equatable {
     public var checkpoint: String
     public init(checkpoint: String) { self.checkpoint = checkpoint }
 }
-

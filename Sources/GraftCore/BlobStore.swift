@@ -167,7 +167,8 @@ package struct BlobTransfer: Sendable {
     /// as it completes (to refuse a drifted frozen tensor before reading on); then the input is
     /// checked to end where its data section does.
     func ingestInOrder(
-        _ reader: some SafeTensorsInput, hashOnly: Set<Int> = [], each: @escaping @Sendable (IngestedTensor) throws(GraftError) -> Void = { _ in },
+        _ reader: some SafeTensorsInput, hashOnly: Set<Int> = [],
+        each: @escaping @Sendable (IngestedTensor) throws(GraftError) -> Void = { _ in },
         progress: (@Sendable (Int) -> Void)?
     ) async throws(GraftError) -> [IngestedTensor] {
         let transfer = self
@@ -177,7 +178,9 @@ package struct BlobTransfer: Sendable {
             let outcome = Result { () throws(GraftError) -> [IngestedTensor] in
                 var ingested: [IngestedTensor] = []
                 for (index, tensor) in reader.header.tensors.enumerated() {
-                    let stored = try transfer.ingestOne(tensor, from: reader, mode: hashOnly.contains(index) ? .hashOnly : .writeThrough, buffer: buffer) { bytes in
+                    let stored = try transfer.ingestOne(
+                        tensor, from: reader, mode: hashOnly.contains(index) ? .hashOnly : .writeThrough, buffer: buffer
+                    ) { bytes in
                         done += bytes
                         progress?(done)
                     }

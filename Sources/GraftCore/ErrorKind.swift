@@ -67,7 +67,9 @@ extension GraftError {
     /// The kind of this failure.
     public var kind: ErrorKind {
         switch self {
-        case .invalidName, .invalidReference, .ambiguousDigest, .patternMatchesNothing, .invalidManifest, .wrongModelKind, .invalidMetric, .badRequest: .usage
+        case .invalidName, .invalidReference, .ambiguousDigest, .patternMatchesNothing, .invalidManifest, .wrongModelKind, .invalidMetric,
+            .badRequest:
+            .usage
         case .invalidFile, .invalidCard, .blobMismatch, .invalidUpload: .invalidInput
         case .cannotReadInput(_, let cause):
             if case .io(_, _, let code) = cause, code == 2 { .notFound } else { .io }

@@ -109,9 +109,11 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .notARegistry(let path, let reason):
             return "\(path) is not a Graft registry: \(reason)"
         case .newerSchema(let path, let version, let known):
-            return "the registry at \(path) has schema version \(version), but this graft knows versions up to \(known); upgrade graft to use it"
+            return
+                "the registry at \(path) has schema version \(version), but this graft knows versions up to \(known); upgrade graft to use it"
         case .migrationMismatch(let version, let name):
-            return "migration \(version) (\(name)) applied to this registry differs from the one this graft ships; the registry was made by an incompatible build"
+            return
+                "migration \(version) (\(name)) applied to this registry differs from the one this graft ships; the registry was made by an incompatible build"
         case .modelExists(let name):
             return "a model named `\(name)` exists already; choose another name"
         case .modelNotFound(let name, let suggestions):
@@ -122,11 +124,13 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .digestNotFound(let prefix):
             return "no checkpoint has a digest starting sha256:\(prefix)"
         case .ambiguousDigest(let prefix, let candidates):
-            return "sha256:\(prefix) matches \(candidates.count) checkpoints (\(candidates.prefix(5).joined(separator: ", "))); give more digits"
+            return
+                "sha256:\(prefix) matches \(candidates.count) checkpoints (\(candidates.prefix(5).joined(separator: ", "))); give more digits"
         case .aliasNotFound(let model, let alias):
             return "model `\(model)` has no alias `\(alias)`"
         case .readOnly(let path):
-            return "the registry at \(path) is on a read-only file system or not writable, and Graft needs write access; nothing was written"
+            return
+                "the registry at \(path) is on a read-only file system or not writable, and Graft needs write access; nothing was written"
         case .diskFull(let path):
             return "disk full while writing \(path); nothing was committed, free space and retry"
         case .io(let operation, let path, let code):
@@ -151,7 +155,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .invalidMetric(let text, let reason):
             return "invalid metric \(show(text)): \(reason)"
         case .unknownMetric(let name, let known):
-            let hint = known.isEmpty ? "no metrics are recorded in that scope" : "known metrics: " + known.prefix(10).joined(separator: ", ")
+            let hint =
+                known.isEmpty ? "no metrics are recorded in that scope" : "known metrics: " + known.prefix(10).joined(separator: ", ")
             return "no checkpoint in scope has metric \(show(name)); \(hint)"
         case .invalidCard(let reason):
             return "model card: \(reason)"
@@ -171,7 +176,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "blob \(digest.short)… was removed by gc before the commit; nothing was committed"
         case .blobsMissing(let digests):
             return "the commit needs \(digests.count) blob(s) the registry does not hold ("
-                + digests.prefix(3).map { $0.short + "…" }.joined(separator: ", ") + (digests.count > 3 ? ", …" : "") + "); nothing was committed"
+                + digests.prefix(3).map { $0.short + "…" }.joined(separator: ", ") + (digests.count > 3 ? ", …" : "")
+                + "); nothing was committed"
         case .blobNotFound(let digest):
             return "no blob \(digest.short)… is stored"
         case .invalidUpload(let reason):

@@ -88,7 +88,9 @@ package enum ManifestResolver {
                 if state == .new, !names.contains(name) {
                     newEntries.append(ManifestEntry(name: name, state: .new, dtype: nil, shape: nil, parameters: 0, parentDigest: nil))
                 } else {
-                    guard names.contains(name) else { throw .invalidManifest("`\(name)` is not a tensor of the parent; only `new` tensors may be absent from it") }
+                    guard names.contains(name) else {
+                        throw .invalidManifest("`\(name)` is not a tensor of the parent; only `new` tensors may be absent from it")
+                    }
                     states[name] = state
                 }
             }
@@ -148,7 +150,9 @@ package enum ManifestResolver {
             let digits = layer.reversed().prefix { $0.isASCII && $0.isNumber }
             let prefix = String(layer.dropLast(digits.count))
             guard !digits.isEmpty, !prefix.isEmpty, let last = Int(String(digits.reversed())) else {
-                throw .invalidManifest("freeze-through takes a numbered layer such as `features.4`, `encoder.layer.5` or `layer3`; `\(layer)` ends in no number")
+                throw .invalidManifest(
+                    "freeze-through takes a numbered layer such as `features.4`, `encoder.layer.5` or `layer3`; `\(layer)` ends in no number"
+                )
             }
             action = .freeze
             pattern = layer
@@ -162,7 +166,9 @@ package enum ManifestResolver {
                 guard name.hasPrefix(through.prefix) else { return false }
                 let rest = name.dropFirst(through.prefix.count)
                 let digits = rest.prefix { $0.isASCII && $0.isNumber }
-                guard let number = Int(digits), rest.dropFirst(digits.count).isEmpty || rest.dropFirst(digits.count).hasPrefix(".") else { return false }
+                guard let number = Int(digits), rest.dropFirst(digits.count).isEmpty || rest.dropFirst(digits.count).hasPrefix(".") else {
+                    return false
+                }
                 return number <= through.last
             }
             if isGlob { return Glob.matches(Array(pattern.unicodeScalars), Array(name.unicodeScalars)) }

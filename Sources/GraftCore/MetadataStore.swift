@@ -120,7 +120,8 @@ package protocol MetadataStore: Sendable {
     /// only the model and its parent.
     func chain(model: Int64, full: Bool) async throws(GraftError) -> [LineageRow]
     /// Everything a lineage view reads, in one transaction.
-    func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError) -> LineageSnapshot
+    func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError)
+        -> LineageSnapshot
     /// What `affected` reads, in one transaction: the open advisories, the model's chain, and —
     /// only when an advisory lies above or within it (``AdvisoryInheritance``) — its descendants.
     func affectedRows(model: Int64) async throws(GraftError) -> (open: [OpenAdvisory], chain: [LineageRow], descendants: [LineageRow])
@@ -157,7 +158,8 @@ package protocol MetadataStore: Sendable {
     func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport?
     /// Removes what the policy does not keep of a model's checkpoints.
     /// - Throws: ``GraftError/unknownMetric(_:known:)`` when the policy ranks by a metric no checkpoint has.
-    func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport?
+    func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs: any BlobStore, dryRun: Bool) async throws(GraftError)
+        -> RemovalReport?
     /// Removes a model (with its descendants when `cascade`).
     /// - Throws: ``GraftError/protected(_:reasons:)`` when it has descendants and not `cascade`.
     func removeModel(_ name: ModelName, cascade: Bool, blobs: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport?
@@ -274,7 +276,9 @@ package struct NewAdvisory: Sendable {
     package var url: String?
     package var createdAt: String
     package init(id: String, model: Int64, checkpoint: Int64?, severity: Severity, note: String?, url: String?, createdAt: String) {
-        (self.id, self.model, self.checkpoint, self.severity, self.note, self.url, self.createdAt) = (id, model, checkpoint, severity, note, url, createdAt)
+        (self.id, self.model, self.checkpoint, self.severity, self.note, self.url, self.createdAt) = (
+            id, model, checkpoint, severity, note, url, createdAt
+        )
     }
 }
 

@@ -22,11 +22,14 @@ package struct Migration: Sendable {
     /// a version this build does not know means a newer Graft wrote the database, a changed
     /// checksum means a different one did.
     /// - Throws: ``GraftError/newerSchema(path:version:newestKnown:)``, ``GraftError/migrationMismatch(version:name:)``.
-    package static func pending(applied: [(version: Int, name: String, checksum: String)], known: [Migration], location: String) throws(GraftError) -> Migration? {
+    package static func pending(applied: [(version: Int, name: String, checksum: String)], known: [Migration], location: String)
+        throws(GraftError) -> Migration?
+    {
         var done = Set<Int>()
         for row in applied {
             guard let migration = known.first(where: { $0.version == row.version }) else {
-                throw .newerSchema(path: location, version: applied.map(\.version).max() ?? row.version, newestKnown: known.last?.version ?? 0)
+                throw .newerSchema(
+                    path: location, version: applied.map(\.version).max() ?? row.version, newestKnown: known.last?.version ?? 0)
             }
             guard migration.checksum == row.checksum else { throw .migrationMismatch(version: row.version, name: row.name) }
             done.insert(row.version)

@@ -1,4 +1,3 @@
-
 import Yams
 
 /// Fields Graft reads from a Hugging Face model card's YAML front matter.
@@ -32,10 +31,11 @@ public enum ModelCard {
         do { node = try Yams.compose(yaml: yaml) } catch { throw .invalidCard("the front matter is not valid YAML: \(error)") }
         guard let mapping = node?.mapping else { throw .invalidCard("the front matter is not a YAML mapping") }
         func string(_ key: String) -> String? { mapping[key]?.string }
-        let datasets: [String] = mapping["datasets"].map { value in
-            if let sequence = value.sequence { return sequence.compactMap(\.string) }
-            return value.string.map { [$0] } ?? []
-        } ?? []
+        let datasets: [String] =
+            mapping["datasets"].map { value in
+                if let sequence = value.sequence { return sequence.compactMap(\.string) }
+                return value.string.map { [$0] } ?? []
+            } ?? []
         return CardFields(license: string("license"), datasets: datasets, task: string("pipeline_tag"), baseModel: string("base_model"))
     }
 }
@@ -70,10 +70,17 @@ extension Registry {
             let results: [Node] = bySplit.keys.sorted().map { split in
                 Node([
                     (Node("task"), Node([(Node("type"), Node(provenance.task ?? rootProvenance.task ?? "other"))])),
-                    (Node("dataset"), Node([(Node("name"), Node(split)), (Node("type"), Node(provenance.dataset ?? rootProvenance.dataset ?? split))])),
-                    (Node("metrics"), Node(bySplit[split]!.map { metric in
-                        Node([(Node("type"), Node(metric.name)), (Node("value"), Node(String(metric.value), Tag(.float)))])
-                    })),
+                    (
+                        Node("dataset"),
+                        Node([(Node("name"), Node(split)), (Node("type"), Node(provenance.dataset ?? rootProvenance.dataset ?? split))])
+                    ),
+                    (
+                        Node("metrics"),
+                        Node(
+                            bySplit[split]!.map { metric in
+                                Node([(Node("type"), Node(metric.name)), (Node("value"), Node(String(metric.value), Tag(.float)))])
+                            })
+                    ),
                 ])
             }
             add("model-index", Node([Node([(Node("name"), Node(name.value)), (Node("results"), Node(results))])]))

@@ -28,7 +28,8 @@ public struct ModelName: Sendable, Hashable, Comparable, CustomStringConvertible
             throw .invalidName(text, reason: "\(what) is at most \(maximumLength) characters")
         }
         for byte in text.utf8 {
-            let ok = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+            let ok =
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
                 || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
             guard ok else {
                 throw .invalidName(text, reason: "\(what) may hold only ASCII letters, digits, `-`, `_` and `.`")

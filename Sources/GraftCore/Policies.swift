@@ -36,7 +36,8 @@ package enum ManifestEnforcement {
                 if entry.state == .frozen {
                     if tensor.dtype != entry.dtype || tensor.shape != entry.shape {
                         plan.violations.append(
-                            "\(entry.name): frozen, but its type changed (\(entry.dtype?.rawValue ?? "?") \(entry.shape ?? []) → \(tensor.dtype.rawValue) \(tensor.shape))")
+                            "\(entry.name): frozen, but its type changed (\(entry.dtype?.rawValue ?? "?") \(entry.shape ?? []) → \(tensor.dtype.rawValue) \(tensor.shape))"
+                        )
                     } else {
                         plan.frozen.append(index)
                     }
@@ -113,11 +114,17 @@ package enum AdvisoryInheritance {
 
     /// Where flags start: a model-level advisory at its model, a checkpoint-level one at that
     /// checkpoint (its students are flagged); with `root`, only advisories inside its subtree.
-    package static func seeds(_ open: [OpenAdvisory], within root: Int64?) -> (models: [(model: Int64, advisory: String)], checkpoints: [(checkpoint: Int64, advisory: String)]) {
+    package static func seeds(_ open: [OpenAdvisory], within root: Int64?) -> (
+        models: [(model: Int64, advisory: String)], checkpoints: [(checkpoint: Int64, advisory: String)]
+    ) {
         var models: [(Int64, String)] = [], checkpoints: [(Int64, String)] = []
         for advisory in open {
             if let root, !advisory.ancestry.contains(root) { continue }
-            if let checkpoint = advisory.checkpoint { checkpoints.append((checkpoint, advisory.id)) } else { models.append((advisory.model, advisory.id)) }
+            if let checkpoint = advisory.checkpoint {
+                checkpoints.append((checkpoint, advisory.id))
+            } else {
+                models.append((advisory.model, advisory.id))
+            }
         }
         return (models, checkpoints)
     }
@@ -135,7 +142,11 @@ package enum AdvisoryInheritance {
     private static func index(_ open: [OpenAdvisory]) -> (onModel: [Int64: [String]], onCheckpoint: [Int64: [String]]) {
         var onModel: [Int64: [String]] = [:], onCheckpoint: [Int64: [String]] = [:]
         for advisory in open {
-            if let checkpoint = advisory.checkpoint { onCheckpoint[checkpoint, default: []].append(advisory.id) } else { onModel[advisory.model, default: []].append(advisory.id) }
+            if let checkpoint = advisory.checkpoint {
+                onCheckpoint[checkpoint, default: []].append(advisory.id)
+            } else {
+                onModel[advisory.model, default: []].append(advisory.id)
+            }
         }
         return (onModel, onCheckpoint)
     }
@@ -174,7 +185,9 @@ package struct BestQuery: Sendable, Equatable {
     package var includeFlagged: Bool
     package var visibility: ModelVisibility
 
-    package init(metric: String, split: String?, scope: BestScope, direction: Direction, includeFlagged: Bool, visibility: ModelVisibility = .all) {
+    package init(
+        metric: String, split: String?, scope: BestScope, direction: Direction, includeFlagged: Bool, visibility: ModelVisibility = .all
+    ) {
         (self.metric, self.split, self.scope, self.direction) = (metric, split, scope, direction)
         (self.includeFlagged, self.visibility) = (includeFlagged, visibility)
     }
@@ -238,7 +251,9 @@ package enum BestSelection {
 
     /// The winner among candidates (`isFlagged` by index), and how many were flagged: what a
     /// store's walk returns, computed from every candidate at once (the reference for tests).
-    package static func choose(_ candidates: [RankedCandidate], direction: Direction, isFlagged: (Int) -> Bool) -> (winner: RankedCandidate?, excluded: Int) {
+    package static func choose(_ candidates: [RankedCandidate], direction: Direction, isFlagged: (Int) -> Bool) -> (
+        winner: RankedCandidate?, excluded: Int
+    ) {
         var winner: RankedCandidate? = nil
         var excluded = 0
         for (index, candidate) in candidates.enumerated() {
@@ -254,7 +269,9 @@ package enum BestSelection {
 
     /// From each model's best value: the top value among models not flagged, the models that
     /// reach it, and the candidate counts.
-    package static func leaders(_ models: [ModelBest], direction: Direction, isFlagged: (Int64) -> Bool) -> (top: Double?, leaders: [Int64], candidates: Int, excluded: Int) {
+    package static func leaders(_ models: [ModelBest], direction: Direction, isFlagged: (Int64) -> Bool) -> (
+        top: Double?, leaders: [Int64], candidates: Int, excluded: Int
+    ) {
         var candidates = 0, excluded = 0
         var top: Double? = nil
         var leaders: [Int64] = []

@@ -35,9 +35,11 @@ public struct Provenance: Sendable, Codable, Equatable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         self.init(
-            source: try container.decodeIfPresent(String.self, forKey: .source), license: try container.decodeIfPresent(String.self, forKey: .license),
+            source: try container.decodeIfPresent(String.self, forKey: .source),
+            license: try container.decodeIfPresent(String.self, forKey: .license),
             dataset: try container.decodeIfPresent(String.self, forKey: .dataset),
-            architecture: try container.decodeIfPresent(String.self, forKey: .architecture), task: try container.decodeIfPresent(String.self, forKey: .task),
+            architecture: try container.decodeIfPresent(String.self, forKey: .architecture),
+            task: try container.decodeIfPresent(String.self, forKey: .task),
             description: try container.decodeIfPresent(String.self, forKey: .description),
             metadata: try container.decodeIfPresent([String: String].self, forKey: .metadata) ?? [:])
     }
@@ -54,7 +56,9 @@ public struct ModelSummary: Sendable, Codable, Equatable {
     public var latestCheckpoint: Int?
     public var createdAt: String
 
-    package init(name: ModelName, kind: String, provenance: Provenance, checkpointCount: Int, latestCheckpoint: Int? = nil, createdAt: String) {
+    package init(
+        name: ModelName, kind: String, provenance: Provenance, checkpointCount: Int, latestCheckpoint: Int? = nil, createdAt: String
+    ) {
         self.name = name
         self.kind = kind
         self.provenance = provenance
@@ -83,7 +87,10 @@ public struct CheckpointSummary: Sendable, Codable, Equatable {
     public var metadata: [String: String]
     public var createdAt: String
 
-    package init(model: ModelName, number: Int, ref: String, digest: Digest, tensorCount: Int, parameterCount: Int, fileBytes: Int, step: Int? = nil, epoch: Int? = nil, metadata: [String: String], createdAt: String) {
+    package init(
+        model: ModelName, number: Int, ref: String, digest: Digest, tensorCount: Int, parameterCount: Int, fileBytes: Int, step: Int? = nil,
+        epoch: Int? = nil, metadata: [String: String], createdAt: String
+    ) {
         self.model = model
         self.number = number
         self.ref = ref
@@ -215,7 +222,10 @@ public struct RegistryStats: Sendable, Codable, Equatable {
     /// Size of the SQLite database files.
     public var databaseBytes: Int
 
-    package init(models: Int, bases: Int, checkpoints: Int, tensors: Int, blobs: Int, inlineBlobs: Int, logicalBytes: Int, physicalBytes: Int, dedupRatio: Double, databaseBytes: Int) {
+    package init(
+        models: Int, bases: Int, checkpoints: Int, tensors: Int, blobs: Int, inlineBlobs: Int, logicalBytes: Int, physicalBytes: Int,
+        dedupRatio: Double, databaseBytes: Int
+    ) {
         self.models = models
         self.bases = bases
         self.checkpoints = checkpoints
@@ -303,7 +313,8 @@ public struct VerifyReport: Sendable, Codable, Equatable {
 public func numericAwareLess(_ a: String, _ b: String) -> Bool {
     // Native strings are contiguous UTF-8: compare in place, allocating nothing (this runs in
     // the sorts of lineage trees and tensor listings, tens of thousands of times).
-    if let result = a.utf8.withContiguousStorageIfAvailable({ x in b.utf8.withContiguousStorageIfAvailable { y in numericAwareLess(x, y) } }),
+    if let result = a.utf8.withContiguousStorageIfAvailable({ x in b.utf8.withContiguousStorageIfAvailable { y in numericAwareLess(x, y) } }
+    ),
         let result
     {
         return result

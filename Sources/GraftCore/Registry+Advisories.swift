@@ -15,7 +15,10 @@ public struct Advisory: Sendable, Codable, Equatable {
     public var createdAt: String
     public var resolvedAt: String?
 
-    package init(id: String, model: String, checkpoint: String? = nil, severity: Severity, note: String? = nil, url: String? = nil, createdAt: String, resolvedAt: String? = nil) {
+    package init(
+        id: String, model: String, checkpoint: String? = nil, severity: Severity, note: String? = nil, url: String? = nil,
+        createdAt: String, resolvedAt: String? = nil
+    ) {
         self.id = id
         self.model = model
         self.checkpoint = checkpoint
@@ -43,7 +46,9 @@ public struct AffectedModel: Sendable, Codable, Equatable {
 
 extension Registry {
     /// What a reference names for advisories: a whole model (a bare NAME) or one checkpoint of it.
-    private func target(of reference: Reference) async throws(GraftError) -> (model: Int64, checkpoint: Int64?, checkpointRef: String?, modelName: String) {
+    private func target(of reference: Reference) async throws(GraftError) -> (
+        model: Int64, checkpoint: Int64?, checkpointRef: String?, modelName: String
+    ) {
         if case .model(let name) = reference {
             guard let id = try await modelID(name) else { throw try await notFound(name) }
             return (id, nil, nil, name.value)
@@ -62,10 +67,12 @@ extension Registry {
         try ModelName.check(id, what: "advisory id")
         let target = try await target(of: reference)
         let now = timestamp()
-        try await metadata.insertAdvisory(NewAdvisory(
-            id: id, model: target.model, checkpoint: target.checkpoint, severity: severity, note: note, url: url, createdAt: now))
+        try await metadata.insertAdvisory(
+            NewAdvisory(
+                id: id, model: target.model, checkpoint: target.checkpoint, severity: severity, note: note, url: url, createdAt: now))
         return Advisory(
-            id: id, model: target.modelName, checkpoint: target.checkpointRef, severity: severity, note: note, url: url, createdAt: now, resolvedAt: nil)
+            id: id, model: target.modelName, checkpoint: target.checkpointRef, severity: severity, note: note, url: url, createdAt: now,
+            resolvedAt: nil)
     }
 
     /// Advisories, newest first; resolved ones only when asked.
@@ -115,7 +122,8 @@ extension Registry {
         }
         // Nearest first, then by name.
         let order = steps.indices.filter { flagged[steps[$0].id]?.isEmpty == false }.sorted {
-            steps[$0].depth != steps[$1].depth ? steps[$0].depth < steps[$1].depth : steps[$0].name.utf8.lexicographicallyPrecedes(steps[$1].name.utf8)
+            steps[$0].depth != steps[$1].depth
+                ? steps[$0].depth < steps[$1].depth : steps[$0].name.utf8.lexicographicallyPrecedes(steps[$1].name.utf8)
         }
         let checkpoints = order.isEmpty ? [:] : try await metadata.checkpointNumbers(models: order.map { steps[$0].id })
         return order.map { index in

@@ -19,7 +19,8 @@ public struct ModelIndexEntry: Sendable, Codable, Equatable {
     public var flagged: Bool { !advisories.isEmpty }
 
     package init(
-        name: String, kind: String, mode: TransferMode?, relation: Relation?, parent: String?, checkpoints: Int, description: String?, createdAt: String,
+        name: String, kind: String, mode: TransferMode?, relation: Relation?, parent: String?, checkpoints: Int, description: String?,
+        createdAt: String,
         advisories: [String]
     ) {
         (self.name, self.kind, self.mode, self.relation, self.parent) = (name, kind, mode, relation, parent)

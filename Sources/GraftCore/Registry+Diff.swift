@@ -41,7 +41,8 @@ extension Registry {
             switch (left[name], right[name]) {
             case (let l?, let r?):
                 let same = l.digest == r.digest && l.dtype == r.dtype && l.shape == r.shape
-                diffs.append(TensorDiff(name: name, status: same ? .same : .changed, from: l.digest, to: r.digest, parameters: r.parameters))
+                diffs.append(
+                    TensorDiff(name: name, status: same ? .same : .changed, from: l.digest, to: r.digest, parameters: r.parameters))
             case (let l?, nil):
                 diffs.append(TensorDiff(name: name, status: .removed, from: l.digest, to: nil, parameters: l.parameters))
             case (nil, let r?):

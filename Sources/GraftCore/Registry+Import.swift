@@ -22,7 +22,8 @@ extension Registry {
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) async throws(GraftError) -> ImportResult {
         try await retryingVanishedBlobs { () async throws(GraftError) in
-            try await addBaseOnce(name: name, input: { () throws(GraftError) in try Self.openInput(path) }, provenance: provenance, progress: progress)
+            try await addBaseOnce(
+                name: name, input: { () throws(GraftError) in try Self.openInput(path) }, provenance: provenance, progress: progress)
         }
     }
 
@@ -43,7 +44,9 @@ extension Registry {
     /// Runs an import again when `gc` removed a blob it relied on between writing (or finding)
     /// the blob and committing: the next attempt finds it missing and writes it anew. A stream
     /// cannot be read twice (`retry` false): its import reports the error.
-    func retryingVanishedBlobs(retry: Bool = true, _ body: () async throws(GraftError) -> ImportResult) async throws(GraftError) -> ImportResult {
+    func retryingVanishedBlobs(retry: Bool = true, _ body: () async throws(GraftError) -> ImportResult) async throws(GraftError)
+        -> ImportResult
+    {
         var attempt = 1
         while true {
             do { return try await body() } catch {
@@ -98,7 +101,8 @@ extension Registry {
     /// What the metadata store records of an ingested input.
     static func newCheckpoint(_ reader: some SafeTensorsInput, tensors: [IngestedTensor], step: Int?, epoch: Int?) -> NewCheckpoint {
         NewCheckpoint(
-            headerBytes: reader.headerBytes, headerDigest: Digest.of(reader.headerBytes), digest: checkpointDigest(header: reader.headerBytes, tensors: tensors),
+            headerBytes: reader.headerBytes, headerDigest: Digest.of(reader.headerBytes),
+            digest: checkpointDigest(header: reader.headerBytes, tensors: tensors),
             metadata: reader.header.metadataDictionary, dataLength: reader.header.dataLength, fileBytes: reader.fileSize, tensors: tensors,
             step: step, epoch: epoch)
     }

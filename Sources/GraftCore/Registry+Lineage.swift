@@ -122,11 +122,13 @@ extension Registry {
         case .all: break
         }
         let chosen = direction ?? Direction.inferred(for: metric)
-        let query = BestQuery(metric: metric, split: split, scope: scope, direction: chosen, includeFlagged: includeFlagged, visibility: visibility)
+        let query = BestQuery(
+            metric: metric, split: split, scope: scope, direction: chosen, includeFlagged: includeFlagged, visibility: visibility)
         guard let outcome = try await metadata.best(query) else {
             // Only a scope that names a model can miss it.
             switch scope {
-            case .model(let name), .under(let name): throw visibility.showsAll ? try await notFound(name) : .modelNotFound(name, suggestions: [])
+            case .model(let name), .under(let name):
+                throw visibility.showsAll ? try await notFound(name) : .modelNotFound(name, suggestions: [])
             case .all: throw .unknownMetric(metric, known: [])
             }
         }
@@ -144,7 +146,9 @@ extension Registry {
     }
 
     /// ``RegistryAPI``'s `best`: every model visible.
-    public func best(metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool) async throws(GraftError) -> BestResult {
+    public func best(metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool) async throws(GraftError)
+        -> BestResult
+    {
         try await best(metric: metric, direction: direction, split: split, scope: scope, includeFlagged: includeFlagged, visibility: .all)
     }
 
@@ -167,16 +171,19 @@ extension Registry {
         var down = snapshot.down
         // Flags for the model and the tree below (from the rows), and for the chain above
         // (each ancestor inherits from the ones above it).
-        var flags = AdvisoryInheritance.propagate(down, root: id, inherited: AdvisoryInheritance.inherited(chain: up, open: open), open: open)
+        var flags = AdvisoryInheritance.propagate(
+            down, root: id, inherited: AdvisoryInheritance.inherited(chain: up, open: open), open: open)
         for (model, inherited) in AdvisoryInheritance.ancestorFlags(chain: up, open: open) { flags[model] = inherited }
         var names: [Int64: String] = [id: name.value]
         for row in down { names[row.id] = row.name }
         for index in down.indices { down[index].parentName = down[index].link.flatMap { names[$0] } }
         func node(_ row: LineageRow, depth: Int) -> LineageNode {
             LineageNode(
-                name: row.name, kind: row.kind, mode: row.mode.flatMap(TransferMode.init(rawValue:)), relation: row.relation.flatMap(Relation.init(rawValue:)),
+                name: row.name, kind: row.kind, mode: row.mode.flatMap(TransferMode.init(rawValue:)),
+                relation: row.relation.flatMap(Relation.init(rawValue:)),
                 parent: row.parentName.map { "\($0)@\(row.parentNumber ?? 0)" }, depth: depth, checkpoints: row.checkpoints,
-                advisories: (flags[row.id] ?? []).sorted() + (snapshot.checkpointLabels[row.id] ?? []).sorted(), best: snapshot.best[row.id])
+                advisories: (flags[row.id] ?? []).sorted() + (snapshot.checkpointLabels[row.id] ?? []).sorted(), best: snapshot.best[row.id]
+            )
         }
         // Depth-first order of the tree, children by name.
         var children: [Int64: [Int]] = [:]
@@ -191,7 +198,8 @@ extension Registry {
         }
         walk(id, depth: 1)
         return LineageReport(
-            model: node(up[0], depth: 0), ancestors: parts == .descendants ? [] : up.dropFirst().enumerated().map { node($1, depth: $0 + 1) },
+            model: node(up[0], depth: 0),
+            ancestors: parts == .descendants ? [] : up.dropFirst().enumerated().map { node($1, depth: $0 + 1) },
             descendants: descendants, metric: metric, direction: chosen)
     }
 }

@@ -38,7 +38,9 @@ public struct MetricAssignment: Sendable, Equatable {
 
     public init(name: String, value: Double) throws(GraftError) {
         try Self.checkName(name)
-        guard value.isFinite else { throw .invalidMetric("\(name)=\(value)", reason: "NaN and infinities are not recorded; log a finite value") }
+        guard value.isFinite else {
+            throw .invalidMetric("\(name)=\(value)", reason: "NaN and infinities are not recorded; log a finite value")
+        }
         self.name = name
         self.value = value
     }
@@ -47,9 +49,12 @@ public struct MetricAssignment: Sendable, Equatable {
     /// (`val/accuracy` and `top-1` are fine).
     package static func checkName(_ name: String) throws(GraftError) {
         guard !name.isEmpty, name.utf8.count <= 128,
-            name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "=") && $0 != UInt8(ascii: ",") && $0 != UInt8(ascii: "\"") })
+            name.utf8.allSatisfy({
+                $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "=") && $0 != UInt8(ascii: ",") && $0 != UInt8(ascii: "\"")
+            })
         else {
-            throw .invalidMetric(name, reason: "metric and split names are 1–128 printable ASCII characters without spaces, `=`, `,` or quotes")
+            throw .invalidMetric(
+                name, reason: "metric and split names are 1–128 printable ASCII characters without spaces, `=`, `,` or quotes")
         }
     }
 }
@@ -191,10 +196,15 @@ public enum CurveParser {
     }
 
     static func parseCSV(_ bytes: [UInt8]) throws(GraftError) -> CurveBatch {
-        var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in line.last == 0x0D ? line.dropLast() : line }
+        var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in line.last == 0x0D ? line.dropLast() : line
+        }
         while let last = lines.last, last.isEmpty { lines.removeLast() }
-        guard let headerLine = lines.first else { throw .invalidMetric("input", reason: "empty input: expected a CSV header such as `step,loss`") }
-        let header = headerLine.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespaces) }
+        guard let headerLine = lines.first else {
+            throw .invalidMetric("input", reason: "empty input: expected a CSV header such as `step,loss`")
+        }
+        let header = headerLine.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).map {
+            String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+        }
         guard let stepColumn = header.firstIndex(of: "step") else {
             throw .invalidMetric(header.joined(separator: ","), reason: "the CSV header needs a `step` column")
         }
@@ -226,7 +236,8 @@ public enum CurveParser {
                 throw .invalidMetric("line \(number + 1)", reason: "has \(count) cells, the header \(header.count)")
             }
             guard let step = parseInteger(cells[stepColumn]) else {
-                throw .invalidMetric("line \(number + 1)", reason: "step `\(String(decoding: cells[stepColumn], as: UTF8.self))` is not an integer")
+                throw .invalidMetric(
+                    "line \(number + 1)", reason: "step `\(String(decoding: cells[stepColumn], as: UTF8.self))` is not an integer")
             }
             if long {
                 let name = String(decoding: cells[nameColumn], as: UTF8.self)
@@ -265,7 +276,9 @@ public enum CurveParser {
     }
 
     private static func finite(_ value: Any, line: Int) throws(GraftError) -> Double {
-        guard let number = value as? NSNumber, !(value is Bool) else { throw .invalidMetric("line \(line)", reason: "holds a value that is not a number") }
+        guard let number = value as? NSNumber, !(value is Bool) else {
+            throw .invalidMetric("line \(line)", reason: "holds a value that is not a number")
+        }
         let double = number.doubleValue
         guard double.isFinite else { throw .invalidMetric("line \(line)", reason: "NaN and infinities are not recorded") }
         return double

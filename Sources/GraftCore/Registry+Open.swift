@@ -44,7 +44,8 @@ public final class OpenCheckpoint: SafeTensorsSource, @unchecked Sendable {
     /// name of one of its tensors); naming a tensor the checkpoint lacks is a programming error.
     public func withData<R>(of tensor: TensorInfo, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         // Tensors are in data order; a tensor of another file is located by name.
-        let index = header.tensors.binarySearch(offset: tensor.dataOffsets.lowerBound, name: tensor.name)
+        let index =
+            header.tensors.binarySearch(offset: tensor.dataOffsets.lowerBound, name: tensor.name)
             ?? header.tensors.firstIndex { $0.name == tensor.name }
         guard let index else { preconditionFailure("\(checkpoint.ref) has no tensor named \(tensor.name)") }
         switch storage[index] {
@@ -75,7 +76,8 @@ public final class OpenCheckpoint: SafeTensorsSource, @unchecked Sendable {
             throw .damagedBlob(checkpoint.digest, reason: "the copy of \(checkpoint.ref) received hashes to \(actual.short)…")
         }
         return OpenCheckpoint(
-            checkpoint: checkpoint, header: file.header, headerBytes: headerBytes, digests: digests, storage: tensors.map { .file(file, $0) })
+            checkpoint: checkpoint, header: file.header, headerBytes: headerBytes, digests: digests,
+            storage: tensors.map { .file(file, $0) })
     }
 
     /// Rehashes every tensor against its digest, on two lanes balanced by bytes (as export does).
@@ -134,7 +136,8 @@ extension Registry {
             throw .corruptDatabase(path: layout.database, message: "the stored header of \(summary.ref) does not parse: \(error)")
         }
         guard header.tensors.count == parts.count else {
-            throw .corruptDatabase(path: layout.database, message: "\(summary.ref) lists \(parts.count) tensors, its header \(header.tensors.count)")
+            throw .corruptDatabase(
+                path: layout.database, message: "\(summary.ref) lists \(parts.count) tensors, its header \(header.tensors.count)")
         }
         var storage: [OpenCheckpoint.Storage] = []
         storage.reserveCapacity(parts.count)
@@ -145,7 +148,8 @@ extension Registry {
                 storage.append(.mapped(try blobs.store.map(part.digest, length: part.length)))
             }
         }
-        let opened = OpenCheckpoint(checkpoint: summary, header: header, headerBytes: headerBytes, digests: parts.map(\.digest), storage: storage)
+        let opened = OpenCheckpoint(
+            checkpoint: summary, header: header, headerBytes: headerBytes, digests: parts.map(\.digest), storage: storage)
         if verify { try await opened.verify() }
         return opened
     }

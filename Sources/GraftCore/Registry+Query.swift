@@ -19,11 +19,13 @@ extension Registry {
         var advisories: [String] = []
         if !open.isEmpty {
             let chain = try await metadata.chain(model: found.id, full: true)
-            advisories = AdvisoryInheritance.inherited(chain: chain, open: open).sorted()
+            advisories =
+                AdvisoryInheritance.inherited(chain: chain, open: open).sorted()
                 + (try await metadata.checkpointAdvisoryLabels()[found.id] ?? []).sorted()
         }
         return ModelDetail(
-            model: found.summary, checkpoints: found.checkpoints, latest: latest, manifest: try await manifest(of: name), aliases: try await aliases(of: name),
+            model: found.summary, checkpoints: found.checkpoints, latest: latest, manifest: try await manifest(of: name),
+            aliases: try await aliases(of: name),
             advisories: advisories)
     }
 
@@ -61,7 +63,9 @@ extension Registry {
         guard let name = reference.modelName else { throw .invalidReference(reference.description, reason: "names no model") }
         if case .alias(_, let alias) = reference {
             guard try await modelID(name) != nil else { throw try await notFound(name) }
-            guard let found = try await metadata.checkpoint(model: name, alias: alias) else { throw .aliasNotFound(model: name, alias: alias) }
+            guard let found = try await metadata.checkpoint(model: name, alias: alias) else {
+                throw .aliasNotFound(model: name, alias: alias)
+            }
             return found
         }
         let number: Int? = if case .number(_, let number) = reference { number } else { nil }
@@ -84,7 +88,8 @@ extension Registry {
     func notFound(_ name: ModelName) async throws(GraftError) -> GraftError {
         let names = try await metadata.modelNames()
         let target = name.value.lowercased()
-        let close = names
+        let close =
+            names
             .map { ($0, editDistance($0.lowercased(), target)) }
             .filter { $0.1 <= max(2, target.count / 3) || $0.0.lowercased().contains(target) || target.contains($0.0.lowercased()) }
             .sorted { ($0.1, $0.0) < ($1.1, $1.0) }

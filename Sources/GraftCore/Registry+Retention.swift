@@ -1,4 +1,3 @@
-
 /// What `gc` removed (or, with `dryRun`, would remove).
 public struct GCReport: Sendable, Codable, Equatable {
     public var dryRun: Bool

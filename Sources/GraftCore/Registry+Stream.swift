@@ -17,7 +17,9 @@ public struct ExportResult: Sendable, Codable, Equatable {
 
 extension Registry {
     /// Rehashes blobs in two lanes balanced by bytes; returns the first damage found, or `nil`.
-    package static func firstDamaged(_ parts: [(digest: Digest, length: Int, inline: [UInt8]?)], in blobs: BlobTransfer) async -> GraftError? {
+    package static func firstDamaged(_ parts: [(digest: Digest, length: Int, inline: [UInt8]?)], in blobs: BlobTransfer) async
+        -> GraftError?
+    {
         let failure = Mutex<GraftError?>(nil)
         let lanes = BlobTransfer.balance(parts.map(\.length))
         await BlobTransfer.inLanes(lanes.count) { lane, buffer in

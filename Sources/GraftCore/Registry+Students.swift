@@ -56,10 +56,12 @@ extension Registry {
             if let through { object.append(["action": "freeze-through", "pattern": through]) }
             return (try? JSONEncoder().encode(object)).map { String(decoding: $0, as: UTF8.self) }
         }()
-        try await metadata.insertStudent(NewStudent(
-            name: name, parent: ResolvedCheckpoint(id: parentID, summary: parentSummary), relation: relation, mode: mode, rules: rules,
-            entries: entries, description: description, createdAt: timestamp()))
-        return StudentResult(model: name, manifest: ManifestSummary(parent: parentSummary.ref, relation: relation, mode: mode, entries: entries))
+        try await metadata.insertStudent(
+            NewStudent(
+                name: name, parent: ResolvedCheckpoint(id: parentID, summary: parentSummary), relation: relation, mode: mode, rules: rules,
+                entries: entries, description: description, createdAt: timestamp()))
+        return StudentResult(
+            model: name, manifest: ManifestSummary(parent: parentSummary.ref, relation: relation, mode: mode, entries: entries))
     }
 
     /// The manifest of a student, or `nil` for a base.
@@ -84,7 +86,8 @@ extension Registry {
     ) async throws(GraftError) -> ImportResult {
         try await retryingVanishedBlobs { () async throws(GraftError) in
             try await addCheckpointOnce(
-                model: name, input: { () throws(GraftError) in try Self.openInput(path) }, step: step, epoch: epoch, metrics: metrics, split: split,
+                model: name, input: { () throws(GraftError) in try Self.openInput(path) }, step: step, epoch: epoch, metrics: metrics,
+                split: split,
                 progress: progress)
         }
     }
@@ -99,13 +102,15 @@ extension Registry {
     ) async throws(GraftError) -> ImportResult {
         try await retryingVanishedBlobs(retry: !input.isSequential) { () async throws(GraftError) in
             try await addCheckpointOnce(
-                model: name, input: { () throws(GraftError) in input }, step: step, epoch: epoch, metrics: metrics, split: split, progress: progress)
+                model: name, input: { () throws(GraftError) in input }, step: step, epoch: epoch, metrics: metrics, split: split,
+                progress: progress)
         }
     }
 
     /// One attempt; `input` is opened after the cheap checks, so an unknown model is refused first.
     func addCheckpointOnce<Input: SafeTensorsInput>(
-        model name: ModelName, input open: () throws(GraftError) -> Input, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
+        model name: ModelName, input open: () throws(GraftError) -> Input, step: Int?, epoch: Int?, metrics: [MetricAssignment],
+        split: String?,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
         guard try await modelID(name) != nil else { throw try await notFound(name) }
@@ -135,13 +140,15 @@ extension Registry {
         let stored = ingested.filter { $0.wroteFile && seen.insert($0.digest).inserted }.reduce(0) { $0 + $1.info.byteCount } + inlineStored
         return ImportResult(
             model: name, checkpoint: "\(name)@\(number)", digest: commit.digest, tensors: ingested.count, parameters: commit.parameterCount,
-            logicalBytes: reader.fileSize, bytesStored: stored, bytesAlreadyPresent: total - stored, newTensors: manifest == nil ? [] : plan.newTensors)
+            logicalBytes: reader.fileSize, bytesStored: stored, bytesAlreadyPresent: total - stored,
+            newTensors: manifest == nil ? [] : plan.newTensors)
     }
 
     /// A file or memory: frozen tensors first, hashing only — a drifted one refuses the commit
     /// before any write — then the rest in two lanes.
     private func ingestAtRandom(
-        _ reader: some SafeTensorsInput, model name: ModelName, manifest: ManifestSummary?, frozen frozenIndices: [Int], progress: (@Sendable (Int) -> Void)?
+        _ reader: some SafeTensorsInput, model name: ModelName, manifest: ManifestSummary?, frozen frozenIndices: [Int],
+        progress: (@Sendable (Int) -> Void)?
     ) async throws(GraftError) -> [IngestedTensor] {
         let tensors = reader.header.tensors
         let byName = Dictionary(tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -165,14 +172,17 @@ extension Registry {
     /// once — a drifted one stops the import there (blobs of trainable tensors written before it
     /// have no metadata and go with the next `gc`); a frozen tensor must be a stored blob.
     private func ingestStream(
-        _ reader: some SafeTensorsInput, model name: ModelName, manifest: ManifestSummary?, frozen: [Int], progress: (@Sendable (Int) -> Void)?
+        _ reader: some SafeTensorsInput, model name: ModelName, manifest: ManifestSummary?, frozen: [Int],
+        progress: (@Sendable (Int) -> Void)?
     ) async throws(GraftError) -> [IngestedTensor] {
         let frozenNames = Set(frozen.map { reader.header.tensors[$0].name })
-        return try await blobs.ingestInOrder(reader, hashOnly: Set(frozen), each: { tensor throws(GraftError) in
-            guard let manifest, frozenNames.contains(tensor.info.name) else { return }
-            let drift = ManifestEnforcement.frozenDrift(manifest, hashed: [(tensor.info.name, tensor.digest)])
-            if !drift.isEmpty { throw .manifestViolation(model: name, violations: drift) }
-            if !tensor.present { throw .blobVanished(tensor.digest) }
-        }, progress: progress)
+        return try await blobs.ingestInOrder(
+            reader, hashOnly: Set(frozen),
+            each: { tensor throws(GraftError) in
+                guard let manifest, frozenNames.contains(tensor.info.name) else { return }
+                let drift = ManifestEnforcement.frozenDrift(manifest, hashed: [(tensor.info.name, tensor.digest)])
+                if !drift.isEmpty { throw .manifestViolation(model: name, violations: drift) }
+                if !tensor.present { throw .blobVanished(tensor.digest) }
+            }, progress: progress)
     }
 }

@@ -83,7 +83,8 @@ extension Registry {
     public func createToken(name: String, scope: TokenScope, models: String? = nil) async throws(GraftError) -> CreatedToken {
         _ = try ModelName(name)
         if let models {
-            guard !models.isEmpty, models.utf8.count <= 200, models.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
+            guard !models.isEmpty, models.utf8.count <= 200, models.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
+            else {
                 throw .invalidName(models, reason: "a model pattern is 1 to 200 printable characters (a glob such as `sweep-*`)")
             }
         }

@@ -30,7 +30,9 @@ public struct UploadProposal: Sendable, Codable, Equatable {
 
     /// A proposal for a safetensors input: its header, and every tensor hashed from its bytes
     /// (tensors under `inlineBelow` bytes carry their data).
-    public static func of(_ input: some SafeTensorsInput, inlineBelow: Int = Registry.defaultInlineThreshold) throws(GraftError) -> UploadProposal {
+    public static func of(_ input: some SafeTensorsInput, inlineBelow: Int = Registry.defaultInlineThreshold) throws(GraftError)
+        -> UploadProposal
+    {
         var tensors: [ProposedTensor] = []
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
         defer { buffer.deallocate() }
@@ -79,7 +81,9 @@ public struct UploadCommit: Sendable, Codable, Equatable {
         proposal: UploadProposal, step: Int? = nil, epoch: Int? = nil, metrics: [String: Double]? = nil, split: String? = nil,
         provenance: Provenance? = nil
     ) {
-        (self.proposal, self.step, self.epoch, self.metrics, self.split, self.provenance) = (proposal, step, epoch, metrics, split, provenance)
+        (self.proposal, self.step, self.epoch, self.metrics, self.split, self.provenance) = (
+            proposal, step, epoch, metrics, split, provenance
+        )
     }
 }
 
@@ -94,17 +98,23 @@ struct CheckedProposal {
 
     init(_ proposal: UploadProposal) throws(GraftError) {
         guard let bytes = Data(base64Encoded: proposal.header).map(Array.init) else { throw .invalidUpload("the header is not base64") }
-        guard bytes.count >= 8 else { throw .invalidUpload("the header holds \(bytes.count) bytes; a safetensors header starts with an 8-byte length") }
+        guard bytes.count >= 8 else {
+            throw .invalidUpload("the header holds \(bytes.count) bytes; a safetensors header starts with an 8-byte length")
+        }
         var declared: UInt64 = 0
         for i in (0..<8).reversed() { declared = declared << 8 | UInt64(bytes[i]) }
         guard declared <= UInt64(SafeTensorsHeader.maximumLength), Int(declared) == bytes.count - 8 else {
             throw .invalidUpload("the header's length prefix says \(declared) bytes of JSON; \(bytes.count - 8) were sent")
         }
-        do { header = try SafeTensorsHeader.parse(json: Array(bytes[8...]), fileSize: nil) } catch { throw .invalidFile(path: "the proposed header", error) }
+        do { header = try SafeTensorsHeader.parse(json: Array(bytes[8...]), fileSize: nil) } catch {
+            throw .invalidFile(path: "the proposed header", error)
+        }
         headerBytes = bytes
         var byName: [String: ProposedTensor] = [:]
         for tensor in proposal.tensors {
-            guard byName.updateValue(tensor, forKey: tensor.name) == nil else { throw .invalidUpload("tensor \(show(tensor.name)) is proposed twice") }
+            guard byName.updateValue(tensor, forKey: tensor.name) == nil else {
+                throw .invalidUpload("tensor \(show(tensor.name)) is proposed twice")
+            }
         }
         guard byName.count == header.tensors.count else {
             let names = Set(header.tensors.map(\.name))
@@ -124,8 +134,11 @@ struct CheckedProposal {
             }
             digests.append(proposed.digest)
             if let text = proposed.data {
-                guard let bytes = Data(base64Encoded: text).map(Array.init), bytes.count == info.byteCount, Digest.of(bytes) == proposed.digest else {
-                    throw .invalidUpload("tensor \(show(info.name)): its data is not \(info.byteCount) bytes of base64 hashing to \(proposed.digest.short)…")
+                guard let bytes = Data(base64Encoded: text).map(Array.init), bytes.count == info.byteCount,
+                    Digest.of(bytes) == proposed.digest
+                else {
+                    throw .invalidUpload(
+                        "tensor \(show(info.name)): its data is not \(info.byteCount) bytes of base64 hashing to \(proposed.digest.short)…")
                 }
                 data.append(bytes)
             } else {
@@ -144,7 +157,8 @@ extension Registry {
     ///
     /// - Parameter visibleTo: a glob over model names; a blob counts as present only when a
     ///   model it matches refers to it, so a confined client learns nothing of other models.
-    public func planUpload(to name: ModelName, base: Bool, _ proposal: UploadProposal, visibleTo pattern: String? = nil) async throws(GraftError)
+    public func planUpload(to name: ModelName, base: Bool, _ proposal: UploadProposal, visibleTo pattern: String? = nil)
+        async throws(GraftError)
         -> UploadPlan
     {
         let checked = try await check(proposal, to: name, base: base)
@@ -188,7 +202,8 @@ extension Registry {
                 let digest = checked.digests[index]
                 if info.byteCount < blobs.inlineThreshold {
                     guard let data = checked.data[index] else {
-                        throw .invalidUpload("tensor \(show(info.name)) is under \(blobs.inlineThreshold) bytes: its data must come with the commit")
+                        throw .invalidUpload(
+                            "tensor \(show(info.name)) is under \(blobs.inlineThreshold) bytes: its data must come with the commit")
                     }
                     tensors.append(IngestedTensor(info: info, digest: digest, inline: data, wroteFile: false))
                 } else {
@@ -205,7 +220,8 @@ extension Registry {
             let stillStored: @Sendable (Digest) -> Bool = { store.contains($0, claim: false) }
             let logical = new.fileBytes
             if base {
-                let inline = try await metadata.insertBase(name: name, provenance: commit.provenance ?? Provenance(), checkpoint: new, stillStored: stillStored)
+                let inline = try await metadata.insertBase(
+                    name: name, provenance: commit.provenance ?? Provenance(), checkpoint: new, stillStored: stillStored)
                 return ImportResult(
                     model: name, checkpoint: "\(name)@1", digest: new.digest, tensors: tensors.count, parameters: new.parameterCount,
                     logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: new.dataLength - inline)
@@ -232,7 +248,8 @@ extension Registry {
         guard !base, let manifest = try await self.manifest(of: name) else { return checked }
         let plan = ManifestEnforcement.plan(manifest, tensors: checked.header.tensors)
         var violations = plan.violations
-        violations += ManifestEnforcement.frozenDrift(manifest, hashed: plan.frozen.map { (checked.header.tensors[$0].name, checked.digests[$0]) })
+        violations += ManifestEnforcement.frozenDrift(
+            manifest, hashed: plan.frozen.map { (checked.header.tensors[$0].name, checked.digests[$0]) })
         if !violations.isEmpty { throw .manifestViolation(model: name, violations: violations) }
         checked.newTensors = plan.newTensors
         return checked

@@ -21,7 +21,10 @@ extension Registry {
         await BlobTransfer.inLanes(lanes) { lane, buffer in
             for index in stride(from: lane, to: rows.count, by: lanes) {
                 let row = rows[index]
-                if let problem = blobs.check(row.digest, length: row.length, inline: row.inline, readData: readData, buffer: buffer, bytesRead: { bytesRead.add($0, ordering: .relaxed) }) {
+                if let problem = blobs.check(
+                    row.digest, length: row.length, inline: row.inline, readData: readData, buffer: buffer,
+                    bytesRead: { bytesRead.add($0, ordering: .relaxed) })
+                {
                     found.withLock { $0.append((row.digest, problem.kind, problem.detail)) }
                 }
             }

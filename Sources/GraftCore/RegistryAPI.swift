@@ -12,8 +12,10 @@ public protocol RegistryAPI: Sendable {
     func checkpoint(_ reference: Reference) async throws(GraftError) -> CheckpointDetail
     func card(_ name: ModelName) async throws(GraftError) -> String
     func metrics(_ reference: Reference) async throws(GraftError) -> MetricsReport
-    func lineage(_ name: ModelName, metric: String?, direction: Direction?, parts: Registry.LineageParts) async throws(GraftError) -> LineageReport
-    func best(metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool) async throws(GraftError) -> BestResult
+    func lineage(_ name: ModelName, metric: String?, direction: Direction?, parts: Registry.LineageParts) async throws(GraftError)
+        -> LineageReport
+    func best(metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool) async throws(GraftError)
+        -> BestResult
     func affected(_ reference: Reference) async throws(GraftError) -> [AffectedModel]
     func advisories(includeResolved: Bool) async throws(GraftError) -> [Advisory]
     func diff(_ first: Reference, _ second: Reference) async throws(GraftError) -> DiffResult
@@ -51,7 +53,8 @@ public protocol RegistryAPI: Sendable {
     func untag(model name: ModelName, alias: String) async throws(GraftError)
 
     // Administration
-    func addAdvisory(on reference: Reference, id: String, severity: Severity, note: String?, url: String?) async throws(GraftError) -> Advisory
+    func addAdvisory(on reference: Reference, id: String, severity: Severity, note: String?, url: String?) async throws(GraftError)
+        -> Advisory
     func resolveAdvisory(_ id: String) async throws(GraftError)
     func gc(grace: Double, dryRun: Bool) async throws(GraftError) -> GCReport
     func prune(

@@ -48,19 +48,38 @@ public enum SyntheticBase {
         var index = 0
         for (input, output) in zip(channels, channels.dropFirst()) {
             let fanIn = Float(input * 9)
-            tensors.append(TensorData(name: "features.\(index).weight", dtype: .f32, shape: [output, input, 3, 3], bytes: uniform(output * input * 9, bound: 1 / fanIn.squareRoot())))
-            tensors.append(TensorData(name: "features.\(index).bias", dtype: .f32, shape: [output], bytes: uniform(output, bound: 1 / fanIn.squareRoot())))
+            tensors.append(
+                TensorData(
+                    name: "features.\(index).weight", dtype: .f32, shape: [output, input, 3, 3],
+                    bytes: uniform(output * input * 9, bound: 1 / fanIn.squareRoot())))
+            tensors.append(
+                TensorData(
+                    name: "features.\(index).bias", dtype: .f32, shape: [output], bytes: uniform(output, bound: 1 / fanIn.squareRoot())))
             let bn = index + 1
-            tensors.append(TensorData(name: "features.\(bn).weight", dtype: .f32, shape: [output], bytes: floats(Array(repeating: 1, count: output))))
-            tensors.append(TensorData(name: "features.\(bn).bias", dtype: .f32, shape: [output], bytes: floats(Array(repeating: 0, count: output))))
-            tensors.append(TensorData(name: "features.\(bn).running_mean", dtype: .f32, shape: [output], bytes: uniform(output, bound: 0.1)))
-            tensors.append(TensorData(name: "features.\(bn).running_var", dtype: .f32, shape: [output], bytes: floats((0..<output).map { _ in 1 + Float(generator.next() % 100) / 1000 })))
-            tensors.append(TensorData(name: "features.\(bn).num_batches_tracked", dtype: .i64, shape: [], bytes: withUnsafeBytes(of: Int64(1000).littleEndian) { Array($0) }))
+            tensors.append(
+                TensorData(name: "features.\(bn).weight", dtype: .f32, shape: [output], bytes: floats(Array(repeating: 1, count: output))))
+            tensors.append(
+                TensorData(name: "features.\(bn).bias", dtype: .f32, shape: [output], bytes: floats(Array(repeating: 0, count: output))))
+            tensors.append(
+                TensorData(name: "features.\(bn).running_mean", dtype: .f32, shape: [output], bytes: uniform(output, bound: 0.1)))
+            tensors.append(
+                TensorData(
+                    name: "features.\(bn).running_var", dtype: .f32, shape: [output],
+                    bytes: floats((0..<output).map { _ in 1 + Float(generator.next() % 100) / 1000 })))
+            tensors.append(
+                TensorData(
+                    name: "features.\(bn).num_batches_tracked", dtype: .i64, shape: [],
+                    bytes: withUnsafeBytes(of: Int64(1000).littleEndian) { Array($0) }))
             index += 4  // conv, bn, relu, pool
         }
         let features = channels.last! * 9
-        tensors.append(TensorData(name: "classifier.weight", dtype: .f32, shape: [classes, features], bytes: uniform(classes * features, bound: 1 / Float(features).squareRoot())))
-        tensors.append(TensorData(name: "classifier.bias", dtype: .f32, shape: [classes], bytes: uniform(classes, bound: 1 / Float(features).squareRoot())))
+        tensors.append(
+            TensorData(
+                name: "classifier.weight", dtype: .f32, shape: [classes, features],
+                bytes: uniform(classes * features, bound: 1 / Float(features).squareRoot())))
+        tensors.append(
+            TensorData(
+                name: "classifier.bias", dtype: .f32, shape: [classes], bytes: uniform(classes, bound: 1 / Float(features).squareRoot())))
         return tensors
     }
 }

@@ -1,8 +1,9 @@
+import GraftCore
+package import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import GraftCore
-package import Synchronization
 
 /// The crash-injection point of the crash-safety harness: with `GRAFT_CRASH_AT=k` in the
 /// environment, the process kills itself (SIGKILL, as an OOM killer or a node loss would) at

@@ -1,3 +1,6 @@
+package import GraftCore
+import SafeTensors
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -5,8 +8,6 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-package import GraftCore
-import SafeTensors
 
 package let ENOSPC_ = ENOSPC
 package let EDQUOT_ = EDQUOT

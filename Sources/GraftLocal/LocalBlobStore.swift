@@ -1,8 +1,9 @@
+public import GraftCore
+import SafeTensors
+
 #if canImport(Glibc)
     import Glibc
 #endif
-public import GraftCore
-import SafeTensors
 
 /// Blobs as files on a local disk: `blobs/sha256/ab/<64 hex>`, read-only (mode 0444).
 ///
@@ -86,7 +87,8 @@ public struct LocalBlobStore: BlobStore {
                 continue
             }
             for name in (try? FileSystem.contentsOfDirectory(path)) ?? [] {
-                if name.count == 64, name.hasPrefix(directory), isHex(Substring(name)), let digest = try? Digest(parsing: "sha256:" + name) {
+                if name.count == 64, name.hasPrefix(directory), isHex(Substring(name)), let digest = try? Digest(parsing: "sha256:" + name)
+                {
                     blobs.append(digest)
                 } else {
                     stray.append("blobs/sha256/\(directory)/\(name)")
@@ -176,7 +178,9 @@ package final class MappedBlob: BlobBytes, @unchecked Sendable {
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot stat", path: path) }
-        guard Int(info.st_size) == length else { throw .damagedBlob(digest, reason: "its file holds \(info.st_size) bytes, expected \(length)") }
+        guard Int(info.st_size) == length else {
+            throw .damagedBlob(digest, reason: "its file holds \(info.st_size) bytes, expected \(length)")
+        }
         self.length = length
         guard length > 0 else {
             base = nil

@@ -60,7 +60,9 @@ package final class PostgresMetadataStore: MetadataStore {
 
     /// Connects and prepares the schema when the database has none (`graft init`).
     /// - Returns: the store, and whether the schema was created now.
-    package static func create(url: String, leaseTimeout: Duration = defaultLeaseTimeout) async throws(GraftError) -> (PostgresMetadataStore, created: Bool) {
+    package static func create(url: String, leaseTimeout: Duration = defaultLeaseTimeout) async throws(GraftError) -> (
+        PostgresMetadataStore, created: Bool
+    ) {
         let store = PostgresMetadataStore(location: try PostgresLocation(parsing: url), leaseTimeout: leaseTimeout)
         let created = try await store.migrate(create: true)
         return (store, created)
@@ -71,7 +73,9 @@ package final class PostgresMetadataStore: MetadataStore {
     /// A registry-wide setting (`blobs`: the blob location chosen at init).
     package func setting(_ key: String) async throws(GraftError) -> String? {
         try await read { connection in
-            try await connection.one("SELECT value FROM graft_settings WHERE key = \(key)", logger: self.logger).map { row throws in try row[0] as String }
+            try await connection.one("SELECT value FROM graft_settings WHERE key = \(key)", logger: self.logger).map { row throws in
+                try row[0] as String
+            }
         }
     }
 
@@ -80,7 +84,9 @@ package final class PostgresMetadataStore: MetadataStore {
         try await write { connection in
             try await connection.run(
                 "INSERT INTO graft_settings (key, value) VALUES (\(key), \(value)) ON CONFLICT (key) DO NOTHING", logger: self.logger)
-            return try await connection.one("SELECT value FROM graft_settings WHERE key = \(key)", logger: self.logger).map { row throws in try row[0] as String } ?? value
+            return try await connection.one("SELECT value FROM graft_settings WHERE key = \(key)", logger: self.logger).map { row throws in
+                try row[0] as String
+            } ?? value
         }
     }
 
@@ -93,9 +99,13 @@ package final class PostgresMetadataStore: MetadataStore {
         let known = Migration.postgres
         let location = self.location
         return try await withConnection { connection in
-            let hasLedger = try await connection.one("SELECT to_regclass('graft_migrations') IS NOT NULL", logger: self.logger).map { row throws in try row[0] as Bool } ?? false
+            let hasLedger =
+                try await connection.one("SELECT to_regclass('graft_migrations') IS NOT NULL", logger: self.logger).map { row throws in
+                    try row[0] as Bool
+                } ?? false
             if !hasLedger, !create {
-                throw GraftError.notARegistry(path: location, reason: "the database has no Graft schema (graft init --metadata URL prepares it)")
+                throw GraftError.notARegistry(
+                    path: location, reason: "the database has no Graft schema (graft init --metadata URL prepares it)")
             }
             var created = false
             while true {
@@ -107,8 +117,10 @@ package final class PostgresMetadataStore: MetadataStore {
                         CREATE TABLE IF NOT EXISTS graft_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
                             applied_at text NOT NULL)
                         """, logger: self.logger)
-                    let applied = try await connection.all("SELECT version, name, checksum FROM graft_migrations ORDER BY version", logger: self.logger)
-                        .map { row throws in (version: try row[0] as Int, name: try row[1] as String, checksum: try row[2] as String) }
+                    let applied = try await connection.all(
+                        "SELECT version, name, checksum FROM graft_migrations ORDER BY version", logger: self.logger
+                    )
+                    .map { row throws in (version: try row[0] as Int, name: try row[1] as String, checksum: try row[2] as String) }
                     guard let next = try Migration.pending(applied: applied, known: known, location: location) else {
                         try await connection.run("COMMIT", logger: self.logger)
                         return created
@@ -179,7 +191,9 @@ package final class PostgresMetadataStore: MetadataStore {
         try await transaction("BEGIN", body)
     }
 
-    private func transaction<T: Sendable>(_ begin: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(GraftError) -> T {
+    private func transaction<T: Sendable>(_ begin: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+        async throws(GraftError) -> T
+    {
         try await withConnection { connection in
             try await connection.run(PostgresQuery(unsafeSQL: begin), logger: self.logger)
             do {
@@ -218,7 +232,10 @@ package final class PostgresMetadataStore: MetadataStore {
             case .server, .messageDecodingFailure, .unexpectedBackendMessage, .invalidCommandTag, .tooManyParameters:
                 return .database(code: -1, message: String(describing: error))
             default:
-                return .unreachable(url: location, reason: "\(error.code) \(error.underlying.map { String(describing: $0) } ?? ""); retry".replacingOccurrences(of: "  ", with: " "))
+                return .unreachable(
+                    url: location,
+                    reason: "\(error.code) \(error.underlying.map { String(describing: $0) } ?? ""); retry".replacingOccurrences(
+                        of: "  ", with: " "))
             }
         }
         if error is CancellationError { return .unreachable(url: location, reason: "the request was cancelled") }
@@ -267,13 +284,16 @@ package struct PostgresLocation: Sendable, CustomStringConvertible {
             default: throw refuse("unknown option \(item.name) (known: sslmode)")
             }
         }
-        (self.user, self.host, self.port, self.database, self.sslMode) = (user.removingPercentEncoding ?? user, host, port, database, sslMode)
+        (self.user, self.host, self.port, self.database, self.sslMode) = (
+            user.removingPercentEncoding ?? user, host, port, database, sslMode
+        )
         password = url.password?.removingPercentEncoding ?? environment["PGPASSWORD"]
     }
 
     /// The URL without its password.
     package var description: String {
-        "postgresql://\(user)@\(host.contains(":") ? "[\(host)]" : host):\(port)/\(database)" + (sslMode == "prefer" ? "" : "?sslmode=\(sslMode)")
+        "postgresql://\(user)@\(host.contains(":") ? "[\(host)]" : host):\(port)/\(database)"
+            + (sslMode == "prefer" ? "" : "?sslmode=\(sslMode)")
     }
 
     var tls: PostgresClient.Configuration.TLS {
@@ -281,10 +301,16 @@ package struct PostgresLocation: Sendable, CustomStringConvertible {
         case "disable": .disable
         case "require":
             // Encrypted, without checking the server's certificate (as libpq's `require`).
-            { var configuration = TLSConfiguration.makeClientConfiguration(); configuration.certificateVerification = .none; return .require(configuration) }()
+            {
+                var configuration = TLSConfiguration.makeClientConfiguration(); configuration.certificateVerification = .none;
+                return .require(configuration)
+            }()
         case "verify-full": .require(.makeClientConfiguration())
         default:
-            { var configuration = TLSConfiguration.makeClientConfiguration(); configuration.certificateVerification = .none; return .prefer(configuration) }()
+            {
+                var configuration = TLSConfiguration.makeClientConfiguration(); configuration.certificateVerification = .none;
+                return .prefer(configuration)
+            }()
         }
     }
 
@@ -304,7 +330,9 @@ enum SQLStatements {
         var statements: [String] = [], current = String.UnicodeScalarView(), index = 0
         func flush() {
             let text = String(current).trimmingCharacters(in: .whitespacesAndNewlines)
-            if !text.isEmpty, !text.split(separator: "\n").allSatisfy({ $0.trimmingCharacters(in: .whitespaces).hasPrefix("--") }) { statements.append(text) }
+            if !text.isEmpty, !text.split(separator: "\n").allSatisfy({ $0.trimmingCharacters(in: .whitespaces).hasPrefix("--") }) {
+                statements.append(text)
+            }
             current = String.UnicodeScalarView()
         }
         func starts(_ text: String, at position: Int) -> Bool {
@@ -418,5 +446,9 @@ struct ConnectionLost: Error, CustomStringConvertible {
 private final class Once: @unchecked Sendable {
     private let lock = NSLock()
     private var claimed = false
-    func claim() -> Bool { lock.withLock { defer { claimed = true }; return !claimed } }
+    func claim() -> Bool {
+        lock.withLock {
+            defer { claimed = true }; return !claimed
+        }
+    }
 }

@@ -13,13 +13,14 @@ extension PostgresMetadataStore {
         let metadata = encodeJSON(provenance.metadata)
         return try await write { connection in
             let now = timestamp()
-            guard let row = try await connection.one(
-                """
-                INSERT INTO models (name, kind, description, source, license, dataset, architecture, task, metadata, created_at, lineage)
-                VALUES (\(name.value), 'base', \(provenance.description), \(provenance.source), \(provenance.license), \(provenance.dataset),
-                        \(provenance.architecture), \(provenance.task), \(metadata)::jsonb, \(now), '{}')
-                ON CONFLICT (name) DO NOTHING RETURNING id
-                """, logger: self.logger)
+            guard
+                let row = try await connection.one(
+                    """
+                    INSERT INTO models (name, kind, description, source, license, dataset, architecture, task, metadata, created_at, lineage)
+                    VALUES (\(name.value), 'base', \(provenance.description), \(provenance.source), \(provenance.license), \(provenance.dataset),
+                            \(provenance.architecture), \(provenance.task), \(metadata)::jsonb, \(now), '{}')
+                    ON CONFLICT (name) DO NOTHING RETURNING id
+                    """, logger: self.logger)
             else { throw GraftError.modelExists(name) }
             let modelID: Int64 = try row[0]
             try await connection.run("UPDATE models SET lineage = ARRAY[id] WHERE id = \(modelID)", logger: self.logger)
@@ -32,26 +33,29 @@ extension PostgresMetadataStore {
     package func insertStudent(_ student: NewStudent) async throws(GraftError) {
         try await write { connection in
             // The parent checkpoint's row is locked against a removal until this commits.
-            guard let parent = try await connection.one(
-                "SELECT model_id FROM checkpoints WHERE id = \(student.parent.id) FOR KEY SHARE", logger: self.logger)
+            guard
+                let parent = try await connection.one(
+                    "SELECT model_id FROM checkpoints WHERE id = \(student.parent.id) FOR KEY SHARE", logger: self.logger)
             else {
                 throw GraftError.checkpointNotFound(student.parent.summary.reference, available: "it was removed meanwhile")
             }
             let parentModel: Int64 = try parent[0]
             // The model row carries a copy of its parent edge, and its line of descent: the
             // parent's, then its own id.
-            guard let row = try await connection.one(
-                """
-                INSERT INTO models (name, kind, description, transfer_mode, manifest_rules, relation, parent_checkpoint_id,
-                    parent_checkpoint_number, created_at, lineage)
-                VALUES (\(student.name.value), 'student', \(student.description), \(student.mode.rawValue), \(student.rules)::jsonb,
-                        \(student.relation.rawValue), \(student.parent.id), \(student.parent.summary.number), \(student.createdAt), '{}')
-                ON CONFLICT (name) DO NOTHING RETURNING id
-                """, logger: self.logger)
+            guard
+                let row = try await connection.one(
+                    """
+                    INSERT INTO models (name, kind, description, transfer_mode, manifest_rules, relation, parent_checkpoint_id,
+                        parent_checkpoint_number, created_at, lineage)
+                    VALUES (\(student.name.value), 'student', \(student.description), \(student.mode.rawValue), \(student.rules)::jsonb,
+                            \(student.relation.rawValue), \(student.parent.id), \(student.parent.summary.number), \(student.createdAt), '{}')
+                    ON CONFLICT (name) DO NOTHING RETURNING id
+                    """, logger: self.logger)
             else { throw GraftError.modelExists(student.name) }
             let modelID: Int64 = try row[0]
             try await connection.run(
-                "UPDATE models SET lineage = (SELECT lineage FROM models WHERE id = \(parentModel)) || id WHERE id = \(modelID)", logger: self.logger)
+                "UPDATE models SET lineage = (SELECT lineage FROM models WHERE id = \(parentModel)) || id WHERE id = \(modelID)",
+                logger: self.logger)
             try await connection.run(
                 """
                 INSERT INTO model_parents (model_id, parent_checkpoint_id, parent_model_id, relation, created_at)
@@ -84,11 +88,13 @@ extension PostgresMetadataStore {
             // model's row is locked: commits to one model take their numbers in turn, and hold the
             // lock only for their own rows.
             let stored = try await self.insertBlobs(connection, checkpoint.tensors, stillStored: stillStored, now: now)
-            guard try await connection.one("SELECT id FROM models WHERE id = \(modelID) FOR NO KEY UPDATE", logger: self.logger) != nil else {
+            guard try await connection.one("SELECT id FROM models WHERE id = \(modelID) FOR NO KEY UPDATE", logger: self.logger) != nil
+            else {
                 throw GraftError.modelNotFound(name, suggestions: [])
             }
-            let number = (try await connection.one("SELECT max(number) FROM checkpoints WHERE model_id = \(modelID)", logger: self.logger)
-                .flatMap { row throws in try row[0] as Int? } ?? 0) + 1
+            let number =
+                (try await connection.one("SELECT max(number) FROM checkpoints WHERE model_id = \(modelID)", logger: self.logger)
+                    .flatMap { row throws in try row[0] as Int? } ?? 0) + 1
             let checkpointID = try await self.insertCheckpoint(connection, modelID: modelID, number: number, checkpoint, now: now)
             try await self.insertMetrics(connection, checkpointID: checkpointID, modelID: modelID, metrics, split: split)
             if let newTensors {
@@ -112,7 +118,9 @@ extension PostgresMetadataStore {
 
     /// Inserts a checkpoint row and its tensors (the blobs must be recorded already); returns its id.
     @discardableResult
-    func insertCheckpoint(_ connection: PostgresConnection, modelID: Int64, number: Int, _ checkpoint: NewCheckpoint, now: String) async throws -> Int64 {
+    func insertCheckpoint(_ connection: PostgresConnection, modelID: Int64, number: Int, _ checkpoint: NewCheckpoint, now: String)
+        async throws -> Int64
+    {
         let row = try await connection.one(
             """
             INSERT INTO checkpoints (model_id, number, digest, header, header_digest, metadata, tensor_count,
@@ -138,7 +146,9 @@ extension PostgresMetadataStore {
 
     /// Records blobs under the shared blob lock, checking that every stored blob is still there
     /// (gc may have removed one since the import found it). Returns the inline bytes newly stored.
-    func insertBlobs(_ connection: PostgresConnection, _ tensors: [IngestedTensor], stillStored: (Digest) -> Bool, now: String) async throws -> Int {
+    func insertBlobs(_ connection: PostgresConnection, _ tensors: [IngestedTensor], stillStored: (Digest) -> Bool, now: String) async throws
+        -> Int
+    {
         try await connection.run("SELECT pg_advisory_xact_lock_shared(\(Self.blobLock))", logger: logger)
         var seen = Set<Digest>()
         let unique = tensors.filter { seen.insert($0.digest).inserted }
@@ -169,7 +179,10 @@ extension PostgresMetadataStore {
 
     package func tag(checkpoint: Int64, alias: String) async throws(GraftError) -> Int?? {
         try await write { connection -> Int?? in
-            guard let row = try await connection.one("SELECT model_id FROM checkpoints WHERE id = \(checkpoint) FOR KEY SHARE", logger: self.logger) else {
+            guard
+                let row = try await connection.one(
+                    "SELECT model_id FROM checkpoints WHERE id = \(checkpoint) FOR KEY SHARE", logger: self.logger)
+            else {
                 return nil
             }
             let modelID: Int64 = try row[0]
@@ -190,18 +203,22 @@ extension PostgresMetadataStore {
 
     package func untag(model: Int64, alias: String) async throws(GraftError) -> Bool {
         try await write { connection in
-            try await connection.changes("DELETE FROM aliases WHERE model_id = \(model) AND alias = \(alias) RETURNING 1", logger: self.logger) > 0
+            try await connection.changes(
+                "DELETE FROM aliases WHERE model_id = \(model) AND alias = \(alias) RETURNING 1", logger: self.logger) > 0
         }
     }
 
     package func logMetrics(checkpoint: Int64, _ values: [MetricAssignment], split: String?) async throws(GraftError) {
         try await write { connection in
-            guard let row = try await connection.one("SELECT model_id FROM checkpoints WHERE id = \(checkpoint)", logger: self.logger) else { return }
+            guard let row = try await connection.one("SELECT model_id FROM checkpoints WHERE id = \(checkpoint)", logger: self.logger)
+            else { return }
             try await self.insertMetrics(connection, checkpointID: checkpoint, modelID: try row[0], values, split: split)
         }
     }
 
-    func insertMetrics(_ connection: PostgresConnection, checkpointID: Int64, modelID: Int64, _ values: [MetricAssignment], split: String?) async throws {
+    func insertMetrics(_ connection: PostgresConnection, checkpointID: Int64, modelID: Int64, _ values: [MetricAssignment], split: String?)
+        async throws
+    {
         guard !values.isEmpty else { return }
         // The last value of a name wins, as with one statement per value.
         var latest: [String: Double] = [:]
@@ -223,8 +240,12 @@ extension PostgresMetadataStore {
             var curveIDs: [Int64] = []
             for name in batch.names {
                 try await connection.run(
-                    "INSERT INTO curves (model_id, name) VALUES (\(model), \(name)) ON CONFLICT (model_id, name) DO NOTHING", logger: self.logger)
-                guard let row = try await connection.one("SELECT id FROM curves WHERE model_id = \(model) AND name = \(name)", logger: self.logger) else {
+                    "INSERT INTO curves (model_id, name) VALUES (\(model), \(name)) ON CONFLICT (model_id, name) DO NOTHING",
+                    logger: self.logger)
+                guard
+                    let row = try await connection.one(
+                        "SELECT id FROM curves WHERE model_id = \(model) AND name = \(name)", logger: self.logger)
+                else {
                     throw GraftError.modelNotFound(ModelName(trusted: "#\(model)"), suggestions: [])
                 }
                 curveIDs.append(try row[0])
@@ -235,7 +256,9 @@ extension PostgresMetadataStore {
             order.sort { (batch.nameIndex[$0], batch.steps[$0], $0) < (batch.nameIndex[$1], batch.steps[$1], $1) }
             var curves: [Int64] = [], steps: [Int64] = [], values: [Double] = []
             for (position, index) in order.enumerated() {
-                if position + 1 < order.count, batch.nameIndex[order[position + 1]] == batch.nameIndex[index], batch.steps[order[position + 1]] == batch.steps[index] {
+                if position + 1 < order.count, batch.nameIndex[order[position + 1]] == batch.nameIndex[index],
+                    batch.steps[order[position + 1]] == batch.steps[index]
+                {
                     continue
                 }
                 curves.append(curveIDs[Int(batch.nameIndex[index])])
@@ -268,7 +291,9 @@ extension PostgresMetadataStore {
 
     package func resolveAdvisory(_ id: String, at time: String) async throws(GraftError) -> Bool? {
         try await write { connection -> Bool? in
-            if try await connection.changes("UPDATE advisories SET resolved_at = \(time) WHERE id = \(id) AND resolved_at IS NULL RETURNING 1", logger: self.logger) > 0 {
+            if try await connection.changes(
+                "UPDATE advisories SET resolved_at = \(time) WHERE id = \(id) AND resolved_at IS NULL RETURNING 1", logger: self.logger) > 0
+            {
                 return true
             }
             return try await connection.one("SELECT 1 FROM advisories WHERE id = \(id)", logger: self.logger) == nil ? nil : false
@@ -285,7 +310,9 @@ extension PostgresMetadataStore {
         let digests = Array(lengths.keys), byteLengths = digests.map { lengths[$0] ?? 0 }
         try await write { connection in
             try await connection.run("DELETE FROM pending_blobs WHERE expires_at < now()", logger: self.logger)
-            let live = try await connection.one("SELECT count(*) FROM pending_blobs", logger: self.logger).map { row throws in try row[0] as Int } ?? 0
+            let live =
+                try await connection.one("SELECT count(*) FROM pending_blobs", logger: self.logger).map { row throws in try row[0] as Int }
+                ?? 0
             guard live + digests.count <= UploadAnnouncements.capacity else { throw GraftError.busy }
             try await connection.run(
                 """
@@ -298,8 +325,10 @@ extension PostgresMetadataStore {
 
     package func announcedLength(of digest: Digest) async throws(GraftError) -> Int? {
         try await withConnection { connection in
-            try await connection.one("SELECT byte_length FROM pending_blobs WHERE digest = \(digest.hex) AND expires_at > now()", logger: self.logger)
-                .map { row throws in try row[0] as Int }
+            try await connection.one(
+                "SELECT byte_length FROM pending_blobs WHERE digest = \(digest.hex) AND expires_at > now()", logger: self.logger
+            )
+            .map { row throws in try row[0] as Int }
         }
     }
 }

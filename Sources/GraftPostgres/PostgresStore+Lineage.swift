@@ -37,7 +37,9 @@ extension PostgresMetadataStore {
         ).map(Self.lineageRow)
     }
 
-    package func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError) -> LineageSnapshot {
+    package func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError)
+        -> LineageSnapshot
+    {
         try await read { connection in
             let open = try await self.openAdvisories(connection)
             let up = try await self.chain(connection, model: model, full: parts != .descendants || !open.isEmpty)
@@ -54,16 +56,20 @@ extension PostgresMetadataStore {
                     best[try row[0]] = try row[1]
                 }
             }
-            return LineageSnapshot(up: up, down: down, open: open, checkpointLabels: try await self.checkpointAdvisoryLabels(connection), best: best)
+            return LineageSnapshot(
+                up: up, down: down, open: open, checkpointLabels: try await self.checkpointAdvisoryLabels(connection), best: best)
         }
     }
 
-    package func affectedRows(model: Int64) async throws(GraftError) -> (open: [OpenAdvisory], chain: [LineageRow], descendants: [LineageRow]) {
+    package func affectedRows(model: Int64) async throws(GraftError) -> (
+        open: [OpenAdvisory], chain: [LineageRow], descendants: [LineageRow]
+    ) {
         try await read { connection in
             let open = try await self.openAdvisories(connection)
             guard !open.isEmpty else { return ([], [], []) }
             let chain = try await self.chain(connection, model: model, full: true)
-            guard !AdvisoryInheritance.inherited(chain: chain, open: open).isEmpty || AdvisoryInheritance.anyWithin(open, model: model) else {
+            guard !AdvisoryInheritance.inherited(chain: chain, open: open).isEmpty || AdvisoryInheritance.anyWithin(open, model: model)
+            else {
                 return (open, chain, [])
             }
             return (open, chain, try await self.descendants(connection, of: model))
@@ -84,7 +90,9 @@ extension PostgresMetadataStore {
 
     package func modelOf(checkpoint: Int64) async throws(GraftError) -> Int64? {
         try await withConnection { connection in
-            try await connection.one("SELECT model_id FROM checkpoints WHERE id = \(checkpoint)", logger: self.logger).map { row throws in try row[0] as Int64 }
+            try await connection.one("SELECT model_id FROM checkpoints WHERE id = \(checkpoint)", logger: self.logger).map { row throws in
+                try row[0] as Int64
+            }
         }
     }
 
@@ -121,8 +129,10 @@ extension PostgresMetadataStore {
                 let parentNumber: Int? = try row[6]
                 return ModelIndexEntry(
                     name: try row[1], kind: try row[2], mode: (try row[3] as String?).flatMap(TransferMode.init(rawValue:)),
-                    relation: (try row[4] as String?).flatMap(Relation.init(rawValue:)), parent: parentName.map { "\($0)@\(parentNumber ?? 0)" },
-                    checkpoints: try row[7], description: try row[8], createdAt: try row[9], advisories: flagged[id].map { $0.sorted() } ?? [])
+                    relation: (try row[4] as String?).flatMap(Relation.init(rawValue:)),
+                    parent: parentName.map { "\($0)@\(parentNumber ?? 0)" },
+                    checkpoints: try row[7], description: try row[8], createdAt: try row[9],
+                    advisories: flagged[id].map { $0.sorted() } ?? [])
             }
         }
     }
@@ -164,7 +174,9 @@ extension PostgresMetadataStore {
             switch scope {
             case .all: break
             case .model(let name), .under(let name):
-                guard let row = try await connection.one("SELECT id FROM models WHERE name = \(name.value)", logger: self.logger) else { return nil }
+                guard let row = try await connection.one("SELECT id FROM models WHERE name = \(name.value)", logger: self.logger) else {
+                    return nil
+                }
                 let id: Int64 = try row[0]
                 if case .model = scope { candidateScope = .model(id) } else { candidateScope = .subtree(id) }
             }
@@ -186,7 +198,9 @@ extension PostgresMetadataStore {
                     var winner = ranked.leaders[0]
                     if ranked.leaders.count > 1 {
                         var names: [Int64: String] = [:]
-                        for row in try await connection.all("SELECT id, name FROM models WHERE id = ANY(\(ranked.leaders))", logger: self.logger) {
+                        for row in try await connection.all(
+                            "SELECT id, name FROM models WHERE id = ANY(\(ranked.leaders))", logger: self.logger)
+                        {
                             names[try row[0]] = try row[1]
                         }
                         winner = BestSelection.earliest(names) ?? winner
@@ -199,7 +213,8 @@ extension PostgresMetadataStore {
                         """, logger: self.logger)
                     {
                         return .found(
-                            RankedCandidate(checkpoint: try Self.checkpointSummary(found), value: try found["metric_value"]), candidates: ranked.candidates,
+                            RankedCandidate(checkpoint: try Self.checkpointSummary(found), value: try found["metric_value"]),
+                            candidates: ranked.candidates,
                             excluded: ranked.excluded)
                     }
                 }
@@ -208,13 +223,16 @@ extension PostgresMetadataStore {
             if !open.isEmpty {
                 switch candidateScope {
                 case .model(let id):
-                    if !AdvisoryInheritance.inherited(chain: try await self.chain(connection, model: id, full: true), open: open).isEmpty { flaggedModels = [id] }
+                    if !AdvisoryInheritance.inherited(chain: try await self.chain(connection, model: id, full: true), open: open).isEmpty {
+                        flaggedModels = [id]
+                    }
                 case .subtree(let root): flaggedModels = Set(try await self.flaggedModels(connection, open, within: root).keys)
                 case .all: flaggedModels = Set(try await self.flaggedModels(connection, open, within: nil).keys)
                 }
             }
             let filter = CandidateFilter(flaggedModels: flaggedModels, flaggedCheckpoints: flaggedCheckpoints, visibility: query.visibility)
-            return try await self.walkCandidates(connection, metric: metric, split: split, scope: candidateScope, direction: direction, filter: filter)
+            return try await self.walkCandidates(
+                connection, metric: metric, split: split, scope: candidateScope, direction: direction, filter: filter)
         }
     }
 
@@ -222,7 +240,8 @@ extension PostgresMetadataStore {
     /// `filter` leaves eligible. Without a filter the first row wins and a count is the
     /// candidates; with one, every row is tallied once (hidden ones not counted).
     private func walkCandidates(
-        _ connection: PostgresConnection, metric: String, split: String?, scope: CandidateScope, direction: Direction, filter: CandidateFilter
+        _ connection: PostgresConnection, metric: String, split: String?, scope: CandidateScope, direction: Direction,
+        filter: CandidateFilter
     ) async throws -> BestOutcome {
         let clause: String =
             switch scope {
@@ -242,7 +261,9 @@ extension PostgresMetadataStore {
         }
         let candidates: Int, excluded: Int
         if filter.passesEverything {
-            (candidates, excluded) = (try await connection.one(query("SELECT count(*)"), logger: logger).map { row throws in try row[0] as Int } ?? 0, 0)
+            (candidates, excluded) = (
+                try await connection.one(query("SELECT count(*)"), logger: logger).map { row throws in try row[0] as Int } ?? 0, 0
+            )
         } else {
             let rows = try await connection.all(query("SELECT c.id, c.model_id, m.name"), logger: logger).map { row throws in
                 (model: try row[1] as Int64, checkpoint: try row[0] as Int64, name: try row[2] as String)
@@ -250,7 +271,9 @@ extension PostgresMetadataStore {
             (candidates, excluded) = filter.tally(rows)
         }
         guard candidates > 0 else {
-            let known = try await connection.all("SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20", logger: logger).map { row throws in try row[0] as String }
+            let known = try await connection.all("SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20", logger: logger).map {
+                row throws in try row[0] as String
+            }
             return .noCandidates(known: known)
         }
         guard candidates > excluded else { return .allFlagged(candidates: candidates) }
@@ -261,8 +284,11 @@ extension PostgresMetadataStore {
             let page = try await connection.all(
                 query("SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id")
                     .appendingOrder(" ORDER BY mt.value \(order), m.name, c.number LIMIT 1000 OFFSET \(offset)"), logger: logger)
-            for row in page where filter.standing(model: try row["model_id"], checkpoint: try row["id"], name: try row["name"]) == .eligible {
-                return .found(RankedCandidate(checkpoint: try Self.checkpointSummary(row), value: try row["metric_value"]), candidates: candidates, excluded: excluded)
+            for row in page where filter.standing(model: try row["model_id"], checkpoint: try row["id"], name: try row["name"]) == .eligible
+            {
+                return .found(
+                    RankedCandidate(checkpoint: try Self.checkpointSummary(row), value: try row["metric_value"]), candidates: candidates,
+                    excluded: excluded)
             }
             guard page.count == 1000 else { return .allFlagged(candidates: candidates) }
             offset += 1000
@@ -277,7 +303,9 @@ extension PostgresMetadataStore {
         let seeds = AdvisoryInheritance.seeds(open, within: root)
         var starts = seeds.models
         for (checkpoint, advisory) in seeds.checkpoints {
-            for row in try await connection.all("SELECT model_id FROM model_parents WHERE parent_checkpoint_id = \(checkpoint)", logger: logger) {
+            for row in try await connection.all(
+                "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = \(checkpoint)", logger: logger)
+            {
                 starts.append((try row[0], advisory))
             }
         }

@@ -7,7 +7,9 @@ import SafeTensors
 extension PostgresMetadataStore {
     package func modelID(named name: ModelName) async throws(GraftError) -> Int64? {
         try await withConnection { connection in
-            try await connection.one("SELECT id FROM models WHERE name = \(name.value)", logger: self.logger).map { row throws in try row[0] as Int64 }
+            try await connection.one("SELECT id FROM models WHERE name = \(name.value)", logger: self.logger).map { row throws in
+                try row[0] as Int64
+            }
         }
     }
 
@@ -19,13 +21,15 @@ extension PostgresMetadataStore {
 
     package func models() async throws(GraftError) -> [ModelSummary] {
         try await withConnection { connection in
-            try await connection.all(PostgresQuery(unsafeSQL: Self.modelSelect + " ORDER BY m.name"), logger: self.logger).map(Self.modelSummary)
+            try await connection.all(PostgresQuery(unsafeSQL: Self.modelSelect + " ORDER BY m.name"), logger: self.logger).map(
+                Self.modelSummary)
         }
     }
 
     package func model(named name: ModelName) async throws(GraftError) -> StoredModel? {
         try await read { connection -> StoredModel? in
-            guard let row = try await connection.one("\(unescaped: Self.modelSelect) WHERE m.name = \(name.value)", logger: self.logger) else { return nil }
+            guard let row = try await connection.one("\(unescaped: Self.modelSelect) WHERE m.name = \(name.value)", logger: self.logger)
+            else { return nil }
             let checkpoints = try await connection.all(
                 "\(unescaped: Self.checkpointSelect) WHERE m.name = \(name.value) ORDER BY c.number", logger: self.logger)
             return StoredModel(
@@ -78,14 +82,18 @@ extension PostgresMetadataStore {
             ).map { row throws in
                 TensorEntry(
                     name: try row["name"], dtype: DType(rawValue: try row["dtype"]) ?? .u8, shape: decodeShape(try row["shape"]),
-                    parameters: try row["element_count"], bytes: try row["byte_length"], digest: try Digest(parsing: try row["blob_digest"] as String))
+                    parameters: try row["element_count"], bytes: try row["byte_length"],
+                    digest: try Digest(parsing: try row["blob_digest"] as String))
             }
         }
     }
 
     package func parts(checkpoint id: Int64) async throws(GraftError) -> CheckpointParts {
         try await read { connection in
-            let header = try await connection.one("SELECT header FROM checkpoints WHERE id = \(id)", logger: self.logger).map { row throws in try row.bytes("header") ?? [] } ?? []
+            let header =
+                try await connection.one("SELECT header FROM checkpoints WHERE id = \(id)", logger: self.logger).map { row throws in
+                    try row.bytes("header") ?? []
+                } ?? []
             let parts = try await connection.all(
                 """
                 SELECT t.blob_digest, t.byte_length, b.inline_data FROM checkpoint_tensors t
@@ -106,15 +114,18 @@ extension PostgresMetadataStore {
 
     package func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary?? {
         try await read { connection -> ManifestSummary?? in
-            guard let model = try await connection.one("SELECT id, transfer_mode FROM models WHERE name = \(name.value)", logger: self.logger) else {
+            guard
+                let model = try await connection.one("SELECT id, transfer_mode FROM models WHERE name = \(name.value)", logger: self.logger)
+            else {
                 return nil
             }
             let id: Int64 = try model["id"]
-            guard let edge = try await connection.one(
-                """
-                SELECT p.relation, m.name, c.number FROM model_parents p JOIN checkpoints c ON c.id = p.parent_checkpoint_id
-                JOIN models m ON m.id = c.model_id WHERE p.model_id = \(id) ORDER BY p.created_at LIMIT 1
-                """, logger: self.logger)
+            guard
+                let edge = try await connection.one(
+                    """
+                    SELECT p.relation, m.name, c.number FROM model_parents p JOIN checkpoints c ON c.id = p.parent_checkpoint_id
+                    JOIN models m ON m.id = c.model_id WHERE p.model_id = \(id) ORDER BY p.created_at LIMIT 1
+                    """, logger: self.logger)
             else { return .some(nil) }
             let entries = try await connection.all(
                 """
@@ -123,12 +134,16 @@ extension PostgresMetadataStore {
             ).map { row throws in
                 ManifestEntry(
                     name: try row["tensor_name"], state: TensorState(rawValue: try row["state"]) ?? .trainable,
-                    dtype: (try row["dtype"] as String?).flatMap(DType.init(rawValue:)), shape: (try row["shape"] as String?).map(decodeShape),
-                    parameters: try row["element_count"], parentDigest: try (try row["parent_digest"] as String?).map { text throws in try Digest(parsing: text) })
+                    dtype: (try row["dtype"] as String?).flatMap(DType.init(rawValue:)),
+                    shape: (try row["shape"] as String?).map(decodeShape),
+                    parameters: try row["element_count"],
+                    parentDigest: try (try row["parent_digest"] as String?).map { text throws in try Digest(parsing: text) })
             }.sorted { numericAwareLess($0.name, $1.name) }
             return ManifestSummary(
-                parent: "\(try edge["name"] as String)@\(try edge["number"] as Int)", relation: Relation(rawValue: try edge["relation"]) ?? .finetune,
-                mode: TransferMode(rawValue: try model["transfer_mode"] as String? ?? "") ?? ManifestResolver.mode(of: entries), entries: entries)
+                parent: "\(try edge["name"] as String)@\(try edge["number"] as Int)",
+                relation: Relation(rawValue: try edge["relation"]) ?? .finetune,
+                mode: TransferMode(rawValue: try model["transfer_mode"] as String? ?? "") ?? ManifestResolver.mode(of: entries),
+                entries: entries)
         }
     }
 
@@ -158,7 +173,11 @@ extension PostgresMetadataStore {
             {
                 let ref = "\(name)@\(try row["number"] as Int)"
                 let value = MetricValue(name: try row["name"], split: (try row["split"] as String).nilIfEmpty, value: try row["value"])
-                if entries.last?.checkpoint == ref { entries[entries.count - 1].metrics.append(value) } else { entries.append(.init(checkpoint: ref, metrics: [value])) }
+                if entries.last?.checkpoint == ref {
+                    entries[entries.count - 1].metrics.append(value)
+                } else {
+                    entries.append(.init(checkpoint: ref, metrics: [value]))
+                }
             }
             let curves = try await connection.all(
                 """
@@ -168,7 +187,8 @@ extension PostgresMetadataStore {
                 """, logger: self.logger
             ).map { row throws in
                 CurveSummary(
-                    name: try row["name"], points: try row["points"], firstStep: try row["first"], lastStep: try row["last"], lastValue: try row["latest"],
+                    name: try row["name"], points: try row["points"], firstStep: try row["first"], lastStep: try row["last"],
+                    lastValue: try row["latest"],
                     minimum: try row["lo"], maximum: try row["hi"])
             }
             return MetricsReport(checkpoints: entries, curves: curves)
@@ -179,7 +199,9 @@ extension PostgresMetadataStore {
         try await withConnection { connection in
             try await connection.all(
                 "SELECT name, split, value FROM metrics WHERE checkpoint_id = \(id) ORDER BY name, split", logger: self.logger
-            ).map { row throws in MetricValue(name: try row["name"], split: (try row["split"] as String).nilIfEmpty, value: try row["value"]) }
+            ).map { row throws in
+                MetricValue(name: try row["name"], split: (try row["split"] as String).nilIfEmpty, value: try row["value"])
+            }
         }
     }
 
@@ -195,7 +217,8 @@ extension PostgresMetadataStore {
                 let name: String = try row["model_name"]
                 return Advisory(
                     id: try row["id"], model: name, checkpoint: (try row["checkpoint_number"] as Int?).map { "\(name)@\($0)" },
-                    severity: Severity(rawValue: try row["severity"]) ?? .high, note: try row["note"], url: try row["url"], createdAt: try row["created_at"],
+                    severity: Severity(rawValue: try row["severity"]) ?? .high, note: try row["note"], url: try row["url"],
+                    createdAt: try row["created_at"],
                     resolvedAt: try row["resolved_at"])
             }
         }
@@ -290,7 +313,9 @@ extension PostgresMetadataStore {
     }
 
     static func token(_ row: Row) throws -> TokenInfo {
-        TokenInfo(name: try row["name"], scope: TokenScope(rawValue: try row["scope"]) ?? .read, models: try row["models"], createdAt: try row["created_at"])
+        TokenInfo(
+            name: try row["name"], scope: TokenScope(rawValue: try row["scope"]) ?? .read, models: try row["models"],
+            createdAt: try row["created_at"])
     }
 
     // MARK: Rows

@@ -19,7 +19,8 @@ extension PostgresMetadataStore {
         return try await write { connection -> GCReport in
             try await self.lockBlobs(connection)
             func old(_ digest: Digest) -> Bool? { store.age(of: digest).map { $0 >= grace } }
-            var report = GCReport(dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
+            var report = GCReport(
+                dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
             let unreferenced = try await connection.all(
                 """
                 SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
@@ -29,10 +30,12 @@ extension PostgresMetadataStore {
             report.blobsRemoved = freed.count
             report.bytesFreed = freed.bytes
             report.keptForGrace = freed.kept
-            let known = Set(try await connection.all(
-                "SELECT digest FROM blobs WHERE digest = ANY(\(candidates.map(\.hex)))", logger: self.logger
-            ).map { row throws in try row[0] as String })
-            report.sweep(candidates: candidates, isKnown: { known.contains($0.hex) }, temporaryItems: temporaryItems, store: store, grace: grace)
+            let known = Set(
+                try await connection.all(
+                    "SELECT digest FROM blobs WHERE digest = ANY(\(candidates.map(\.hex)))", logger: self.logger
+                ).map { row throws in try row[0] as String })
+            report.sweep(
+                candidates: candidates, isKnown: { known.contains($0.hex) }, temporaryItems: temporaryItems, store: store, grace: grace)
             return report
         }
     }
@@ -69,23 +72,30 @@ extension PostgresMetadataStore {
 
     /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a
     /// base's registered checkpoint. Empty when it may go.
-    func protections(_ connection: PostgresConnection, checkpoint id: Int64, model: String, kind: String, number: Int) async throws -> [Protection] {
+    func protections(_ connection: PostgresConnection, checkpoint id: Int64, model: String, kind: String, number: Int) async throws
+        -> [Protection]
+    {
         let students = try await connection.all(
-            "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = \(id) ORDER BY m.name", logger: logger
+            "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = \(id) ORDER BY m.name",
+            logger: logger
         ).map { row throws in try row[0] as String }
         let aliases = try await connection.all("SELECT alias FROM aliases WHERE checkpoint_id = \(id) ORDER BY alias", logger: logger)
             .map { row throws in try row[0] as String }
         return RetentionPolicy.protections(students: students, aliases: aliases, model: model, kind: kind, number: number)
     }
 
-    package func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+    package func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError)
+        -> RemovalReport?
+    {
         try await write { connection -> RemovalReport? in
             try await self.lockBlobs(connection)
-            guard let row = try await connection.one(
-                "SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id = \(checkpoint.id) FOR UPDATE OF c",
-                logger: self.logger)
+            guard
+                let row = try await connection.one(
+                    "SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id = \(checkpoint.id) FOR UPDATE OF c",
+                    logger: self.logger)
             else { return nil }
-            let reasons = try await self.protections(connection, checkpoint: checkpoint.id, model: try row["name"], kind: try row["kind"], number: try row["number"])
+            let reasons = try await self.protections(
+                connection, checkpoint: checkpoint.id, model: try row["name"], kind: try row["kind"], number: try row["number"])
             guard reasons.isEmpty else { throw GraftError.protected(checkpoint.summary.ref, reasons: reasons) }
             let freed = try await self.removeCheckpoints(connection, [checkpoint.id], store: store, dryRun: dryRun)
             return RemovalReport(dryRun: dryRun, checkpoints: [checkpoint.summary.ref], bytesFreed: freed)
@@ -108,25 +118,34 @@ extension PostgresMetadataStore {
         return try await dropBlobs(connection, rows, store: store, dryRun: dryRun).bytes
     }
 
-    package func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+    package func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs store: any BlobStore, dryRun: Bool)
+        async throws(GraftError) -> RemovalReport?
+    {
         try await write { connection -> RemovalReport? in
             try await self.lockBlobs(connection)
-            guard let model = try await connection.one("SELECT id, kind FROM models WHERE name = \(name.value) FOR NO KEY UPDATE", logger: self.logger) else {
+            guard
+                let model = try await connection.one(
+                    "SELECT id, kind FROM models WHERE name = \(name.value) FOR NO KEY UPDATE", logger: self.logger)
+            else {
                 return nil
             }
             let modelID: Int64 = try model["id"]
             let kind: String = try model["kind"]
-            let checkpoints = try await connection.all("SELECT id, number FROM checkpoints WHERE model_id = \(modelID) ORDER BY number", logger: self.logger)
+            let checkpoints = try await connection.all(
+                "SELECT id, number FROM checkpoints WHERE model_id = \(modelID) ORDER BY number", logger: self.logger)
             var values: [Int64: Double] = [:]
             if policy.keepBest > 0, let metric = policy.metric {
                 for row in try await connection.all(
-                    "SELECT checkpoint_id, value FROM metrics WHERE model_id = \(modelID) AND name = \(metric) AND split = \(split ?? "")", logger: self.logger)
+                    "SELECT checkpoint_id, value FROM metrics WHERE model_id = \(modelID) AND name = \(metric) AND split = \(split ?? "")",
+                    logger: self.logger)
                 {
                     values[try row[0]] = try row[1]
                 }
                 guard !values.isEmpty else {
-                    let known = try await connection.all("SELECT DISTINCT name FROM metrics WHERE model_id = \(modelID) ORDER BY name", logger: self.logger)
-                        .map { row throws in try row[0] as String }
+                    let known = try await connection.all(
+                        "SELECT DISTINCT name FROM metrics WHERE model_id = \(modelID) ORDER BY name", logger: self.logger
+                    )
+                    .map { row throws in try row[0] as String }
                     throw GraftError.unknownMetric(metric, known: known)
                 }
             }
@@ -135,9 +154,10 @@ extension PostgresMetadataStore {
             for row in checkpoints {
                 let id: Int64 = try row["id"], number: Int = try row["number"]
                 idOf[number] = id
-                candidates.append(RetentionPolicy.Candidate(
-                    number: number, value: values[id],
-                    protections: try await self.protections(connection, checkpoint: id, model: name.value, kind: kind, number: number)))
+                candidates.append(
+                    RetentionPolicy.Candidate(
+                        number: number, value: values[id],
+                        protections: try await self.protections(connection, checkpoint: id, model: name.value, kind: kind, number: number)))
             }
             let plan = policy.plan(candidates, model: name)
             let freed = try await self.removeCheckpoints(connection, plan.remove.compactMap { idOf[$0] }, store: store, dryRun: dryRun)
@@ -145,10 +165,14 @@ extension PostgresMetadataStore {
         }
     }
 
-    package func removeModel(_ name: ModelName, cascade: Bool, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+    package func removeModel(_ name: ModelName, cascade: Bool, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError)
+        -> RemovalReport?
+    {
         try await write { connection -> RemovalReport? in
             try await self.lockBlobs(connection)
-            guard let root = try await connection.one("SELECT id FROM models WHERE name = \(name.value)", logger: self.logger) else { return nil }
+            guard let root = try await connection.one("SELECT id FROM models WHERE name = \(name.value)", logger: self.logger) else {
+                return nil
+            }
             let rootID: Int64 = try root[0]
             // The subtree, locked, deepest first so no parent edge is left dangling.
             let rows = try await connection.all(
@@ -172,10 +196,12 @@ extension PostgresMetadataStore {
                 try await connection.run("DELETE FROM model_parents WHERE model_id = ANY(\(ids))", logger: self.logger)
                 try await connection.run("UPDATE models SET parent_checkpoint_id = NULL WHERE id = ANY(\(ids))", logger: self.logger)
             }
-            let freed = try await self.removeCheckpoints(connection, try checkpoints.map { row throws in try row["id"] as Int64 }, store: store, dryRun: dryRun)
+            let freed = try await self.removeCheckpoints(
+                connection, try checkpoints.map { row throws in try row["id"] as Int64 }, store: store, dryRun: dryRun)
             if !dryRun { try await connection.run("DELETE FROM models WHERE id = ANY(\(ids))", logger: self.logger) }
             return RemovalReport(
-                dryRun: dryRun, models: names, checkpoints: try checkpoints.map { row throws in "\(try row["name"] as String)@\(try row["number"] as Int)" },
+                dryRun: dryRun, models: names,
+                checkpoints: try checkpoints.map { row throws in "\(try row["name"] as String)@\(try row["number"] as Int)" },
                 bytesFreed: freed)
         }
     }
@@ -196,7 +222,9 @@ extension PostgresMetadataStore {
                 WHERE EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest) ORDER BY b.digest
                 """, logger: self.logger
             ).map { row throws in
-                StoredBlob(digest: try Digest(parsing: try row["digest"] as String), length: try row["byte_length"], inline: try row.bytes("inline_data"))
+                StoredBlob(
+                    digest: try Digest(parsing: try row["digest"] as String), length: try row["byte_length"],
+                    inline: try row.bytes("inline_data"))
             }
             let dangling = try await connection.all(
                 "SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE b.digest IS NULL",
@@ -266,19 +294,20 @@ extension PostgresMetadataStore {
 
     package func stats() async throws(GraftError) -> RegistryStats {
         try await read { connection in
-            guard let row = try await connection.one(
-                """
-                SELECT (SELECT count(*) FROM models) AS models,
-                       (SELECT count(*) FROM models WHERE kind = 'base') AS bases,
-                       (SELECT count(*) FROM checkpoints) AS checkpoints,
-                       (SELECT count(*) FROM checkpoint_tensors) AS tensors,
-                       (SELECT count(*) FROM blobs) AS blobs,
-                       (SELECT count(*) FROM blobs WHERE inline_data IS NOT NULL) AS inline_blobs,
-                       (SELECT coalesce(sum(file_bytes), 0)::bigint FROM checkpoints) AS logical,
-                       (SELECT coalesce(sum(byte_length), 0)::bigint FROM blobs) AS blob_bytes,
-                       (SELECT coalesce(sum(length(header)), 0)::bigint FROM checkpoints) AS header_bytes,
-                       pg_database_size(current_database()) AS database_bytes
-                """, logger: self.logger)
+            guard
+                let row = try await connection.one(
+                    """
+                    SELECT (SELECT count(*) FROM models) AS models,
+                           (SELECT count(*) FROM models WHERE kind = 'base') AS bases,
+                           (SELECT count(*) FROM checkpoints) AS checkpoints,
+                           (SELECT count(*) FROM checkpoint_tensors) AS tensors,
+                           (SELECT count(*) FROM blobs) AS blobs,
+                           (SELECT count(*) FROM blobs WHERE inline_data IS NOT NULL) AS inline_blobs,
+                           (SELECT coalesce(sum(file_bytes), 0)::bigint FROM checkpoints) AS logical,
+                           (SELECT coalesce(sum(byte_length), 0)::bigint FROM blobs) AS blob_bytes,
+                           (SELECT coalesce(sum(length(header)), 0)::bigint FROM checkpoints) AS header_bytes,
+                           pg_database_size(current_database()) AS database_bytes
+                    """, logger: self.logger)
             else { throw GraftError.database(code: -1, message: "no totals") }
             let logical: Int = try row["logical"]
             let physical = (try row["blob_bytes"] as Int) + (try row["header_bytes"] as Int)

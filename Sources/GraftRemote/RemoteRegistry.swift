@@ -52,7 +52,8 @@ public final class RemoteRegistry: RegistryAPI {
                 tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMFile(caFile))]
                 configuration.tlsConfiguration = tls
             } catch {
-                return .failure(.cannotReadInput(path: caFile, .io(operation: "cannot read a PEM certificate from", path: caFile, errno: 22)))
+                return .failure(
+                    .cannotReadInput(path: caFile, .io(operation: "cannot read a PEM certificate from", path: caFile, errno: 22)))
             }
         }
         return .success(HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration))
@@ -80,18 +81,21 @@ public final class RemoteRegistry: RegistryAPI {
     public func lineage(_ name: ModelName, metric: String?, direction: Direction?, parts: Registry.LineageParts) async throws(GraftError)
         -> LineageReport
     {
-        let partsText = switch parts {
-        case .both: "both"
-        case .ancestors: "ancestors"
-        case .descendants: "descendants"
-        }
+        let partsText =
+            switch parts {
+            case .both: "both"
+            case .ancestors: "ancestors"
+            case .descendants: "descendants"
+            }
         return try await get(
             ["v1", "models", name.description, "lineage"], query: ["metric": metric, "direction": direction?.rawValue, "parts": partsText])
     }
     public func best(metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool) async throws(GraftError)
         -> BestResult
     {
-        var query: [String: String?] = ["metric": metric, "direction": direction?.rawValue, "split": split, "include_flagged": includeFlagged ? "true" : nil]
+        var query: [String: String?] = [
+            "metric": metric, "direction": direction?.rawValue, "split": split, "include_flagged": includeFlagged ? "true" : nil,
+        ]
         switch scope {
         case .all: break
         case .model(let name): query["model"] = name.description
@@ -169,14 +173,18 @@ public final class RemoteRegistry: RegistryAPI {
     public func addBase(
         name: ModelName, file path: String, provenance: Provenance, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
-        try await upload(to: name, base: true, input: try Registry.openInput(path), commit: UploadCommit(proposal: .init(header: "", tensors: []), provenance: provenance), progress: progress)
+        try await upload(
+            to: name, base: true, input: try Registry.openInput(path),
+            commit: UploadCommit(proposal: .init(header: "", tensors: []), provenance: provenance), progress: progress)
     }
 
     public func addBase(
         name: ModelName, input: some SafeTensorsInput, provenance: Provenance, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
         try await withRandomAccess(input) { (input) async throws(GraftError) in
-            try await upload(to: name, base: true, input: input, commit: UploadCommit(proposal: .init(header: "", tensors: []), provenance: provenance), progress: progress)
+            try await upload(
+                to: name, base: true, input: input, commit: UploadCommit(proposal: .init(header: "", tensors: []), provenance: provenance),
+                progress: progress)
         }
     }
 
@@ -184,7 +192,9 @@ public final class RemoteRegistry: RegistryAPI {
         model name: ModelName, file path: String, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
-        try await upload(to: name, base: false, input: try Registry.openInput(path), commit: Self.commit(step, epoch, metrics, split), progress: progress)
+        try await upload(
+            to: name, base: false, input: try Registry.openInput(path), commit: Self.commit(step, epoch, metrics, split), progress: progress
+        )
     }
 
     public func addCheckpoint(
@@ -199,17 +209,22 @@ public final class RemoteRegistry: RegistryAPI {
     public func createStudent(
         name: ModelName, from parent: Reference, relation: Relation, manifest declaration: ManifestDeclaration, description: String?
     ) async throws(GraftError) -> StudentResult {
-        try await call(.POST, ["v1", "students"], json: StudentRequest(name: name, parent: parent, relation: relation, manifest: declaration, description: description))
+        try await call(
+            .POST, ["v1", "students"],
+            json: StudentRequest(name: name, parent: parent, relation: relation, manifest: declaration, description: description))
     }
 
     public func logMetrics(_ reference: Reference, _ values: [MetricAssignment], split: String?) async throws(GraftError) -> String {
         let answer: CheckpointRef = try await call(
-            .POST, ["v1", "checkpoints", reference.description, "metrics"], json: MetricsRequest(metrics: Self.dictionary(values), split: split))
+            .POST, ["v1", "checkpoints", reference.description, "metrics"],
+            json: MetricsRequest(metrics: Self.dictionary(values), split: split))
         return answer.checkpoint
     }
 
     public func logCurve(model name: ModelName, step: Int, _ values: [MetricAssignment]) async throws(GraftError) {
-        _ = try await send(.POST, ["v1", "models", name.description, "curves"], body: try Self.encode(CurveRequest(step: step, metrics: Self.dictionary(values))))
+        _ = try await send(
+            .POST, ["v1", "models", name.description, "curves"],
+            body: try Self.encode(CurveRequest(step: step, metrics: Self.dictionary(values))))
     }
 
     public func importCurves(model name: ModelName, bytes: [UInt8]) async throws(GraftError) -> CurveImportResult {
@@ -226,8 +241,11 @@ public final class RemoteRegistry: RegistryAPI {
 
     // MARK: Administration
 
-    public func addAdvisory(on reference: Reference, id: String, severity: Severity, note: String?, url: String?) async throws(GraftError) -> Advisory {
-        try await call(.POST, ["v1", "advisories"], json: AdvisoryRequest(on: reference.description, id: id, severity: severity, note: note, url: url))
+    public func addAdvisory(on reference: Reference, id: String, severity: Severity, note: String?, url: String?) async throws(GraftError)
+        -> Advisory
+    {
+        try await call(
+            .POST, ["v1", "advisories"], json: AdvisoryRequest(on: reference.description, id: id, severity: severity, note: note, url: url))
     }
 
     public func resolveAdvisory(_ id: String) async throws(GraftError) {
@@ -247,7 +265,8 @@ public final class RemoteRegistry: RegistryAPI {
     }
 
     public func removeModel(_ name: ModelName, cascade: Bool, dryRun: Bool) async throws(GraftError) -> RemovalReport {
-        try await call(.DELETE, ["v1", "models", name.description], query: ["cascade": cascade ? "true" : nil, "dry_run": dryRun ? "true" : nil])
+        try await call(
+            .DELETE, ["v1", "models", name.description], query: ["cascade": cascade ? "true" : nil, "dry_run": dryRun ? "true" : nil])
     }
 
     public func removeCheckpoint(_ reference: Reference, dryRun: Bool) async throws(GraftError) -> RemovalReport {
@@ -272,7 +291,9 @@ extension RemoteRegistry {
         // Small tensors travel in the commit.
         for index in proposal.tensors.indices where proposal.tensors[index].length < plan.inlineBelow {
             guard let info = byName[proposal.tensors[index].name] else { continue }
-            do { proposal.tensors[index].data = Data(try input.data(of: info)).base64EncodedString() } catch { throw .reading(input.origin, error) }
+            do { proposal.tensors[index].data = Data(try input.data(of: info)).base64EncodedString() } catch {
+                throw .reading(input.origin, error)
+            }
         }
         let blobs = plan.missing.compactMap { blob in byName[blob.name].map { (blob, $0) } }
         sent += try await sendBlobs(blobs, from: input, total: plan.bytesMissing, progress: progress)
@@ -329,7 +350,9 @@ extension RemoteRegistry {
     }
 
     private static func commit(_ step: Int?, _ epoch: Int?, _ metrics: [MetricAssignment], _ split: String?) -> UploadCommit {
-        UploadCommit(proposal: .init(header: "", tensors: []), step: step, epoch: epoch, metrics: metrics.isEmpty ? nil : dictionary(metrics), split: split)
+        UploadCommit(
+            proposal: .init(header: "", tensors: []), step: step, epoch: epoch, metrics: metrics.isEmpty ? nil : dictionary(metrics),
+            split: split)
     }
 
     private static func dictionary(_ values: [MetricAssignment]) -> [String: Double] {
@@ -422,7 +445,9 @@ extension RemoteRegistry {
     }
 
     /// One request; a 2xx answer's body, or the server's error as ``GraftError/remote(_:message:details:)``.
-    private func send(_ method: HTTPMethod, _ path: [String], query: [String: String?] = [:], body: [UInt8]? = nil) async throws(GraftError) -> Answer {
+    private func send(_ method: HTTPMethod, _ path: [String], query: [String: String?] = [:], body: [UInt8]? = nil) async throws(GraftError)
+        -> Answer
+    {
         let response = try await execute(method, path, query: query, body: body, timeout: .minutes(30))
         guard (200..<300).contains(response.status.code) else { throw await Self.failure(response) }
         do {

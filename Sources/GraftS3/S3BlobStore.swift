@@ -1,8 +1,8 @@
 import Foundation
 package import GraftCore
-import Synchronization
 import GraftLocal
 import NIOCore
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -83,7 +83,10 @@ package final class S3BlobStore: BlobStore {
         guard count > 0 else { return }
         let key = blobKey(digest)
         let answer: S3Client.Answer
-        do { answer = try client.sendBlocking("GET", key: key, headers: [("Range", "bytes=\(offset)-\(offset + count - 1)")], allowMissing: true) } catch {
+        do {
+            answer = try client.sendBlocking(
+                "GET", key: key, headers: [("Range", "bytes=\(offset)-\(offset + count - 1)")], allowMissing: true)
+        } catch {
             if case .service(416, _, _) = error { throw .damagedBlob(digest, reason: "its object is shorter than \(offset + count) bytes") }
             throw graftError(error, key: key)
         }
@@ -161,7 +164,8 @@ package final class S3BlobStore: BlobStore {
         for object in objects {
             let relative = String(object.key.dropFirst(root.count))
             let parts = relative.split(separator: "/", omittingEmptySubsequences: false)
-            if parts.count == 3, parts[0] == "sha256", parts[1].count == 2, isHex(parts[1]), parts[2].count == 64, parts[2].hasPrefix(parts[1]), isHex(parts[2]),
+            if parts.count == 3, parts[0] == "sha256", parts[1].count == 2, isHex(parts[1]), parts[2].count == 64,
+                parts[2].hasPrefix(parts[1]), isHex(parts[2]),
                 let digest = try? Digest(parsing: "sha256:" + parts[2])
             {
                 blobs.append(digest)
@@ -229,7 +233,9 @@ package final class S3BlobStore: BlobStore {
         @Sendable func bytes(at offset: Int, count: Int) throws(GraftError) -> [UInt8] {
             var out = [UInt8](repeating: 0, count: count)
             if count > 0 {
-                try out.withUnsafeMutableBytes { raw in Result { () throws(GraftError) in try file.read(into: raw.baseAddress!, count: count, offset: offset) } }.get()
+                try out.withUnsafeMutableBytes { raw in
+                    Result { () throws(GraftError) in try file.read(into: raw.baseAddress!, count: count, offset: offset) }
+                }.get()
             }
             return out
         }
@@ -239,7 +245,9 @@ package final class S3BlobStore: BlobStore {
                 return
             }
             let created = try client.sendBlocking("POST", key: key, query: "uploads=")
-            guard let id = S3XML.value("UploadId", in: created.body) else { throw S3Error.malformed("CreateMultipartUpload without UploadId") }
+            guard let id = S3XML.value("UploadId", in: created.body) else {
+                throw S3Error.malformed("CreateMultipartUpload without UploadId")
+            }
             do {
                 // Parts go up `lanes` at a time, each read from the spool when its lane takes it.
                 let offsets = Array(stride(from: 0, to: length, by: partSize))
@@ -253,7 +261,8 @@ package final class S3BlobStore: BlobStore {
                         guard index < offsets.count else { return }
                         do {
                             let part = try bytes(at: offsets[index], count: min(partSize, length - offsets[index]))
-                            let answer = try client.sendBlocking("PUT", key: key, query: "partNumber=\(index + 1)&uploadId=\(SigV4Signer.encode(id))", body: part)
+                            let answer = try client.sendBlocking(
+                                "PUT", key: key, query: "partNumber=\(index + 1)&uploadId=\(SigV4Signer.encode(id))", body: part)
                             guard let etag = answer.headers.first(name: "ETag") else { throw S3Error.malformed("UploadPart without ETag") }
                             tags.withLock { $0[index] = etag }
                         } catch {
@@ -265,7 +274,9 @@ package final class S3BlobStore: BlobStore {
                 let etags = tags.withLock { $0.compactMap { $0 } }
                 let body = S3XML.completion(etags)
                 let done = try client.sendBlocking("POST", key: key, query: "uploadId=\(SigV4Signer.encode(id))", body: body)
-                if let code = S3XML.value("Code", in: done.body) { throw S3Error.service(status: done.status, code: code, message: S3XML.value("Message", in: done.body) ?? "") }
+                if let code = S3XML.value("Code", in: done.body) {
+                    throw S3Error.service(status: done.status, code: code, message: S3XML.value("Message", in: done.body) ?? "")
+                }
             } catch {
                 _ = try? client.sendBlocking("DELETE", key: key, query: "uploadId=\(SigV4Signer.encode(id))", allowMissing: true)
                 throw error

@@ -26,7 +26,9 @@ public struct S3Location: Sendable, Equatable {
         guard text.hasPrefix("s3://"), let components = URLComponents(string: text), let bucket = components.host, !bucket.isEmpty else {
             throw .invalidLocation(text, reason: "expected s3://BUCKET/PREFIX?endpoint=URL&region=R")
         }
-        guard bucket.count >= 3, bucket.count <= 63, bucket.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E }) else {
+        guard bucket.count >= 3, bucket.count <= 63,
+            bucket.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E })
+        else {
             throw .invalidLocation(text, reason: "a bucket name is 3–63 lower-case letters, digits, `-` and `.`")
         }
         let prefix = components.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
@@ -49,7 +51,9 @@ public struct S3Location: Sendable, Equatable {
         let endpoint: URL
         var pathStyle: Bool
         if let given = parameters["endpoint"] {
-            guard let url = URL(string: given), ["http", "https"].contains(url.scheme ?? ""), url.host != nil, url.path.isEmpty || url.path == "/" else {
+            guard let url = URL(string: given), ["http", "https"].contains(url.scheme ?? ""), url.host != nil,
+                url.path.isEmpty || url.path == "/"
+            else {
                 throw .invalidLocation(text, reason: "the endpoint is an http(s)://HOST[:PORT] URL")
             }
             endpoint = url
@@ -153,7 +157,9 @@ public final class S3Client: Sendable {
     public func head(_ key: String) async throws(S3Error) -> Int? {
         let answer = try await send("HEAD", key: key, allowMissing: true)
         guard answer.status != 404 else { return nil }
-        guard let length = answer.headers.first(name: "Content-Length").flatMap(Int.init) else { throw .malformed("HEAD without Content-Length") }
+        guard let length = answer.headers.first(name: "Content-Length").flatMap(Int.init) else {
+            throw .malformed("HEAD without Content-Length")
+        }
         return length
     }
 
@@ -167,7 +173,8 @@ public final class S3Client: Sendable {
         var objects: [S3Object] = []
         var token: String? = nil
         repeat {
-            let page = try S3XML.listing(try await send("GET", key: nil, query: Self.listQuery(prefix: prefix, pageSize: pageSize, token: token)).body)
+            let page = try S3XML.listing(
+                try await send("GET", key: nil, query: Self.listQuery(prefix: prefix, pageSize: pageSize, token: token)).body)
             objects += page.objects
             token = try page.next()
         } while token != nil
@@ -179,7 +186,8 @@ public final class S3Client: Sendable {
         var objects: [S3Object] = []
         var token: String? = nil
         repeat {
-            let page = try S3XML.listing(try sendBlocking("GET", key: nil, query: Self.listQuery(prefix: prefix, pageSize: pageSize, token: token)).body)
+            let page = try S3XML.listing(
+                try sendBlocking("GET", key: nil, query: Self.listQuery(prefix: prefix, pageSize: pageSize, token: token)).body)
             objects += page.objects
             token = try page.next()
         } while token != nil
@@ -187,7 +195,8 @@ public final class S3Client: Sendable {
     }
 
     static func listQuery(prefix: String, pageSize: Int, token: String?) -> String {
-        "list-type=2&max-keys=\(pageSize)&prefix=\(SigV4Signer.encode(prefix))" + (token.map { "&continuation-token=\(SigV4Signer.encode($0))" } ?? "")
+        "list-type=2&max-keys=\(pageSize)&prefix=\(SigV4Signer.encode(prefix))"
+            + (token.map { "&continuation-token=\(SigV4Signer.encode($0))" } ?? "")
     }
 
     // MARK: Multipart uploads (parts of 5 MiB or more, but the last)
@@ -200,9 +209,12 @@ public final class S3Client: Sendable {
     }
 
     /// Uploads part `number` (1…10,000); returns its ETag, for the completion.
-    public func uploadPart(_ key: String, uploadID: String, number: Int, body: [UInt8], sha256: String? = nil) async throws(S3Error) -> String {
+    public func uploadPart(_ key: String, uploadID: String, number: Int, body: [UInt8], sha256: String? = nil) async throws(S3Error)
+        -> String
+    {
         let hash = sha256 ?? SigV4Signer.hex(SHA256.hash(data: body))
-        let answer = try await send("PUT", key: key, query: "partNumber=\(number)&uploadId=\(SigV4Signer.encode(uploadID))", body: body, payloadHash: hash)
+        let answer = try await send(
+            "PUT", key: key, query: "partNumber=\(number)&uploadId=\(SigV4Signer.encode(uploadID))", body: body, payloadHash: hash)
         guard let etag = answer.headers.first(name: "ETag") else { throw .malformed("UploadPart without ETag") }
         return etag
     }
@@ -212,7 +224,9 @@ public final class S3Client: Sendable {
         let body = S3XML.completion(parts)
         let answer = try await send("POST", key: key, query: "uploadId=\(SigV4Signer.encode(uploadID))", body: body)
         // S3 may answer 200 with an error in the body.
-        if let code = S3XML.value("Code", in: answer.body), S3XML.value("Error", in: answer.body) != nil || answer.body.starts(with: Array("<Error".utf8)) {
+        if let code = S3XML.value("Code", in: answer.body),
+            S3XML.value("Error", in: answer.body) != nil || answer.body.starts(with: Array("<Error".utf8))
+        {
             throw .service(status: answer.status, code: code, message: S3XML.value("Message", in: answer.body) ?? "")
         }
     }
@@ -244,7 +258,12 @@ public final class S3Client: Sendable {
         let scheme = endpoint.scheme ?? "https"
         var host = endpoint.host ?? ""
         if let port = endpoint.port, !((scheme == "http" && port == 80) || (scheme == "https" && port == 443)) { host += ":\(port)" }
-        let encodedKey = key.map { "/" + $0.split(separator: "/", omittingEmptySubsequences: false).map { SigV4Signer.encode(String($0)) }.joined(separator: "/") } ?? ""
+        let encodedKey =
+            key.map {
+                "/"
+                    + $0.split(separator: "/", omittingEmptySubsequences: false).map { SigV4Signer.encode(String($0)) }.joined(
+                        separator: "/")
+            } ?? ""
         if location.pathStyle {
             return (host, "/" + location.bucket + (key == nil ? "" : encodedKey), "\(scheme)://\(host)")
         }
@@ -267,7 +286,8 @@ public final class S3Client: Sendable {
         let hash = payloadHash ?? (body.map { SigV4Signer.hex(SHA256.hash(data: $0)) } ?? SigV4Signer.emptyPayloadHash)
         var headers: [(name: String, value: String)] = [("Host", host)] + extra.map { (name: $0.0, value: $0.1) }
         if let body { headers.append(("Content-Length", String(body.count))) }
-        let signed = signer.sign(method: method, path: path, query: query, headers: headers, payloadHash: hash, date: Date(), addContentHash: true)
+        let signed = signer.sign(
+            method: method, path: path, query: query, headers: headers, payloadHash: hash, date: Date(), addContentHash: true)
         return Prepared(
             url: base + path + (query.isEmpty ? "" : "?" + query), method: method,
             headers: (headers + signed.headers).filter { $0.name != "Content-Length" }, body: body)
@@ -277,7 +297,8 @@ public final class S3Client: Sendable {
         if (200..<300).contains(status) || (allowMissing && status == 404) {
             return Answer(status: status, headers: headers, body: bytes)
         }
-        throw .service(status: status, code: S3XML.value("Code", in: bytes) ?? "HTTP\(status)", message: S3XML.value("Message", in: bytes) ?? "")
+        throw .service(
+            status: status, code: S3XML.value("Code", in: bytes) ?? "HTTP\(status)", message: S3XML.value("Message", in: bytes) ?? "")
     }
 
     func send(
@@ -310,7 +331,8 @@ public final class S3Client: Sendable {
         let response: HTTPClient.Response
         do {
             let request = try HTTPClient.Request(
-                url: prepared.url, method: HTTPMethod(rawValue: method), headers: headers, body: body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
+                url: prepared.url, method: HTTPMethod(rawValue: method), headers: headers,
+                body: body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
             response = try client.execute(request: request, deadline: .now() + .seconds(300)).wait()
         } catch { throw .unreachable("\(error)") }
         let bytes = response.body.map { Array($0.readableBytesView) } ?? []
@@ -361,25 +383,33 @@ enum S3XML {
                 throw .malformed("a listed object without Key or Size")
             }
             let stamp = values("LastModified", in: item).first ?? ""
-            objects.append(S3Object(key: key, size: size, lastModified: formatter.date(from: stamp) ?? plain.date(from: stamp) ?? .distantPast))
+            objects.append(
+                S3Object(key: key, size: size, lastModified: formatter.date(from: stamp) ?? plain.date(from: stamp) ?? .distantPast))
         }
-        return Page(objects: objects, truncated: values("IsTruncated", in: text).first == "true", token: values("NextContinuationToken", in: text).first)
+        return Page(
+            objects: objects, truncated: values("IsTruncated", in: text).first == "true",
+            token: values("NextContinuationToken", in: text).first)
     }
 
     /// The body of CompleteMultipartUpload: each part's number and ETag, in order.
     static func completion(_ etags: [String]) -> [UInt8] {
         let items = etags.enumerated().map { "<Part><PartNumber>\($0.offset + 1)</PartNumber><ETag>\(escape($0.element))</ETag></Part>" }
-        return Array("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\(items.joined())</CompleteMultipartUpload>".utf8)
+        return Array(
+            "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\(items.joined())</CompleteMultipartUpload>".utf8)
     }
 
     static func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
-            .replacingOccurrences(of: "\"", with: "&quot;")
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(
+            of: ">", with: "&gt;"
+        )
+        .replacingOccurrences(of: "\"", with: "&quot;")
     }
 
     static func unescape(_ text: String) -> String {
         guard text.contains("&") else { return text }
-        return text.replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">").replacingOccurrences(of: "&quot;", with: "\"")
-            .replacingOccurrences(of: "&apos;", with: "'").replacingOccurrences(of: "&amp;", with: "&")
+        return text.replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">").replacingOccurrences(
+            of: "&quot;", with: "\""
+        )
+        .replacingOccurrences(of: "&apos;", with: "'").replacingOccurrences(of: "&amp;", with: "&")
     }
 }

@@ -14,7 +14,8 @@ public struct AWSCredentials: Sendable, Equatable {
 
     /// The credentials of the environment, or `nil` when the key id or the secret is missing.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> AWSCredentials? {
-        guard let id = environment["AWS_ACCESS_KEY_ID"], !id.isEmpty, let secret = environment["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty else { return nil }
+        guard let id = environment["AWS_ACCESS_KEY_ID"], !id.isEmpty, let secret = environment["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty
+        else { return nil }
         let token = environment["AWS_SESSION_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         return AWSCredentials(accessKeyID: id, secretAccessKey: secret, sessionToken: token)
     }
@@ -58,7 +59,8 @@ public struct SigV4Signer: Sendable {
         public var authorization: String
 
         public static func == (a: Signed, b: Signed) -> Bool {
-            a.headers.map { "\($0.name):\($0.value)" } == b.headers.map { "\($0.name):\($0.value)" } && a.canonicalRequest == b.canonicalRequest
+            a.headers.map { "\($0.name):\($0.value)" } == b.headers.map { "\($0.name):\($0.value)" }
+                && a.canonicalRequest == b.canonicalRequest
                 && a.signature == b.signature
         }
     }
@@ -99,14 +101,19 @@ public struct SigV4Signer: Sendable {
         let canonicalHeaders = names.map { "\($0):\(values[$0]!.joined(separator: ","))\n" }.joined()
         let signedHeaders = names.joined(separator: ";")
         let canonicalRequest = [
-            method, Self.canonicalPath(path, normalize: normalizePath), Self.canonicalQuery(query), canonicalHeaders, signedHeaders, payloadHash,
+            method, Self.canonicalPath(path, normalize: normalizePath), Self.canonicalQuery(query), canonicalHeaders, signedHeaders,
+            payloadHash,
         ].joined(separator: "\n")
         let scope = "\(day)/\(region)/\(service)/aws4_request"
-        let stringToSign = ["AWS4-HMAC-SHA256", stamp, scope, Self.hex(SHA256.hash(data: Data(canonicalRequest.utf8)))].joined(separator: "\n")
+        let stringToSign = ["AWS4-HMAC-SHA256", stamp, scope, Self.hex(SHA256.hash(data: Data(canonicalRequest.utf8)))].joined(
+            separator: "\n")
         let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Data(stringToSign.utf8), using: signingKey(day: day)))
-        let authorization = "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
+        let authorization =
+            "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
         added.append(("Authorization", authorization))
-        return Signed(headers: added, canonicalRequest: canonicalRequest, stringToSign: stringToSign, signature: signature, authorization: authorization)
+        return Signed(
+            headers: added, canonicalRequest: canonicalRequest, stringToSign: stringToSign, signature: signature,
+            authorization: authorization)
     }
 
     /// HMAC("AWS4" + secret, day) → region → service → "aws4_request".

@@ -1,10 +1,11 @@
+import GRDB
+package import GraftCore
+import GraftLocal
+import SafeTensors
+
 #if canImport(Glibc)
     import Glibc
 #endif
-package import GraftCore
-import GraftLocal
-import GRDB
-import SafeTensors
 
 /// The metadata store of a local registry: one SQLite database (`ROOT/graft.sqlite`, WAL mode)
 /// through GRDB, with the migrations of `migrations/` applied and checksummed at open.
@@ -31,7 +32,9 @@ package final class SQLiteMetadataStore: MetadataStore {
     ///
     /// - Throws: ``GraftError/newerSchema(path:version:newestKnown:)``, ``GraftError/migrationMismatch(version:name:)``,
     ///   ``GraftError/corruptDatabase(path:message:)`` and the errors of opening a file.
-    package static func open(_ layout: RegistryLayout, durability: Registry.Durability, busyTimeout: Double) throws(GraftError) -> SQLiteMetadataStore {
+    package static func open(_ layout: RegistryLayout, durability: Registry.Durability, busyTimeout: Double) throws(GraftError)
+        -> SQLiteMetadataStore
+    {
         var configuration = Configuration()
         configuration.busyMode = .timeout(busyTimeout)
         configuration.foreignKeysEnabled = true
@@ -155,11 +158,15 @@ extension Database {
         try Row.fetchCursor(cachedStatement(sql: sql), arguments: arguments)
     }
 
-    func cachedOne<T: DatabaseValueConvertible & StatementColumnConvertible>(_ type: T.Type, sql: String, arguments: StatementArguments = []) throws -> T? {
+    func cachedOne<T: DatabaseValueConvertible & StatementColumnConvertible>(
+        _ type: T.Type, sql: String, arguments: StatementArguments = []
+    ) throws -> T? {
         try T.fetchOne(cachedStatement(sql: sql), arguments: arguments)
     }
 
-    func cachedAll<T: DatabaseValueConvertible & StatementColumnConvertible>(_ type: T.Type, sql: String, arguments: StatementArguments = []) throws -> [T] {
+    func cachedAll<T: DatabaseValueConvertible & StatementColumnConvertible>(
+        _ type: T.Type, sql: String, arguments: StatementArguments = []
+    ) throws -> [T] {
         try T.fetchAll(cachedStatement(sql: sql), arguments: arguments)
     }
 }

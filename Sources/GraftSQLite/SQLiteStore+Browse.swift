@@ -1,6 +1,6 @@
-package import GraftCore
 import GRDB
 import GRDBSQLite
+package import GraftCore
 
 // What the web view reads: the model index, curve points, the metrics of a family.
 extension SQLiteMetadataStore {
@@ -11,16 +11,20 @@ extension SQLiteMetadataStore {
             // Every model is one row: stepped through the C API (10,000 rows decode in a few ms).
             try Self.stepRows(db, sql: Self.indexSQL, arguments: []) { handle in
                 func text(_ column: Int32) -> String? {
-                    guard sqlite3_column_type(handle, column) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, column) else { return nil }
+                    guard sqlite3_column_type(handle, column) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, column) else {
+                        return nil
+                    }
                     return String(cString: bytes)
                 }
                 let id = sqlite3_column_int64(handle, 0)
                 var parent: String? = nil
                 if let name = text(5) { parent = "\(name)@\(sqlite3_column_int64(handle, 6))" }
-                entries.append(ModelIndexEntry(
-                    name: text(1) ?? "", kind: text(2) ?? "", mode: text(3).flatMap(TransferMode.init(rawValue:)),
-                    relation: text(4).flatMap(Relation.init(rawValue:)), parent: parent, checkpoints: Int(sqlite3_column_int64(handle, 7)),
-                    description: text(8), createdAt: text(9) ?? "", advisories: flagged[id].map { $0.sorted() } ?? []))
+                entries.append(
+                    ModelIndexEntry(
+                        name: text(1) ?? "", kind: text(2) ?? "", mode: text(3).flatMap(TransferMode.init(rawValue:)),
+                        relation: text(4).flatMap(Relation.init(rawValue:)), parent: parent,
+                        checkpoints: Int(sqlite3_column_int64(handle, 7)),
+                        description: text(8), createdAt: text(9) ?? "", advisories: flagged[id].map { $0.sorted() } ?? []))
             }
             return entries
         }
@@ -36,7 +40,9 @@ extension SQLiteMetadataStore {
         try await read { db in
             var series: [CurveSeries] = []
             try Self.stepRows(
-                db, sql: "SELECT k.name, p.step, p.value FROM curves k JOIN curve_points p ON p.curve_id = k.id WHERE k.model_id = ? ORDER BY k.name, p.step",
+                db,
+                sql:
+                    "SELECT k.name, p.step, p.value FROM curves k JOIN curve_points p ON p.curve_id = k.id WHERE k.model_id = ? ORDER BY k.name, p.step",
                 arguments: [model]
             ) { handle in
                 let name = sqlite3_column_text(handle, 0).map { String(cString: $0) } ?? ""

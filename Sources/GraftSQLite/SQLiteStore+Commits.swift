@@ -1,8 +1,8 @@
 import Foundation
-package import GraftCore
-import GraftLocal
 import GRDB
 import GRDBSQLite
+package import GraftCore
+import GraftLocal
 import SafeTensors
 
 // Writes: commits of bases, students and checkpoints; aliases, metrics, curves, advisories.
@@ -21,8 +21,10 @@ extension SQLiteMetadataStore {
                     INSERT INTO models (name, kind, description, source, license, dataset, architecture, task, metadata, created_at)
                     VALUES (?, 'base', ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [name.value, provenance.description, provenance.source, provenance.license, provenance.dataset,
-                            provenance.architecture, provenance.task, provenanceMetadata, now])
+                arguments: [
+                    name.value, provenance.description, provenance.source, provenance.license, provenance.dataset,
+                    provenance.architecture, provenance.task, provenanceMetadata, now,
+                ])
             let modelID = db.lastInsertedRowID
             try db.execute(sql: "UPDATE models SET lineage_path = '/' || id || '/' WHERE id = ?", arguments: [modelID])
             let stored = try Self.insertBlobs(db, checkpoint.tensors, stillStored: stillStored, now: now)
@@ -48,14 +50,18 @@ extension SQLiteMetadataStore {
                         parent_checkpoint_number, created_at)
                     VALUES (?, 'student', ?, ?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [student.name.value, student.description, student.mode.rawValue, student.rules, student.relation.rawValue, student.parent.id,
-                            student.parent.summary.number, student.createdAt])
+                arguments: [
+                    student.name.value, student.description, student.mode.rawValue, student.rules, student.relation.rawValue,
+                    student.parent.id,
+                    student.parent.summary.number, student.createdAt,
+                ])
             let modelID = db.lastInsertedRowID
             try db.execute(
                 sql: "UPDATE models SET lineage_path = (SELECT lineage_path FROM models WHERE id = ?) || id || '/' WHERE id = ?",
                 arguments: [parentModel, modelID])
             try db.execute(
-                sql: "INSERT INTO model_parents (model_id, parent_checkpoint_id, parent_model_id, relation, created_at) VALUES (?, ?, ?, ?, ?)",
+                sql:
+                    "INSERT INTO model_parents (model_id, parent_checkpoint_id, parent_model_id, relation, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [modelID, student.parent.id, parentModel, student.relation.rawValue, student.createdAt])
             let statement = try db.cachedStatement(
                 sql: """
@@ -81,7 +87,8 @@ extension SQLiteMetadataStore {
             }
             let now = timestamp()
             let stored = try Self.insertBlobs(db, checkpoint.tensors, stillStored: stillStored, now: now)
-            let number = (try Int.fetchOne(db, sql: "SELECT max(number) FROM checkpoints WHERE model_id = ?", arguments: [modelID]) ?? 0) + 1
+            let number =
+                (try Int.fetchOne(db, sql: "SELECT max(number) FROM checkpoints WHERE model_id = ?", arguments: [modelID]) ?? 0) + 1
             let checkpointID = try Self.insertCheckpoint(db, modelID: modelID, number: number, checkpoint, now: now)
             try Self.insertMetrics(db, checkpointID: checkpointID, metrics, split: split)
             if let newTensors {
@@ -94,7 +101,9 @@ extension SQLiteMetadataStore {
                             element_count = excluded.element_count WHERE manifest_entries.state = 'new'
                         """)
                 for tensor in checkpoint.tensors where newNames.contains(tensor.info.name) {
-                    try statement.execute(arguments: [modelID, tensor.info.name, tensor.info.dtype.rawValue, shapeJSON(tensor.info.shape), tensor.info.elementCount])
+                    try statement.execute(arguments: [
+                        modelID, tensor.info.name, tensor.info.dtype.rawValue, shapeJSON(tensor.info.shape), tensor.info.elementCount,
+                    ])
                 }
             }
             return (number, stored)
@@ -110,9 +119,12 @@ extension SQLiteMetadataStore {
                     parameter_count, data_bytes, file_bytes, step, epoch, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
-            arguments: [modelID, number, checkpoint.digest.hex, Data(checkpoint.headerBytes), checkpoint.headerDigest.hex, encodeJSON(checkpoint.metadata),
-                        checkpoint.tensors.count, checkpoint.parameterCount, checkpoint.dataLength, checkpoint.fileBytes,
-                        checkpoint.step, checkpoint.epoch, now])
+            arguments: [
+                modelID, number, checkpoint.digest.hex, Data(checkpoint.headerBytes), checkpoint.headerDigest.hex,
+                encodeJSON(checkpoint.metadata),
+                checkpoint.tensors.count, checkpoint.parameterCount, checkpoint.dataLength, checkpoint.fileBytes,
+                checkpoint.step, checkpoint.epoch, now,
+            ])
         let id = db.lastInsertedRowID
         let statement = try db.cachedStatement(
             sql: """
@@ -194,8 +206,11 @@ extension SQLiteMetadataStore {
         // One curve row per name; points reference it by integer.
         var curveIDs: [Int64] = []
         for name in batch.names {
-            try db.execute(sql: "INSERT INTO curves (model_id, name) VALUES (?, ?) ON CONFLICT (model_id, name) DO NOTHING", arguments: [modelID, name])
-            curveIDs.append(try Int64.fetchOne(db, sql: "SELECT id FROM curves WHERE model_id = ? AND name = ?", arguments: [modelID, name])!)
+            try db.execute(
+                sql: "INSERT INTO curves (model_id, name) VALUES (?, ?) ON CONFLICT (model_id, name) DO NOTHING",
+                arguments: [modelID, name])
+            curveIDs.append(
+                try Int64.fetchOne(db, sql: "SELECT id FROM curves WHERE model_id = ? AND name = ?", arguments: [modelID, name])!)
         }
         // Rows in primary-key order append to the B-tree instead of splitting pages all over it.
         var order = Array(0..<batch.count)
@@ -206,7 +221,9 @@ extension SQLiteMetadataStore {
         func statement(rows: Int) throws -> Statement {
             let values = Array(repeating: "(?, ?, ?)", count: rows).joined(separator: ", ")
             return try db.cachedStatement(
-                sql: "INSERT INTO curve_points (curve_id, step, value) VALUES \(values) ON CONFLICT (curve_id, step) DO UPDATE SET value = excluded.value")
+                sql:
+                    "INSERT INTO curve_points (curve_id, step, value) VALUES \(values) ON CONFLICT (curve_id, step) DO UPDATE SET value = excluded.value"
+            )
         }
         var start = 0
         while start < order.count {
@@ -235,7 +252,10 @@ extension SQLiteMetadataStore {
             }
             try db.execute(
                 sql: "INSERT INTO advisories (id, model_id, checkpoint_id, severity, note, url, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                arguments: [advisory.id, advisory.model, advisory.checkpoint, advisory.severity.rawValue, advisory.note, advisory.url, advisory.createdAt])
+                arguments: [
+                    advisory.id, advisory.model, advisory.checkpoint, advisory.severity.rawValue, advisory.note, advisory.url,
+                    advisory.createdAt,
+                ])
         }
     }
 

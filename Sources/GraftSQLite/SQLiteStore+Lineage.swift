@@ -1,7 +1,7 @@
-package import GraftCore
-import GraftLocal
 import GRDB
 import GRDBSQLite
+package import GraftCore
+import GraftLocal
 
 // Lineage rows and best candidates: ranges of the lineage-path index (migration 0004) and of
 // the metric summaries (0005), stepped through SQLite's C API where rows are many.
@@ -22,7 +22,9 @@ extension SQLiteMetadataStore {
         return up
     }
 
-    package func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError) -> LineageSnapshot {
+    package func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError)
+        -> LineageSnapshot
+    {
         try await read { db in
             // Without ancestors, still the model's parent (its node names it) — and the whole
             // chain when an advisory is open, for what the model inherits from above.
@@ -34,7 +36,8 @@ extension SQLiteMetadataStore {
                 let ids = (up + down).map(\.id)
                 for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min($0 + 500, ids.count)]) }) {
                     let rows = try db.cachedRows(
-                        sql: "SELECT model_id, \(direction == .max ? "max" : "min")(value) AS best FROM metrics WHERE name = ? AND model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) GROUP BY model_id",
+                        sql:
+                            "SELECT model_id, \(direction == .max ? "max" : "min")(value) AS best FROM metrics WHERE name = ? AND model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) GROUP BY model_id",
                         arguments: StatementArguments([metric]) + StatementArguments(chunk))
                     for row in rows { best[row["model_id"]] = row["best"] }
                 }
@@ -44,12 +47,15 @@ extension SQLiteMetadataStore {
         }
     }
 
-    package func affectedRows(model: Int64) async throws(GraftError) -> (open: [OpenAdvisory], chain: [LineageRow], descendants: [LineageRow]) {
+    package func affectedRows(model: Int64) async throws(GraftError) -> (
+        open: [OpenAdvisory], chain: [LineageRow], descendants: [LineageRow]
+    ) {
         try await read { db in
             let open = try Self.openAdvisories(db)
             guard !open.isEmpty else { return ([], [], []) }
             let chain = try Self.chain(db, model: model, full: true)
-            guard !AdvisoryInheritance.inherited(chain: chain, open: open).isEmpty || AdvisoryInheritance.anyWithin(open, model: model) else {
+            guard !AdvisoryInheritance.inherited(chain: chain, open: open).isEmpty || AdvisoryInheritance.anyWithin(open, model: model)
+            else {
                 return (open, chain, [])
             }
             return (open, chain, try Self.lineageRows(db, sql: Self.descendantsSQL, arguments: [model]))
@@ -61,7 +67,9 @@ extension SQLiteMetadataStore {
             // Each model's from the (model, number) index, in order, in one statement.
             var checkpoints: [Int64: [Int]] = [:]
             try Self.stepRows(
-                db, sql: "SELECT model_id, number FROM checkpoints WHERE model_id IN (SELECT value FROM json_each(?)) ORDER BY model_id, number",
+                db,
+                sql:
+                    "SELECT model_id, number FROM checkpoints WHERE model_id IN (SELECT value FROM json_each(?)) ORDER BY model_id, number",
                 arguments: ["[" + models.map(String.init).joined(separator: ",") + "]"]
             ) { handle in
                 checkpoints[sqlite3_column_int64(handle, 0), default: []].append(Int(sqlite3_column_int64(handle, 1)))
@@ -134,7 +142,8 @@ extension SQLiteMetadataStore {
         while let row = try cursor.next() {
             guard filter.standing(model: row["model_id"], checkpoint: row["id"], name: row["name"]) == .eligible else { continue }
             return CandidateWalk(
-                candidates: candidates, winner: RankedCandidate(checkpoint: Self.checkpointSummary(row), value: row["metric_value"]), excluded: excluded)
+                candidates: candidates, winner: RankedCandidate(checkpoint: Self.checkpointSummary(row), value: row["metric_value"]),
+                excluded: excluded)
         }
         return CandidateWalk(candidates: candidates, winner: nil, excluded: excluded)
     }
@@ -179,7 +188,9 @@ extension SQLiteMetadataStore {
         var rows: [LineageRow] = []
         try stepRows(db, sql: sql, arguments: arguments) { handle in
             func text(_ column: Int32) -> String? {
-                guard sqlite3_column_type(handle, column) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, column) else { return nil }
+                guard sqlite3_column_type(handle, column) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, column) else {
+                    return nil
+                }
                 return String(cString: bytes)
             }
             func integer(_ column: Int32) -> Int64? {
@@ -199,23 +210,28 @@ extension SQLiteMetadataStore {
                 }
                 return scale == 1 ? nil : value
             }
-            rows.append(LineageRow(
-                link: parent(1), via: integer(2), id: sqlite3_column_int64(handle, 3),
-                name: text(4) ?? "", kind: text(5) ?? "", mode: text(6), relation: text(7), parentNumber: integer(8).map(Int.init),
-                checkpoints: Int(sqlite3_column_int64(handle, 9))))
+            rows.append(
+                LineageRow(
+                    link: parent(1), via: integer(2), id: sqlite3_column_int64(handle, 3),
+                    name: text(4) ?? "", kind: text(5) ?? "", mode: text(6), relation: text(7), parentNumber: integer(8).map(Int.init),
+                    checkpoints: Int(sqlite3_column_int64(handle, 9))))
         }
         return rows
     }
 
     /// Runs a cached statement through SQLite's C API, calling `body` with the statement at
     /// each row: for the large reads, where GRDB's per-row decoding dominated.
-    static func stepRows(_ db: Database, sql: String, arguments: [any DatabaseValueConvertible], _ body: (OpaquePointer) throws -> Void) throws {
+    static func stepRows(_ db: Database, sql: String, arguments: [any DatabaseValueConvertible], _ body: (OpaquePointer) throws -> Void)
+        throws
+    {
         let handle = try db.cachedStatement(sql: sql).sqliteStatement
         sqlite3_reset(handle)
         for (index, argument) in arguments.enumerated() {
             switch argument.databaseValue.storage {
             case .int64(let value): sqlite3_bind_int64(handle, Int32(index + 1), value)
-            case .string(let value): sqlite3_bind_text(handle, Int32(index + 1), value, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))  // SQLITE_TRANSIENT: SQLite copies it
+            case .string(let value):
+                // SQLITE_TRANSIENT (-1): SQLite copies the text.
+                sqlite3_bind_text(handle, Int32(index + 1), value, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))
             default: preconditionFailure("these queries take integers and text")
             }
         }
@@ -265,7 +281,9 @@ extension SQLiteMetadataStore {
             switch query.scope {
             case .all: break
             case .model(let name), .under(let name):
-                guard let id = try db.cachedOne(Int64.self, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else { return nil }
+                guard let id = try db.cachedOne(Int64.self, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else {
+                    return nil
+                }
                 if case .model = query.scope { candidateScope = .model(id) } else { candidateScope = .subtree(id) }
             }
             let open = query.includeFlagged ? [] : try Self.openAdvisories(db)
@@ -277,13 +295,17 @@ extension SQLiteMetadataStore {
                 let flagged = open.isEmpty ? [:] : try Self.flaggedModels(db, open, within: root)
                 var perModel: [ModelBest] = []
                 try Self.stepRows(db, sql: Self.bestPerModelSQL(direction), arguments: [root, metric, split ?? ""]) { handle in
-                    perModel.append(ModelBest(
-                        model: sqlite3_column_int64(handle, 0), value: sqlite3_column_double(handle, 1), count: Int(sqlite3_column_int64(handle, 2))))
+                    perModel.append(
+                        ModelBest(
+                            model: sqlite3_column_int64(handle, 0), value: sqlite3_column_double(handle, 1),
+                            count: Int(sqlite3_column_int64(handle, 2))))
                 }
                 let ranked = BestSelection.leaders(perModel, direction: direction) { flagged[$0] != nil }
                 if ranked.candidates > 0 {
                     guard let top = ranked.top else { return .allFlagged(candidates: ranked.candidates) }
-                    let winner = ranked.leaders.count == 1 ? ranked.leaders[0] : BestSelection.earliest(try Self.names(db, of: ranked.leaders)) ?? ranked.leaders[0]
+                    let winner =
+                        ranked.leaders.count == 1
+                        ? ranked.leaders[0] : BestSelection.earliest(try Self.names(db, of: ranked.leaders)) ?? ranked.leaders[0]
                     if let found = try Self.checkpoint(db, model: winner, metric: metric, split: split, value: top) {
                         return .found(found, candidates: ranked.candidates, excluded: ranked.excluded)
                     }
@@ -294,13 +316,16 @@ extension SQLiteMetadataStore {
                 switch candidateScope {
                 case .model(let id):
                     // One model: flagged as a whole only by what it carries or inherits.
-                    if !AdvisoryInheritance.inherited(chain: try Self.chain(db, model: id, full: true), open: open).isEmpty { flaggedModels = [id] }
+                    if !AdvisoryInheritance.inherited(chain: try Self.chain(db, model: id, full: true), open: open).isEmpty {
+                        flaggedModels = [id]
+                    }
                 case .subtree(let root): flaggedModels = Set(try Self.flaggedModels(db, open, within: root).keys)
                 case .all: flaggedModels = Set(try Self.flaggedModels(db, open, within: nil).keys)
                 }
             }
             let filter = CandidateFilter(flaggedModels: flaggedModels, flaggedCheckpoints: flaggedCheckpoints, visibility: query.visibility)
-            let walk = try Self.walkCandidates(db, metric: metric, split: split, scope: candidateScope, direction: direction, filter: filter)
+            let walk = try Self.walkCandidates(
+                db, metric: metric, split: split, scope: candidateScope, direction: direction, filter: filter)
             guard walk.candidates > 0 else {
                 return .noCandidates(known: try db.cachedAll(String.self, sql: "SELECT DISTINCT name FROM metrics ORDER BY name LIMIT 20"))
             }
@@ -317,7 +342,9 @@ extension SQLiteMetadataStore {
         let seeds = AdvisoryInheritance.seeds(open, within: root)
         var starts = seeds.models
         for (checkpoint, advisory) in seeds.checkpoints {
-            for student in try db.cachedAll(Int64.self, sql: "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = ?", arguments: [checkpoint]) {
+            for student in try db.cachedAll(
+                Int64.self, sql: "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = ?", arguments: [checkpoint])
+            {
                 starts.append((student, advisory))
             }
         }
@@ -328,7 +355,9 @@ extension SQLiteMetadataStore {
         if let root {
             let inherited = AdvisoryInheritance.inherited(chain: try chain(db, model: root, full: true), open: open)
             if !inherited.isEmpty {
-                for model in try db.cachedAll(Int64.self, sql: subtreeSQL, arguments: [root]) { result[model, default: []].formUnion(inherited) }
+                for model in try db.cachedAll(Int64.self, sql: subtreeSQL, arguments: [root]) {
+                    result[model, default: []].formUnion(inherited)
+                }
             }
         }
         return result

@@ -1,7 +1,7 @@
 import Foundation
+import GRDB
 package import GraftCore
 import GraftLocal
-import GRDB
 import SafeTensors
 
 // Reads of models, checkpoints, manifests, aliases, metrics and advisories.
@@ -23,9 +23,11 @@ extension SQLiteMetadataStore {
     package func model(named name: ModelName) async throws(GraftError) -> StoredModel? {
         try await read { db -> StoredModel? in
             guard let row = try Row.fetchOne(db, sql: Self.modelSelect + " WHERE m.name = ?", arguments: [name.value]) else { return nil }
-            let checkpoints = try Row.fetchAll(db, sql: Self.checkpointSelect + " WHERE m.name = ? ORDER BY c.number", arguments: [name.value])
+            let checkpoints = try Row.fetchAll(
+                db, sql: Self.checkpointSelect + " WHERE m.name = ? ORDER BY c.number", arguments: [name.value])
             return StoredModel(
-                id: row["id"], summary: Self.modelSummary(row), checkpoints: checkpoints.map(Self.checkpointSummary), latestCheckpointID: checkpoints.last?["id"])
+                id: row["id"], summary: Self.modelSummary(row), checkpoints: checkpoints.map(Self.checkpointSummary),
+                latestCheckpointID: checkpoints.last?["id"])
         }
     }
 
@@ -41,7 +43,9 @@ extension SQLiteMetadataStore {
     package func checkpoint(model name: ModelName, alias: String) async throws(GraftError) -> ResolvedCheckpoint? {
         try await read { db in
             try Row.fetchOne(
-                db, sql: Self.checkpointSelect + " JOIN aliases a ON a.checkpoint_id = c.id AND a.model_id = m.id WHERE m.name = ? AND a.alias = ?",
+                db,
+                sql: Self.checkpointSelect
+                    + " JOIN aliases a ON a.checkpoint_id = c.id AND a.model_id = m.id WHERE m.name = ? AND a.alias = ?",
                 arguments: [name.value, alias]
             ).map(Self.resolved)
         }
@@ -51,9 +55,11 @@ extension SQLiteMetadataStore {
         try await read { db in
             let row: Row?
             if let number {
-                row = try Row.fetchOne(db, sql: Self.checkpointSelect + " WHERE m.name = ? AND c.number = ?", arguments: [name.value, number])
+                row = try Row.fetchOne(
+                    db, sql: Self.checkpointSelect + " WHERE m.name = ? AND c.number = ?", arguments: [name.value, number])
             } else {
-                row = try Row.fetchOne(db, sql: Self.checkpointSelect + " WHERE m.name = ? ORDER BY c.number DESC LIMIT 1", arguments: [name.value])
+                row = try Row.fetchOne(
+                    db, sql: Self.checkpointSelect + " WHERE m.name = ? ORDER BY c.number DESC LIMIT 1", arguments: [name.value])
             }
             return row.map(Self.resolved)
         }
@@ -62,7 +68,9 @@ extension SQLiteMetadataStore {
     package func tensors(checkpoint: Int64) async throws(GraftError) -> [TensorEntry] {
         try await read { db in
             try Row.fetchAll(
-                db, sql: "SELECT name, dtype, shape, element_count, byte_length, blob_digest FROM checkpoint_tensors WHERE checkpoint_id = ? ORDER BY position",
+                db,
+                sql:
+                    "SELECT name, dtype, shape, element_count, byte_length, blob_digest FROM checkpoint_tensors WHERE checkpoint_id = ? ORDER BY position",
                 arguments: [checkpoint]
             ).map { row in
                 TensorEntry(
@@ -76,7 +84,8 @@ extension SQLiteMetadataStore {
         try await read { db in
             let header = try Data.fetchOne(db, sql: "SELECT header FROM checkpoints WHERE id = ?", arguments: [id]) ?? Data()
             let parts = try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT t.blob_digest, t.byte_length, b.inline_data FROM checkpoint_tensors t
                     JOIN blobs b ON b.digest = t.blob_digest WHERE t.checkpoint_id = ? ORDER BY t.position
                     """, arguments: [id]
@@ -95,15 +104,18 @@ extension SQLiteMetadataStore {
 
     package func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary?? {
         try await read { db -> ManifestSummary?? in
-            guard let model = try Row.fetchOne(db, sql: "SELECT id, transfer_mode FROM models WHERE name = ?", arguments: [name.value]) else {
+            guard let model = try Row.fetchOne(db, sql: "SELECT id, transfer_mode FROM models WHERE name = ?", arguments: [name.value])
+            else {
                 return nil
             }
             let id: Int64 = model["id"]
-            guard let edge = try Row.fetchOne(
-                db, sql: """
-                    SELECT p.relation, m.name, c.number FROM model_parents p JOIN checkpoints c ON c.id = p.parent_checkpoint_id
-                    JOIN models m ON m.id = c.model_id WHERE p.model_id = ? ORDER BY p.created_at LIMIT 1
-                    """, arguments: [id])
+            guard
+                let edge = try Row.fetchOne(
+                    db,
+                    sql: """
+                        SELECT p.relation, m.name, c.number FROM model_parents p JOIN checkpoints c ON c.id = p.parent_checkpoint_id
+                        JOIN models m ON m.id = c.model_id WHERE p.model_id = ? ORDER BY p.created_at LIMIT 1
+                        """, arguments: [id])
             else { return .some(nil) }
             let entries = try Row.fetchAll(
                 db, sql: "SELECT tensor_name, state, dtype, shape, element_count, parent_digest FROM manifest_entries WHERE model_id = ?",
@@ -124,7 +136,8 @@ extension SQLiteMetadataStore {
         try await read { db in
             var result: [String: String] = [:]
             for row in try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT a.alias, c.number FROM aliases a JOIN models m ON m.id = a.model_id
                     JOIN checkpoints c ON c.id = a.checkpoint_id WHERE m.name = ?
                     """, arguments: [name.value])
@@ -138,7 +151,8 @@ extension SQLiteMetadataStore {
     package func metricsReport(model modelID: Int64, name: ModelName) async throws(GraftError) -> MetricsReport {
         try await read { db in
             let rows = try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT c.number, mt.name, mt.split, mt.value FROM checkpoints c JOIN metrics mt ON mt.checkpoint_id = c.id
                     WHERE c.model_id = ? ORDER BY c.number, mt.name, mt.split
                     """, arguments: [modelID])
@@ -146,16 +160,23 @@ extension SQLiteMetadataStore {
             for row in rows {
                 let ref = "\(name)@\(row["number"] as Int)"
                 let value = MetricValue(name: row["name"], split: (row["split"] as String).nilIfEmpty, value: row["value"])
-                if entries.last?.checkpoint == ref { entries[entries.count - 1].metrics.append(value) } else { entries.append(.init(checkpoint: ref, metrics: [value])) }
+                if entries.last?.checkpoint == ref {
+                    entries[entries.count - 1].metrics.append(value)
+                } else {
+                    entries.append(.init(checkpoint: ref, metrics: [value]))
+                }
             }
             let curves = try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT k.name, count(*) AS points, min(p.step) AS first, max(p.step) AS last, min(p.value) AS lo, max(p.value) AS hi,
                            (SELECT value FROM curve_points q WHERE q.curve_id = k.id ORDER BY step DESC LIMIT 1) AS latest
                     FROM curves k JOIN curve_points p ON p.curve_id = k.id WHERE k.model_id = ? GROUP BY k.id ORDER BY k.name
                     """, arguments: [modelID]
             ).map { row in
-                CurveSummary(name: row["name"], points: row["points"], firstStep: row["first"], lastStep: row["last"], lastValue: row["latest"], minimum: row["lo"], maximum: row["hi"])
+                CurveSummary(
+                    name: row["name"], points: row["points"], firstStep: row["first"], lastStep: row["last"], lastValue: row["latest"],
+                    minimum: row["lo"], maximum: row["hi"])
             }
             return MetricsReport(checkpoints: entries, curves: curves)
         }
@@ -163,14 +184,17 @@ extension SQLiteMetadataStore {
 
     package func metrics(checkpoint id: Int64) async throws(GraftError) -> [MetricValue] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT name, split, value FROM metrics WHERE checkpoint_id = ? ORDER BY name, split", arguments: [id])
-                .map { MetricValue(name: $0["name"], split: ($0["split"] as String).nilIfEmpty, value: $0["value"]) }
+            try Row.fetchAll(
+                db, sql: "SELECT name, split, value FROM metrics WHERE checkpoint_id = ? ORDER BY name, split", arguments: [id]
+            )
+            .map { MetricValue(name: $0["name"], split: ($0["split"] as String).nilIfEmpty, value: $0["value"]) }
         }
     }
 
     package func advisories(includeResolved: Bool) async throws(GraftError) -> [Advisory] {
         try await read { db in
-            try db.cachedRows(sql: """
+            try db.cachedRows(
+                sql: """
                     SELECT a.*, m.name AS model_name, c.number AS checkpoint_number FROM advisories a JOIN models m ON m.id = a.model_id
                     LEFT JOIN checkpoints c ON c.id = a.checkpoint_id
                     \(includeResolved ? "" : "WHERE a.resolved_at IS NULL") ORDER BY a.created_at DESC, a.id
@@ -179,7 +203,8 @@ extension SQLiteMetadataStore {
                 let name: String = row["model_name"]
                 return Advisory(
                     id: row["id"], model: name, checkpoint: (row["checkpoint_number"] as Int?).map { "\(name)@\($0)" },
-                    severity: Severity(rawValue: row["severity"]) ?? .high, note: row["note"], url: row["url"], createdAt: row["created_at"],
+                    severity: Severity(rawValue: row["severity"]) ?? .high, note: row["note"], url: row["url"],
+                    createdAt: row["created_at"],
                     resolvedAt: row["resolved_at"])
             }
         }
@@ -196,7 +221,8 @@ extension SQLiteMetadataStore {
     /// Every open advisory. They are few (a registry records known weaknesses, not events), so
     /// the flag computations work from this list rather than from a walk of the tree.
     static func openAdvisories(_ db: Database) throws -> [OpenAdvisory] {
-        try db.cachedRows(sql: """
+        try db.cachedRows(
+            sql: """
                 SELECT a.id, a.model_id, a.checkpoint_id, m.lineage_path FROM advisories a JOIN models m ON m.id = a.model_id
                 WHERE a.resolved_at IS NULL ORDER BY a.id
                 """
@@ -206,8 +232,10 @@ extension SQLiteMetadataStore {
     /// Open checkpoint-level advisories by model, as `ID@N`.
     static func checkpointAdvisoryLabels(_ db: Database) throws -> [Int64: [String]] {
         var result: [Int64: [String]] = [:]
-        for row in try db.cachedRows(sql: "SELECT a.id, c.model_id, c.number FROM advisories a JOIN checkpoints c ON c.id = a.checkpoint_id WHERE a.resolved_at IS NULL")
-        {
+        for row in try db.cachedRows(
+            sql:
+                "SELECT a.id, c.model_id, c.number FROM advisories a JOIN checkpoints c ON c.id = a.checkpoint_id WHERE a.resolved_at IS NULL"
+        ) {
             result[row["model_id"], default: []].append("\(row["id"] as String)@\(row["number"] as Int)")
         }
         return result

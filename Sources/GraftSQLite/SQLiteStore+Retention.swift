@@ -1,6 +1,6 @@
+import GRDB
 package import GraftCore
 import GraftLocal
-import GRDB
 
 // Removal: gc, checkpoint and model removal, pruning. Blobs nothing references any more are
 // removed from the blob store inside the write transaction, under SQLite's write lock — the
@@ -12,9 +12,11 @@ extension SQLiteMetadataStore {
         let temporaryItems = store.temporaryItems()
         return try await write { db -> GCReport in
             func old(_ digest: Digest) -> Bool? { store.age(of: digest).map { $0 >= grace } }
-            var report = GCReport(dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
+            var report = GCReport(
+                dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
             let unreferenced = try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
                     WHERE NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest)
                     """)
@@ -62,7 +64,9 @@ extension SQLiteMetadataStore {
     }
 
     /// Blobs among `digests` that no checkpoint references any more, removed at once.
-    static func dropUnreferenced(_ db: Database, digests: Set<String>, store: any BlobStore, dryRun: Bool, removing: Set<Int64> = []) throws -> Int {
+    static func dropUnreferenced(_ db: Database, digests: Set<String>, store: any BlobStore, dryRun: Bool, removing: Set<Int64> = []) throws
+        -> Int
+    {
         var rows: [Row] = []
         let query = try db.cachedStatement(
             sql: """
@@ -80,16 +84,21 @@ extension SQLiteMetadataStore {
     /// base's registered checkpoint. Empty when it may go.
     static func protections(_ db: Database, checkpoint id: Int64, model: String, kind: String, number: Int) throws -> [Protection] {
         let students = try String.fetchAll(
-            db, sql: "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = ? ORDER BY m.name",
+            db,
+            sql: "SELECT m.name FROM model_parents p JOIN models m ON m.id = p.model_id WHERE p.parent_checkpoint_id = ? ORDER BY m.name",
             arguments: [id])
         let aliases = try String.fetchAll(db, sql: "SELECT alias FROM aliases WHERE checkpoint_id = ? ORDER BY alias", arguments: [id])
         return RetentionPolicy.protections(students: students, aliases: aliases, model: model, kind: kind, number: number)
     }
 
-    package func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+    package func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError)
+        -> RemovalReport?
+    {
         try await write { db -> RemovalReport? in
-            guard let row = try Row.fetchOne(
-                db, sql: "SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id = ?", arguments: [checkpoint.id])
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id = ?",
+                    arguments: [checkpoint.id])
             else { return nil }
             let reasons = try Self.protections(db, checkpoint: checkpoint.id, model: row["name"], kind: row["kind"], number: row["number"])
             guard reasons.isEmpty else { throw GraftError.protected(checkpoint.summary.ref, reasons: reasons) }
@@ -103,28 +112,37 @@ extension SQLiteMetadataStore {
     static func removeCheckpoints(_ db: Database, _ ids: [Int64], store: any BlobStore, dryRun: Bool) throws -> Int {
         guard !ids.isEmpty else { return 0 }
         let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
-        let digests = Set(try String.fetchAll(
-            db, sql: "SELECT DISTINCT blob_digest FROM checkpoint_tensors WHERE checkpoint_id IN (SELECT value FROM json_each(?))", arguments: [list]))
+        let digests = Set(
+            try String.fetchAll(
+                db, sql: "SELECT DISTINCT blob_digest FROM checkpoint_tensors WHERE checkpoint_id IN (SELECT value FROM json_each(?))",
+                arguments: [list]))
         if dryRun { return try dropUnreferenced(db, digests: digests, store: store, dryRun: true, removing: Set(ids)) }
         try db.execute(sql: "DELETE FROM checkpoints WHERE id IN (SELECT value FROM json_each(?))", arguments: [list])
         return try dropUnreferenced(db, digests: digests, store: store, dryRun: false)
     }
 
-    package func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+    package func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs store: any BlobStore, dryRun: Bool)
+        async throws(GraftError) -> RemovalReport?
+    {
         try await write { db -> RemovalReport? in
-            guard let model = try Row.fetchOne(db, sql: "SELECT id, kind FROM models WHERE name = ?", arguments: [name.value]) else { return nil }
+            guard let model = try Row.fetchOne(db, sql: "SELECT id, kind FROM models WHERE name = ?", arguments: [name.value]) else {
+                return nil
+            }
             let modelID: Int64 = model["id"]
             // Gather what the policy needs; the policy (plain Swift) decides.
-            let checkpoints = try Row.fetchAll(db, sql: "SELECT id, number FROM checkpoints WHERE model_id = ? ORDER BY number", arguments: [modelID])
+            let checkpoints = try Row.fetchAll(
+                db, sql: "SELECT id, number FROM checkpoints WHERE model_id = ? ORDER BY number", arguments: [modelID])
             var values: [Int64: Double] = [:]
             if policy.keepBest > 0, let metric = policy.metric {
                 for row in try Row.fetchAll(
-                    db, sql: "SELECT checkpoint_id, value FROM metrics WHERE model_id = ? AND name = ? AND split = ?", arguments: [modelID, metric, split ?? ""])
+                    db, sql: "SELECT checkpoint_id, value FROM metrics WHERE model_id = ? AND name = ? AND split = ?",
+                    arguments: [modelID, metric, split ?? ""])
                 {
                     values[row["checkpoint_id"]] = row["value"]
                 }
                 guard !values.isEmpty else {
-                    let known = try String.fetchAll(db, sql: "SELECT DISTINCT name FROM metrics WHERE model_id = ? ORDER BY name", arguments: [modelID])
+                    let known = try String.fetchAll(
+                        db, sql: "SELECT DISTINCT name FROM metrics WHERE model_id = ? ORDER BY name", arguments: [modelID])
                     throw GraftError.unknownMetric(metric, known: known)
                 }
             }
@@ -133,9 +151,10 @@ extension SQLiteMetadataStore {
             for row in checkpoints {
                 let id: Int64 = row["id"], number: Int = row["number"]
                 idOf[number] = id
-                candidates.append(RetentionPolicy.Candidate(
-                    number: number, value: values[id],
-                    protections: try Self.protections(db, checkpoint: id, model: name.value, kind: model["kind"], number: number)))
+                candidates.append(
+                    RetentionPolicy.Candidate(
+                        number: number, value: values[id],
+                        protections: try Self.protections(db, checkpoint: id, model: name.value, kind: model["kind"], number: number)))
             }
             let plan = policy.plan(candidates, model: name)
             let freed = try Self.removeCheckpoints(db, plan.remove.compactMap { idOf[$0] }, store: store, dryRun: dryRun)
@@ -143,12 +162,17 @@ extension SQLiteMetadataStore {
         }
     }
 
-    package func removeModel(_ name: ModelName, cascade: Bool, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+    package func removeModel(_ name: ModelName, cascade: Bool, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError)
+        -> RemovalReport?
+    {
         try await write { db -> RemovalReport? in
-            guard let root = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else { return nil }
+            guard let root = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else {
+                return nil
+            }
             // The subtree with depths; deepest removed first so no parent edge is left dangling.
             let rows = try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT m.id, m.name, length(m.lineage_path) - length(replace(m.lineage_path, '/', '')) AS depth
                     FROM \(Self.subtreeJoin) WHERE r.id = ? ORDER BY depth DESC, m.name
                     """, arguments: [root])
@@ -159,7 +183,8 @@ extension SQLiteMetadataStore {
             let ids = rows.map { $0["id"] as Int64 }
             let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
             let checkpoints = try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT c.id, m.name, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id
                     WHERE c.model_id IN (SELECT value FROM json_each(?)) ORDER BY m.name, c.number
                     """, arguments: [list])
@@ -172,7 +197,8 @@ extension SQLiteMetadataStore {
                 for id in ids { try db.execute(sql: "DELETE FROM models WHERE id = ?", arguments: [id]) }
             }
             return RemovalReport(
-                dryRun: dryRun, models: rows.map { $0["name"] as String }, checkpoints: checkpoints.map { "\($0["name"] as String)@\($0["number"] as Int)" },
+                dryRun: dryRun, models: rows.map { $0["name"] as String },
+                checkpoints: checkpoints.map { "\($0["name"] as String)@\($0["number"] as Int)" },
                 bytesFreed: freed)
         }
     }

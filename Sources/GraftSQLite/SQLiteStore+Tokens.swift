@@ -5,7 +5,9 @@ package import GraftCore
 extension SQLiteMetadataStore {
     package func insertToken(_ token: TokenInfo, hash: [UInt8]) async throws(GraftError) {
         try await write { db in
-            if try db.cachedOne(Bool.self, sql: "SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL", arguments: [token.name]) != nil {
+            if try db.cachedOne(Bool.self, sql: "SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL", arguments: [token.name])
+                != nil
+            {
                 throw GraftError.tokenExists(token.name)
             }
             try db.execute(
@@ -16,7 +18,8 @@ extension SQLiteMetadataStore {
 
     package func tokens() async throws(GraftError) -> [TokenInfo] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT name, scope, models, created_at FROM tokens WHERE revoked_at IS NULL ORDER BY name").map(Self.token)
+            try Row.fetchAll(db, sql: "SELECT name, scope, models, created_at FROM tokens WHERE revoked_at IS NULL ORDER BY name").map(
+                Self.token)
         }
     }
 
@@ -30,7 +33,8 @@ extension SQLiteMetadataStore {
     package func token(hash: [UInt8]) async throws(GraftError) -> TokenInfo? {
         try await read { db in
             try Row.fetchOne(
-                db, sql: "SELECT name, scope, models, created_at FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL", arguments: [Data(hash)]
+                db, sql: "SELECT name, scope, models, created_at FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL",
+                arguments: [Data(hash)]
             ).map(Self.token)
         }
     }
@@ -60,6 +64,7 @@ extension SQLiteMetadataStore {
     }
 
     private static func token(_ row: Row) -> TokenInfo {
-        TokenInfo(name: row["name"], scope: TokenScope(rawValue: row["scope"]) ?? .read, models: row["models"], createdAt: row["created_at"])
+        TokenInfo(
+            name: row["name"], scope: TokenScope(rawValue: row["scope"]) ?? .read, models: row["models"], createdAt: row["created_at"])
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
+import GRDB
 package import GraftCore
 import GraftLocal
-import GRDB
 
 // What `verify` and `stats` read.
 extension SQLiteMetadataStore {
@@ -12,15 +12,21 @@ extension SQLiteMetadataStore {
     package func referencedBlobs() async throws(GraftError) -> (blobs: [StoredBlob], dangling: [String]) {
         try await read { db -> (blobs: [StoredBlob], dangling: [String]) in
             let rows = try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT b.digest, b.byte_length, b.inline_data FROM blobs b
                     WHERE EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest) ORDER BY b.digest
                     """
             ).map { row in
-                StoredBlob(digest: try Digest(parsing: row["digest"] as String), length: row["byte_length"], inline: (row["inline_data"] as Data?).map { Array($0) })
+                StoredBlob(
+                    digest: try Digest(parsing: row["digest"] as String), length: row["byte_length"],
+                    inline: (row["inline_data"] as Data?).map { Array($0) })
             }
             let dangling = try String.fetchAll(
-                db, sql: "SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE b.digest IS NULL")
+                db,
+                sql:
+                    "SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE b.digest IS NULL"
+            )
             return (rows, dangling)
         }
     }
@@ -32,7 +38,8 @@ extension SQLiteMetadataStore {
     package func users(of digest: Digest) async throws(GraftError) -> [String] {
         try await read { db in
             try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT DISTINCT m.name, c.number FROM checkpoint_tensors t JOIN checkpoints c ON c.id = t.checkpoint_id
                     JOIN models m ON m.id = c.model_id WHERE t.blob_digest = ? ORDER BY m.name, c.number
                     """, arguments: [digest.hex]
@@ -49,7 +56,8 @@ extension SQLiteMetadataStore {
     /// id, each student's copy of its edge matches `model_parents`, each checkpoint count
     /// matches the checkpoints, each metric summary the model's metric rows.
     static func derivedDataProblems(_ db: Database) throws -> [String] {
-        try db.cachedRows(sql: """
+        try db.cachedRows(
+            sql: """
                 SELECT m.name, 'lineage path ' || m.lineage_path || ', expected ' || coalesce(pm.lineage_path, '/') || m.id || '/'
                 FROM models m LEFT JOIN model_parents p ON p.model_id = m.id LEFT JOIN models pm ON pm.id = p.parent_model_id
                 WHERE m.lineage_path IS NOT coalesce(pm.lineage_path, '/') || m.id || '/'
@@ -85,7 +93,8 @@ extension SQLiteMetadataStore {
         let path = self.path
         return try await read { db in
             let row = try Row.fetchOne(
-                db, sql: """
+                db,
+                sql: """
                     SELECT (SELECT count(*) FROM models) AS models,
                            (SELECT count(*) FROM models WHERE kind = 'base') AS bases,
                            (SELECT count(*) FROM checkpoints) AS checkpoints,

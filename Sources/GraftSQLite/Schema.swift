@@ -1,6 +1,6 @@
+import GRDB
 import GraftCore
 import GraftLocal
-import GRDB
 
 extension Migration {
     /// Every migration of `migrations/` this build knows, in order.
@@ -53,6 +53,7 @@ enum SchemaMigrator {
     private static func pending(_ db: Database, path: String) throws -> Migration? {
         let rows = try Row.fetchAll(db, sql: "SELECT version, name, checksum FROM graft_migrations ORDER BY version")
         return try Migration.pending(
-            applied: rows.map { (version: $0["version"], name: $0["name"], checksum: $0["checksum"]) }, known: Migration.all, location: path)
+            applied: rows.map { (version: $0["version"], name: $0["name"], checksum: $0["checksum"]) }, known: Migration.all, location: path
+        )
     }
 }

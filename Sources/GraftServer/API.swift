@@ -107,7 +107,9 @@ struct API: Sendable {
         }
         routes.get("/v1/diff") { request, context in
             let token = try context.require(.read)
-            guard let first = query(request, "from"), let second = query(request, "to") else { throw GraftError.badRequest("diff needs `from` and `to` references") }
+            guard let first = query(request, "from"), let second = query(request, "to") else {
+                throw GraftError.badRequest("diff needs `from` and `to` references")
+            }
             let a = try await visible(try Reference(parsing: first), token: token)
             let b = try await visible(try Reference(parsing: second), token: token)
             return jsonResponse(try await registry.diff(a, b))
@@ -126,7 +128,8 @@ struct API: Sendable {
         }
         routes.get("/v1/advisories") { request, context in
             let token = try context.require(.read)
-            return jsonResponse(try await registry.advisories(includeResolved: try flag(request, "all")).filter { token.covers(nameOf($0.model)) })
+            return jsonResponse(
+                try await registry.advisories(includeResolved: try flag(request, "all")).filter { token.covers(nameOf($0.model)) })
         }
         routes.get("/v1/stats") { _, context in
             _ = try context.requireUnconfined(.read)
@@ -140,7 +143,9 @@ struct API: Sendable {
             }
             guard let length = try registry.blobLength(digest) else { throw GraftError.blobNotFound(digest) }
             let registry = self.registry
-            return streamed(length: length, etag: digest.description, range: nil) { (sink) async throws(GraftError) -> Int in try await registry.streamBlob(digest, to: sink) }
+            return streamed(length: length, etag: digest.description, range: nil) { (sink) async throws(GraftError) -> Int in
+                try await registry.streamBlob(digest, to: sink)
+            }
         }
     }
 
@@ -173,7 +178,8 @@ struct API: Sendable {
                 throw GraftError.badRequest("no upload proposal announced blob \(digest.short)…: propose the checkpoint first")
             }
             if let declared = request.headers[.contentLength].flatMap(Int.init), declared != length {
-                throw GraftError.blobMismatch(digest, reason: "are announced as \(declared) bytes by Content-Length; the proposal gave \(length)")
+                throw GraftError.blobMismatch(
+                    digest, reason: "are announced as \(declared) bytes by Content-Length; the proposal gave \(length)")
             }
             try await receive(digest, length: length, body: request.body)
             return jsonResponse(BlobReceipt(digest: digest, length: length), status: .created)
@@ -190,7 +196,9 @@ struct API: Sendable {
             func flush() async throws(GraftError) {
                 let bytes = pendingBytes
                 pendingBytes.removeAll(keepingCapacity: true)
-                try await offload { () throws(GraftError) in try bytes.withUnsafeBytes { raw in Result { () throws(GraftError) in try upload.append(raw) } }.get() }
+                try await offload { () throws(GraftError) in
+                    try bytes.withUnsafeBytes { raw in Result { () throws(GraftError) in try upload.append(raw) } }.get()
+                }
             }
             for try await buffer in body {
                 if pendingBytes.count + buffer.readableBytes > length {
@@ -217,7 +225,8 @@ struct API: Sendable {
             let token = try context.require(.write, on: name)
             let parent = try await visible(try Reference(parsing: body.parent), token: token)
             let result = try await registry.createStudent(
-                name: name, from: parent, relation: body.relation ?? .finetune, manifest: try body.declaration(), description: body.description)
+                name: name, from: parent, relation: body.relation ?? .finetune, manifest: try body.declaration(),
+                description: body.description)
             return jsonResponse(result, status: .created)
         }
         routes.post("/v1/checkpoints/{ref}/metrics") { request, context in
@@ -261,7 +270,9 @@ struct API: Sendable {
             let token = try context.require(.read)
             let target = try await visible(try Reference(parsing: body.on), token: token)
             _ = try context.require(.admin)
-            return jsonResponse(try await registry.addAdvisory(on: target, id: body.id, severity: body.severity, note: body.note, url: body.url), status: .created)
+            return jsonResponse(
+                try await registry.addAdvisory(on: target, id: body.id, severity: body.severity, note: body.note, url: body.url),
+                status: .created)
         }
         routes.post("/v1/advisories/{id}/resolve") { _, context in
             _ = try context.requireUnconfined(.admin)
@@ -274,7 +285,8 @@ struct API: Sendable {
             let body = try await decode(PruneRequest.self, request, limit: Self.smallBody)
             return jsonResponse(
                 try await registry.prune(
-                    name, keepLast: body.keepLast, keepBest: body.keepBest ?? 0, metric: body.metric, direction: body.direction, split: body.split,
+                    name, keepLast: body.keepLast, keepBest: body.keepBest ?? 0, metric: body.metric, direction: body.direction,
+                    split: body.split,
                     dryRun: body.dryRun ?? false))
         }
         routes.delete("/v1/models/{name}") { request, context in
@@ -349,14 +361,17 @@ struct API: Sendable {
         let range = try request.headers[.range].map { (text) throws(GraftError) in try byteRange(text, length: summary.fileBytes) }
         let registry = self.registry
         let exact = summary.reference
-        var response = streamed(length: summary.fileBytes, etag: etag, range: range) { (sink) async throws(GraftError) -> Int in try await registry.stream(exact, to: sink) }
+        var response = streamed(length: summary.fileBytes, etag: etag, range: range) { (sink) async throws(GraftError) -> Int in
+            try await registry.stream(exact, to: sink)
+        }
         response.headers[HTTPField.Name("Content-Disposition")!] = "attachment; filename=\"\(summary.model)-\(summary.number).safetensors\""
         return response
     }
 
     private func streamed(
         length: Int, etag: String, range: ClosedRange<Int>?,
-        produce: @escaping @Sendable (@escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void) async throws(GraftError) -> Int
+        produce:
+            @escaping @Sendable (@escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void) async throws(GraftError) -> Int
     ) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/octet-stream"
@@ -369,7 +384,9 @@ struct API: Sendable {
         let body = ResponseBody(contentLength: count) { writer in
             let pipe = ChunkPipe()
             let producer = Task {
-                let result = await Result { () async throws(GraftError) -> Int in try await produce { chunk throws(GraftError) in try pipe.send(chunk) } }
+                let result = await Result { () async throws(GraftError) -> Int in
+                    try await produce { chunk throws(GraftError) in try pipe.send(chunk) }
+                }
                 pipe.finish(result.map { _ in () })
             }
             defer { pipe.cancel(); producer.cancel() }
@@ -495,7 +512,9 @@ func collect(_ request: Request, limit: Int) async throws -> [UInt8] {
     }
     var bytes: [UInt8] = []
     for try await buffer in request.body {
-        guard bytes.count + buffer.readableBytes <= limit else { throw GraftError.tooLarge("the body runs past \(limit) bytes, the most this route takes") }
+        guard bytes.count + buffer.readableBytes <= limit else {
+            throw GraftError.tooLarge("the body runs past \(limit) bytes, the most this route takes")
+        }
         buffer.withUnsafeReadableBytes { bytes.append(contentsOf: $0) }
     }
     return bytes

@@ -42,7 +42,9 @@ struct GraftContext: RequestContext {
     /// A token that sees every model (global operations: stats, gc, verify).
     func requireUnconfined(_ scope: TokenScope) throws(GraftError) -> TokenInfo {
         let token = try require(scope)
-        guard token.models == nil else { throw .forbidden("the token `\(token.name)` is confined to models `\(token.models!)`; this needs every model") }
+        guard token.models == nil else {
+            throw .forbidden("the token `\(token.name)` is confined to models `\(token.models!)`; this needs every model")
+        }
         return token
     }
 }
@@ -53,13 +55,16 @@ struct GraftContext: RequestContext {
 struct Authentication: RouterMiddleware {
     let registry: Registry
 
-    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response
+    {
         let path = request.uri.path
         if path == "/healthz" || Web.isPublic(path) { return try await next(request, context) }
         let page = Web.isPage(path)
         let secret: String
         if let header = request.headers[.authorization] {
-            guard header.hasPrefix("Bearer "), header.utf8.count < 200 else { throw GraftError.unauthorized("malformed Authorization header: expected `Bearer TOKEN`") }
+            guard header.hasPrefix("Bearer "), header.utf8.count < 200 else {
+                throw GraftError.unauthorized("malformed Authorization header: expected `Bearer TOKEN`")
+            }
             secret = String(header.dropFirst(7))
         } else if page, let cookie = Web.sessionCookie(request), cookie.utf8.count < 200 {
             secret = cookie
@@ -90,7 +95,8 @@ struct ErrorBody: Codable {
 
 /// Turns a thrown error into its JSON answer, with the status of its kind.
 struct ErrorAnswer: RouterMiddleware {
-    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response
+    {
         do {
             return try await next(request, context)
         } catch let error as GraftError {
@@ -102,9 +108,12 @@ struct ErrorAnswer: RouterMiddleware {
             default: break
             }
             if Web.isPage(request.uri.path) {
-                return Web.errorPage(error.kind, message: ([error.description] + (details ?? [])).joined(separator: "\n"), status: .init(code: error.kind.httpStatus))
+                return Web.errorPage(
+                    error.kind, message: ([error.description] + (details ?? [])).joined(separator: "\n"),
+                    status: .init(code: error.kind.httpStatus))
             }
-            var response = jsonResponse(ErrorBody(error: error.kind, message: error.description, details: details), status: .init(code: error.kind.httpStatus))
+            var response = jsonResponse(
+                ErrorBody(error: error.kind, message: error.description, details: details), status: .init(code: error.kind.httpStatus))
             if error.kind == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer realm=\"graft\"" }
             return response
         } catch let error as any HTTPResponseError {
@@ -116,7 +125,9 @@ struct ErrorAnswer: RouterMiddleware {
                 case 400..<500: .usage
                 default: .internal
                 }
-            let message = error.status.code == 404 ? "no such route" : error.status.code == 405 ? "method not allowed on this route" : error.status.reasonPhrase
+            let message =
+                error.status.code == 404
+                ? "no such route" : error.status.code == 405 ? "method not allowed on this route" : error.status.reasonPhrase
             if Web.isPage(request.uri.path) { return Web.errorPage(kind, message: message, status: error.status) }
             return jsonResponse(ErrorBody(error: kind, message: message), status: error.status)
         } catch is CancellationError {
@@ -136,7 +147,8 @@ final class AccessLineToken: Sendable {
 /// One line per request on the log: method, path, status, milliseconds and the token's name
 /// (`-` when none was valid).
 struct AccessLog: RouterMiddleware {
-    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response
+    {
         let start = ContinuousClock.now
         do {
             let response = try await next(request, context)

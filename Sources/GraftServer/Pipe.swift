@@ -84,7 +84,9 @@ final class ChunkPipe: Sendable {
 
     /// Consumer: stops the producer (its next `send` throws).
     func cancel() {
-        state.withLock { $0.cancelled = true; $0.queue.removeAll() }
+        state.withLock {
+            $0.cancelled = true; $0.queue.removeAll()
+        }
         for _ in 0..<depth + 1 { slots.signal() }
     }
 }

@@ -1,5 +1,5 @@
-public import Foundation
 import CSpawn
+public import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -118,7 +118,8 @@ public final class ChildProcess: @unchecked Sendable {
         let envp = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
         defer { envp?.forEach { free($0) } }
         var pid: pid_t = 0
-        let spawned = envp.map { envp in posix_spawn(&pid, executable, &actions, &attributes, argv, envp) }
+        let spawned =
+            envp.map { envp in posix_spawn(&pid, executable, &actions, &attributes, argv, envp) }
             ?? posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
         guard spawned == 0 else {
             parentEnds.values.forEach { try? $0.close() }

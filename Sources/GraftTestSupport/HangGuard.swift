@@ -47,14 +47,20 @@ public enum HangGuard {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/gdb") else { return "(no gdb to show them)" }
         let file = NSTemporaryDirectory() + "graft-hang-\(getpid()).txt"
         defer { unlink(file) }
-        guard let gdb = try? ChildProcess("/usr/bin/gdb", ["-p", "\(getpid())", "-batch", "-ex", "thread apply all bt 25"], stdout: .file(file), stderr: .stdout)
+        guard
+            let gdb = try? ChildProcess(
+                "/usr/bin/gdb", ["-p", "\(getpid())", "-batch", "-ex", "thread apply all bt 25"], stdout: .file(file), stderr: .stdout)
         else { return "(gdb did not start)" }
         if gdb.wait(seconds: 120) == nil { gdb.signal(SIGKILL) }
         let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
         // One block per thread; the idle ones (dispatch and event-loop workers) are left out.
         var blocks: [[Substring]] = []
         for line in text.split(separator: "\n") {
-            if line.hasPrefix("Thread ") { blocks.append([line]) } else if line.hasPrefix("#"), !blocks.isEmpty { blocks[blocks.count - 1].append(line) }
+            if line.hasPrefix("Thread ") {
+                blocks.append([line])
+            } else if line.hasPrefix("#"), !blocks.isEmpty {
+                blocks[blocks.count - 1].append(line)
+            }
         }
         // Graft's frames (the thread name is the binary's, so frames only), not this guard's own.
         let ours = blocks.filter { block in

@@ -33,8 +33,12 @@ public let hostileCases: [HostileCase] = [
     },
     HostileCase(label: "not JSON", bytes: rawSafetensors(header: "hello")) { if case .invalidJSON = $0 { true } else { false } },
     HostileCase(label: "JSON array", bytes: rawSafetensors(header: "[]")) { if case .invalidJSON = $0 { true } else { false } },
-    HostileCase(label: "trailing NUL after JSON", bytes: rawSafetensors(header: "{}\u{0}")) { if case .invalidJSON = $0 { true } else { false } },
-    HostileCase(label: "unterminated object", bytes: rawSafetensors(header: #"{"a":"#)) { if case .invalidJSON = $0 { true } else { false } },
+    HostileCase(label: "trailing NUL after JSON", bytes: rawSafetensors(header: "{}\u{0}")) {
+        if case .invalidJSON = $0 { true } else { false }
+    },
+    HostileCase(label: "unterminated object", bytes: rawSafetensors(header: #"{"a":"#)) {
+        if case .invalidJSON = $0 { true } else { false }
+    },
     HostileCase(label: "deep nesting", bytes: rawSafetensors(header: String(repeating: "[", count: 5000))) {
         if case .invalidJSON = $0 { true } else { false }
     },
@@ -65,53 +69,79 @@ public let hostileCases: [HostileCase] = [
     HostileCase(label: "missing dtype", bytes: rawSafetensors(header: #"{"a":{"shape":[1],"data_offsets":[0,1]}}"#, data: [1])) {
         $0 == .invalidTensorEntry(tensor: "a", reason: "missing dtype")
     },
-    HostileCase(label: "unknown dtype", bytes: rawSafetensors(header: #"{"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]}}"#, data: [1])) {
+    HostileCase(label: "unknown dtype", bytes: rawSafetensors(header: #"{"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]}}"#, data: [1]))
+    {
         $0 == .unknownDType(tensor: "a", dtype: "Q7")
     },
-    HostileCase(label: "negative dimension", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}}"#, data: [1])) {
+    HostileCase(
+        label: "negative dimension", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}}"#, data: [1])
+    ) {
         if case .invalidTensorEntry(tensor: "a", _) = $0 { true } else { false }
     },
-    HostileCase(label: "fractional dimension", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[1.5],"data_offsets":[0,1]}}"#, data: [1])) {
+    HostileCase(
+        label: "fractional dimension", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[1.5],"data_offsets":[0,1]}}"#, data: [1])
+    ) {
         if case .invalidTensorEntry(tensor: "a", _) = $0 { true } else { false }
     },
-    HostileCase(label: "three offsets", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1,2]}}"#, data: [1])) {
+    HostileCase(
+        label: "three offsets", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1,2]}}"#, data: [1])
+    ) {
         if case .invalidTensorEntry(tensor: "a", _) = $0 { true } else { false }
     },
-    HostileCase(label: "offsets backwards", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[0],"data_offsets":[1,0]}}"#, data: [1])) {
+    HostileCase(
+        label: "offsets backwards", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[0],"data_offsets":[1,0]}}"#, data: [1])
+    ) {
         if case .invalidOffsets(tensor: "a", _, _, _) = $0 { true } else { false }
     },
-    HostileCase(label: "gap before a tensor", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#, data: [1, 2])) {
+    HostileCase(
+        label: "gap before a tensor",
+        bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#, data: [1, 2])
+    ) {
         $0 == .invalidOffsets(tensor: "a", begin: 1, end: 2, expectedBegin: 0)
     },
     HostileCase(
         label: "overlapping tensors",
         bytes: rawSafetensors(
-            header: #"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}"#, data: [1, 2, 3])
+            header: #"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}"#,
+            data: [1, 2, 3])
     ) { $0 == .invalidOffsets(tensor: "b", begin: 1, end: 3, expectedBegin: 2) },
-    HostileCase(label: "offsets past the end of the file", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#, data: [1])) {
+    HostileCase(
+        label: "offsets past the end of the file",
+        bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#, data: [1])
+    ) {
         $0 == .dataSectionMismatch(covered: 4, actual: 1)
     },
     HostileCase(label: "trailing bytes after the data", bytes: rawSafetensors(header: #"{"a":\#(u8x1)}"#, data: [1, 2])) {
         $0 == .dataSectionMismatch(covered: 1, actual: 2)
     },
-    HostileCase(label: "span disagrees with shape", bytes: rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, data: [1, 2, 3, 4])) {
+    HostileCase(
+        label: "span disagrees with shape",
+        bytes: rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, data: [1, 2, 3, 4])
+    ) {
         $0 == .byteLengthMismatch(tensor: "a", expected: 8, actual: 4)
     },
     HostileCase(
         label: "shape × dtype overflows",
         bytes: rawSafetensors(header: #"{"a":{"dtype":"F64","shape":[4294967296,4294967296,4],"data_offsets":[0,0]}}"#)
     ) { $0 == .sizeOverflow(tensor: "a") },
-    HostileCase(label: "dimension beyond 64 bits", bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[99999999999999999999],"data_offsets":[0,0]}}"#)) {
+    HostileCase(
+        label: "dimension beyond 64 bits",
+        bytes: rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[99999999999999999999],"data_offsets":[0,0]}}"#)
+    ) {
         if case .invalidTensorEntry(tensor: "a", _) = $0 { true } else { false }
     },
-    HostileCase(label: "F4 tensor not filling a byte", bytes: rawSafetensors(header: #"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, data: [1, 2])) {
+    HostileCase(
+        label: "F4 tensor not filling a byte",
+        bytes: rawSafetensors(header: #"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, data: [1, 2])
+    ) {
         $0 == .misalignedSubByteTensor(tensor: "a", dtype: .f4, elements: 3)
     },
-    HostileCase(label: "pickle (torch.save legacy)", bytes: [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]) {
+    HostileCase(
+        label: "pickle (torch.save legacy)", bytes: [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
+    ) {
         if case .pickleCheckpoint(let kind) = $0 { kind.contains("pickle") } else { false }
     },
     HostileCase(label: "zip (torch.save)", bytes: [0x50, 0x4B, 0x03, 0x04] + [UInt8](repeating: 0, count: 60)) {
         if case .pickleCheckpoint(let kind) = $0 { kind.contains("zip") } else { false }
     },
 ]
-

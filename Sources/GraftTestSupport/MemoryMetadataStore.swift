@@ -120,11 +120,14 @@ package final class MemoryMetadataStore: MetadataStore {
             let name = ModelName(trusted: name(of: checkpoint.model))
             return CheckpointSummary(
                 model: name, number: checkpoint.number, ref: "\(name)@\(checkpoint.number)", digest: checkpoint.digest,
-                tensorCount: checkpoint.tensors.count, parameterCount: checkpoint.parameters, fileBytes: checkpoint.fileBytes, step: checkpoint.step,
+                tensorCount: checkpoint.tensors.count, parameterCount: checkpoint.parameters, fileBytes: checkpoint.fileBytes,
+                step: checkpoint.step,
                 epoch: checkpoint.epoch, metadata: checkpoint.metadata, createdAt: checkpoint.createdAt)
         }
 
-        func resolved(_ checkpoint: Checkpoint) -> ResolvedCheckpoint { ResolvedCheckpoint(id: checkpoint.id, summary: summary(checkpoint)) }
+        func resolved(_ checkpoint: Checkpoint) -> ResolvedCheckpoint {
+            ResolvedCheckpoint(id: checkpoint.id, summary: summary(checkpoint))
+        }
 
         func modelSummary(_ model: Model) -> ModelSummary {
             let numbers = checkpoints(of: model.id).map(\.number)
@@ -140,7 +143,8 @@ package final class MemoryMetadataStore: MetadataStore {
 
         func row(_ model: Model) -> LineageRow {
             LineageRow(
-                link: model.parentModel, via: model.parentCheckpoint, id: model.id, name: model.name, kind: model.kind, mode: model.mode?.rawValue,
+                link: model.parentModel, via: model.parentCheckpoint, id: model.id, name: model.name, kind: model.kind,
+                mode: model.mode?.rawValue,
                 relation: model.relation?.rawValue, parentNumber: model.parentNumber, checkpoints: checkpoints(of: model.id).count)
         }
 
@@ -152,7 +156,9 @@ package final class MemoryMetadataStore: MetadataStore {
             var up = ids.reversed().compactMap { models[$0] }.map(row)
             for index in up.indices {
                 up[index].link = nil
-                if index < up.count - 1, up[index].relation != nil { (up[index].link, up[index].parentName) = (up[index + 1].id, up[index + 1].name) }
+                if index < up.count - 1, up[index].relation != nil {
+                    (up[index].link, up[index].parentName) = (up[index + 1].id, up[index + 1].name)
+                }
             }
             return up
         }
@@ -164,7 +170,9 @@ package final class MemoryMetadataStore: MetadataStore {
 
         var open: [OpenAdvisory] {
             advisories.values.filter { $0.resolvedAt == nil }.sorted { $0.id.utf8.lexicographicallyPrecedes($1.id.utf8) }.map { advisory in
-                OpenAdvisory(id: advisory.id, model: advisory.model, checkpoint: advisory.checkpoint, ancestry: models[advisory.model]?.lineage ?? [])
+                OpenAdvisory(
+                    id: advisory.id, model: advisory.model, checkpoint: advisory.checkpoint, ancestry: models[advisory.model]?.lineage ?? []
+                )
             }
         }
 
@@ -212,20 +220,29 @@ package final class MemoryMetadataStore: MetadataStore {
         mutating func insertCheckpoint(model: Int64, number: Int, _ checkpoint: NewCheckpoint) -> Int64 {
             let id = newID()
             checkpoints[id] = Checkpoint(
-                id: id, model: model, number: number, digest: checkpoint.digest, header: checkpoint.headerBytes, headerDigest: checkpoint.headerDigest,
-                metadata: checkpoint.metadata, parameters: checkpoint.parameterCount, fileBytes: checkpoint.fileBytes, step: checkpoint.step,
+                id: id, model: model, number: number, digest: checkpoint.digest, header: checkpoint.headerBytes,
+                headerDigest: checkpoint.headerDigest,
+                metadata: checkpoint.metadata, parameters: checkpoint.parameterCount, fileBytes: checkpoint.fileBytes,
+                step: checkpoint.step,
                 epoch: checkpoint.epoch, createdAt: timestamp(),
                 tensors: checkpoint.tensors.map {
-                    Tensor(name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape, elements: $0.info.elementCount, bytes: $0.info.byteCount, digest: $0.digest)
+                    Tensor(
+                        name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape, elements: $0.info.elementCount,
+                        bytes: $0.info.byteCount, digest: $0.digest)
                 })
             return id
         }
 
         func protections(_ checkpoint: Checkpoint) -> [Protection] {
             let model = models[checkpoint.model]
-            let students = models.values.filter { $0.parentCheckpoint == checkpoint.id }.map(\.name).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-            let aliases = (model?.aliases ?? [:]).filter { $0.value == checkpoint.id }.map(\.key).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-            return RetentionPolicy.protections(students: students, aliases: aliases, model: model?.name ?? "", kind: model?.kind ?? "", number: checkpoint.number)
+            let students = models.values.filter { $0.parentCheckpoint == checkpoint.id }.map(\.name).sorted {
+                $0.utf8.lexicographicallyPrecedes($1.utf8)
+            }
+            let aliases = (model?.aliases ?? [:]).filter { $0.value == checkpoint.id }.map(\.key).sorted {
+                $0.utf8.lexicographicallyPrecedes($1.utf8)
+            }
+            return RetentionPolicy.protections(
+                students: students, aliases: aliases, model: model?.name ?? "", kind: model?.kind ?? "", number: checkpoint.number)
         }
 
         /// Removes checkpoints (their metrics, aliases and advisories go with them) and the blobs
@@ -243,7 +260,9 @@ package final class MemoryMetadataStore: MetadataStore {
             }
             if !dryRun {
                 for id in ids {
-                    if let model = checkpoints[id]?.model, let aliases = models[model]?.aliases { models[model]?.aliases = aliases.filter { $0.value != id } }
+                    if let model = checkpoints[id]?.model, let aliases = models[model]?.aliases {
+                        models[model]?.aliases = aliases.filter { $0.value != id }
+                    }
                     checkpoints[id] = nil
                 }
                 advisories = advisories.filter { $0.value.checkpoint.map { !ids.contains($0) } ?? true }
@@ -278,7 +297,9 @@ package final class MemoryMetadataStore: MetadataStore {
         try access { state in
             guard let id = state.byName[name.value], let model = state.models[id] else { return nil }
             let checkpoints = state.checkpoints(of: id)
-            return StoredModel(id: id, summary: state.modelSummary(model), checkpoints: checkpoints.map(state.summary), latestCheckpointID: checkpoints.last?.id)
+            return StoredModel(
+                id: id, summary: state.modelSummary(model), checkpoints: checkpoints.map(state.summary),
+                latestCheckpointID: checkpoints.last?.id)
         }
     }
 
@@ -294,7 +315,9 @@ package final class MemoryMetadataStore: MetadataStore {
 
     package func checkpoint(model: ModelName, alias: String) async throws(GraftError) -> ResolvedCheckpoint? {
         try access { state in
-            guard let id = state.byName[model.value], let target = state.models[id]?.aliases[alias], let checkpoint = state.checkpoints[target] else { return nil }
+            guard let id = state.byName[model.value], let target = state.models[id]?.aliases[alias],
+                let checkpoint = state.checkpoints[target]
+            else { return nil }
             return state.resolved(checkpoint)
         }
     }
@@ -318,7 +341,8 @@ package final class MemoryMetadataStore: MetadataStore {
     package func parts(checkpoint: Int64) async throws(GraftError) -> CheckpointParts {
         try access { state in
             guard let found = state.checkpoints[checkpoint] else { return CheckpointParts(header: [], tensors: []) }
-            return CheckpointParts(header: found.header, tensors: found.tensors.map { ($0.digest, $0.bytes, state.blobs[$0.digest]?.inline) })
+            return CheckpointParts(
+                header: found.header, tensors: found.tensors.map { ($0.digest, $0.bytes, state.blobs[$0.digest]?.inline) })
         }
     }
 
@@ -395,8 +419,10 @@ package final class MemoryMetadataStore: MetadataStore {
             }
             let id = state.newID()
             var model = Model(
-                id: id, name: student.name.value, kind: "student", provenance: Provenance(description: student.description), mode: student.mode,
-                rules: student.rules, relation: student.relation, parentCheckpoint: parent.id, parentNumber: parent.number, parentModel: parentModel.id,
+                id: id, name: student.name.value, kind: "student", provenance: Provenance(description: student.description),
+                mode: student.mode,
+                rules: student.rules, relation: student.relation, parentCheckpoint: parent.id, parentNumber: parent.number,
+                parentModel: parentModel.id,
                 createdAt: student.createdAt, lineage: parentModel.lineage + [id])
             for entry in student.entries { model.manifest[entry.name] = entry }
             state.models[id] = model
@@ -413,13 +439,16 @@ package final class MemoryMetadataStore: MetadataStore {
             let stored = try state.insertBlobs(checkpoint.tensors, stillStored: stillStored)
             let number = (state.checkpoints(of: id).last?.number ?? 0) + 1
             let checkpointID = state.insertCheckpoint(model: id, number: number, checkpoint)
-            for metric in metrics { state.checkpoints[checkpointID]?.metrics[MetricSlot(name: metric.name, split: split ?? "")] = metric.value }
+            for metric in metrics {
+                state.checkpoints[checkpointID]?.metrics[MetricSlot(name: metric.name, split: split ?? "")] = metric.value
+            }
             if let newTensors {
                 let names = Set(newTensors)
                 for tensor in checkpoint.tensors where names.contains(tensor.info.name) {
                     if let existing = state.models[id]?.manifest[tensor.info.name], existing.state != .new { continue }
                     state.models[id]?.manifest[tensor.info.name] = ManifestEntry(
-                        name: tensor.info.name, state: .new, dtype: tensor.info.dtype, shape: tensor.info.shape, parameters: tensor.info.elementCount)
+                        name: tensor.info.name, state: .new, dtype: tensor.info.dtype, shape: tensor.info.shape,
+                        parameters: tensor.info.elementCount)
                 }
             }
             return (number, stored)
@@ -470,14 +499,16 @@ package final class MemoryMetadataStore: MetadataStore {
     package func insertCurvePoints(model: Int64, _ batch: CurveBatch) async throws(GraftError) {
         try access { state in
             for index in 0..<batch.count {
-                state.models[model]?.curves[batch.names[Int(batch.nameIndex[index])], default: [:]][batch.steps[index]] = batch.values[index]
+                state.models[model]?.curves[batch.names[Int(batch.nameIndex[index])], default: [:]][batch.steps[index]] =
+                    batch.values[index]
             }
         }
     }
 
     private static func values(_ checkpoint: Checkpoint) -> [MetricValue] {
-        checkpoint.metrics.sorted { a, b in a.key.name != b.key.name ? bytewise(a.key.name, b.key.name) : bytewise(a.key.split, b.key.split) }
-            .map { MetricValue(name: $0.key.name, split: $0.key.split.isEmpty ? nil : $0.key.split, value: $0.value) }
+        checkpoint.metrics.sorted { a, b in a.key.name != b.key.name ? bytewise(a.key.name, b.key.name) : bytewise(a.key.split, b.key.split)
+        }
+        .map { MetricValue(name: $0.key.name, split: $0.key.split.isEmpty ? nil : $0.key.split, value: $0.value) }
     }
 
     package func metricsReport(model: Int64, name: ModelName) async throws(GraftError) -> MetricsReport {
@@ -485,10 +516,12 @@ package final class MemoryMetadataStore: MetadataStore {
             let entries = state.checkpoints(of: model).filter { !$0.metrics.isEmpty }.map {
                 MetricsReport.Entry(checkpoint: "\(name)@\($0.number)", metrics: Self.values($0))
             }
-            let curves = (state.models[model]?.curves ?? [:]).filter { !$0.value.isEmpty }.sorted { Self.bytewise($0.key, $1.key) }.map { curve, points in
+            let curves = (state.models[model]?.curves ?? [:]).filter { !$0.value.isEmpty }.sorted { Self.bytewise($0.key, $1.key) }.map {
+                curve, points in
                 let steps = points.keys.sorted()
                 return CurveSummary(
-                    name: curve, points: points.count, firstStep: steps[0], lastStep: steps[steps.count - 1], lastValue: points[steps[steps.count - 1]]!,
+                    name: curve, points: points.count, firstStep: steps[0], lastStep: steps[steps.count - 1],
+                    lastValue: points[steps[steps.count - 1]]!,
                     minimum: points.values.min()!, maximum: points.values.max()!)
             }
             return MetricsReport(checkpoints: entries, curves: curves)
@@ -505,7 +538,8 @@ package final class MemoryMetadataStore: MetadataStore {
         try access { (state: inout State) throws(GraftError) in
             if state.advisories[advisory.id] != nil { throw .advisoryExists(advisory.id) }
             state.advisories[advisory.id] = AdvisoryRow(
-                id: advisory.id, model: advisory.model, checkpoint: advisory.checkpoint, severity: advisory.severity, note: advisory.note, url: advisory.url,
+                id: advisory.id, model: advisory.model, checkpoint: advisory.checkpoint, severity: advisory.severity, note: advisory.note,
+                url: advisory.url,
                 createdAt: advisory.createdAt)
         }
     }
@@ -517,7 +551,8 @@ package final class MemoryMetadataStore: MetadataStore {
                 .map { row in
                     let name = state.name(of: row.model)
                     return Advisory(
-                        id: row.id, model: name, checkpoint: row.checkpoint.flatMap { state.checkpoints[$0] }.map { "\(name)@\($0.number)" },
+                        id: row.id, model: name,
+                        checkpoint: row.checkpoint.flatMap { state.checkpoints[$0] }.map { "\(name)@\($0.number)" },
                         severity: row.severity, note: row.note, url: row.url, createdAt: row.createdAt, resolvedAt: row.resolvedAt)
                 }
         }
@@ -540,7 +575,9 @@ package final class MemoryMetadataStore: MetadataStore {
 
     package func chain(model: Int64, full: Bool) async throws(GraftError) -> [LineageRow] { try access { $0.chain(model, full: full) } }
 
-    package func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError) -> LineageSnapshot {
+    package func lineage(model: Int64, parts: Registry.LineageParts, metric: String?, direction: Direction?) async throws(GraftError)
+        -> LineageSnapshot
+    {
         try access { state in
             let open = state.open
             let up = state.chain(model, full: parts != .descendants || !open.isEmpty)
@@ -556,12 +593,15 @@ package final class MemoryMetadataStore: MetadataStore {
         }
     }
 
-    package func affectedRows(model: Int64) async throws(GraftError) -> (open: [OpenAdvisory], chain: [LineageRow], descendants: [LineageRow]) {
+    package func affectedRows(model: Int64) async throws(GraftError) -> (
+        open: [OpenAdvisory], chain: [LineageRow], descendants: [LineageRow]
+    ) {
         try access { state in
             let open = state.open
             guard !open.isEmpty else { return ([], [], []) }
             let chain = state.chain(model, full: true)
-            guard !AdvisoryInheritance.inherited(chain: chain, open: open).isEmpty || AdvisoryInheritance.anyWithin(open, model: model) else {
+            guard !AdvisoryInheritance.inherited(chain: chain, open: open).isEmpty || AdvisoryInheritance.anyWithin(open, model: model)
+            else {
                 return (open, chain, [])
             }
             return (open, chain, state.descendants(model))
@@ -589,8 +629,10 @@ package final class MemoryMetadataStore: MetadataStore {
             return state.models.values.sorted { Self.bytewise($0.name, $1.name) }.map { model in
                 ModelIndexEntry(
                     name: model.name, kind: model.kind, mode: model.mode, relation: model.relation,
-                    parent: model.parentModel.map { "\(state.name(of: $0))@\(model.parentNumber ?? 0)" }, checkpoints: state.checkpoints(of: model.id).count,
-                    description: model.provenance.description, createdAt: model.createdAt, advisories: flagged[model.id].map { $0.sorted() } ?? [])
+                    parent: model.parentModel.map { "\(state.name(of: $0))@\(model.parentNumber ?? 0)" },
+                    checkpoints: state.checkpoints(of: model.id).count,
+                    description: model.provenance.description, createdAt: model.createdAt,
+                    advisories: flagged[model.id].map { $0.sorted() } ?? [])
             }
         }
     }
@@ -609,7 +651,9 @@ package final class MemoryMetadataStore: MetadataStore {
             var keys = Set<MetricKey>()
             for model in state.subtree(subtree).prefix(limit) {
                 for checkpoint in state.checkpoints(of: model.id) {
-                    for slot in checkpoint.metrics.keys { keys.insert(MetricKey(name: slot.name, split: slot.split.isEmpty ? nil : slot.split)) }
+                    for slot in checkpoint.metrics.keys {
+                        keys.insert(MetricKey(name: slot.name, split: slot.split.isEmpty ? nil : slot.split))
+                    }
                 }
             }
             return keys.sorted()
@@ -634,25 +678,32 @@ package final class MemoryMetadataStore: MetadataStore {
             if !open.isEmpty {
                 switch query.scope {
                 case .model:
-                    if let id = scopeModel, !AdvisoryInheritance.inherited(chain: state.chain(id, full: true), open: open).isEmpty { flaggedModels = [id] }
+                    if let id = scopeModel, !AdvisoryInheritance.inherited(chain: state.chain(id, full: true), open: open).isEmpty {
+                        flaggedModels = [id]
+                    }
                 case .under: flaggedModels = Set(state.flaggedModels(open, within: scopeModel).keys)
                 case .all: flaggedModels = Set(state.flaggedModels(open, within: nil).keys)
                 }
             }
             let filter = CandidateFilter(
-                flaggedModels: flaggedModels, flaggedCheckpoints: AdvisoryInheritance.flaggedCheckpoints(open), visibility: query.visibility)
+                flaggedModels: flaggedModels, flaggedCheckpoints: AdvisoryInheritance.flaggedCheckpoints(open), visibility: query.visibility
+            )
             let slot = MetricSlot(name: query.metric, split: query.split ?? "")
             var candidates: [(candidate: RankedCandidate, standing: CandidateFilter.Standing)] = []
             for checkpoint in state.checkpoints.values where members?.contains(checkpoint.model) ?? true {
                 guard let value = checkpoint.metrics[slot] else { continue }
                 let standing = filter.standing(model: checkpoint.model, checkpoint: checkpoint.id, name: state.name(of: checkpoint.model))
-                if standing != .hidden { candidates.append((RankedCandidate(checkpoint: state.summary(checkpoint), value: value), standing)) }
+                if standing != .hidden {
+                    candidates.append((RankedCandidate(checkpoint: state.summary(checkpoint), value: value), standing))
+                }
             }
             guard !candidates.isEmpty else {
                 let known = Set(state.checkpoints.values.flatMap { $0.metrics.keys.map(\.name) }).sorted(by: Self.bytewise)
                 return .noCandidates(known: Array(known.prefix(20)))
             }
-            let chosen = BestSelection.choose(candidates.map(\.candidate), direction: query.direction) { candidates[$0].standing == .flagged }
+            let chosen = BestSelection.choose(candidates.map(\.candidate), direction: query.direction) {
+                candidates[$0].standing == .flagged
+            }
             guard let winner = chosen.winner else { return .allFlagged(candidates: candidates.count) }
             return .found(winner, candidates: candidates.count, excluded: chosen.excluded)
         }
@@ -664,7 +715,8 @@ package final class MemoryMetadataStore: MetadataStore {
         let candidates = store.inventory().blobs
         let temporaryItems = store.temporaryItems()
         return try access { state in
-            var report = GCReport(dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
+            var report = GCReport(
+                dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
             let used = Set(state.checkpoints.values.flatMap { $0.tensors.map(\.digest) })
             for (digest, blob) in state.blobs where !used.contains(digest) {
                 if blob.inline == nil, store.age(of: digest).map({ $0 >= grace }) == false {
@@ -683,7 +735,9 @@ package final class MemoryMetadataStore: MetadataStore {
         }
     }
 
-    package func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+    package func removeCheckpoint(_ checkpoint: ResolvedCheckpoint, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError)
+        -> RemovalReport?
+    {
         try access { (state: inout State) throws(GraftError) -> RemovalReport? in
             guard let found = state.checkpoints[checkpoint.id] else { return nil }
             let reasons = state.protections(found)
@@ -693,7 +747,8 @@ package final class MemoryMetadataStore: MetadataStore {
         }
     }
 
-    package func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError)
+    package func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs store: any BlobStore, dryRun: Bool)
+        async throws(GraftError)
         -> RemovalReport?
     {
         try access { (state: inout State) throws(GraftError) -> RemovalReport? in
@@ -706,15 +761,20 @@ package final class MemoryMetadataStore: MetadataStore {
                     throw .unknownMetric(metric, known: Set(checkpoints.flatMap { $0.metrics.keys.map(\.name) }).sorted(by: Self.bytewise))
                 }
             }
-            let candidates = checkpoints.map { RetentionPolicy.Candidate(number: $0.number, value: values[$0.id], protections: state.protections($0)) }
+            let candidates = checkpoints.map {
+                RetentionPolicy.Candidate(number: $0.number, value: values[$0.id], protections: state.protections($0))
+            }
             let plan = policy.plan(candidates, model: name)
             let remove = Set(plan.remove)
-            let freed = state.removeCheckpoints(Set(checkpoints.filter { remove.contains($0.number) }.map(\.id)), store: store, dryRun: dryRun)
+            let freed = state.removeCheckpoints(
+                Set(checkpoints.filter { remove.contains($0.number) }.map(\.id)), store: store, dryRun: dryRun)
             return RemovalReport(dryRun: dryRun, checkpoints: plan.removed, kept: plan.kept, bytesFreed: freed)
         }
     }
 
-    package func removeModel(_ name: ModelName, cascade: Bool, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError) -> RemovalReport? {
+    package func removeModel(_ name: ModelName, cascade: Bool, blobs store: any BlobStore, dryRun: Bool) async throws(GraftError)
+        -> RemovalReport?
+    {
         try access { (state: inout State) throws(GraftError) -> RemovalReport? in
             guard let root = state.byName[name.value] else { return nil }
             // Deepest first, so no parent edge is left dangling.
@@ -722,7 +782,9 @@ package final class MemoryMetadataStore: MetadataStore {
                 a.lineage.count != b.lineage.count ? a.lineage.count > b.lineage.count : Self.bytewise(a.name, b.name)
             }
             let descendants = subtree.filter { $0.id != root }.map(\.name)
-            if !descendants.isEmpty, !cascade { throw .protected(name.value, reasons: [.descendants(descendants.sorted(by: Self.bytewise))]) }
+            if !descendants.isEmpty, !cascade {
+                throw .protected(name.value, reasons: [.descendants(descendants.sorted(by: Self.bytewise))])
+            }
             let ids = Set(subtree.map(\.id))
             let checkpoints = state.checkpoints.values.filter { ids.contains($0.model) }.sorted { a, b in
                 let (x, y) = (state.name(of: a.model), state.name(of: b.model))
@@ -748,8 +810,10 @@ package final class MemoryMetadataStore: MetadataStore {
     package func referencedBlobs() async throws(GraftError) -> (blobs: [StoredBlob], dangling: [String]) {
         try access { state in
             let used = Set(state.checkpoints.values.flatMap { $0.tensors.map(\.digest) })
-            let blobs = used.compactMap { digest in state.blobs[digest].map { StoredBlob(digest: digest, length: $0.length, inline: $0.inline) } }
-                .sorted { $0.digest.hex < $1.digest.hex }
+            let blobs = used.compactMap { digest in
+                state.blobs[digest].map { StoredBlob(digest: digest, length: $0.length, inline: $0.inline) }
+            }
+            .sorted { $0.digest.hex < $1.digest.hex }
             return (blobs, used.filter { state.blobs[$0] == nil }.map(\.hex).sorted())
         }
     }
@@ -780,7 +844,8 @@ package final class MemoryMetadataStore: MetadataStore {
             let logical = state.checkpoints.values.reduce(0) { $0 + $1.fileBytes }
             let physical = state.blobs.values.reduce(0) { $0 + $1.length } + state.checkpoints.values.reduce(0) { $0 + $1.header.count }
             return RegistryStats(
-                models: state.models.count, bases: state.models.values.filter { $0.kind == "base" }.count, checkpoints: state.checkpoints.count,
+                models: state.models.count, bases: state.models.values.filter { $0.kind == "base" }.count,
+                checkpoints: state.checkpoints.count,
                 tensors: state.checkpoints.values.reduce(0) { $0 + $1.tensors.count }, blobs: state.blobs.count,
                 inlineBlobs: state.blobs.values.filter { $0.inline != nil }.count, logicalBytes: logical, physicalBytes: physical,
                 dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: 0)

@@ -23,7 +23,9 @@ public final class PostgresCluster: @unchecked Sendable {
     }
 
     public init() throws {
-        guard let bin = Self.binaries else { throw HelperError("no PostgreSQL server is installed (make test installs Debian's postgresql)") }
+        guard let bin = Self.binaries else {
+            throw HelperError("no PostgreSQL server is installed (make test installs Debian's postgresql)")
+        }
         self.bin = bin
         directory = NSTemporaryDirectory() + "graft-pg-\(UInt32.random(in: 0 ... .max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -36,7 +38,8 @@ public final class PostgresCluster: @unchecked Sendable {
     }
 
     private func start() throws {
-        let options = "-c listen_addresses=127.0.0.1 -c port=\(port) -c unix_socket_directories=\(directory) -c fsync=off -c full_page_writes=off"
+        let options =
+            "-c listen_addresses=127.0.0.1 -c port=\(port) -c unix_socket_directories=\(directory) -c fsync=off -c full_page_writes=off"
         // The server outlives pg_ctl and would hold a pipe open: pg_ctl's output goes to a file.
         try Self.asPostgres(
             [bin + "/pg_ctl", "-D", directory + "/data", "-l", directory + "/server.log", "-o", options, "-w", "-t", "60", "start"],
@@ -65,7 +68,9 @@ public final class PostgresCluster: @unchecked Sendable {
     /// Runs SQL through `psql` and returns its unaligned output.
     @discardableResult
     public func psql(_ sql: String, database: String = "postgres") throws -> String {
-        let result = try runProcess(bin + "/psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", database, "-Atq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        let result = try runProcess(
+            bin + "/psql",
+            ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", database, "-Atq", "-v", "ON_ERROR_STOP=1", "-c", sql])
         guard result.status == 0 else { throw HelperError("psql: \(result.stderr)") }
         return result.stdout
     }
@@ -89,12 +94,15 @@ public final class PostgresCluster: @unchecked Sendable {
             // pg_ctl's output goes to a file: the server it leaves behind would hold a pipe open.
             let termination = try ChildProcess(executable, arguments, stdout: .file(output), stderr: .stdout).wait()
             guard termination == .exited(0) else {
-                throw HelperError("\(command[0].split(separator: "/").last ?? ""): \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+                throw HelperError(
+                    "\(command[0].split(separator: "/").last ?? ""): \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
             }
             return
         }
         let result = try runProcess(executable, arguments)
-        guard result.status == 0 else { throw HelperError("\(command[0].split(separator: "/").last ?? ""): \(result.stderr)\(result.stdout)") }
+        guard result.status == 0 else {
+            throw HelperError("\(command[0].split(separator: "/").last ?? ""): \(result.stderr)\(result.stdout)")
+        }
     }
 
     /// A port nothing listens on now (bound to 0 and released).

@@ -1,9 +1,9 @@
+import Crypto
 // Helpers shared by the test targets: temporary directories, child processes, the reference
 // Python implementation, and seeded random tensors. Not part of any product.
 public import Foundation
-public import SafeTensors
 public import Graft
-import Crypto
+public import SafeTensors
 
 /// A fresh directory under the system temp folder, removed when released.
 public final class TemporaryDirectory: Sendable {
@@ -109,7 +109,9 @@ public func randomTensors(dtypes: [DType], seed: UInt64, prefix: String = "t") -
         var shape = (0..<Int(generator.next() % 3 + 1)).map { _ in Int(generator.next() % 5 + 1) }
         if dtype.bitsPerElement < 8 { shape[shape.count - 1] *= 4 }  // 4 × 4 or 6 bits fills bytes
         let size = (try? dtype.byteCount(of: shape, tensor: "")) ?? 0
-        return TensorData(name: "\(prefix)\(index).\(dtype.rawValue.lowercased())", dtype: dtype, shape: shape, bytes: randomBytes(size, using: &generator))
+        return TensorData(
+            name: "\(prefix)\(index).\(dtype.rawValue.lowercased())", dtype: dtype, shape: shape,
+            bytes: randomBytes(size, using: &generator))
     }
 }
 

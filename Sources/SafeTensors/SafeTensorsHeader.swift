@@ -93,7 +93,8 @@ public struct SafeTensorsHeader: Sendable {
         for tensor in tensors {
             let size = try tensor.dtype.byteCount(of: tensor.shape, tensor: tensor.name)
             guard tensor.dataOffsets.lowerBound == expected else {
-                throw .invalidOffsets(tensor: tensor.name, begin: tensor.dataOffsets.lowerBound, end: tensor.dataOffsets.upperBound, expectedBegin: expected)
+                throw .invalidOffsets(
+                    tensor: tensor.name, begin: tensor.dataOffsets.lowerBound, end: tensor.dataOffsets.upperBound, expectedBegin: expected)
             }
             guard size == tensor.byteCount else {
                 throw .byteLengthMismatch(tensor: tensor.name, expected: size, actual: tensor.byteCount)
@@ -168,7 +169,11 @@ public struct SafeTensorsHeader: Sendable {
         result.reserveCapacity(elements.count)
         for element in elements {
             guard case .unsigned(let number) = element else {
-                throw .invalidTensorEntry(tensor: tensor, reason: "\(field) holds \(element.typeName == "a number" ? "a negative or fractional number" : element.typeName), expected non-negative integers")
+                throw .invalidTensorEntry(
+                    tensor: tensor,
+                    reason:
+                        "\(field) holds \(element.typeName == "a number" ? "a negative or fractional number" : element.typeName), expected non-negative integers"
+                )
             }
             guard number <= UInt64(Int.max) else { throw .sizeOverflow(tensor: tensor) }
             result.append(Int(number))

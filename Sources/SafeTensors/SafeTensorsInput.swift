@@ -58,10 +58,13 @@ public struct SafeTensorsMemory: SafeTensorsInput {
     /// - Throws: ``SafeTensorsError`` for a bad or duplicate name, or bytes that do not match a
     ///   tensor's dtype and shape.
     public init(_ tensors: [TensorData], metadata: [String: String]? = nil, origin: String = "tensors in memory") throws(SafeTensorsError) {
-        let (headerBytes, order) = try SafeTensorsWriter.canonicalHeader(for: tensors.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
+        let (headerBytes, order) = try SafeTensorsWriter.canonicalHeader(
+            for: tensors.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
         for tensor in tensors {
             let size = try tensor.dtype.byteCount(of: tensor.shape, tensor: tensor.name)
-            guard size == tensor.bytes.count else { throw .dataLengthMismatch(tensor: tensor.name, expected: size, actual: tensor.bytes.count) }
+            guard size == tensor.bytes.count else {
+                throw .dataLengthMismatch(tensor: tensor.name, expected: size, actual: tensor.bytes.count)
+            }
         }
         let dataLength = tensors.reduce(0) { $0 + $1.bytes.count }
         let fileSize = headerBytes.count + dataLength

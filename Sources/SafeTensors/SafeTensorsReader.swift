@@ -49,7 +49,9 @@ public final class SafeTensorsReader: Sendable {
             do throws(SafeTensorsError) {
                 let length = try SafeTensorsHeader.headerLength(prefix: Array(prefix[0..<got]), fileSize: size)
                 var text = [UInt8](repeating: 0, count: length)
-                if length > 0, case .failure(let failure) = text.withUnsafeMutableBytes({ preadFully(fd, $0.baseAddress!, count: length, offset: 8) }) {
+                if length > 0,
+                    case .failure(let failure) = text.withUnsafeMutableBytes({ preadFully(fd, $0.baseAddress!, count: length, offset: 8) })
+                {
                     throw .io(operation: "cannot read", path: path, errno: failure.code)
                 }
                 header = try SafeTensorsHeader.parse(json: text, fileSize: size)

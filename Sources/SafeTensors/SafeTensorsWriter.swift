@@ -122,7 +122,9 @@ public enum SafeTensorsWriter {
         guard fsync(fd) == 0 else { throw .io(operation: "cannot flush", path: path, errno: errno) }
     }
 
-    private static func layout(_ tensors: [TensorData], metadata: [String: String]?) throws(SafeTensorsError) -> (header: [UInt8], order: [Int]) {
+    private static func layout(_ tensors: [TensorData], metadata: [String: String]?) throws(SafeTensorsError) -> (
+        header: [UInt8], order: [Int]
+    ) {
         let (header, order) = try canonicalHeader(for: tensors.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
         for tensor in tensors {
             let size = try tensor.dtype.byteCount(of: tensor.shape, tensor: tensor.name)

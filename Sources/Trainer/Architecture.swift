@@ -70,7 +70,10 @@ public struct Architecture: Sendable, Codable, Equatable {
                 let kernel = try number(2, "the kernel size")
                 let padding = parts.count == 5 ? Int(parts[4]) : kernel / 2
                 guard let padding, padding >= 0 else { throw .architecture("`\(item)`: the padding must be a whole number ≥ 0") }
-                layers.append(LayerSpec(type: "conv2d", out: try number(1, "OUT"), kernel: kernel, stride: parts.count >= 4 ? try number(3, "the stride") : 1, padding: padding))
+                layers.append(
+                    LayerSpec(
+                        type: "conv2d", out: try number(1, "OUT"), kernel: kernel,
+                        stride: parts.count >= 4 ? try number(3, "the stride") : 1, padding: padding))
                 flat = false
             case "bn" where parts.count == 1: layers.append(LayerSpec(type: flat ? "batchnorm1d" : "batchnorm2d"))
             case "relu" where parts.count == 1: layers.append(LayerSpec(type: "relu"))
@@ -82,11 +85,14 @@ public struct Architecture: Sendable, Codable, Equatable {
                 layers.append(LayerSpec(type: "linear", out: try number(1, "OUT")))
                 flat = true
             case "dropout" where parts.count == 2:
-                guard let p = Double(parts[1]), p >= 0, p < 1 else { throw .architecture("`\(item)`: the dropout probability is in [0, 1)") }
+                guard let p = Double(parts[1]), p >= 0, p < 1 else {
+                    throw .architecture("`\(item)`: the dropout probability is in [0, 1)")
+                }
                 layers.append(LayerSpec(type: "dropout", p: p))
             default:
                 let presets = Self.presets.keys.sorted().joined(separator: ", ")
-                throw .architecture("unknown layer `\(item)`; use conv:OUT:K, bn, relu, pool:K, flatten, linear:OUT, dropout:P, or a preset (\(presets))")
+                throw .architecture(
+                    "unknown layer `\(item)`; use conv:OUT:K, bn, relu, pool:K, flatten, linear:OUT, dropout:P, or a preset (\(presets))")
             }
         }
         self.init(input: input, features: layers, classes: classes, labels: labels)

@@ -83,8 +83,12 @@ public struct Dataset: Sendable {
         func word(_ bytes: [UInt8], _ offset: Int) -> Int {
             bytes[offset..<offset + 4].reduce(0) { $0 << 8 | Int($1) }
         }
-        guard images.count >= 16, word(images, 0) == 0x0000_0803 else { throw .data("\(imagesPath) is not an IDX file of 3-D unsigned bytes (magic 0x00000803)") }
-        guard labels.count >= 8, word(labels, 0) == 0x0000_0801 else { throw .data("\(labelsPath) is not an IDX file of 1-D unsigned bytes (magic 0x00000801)") }
+        guard images.count >= 16, word(images, 0) == 0x0000_0803 else {
+            throw .data("\(imagesPath) is not an IDX file of 3-D unsigned bytes (magic 0x00000803)")
+        }
+        guard labels.count >= 8, word(labels, 0) == 0x0000_0801 else {
+            throw .data("\(labelsPath) is not an IDX file of 1-D unsigned bytes (magic 0x00000801)")
+        }
         let count = word(images, 4), rows = word(images, 8), columns = word(images, 12)
         guard rows > 0, columns > 0, rows <= 4096, columns <= 4096, images.count == 16 + count * rows * columns else {
             throw .data("\(imagesPath): the header says \(count) images of \(rows)×\(columns), the file holds \(images.count - 16) bytes")
@@ -109,8 +113,12 @@ public struct Dataset: Sendable {
                 throw .data("\(path) line \(number + 1): the first field must be a class label (a whole number ≥ 0), not `\(fields[0])`")
             }
             let values = fields.dropFirst().map { Float($0.trimmingCharacters(in: .whitespaces)) }
-            guard values.allSatisfy({ $0?.isFinite ?? false }) else { throw .data("\(path) line \(number + 1): every feature must be a finite number") }
-            guard width == nil || width == values.count else { throw .data("\(path) line \(number + 1): \(values.count) features, earlier lines have \(width!)") }
+            guard values.allSatisfy({ $0?.isFinite ?? false }) else {
+                throw .data("\(path) line \(number + 1): every feature must be a finite number")
+            }
+            guard width == nil || width == values.count else {
+                throw .data("\(path) line \(number + 1): \(values.count) features, earlier lines have \(width!)")
+            }
             guard !values.isEmpty else { throw .data("\(path) line \(number + 1): no features after the label") }
             width = values.count
             features.append(contentsOf: values.map { $0! })
@@ -160,7 +168,11 @@ public struct DataSelection: Sendable, Equatable, Codable {
     public func split(_ data: Dataset) throws(TrainerError) -> (train: Dataset, validation: Dataset) {
         let chosen = classes ?? data.classes
         let missing = chosen.filter { !data.classes.contains($0) }
-        guard missing.isEmpty else { throw .data("the data has no samples of class \(missing.map(String.init).joined(separator: ", ")); it has \(data.classes.map(String.init).joined(separator: ", "))") }
+        guard missing.isEmpty else {
+            throw .data(
+                "the data has no samples of class \(missing.map(String.init).joined(separator: ", ")); it has \(data.classes.map(String.init).joined(separator: ", "))"
+            )
+        }
         var byClass = [Int: [Int]]()
         for (index, label) in data.labels.enumerated() { byClass[label, default: []].append(index) }
         var generator = SeededGenerator(seed: seed)

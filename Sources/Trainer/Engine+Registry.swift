@@ -52,7 +52,8 @@ public enum Engine {
         case .fullFinetune: frozenLayers = 0
         case .freezeBlocks(let n):
             guard n >= 0, n <= blockStarts.count else {
-                throw .configuration("the network has \(blockStarts.count) blocks (conv2d or linear layers) in `features`; cannot freeze \(n)")
+                throw .configuration(
+                    "the network has \(blockStarts.count) blocks (conv2d or linear layers) in `features`; cannot freeze \(n)")
             }
             frozenLayers = n == blockStarts.count ? network.features.count : blockStarts[n]
         }
@@ -60,7 +61,13 @@ public enum Engine {
         for (index, (prefix, layer)) in network.layers.enumerated() {
             for entry in layer.state {
                 let name = "\(prefix).\(entry.name)"
-                if prefix == "classifier" { states[name] = .new } else if index < frozenLayers { states[name] = .frozen } else { states[name] = .trainable }
+                if prefix == "classifier" {
+                    states[name] = .new
+                } else if index < frozenLayers {
+                    states[name] = .frozen
+                } else {
+                    states[name] = .trainable
+                }
             }
         }
         return states
@@ -73,7 +80,8 @@ public enum Engine {
         let parentNetwork = try await load(parent, from: registry)
         let states = try manifest(for: plan, network: parentNetwork)
         return try await graft { () async throws(GraftError) in
-            try await registry.createStudent(name: name, from: parent, relation: .finetune, manifest: .perTensor(states), description: description)
+            try await registry.createStudent(
+                name: name, from: parent, relation: .finetune, manifest: .perTensor(states), description: description)
         }
     }
 
@@ -105,30 +113,41 @@ public enum Engine {
             let network = try Network(architecture, seed: settings.seed)
             let states = Dictionary(manifest.entries.map { ($0.name, $0.state) }, uniquingKeysWith: { a, _ in a })
             if let dropped = states.first(where: { $0.value == .dropped }) {
-                throw .configuration("\(name) drops `\(dropped.key)`; the engine trains the parent's whole architecture, so it cannot drop tensors")
+                throw .configuration(
+                    "\(name) drops `\(dropped.key)`; the engine trains the parent's whole architecture, so it cannot drop tensors")
             }
             let names = Set(network.stateNames)
             if let stray = states.keys.sorted().first(where: { !names.contains($0) }) {
                 throw .configuration("\(name)'s manifest names `\(stray)`, which this network does not have")
             }
-            if parentClasses != architecture.classes, let kept = ["classifier.weight", "classifier.bias"].first(where: { states[$0] != .new }) {
-                throw .configuration("\(name) keeps the parent's `\(kept)` (\(parentClasses) classes) but the data has \(architecture.classes); create the student with --reinit classifier")
+            if parentClasses != architecture.classes,
+                let kept = ["classifier.weight", "classifier.bias"].first(where: { states[$0] != .new })
+            {
+                throw .configuration(
+                    "\(name) keeps the parent's `\(kept)` (\(parentClasses) classes) but the data has \(architecture.classes); create the student with --reinit classifier"
+                )
             }
             let fresh = Set(names.filter { states[$0] == nil || states[$0] == .new })
             try network.load(from: file, skip: fresh)
             for (prefix, layer) in network.layers {
                 for parameter in layer.parameters { parameter.frozen = states["\(prefix).\(parameter.name)"] == .frozen }
                 if let norm = layer as? BatchNorm, !norm.allFrozen,
-                    let frozenStat = ["running_mean", "running_var", "num_batches_tracked"].first(where: { states["\(prefix).\($0)"] == .frozen })
+                    let frozenStat = ["running_mean", "running_var", "num_batches_tracked"].first(where: {
+                        states["\(prefix).\($0)"] == .frozen
+                    })
                 {
-                    throw .configuration("\(prefix).\(frozenStat) is frozen but \(prefix)'s weights train; training moves the running statistics, so freeze or train the layer as a whole")
+                    throw .configuration(
+                        "\(prefix).\(frozenStat) is frozen but \(prefix)'s weights train; training moves the running statistics, so freeze or train the layer as a whole"
+                    )
                 }
             }
             return network
         }
-        return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) { input, report throws(TrainerError) in
+        return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) {
+            input, report throws(TrainerError) in
             try await graft { () async throws(GraftError) in
-                try await registry.addCheckpoint(model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics, split: nil, progress: nil)
+                try await registry.addCheckpoint(
+                    model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics, split: nil, progress: nil)
             }
         }
     }
@@ -148,14 +167,16 @@ public enum Engine {
         let network = try Network(architecture, seed: settings.seed)
         var provenance = provenance
         provenance.architecture = provenance.architecture ?? spec
-        return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) { input, report throws(TrainerError) in
+        return try await run(network: network, train: train, validation: validation, settings: settings, progress: progress) {
+            input, report throws(TrainerError) in
             try await graft { () async throws(GraftError) in
                 if report.epoch == 1 {
                     let result = try await registry.addBase(name: name, input: input, provenance: provenance, progress: nil)
                     _ = try await registry.logMetrics(try Reference(parsing: result.checkpoint), report.metrics, split: nil)
                     return result
                 }
-                return try await registry.addCheckpoint(model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics, split: nil, progress: nil)
+                return try await registry.addCheckpoint(
+                    model: name, input: input, step: report.steps, epoch: report.epoch, metrics: report.metrics, split: nil, progress: nil)
             }
         }
     }

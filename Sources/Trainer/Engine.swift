@@ -17,7 +17,10 @@ public struct TrainingSettings: Sendable, Equatable {
     /// last matching pattern wins.
     public var learningRateScales: [(pattern: String, scale: Float)]
 
-    public init(epochs: Int = 5, batchSize: Int = 64, optimizer: OptimizerSettings = OptimizerSettings(), seed: UInt64 = 0, learningRateScales: [(pattern: String, scale: Float)] = []) {
+    public init(
+        epochs: Int = 5, batchSize: Int = 64, optimizer: OptimizerSettings = OptimizerSettings(), seed: UInt64 = 0,
+        learningRateScales: [(pattern: String, scale: Float)] = []
+    ) {
         self.epochs = epochs
         self.batchSize = batchSize
         self.optimizer = optimizer
@@ -100,7 +103,8 @@ public final class TrainingLoop {
                 parameter.learningRateScale = scale
             }
         }
-        for (pattern, _) in settings.learningRateScales where !network.namedParameters.contains(where: { tensorPattern(pattern, matches: $0.name) }) {
+        for (pattern, _) in settings.learningRateScales
+        where !network.namedParameters.contains(where: { tensorPattern(pattern, matches: $0.name) }) {
             throw .configuration("--lr-scale \(pattern) matches no tensor of the network")
         }
     }
@@ -157,7 +161,8 @@ public final class TrainingLoop {
         let (validationLoss, validationAccuracy) = evaluate(validationSet, from: prefix)
         epochs += 1
         return EpochReport(
-            epoch: epochs, steps: steps, trainLoss: lossSum / Double(max(order.count, 1)), trainAccuracy: Double(correct) / Double(max(order.count, 1)),
+            epoch: epochs, steps: steps, trainLoss: lossSum / Double(max(order.count, 1)),
+            trainAccuracy: Double(correct) / Double(max(order.count, 1)),
             validationLoss: validationLoss, validationAccuracy: validationAccuracy,
             samplesPerSecond: Double(order.count) / max(trainSeconds, 1e-9), seconds: monotonicSeconds() - started)
     }

@@ -162,7 +162,8 @@ public final class Conv2d: Layer {
         self.padding = padding
         let fanIn = inChannels * kernel * kernel
         weight = Parameter(
-            "weight", shape: [outChannels, inChannels, kernel, kernel], value: uniformInit(outChannels * fanIn, fanIn: fanIn, using: &generator))
+            "weight", shape: [outChannels, inChannels, kernel, kernel],
+            value: uniformInit(outChannels * fanIn, fanIn: fanIn, using: &generator))
         bias = Parameter("bias", shape: [outChannels], value: uniformInit(outChannels, fanIn: fanIn, using: &generator))
     }
 
@@ -280,7 +281,9 @@ public final class Conv2d: Layer {
                     dx.withUnsafeMutableBufferPointer { x in
                         for sample in 0..<n {
                             // dColumns = Wᵀ (patch × out) · dY[sample] (out × pixels), then col2im.
-                            BLAS.gemm(wt.baseAddress!, g.baseAddress! + sample * o * pixels, d.baseAddress!, m: patch, n: pixels, k: o, transposeA: true)
+                            BLAS.gemm(
+                                wt.baseAddress!, g.baseAddress! + sample * o * pixels, d.baseAddress!, m: patch, n: pixels, k: o,
+                                transposeA: true)
                             let image = x.baseAddress! + sample * inChannels * h * w
                             forEachRow(h: h, oh: oh) { row, kx, oy, channel, iy in
                                 guard let iy else { return }
@@ -336,7 +339,9 @@ public final class MaxPool2d: Layer {
     public init(kernel: Int) { self.kernel = kernel }
 
     public func outputShape(_ input: [Int]) throws(TrainerError) -> [Int] {
-        guard input.count == 3, input[1] >= kernel, input[2] >= kernel else { throw .architecture("maxpool2d(\(kernel)) takes [C, H, W], gets \(input)") }
+        guard input.count == 3, input[1] >= kernel, input[2] >= kernel else {
+            throw .architecture("maxpool2d(\(kernel)) takes [C, H, W], gets \(input)")
+        }
         return [input[0], input[1] / kernel, input[2] / kernel]
     }
 
@@ -478,7 +483,8 @@ public final class BatchNorm: Layer {
         case ("running_var", .floats(let floats)) where floats.count == channels: runningVar = floats
         case ("num_batches_tracked", .count(let count)): batchesTracked = count
         case ("weight", _), ("bias", _):
-            guard let parameter = parameters.first(where: { $0.name == name }), case .floats(let floats) = value, floats.count == channels else {
+            guard let parameter = parameters.first(where: { $0.name == name }), case .floats(let floats) = value, floats.count == channels
+            else {
                 throw .state("`\(name)` holds \(channels) float32 values")
             }
             parameter.value = floats

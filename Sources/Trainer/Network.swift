@@ -24,8 +24,12 @@ public final class Network {
             let layer: any Layer
             switch spec.type {
             case "conv2d":
-                guard shape.count == 3, let out = spec.out, let kernel = spec.kernel else { throw .architecture("features.\(index): conv2d needs [C, H, W] input, out and kernel") }
-                layer = Conv2d(inChannels: shape[0], outChannels: out, kernel: kernel, stride: spec.stride ?? 1, padding: spec.padding ?? 0, generator: &generator)
+                guard shape.count == 3, let out = spec.out, let kernel = spec.kernel else {
+                    throw .architecture("features.\(index): conv2d needs [C, H, W] input, out and kernel")
+                }
+                layer = Conv2d(
+                    inChannels: shape[0], outChannels: out, kernel: kernel, stride: spec.stride ?? 1, padding: spec.padding ?? 0,
+                    generator: &generator)
             case "batchnorm2d": layer = BatchNorm(channels: shape[0], spatial: true)
             case "batchnorm1d": layer = BatchNorm(channels: shape[0], spatial: false)
             case "relu": layer = ReLU()
@@ -81,7 +85,8 @@ public final class Network {
     /// Backpropagates dLoss/dLogits down to layer `start`, filling parameter gradients.
     public func backward(_ gradient: Tensor, downTo start: Int = 0) {
         var g = gradient
-        let lowest = layers.indices.first { index in index >= start && layers[index].layer.parameters.contains { !$0.frozen } } ?? layers.count
+        let lowest =
+            layers.indices.first { index in index >= start && layers[index].layer.parameters.contains { !$0.frozen } } ?? layers.count
         var index = layers.count - 1
         while index >= lowest {
             guard let next = layers[index].layer.backward(g, inputGradient: index > lowest) else { break }
@@ -113,7 +118,8 @@ public final class Network {
                 case .floats(let floats):
                     return TensorData(name: name, dtype: .f32, shape: entry.shape, bytes: floats.withUnsafeBytes { Array($0) })
                 case .count(let count):
-                    return TensorData(name: name, dtype: .i64, shape: entry.shape, bytes: withUnsafeBytes(of: count.littleEndian) { Array($0) })
+                    return TensorData(
+                        name: name, dtype: .i64, shape: entry.shape, bytes: withUnsafeBytes(of: count.littleEndian) { Array($0) })
                 }
             }
         }
@@ -143,7 +149,9 @@ public final class Network {
                 let name = "\(prefix).\(entry.name)"
                 if skip.contains(name) { continue }
                 guard let info = byName[name] else { throw .state("`\(name)` is missing from \(file.origin)") }
-                guard info.shape == entry.shape else { throw .state("`\(name)` is \(info.shape) in the file, \(entry.shape) in the network") }
+                guard info.shape == entry.shape else {
+                    throw .state("`\(name)` is \(info.shape) in the file, \(entry.shape) in the network")
+                }
                 let value: StateValue
                 switch (entry.value, info.dtype) {
                 case (.floats, .f32):

@@ -19,13 +19,15 @@ struct CLI {
     /// Runs graft with `--registry` appended (unless `registry: false`) and no GRAFT_REGISTRY.
     @discardableResult
     func run(
-        _ arguments: [String], registry useRegistry: Bool = true, environment: [String: String] = [:], in cwd: String? = nil, input: Data? = nil
+        _ arguments: [String], registry useRegistry: Bool = true, environment: [String: String] = [:], in cwd: String? = nil,
+        input: Data? = nil
     ) throws -> ProcessOutput {
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "GRAFT_REGISTRY")
         env.merge(environment) { _, new in new }
         return try runProcess(
-            graftBinary, arguments + (useRegistry ? ["--registry", registry] : []), environment: env, directory: cwd ?? directory.path, input: input)
+            graftBinary, arguments + (useRegistry ? ["--registry", registry] : []), environment: env, directory: cwd ?? directory.path,
+            input: input)
     }
 
     /// Writes a generated base and returns its path.

@@ -1,7 +1,7 @@
 import Foundation
+import GRDB
 import Graft
 import GraftTestSupport
-import GRDB
 import SafeTensors
 import Testing
 
@@ -13,7 +13,10 @@ struct CLITests {
         #expect(try cli.run(["init"]).stdout.contains("created registry"))
         #expect(try cli.run(["init"]).stdout.contains("already initialised"))
         let base = try cli.base()
-        let add = try cli.run(["base", "add", base, "--name", "cnn", "--license", "mit", "--source", "https://example.org/w", "--dataset", "imagenet", "--architecture", "cnn-small", "--task", "vision"])
+        let add = try cli.run([
+            "base", "add", base, "--name", "cnn", "--license", "mit", "--source", "https://example.org/w", "--dataset", "imagenet",
+            "--architecture", "cnn-small", "--task", "vision",
+        ])
         #expect(add.status == 0, "\(add.stderr)")
         #expect(add.stdout.contains("registered cnn@1"))
         #expect(add.stderr.isEmpty, "no progress line for small files")
@@ -83,7 +86,9 @@ struct CLITests {
     @Test("errors are one line on stderr with their documented exit code")
     func errorExitCodes() throws {
         let cli = CLI()
-        func expectFailure(_ arguments: [String], code: Int32, mentions text: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        func expectFailure(_ arguments: [String], code: Int32, mentions text: String, sourceLocation: SourceLocation = #_sourceLocation)
+            throws
+        {
             let output = try cli.run(arguments)
             #expect(output.status == code, "graft \(arguments.joined(separator: " ")): \(output.stderr)", sourceLocation: sourceLocation)
             #expect(output.stderr.contains(text), "stderr: \(output.stderr)", sourceLocation: sourceLocation)
@@ -93,7 +98,8 @@ struct CLITests {
         #expect(try cli.run(["init"]).status == 0)
         let base = try cli.base()
         try expectFailure(["base", "add", base, "--name", "../evil"], code: 64, mentions: "invalid name")
-        try expectFailure(["base", "add", cli.directory.file("missing.safetensors"), "--name", "x"], code: 66, mentions: "missing.safetensors")
+        try expectFailure(
+            ["base", "add", cli.directory.file("missing.safetensors"), "--name", "x"], code: 66, mentions: "missing.safetensors")
         let pickle = cli.directory.file("model.pt")
         try writeFile(pickle, [0x80, 0x02] + Array("cnumpy\n".utf8))
         try expectFailure(["base", "add", pickle, "--name", "p"], code: 65, mentions: "pickle is never loaded")
@@ -111,7 +117,9 @@ struct CLITests {
         try expectFailure(["export", "cnn", "-o", out], code: 67, mentions: "--force")
         #expect(try cli.run(["export", "cnn", "-o", out, "--force"]).status == 0)
 
-        let models = try DatabaseQueue(path: cli.registry + "/graft.sqlite").read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM models") }
+        let models = try DatabaseQueue(path: cli.registry + "/graft.sqlite").read { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM models")
+        }
         #expect(models == 1, "failed commands wrote nothing")
         #expect(filesUnder(cli.registry + "/tmp").isEmpty)
     }
@@ -173,7 +181,9 @@ struct CLITests {
                 group.addTask { try cli.run(["init"]) }
                 group.addTask {
                     // Import as soon as the registry exists (its database is linked into place complete).
-                    for _ in 0..<400 where !FileManager.default.fileExists(atPath: cli.registry + "/graft.sqlite") { try await Task.sleep(for: .milliseconds(5)) }
+                    for _ in 0..<400 where !FileManager.default.fileExists(atPath: cli.registry + "/graft.sqlite") {
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
                     return try cli.run(["base", "add", base, "--name", "m\(index)"])
                 }
             }
@@ -190,7 +200,10 @@ struct CLITests {
         let cli = CLI()
         let first = try cli.run(["demo", "--quick"])
         #expect(first.status == 0, "\(first.stderr)")
-        for expected in ["fmnist-teacher@1", "fmnist-5to9-fe@2", "fmnist-5to9-partial@2", "fmnist-5to9-full@2", "fmnist-5to9-scratch@2", "BEST VAL ACC", "dedup ratio", "best fmnist-5to9-"] {
+        for expected in [
+            "fmnist-teacher@1", "fmnist-5to9-fe@2", "fmnist-5to9-partial@2", "fmnist-5to9-full@2", "fmnist-5to9-scratch@2", "BEST VAL ACC",
+            "dedup ratio", "best fmnist-5to9-",
+        ] {
             #expect(first.stdout.contains(expected), "\(expected)")
         }
         let lineage = try #require(try cli.json(["lineage", "fmnist-teacher"]) as? [String: Any])

@@ -1,7 +1,7 @@
 import Foundation
+import GRDB
 import Graft
 import GraftTestSupport
-import GRDB
 import SafeTensors
 import Testing
 
@@ -82,7 +82,9 @@ struct ExitCodeCLITests {
             }
         }
         #expect(listed.count >= 27, "\(listed.sorted())")
-        #expect(listed == documented, "in help only: \(listed.subtracting(documented).sorted()); in docs only: \(documented.subtracting(listed).sorted())")
+        #expect(
+            listed == documented,
+            "in help only: \(listed.subtracting(documented).sorted()); in docs only: \(documented.subtracting(listed).sorted())")
     }
 
     @Test("exit 1: an unexpected database error (a table gone) is one line, never a crash")
@@ -108,7 +110,9 @@ struct ExitCodeCLITests {
         let out = cli.directory.file("out.safetensors")
         try expectExit(cli, ["export", "ft2@1", "-o", out], 2, mentions: "is damaged")
         #expect(!FileManager.default.fileExists(atPath: out), "no partial output")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: cli.directory.path).allSatisfy { !$0.hasPrefix("out.safetensors") }, "no temporary output either")
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: cli.directory.path).allSatisfy { !$0.hasPrefix("out.safetensors") },
+            "no temporary output either")
         #expect(try cli.run(["export", "ft@2", "-o", out]).status == 0, "a checkpoint without the damaged blob exports")
         #expect(FileManager.default.contentsEqual(atPath: out, andPath: try headVariant(cli, 2)))
     }
@@ -123,7 +127,12 @@ struct ExitCodeCLITests {
         }
         // Another process holds SQLite's write lock until its stdin closes.
         let holder = try ChildProcess(
-            python, ["-c", "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()", cli.registry + "/graft.sqlite"],
+            python,
+            [
+                "-c",
+                "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()",
+                cli.registry + "/graft.sqlite",
+            ],
             stdin: .pipe, stdout: .pipe)
         defer {
             try? holder.input?.close()
@@ -132,7 +141,9 @@ struct ExitCodeCLITests {
         let announced = String(decoding: holder.output?.availableData ?? Data(), as: UTF8.self)
         #expect(announced.contains("locked"))
         let started = Date()
-        let refused = try expectExit(cli, ["base", "add", try cli.base("other.safetensors", seed: 99), "--name", "late"], 69, mentions: "busy", environment: ["GRAFT_BUSY_TIMEOUT": "1.5"])
+        let refused = try expectExit(
+            cli, ["base", "add", try cli.base("other.safetensors", seed: 99), "--name", "late"], 69, mentions: "busy",
+            environment: ["GRAFT_BUSY_TIMEOUT": "1.5"])
         let waited = Date().timeIntervalSince(started)
         #expect(waited >= 1.4, "exit \(refused.status) after \(waited) s: before the busy timeout")
         #expect(waited < 15, "GRAFT_BUSY_TIMEOUT=1.5 was not honoured: \(waited) s (the default is 30 s)")
@@ -234,9 +245,11 @@ struct ExitCodeCLITests {
         #expect(s["features.4.weight"] == "trainable" && s["features.4.bias"] == "trainable")
         #expect(s["classifier.bias"] == "dropped" && s["classifier.weight"] == "new")
         // Ties of specificity, each pair given in both orders.
-        for (flags, expected) in [(["--freeze", "classifier", "--train", "classifier"], "trainable"),
-                                  (["--train", "classifier", "--reinit", "classifier"], "new"),
-                                  (["--reinit", "classifier", "--drop", "classifier"], "dropped")] {
+        for (flags, expected) in [
+            (["--freeze", "classifier", "--train", "classifier"], "trainable"),
+            (["--train", "classifier", "--reinit", "classifier"], "new"),
+            (["--reinit", "classifier", "--drop", "classifier"], "dropped"),
+        ] {
             #expect(try states(flags)["classifier.weight"] == expected, "\(flags)")
             let swapped = [flags[2], flags[3], flags[0], flags[1]]
             #expect(try states(swapped)["classifier.weight"] == expected, "\(swapped)")
@@ -253,7 +266,9 @@ struct ExitCodeCLITests {
         #expect(try cli.run(["init"]).status == 0)
         let big = cli.directory.file("big.safetensors")
         let elements = 26_000_000  // 104 MB of float32
-        try SafeTensorsWriter.write([TensorData(name: "w", dtype: .f32, shape: [elements], bytes: [UInt8](repeating: 1, count: elements * 4))], metadata: nil, to: big)
+        try SafeTensorsWriter.write(
+            [TensorData(name: "w", dtype: .f32, shape: [elements], bytes: [UInt8](repeating: 1, count: elements * 4))], metadata: nil,
+            to: big)
         let output = try cli.run(["base", "add", big, "--name", "big"])
         #expect(output.status == 0, "\(output.stderr)")
         #expect(output.stderr.contains("importing \(big): 100% of"), "\(output.stderr.suffix(200))")

@@ -26,7 +26,8 @@ struct FileSystemFailureTests {
         let cli = CLI()
         var generator = SeededGenerator(seed: 3)
         let big = cli.directory.file("big.safetensors")
-        try SafeTensorsWriter.write((0..<6).map { TensorData(name: "layer.\($0).weight", dtype: .u8, shape: [1 << 20], bytes: generator.bytes(1 << 20)) }, to: big)
+        try SafeTensorsWriter.write(
+            (0..<6).map { TensorData(name: "layer.\($0).weight", dtype: .u8, shape: [1 << 20], bytes: generator.bytes(1 << 20)) }, to: big)
         let small = try cli.base("small.safetensors")
         let mount = cli.directory.file("mnt")
         try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
@@ -81,17 +82,20 @@ struct FileSystemFailureTests {
         let cli = CLI()
         // A write-failure shim: fsync fails with EIO and counts its calls.
         let source = cli.directory.file("shim.c")
-        try writeFile(source, Array("""
-            #include <errno.h>
-            #include <stdio.h>
-            #include <stdlib.h>
-            int fsync(int fd) {
-                const char *log = getenv("SHIM_LOG");
-                if (log) { FILE *f = fopen(log, "a"); if (f) { fputs("fsync\\n", f); fclose(f); } }
-                errno = EIO;
-                return -1;
-            }
-            """.utf8))
+        try writeFile(
+            source,
+            Array(
+                """
+                #include <errno.h>
+                #include <stdio.h>
+                #include <stdlib.h>
+                int fsync(int fd) {
+                    const char *log = getenv("SHIM_LOG");
+                    if (log) { FILE *f = fopen(log, "a"); if (f) { fputs("fsync\\n", f); fclose(f); } }
+                    errno = EIO;
+                    return -1;
+                }
+                """.utf8))
         let shim = cli.directory.file("shim.so")
         let compiled = try runProcess("/usr/bin/cc", ["-shared", "-fPIC", "-o", shim, source])
         try #require(compiled.status == 0, "\(compiled.stderr)")

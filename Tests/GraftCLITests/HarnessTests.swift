@@ -22,7 +22,8 @@ private func setting(_ name: String, _ fallback: Int) -> Int {
 }
 
 /// Starts a process with its output in files; returns it running.
-private func start(_ executable: String, _ arguments: [String], output: String, environment: [String: String] = [:]) throws -> ChildProcess {
+private func start(_ executable: String, _ arguments: [String], output: String, environment: [String: String] = [:]) throws -> ChildProcess
+{
     try ChildProcess(
         executable, arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
         stdout: .file(output), stderr: .file(output + ".err"))
@@ -38,7 +39,9 @@ private func harnessTensors(seed: UInt64) -> [TensorData] {
 
 @Suite("Harnesses: crashes and concurrent writers", .serialized)
 struct HarnessTests {
-    @Test("SIGKILL at random moments during base add and checkpoint add: verify clean, nothing partial, acknowledged checkpoints intact, gc leaves no orphan")
+    @Test(
+        "SIGKILL at random moments during base add and checkpoint add: verify clean, nothing partial, acknowledged checkpoints intact, gc leaves no orphan"
+    )
     func crashes() throws {
         let cli = CLI()
         #expect(try cli.run(["init"]).status == 0)
@@ -52,7 +55,8 @@ struct HarnessTests {
         var generator = SeededGenerator(seed: 77)
         func studentFile(_ trial: Int) throws -> String {
             var tensors = harnessTensors(seed: 0)
-            for index in tensors.indices where !["features.0.weight", "features.1.weight", "features.2.weight", "features.3.weight"].contains(tensors[index].name) {
+            for index in tensors.indices
+            where !["features.0.weight", "features.1.weight", "features.2.weight", "features.3.weight"].contains(tensors[index].name) {
                 tensors[index].bytes = generator.bytes(tensors[index].bytes.count)
             }
             let path = cli.directory.file("student.safetensors")
@@ -84,7 +88,8 @@ struct HarnessTests {
                 baseFile = cli.directory.file("new-base.safetensors")
                 try SafeTensorsWriter.write(harnessTensors(seed: UInt64(1000 + trial)), metadata: ["format": "pt"], to: baseFile)
             }
-            let arguments = trial % 2 == 0
+            let arguments =
+                trial % 2 == 0
                 ? ["base", "add", baseFile, "--name", "c\(trial)", "--json"]
                 : ["checkpoint", "add", "s", try studentFile(trial), "--json"]
             let output = cli.directory.file("trial.out")
@@ -112,7 +117,8 @@ struct HarnessTests {
             // Traces of a command cut mid-way: a temp file, or blob files written but never committed.
             let tempLeft = !filesUnder(cli.registry + "/tmp").isEmpty
             let blobsBefore = Set(filesUnder(cli.registry + "/blobs").map { String($0.split(separator: "/").last!) })
-            let committedBlobs = Set(try sql(cli, "SELECT digest FROM blobs WHERE inline_data IS NULL").split(separator: "\n").map(String.init))
+            let committedBlobs = Set(
+                try sql(cli, "SELECT digest FROM blobs WHERE inline_data IS NULL").split(separator: "\n").map(String.init))
             let cutMidWay = tempLeft || !blobsBefore.subtracting(committedBlobs).isEmpty
             if case .killed(let signal) = termination {
                 if !injected, !onSight {
@@ -121,7 +127,9 @@ struct HarnessTests {
                     delay *= cutMidWay ? 1.0 : 1.15
                 }
                 if signal != SIGKILL {
-                    Issue.record("trial \(trial): graft died of signal \(signal), not the harness's SIGKILL: \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")")
+                    Issue.record(
+                        "trial \(trial): graft died of signal \(signal), not the harness's SIGKILL: \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")"
+                    )
                 } else if injected {
                     injectedKills += 1
                 } else {
@@ -135,22 +143,39 @@ struct HarnessTests {
                 if let ref = json?["checkpoint"] as? String, let digest = json?["digest"] as? String, digest.hasPrefix("sha256:") {
                     acknowledged[ref] = digest
                 } else {
-                    Issue.record("trial \(trial): graft exited 0 without a checkpoint and digest in its JSON: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+                    Issue.record(
+                        "trial \(trial): graft exited 0 without a checkpoint and digest in its JSON: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")"
+                    )
                 }
             } else {
-                Issue.record("trial \(trial): graft exited \(termination.status): \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")")
+                Issue.record(
+                    "trial \(trial): graft exited \(termination.status): \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")"
+                )
             }
             if tempLeft { midWrite += 1 }
             let verify = try cli.run(["verify", "--read-data"])
             #expect(verify.status == 0, "trial \(trial): \(verify.stdout)\(verify.stderr)")
-            #expect(try sql(cli, "SELECT count(*) FROM checkpoints c WHERE tensor_count != (SELECT count(*) FROM checkpoint_tensors t WHERE t.checkpoint_id = c.id)") == "0")
-            let present = Dictionary(uniqueKeysWithValues: try sql(cli, "SELECT m.name || '@' || c.number || ' ' || c.digest FROM checkpoints c JOIN models m ON m.id = c.model_id")
+            #expect(
+                try sql(
+                    cli,
+                    "SELECT count(*) FROM checkpoints c WHERE tensor_count != (SELECT count(*) FROM checkpoint_tensors t WHERE t.checkpoint_id = c.id)"
+                ) == "0")
+            let present = Dictionary(
+                uniqueKeysWithValues: try sql(
+                    cli, "SELECT m.name || '@' || c.number || ' ' || c.digest FROM checkpoints c JOIN models m ON m.id = c.model_id"
+                )
                 .split(separator: "\n").map { line in (String(line.split(separator: " ")[0]), String(line.split(separator: " ")[1])) })
-            for (ref, digest) in acknowledged { #expect(present[ref].map { "sha256:" + $0 } == digest, "trial \(trial): \(ref) changed or vanished") }
+            for (ref, digest) in acknowledged {
+                #expect(present[ref].map { "sha256:" + $0 } == digest, "trial \(trial): \(ref) changed or vanished")
+            }
             #expect(try cli.run(["gc", "--grace", "0"]).status == 0)
             #expect(filesUnder(cli.registry + "/tmp").isEmpty, "trial \(trial): temp files left")
             let stored = Set(filesUnder(cli.registry + "/blobs").map { String($0.split(separator: "/").last!) })
-            let referenced = Set(try sql(cli, "SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t JOIN blobs b ON b.digest = t.blob_digest WHERE b.inline_data IS NULL").split(separator: "\n").map(String.init))
+            let referenced = Set(
+                try sql(
+                    cli,
+                    "SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t JOIN blobs b ON b.digest = t.blob_digest WHERE b.inline_data IS NULL"
+                ).split(separator: "\n").map(String.init))
             #expect(stored == referenced, "trial \(trial): orphan or missing blob files")
             if !(stored == referenced) { break }
         }
@@ -158,21 +183,28 @@ struct HarnessTests {
         // (not only before the process touched the registry, nor only at injection points).
         #expect(externalKills >= trials / 8, "only \(externalKills) of \(trials / 2) outside kills landed before graft finished")
         #expect(injectedKills >= trials / 8, "only \(injectedKills) injected kills")
-        #expect(externalMidWrite >= max(1, trials / 16), "only \(externalMidWrite) outside kills landed between the first blob write and the commit")
-        print("crash harness: \(trials) trials, \(externalKills) killed from outside (\(externalMidWrite) between the first blob write and the commit) and \(injectedKills) at injection points; \(midWrite) left a temp file for gc; \(acknowledged.count) acknowledged checkpoints intact")
+        #expect(
+            externalMidWrite >= max(1, trials / 16),
+            "only \(externalMidWrite) outside kills landed between the first blob write and the commit")
+        print(
+            "crash harness: \(trials) trials, \(externalKills) killed from outside (\(externalMidWrite) between the first blob write and the commit) and \(injectedKills) at injection points; \(midWrite) left a temp file for gc; \(acknowledged.count) acknowledged checkpoints intact"
+        )
     }
 
-    @Test("8 writers (two per student) and 4 readers on one registry: no error, every commit present, integrity ok; then again with gc --grace 0 in a loop", arguments: [false, true])
+    @Test(
+        "8 writers (two per student) and 4 readers on one registry: no error, every commit present, integrity ok; then again with gc --grace 0 in a loop",
+        arguments: [false, true])
     func concurrency(withGC: Bool) throws {
         let cli = CLI()
         let commits = setting("GRAFT_STRESS_COMMITS", 200)
         #expect(try cli.run(["init"]).status == 0)
         let base = cli.directory.file("base.safetensors")
-        try SafeTensorsWriter.write(harnessTensors(seed: 9).map { tensor in
-            var small = tensor
-            if small.bytes.count > 65536 { small.shape = [16, 1024]; small.bytes = Array(small.bytes.prefix(16 * 1024 * 4)) }
-            return small
-        }, metadata: ["format": "pt"], to: base)
+        try SafeTensorsWriter.write(
+            harnessTensors(seed: 9).map { tensor in
+                var small = tensor
+                if small.bytes.count > 65536 { small.shape = [16, 1024]; small.bytes = Array(small.bytes.prefix(16 * 1024 * 4)) }
+                return small
+            }, metadata: ["format": "pt"], to: base)
         #expect(try cli.run(["base", "add", base, "--name", "base"]).status == 0)
         for student in 0..<4 {
             #expect(try cli.run(["student", "create", "s\(student)", "--from", "base@1", "--freeze", "features"]).status == 0)
@@ -181,9 +213,14 @@ struct HarnessTests {
         let stress = sibling("graft-stress")
         var writers: [ChildProcess] = [], others: [ChildProcess] = []
         for writer in 0..<8 {
-            writers.append(try start(stress, ["write", cli.registry, "s\(writer % 4)", "\(commits)", "\(writer + 1)"], output: cli.directory.file("w\(writer)")))
+            writers.append(
+                try start(
+                    stress, ["write", cli.registry, "s\(writer % 4)", "\(commits)", "\(writer + 1)"],
+                    output: cli.directory.file("w\(writer)")))
         }
-        for reader in 0..<4 { others.append(try start(stress, ["read", cli.registry, "base", stop], output: cli.directory.file("r\(reader)"))) }
+        for reader in 0..<4 {
+            others.append(try start(stress, ["read", cli.registry, "base", stop], output: cli.directory.file("r\(reader)")))
+        }
         if withGC { others.append(try start(stress, ["gc", cli.registry, stop], output: cli.directory.file("gc"))) }
         for process in writers { process.wait() }
         try writeFile(stop, [])
@@ -193,12 +230,19 @@ struct HarnessTests {
             let errors = (try? String(contentsOfFile: cli.directory.file(name) + ".err", encoding: .utf8)) ?? ""
             #expect(process.wait() == .exited(0) && errors.isEmpty, "\(name): \(errors)")
         }
-        #expect(try sql(cli, "SELECT count(*) FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE m.kind = 'student'") == "\(8 * commits)")
+        #expect(
+            try sql(cli, "SELECT count(*) FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE m.kind = 'student'")
+                == "\(8 * commits)")
         #expect(try sql(cli, "SELECT count(*) FROM metrics") == "\(8 * commits)")
-        for student in 0..<4 { #expect(try sql(cli, "SELECT max(number) FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE m.name = 's\(student)'") == "\(2 * commits)") }
+        for student in 0..<4 {
+            #expect(
+                try sql(cli, "SELECT max(number) FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE m.name = 's\(student)'")
+                    == "\(2 * commits)")
+        }
         #expect(try sql(cli, "PRAGMA integrity_check") == "ok")
         #expect(try cli.run(["verify", "--read-data"]).status == 0)
-        let reads = (0..<4).compactMap { try? String(contentsOfFile: cli.directory.file("r\($0)"), encoding: .utf8) }.joined(separator: "; ")
+        let reads = (0..<4).compactMap { try? String(contentsOfFile: cli.directory.file("r\($0)"), encoding: .utf8) }.joined(
+            separator: "; ")
         print("concurrency harness\(withGC ? " with gc" : ""): 8 writers × \(commits) commits, readers: \(reads)")
     }
 }

@@ -31,7 +31,8 @@ struct OpenRaceTests {
         for round in 0..<5 {
             let root = cli.directory.file("whole\(round)")
             let database = root + "/graft.sqlite"
-            let process = try ChildProcess(graftBinary, ["init", "--registry", root], stderr: .file(cli.directory.file("init\(round).err")))
+            let process = try ChildProcess(
+                graftBinary, ["init", "--registry", root], stderr: .file(cli.directory.file("init\(round).err")))
             // Poll as tightly as we can for the file's first appearance, then read its header.
             var first: [UInt8]? = nil
             let deadline = Date().addingTimeInterval(20)
@@ -46,9 +47,13 @@ struct OpenRaceTests {
             }
             let termination = process.wait()
             let header = try #require(first, "round \(round): graft.sqlite never appeared")
-            #expect(header.count == 100 && header.starts(with: Array("SQLite format 3\0".utf8)), "round \(round): \(header.count) bytes at first sight")
+            #expect(
+                header.count == 100 && header.starts(with: Array("SQLite format 3\0".utf8)),
+                "round \(round): \(header.count) bytes at first sight")
             #expect(header.count == 100 && header[18] == 2 && header[19] == 2, "round \(round): not in WAL mode at first sight")
-            #expect(termination == .exited(0), "\((try? String(contentsOfFile: cli.directory.file("init\(round).err"), encoding: .utf8)) ?? "")")
+            #expect(
+                termination == .exited(0), "\((try? String(contentsOfFile: cli.directory.file("init\(round).err"), encoding: .utf8)) ?? "")"
+            )
         }
     }
 
@@ -87,18 +92,22 @@ struct OpenRaceTests {
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             // Every process has exited: the next ones open a registry with no WAL file.
-            let second = try await together(cli, [
-                ["base", "add", base, "--name", "b0", "--registry", root],
-                ["base", "add", base, "--name", "b1", "--registry", root],
-                ["checkpoint", "list", "a0", "--registry", root],
-                ["base", "add", base, "--name", "b2", "--registry", root],
-                ["list", "--registry", root],
-            ])
+            let second = try await together(
+                cli,
+                [
+                    ["base", "add", base, "--name", "b0", "--registry", root],
+                    ["base", "add", base, "--name", "b1", "--registry", root],
+                    ["checkpoint", "list", "a0", "--registry", root],
+                    ["base", "add", base, "--name", "b2", "--registry", root],
+                    ["list", "--registry", root],
+                ])
             for output in first + second where output.status != 0 {
                 failures.append("round \(round): exit \(output.status): \(output.stderr)")
             }
             if !failures.isEmpty { break }
-            let list = try #require(try JSONSerialization.jsonObject(with: Data(try cli.run(["list", "--json", "--registry", root], registry: false).stdout.utf8)) as? [[String: Any]])
+            let list = try #require(
+                try JSONSerialization.jsonObject(
+                    with: Data(try cli.run(["list", "--json", "--registry", root], registry: false).stdout.utf8)) as? [[String: Any]])
             #expect(Set(list.compactMap { $0["name"] as? String }) == ["a0", "a1", "a2", "b0", "b1", "b2"], "round \(round)")
         }
         #expect(failures.isEmpty, "\(failures.prefix(5))")

@@ -13,7 +13,9 @@ private let hostileNames = [
 
 @Suite("Path safety")
 struct PathSafetyTests {
-    @Test("hostile names, aliases, references and advisory ids are refused by every command; nothing outside the registry is touched", arguments: hostileNames)
+    @Test(
+        "hostile names, aliases, references and advisory ids are refused by every command; nothing outside the registry is touched",
+        arguments: hostileNames)
     func refused(_ hostile: String) throws {
         let cli = CLI()
         let base = try cli.base()

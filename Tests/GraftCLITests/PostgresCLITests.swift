@@ -110,7 +110,8 @@ struct PostgresCLITests {
         return log
     }
 
-    @Test("the CLI end to end on PostgreSQL + S3: bad locations refused before anything is written, a second machine sees the same registry")
+    @Test(
+        "the CLI end to end on PostgreSQL + S3: bad locations refused before anything is written, a second machine sees the same registry")
     func endToEnd() async throws {
         let cluster = try PostgresCluster()
         defer { cluster.stop() }
@@ -140,8 +141,11 @@ struct PostgresCLITests {
         #expect(Date().timeIntervalSince(asked) < 30, "told within the lease timeout (5 s), not after the pool's minute of retries")
 
         // init prepares the schema and records the bucket; a second init finds it ready.
-        let first = try cli.run(["init", "--metadata", cluster.url(), "--blobs", blobs, "--registry", machine(1)], registry: false, environment: env)
-        #expect(first.status == 0 && first.stdout.contains("created registry at postgresql://postgres@127.0.0.1"), "\(first.stdout)\(first.stderr)")
+        let first = try cli.run(
+            ["init", "--metadata", cluster.url(), "--blobs", blobs, "--registry", machine(1)], registry: false, environment: env)
+        #expect(
+            first.status == 0 && first.stdout.contains("created registry at postgresql://postgres@127.0.0.1"),
+            "\(first.stdout)\(first.stderr)")
         let again = try cli.run(["init", "--metadata", cluster.url(), "--registry", machine(2)], registry: false, environment: env)
         #expect(again.status == 0 && again.stdout.contains("already initialised"), "\(again.stdout)\(again.stderr)")
         #expect(try cluster.psql("SELECT value FROM graft_settings WHERE key = 'blobs'") == blobs + "\n")
@@ -187,7 +191,9 @@ struct PostgresCLITests {
 
         // Removal deletes the student's own blob from the bucket (its classifier); gc then
         // finds nothing left over; the registry stays clean.
-        let client = S3Client(location: try S3Location(parsing: blobs), credentials: AWSCredentials(accessKeyID: "graft-test", secretAccessKey: "graft-test-secret"))
+        let client = S3Client(
+            location: try S3Location(parsing: blobs),
+            credentials: AWSCredentials(accessKeyID: "graft-test", secretAccessKey: "graft-test-secret"))
         let before = try await client.list(prefix: "reg/blobs/").count
         #expect(try run(["model", "rm", "kid"], machine: 1).status == 0)
         #expect(try await client.list(prefix: "reg/blobs/").count == before - 1)
@@ -196,7 +202,9 @@ struct PostgresCLITests {
         #expect(try run(["verify", "--read-data"], machine: 1).status == 0)
     }
 
-    @Test("two servers on one PostgreSQL + S3, 8 writers across them × 100 commits to shared students: no error, numbers without gaps, verify clean")
+    @Test(
+        "two servers on one PostgreSQL + S3, 8 writers across them × 100 commits to shared students: no error, numbers without gaps, verify clean"
+    )
     func severalServers() async throws {
         let shared = try Shared()
         let servers = [try shared.server(1), try shared.server(2)]
@@ -207,7 +215,10 @@ struct PostgresCLITests {
                 // Writers alternate between the servers; writers 0-3 share kid-a, 4-7 kid-b.
                 let url = servers[writer % 2].url, model = writer < 4 ? "kid-a" : "kid-b", token = shared.writer
                 group.addTask {
-                    (writer, await Self.write(url: url, token: token, model: model, writer: writer, count: count, seconds: 240, retry: false))
+                    (
+                        writer,
+                        await Self.write(url: url, token: token, model: model, writer: writer, count: count, seconds: 240, retry: false)
+                    )
                 }
             }
             var logs: [Int: WriterLog] = [:]
@@ -250,7 +261,8 @@ struct PostgresCLITests {
                     for index in 0..<200 where log.errors.isEmpty {
                         do {
                             let result = try await remote.addCheckpoint(
-                                model: ModelName(trusted: model), input: try Self.checkpoint(writer: writer, index: index), step: index, epoch: nil,
+                                model: ModelName(trusted: model), input: try Self.checkpoint(writer: writer, index: index), step: index,
+                                epoch: nil,
                                 metrics: [], split: nil, progress: nil)
                             log.acknowledged.append((result.checkpoint, result.digest))
                             if writer < 4 { counter.increment() }
@@ -310,7 +322,8 @@ struct PostgresCLITests {
             for writer in 0..<4 {
                 let url = server.url, token = shared.writer
                 group.addTask {
-                    await Self.write(url: url, token: token, model: "kid-a", writer: writer, count: 40, seconds: 180, retry: true, counter: counter)
+                    await Self.write(
+                        url: url, token: token, model: "kid-a", writer: writer, count: 40, seconds: 180, retry: true, counter: counter)
                 }
             }
             var logs: [WriterLog] = []
@@ -320,7 +333,9 @@ struct PostgresCLITests {
         try await restarter.value
         let errors = logs.flatMap(\.errors)
         #expect(!errors.isEmpty, "the restart was seen")
-        #expect(errors.allSatisfy { $0.hasPrefix("unavailable") || $0.hasPrefix("busy") }, "only retryable errors: \(errors.filter { !$0.hasPrefix("unavailable") }.prefix(3))")
+        #expect(
+            errors.allSatisfy { $0.hasPrefix("unavailable") || $0.hasPrefix("busy") },
+            "only retryable errors: \(errors.filter { !$0.hasPrefix("unavailable") }.prefix(3))")
         #expect(logs.map(\.acknowledged.count) == [40, 40, 40, 40], "every writer finished after retrying: \(logs.map(\.errors))")
         let stored = try await RemoteRegistry(url: server.url, token: shared.reader).checkpoints(of: ModelName(trusted: "kid-a"))
         #expect(stored.map(\.number) == Array(1..<(stored.count + 1)), "no gaps")

@@ -12,13 +12,26 @@ struct RegistryCLITests {
         let cli = CLI()
         #expect(try cli.run(["init"]).status == 0)
         let base = try cli.base()
-        #expect(try cli.run(["base", "add", base, "--name", "base", "--license", "mit", "--dataset", "fashion-mnist", "--task", "image-classification"]).status == 0)
+        #expect(
+            try cli.run([
+                "base", "add", base, "--name", "base", "--license", "mit", "--dataset", "fashion-mnist", "--task", "image-classification",
+            ]).status == 0)
         #expect(try cli.run(["student", "create", "ft", "--from", "base", "--freeze", "features"]).status == 0)
         // Each checkpoint a different file (its head changed), so an export shows which one it is.
-        #expect(try cli.run(["checkpoint", "add", "ft", try headVariant(cli, 1), "--metric", "val/accuracy=0.7", "--metric", "val/loss=0.9", "--split", "val"]).status == 0)
-        #expect(try cli.run(["checkpoint", "add", "ft", try headVariant(cli, 2), "--metric", "val/accuracy=0.8", "--metric", "val/loss=0.5", "--split", "val"]).status == 0)
+        #expect(
+            try cli.run([
+                "checkpoint", "add", "ft", try headVariant(cli, 1), "--metric", "val/accuracy=0.7", "--metric", "val/loss=0.9", "--split",
+                "val",
+            ]).status == 0)
+        #expect(
+            try cli.run([
+                "checkpoint", "add", "ft", try headVariant(cli, 2), "--metric", "val/accuracy=0.8", "--metric", "val/loss=0.5", "--split",
+                "val",
+            ]).status == 0)
         #expect(try cli.run(["student", "create", "ft2", "--from", "ft@2", "--relation", "distillation"]).status == 0)
-        #expect(try cli.run(["checkpoint", "add", "ft2", try headVariant(cli, 3), "--metric", "val/accuracy=0.9", "--split", "val"]).status == 0)
+        #expect(
+            try cli.run(["checkpoint", "add", "ft2", try headVariant(cli, 3), "--metric", "val/accuracy=0.9", "--split", "val"]).status == 0
+        )
         return cli
     }
 
@@ -30,7 +43,8 @@ struct RegistryCLITests {
         let csv = cli.directory.file("curve.csv")
         try writeFile(csv, Array("step,loss\n20,0.3\n30,0.2\n".utf8))
         #expect(try cli.run(["metric", "import", "ft", csv]).stdout.contains("imported 2 point(s)"))
-        let piped = try runProcess(graftBinary, ["metric", "import", "ft", "-", "--registry", cli.registry], input: Data("{\"step\": 40, \"loss\": 0.1}\n".utf8))
+        let piped = try runProcess(
+            graftBinary, ["metric", "import", "ft", "-", "--registry", cli.registry], input: Data("{\"step\": 40, \"loss\": 0.1}\n".utf8))
         #expect(piped.status == 0, "\(piped.stderr)")
         let report = try #require(try cli.json(["metrics", "ft"]) as? [String: Any])
         let curves = try #require(report["curves"] as? [[String: Any]])
@@ -50,7 +64,8 @@ struct RegistryCLITests {
         let cli = try setup()
         let out = try cli.run(["best", "--metric", "val/accuracy", "--split", "val", "--under", "base"])
         #expect(out.stdout.contains("best ft2@1") && out.stdout.contains("max, from the metric's name"))
-        #expect(try cli.run(["best", "--metric", "val/loss", "--model", "ft"]).status == 66, "no split given: those metrics were logged on val")
+        #expect(
+            try cli.run(["best", "--metric", "val/loss", "--model", "ft"]).status == 66, "no split given: those metrics were logged on val")
         let loss = try #require(try cli.json(["best", "--metric", "val/loss", "--split", "val", "--model", "ft"]) as? [String: Any])
         #expect(loss["direction"] as? String == "min" && (loss["checkpoint"] as? [String: Any])?["ref"] as? String == "ft@2")
         #expect(try cli.run(["advisory", "add", "ft@2", "--id", "GRAFT-9", "--severity", "high", "--note", "poisoned"]).status == 0)
@@ -76,7 +91,9 @@ struct RegistryCLITests {
     @Test("lineage as tree, JSON, DOT and Mermaid; advisories and affected")
     func lineageAndAdvisories() throws {
         let cli = try setup()
-        #expect(try cli.run(["advisory", "add", "base", "--id", "CVE-2018-1", "--severity", "critical", "--url", "https://example.org"]).status == 0)
+        #expect(
+            try cli.run(["advisory", "add", "base", "--id", "CVE-2018-1", "--severity", "critical", "--url", "https://example.org"]).status
+                == 0)
         let tree = try cli.run(["lineage", "base", "--metric", "val/accuracy"])
         #expect(tree.stdout.contains("└─ ft (partial-finetune) finetune of base@1 best val/accuracy 0.8 FLAGGED CVE-2018-1"))
         let json = try #require(try cli.json(["lineage", "ft2"]) as? [String: Any])
@@ -114,7 +131,9 @@ struct RegistryCLITests {
         #expect(metric["type"] as? String == "val/accuracy" && metric["value"] as? Double == 0.9)
 
         let readme = cli.directory.file("README.md")
-        try writeFile(readme, Array("---\nlicense: apache-2.0\ndatasets:\n  - imagenet-1k\npipeline_tag: image-classification\n---\n# A model\n".utf8))
+        try writeFile(
+            readme, Array("---\nlicense: apache-2.0\ndatasets:\n  - imagenet-1k\npipeline_tag: image-classification\n---\n# A model\n".utf8)
+        )
         #expect(try cli.run(["base", "add", try cli.base("b2.safetensors", seed: 8), "--name", "carded", "--card", readme]).status == 0)
         let detail = try #require(try cli.json(["show", "carded"]) as? [String: Any])
         let provenance = try #require((detail["model"] as? [String: Any])?["provenance"] as? [String: Any])

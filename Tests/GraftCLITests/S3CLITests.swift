@@ -23,7 +23,8 @@ struct S3CLITests {
         let bare = try cli.run(["init", "--blobs", blobs], environment: ["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""])
         #expect(bare.status == 64 && bare.stderr.contains("AWS_ACCESS_KEY_ID") && !FileManager.default.fileExists(atPath: cli.registry))
         let badLocation = try cli.run(["init", "--blobs", "s3://Bad_Bucket"], environment: env)
-        #expect(badLocation.status == 64 && badLocation.stderr.contains("bucket name") && !FileManager.default.fileExists(atPath: cli.registry))
+        #expect(
+            badLocation.status == 64 && badLocation.stderr.contains("bucket name") && !FileManager.default.fileExists(atPath: cli.registry))
         #expect(try cli.run(["init", "--blobs", blobs], environment: env).status == 0)
 
         let base = try cli.base()
@@ -37,7 +38,8 @@ struct S3CLITests {
 
         // The blobs are in the bucket, under the prefix, named by digest; none under the root.
         let client = S3Client(
-            location: try S3Location(parsing: blobs), credentials: AWSCredentials(accessKeyID: "graft-test", secretAccessKey: "graft-test-secret"))
+            location: try S3Location(parsing: blobs),
+            credentials: AWSCredentials(accessKeyID: "graft-test", secretAccessKey: "graft-test-secret"))
         let keys = try await client.list(prefix: "team/reg/blobs/").map(\.key)
         #expect(!keys.isEmpty && keys.allSatisfy { $0.hasPrefix("team/reg/blobs/sha256/") })
         #expect((try? FileManager.default.contentsOfDirectory(atPath: cli.registry + "/blobs/sha256"))?.isEmpty == true)
@@ -62,11 +64,14 @@ struct S3CLITests {
         // graft serve over the same registry: a remote commit's blobs go through the server into the bucket.
         let served = try TestServer(registry: cli.registry, environment: env, logDirectory: cli.directory.path)
         defer { served.stop() }
-        let writer = try cli.run(["token", "create", "w", "--scope", "write"], environment: env).stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let writer =
+            try cli.run(["token", "create", "w", "--scope", "write"], environment: env).stdout.split(separator: "\n").last.map(String.init)
+            ?? ""
         tensors[tensors.firstIndex { $0.name == "classifier.weight" }!].bytes[1] ^= 1
         let second = cli.directory.file("second.safetensors")
         try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: second)
-        let remote = try cli.run(["checkpoint", "add", "kid", second, "--registry", served.url], registry: false, environment: ["GRAFT_TOKEN": writer])
+        let remote = try cli.run(
+            ["checkpoint", "add", "kid", second, "--registry", served.url], registry: false, environment: ["GRAFT_TOKEN": writer])
         #expect(remote.status == 0, "\(remote.stderr)")
         #expect(try await client.list(prefix: "team/reg/blobs/").count == keys.count + 1, "one new blob: the classifier changed again")
         let back = cli.directory.file("back.safetensors")

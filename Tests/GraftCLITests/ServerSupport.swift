@@ -1,5 +1,6 @@
 import Foundation
 import GraftTestSupport
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -21,7 +22,8 @@ final class TestServer: @unchecked Sendable {
             stdout: .pipe, stderr: .file(logPath))
         // The first stdout line names the URL; wait for it at most 30 s.
         let line = LineReader(process.output!)
-        guard let first = line.next(timeout: 30), let range = first.range(of: "http://127.0.0.1:") ?? first.range(of: "https://127.0.0.1:") else {
+        guard let first = line.next(timeout: 30), let range = first.range(of: "http://127.0.0.1:") ?? first.range(of: "https://127.0.0.1:")
+        else {
             process.stop(grace: 5)
             throw HelperError("graft serve did not announce its address: \((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
         }
@@ -142,7 +144,9 @@ final class Connection {
     deinit { close(fd) }
 }
 
-func requestBytes(method: String, path: String, token: String?, headers: [String: String], body: [UInt8]?, contentLength: Int? = nil) -> [UInt8] {
+func requestBytes(method: String, path: String, token: String?, headers: [String: String], body: [UInt8]?, contentLength: Int? = nil)
+    -> [UInt8]
+{
     var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
     if let token { head += "Authorization: Bearer \(token)\r\n" }
     for (name, value) in headers { head += "\(name): \(value)\r\n" }
@@ -152,7 +156,9 @@ func requestBytes(method: String, path: String, token: String?, headers: [String
 }
 
 /// One HTTP/1.1 request over a fresh connection.
-func rawHTTP(port: Int, method: String, path: String, token: String?, headers: [String: String] = [:], body: [UInt8]? = nil) throws -> HTTPAnswer {
+func rawHTTP(port: Int, method: String, path: String, token: String?, headers: [String: String] = [:], body: [UInt8]? = nil) throws
+    -> HTTPAnswer
+{
     let connection = try Connection(port: port)
     connection.send(requestBytes(method: method, path: path, token: token, headers: headers, body: body))
     return try parseAnswer(connection.receiveAll())

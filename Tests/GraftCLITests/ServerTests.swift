@@ -23,7 +23,9 @@ struct Served {
     /// Creates a token with the local CLI; its secret is the last line of stdout.
     func token(_ name: String, _ scope: String, models: String? = nil) throws -> String {
         let output = try cli.run(["token", "create", name, "--scope", scope] + (models.map { ["--models", $0] } ?? []))
-        guard output.status == 0, let last = output.stdout.split(separator: "\n").last else { throw HelperError("token create: \(output.stderr)") }
+        guard output.status == 0, let last = output.stdout.split(separator: "\n").last else {
+            throw HelperError("token create: \(output.stderr)")
+        }
         return String(last)
     }
 
@@ -126,11 +128,14 @@ struct ServerAccessTests {
         let served = try Served()
         defer { served.server.stop() }
         let (tuned, _) = try served.tunedFiles()
-        #expect(try served.remote(["student", "create", "sweep-a", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        #expect(
+            try served.remote(["student", "create", "sweep-a", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
         #expect(try served.remote(["checkpoint", "add", "sweep-a", tuned], token: served.write).status == 0)
         let confined = try served.token("sweep", "write", models: "sweep-*")
         let list = try served.remote(["list", "--json"], token: confined)
-        let names = (try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        let names = (try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]] ?? []).compactMap {
+            $0["name"] as? String
+        }
         #expect(names == ["sweep-a"])
         let hidden = try served.remote(["show", "cnn"], token: confined)
         #expect(hidden.status == 66)
@@ -163,8 +168,13 @@ struct ServerAccessTests {
         #expect(try served.remote(["student", "create", "other-ft", "--from", "cnn@1"], token: confined).status == 66)
         // best ranks and counts only the models the token sees, and suggests no metric name of the others.
         #expect(try served.remote(["metric", "log", "sweep-a@1", "acc=0.5"], token: served.write).status == 0)
-        #expect(try served.remote(["student", "create", "hidden-ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
-        #expect(try served.remote(["checkpoint", "add", "hidden-ft", tuned, "--metric", "acc=0.9", "--metric", "hidden_secret=1"], token: served.write).status == 0)
+        #expect(
+            try served.remote(["student", "create", "hidden-ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status
+                == 0)
+        #expect(
+            try served.remote(
+                ["checkpoint", "add", "hidden-ft", tuned, "--metric", "acc=0.9", "--metric", "hidden_secret=1"], token: served.write
+            ).status == 0)
         func best(_ arguments: [String], token: String) throws -> (ref: String?, candidates: Int?) {
             let output = try served.remote(["best", "--json"] + arguments, token: token)
             let object = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any]
@@ -177,7 +187,9 @@ struct ServerAccessTests {
         #expect(underHidden.status == 66 && !underHidden.stderr.contains("did you mean"))
         let unknown = try served.remote(["best", "--metric", "nothing"], token: confined)
         #expect(unknown.status == 66 && !unknown.stderr.contains("hidden_secret"), "\(unknown.stderr)")
-        #expect(try served.remote(["best", "--metric", "nothing"], token: served.read).stderr.contains("hidden_secret"), "what the test would catch")
+        #expect(
+            try served.remote(["best", "--metric", "nothing"], token: served.read).stderr.contains("hidden_secret"),
+            "what the test would catch")
     }
 }
 
@@ -195,7 +207,8 @@ struct ServerUploadTests {
         #expect((baseResult["bytes_sent"] as? Int ?? 0) >= size - 4096)
         let (tuned, _) = try served.tunedFiles()
         #expect(try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
-        let commit = try served.remote(["checkpoint", "add", "ft", tuned, "--step", "3", "--metric", "acc=0.9", "--json"], token: served.write)
+        let commit = try served.remote(
+            ["checkpoint", "add", "ft", tuned, "--step", "3", "--metric", "acc=0.9", "--json"], token: served.write)
         #expect(commit.status == 0, "\(commit.stderr)")
         let result = try JSONSerialization.jsonObject(with: Data(commit.stdout.utf8)) as? [String: Any] ?? [:]
         let classifier = SyntheticBase.tensors(seed: 7).first { $0.name == "classifier.weight" }!.bytes.count
@@ -212,13 +225,18 @@ struct ServerUploadTests {
         #expect(try local.run(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"]).status == 0)
         let localCommit = try local.json(["checkpoint", "add", "ft", tuned]) as? [String: Any]
         #expect(localCommit?["digest"] as? String == result["digest"] as? String)
-        #expect(baseResult["digest"] as? String == (try local.json(["show", "cnn@1"]) as? [String: Any]).flatMap { ($0["checkpoint"] as? [String: Any])?["digest"] as? String })
+        #expect(
+            baseResult["digest"] as? String
+                == (try local.json(["show", "cnn@1"]) as? [String: Any]).flatMap {
+                    ($0["checkpoint"] as? [String: Any])?["digest"] as? String
+                })
         // Download: byte-exact, ETag the digest, one range, If-None-Match.
         let download = try served.server.request("GET", "/v1/checkpoints/ft@1/safetensors", token: served.read)
         #expect(download.status == 200)
         #expect(download.body == Array(try Data(contentsOf: URL(fileURLWithPath: tuned))))
         #expect(download.headers["etag"] == "\"\(result["digest"] as? String ?? "")\"")
-        let range = try served.server.request("GET", "/v1/checkpoints/ft@1/safetensors", token: served.read, headers: ["Range": "bytes=100-4195"])
+        let range = try served.server.request(
+            "GET", "/v1/checkpoints/ft@1/safetensors", token: served.read, headers: ["Range": "bytes=100-4195"])
         #expect(range.status == 206)
         #expect(range.body == Array(download.body[100...4195]))
         #expect(range.headers["content-range"] == "bytes 100-4195/\(download.body.count)")
@@ -237,7 +255,8 @@ struct ServerUploadTests {
         let fetched = try served.server.request("GET", "/v1/blobs/\(blob.digest)", token: served.read)
         #expect(fetched.status == 200 && Digest.of(fetched.body) == blob.digest)
         // Standard input works remotely too.
-        let piped = try served.remote(["checkpoint", "add", "ft", "-"], token: served.write, input: try Data(contentsOf: URL(fileURLWithPath: tuned)))
+        let piped = try served.remote(
+            ["checkpoint", "add", "ft", "-"], token: served.write, input: try Data(contentsOf: URL(fileURLWithPath: tuned)))
         #expect(piped.status == 0, "\(piped.stderr)")
         #expect(piped.stdout.contains("committed ft@3"))
     }
@@ -263,7 +282,8 @@ struct ServerUploadTests {
         #expect(filesUnder(served.cli.registry + "/blobs").count == blobsBefore)
         #expect(try served.remote(["checkpoint", "list", "ft"], token: served.read).stdout.contains("no checkpoints"))
         // A dropped tensor present is refused the same way.
-        #expect(try served.remote(["student", "create", "dropper", "--from", "cnn@1", "--drop", "classifier"], token: served.write).status == 0)
+        #expect(
+            try served.remote(["student", "create", "dropper", "--from", "cnn@1", "--drop", "classifier"], token: served.write).status == 0)
         let dropped = try served.server.request("POST", "/v1/models/dropper/checkpoints/proposal", token: served.write, body: body)
         #expect(dropped.status == 409)
         #expect((dropped.object["details"] as? [String] ?? []).contains { $0.contains("classifier.weight") })
@@ -278,7 +298,9 @@ struct ServerUploadTests {
         #expect(try served.remote(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
         var (body, proposal) = try served.proposal(tuned)
         let classifier = proposal.tensors.first { $0.name == "classifier.weight" }!
-        let bytes = SyntheticBase.tensors(seed: 7).first { $0.name == "classifier.weight" }!.bytes.enumerated().map { $0 == 0 ? $1 ^ 1 : $1 }
+        let bytes = SyntheticBase.tensors(seed: 7).first { $0.name == "classifier.weight" }!.bytes.enumerated().map {
+            $0 == 0 ? $1 ^ 1 : $1
+        }
         // Not announced yet: refused, whatever the client says its length is.
         let unannounced = try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: bytes)
         #expect(unannounced.status == 400)
@@ -287,14 +309,16 @@ struct ServerUploadTests {
         #expect(plan.status == 200)
         #expect((plan.object["missing"] as? [[String: Any]])?.compactMap { $0["digest"] as? String } == [classifier.digest.description])
         // A commit before the blob arrives is refused, naming it; nothing is committed.
-        let early = try server.request("POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: proposal)))
+        let early = try server.request(
+            "POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: proposal)))
         #expect(early.status == 409)
         #expect(early.object["details"] as? [String] == [classifier.digest.description])
         // Wrong bytes, too few, too many, a lying Content-Length: 400, and nothing kept.
         var wrong = bytes
         wrong[9] ^= 0xFF
         #expect(try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: wrong).status == 400)
-        #expect(try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: Array(bytes.dropLast())).status == 400)
+        #expect(
+            try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: Array(bytes.dropLast())).status == 400)
         #expect(try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.write, body: bytes + [0]).status == 400)
         #expect(try server.request("PUT", "/v1/blobs/\(classifier.digest)", token: served.read, body: bytes).status == 403)
         #expect(filesUnder(served.cli.registry + "/blobs").allSatisfy { !$0.contains(classifier.digest.hex) })
@@ -304,11 +328,13 @@ struct ServerUploadTests {
         #expect(put.object["digest"] as? String == classifier.digest.description)
         // Small tensors must come with the commit.
         let withoutData = try UploadProposal.of(try SafeTensorsReader(path: tuned), inlineBelow: 0)
-        let bare = try server.request("POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: withoutData)))
+        let bare = try server.request(
+            "POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: withoutData)))
         #expect(bare.status == 400)
         #expect((bare.object["message"] as? String ?? "").contains("must come with the commit"))
         (body, proposal) = try served.proposal(tuned)
-        let commit = try server.request("POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: proposal, step: 1)))
+        let commit = try server.request(
+            "POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: proposal, step: 1)))
         #expect(commit.status == 201, "\(commit.text)")
         #expect(commit.object["checkpoint"] as? String == "ft@1")
         #expect(try served.cli.run(["verify", "--read-data"]).status == 0)
@@ -330,8 +356,11 @@ struct ServerUploadTests {
         let (body, proposal) = try served.proposal(tuned)
         #expect(try server.request("POST", "/v1/models/ft/checkpoints/proposal", token: served.write, body: body).status == 200)
         let classifier = proposal.tensors.first { $0.name == "classifier.weight" }!
-        let bytes = SyntheticBase.tensors(seed: 7).first { $0.name == "classifier.weight" }!.bytes.enumerated().map { $0 == 0 ? $1 ^ 1 : $1 }
-        let head = requestBytes(method: "PUT", path: "/v1/blobs/\(classifier.digest)", token: served.write, headers: [:], body: nil, contentLength: bytes.count)
+        let bytes = SyntheticBase.tensors(seed: 7).first { $0.name == "classifier.weight" }!.bytes.enumerated().map {
+            $0 == 0 ? $1 ^ 1 : $1
+        }
+        let head = requestBytes(
+            method: "PUT", path: "/v1/blobs/\(classifier.digest)", token: served.write, headers: [:], body: nil, contentLength: bytes.count)
         // Cut: half the body, then the client goes away.
         do {
             let connection = try Connection(port: server.port)
@@ -347,7 +376,8 @@ struct ServerUploadTests {
         #expect(!String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/1.1 201"))
         usleep(300_000)
         #expect(filesUnder(served.cli.registry + "/blobs").allSatisfy { !$0.contains(classifier.digest.hex) })
-        let commit = try server.request("POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: proposal)))
+        let commit = try server.request(
+            "POST", "/v1/models/ft/checkpoints", token: served.write, body: try jsonBody(UploadCommit(proposal: proposal)))
         #expect(commit.status == 409)
         // gc leaves no temporary bytes behind.
         #expect(try served.cli.run(["gc", "--grace", "0"]).status == 0)
@@ -364,11 +394,17 @@ struct ServerUploadTests {
         defer { served.server.stop() }
         let data = try separable(served.cli)
         let base = try served.remote(
-            ["train", "--scratch", "--architecture", "linear:8,relu", "--register-as", "tabular", "--data", data, "--classes", "0-1", "--epochs", "2", "--val-per-class", "20"],
+            [
+                "train", "--scratch", "--architecture", "linear:8,relu", "--register-as", "tabular", "--data", data, "--classes", "0-1",
+                "--epochs", "2", "--val-per-class", "20",
+            ],
             token: served.write)
         #expect(base.status == 0, "\(base.stderr)")
         let student = try served.remote(
-            ["train", "fe", "--from", "tabular@latest", "--mode", "feature-extraction", "--data", data, "--classes", "0-2", "--epochs", "2", "--val-per-class", "20", "--json"],
+            [
+                "train", "fe", "--from", "tabular@latest", "--mode", "feature-extraction", "--data", data, "--classes", "0-2", "--epochs",
+                "2", "--val-per-class", "20", "--json",
+            ],
             token: served.write)
         #expect(student.status == 0, "\(student.stderr)")
         let reports = try #require(try JSONSerialization.jsonObject(with: Data(student.stdout.utf8)) as? [[String: Any]])
@@ -380,7 +416,9 @@ struct ServerUploadTests {
         #expect(served.server.log.contains("GET /v1/checkpoints/tabular@2/safetensors 200"))
         #expect(try served.cli.run(["verify", "--read-data"]).status == 0)
         // A read token cannot train.
-        let refused = try served.remote(["train", "fe2", "--from", "tabular@latest", "--mode", "feature-extraction", "--data", data, "--epochs", "1"], token: served.read)
+        let refused = try served.remote(
+            ["train", "fe2", "--from", "tabular@latest", "--mode", "feature-extraction", "--data", data, "--epochs", "1"],
+            token: served.read)
         #expect(refused.status == 81)
     }
 
@@ -395,7 +433,9 @@ struct ServerUploadTests {
             for _ in 0..<clients {
                 group.addTask {
                     var failed = 0
-                    for _ in 0..<commits where try served.remote(["checkpoint", "add", "ft", tuned], token: served.write).status != 0 { failed += 1 }
+                    for _ in 0..<commits where try served.remote(["checkpoint", "add", "ft", tuned], token: served.write).status != 0 {
+                        failed += 1
+                    }
                     return failed
                 }
             }
@@ -414,7 +454,10 @@ struct ServerAbuseTests {
         let served = try Served()
         defer { served.server.stop() }
         let server = served.server
-        for path in ["/v1/models/..%2F..%2Fetc", "/v1/models/%2e%2e", "/v1/models/a%00b", "/v1/checkpoints/cnn@0", "/v1/checkpoints/..%2Fgraft.sqlite", "/v1/blobs/sha256:zz"] {
+        for path in [
+            "/v1/models/..%2F..%2Fetc", "/v1/models/%2e%2e", "/v1/models/a%00b", "/v1/checkpoints/cnn@0",
+            "/v1/checkpoints/..%2Fgraft.sqlite", "/v1/blobs/sha256:zz",
+        ] {
             let answer = try server.request("GET", path, token: served.read)
             #expect(answer.status == 400, "\(path): \(answer.status) \(answer.text)")
             #expect(answer.object["error"] as? String == "usage")
@@ -438,7 +481,8 @@ struct ServerAbuseTests {
         #expect((missingField.object["message"] as? String ?? "").contains("parent"))
         let big = [UInt8](repeating: 0x20, count: (1 << 20) + 10)
         #expect(try server.request("POST", "/v1/students", token: served.write, body: big).status == 413)
-        let header = try server.request("GET", "/v1/models", token: served.read, headers: ["X-Filler": String(repeating: "a", count: 200_000)])
+        let header = try server.request(
+            "GET", "/v1/models", token: served.read, headers: ["X-Filler": String(repeating: "a", count: 200_000)])
         #expect([400, 413, 431].contains(header.status))
         #expect(try server.request("GET", "/healthz").status == 200)
         #expect(try server.request("GET", "/v1/best?metric=acc&direction=sideways", token: served.read).status == 400)
@@ -479,21 +523,28 @@ struct ServerAbuseTests {
         let (cert, key) = (cli.directory.file("cert.pem"), cli.directory.file("key.pem"))
         let made = try runProcess(
             "/usr/bin/openssl",
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                "-addext", "subjectAltName=IP:127.0.0.1",
+            ])
         #expect(made.status == 0, "\(made.stderr)")
-        let server = try TestServer(registry: cli.registry, arguments: ["--tls-cert", cert, "--tls-key", key], logDirectory: cli.directory.path)
+        let server = try TestServer(
+            registry: cli.registry, arguments: ["--tls-cert", cert, "--tls-key", key], logDirectory: cli.directory.path)
         defer { server.stop() }
         #expect(server.url.hasPrefix("https://"))
         let health = try runProcess("/usr/bin/curl", ["-s", "--cacert", cert, server.url + "/healthz"])
         #expect(health.stdout.contains("\"status\":\"ok\""))
         // The remote CLI trusts the server's own certificate through GRAFT_CA_FILE, and no other.
         let token = try cli.run(["token", "create", "t", "--scope", "read"]).stdout.split(separator: "\n").last.map(String.init) ?? ""
-        let trusted = try cli.run(["list", "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token, "GRAFT_CA_FILE": cert])
+        let trusted = try cli.run(
+            ["list", "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token, "GRAFT_CA_FILE": cert])
         #expect(trusted.status == 0, "\(trusted.stderr)")
         let untrusted = try cli.run(["list", "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token])
         #expect(untrusted.status == 69)
         // Under TLS the session cookie is Secure.
-        let login = try runProcess("/usr/bin/curl", ["-s", "-D", "-", "-o", "/dev/null", "--cacert", cert, "--data-urlencode", "token=\(token)", server.url + "/login"])
+        let login = try runProcess(
+            "/usr/bin/curl",
+            ["-s", "-D", "-", "-o", "/dev/null", "--cacert", cert, "--data-urlencode", "token=\(token)", server.url + "/login"])
         #expect(login.stdout.contains("Set-Cookie: graft_session=\(token); Path=/; HttpOnly; SameSite=Strict; Secure"), "\(login.stdout)")
         // Plain HTTP to the TLS port gets no answer.
         #expect((try? server.request("GET", "/healthz"))?.status != 200)

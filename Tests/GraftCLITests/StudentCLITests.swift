@@ -27,7 +27,10 @@ struct StudentCLITests {
     @Test("create a student, commit checkpoints, refuse a drifted frozen buffer with exit 79")
     func studentFlow() throws {
         let (cli, tuned, drifted) = try setup()
-        let create = try cli.run(["student", "create", "cnn-ft", "--from", "cnn@1", "--freeze-through", "features.5", "--relation", "finetune", "--description", "partial"])
+        let create = try cli.run([
+            "student", "create", "cnn-ft", "--from", "cnn@1", "--freeze-through", "features.5", "--relation", "finetune", "--description",
+            "partial",
+        ])
         #expect(create.status == 0, "\(create.stderr)")
         #expect(create.stdout.contains("partial-finetune"))
         let add = try cli.run(["checkpoint", "add", "cnn-ft", tuned, "--step", "10", "--epoch", "1"])

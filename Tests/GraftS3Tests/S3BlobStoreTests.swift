@@ -35,7 +35,9 @@ struct S3BlobStoreTests {
         #expect(try write.commit(as: digest))
         #expect(try store.length(of: digest) == data.count)
         #expect(store.inventory().blobs == [digest])
-        #expect(try await store.client.head("r/blobs/sha256/\(digest.hex.prefix(2))/\(digest.hex)") == data.count, "keys come from digests only")
+        #expect(
+            try await store.client.head("r/blobs/sha256/\(digest.hex.prefix(2))/\(digest.hex)") == data.count, "keys come from digests only"
+        )
         let boundary = 5 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
         defer { buffer.deallocate() }

@@ -22,15 +22,21 @@ struct S3ClientTests {
         #expect(local.bucket == "graft-blobs" && local.prefix == "team/registry" && local.region == "eu-west-1" && local.pathStyle)
         #expect(local.endpoint.absoluteString == "http://127.0.0.1:9000" && local.key("sha256/ab/cd") == "team/registry/sha256/ab/cd")
         let aws = try S3Location(parsing: "s3://graft-blobs")
-        #expect(aws.endpoint.absoluteString == "https://s3.us-east-1.amazonaws.com" && !aws.pathStyle && aws.prefix == "" && aws.key("x") == "x")
+        #expect(
+            aws.endpoint.absoluteString == "https://s3.us-east-1.amazonaws.com" && !aws.pathStyle && aws.prefix == "" && aws.key("x") == "x"
+        )
         #expect(try S3Location(parsing: "s3://b-1/p?endpoint=https://minio.lan&path_style=false").pathStyle == false)
         let client = S3Client(location: aws, credentials: Self.credentials)
-        #expect(client.address(key: "sha256/ab").host == "graft-blobs.s3.us-east-1.amazonaws.com" && client.address(key: "sha256/ab").path == "/sha256/ab")
+        #expect(
+            client.address(key: "sha256/ab").host == "graft-blobs.s3.us-east-1.amazonaws.com"
+                && client.address(key: "sha256/ab").path == "/sha256/ab")
         let pathStyle = S3Client(location: local, credentials: Self.credentials).address(key: "a b")
         #expect(pathStyle.host == "127.0.0.1:9000" && pathStyle.path == "/graft-blobs/a%20b")
-        for bad in ["http://bucket", "s3://", "s3://UPPER", "s3://ab", "s3://b_u", "s3://bucket/../x", "s3://bucket/a b", "s3://bucket?endpoint=ftp://x",
-            "s3://bucket?endpoint=http://h/path", "s3://bucket?color=red", "s3://bucket?region=EU", "s3://bucket?path_style=maybe"]
-        {
+        for bad in [
+            "http://bucket", "s3://", "s3://UPPER", "s3://ab", "s3://b_u", "s3://bucket/../x", "s3://bucket/a b",
+            "s3://bucket?endpoint=ftp://x",
+            "s3://bucket?endpoint=http://h/path", "s3://bucket?color=red", "s3://bucket?region=EU", "s3://bucket?path_style=maybe",
+        ] {
             #expect(throws: S3Error.self, "\(bad)") { try S3Location(parsing: bad) }
         }
     }
@@ -98,7 +104,9 @@ struct S3ClientTests {
         let upload = try await client.createMultipartUpload(bigKey)
         var etags: [String] = []
         for (number, start) in stride(from: 0, to: big.count, by: 5 << 20).enumerated() {
-            etags.append(try await client.uploadPart(bigKey, uploadID: upload, number: number + 1, body: Array(big[start..<min(start + (5 << 20), big.count)])))
+            etags.append(
+                try await client.uploadPart(
+                    bigKey, uploadID: upload, number: number + 1, body: Array(big[start..<min(start + (5 << 20), big.count)])))
         }
         #expect(try await client.head(bigKey) == nil, "nothing visible before completion")
         try await client.completeMultipartUpload(bigKey, uploadID: upload, parts: etags)
@@ -110,9 +118,13 @@ struct S3ClientTests {
         try await client.abortMultipartUpload(location.key("abandoned"), uploadID: abandoned)
         #expect(try await client.head(location.key("abandoned")) == nil)
         let small = try await client.createMultipartUpload(location.key("small"))
-        let parts = [try await client.uploadPart(location.key("small"), uploadID: small, number: 1, body: [1]),
-                     try await client.uploadPart(location.key("small"), uploadID: small, number: 2, body: [2])]
-        await #expect(throws: S3Error.self) { try await client.completeMultipartUpload(location.key("small"), uploadID: small, parts: parts) }
+        let parts = [
+            try await client.uploadPart(location.key("small"), uploadID: small, number: 1, body: [1]),
+            try await client.uploadPart(location.key("small"), uploadID: small, number: 2, body: [2]),
+        ]
+        await #expect(throws: S3Error.self) {
+            try await client.completeMultipartUpload(location.key("small"), uploadID: small, parts: parts)
+        }
     }
 
     @Test("errors carry S3's status and code; an unreachable endpoint is a retryable error")

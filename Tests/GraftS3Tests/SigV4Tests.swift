@@ -29,7 +29,8 @@ struct SuiteCase: CustomStringConvertible {
         var lines = head.components(separatedBy: "\n")
         let requestLine = lines.removeFirst()
         let target = requestLine.split(separator: " ").dropFirst().dropLast().joined(separator: " ")
-        let (path, query) = target.firstIndex(of: "?").map { (String(target[..<$0]), String(target[target.index(after: $0)...])) } ?? (target, "")
+        let (path, query) =
+            target.firstIndex(of: "?").map { (String(target[..<$0]), String(target[target.index(after: $0)...])) } ?? (target, "")
         var headers: [(name: String, value: String)] = []
         for line in lines where !line.isEmpty {
             if line.first == " " || line.first == "\t", !headers.isEmpty {
@@ -59,7 +60,8 @@ struct SigV4Tests {
         let credentials = context["credentials"] as? [String: Any] ?? [:]
         let signer = SigV4Signer(
             credentials: AWSCredentials(
-                accessKeyID: credentials["access_key_id"] as? String ?? "", secretAccessKey: credentials["secret_access_key"] as? String ?? "",
+                accessKeyID: credentials["access_key_id"] as? String ?? "",
+                secretAccessKey: credentials["secret_access_key"] as? String ?? "",
                 sessionToken: credentials["token"] as? String),
             region: context["region"] as? String ?? "", service: context["service"] as? String ?? "",
             normalizePath: context["normalize"] as? Bool ?? true, signSessionToken: !(context["omit_session_token"] as? Bool ?? false))
@@ -67,7 +69,8 @@ struct SigV4Tests {
         let date = ISO8601DateFormatter().date(from: context["timestamp"] as? String ?? "")!
         let payloadHash = SigV4Signer.hex(SHA256.hash(data: request.body))
         let signed = signer.sign(
-            method: request.method, path: request.path, query: request.query, headers: request.headers, payloadHash: payloadHash, date: date,
+            method: request.method, path: request.path, query: request.query, headers: request.headers, payloadHash: payloadHash,
+            date: date,
             addContentHash: context["sign_body"] as? Bool ?? false)
         #expect(signed.canonicalRequest == (try testCase.text("header-canonical-request.txt")))
         #expect(signed.stringToSign == (try testCase.text("header-string-to-sign.txt")))
@@ -83,23 +86,25 @@ struct SigV4Tests {
     @Test("S3's documented GET Object example: a ranged read, path not normalised, the empty payload's hash")
     func s3GetObject() {
         let signer = SigV4Signer.s3(
-            credentials: AWSCredentials(accessKeyID: "AKIAIOSFODNN7EXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), region: "us-east-1")
+            credentials: AWSCredentials(accessKeyID: "AKIAIOSFODNN7EXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            region: "us-east-1")
         let date = ISO8601DateFormatter().date(from: "2013-05-24T00:00:00Z")!
         let signed = signer.sign(
             method: "GET", path: "/test.txt", headers: [("Host", "examplebucket.s3.amazonaws.com"), ("Range", "bytes=0-9")],
             payloadHash: SigV4Signer.emptyPayloadHash, date: date, addContentHash: true)
-        #expect(signed.canonicalRequest == """
-            GET
-            /test.txt
+        #expect(
+            signed.canonicalRequest == """
+                GET
+                /test.txt
 
-            host:examplebucket.s3.amazonaws.com
-            range:bytes=0-9
-            x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
-            x-amz-date:20130524T000000Z
+                host:examplebucket.s3.amazonaws.com
+                range:bytes=0-9
+                x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+                x-amz-date:20130524T000000Z
 
-            host;range;x-amz-content-sha256;x-amz-date
-            e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
-            """)
+                host;range;x-amz-content-sha256;x-amz-date
+                e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+                """)
         #expect(signed.stringToSign.hasSuffix("7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"))
         #expect(signed.signature == "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
         #expect(signed.headers.map(\.name) == ["X-Amz-Date", "X-Amz-Content-Sha256", "Authorization"])
@@ -107,8 +112,12 @@ struct SigV4Tests {
 
     @Test("credentials come from the environment, the session token optional; a missing key or secret is none")
     func environment() {
-        #expect(AWSCredentials.fromEnvironment(["AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "s"]) == AWSCredentials(accessKeyID: "id", secretAccessKey: "s"))
-        #expect(AWSCredentials.fromEnvironment(["AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t"])?.sessionToken == "t")
+        #expect(
+            AWSCredentials.fromEnvironment(["AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "s"])
+                == AWSCredentials(accessKeyID: "id", secretAccessKey: "s"))
+        #expect(
+            AWSCredentials.fromEnvironment(["AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t"])?
+                .sessionToken == "t")
         #expect(AWSCredentials.fromEnvironment(["AWS_ACCESS_KEY_ID": "id"]) == nil)
         #expect(AWSCredentials.fromEnvironment(["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "s"]) == nil)
     }

@@ -55,7 +55,9 @@ struct RouteTests {
             var sent = 0
             do {
                 for value in 0..<50 {
-                    try [UInt8](repeating: UInt8(value), count: 1000).withUnsafeBytes { raw in try Result { () throws(GraftError) in try pipe.send(raw) }.get() }
+                    try [UInt8](repeating: UInt8(value), count: 1000).withUnsafeBytes { raw in
+                        try Result { () throws(GraftError) in try pipe.send(raw) }.get()
+                    }
                     sent += 1
                 }
                 pipe.finish(.success(()))
@@ -74,7 +76,9 @@ struct RouteTests {
         let blocked = Task.detached {
             var sent = 0
             for _ in 0..<100 {
-                let ok = [UInt8](repeating: 1, count: 10).withUnsafeBytes { raw in (try? Result { () throws(GraftError) in try second.send(raw) }.get()) != nil }
+                let ok = [UInt8](repeating: 1, count: 10).withUnsafeBytes { raw in
+                    (try? Result { () throws(GraftError) in try second.send(raw) }.get()) != nil
+                }
                 if !ok { break }
                 sent += 1
             }

@@ -1,12 +1,13 @@
 import Foundation
-@testable import Graft
-@testable import GraftCore
-@testable import GraftLocal
-@testable import GraftSQLite
 import GraftS3
 import GraftTestSupport
 import SafeTensors
 import Testing
+
+@testable import Graft
+@testable import GraftCore
+@testable import GraftLocal
+@testable import GraftSQLite
 
 /// The blob stores every registry may run on. The conformance tests below take each; a new
 /// store joins by adding a case here, and the tests run unchanged.
@@ -69,7 +70,9 @@ private func put(_ store: any BlobStore, _ data: [UInt8], chunk: Int = 1000) thr
 
 @Suite("Blob store conformance")
 struct BlobStoreConformanceTests {
-    @Test("a committed blob is contained, has its length, reads back exactly at any offset, and maps whole", arguments: BlobStoreKind.allCases)
+    @Test(
+        "a committed blob is contained, has its length, reads back exactly at any offset, and maps whole", arguments: BlobStoreKind.allCases
+    )
     func roundTrip(_ kind: BlobStoreKind) throws {
         let (store, directory) = try kind.make()
         defer { _ = directory }
@@ -82,7 +85,8 @@ struct BlobStoreConformanceTests {
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 16)
             defer { buffer.deallocate() }
             try store.read(digest, at: offset, count: count, into: buffer)
-            #expect(Array(UnsafeRawBufferPointer(start: buffer, count: count)) == Array(data[offset..<(offset + count)]), "\(offset)+\(count)")
+            #expect(
+                Array(UnsafeRawBufferPointer(start: buffer, count: count)) == Array(data[offset..<(offset + count)]), "\(offset)+\(count)")
         }
         let mapped = try store.map(digest, length: data.count)
         #expect(Array(mapped.bytes) == data)
@@ -159,7 +163,9 @@ struct BlobUploadTests {
         }
     }
 
-    @Test("an upload is kept only when its bytes match the announced digest and length; otherwise nothing is", arguments: BlobStoreKind.allCases)
+    @Test(
+        "an upload is kept only when its bytes match the announced digest and length; otherwise nothing is",
+        arguments: BlobStoreKind.allCases)
     func verified(_ kind: BlobStoreKind) throws {
         let (store, directory) = try kind.make()
         defer { _ = directory }
@@ -168,7 +174,10 @@ struct BlobUploadTests {
         let digest = Digest.of(data)
         var wrong = data
         wrong[25_000] ^= 1
-        for (label, payload, length) in [("a flipped byte", wrong, data.count), ("a byte short", Array(data.dropLast()), data.count), ("a byte long", data + [0], data.count)] {
+        for (label, payload, length) in [
+            ("a flipped byte", wrong, data.count), ("a byte short", Array(data.dropLast()), data.count),
+            ("a byte long", data + [0], data.count),
+        ] {
             #expect { try upload(transfer, payload, as: digest, length: length) } throws: { caseName($0) == "blobMismatch" }
             #expect(!store.contains(digest, claim: false) && store.inventory().blobs.isEmpty, "\(label): nothing kept")
             #expect(store.temporaryItems().isEmpty, "\(label): no temporary left")

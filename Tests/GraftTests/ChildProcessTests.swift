@@ -54,7 +54,8 @@ struct ChildProcessTests {
     @Test("exit codes, signals, a working directory, an environment, and a deadline on waiting")
     func termination() throws {
         let directory = TemporaryDirectory()
-        let result = try runProcess("/bin/sh", ["-c", "pwd; echo $GREETING; echo oops >&2; exit 3"], environment: ["GREETING": "hi"], directory: directory.path)
+        let result = try runProcess(
+            "/bin/sh", ["-c", "pwd; echo $GREETING; echo oops >&2; exit 3"], environment: ["GREETING": "hi"], directory: directory.path)
         #expect(result.status == 3 && result.stdout == "\(directory.path)\nhi\n" && result.stderr == "oops\n")
 
         let sleeper = try ChildProcess("/bin/sleep", ["30"])
@@ -73,9 +74,13 @@ struct ChildProcessTests {
     func signalsAsAShellLeavesThem() throws {
         signal(SIGPIPE, SIG_IGN)
         let status = try runProcess("/bin/sh", ["-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status"]).stdout
-        let masks = Dictionary(uniqueKeysWithValues: status.split(separator: "\n").map { line in
-            (String(line.split(separator: ":")[0]), UInt64(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces), radix: 16) ?? 0)
-        })
+        let masks = Dictionary(
+            uniqueKeysWithValues: status.split(separator: "\n").map { line in
+                (
+                    String(line.split(separator: ":")[0]),
+                    UInt64(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
+                )
+            })
         #expect(masks["SigIgn"].map { $0 & (1 << (SIGPIPE - 1)) } == 0, "\(status)")
         #expect(masks["SigBlk"] == 0, "\(status)")
         // `yes` stops quietly when its reader goes, killed by SIGPIPE as in a shell (ignoring
@@ -85,7 +90,9 @@ struct ChildProcessTests {
     }
 
     /// Runs only inside `hangIsReported`'s child test process: hangs waiting on a child.
-    @Test("(a deliberately hung test, run only by the hang-guard test)", .enabled(if: ProcessInfo.processInfo.environment["GRAFT_TEST_HANG_DEMO"] == "1"))
+    @Test(
+        "(a deliberately hung test, run only by the hang-guard test)",
+        .enabled(if: ProcessInfo.processInfo.environment["GRAFT_TEST_HANG_DEMO"] == "1"))
     func hangDemo() throws {
         try ChildProcess("/bin/sleep", ["600"]).wait()
     }
@@ -115,7 +122,9 @@ struct ChildProcessTests {
         // Gone once init has reaped it (a zombie until then).
         let deadline = Date().addingTimeInterval(10)
         func alive() -> Bool {
-            let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: ")").last?.split(separator: " ").first
+            let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: ")").last?.split(
+                separator: " "
+            ).first
             return state != nil && state != "Z"
         }
         while alive(), Date() < deadline { usleep(50_000) }

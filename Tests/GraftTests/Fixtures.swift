@@ -1,11 +1,12 @@
 import Foundation
+import GRDB
+import GraftTestSupport
+import SafeTensors
+
 @testable import Graft
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
-import GraftTestSupport
-import GRDB
-import SafeTensors
 
 /// A registry in its own temporary directory.
 struct TestRegistry {
@@ -31,7 +32,9 @@ struct TestRegistry {
     /// `EXPLAIN QUERY PLAN` details of each statement.
     func plans(_ statements: [String]) throws -> [String] {
         try DatabaseQueue(path: registry.layout.database).read { db in
-            try statements.map { sql in try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql).map { $0["detail"] as String }.joined(separator: "; ") }
+            try statements.map { sql in
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql).map { $0["detail"] as String }.joined(separator: "; ")
+            }
         }
     }
 

@@ -1,11 +1,12 @@
 import Foundation
+import GraftTestSupport
+import SafeTensors
+import Testing
+
 @testable import Graft
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
-import GraftTestSupport
-import SafeTensors
-import Testing
 
 /// base ─┬─ a (feature extraction) ── a1 (distillation of a@2) ── a2
 ///       └─ b (full fine-tune)
@@ -14,21 +15,33 @@ private func family() async throws -> TestRegistry {
     let registry = test.registry
     let basePath = try test.writeBase()
     _ = try await registry.addBase(name: ModelName("base"), file: basePath)
-    _ = try await registry.createStudent(name: ModelName("a"), from: Reference(parsing: "base@1"), manifest: .rules([ManifestRule(.freeze, "*")], freezeThrough: nil))
+    _ = try await registry.createStudent(
+        name: ModelName("a"), from: Reference(parsing: "base@1"), manifest: .rules([ManifestRule(.freeze, "*")], freezeThrough: nil))
     _ = try await registry.createStudent(name: ModelName("b"), from: Reference(parsing: "base"), manifest: .rules([], freezeThrough: nil))
-    _ = try await registry.addCheckpoint(model: ModelName("a"), file: basePath, metrics: [try MetricAssignment(parsing: "accuracy=0.70"), try MetricAssignment(parsing: "loss=0.9")], split: "val")
-    _ = try await registry.addCheckpoint(model: ModelName("a"), file: basePath, metrics: [try MetricAssignment(parsing: "accuracy=0.80"), try MetricAssignment(parsing: "loss=0.5")], split: "val")
-    _ = try await registry.addCheckpoint(model: ModelName("b"), file: basePath, metrics: [try MetricAssignment(parsing: "accuracy=0.80"), try MetricAssignment(parsing: "loss=0.7")], split: "val")
-    _ = try await registry.createStudent(name: ModelName("a1"), from: Reference(parsing: "a@2"), relation: .distillation, manifest: .rules([], freezeThrough: nil))
-    _ = try await registry.addCheckpoint(model: ModelName("a1"), file: basePath, metrics: [try MetricAssignment(parsing: "accuracy=0.75")], split: "val")
+    _ = try await registry.addCheckpoint(
+        model: ModelName("a"), file: basePath,
+        metrics: [try MetricAssignment(parsing: "accuracy=0.70"), try MetricAssignment(parsing: "loss=0.9")], split: "val")
+    _ = try await registry.addCheckpoint(
+        model: ModelName("a"), file: basePath,
+        metrics: [try MetricAssignment(parsing: "accuracy=0.80"), try MetricAssignment(parsing: "loss=0.5")], split: "val")
+    _ = try await registry.addCheckpoint(
+        model: ModelName("b"), file: basePath,
+        metrics: [try MetricAssignment(parsing: "accuracy=0.80"), try MetricAssignment(parsing: "loss=0.7")], split: "val")
+    _ = try await registry.createStudent(
+        name: ModelName("a1"), from: Reference(parsing: "a@2"), relation: .distillation, manifest: .rules([], freezeThrough: nil))
+    _ = try await registry.addCheckpoint(
+        model: ModelName("a1"), file: basePath, metrics: [try MetricAssignment(parsing: "accuracy=0.75")], split: "val")
     _ = try await registry.createStudent(name: ModelName("a2"), from: Reference(parsing: "a1"), manifest: .rules([], freezeThrough: nil))
-    _ = try await registry.addCheckpoint(model: ModelName("a2"), file: basePath, metrics: [try MetricAssignment(parsing: "accuracy=0.95")], split: "test")
+    _ = try await registry.addCheckpoint(
+        model: ModelName("a2"), file: basePath, metrics: [try MetricAssignment(parsing: "accuracy=0.95")], split: "test")
     return test
 }
 
 @Suite("Metrics")
 struct MetricTests {
-    @Test("KEY=VALUE parsing refuses malformed pairs, bad names, NaN and infinities", arguments: ["accuracy", "=1", "a b=1", "acc=high", "acc=nan", "acc=inf", "acc=-Infinity", "acc=", "x,y=1"])
+    @Test(
+        "KEY=VALUE parsing refuses malformed pairs, bad names, NaN and infinities",
+        arguments: ["accuracy", "=1", "a b=1", "acc=high", "acc=nan", "acc=inf", "acc=-Infinity", "acc=", "x,y=1"])
     func badAssignments(_ text: String) {
         #expect { _ = try MetricAssignment(parsing: text) } throws: { error in
             if case GraftError.invalidMetric = error { true } else { false }
@@ -42,16 +55,20 @@ struct MetricTests {
         try await test.registry.logMetrics(Reference(parsing: "b@1"), [try MetricAssignment(parsing: "accuracy=0.6")], split: "test")
         let report = try await test.registry.metrics(Reference(parsing: "b@1"))
         #expect(report.checkpoints.first?.metrics.filter { $0.name == "accuracy" }.map(\.value).sorted() == [0.6, 0.81])
-        let wide = try await test.registry.importCurves(model: ModelName("b"), bytes: Array("step,loss,val/acc\n1,0.9,0.1\n2,0.8,\n3,0.7,0.3\n".utf8))
+        let wide = try await test.registry.importCurves(
+            model: ModelName("b"), bytes: Array("step,loss,val/acc\n1,0.9,0.1\n2,0.8,\n3,0.7,0.3\n".utf8))
         #expect(wide.rows == 5 && wide.curves == ["loss", "val/acc"])
         let long = try await test.registry.importCurves(model: ModelName("b"), bytes: Array("step,name,value\r\n4,loss,0.6\r\n".utf8))
         #expect(long.rows == 1)
-        let jsonl = try await test.registry.importCurves(model: ModelName("b"), bytes: Array("{\"step\": 5, \"loss\": 0.5}\n\n{\"step\": 6, \"name\": \"loss\", \"value\": 0.4}\n".utf8))
+        let jsonl = try await test.registry.importCurves(
+            model: ModelName("b"), bytes: Array("{\"step\": 5, \"loss\": 0.5}\n\n{\"step\": 6, \"name\": \"loss\", \"value\": 0.4}\n".utf8))
         #expect(jsonl.rows == 2)
         try await test.registry.logCurve(model: ModelName("b"), step: 7, [try MetricAssignment(parsing: "loss=0.35")])
         try await test.registry.logCurve(model: ModelName("b"), step: 7, [try MetricAssignment(parsing: "loss=0.3")])  // replaces
         let curves = try await test.registry.metrics(Reference(parsing: "b")).curves
-        #expect(curves.first { $0.name == "loss" } == CurveSummary(name: "loss", points: 7, firstStep: 1, lastStep: 7, lastValue: 0.3, minimum: 0.3, maximum: 0.9))
+        #expect(
+            curves.first { $0.name == "loss" }
+                == CurveSummary(name: "loss", points: 7, firstStep: 1, lastStep: 7, lastValue: 0.3, minimum: 0.3, maximum: 0.9))
         // Bulk imports go many rows to a statement: 600 steps span several; a step repeated in
         // the file keeps its last value, and a later import replaces values.
         let bulk = "step,bulk\n" + (0..<600).map { "\($0),\($0)" }.joined(separator: "\n") + "\n599,-1\n"
@@ -61,9 +78,12 @@ struct MetricTests {
         #expect(summary == CurveSummary(name: "bulk", points: 600, firstStep: 0, lastStep: 599, lastValue: -1, minimum: -1, maximum: 1000))
     }
 
-    @Test("bad curve files are refused with their line, storing nothing", arguments: [
-        "loss,acc\n1,2\n", "step,loss\n1,nan\n", "step,loss\n1,0.5,9\n", "step,loss\nx,0.5\n", "{\"step\": 1, \"loss\": \"high\"}\n", "{\"loss\": 1}\n", "",
-    ])
+    @Test(
+        "bad curve files are refused with their line, storing nothing",
+        arguments: [
+            "loss,acc\n1,2\n", "step,loss\n1,nan\n", "step,loss\n1,0.5,9\n", "step,loss\nx,0.5\n", "{\"step\": 1, \"loss\": \"high\"}\n",
+            "{\"loss\": 1}\n", "",
+        ])
     func badCurves(_ text: String) async throws {
         let test = try await family()
         await #expect { _ = try await test.registry.importCurves(model: ModelName("b"), bytes: Array(text.utf8)) } throws: { error in
@@ -109,7 +129,8 @@ struct BestTests {
         #expect(best.candidates == 4 && best.excludedFlagged == 3, "a@1, a@2 and a1@1 inherit M1")
         let loss = try await test.registry.best(metric: "loss", split: "val", scope: .under(ModelName("base")), includeFlagged: true)
         #expect(loss.checkpoint.ref == "a@2" && loss.direction == .min && loss.excludedFlagged == 0)
-        await #expect { _ = try await test.registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("a"))) } throws: { error in
+        await #expect { _ = try await test.registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("a"))) } throws: {
+            error in
             if case GraftError.allCandidatesFlagged(_, 3) = error { true } else { false }
         }
     }
@@ -154,7 +175,8 @@ struct LineageTests {
     @Test("an advisory on a base flags every descendant, with the path of inheritance")
     func affected() async throws {
         let test = try await family()
-        try await test.registry.addAdvisory(on: Reference(parsing: "base"), id: "CVE-2018-0001", severity: .high, url: "https://example.org/adv")
+        try await test.registry.addAdvisory(
+            on: Reference(parsing: "base"), id: "CVE-2018-0001", severity: .high, url: "https://example.org/adv")
         let affected = try await test.registry.affected(Reference(parsing: "base"))
         #expect(affected.map(\.model) == ["a", "b", "a1", "a2"])
         #expect(affected.first { $0.model == "a2" }?.path == ["base@1", "a@2", "a1@1", "a2"])
@@ -175,9 +197,13 @@ struct LineageTests {
         try await test.registry.addAdvisory(on: Reference(parsing: "a@1"), id: "A1", severity: .low)
         #expect(try await test.registry.affected(Reference(parsing: "a")).isEmpty, "a1 derives from a@2, not a@1")
         #expect(try await test.registry.lineage(ModelName("a")).model.advisories == ["A1@1"])
-        await expectGraftError("advisoryExists") { try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "A1", severity: .low) }
+        await expectGraftError("advisoryExists") {
+            try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "A1", severity: .low)
+        }
         await expectGraftError("advisoryNotFound") { try await test.registry.resolveAdvisory("nope") }
-        await expectGraftError("invalidName") { try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "../x", severity: .low) }
+        await expectGraftError("invalidName") {
+            try await test.registry.addAdvisory(on: Reference(parsing: "a"), id: "../x", severity: .low)
+        }
     }
 
     @Test("best --under follows replaced values and removed checkpoints (metric summaries)")
@@ -232,22 +258,29 @@ struct LineageTests {
             // The lineage, affected and best --under statements themselves.
             SQLiteMetadataStore.descendantsSQL.replacingOccurrences(of: "?1", with: "1"),
             SQLiteMetadataStore.ancestorsSQL.replacingOccurrences(of: "?", with: "'[3,2,1]'"),
-            SQLiteMetadataStore.bestPerModelSQL(.max).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(of: "?", with: "'accuracy'"),
-            SQLiteMetadataStore.bestPerModelSQL(.min).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(of: "?", with: "'loss'"),
+            SQLiteMetadataStore.bestPerModelSQL(.max).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(
+                of: "?", with: "'accuracy'"),
+            SQLiteMetadataStore.bestPerModelSQL(.min).replacingOccurrences(of: "r.id = ?", with: "r.id = 1").replacingOccurrences(
+                of: "?", with: "'loss'"),
         ])
         // json_each's rows (j) are scanned by design; no stored table may be.
         let tables = ["mt", "c", "m", "r", "p", "metrics", "checkpoints", "models", "model_parents", "advisories", "curve_points"]
         for plan in plans {
-            for table in tables { #expect(!plan.contains("SCAN \(table) ") && !plan.hasSuffix("SCAN \(table)"), "table scan of \(table): \(plan)") }
+            for table in tables {
+                #expect(!plan.contains("SCAN \(table) ") && !plan.hasSuffix("SCAN \(table)"), "table scan of \(table): \(plan)")
+            }
         }
         // A subtree is one range of the lineage-path index, read without a lookup per model,
         // and nothing is sorted.
-        for plan in plans[plans.count - 4 ..< plans.count - 2] where !plan.contains("VIRTUAL TABLE") {
+        for plan in plans[plans.count - 4..<plans.count - 2] where !plan.contains("VIRTUAL TABLE") {
             #expect(plan.contains("SEARCH m USING COVERING INDEX models_by_lineage_path (lineage_path>? AND lineage_path<?)"), "\(plan)")
             #expect(!plan.contains("TEMP B-TREE"), "\(plan)")
         }
         for plan in plans.suffix(2) {
-            #expect(plan.contains("SEARCH s USING COVERING INDEX metric_summaries_by_subtree (name=? AND split=? AND lineage_path>? AND lineage_path<?)"), "\(plan)")
+            #expect(
+                plan.contains(
+                    "SEARCH s USING COVERING INDEX metric_summaries_by_subtree (name=? AND split=? AND lineage_path>? AND lineage_path<?)"),
+                "\(plan)")
         }
     }
 }

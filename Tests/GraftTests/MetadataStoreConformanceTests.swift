@@ -1,13 +1,14 @@
 import Foundation
-@testable import Graft
-@testable import GraftCore
-@testable import GraftLocal
-@testable import GraftSQLite
-@testable import GraftPostgres
 import GraftS3
 import GraftTestSupport
 import SafeTensors
 import Testing
+
+@testable import Graft
+@testable import GraftCore
+@testable import GraftLocal
+@testable import GraftPostgres
+@testable import GraftSQLite
 
 /// The metadata stores a registry may run on. The tests below are written against the
 /// `MetadataStore` protocol and take each kind, and run unchanged on each.
@@ -31,7 +32,10 @@ enum MetadataStoreKind: String, CaseIterable, CustomStringConvertible {
                 try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             }
             _ = try SQLiteMetadataStore.publishNew(layout, busyTimeout: 5)
-            return (try SQLiteMetadataStore.open(layout, durability: .relaxed, busyTimeout: 5), MetadataHandle(directory: directory, cluster: nil))
+            return (
+                try SQLiteMetadataStore.open(layout, durability: .relaxed, busyTimeout: 5),
+                MetadataHandle(directory: directory, cluster: nil)
+            )
         case .postgres:
             // initdb and pg_ctl block: off Swift's cooperative pool, which the tests share.
             let cluster = try await withCheckedThrowingContinuation { continuation in
@@ -61,12 +65,14 @@ private func commit(_ tensors: [(String, [UInt8])], header: String = "h", step: 
     let ingested = tensors.map { name, bytes in
         defer { offset += bytes.count }
         return IngestedTensor(
-            info: TensorInfo(name: name, dtype: .u8, shape: [bytes.count], dataOffsets: offset..<(offset + bytes.count)), digest: Digest.of(bytes),
+            info: TensorInfo(name: name, dtype: .u8, shape: [bytes.count], dataOffsets: offset..<(offset + bytes.count)),
+            digest: Digest.of(bytes),
             inline: bytes, wroteFile: false)
     }
     let headerBytes = Array((header + String(repeating: " ", count: 8)).utf8)
     return NewCheckpoint(
-        headerBytes: headerBytes, headerDigest: Digest.of(headerBytes), digest: Registry.checkpointDigest(header: headerBytes, tensors: ingested),
+        headerBytes: headerBytes, headerDigest: Digest.of(headerBytes),
+        digest: Registry.checkpointDigest(header: headerBytes, tensors: ingested),
         metadata: ["k": header], dataLength: offset, fileBytes: headerBytes.count + offset, tensors: ingested, step: step, epoch: nil)
 }
 
@@ -76,16 +82,22 @@ private func name(_ text: String) -> ModelName { ModelName(trusted: text) }
 
 @Suite("Metadata store conformance")
 struct MetadataStoreConformanceTests {
-    @Test("a base's commit reads back whole: model, checkpoint, tensors in order, header and inline bytes", arguments: MetadataStoreKind.allCases)
+    @Test(
+        "a base's commit reads back whole: model, checkpoint, tensors in order, header and inline bytes",
+        arguments: MetadataStoreKind.allCases)
     func baseRoundTrip(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
         let checkpoint = commit([("b", [1, 2, 3]), ("a", [4])], header: "base-header", step: 7)
-        let inline = try await store.insertBase(name: name("base"), provenance: Provenance(license: "mit", metadata: ["x": "y"]), checkpoint: checkpoint, stillStored: always)
+        let inline = try await store.insertBase(
+            name: name("base"), provenance: Provenance(license: "mit", metadata: ["x": "y"]), checkpoint: checkpoint, stillStored: always)
         #expect(inline == 4, "both tensors' bytes were stored anew")
         let model = try #require(try await store.model(named: name("base")))
-        #expect(model.summary.kind == "base" && model.summary.provenance.license == "mit" && model.summary.provenance.metadata == ["x": "y"])
-        #expect(model.checkpoints.map(\.ref) == ["base@1"] && model.checkpoints[0].digest == checkpoint.digest && model.checkpoints[0].step == 7)
+        #expect(
+            model.summary.kind == "base" && model.summary.provenance.license == "mit" && model.summary.provenance.metadata == ["x": "y"])
+        #expect(
+            model.checkpoints.map(\.ref) == ["base@1"] && model.checkpoints[0].digest == checkpoint.digest && model.checkpoints[0].step == 7
+        )
         let latest = try #require(try await store.checkpoint(model: name("base"), number: nil))
         #expect(latest.id == model.latestCheckpointID)
         #expect(try await store.tensors(checkpoint: latest.id).map(\.name) == ["b", "a"], "file order, not name order")
@@ -93,19 +105,23 @@ struct MetadataStoreConformanceTests {
         #expect(parts.header == checkpoint.headerBytes && parts.tensors.map(\.inline) == [[1, 2, 3], [4]])
         #expect(try await store.hasHeader(digest: checkpoint.headerDigest))
         #expect(!(try await store.hasHeader(digest: Digest.of([0]))))
-        #expect(try await store.checkpoints(digestPrefix: String(checkpoint.digest.hex.prefix(6)), limit: 10).map(\.summary.ref) == ["base@1"])
+        #expect(
+            try await store.checkpoints(digestPrefix: String(checkpoint.digest.hex.prefix(6)), limit: 10).map(\.summary.ref) == ["base@1"])
         #expect(try await store.modelNames() == ["base"])
         #expect(try await store.manifest(of: name("base")) == .some(nil), "a base has no manifest")
         #expect(try await store.manifest(of: name("nobody")) == nil, "an unknown model is nil, not an empty manifest")
         // The same bytes again store nothing new.
-        let again = try await store.insertBase(name: name("twin"), provenance: Provenance(), checkpoint: commit([("b", [1, 2, 3])]), stillStored: always)
+        let again = try await store.insertBase(
+            name: name("twin"), provenance: Provenance(), checkpoint: commit([("b", [1, 2, 3])]), stillStored: always)
         #expect(again == 0)
         await expectGraftError("modelExists") {
             _ = try await store.insertBase(name: name("base"), provenance: Provenance(), checkpoint: checkpoint, stillStored: always)
         }
     }
 
-    @Test("a commit whose blob vanished under the lock fails whole: no model, no checkpoint, no blob row", arguments: MetadataStoreKind.allCases)
+    @Test(
+        "a commit whose blob vanished under the lock fails whole: no model, no checkpoint, no blob row",
+        arguments: MetadataStoreKind.allCases)
     func vanishedBlob(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
@@ -120,24 +136,30 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.knownBlobDigests().isEmpty)
     }
 
-    @Test("students: numbering without gaps, manifests, chains, descendants with their parent edges, the lineage snapshot", arguments: MetadataStoreKind.allCases)
+    @Test(
+        "students: numbering without gaps, manifests, chains, descendants with their parent edges, the lineage snapshot",
+        arguments: MetadataStoreKind.allCases)
     func lineage(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
         _ = try await store.insertBase(name: name("base"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
         let baseCheckpoint = try #require(try await store.checkpoint(model: name("base"), number: 1))
         func student(_ child: String, of parent: ResolvedCheckpoint) async throws {
-            try await store.insertStudent(NewStudent(
-                name: name(child), parent: parent, relation: .finetune, mode: .partialFinetune, rules: nil,
-                entries: [ManifestEntry(name: "w", state: .frozen, dtype: .u8, shape: [1], parameters: 1, parentDigest: Digest.of([1]))],
-                description: nil, createdAt: timestamp()))
+            try await store.insertStudent(
+                NewStudent(
+                    name: name(child), parent: parent, relation: .finetune, mode: .partialFinetune, rules: nil,
+                    entries: [
+                        ManifestEntry(name: "w", state: .frozen, dtype: .u8, shape: [1], parameters: 1, parentDigest: Digest.of([1]))
+                    ],
+                    description: nil, createdAt: timestamp()))
         }
         try await student("a", of: baseCheckpoint)
         try await student("b", of: baseCheckpoint)
         await expectGraftError("modelExists") { try await student("b", of: baseCheckpoint) }
         for step in 1...3 {
             let (number, _) = try await store.insertCheckpoint(
-                model: name("a"), commit([("w", [1]), ("head", [UInt8(step)])], step: step), metrics: [try MetricAssignment(name: "acc", value: Double(step))],
+                model: name("a"), commit([("w", [1]), ("head", [UInt8(step)])], step: step),
+                metrics: [try MetricAssignment(name: "acc", value: Double(step))],
                 split: nil, newTensors: ["head"], stillStored: always)
             #expect(number == step)
         }
@@ -154,7 +176,9 @@ struct MetadataStoreConformanceTests {
         let below = try await store.lineage(model: base, parts: .descendants, metric: nil, direction: nil).down
         #expect(Set(below.map(\.name)) == ["a", "b", "a2kid"])
         #expect(below.firstIndex { $0.name == "a" }! < below.firstIndex { $0.name == "a2kid" }!, "parents before children")
-        #expect(below.first { $0.name == "a2kid" }?.via == a2.id && below.first { $0.name == "a2kid" }?.link == a, "each row with its parent edge")
+        #expect(
+            below.first { $0.name == "a2kid" }?.via == a2.id && below.first { $0.name == "a2kid" }?.link == a,
+            "each row with its parent edge")
         #expect(below.filter { $0.via == baseCheckpoint.id }.count == 2)
         let underA = try await store.lineage(model: a, parts: .both, metric: "acc", direction: .max)
         #expect(underA.down.map(\.name) == ["a2kid"] && underA.up.map(\.name) == ["a", "base"] && underA.best == [a: 3])
@@ -162,65 +186,94 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.modelOf(checkpoint: a2.id) == a)
         #expect(try await store.derivedDataProblems() == [])
         await expectGraftError("modelNotFound") {
-            _ = try await store.insertCheckpoint(model: name("ghost"), commit([]), metrics: [], split: nil, newTensors: nil, stillStored: always)
+            _ = try await store.insertCheckpoint(
+                model: name("ghost"), commit([]), metrics: [], split: nil, newTensors: nil, stillStored: always)
         }
     }
 
-    @Test("browsing: the model index with modes, parent edges and inherited flags; curves point by point; a family's metric keys, bounded", arguments: MetadataStoreKind.allCases)
+    @Test(
+        "browsing: the model index with modes, parent edges and inherited flags; curves point by point; a family's metric keys, bounded",
+        arguments: MetadataStoreKind.allCases)
     func browsing(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
-        _ = try await store.insertBase(name: name("base"), provenance: Provenance(description: "the <teacher>"), checkpoint: commit([("w", [1])]), stillStored: always)
-        _ = try await store.insertBase(name: name("other"), provenance: Provenance(), checkpoint: commit([("w", [2])], header: "o"), stillStored: always)
+        _ = try await store.insertBase(
+            name: name("base"), provenance: Provenance(description: "the <teacher>"), checkpoint: commit([("w", [1])]), stillStored: always)
+        _ = try await store.insertBase(
+            name: name("other"), provenance: Provenance(), checkpoint: commit([("w", [2])], header: "o"), stillStored: always)
         let baseCheckpoint = try #require(try await store.checkpoint(model: name("base"), number: 1))
         func student(_ child: String, of parent: ResolvedCheckpoint, mode: TransferMode) async throws {
-            try await store.insertStudent(NewStudent(
-                name: name(child), parent: parent, relation: .distillation, mode: mode, rules: nil,
-                entries: [ManifestEntry(name: "w", state: .frozen, dtype: .u8, shape: [1], parameters: 1, parentDigest: Digest.of([1]))],
-                description: "student \(child)", createdAt: timestamp()))
+            try await store.insertStudent(
+                NewStudent(
+                    name: name(child), parent: parent, relation: .distillation, mode: mode, rules: nil,
+                    entries: [
+                        ManifestEntry(name: "w", state: .frozen, dtype: .u8, shape: [1], parameters: 1, parentDigest: Digest.of([1]))
+                    ],
+                    description: "student \(child)", createdAt: timestamp()))
         }
         try await student("a", of: baseCheckpoint, mode: .featureExtraction)
         _ = try await store.insertCheckpoint(
-            model: name("a"), commit([("w", [1]), ("head", [9])], header: "a1"), metrics: [try MetricAssignment(name: "acc", value: 0.5)], split: "val",
+            model: name("a"), commit([("w", [1]), ("head", [9])], header: "a1"), metrics: [try MetricAssignment(name: "acc", value: 0.5)],
+            split: "val",
             newTensors: ["head"], stillStored: always)
         let a1 = try #require(try await store.checkpoint(model: name("a"), number: 1))
         try await student("kid", of: a1, mode: .fullFinetune)
         _ = try await store.insertCheckpoint(
-            model: name("kid"), commit([("w", [3]), ("head", [9])], header: "k1"), metrics: [try MetricAssignment(name: "loss", value: 2)], split: nil,
+            model: name("kid"), commit([("w", [3]), ("head", [9])], header: "k1"), metrics: [try MetricAssignment(name: "loss", value: 2)],
+            split: nil,
             newTensors: nil, stillStored: always)
 
         var index = try await store.modelIndex()
         #expect(index.map(\.name) == ["a", "base", "kid", "other"], "by name")
         let a = try #require(index.first { $0.name == "a" })
-        #expect(a.kind == "student" && a.mode == .featureExtraction && a.relation == .distillation && a.parent == "base@1" && a.checkpoints == 1)
+        #expect(
+            a.kind == "student" && a.mode == .featureExtraction && a.relation == .distillation && a.parent == "base@1" && a.checkpoints == 1
+        )
         #expect(a.description == "student a" && !a.flagged)
         let base = try #require(index.first { $0.name == "base" })
         #expect(base.kind == "base" && base.mode == nil && base.parent == nil && base.description == "the <teacher>")
         #expect(index.first { $0.name == "kid" }?.parent == "a@1")
         // An advisory on `a` flags it and, inherited, its student; not its parent or the other base.
         let aID = try #require(try await store.modelID(named: name("a")))
-        try await store.insertAdvisory(NewAdvisory(id: "ADV-1", model: aID, checkpoint: nil, severity: .high, note: nil, url: nil, createdAt: timestamp()))
+        try await store.insertAdvisory(
+            NewAdvisory(id: "ADV-1", model: aID, checkpoint: nil, severity: .high, note: nil, url: nil, createdAt: timestamp()))
         index = try await store.modelIndex()
-        #expect(Dictionary(uniqueKeysWithValues: index.map { ($0.name, $0.advisories) }) == ["a": ["ADV-1"], "kid": ["ADV-1"], "base": [], "other": []])
+        #expect(
+            Dictionary(uniqueKeysWithValues: index.map { ($0.name, $0.advisories) }) == [
+                "a": ["ADV-1"], "kid": ["ADV-1"], "base": [], "other": [],
+            ])
         _ = try await store.resolveAdvisory("ADV-1", at: timestamp())
         #expect(try await store.modelIndex().allSatisfy { !$0.flagged }, "a resolved advisory flags nothing")
 
         // Curves: every point, by name then step (inserted out of order).
         var batch = CurveBatch()
-        for (curve, step, value) in [("loss", 20, 0.5), ("acc", 10, 0.1), ("loss", 10, 0.9), ("acc", 20, 0.3)] { batch.append(name: curve, step: step, value: value) }
+        for (curve, step, value) in [("loss", 20, 0.5), ("acc", 10, 0.1), ("loss", 10, 0.9), ("acc", 20, 0.3)] {
+            batch.append(name: curve, step: step, value: value)
+        }
         try await store.insertCurvePoints(model: aID, batch)
         let curves = try await store.curvePoints(model: aID)
-        #expect(curves == [CurveSeries(name: "acc", steps: [10, 20], values: [0.1, 0.3]), CurveSeries(name: "loss", steps: [10, 20], values: [0.9, 0.5])])
+        #expect(
+            curves == [
+                CurveSeries(name: "acc", steps: [10, 20], values: [0.1, 0.3]),
+                CurveSeries(name: "loss", steps: [10, 20], values: [0.9, 0.5]),
+            ])
         #expect(try await store.curvePoints(model: try #require(try await store.modelID(named: name("kid")))) == [])
 
         // Metric keys of a family: the model and its descendants, each split apart.
         let baseID = try #require(try await store.modelID(named: name("base")))
-        #expect(try await store.metricKeys(subtree: baseID, limit: 100) == [MetricKey(name: "acc", split: "val"), MetricKey(name: "loss", split: nil)])
-        #expect(try await store.metricKeys(subtree: aID, limit: 1) == [MetricKey(name: "acc", split: "val")], "the model first; the limit bounds the models read")
+        #expect(
+            try await store.metricKeys(subtree: baseID, limit: 100) == [
+                MetricKey(name: "acc", split: "val"), MetricKey(name: "loss", split: nil),
+            ])
+        #expect(
+            try await store.metricKeys(subtree: aID, limit: 1) == [MetricKey(name: "acc", split: "val")],
+            "the model first; the limit bounds the models read")
         #expect(try await store.metricKeys(subtree: try #require(try await store.modelID(named: name("other"))), limit: 100) == [])
     }
 
-    @Test("best follows BestSelection's rank order and AdvisoryInheritance's flags in every scope, direction and path", arguments: MetadataStoreKind.allCases)
+    @Test(
+        "best follows BestSelection's rank order and AdvisoryInheritance's flags in every scope, direction and path",
+        arguments: MetadataStoreKind.allCases)
     func best(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
@@ -230,12 +283,15 @@ struct MetadataStoreConformanceTests {
         // Models named so that binary and case-blind order differ; values with many ties.
         let models = ["b", "B", "a", "c"]
         for model in models {
-            try await store.insertStudent(NewStudent(
-                name: name(model), parent: root, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil, createdAt: timestamp()))
+            try await store.insertStudent(
+                NewStudent(
+                    name: name(model), parent: root, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil,
+                    createdAt: timestamp()))
             for _ in 0..<5 {
                 let value = Double(Int.random(in: 0..<4, using: &generator)) / 4
                 _ = try await store.insertCheckpoint(
-                    model: name(model), commit([("w", [UInt8.random(in: 0...255, using: &generator)])]), metrics: [try MetricAssignment(name: "acc", value: value)],
+                    model: name(model), commit([("w", [UInt8.random(in: 0...255, using: &generator)])]),
+                    metrics: [try MetricAssignment(name: "acc", value: value)],
                     split: "val", newTensors: nil, stillStored: always)
             }
         }
@@ -256,45 +312,57 @@ struct MetadataStoreConformanceTests {
             // Everything, and a confined token's view (`[ab]*` hides B and c): hidden models are
             // as if absent, not candidates and not counted.
             for visibility in [ModelVisibility.all, ModelVisibility(pattern: "[ab]*")] {
-            for direction in [Direction.max, .min] {
-                for includeFlagged in [false, true] {
-                    for scope in [BestScope.all, .under(name("root")), .model(name("b")), .model(name("a"))] {
-                        let members = all.filter { member in
-                            guard visibility.shows(member.candidate.checkpoint.model.value) else { return false }
-                            if case .model(let model) = scope { return member.candidate.checkpoint.model == model }
-                            return true
-                        }
-                        let reference = BestSelection.choose(members.map(\.candidate), direction: direction) { index in
-                            !includeFlagged && (flaggedModels.contains(members[index].model) || flaggedCheckpoints.contains(members[index].id))
-                        }
-                        let label = "\(stage) \(scope) \(direction) includeFlagged: \(includeFlagged) \(visibility)"
-                        let query = BestQuery(metric: "acc", split: "val", scope: scope, direction: direction, includeFlagged: includeFlagged, visibility: visibility)
-                        switch try await store.best(query) {
-                        case .found(let winner, let candidates, let excluded)?:
-                            #expect(winner.checkpoint.ref == reference.winner?.checkpoint.ref && winner.value == reference.winner?.value, "\(label)")
-                            #expect(candidates == members.count && excluded == reference.excluded, "\(label)")
-                        case .allFlagged(let candidates)?:
-                            #expect(reference.winner == nil && candidates == members.count, "\(label)")
-                        default:
-                            Issue.record("no outcome: \(label)")
+                for direction in [Direction.max, .min] {
+                    for includeFlagged in [false, true] {
+                        for scope in [BestScope.all, .under(name("root")), .model(name("b")), .model(name("a"))] {
+                            let members = all.filter { member in
+                                guard visibility.shows(member.candidate.checkpoint.model.value) else { return false }
+                                if case .model(let model) = scope { return member.candidate.checkpoint.model == model }
+                                return true
+                            }
+                            let reference = BestSelection.choose(members.map(\.candidate), direction: direction) { index in
+                                !includeFlagged
+                                    && (flaggedModels.contains(members[index].model) || flaggedCheckpoints.contains(members[index].id))
+                            }
+                            let label = "\(stage) \(scope) \(direction) includeFlagged: \(includeFlagged) \(visibility)"
+                            let query = BestQuery(
+                                metric: "acc", split: "val", scope: scope, direction: direction, includeFlagged: includeFlagged,
+                                visibility: visibility)
+                            switch try await store.best(query) {
+                            case .found(let winner, let candidates, let excluded)?:
+                                #expect(
+                                    winner.checkpoint.ref == reference.winner?.checkpoint.ref && winner.value == reference.winner?.value,
+                                    "\(label)")
+                                #expect(candidates == members.count && excluded == reference.excluded, "\(label)")
+                            case .allFlagged(let candidates)?:
+                                #expect(reference.winner == nil && candidates == members.count, "\(label)")
+                            default:
+                                Issue.record("no outcome: \(label)")
+                            }
                         }
                     }
                 }
             }
-            }
         }
         try await check("no advisory")
         // A model-level advisory: whole models flagged (best --under keeps its per-model path).
-        try await store.insertAdvisory(NewAdvisory(id: "ON-b", model: b, checkpoint: nil, severity: .high, note: nil, url: nil, createdAt: timestamp()))
+        try await store.insertAdvisory(
+            NewAdvisory(id: "ON-b", model: b, checkpoint: nil, severity: .high, note: nil, url: nil, createdAt: timestamp()))
         flaggedModels = [b]
         try await check("model flagged")
         // A checkpoint-level one: candidates walked one by one.
-        try await store.insertAdvisory(NewAdvisory(id: "ON-a3", model: all[12].model, checkpoint: a3, severity: .high, note: nil, url: nil, createdAt: timestamp()))
+        try await store.insertAdvisory(
+            NewAdvisory(id: "ON-a3", model: all[12].model, checkpoint: a3, severity: .high, note: nil, url: nil, createdAt: timestamp()))
         flaggedCheckpoints = [a3]
         try await check("checkpoint flagged")
         // Unknown scopes and metrics.
-        #expect(try await store.best(BestQuery(metric: "acc", split: "val", scope: .model(name("nobody")), direction: .max, includeFlagged: false)) == nil)
-        guard case .noCandidates(let known)? = try await store.best(BestQuery(metric: "acc", split: nil, scope: .all, direction: .max, includeFlagged: false)) else {
+        #expect(
+            try await store.best(
+                BestQuery(metric: "acc", split: "val", scope: .model(name("nobody")), direction: .max, includeFlagged: false)) == nil)
+        guard
+            case .noCandidates(let known)? = try await store.best(
+                BestQuery(metric: "acc", split: nil, scope: .all, direction: .max, includeFlagged: false))
+        else {
             Issue.record("no split is its own split: no candidates expected")
             return
         }
@@ -309,11 +377,14 @@ struct MetadataStoreConformanceTests {
         defer { withExtendedLifetime(keepBlobs) {} }
         _ = try await store.insertBase(name: name("base"), provenance: Provenance(), checkpoint: commit([("w", [1])]), stillStored: always)
         let base = try #require(try await store.checkpoint(model: name("base"), number: 1))
-        try await store.insertStudent(NewStudent(
-            name: name("s"), parent: base, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil, createdAt: timestamp()))
+        try await store.insertStudent(
+            NewStudent(
+                name: name("s"), parent: base, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil,
+                createdAt: timestamp()))
         for value in [1, 2, 3] {
             _ = try await store.insertCheckpoint(
-                model: name("s"), commit([("w", [UInt8(value), 0])]), metrics: [try MetricAssignment(name: "loss", value: Double(value))], split: nil,
+                model: name("s"), commit([("w", [UInt8(value), 0])]), metrics: [try MetricAssignment(name: "loss", value: Double(value))],
+                split: nil,
                 newTensors: nil, stillStored: always)
         }
         let refused = await expectGraftError("protected") { try await store.removeCheckpoint(base, blobs: blobs, dryRun: false) }
@@ -321,11 +392,14 @@ struct MetadataStoreConformanceTests {
         let policy = RetentionPolicy(keepLast: 1, keepBest: 1, metric: "loss", direction: .min)
         let dry = try #require(try await store.prune(model: name("s"), policy: policy, split: nil, blobs: blobs, dryRun: true))
         #expect(dry.checkpoints == ["s@2"] && dry.bytesFreed == 2)
-        #expect(try await store.checkpointNumbers(models: [try #require(try await store.modelID(named: name("s")))]).values.first == [1, 2, 3], "a dry run removes nothing")
+        #expect(
+            try await store.checkpointNumbers(models: [try #require(try await store.modelID(named: name("s")))]).values.first == [1, 2, 3],
+            "a dry run removes nothing")
         let pruned = try #require(try await store.prune(model: name("s"), policy: policy, split: nil, blobs: blobs, dryRun: false))
         #expect(pruned.checkpoints == ["s@2"] && pruned.kept.map(\.checkpoint) == ["s@1", "s@3"])
         await expectGraftError("unknownMetric") {
-            _ = try await store.prune(model: name("s"), policy: RetentionPolicy(keepLast: 0, keepBest: 1, metric: "acc"), split: nil, blobs: blobs, dryRun: false)
+            _ = try await store.prune(
+                model: name("s"), policy: RetentionPolicy(keepLast: 0, keepBest: 1, metric: "acc"), split: nil, blobs: blobs, dryRun: false)
         }
         await expectGraftError("protected") {
             _ = try await store.removeModel(name("base"), cascade: false, blobs: blobs, dryRun: false)
@@ -338,7 +412,9 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.removeModel(name("base"), cascade: true, blobs: blobs, dryRun: false) == nil)
     }
 
-    @Test("prune keeps a checkpoint a student derives from, by the checkpoint's own id (not its model's)", arguments: MetadataStoreKind.allCases)
+    @Test(
+        "prune keeps a checkpoint a student derives from, by the checkpoint's own id (not its model's)",
+        arguments: MetadataStoreKind.allCases)
     func pruneKeepsParents(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
@@ -346,11 +422,14 @@ struct MetadataStoreConformanceTests {
         defer { withExtendedLifetime(keepBlobs) {} }
         // Two bases first, so that no checkpoint of `s` has its model's id.
         for base in ["other", "base"] {
-            _ = try await store.insertBase(name: name(base), provenance: Provenance(), checkpoint: commit([("w", [1])], header: base), stillStored: always)
+            _ = try await store.insertBase(
+                name: name(base), provenance: Provenance(), checkpoint: commit([("w", [1])], header: base), stillStored: always)
         }
         let base = try #require(try await store.checkpoint(model: name("base"), number: 1))
-        try await store.insertStudent(NewStudent(
-            name: name("s"), parent: base, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil, createdAt: timestamp()))
+        try await store.insertStudent(
+            NewStudent(
+                name: name("s"), parent: base, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil,
+                createdAt: timestamp()))
         for value in [1, 2, 3, 4] {
             _ = try await store.insertCheckpoint(
                 model: name("s"), commit([("w", [UInt8(value), 9])]), metrics: [], split: nil, newTensors: nil, stillStored: always)
@@ -358,8 +437,10 @@ struct MetadataStoreConformanceTests {
         let s2 = try #require(try await store.checkpoint(model: name("s"), number: 2))
         let sID = try #require(try await store.modelID(named: name("s")))
         #expect(s2.id != sID, "the case this test is about")
-        try await store.insertStudent(NewStudent(
-            name: name("t"), parent: s2, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil, createdAt: timestamp()))
+        try await store.insertStudent(
+            NewStudent(
+                name: name("t"), parent: s2, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil,
+                createdAt: timestamp()))
         let policy = RetentionPolicy(keepLast: 1)
         for dryRun in [true, false] {
             let report = try #require(try await store.prune(model: name("s"), policy: policy, split: nil, blobs: blobs, dryRun: dryRun))
@@ -373,7 +454,9 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.derivedDataProblems() == [])
     }
 
-    @Test("upload announcements: a blob may be sent at its announced length until the window ends, then not", arguments: MetadataStoreKind.allCases)
+    @Test(
+        "upload announcements: a blob may be sent at its announced length until the window ends, then not",
+        arguments: MetadataStoreKind.allCases)
     func uploadAnnouncements(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()
         defer { withExtendedLifetime(keep) {} }
@@ -406,9 +489,11 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.untag(model: modelID, alias: "prod"))
         #expect(!(try await store.untag(model: modelID, alias: "prod")))
         #expect(try await store.tag(checkpoint: 987_654, alias: "x") == nil, "a checkpoint that is gone")
-        try await store.insertAdvisory(NewAdvisory(id: "ADV-1", model: modelID, checkpoint: base.id, severity: .high, note: nil, url: nil, createdAt: timestamp()))
+        try await store.insertAdvisory(
+            NewAdvisory(id: "ADV-1", model: modelID, checkpoint: base.id, severity: .high, note: nil, url: nil, createdAt: timestamp()))
         await expectGraftError("advisoryExists") {
-            try await store.insertAdvisory(NewAdvisory(id: "ADV-1", model: modelID, checkpoint: nil, severity: .low, note: nil, url: nil, createdAt: timestamp()))
+            try await store.insertAdvisory(
+                NewAdvisory(id: "ADV-1", model: modelID, checkpoint: nil, severity: .low, note: nil, url: nil, createdAt: timestamp()))
         }
         #expect(try await store.openAdvisories() == [OpenAdvisory(id: "ADV-1", model: modelID, checkpoint: base.id, ancestry: [modelID])])
         #expect(try await store.checkpointAdvisoryLabels() == [modelID: ["ADV-1@1"]])
@@ -430,20 +515,25 @@ struct BackendPairTests {
         let (metadata, keepMetadata) = try await pair.0.make()
         let (blobs, keepBlobs) = try pair.1.make()
         defer { withExtendedLifetime((keepMetadata, keepBlobs)) {} }
-        let registry = Registry(layout: RegistryLayout(root: keepBlobs.file("store")), metadata: metadata, blobs: blobs, inlineThreshold: 64)
+        let registry = Registry(
+            layout: RegistryLayout(root: keepBlobs.file("store")), metadata: metadata, blobs: blobs, inlineThreshold: 64)
         let tensors = randomTensors(dtypes: [.f32, .f32, .i64, .u8], seed: 7, prefix: "layer")
         let input = try SafeTensorsMemory(tensors)
         _ = try await registry.addBase(name: name("base"), input: input)
         _ = try await registry.createStudent(
-            name: name("kid"), from: .number(name("base"), 1), manifest: .rules([ManifestRule(.freeze, tensors[0].name)], freezeThrough: nil))
+            name: name("kid"), from: .number(name("base"), 1),
+            manifest: .rules([ManifestRule(.freeze, tensors[0].name)], freezeThrough: nil))
         // A frozen tensor changed: refused, nothing committed.
         var changed = tensors
         changed[0].bytes = tensors[0].bytes.map { $0 ^ 1 }
-        await #expect(throws: GraftError.self) { try await registry.addCheckpoint(model: name("kid"), input: try SafeTensorsMemory(changed)) }
+        await #expect(throws: GraftError.self) {
+            try await registry.addCheckpoint(model: name("kid"), input: try SafeTensorsMemory(changed))
+        }
         #expect(try await registry.checkpoints(of: name("kid")).isEmpty)
         var trained = tensors
         trained[1].bytes = tensors[1].bytes.map { $0 ^ 2 }
-        let result = try await registry.addCheckpoint(model: name("kid"), input: try SafeTensorsMemory(trained), metrics: [try MetricAssignment(name: "acc", value: 0.9)])
+        let result = try await registry.addCheckpoint(
+            model: name("kid"), input: try SafeTensorsMemory(trained), metrics: [try MetricAssignment(name: "acc", value: 0.9)])
         #expect(result.checkpoint == "kid@1" && result.bytesStored < result.logicalBytes, "unchanged tensors are the parent's blobs")
         #expect(try await registry.best(metric: "acc", scope: .under(name("base"))).checkpoint.ref == "kid@1")
         _ = try await registry.addAdvisory(on: .model(name("base")), id: "ADV-X", severity: .high)
@@ -456,7 +546,9 @@ struct BackendPairTests {
         let streamed = Streamed()
         _ = try await registry.stream(.number(name("kid"), 1)) { chunk in streamed.append(chunk) }
         let memory = try SafeTensorsMemory(trained)
-        #expect(streamed.bytes == memory.headerBytes + (try memory.header.tensors.flatMap { try memory.data(of: $0) }), "byte-identical to what was committed")
+        #expect(
+            streamed.bytes == memory.headerBytes + (try memory.header.tensors.flatMap { try memory.data(of: $0) }),
+            "byte-identical to what was committed")
         #expect(try await registry.verify(readData: true).ok)
         _ = try await registry.removeModel(name("base"), cascade: true)
         let report = try await registry.gc(grace: 0)

@@ -1,11 +1,12 @@
 import Foundation
+import GRDB
+import GraftTestSupport
+import Testing
+
 @testable import Graft
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
-import GraftTestSupport
-import GRDB
-import Testing
 
 @Suite("Schema migrations")
 struct MigrationTests {
@@ -23,7 +24,8 @@ struct MigrationTests {
 
     @Test("every file in migrations/ is embedded, numbered in order")
     func embedded() throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: packageRoot + "/migrations").filter { $0.hasSuffix(".sql") }.sorted()
+        let files = try FileManager.default.contentsOfDirectory(atPath: packageRoot + "/migrations").filter { $0.hasSuffix(".sql") }
+            .sorted()
         #expect(Migration.all.count == files.count)
         #expect(Migration.all.map(\.version) == Array(1...files.count))
     }
@@ -87,7 +89,9 @@ struct MigrationTests {
             try db.execute(sql: SchemaMigrator.createLedger)
             for migration in Migration.all.prefix(3) {
                 try db.execute(sql: migration.sql)
-                try db.execute(sql: "INSERT INTO graft_migrations VALUES (?, ?, ?, 'then')", arguments: [migration.version, migration.name, migration.checksum])
+                try db.execute(
+                    sql: "INSERT INTO graft_migrations VALUES (?, ?, ?, 'then')",
+                    arguments: [migration.version, migration.name, migration.checksum])
             }
             let digest = String(repeating: "0", count: 64)
             func model(_ name: String, _ kind: String) throws -> Int64 {
@@ -120,7 +124,8 @@ struct MigrationTests {
         }
         let registry = try await Registry.open(at: root)
         let rows = try DatabaseQueue(path: root + "/graft.sqlite").read { db in
-            try Row.fetchAll(db, sql: "SELECT name, lineage_path, relation, parent_checkpoint_number, checkpoint_count FROM models ORDER BY id")
+            try Row.fetchAll(
+                db, sql: "SELECT name, lineage_path, relation, parent_checkpoint_number, checkpoint_count FROM models ORDER BY id")
         }
         #expect(rows.map { $0[1] as String } == ["/1/", "/2/", "/1/3/", "/1/4/", "/1/3/5/"])
         #expect(rows.map { $0[2] as String? } == [nil, nil, "finetune", "finetune", "distillation"])
@@ -129,14 +134,18 @@ struct MigrationTests {
         let summaries = try DatabaseQueue(path: root + "/graft.sqlite").read { db in
             try Row.fetchAll(db, sql: "SELECT model_id, name, split, lineage_path, max_value, min_value, count FROM metric_summaries")
         }
-        #expect(summaries.map { "\($0[0] as Int) \($0[1] as String) \($0[2] as String) \($0[3] as String) \($0[4] as Double) \($0[5] as Double) \($0[6] as Int)" }
-            == ["3 accuracy val /1/3/ 0.9 0.6 2"])
+        #expect(
+            summaries.map {
+                "\($0[0] as Int) \($0[1] as String) \($0[2] as String) \($0[3] as String) \($0[4] as Double) \($0[5] as Double) \($0[6] as Int)"
+            }
+                == ["3 accuracy val /1/3/ 0.9 0.6 2"])
         #expect(try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base"))).checkpoint.ref == "a@2")
         #expect(try await registry.verify().lineageProblems == [])
         // The views read them: parents, relations and counts as recorded.
         let lineage = try await registry.lineage(ModelName("base"))
-        #expect(lineage.descendants.map { "\($0.name) \($0.parent ?? "-") \($0.relation?.rawValue ?? "-") \($0.depth) \($0.checkpoints)" }
-            == ["a base@1 finetune 1 2", "a1 a@2 distillation 2 0", "b base@2 finetune 1 0"])
+        #expect(
+            lineage.descendants.map { "\($0.name) \($0.parent ?? "-") \($0.relation?.rawValue ?? "-") \($0.depth) \($0.checkpoints)" }
+                == ["a base@1 finetune 1 2", "a1 a@2 distillation 2 0", "b base@2 finetune 1 0"])
         #expect(try await registry.lineage(ModelName("a1")).ancestors.map(\.name) == ["a", "base"])
         #expect(try await registry.lineage(ModelName("other")).descendants.isEmpty)
         // The counts follow checkpoints in and out (triggers).

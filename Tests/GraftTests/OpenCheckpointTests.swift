@@ -1,12 +1,13 @@
 import Foundation
+import GRDB
+import GraftTestSupport
+import SafeTensors
+import Testing
+
 @testable import Graft
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
-import GraftTestSupport
-import GRDB
-import SafeTensors
-import Testing
 
 @Suite("Checkpoints opened in place")
 struct OpenCheckpointTests {
@@ -106,7 +107,9 @@ struct MemoryImportTests {
         let again = try await test.registry.addBase(name: ModelName("file"), file: file)
         #expect(again.digest == result.digest && again.bytesStored == 0)
 
-        _ = try await test.registry.createStudent(name: ModelName("s"), from: Reference(parsing: "mem@1"), manifest: .rules([ManifestRule(.freeze, "features")], freezeThrough: nil))
+        _ = try await test.registry.createStudent(
+            name: ModelName("s"), from: Reference(parsing: "mem@1"),
+            manifest: .rules([ManifestRule(.freeze, "features")], freezeThrough: nil))
         var drifted = tensors
         let index = drifted.firstIndex { $0.name == "features.0.weight" }!
         drifted[index].bytes[0] ^= 1
@@ -117,7 +120,8 @@ struct MemoryImportTests {
         var tuned = tensors
         let head = tuned.firstIndex { $0.name == "classifier.weight" }!
         tuned[head].bytes[0] ^= 1
-        let committed = try await test.registry.addCheckpoint(model: ModelName("s"), input: try SafeTensorsMemory(tuned, metadata: metadata), step: 7)
+        let committed = try await test.registry.addCheckpoint(
+            model: ModelName("s"), input: try SafeTensorsMemory(tuned, metadata: metadata), step: 7)
         #expect(committed.checkpoint == "s@1" && committed.bytesStored == tuned[head].bytes.count)
         #expect { try SafeTensorsMemory([TensorData(name: "w", dtype: .f32, shape: [3], bytes: [0, 0, 0, 0])]) } throws: { error in
             if case SafeTensorsError.dataLengthMismatch = error { true } else { false }

@@ -1,11 +1,12 @@
 import Foundation
+import GraftTestSupport
+import SafeTensors
+import Testing
+
 @testable import Graft
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
-import GraftTestSupport
-import SafeTensors
-import Testing
 
 /// Documented policies that a mutation of the code once broke without any test noticing:
 /// checkpoint advisories reaching students, best's tie-break order, manifest rule priorities.
@@ -23,12 +24,15 @@ private func branches() async throws -> TestRegistry {
         _ = try await r.createStudent(name: ModelName(name), from: Reference(parsing: "base@1"), manifest: .rules([], freezeThrough: nil))
     }
     for value in ["0.91", "0.92", "0.93"] {
-        _ = try await r.addCheckpoint(model: ModelName("s"), file: file, metrics: [try MetricAssignment(parsing: "accuracy=\(value)")], split: "val")
+        _ = try await r.addCheckpoint(
+            model: ModelName("s"), file: file, metrics: [try MetricAssignment(parsing: "accuracy=\(value)")], split: "val")
     }
-    _ = try await r.addCheckpoint(model: ModelName("other"), file: file, metrics: [try MetricAssignment(parsing: "accuracy=0.10")], split: "val")
+    _ = try await r.addCheckpoint(
+        model: ModelName("other"), file: file, metrics: [try MetricAssignment(parsing: "accuracy=0.10")], split: "val")
     for (name, parent, value) in [("from1", "s@1", "0.50"), ("from2", "s@2", "0.60"), ("grand", "from2@1", "0.99")] {
         _ = try await r.createStudent(name: ModelName(name), from: Reference(parsing: parent), manifest: .rules([], freezeThrough: nil))
-        _ = try await r.addCheckpoint(model: ModelName(name), file: file, metrics: [try MetricAssignment(parsing: "accuracy=\(value)")], split: "val")
+        _ = try await r.addCheckpoint(
+            model: ModelName(name), file: file, metrics: [try MetricAssignment(parsing: "accuracy=\(value)")], split: "val")
     }
     return test
 }
@@ -56,7 +60,8 @@ func expectGraftError<T>(
 
 @Suite("Policies: checkpoint advisories, tie-breaks, rule priorities")
 struct PolicyTests {
-    @Test("an advisory on checkpoint s@2 reaches the students derived from s@2 and theirs — affected, lineage flags, best — and no one else")
+    @Test(
+        "an advisory on checkpoint s@2 reaches the students derived from s@2 and theirs — affected, lineage flags, best — and no one else")
     func checkpointAdvisoryReaches() async throws {
         let test = try await branches()
         let r = test.registry
@@ -76,7 +81,10 @@ struct PolicyTests {
         let flags = Dictionary(uniqueKeysWithValues: whole.descendants.map { ($0.name, $0.advisories) })
         #expect(flags == ["s": ["CKPT-2@2"], "from1": [], "from2": ["CKPT-2"], "grand": ["CKPT-2"], "other": []])
         let down = try await r.lineage(ModelName("s"), parts: .descendants)
-        #expect(Dictionary(uniqueKeysWithValues: down.descendants.map { ($0.name, $0.advisories) }) == ["from1": [], "from2": ["CKPT-2"], "grand": ["CKPT-2"]])
+        #expect(
+            Dictionary(uniqueKeysWithValues: down.descendants.map { ($0.name, $0.advisories) }) == [
+                "from1": [], "from2": ["CKPT-2"], "grand": ["CKPT-2"],
+            ])
         let up = try await r.lineage(ModelName("grand"), parts: .ancestors)
         #expect(up.model.advisories == ["CKPT-2"])
         #expect(up.ancestors.map(\.advisories) == [["CKPT-2"], ["CKPT-2@2"], []])
@@ -90,8 +98,12 @@ struct PolicyTests {
         #expect(best.checkpoint.ref == "s@3")
         best = try await r.best(metric: "accuracy", direction: .min, split: "val", scope: .model(ModelName("s")))
         #expect(best.checkpoint.ref == "s@1" && best.excludedFlagged == 1)
-        await expectGraftError("allCandidatesFlagged") { try await r.best(metric: "accuracy", split: "val", scope: .under(ModelName("from2"))) }
-        await expectGraftError("allCandidatesFlagged") { try await r.best(metric: "accuracy", split: "val", scope: .model(ModelName("grand"))) }
+        await expectGraftError("allCandidatesFlagged") {
+            try await r.best(metric: "accuracy", split: "val", scope: .under(ModelName("from2")))
+        }
+        await expectGraftError("allCandidatesFlagged") {
+            try await r.best(metric: "accuracy", split: "val", scope: .model(ModelName("grand")))
+        }
         #expect(try await r.best(metric: "accuracy", split: "val", scope: .model(ModelName("from1"))).checkpoint.ref == "from1@1")
         #expect(try await r.best(metric: "accuracy", split: "val", includeFlagged: true).checkpoint.ref == "grand@1")
 
@@ -101,7 +113,9 @@ struct PolicyTests {
         #expect(try await r.best(metric: "accuracy", split: "val").checkpoint.ref == "grand@1")
     }
 
-    @Test("best: ties go to the earliest model name (not the first created), then the lowest checkpoint number — registry-wide, --under and --model")
+    @Test(
+        "best: ties go to the earliest model name (not the first created), then the lowest checkpoint number — registry-wide, --under and --model"
+    )
     func tieBreaks() async throws {
         let test = try await TestRegistry()
         let r = test.registry
@@ -109,17 +123,18 @@ struct PolicyTests {
         _ = try await r.addBase(name: ModelName("root"), file: file)
         // Created in the order zeta, mid, alpha: name order is the reverse of creation order.
         for name in ["zeta", "mid", "alpha"] {
-            _ = try await r.createStudent(name: ModelName(name), from: Reference(parsing: "root@1"), manifest: .rules([], freezeThrough: nil))
+            _ = try await r.createStudent(
+                name: ModelName(name), from: Reference(parsing: "root@1"), manifest: .rules([], freezeThrough: nil))
         }
         func commit(_ model: String, _ value: String) async throws {
             _ = try await r.addCheckpoint(model: ModelName(model), file: file, metrics: [try MetricAssignment(parsing: "score=\(value)")])
         }
-        try await commit("zeta", "0.5")   // zeta@1
-        try await commit("zeta", "0.9")   // zeta@2
-        try await commit("mid", "0.2")    // mid@1
+        try await commit("zeta", "0.5")  // zeta@1
+        try await commit("zeta", "0.9")  // zeta@2
+        try await commit("mid", "0.2")  // mid@1
         try await commit("alpha", "0.9")  // alpha@1
         try await commit("alpha", "0.9")  // alpha@2
-        try await commit("mid", "0.9")    // mid@2
+        try await commit("mid", "0.9")  // mid@2
         let maxed = [("all", BestScope.all), ("under", .under(try ModelName("root")))]
         for (label, scope) in maxed {
             let best = try await r.best(metric: "score", direction: .max, scope: scope)
@@ -154,17 +169,25 @@ struct PolicyTests {
         let expected: [ManifestRule.Action: TensorState] = [.freeze: .frozen, .train: .trainable, .reinit: .new, .drop: .dropped]
         for (i, lower) in order.enumerated() {
             for higher in order[(i + 1)...] {
-                for rules in [[ManifestRule(lower, "classifier"), ManifestRule(higher, "classifier")], [ManifestRule(higher, "classifier"), ManifestRule(lower, "classifier")]] {
+                for rules in [
+                    [ManifestRule(lower, "classifier"), ManifestRule(higher, "classifier")],
+                    [ManifestRule(higher, "classifier"), ManifestRule(lower, "classifier")],
+                ] {
                     #expect(try state(rules) == expected[higher], "\(higher) must beat \(lower)")
                 }
             }
         }
         // A glob against a plain prefix with as many literal characters (`features.1*` and
         // `features.1`: ten each) is a tie, settled by the action — train beats freeze either way.
-        #expect(try state([ManifestRule(.freeze, "features.1*"), ManifestRule(.train, "features.1")], of: "features.1.running_mean") == .trainable)
-        #expect(try state([ManifestRule(.train, "features.1*"), ManifestRule(.freeze, "features.1")], of: "features.1.running_mean") == .trainable)
+        #expect(
+            try state([ManifestRule(.freeze, "features.1*"), ManifestRule(.train, "features.1")], of: "features.1.running_mean")
+                == .trainable)
+        #expect(
+            try state([ManifestRule(.train, "features.1*"), ManifestRule(.freeze, "features.1")], of: "features.1.running_mean")
+                == .trainable)
         // More literal characters win over the action's rank.
-        #expect(try state([ManifestRule(.drop, "features.1*"), ManifestRule(.freeze, "features.1.weight")], of: "features.1.weight") == .frozen)
+        #expect(
+            try state([ManifestRule(.drop, "features.1*"), ManifestRule(.freeze, "features.1.weight")], of: "features.1.weight") == .frozen)
         #expect(try state([ManifestRule(.freeze, "features.1*")], of: "features.10.weight") == .frozen)
     }
 }

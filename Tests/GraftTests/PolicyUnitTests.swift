@@ -1,7 +1,8 @@
 import Foundation
-@testable import GraftCore
 import SafeTensors
 import Testing
+
+@testable import GraftCore
 
 // The core's policies on plain values: no registry, no database, no files. Each test names the
 // rule it pins; the registry-level tests (PolicyTests, LineageTests) check the same rules
@@ -35,7 +36,9 @@ struct ManifestEnforcementTests {
 
     @Test("a conforming header: frozen tensors are listed for hashing, re-initialised and unknown ones are new")
     func conforming() {
-        let tensors = [tensor("features.0.weight"), tensor("features.1.weight", .f16, [9]), tensor("new_head.weight", .f32, [5]), tensor("extra")]
+        let tensors = [
+            tensor("features.0.weight"), tensor("features.1.weight", .f16, [9]), tensor("new_head.weight", .f32, [5]), tensor("extra"),
+        ]
         let plan = ManifestEnforcement.plan(rules, tensors: tensors)
         #expect(plan.violations == [])
         #expect(plan.frozen == [0], "only the frozen tensor, by its index in the header")
@@ -45,11 +48,12 @@ struct ManifestEnforcementTests {
     @Test("every offending tensor is named at once: dropped present, frozen and trainable missing, frozen retyped")
     func violations() {
         let retyped = ManifestEnforcement.plan(rules, tensors: [tensor("features.0.weight", .f16), tensor("head.weight")])
-        #expect(retyped.violations == [
-            "features.0.weight: frozen, but its type changed (F32 [2] → F16 [2])",
-            "features.1.weight: trainable, but missing",
-            "head.weight: dropped, but present",
-        ])
+        #expect(
+            retyped.violations == [
+                "features.0.weight: frozen, but its type changed (F32 [2] → F16 [2])",
+                "features.1.weight: trainable, but missing",
+                "head.weight: dropped, but present",
+            ])
         #expect(retyped.frozen == [], "a retyped frozen tensor is a violation, not something to hash")
         let missing = ManifestEnforcement.plan(rules, tensors: [tensor("features.1.weight")])
         #expect(missing.violations == ["features.0.weight: frozen, but missing"])
@@ -98,7 +102,9 @@ struct AdvisoryInheritanceTests {
 
     @Test("what the root inherits from above reaches its whole subtree")
     func inheritedFromAbove() {
-        let flags = AdvisoryInheritance.propagate(Array(tree[3...]), root: 3, inherited: ["ADV-up"], open: [OpenAdvisory(id: "ADV-up", model: 99, checkpoint: nil, ancestry: [99])])
+        let flags = AdvisoryInheritance.propagate(
+            Array(tree[3...]), root: 3, inherited: ["ADV-up"],
+            open: [OpenAdvisory(id: "ADV-up", model: 99, checkpoint: nil, ancestry: [99])])
         #expect(flags == [3: ["ADV-up"], 5: ["ADV-up"], 6: ["ADV-up"]])
     }
 
@@ -114,8 +120,9 @@ struct AdvisoryInheritanceTests {
             OpenAdvisory(id: "on-b11", model: 6, checkpoint: nil, ancestry: [1, 3, 5, 6]),
             OpenAdvisory(id: "on-b11@60", model: 6, checkpoint: 60, ancestry: [1, 3, 5, 6]),
         ]
-        #expect(AdvisoryInheritance.inherited(chain: chain, open: open) == ["on-base", "on-base@11", "on-b11"],
-                "not @10 (a's parent checkpoint), not a's, not b11's own checkpoint advisory")
+        #expect(
+            AdvisoryInheritance.inherited(chain: chain, open: open) == ["on-base", "on-base@11", "on-b11"],
+            "not @10 (a's parent checkpoint), not a's, not b11's own checkpoint advisory")
         #expect(AdvisoryInheritance.inherited(chain: chain, open: []) == [])
         // Each ancestor's flags, folded from the root down: b1 and b inherit base's and @11.
         let folded = AdvisoryInheritance.ancestorFlags(chain: chain, open: open)
@@ -142,14 +149,17 @@ struct BestSelectionTests {
     private func candidate(_ model: String, _ number: Int, _ value: Double) -> RankedCandidate {
         RankedCandidate(
             checkpoint: CheckpointSummary(
-                model: ModelName(trusted: model), number: number, ref: "\(model)@\(number)", digest: digest(model), tensorCount: 1, parameterCount: 1,
+                model: ModelName(trusted: model), number: number, ref: "\(model)@\(number)", digest: digest(model), tensorCount: 1,
+                parameterCount: 1,
                 fileBytes: 1, step: nil, epoch: nil, metadata: [:], createdAt: ""),
             value: value)
     }
 
     @Test("by value in the direction; ties to the earliest name in binary order, then the lowest number")
     func order() {
-        let candidates = [candidate("b", 1, 0.9), candidate("a", 2, 0.9), candidate("a", 1, 0.9), candidate("B", 3, 0.9), candidate("c", 1, 0.5)]
+        let candidates = [
+            candidate("b", 1, 0.9), candidate("a", 2, 0.9), candidate("a", 1, 0.9), candidate("B", 3, 0.9), candidate("c", 1, 0.5),
+        ]
         let best = BestSelection.choose(candidates, direction: .max) { _ in false }
         #expect(best.winner?.checkpoint.ref == "B@3", "uppercase sorts before lowercase in binary order")
         #expect(BestSelection.choose(candidates, direction: .min) { _ in false }.winner?.checkpoint.ref == "c@1")
@@ -169,8 +179,10 @@ struct BestSelectionTests {
 
     @Test("per-model leaders: the top value among unflagged models, every model reaching it, counts of all")
     func leaders() {
-        let models = [ModelBest(model: 1, value: 0.8, count: 3), ModelBest(model: 2, value: 0.9, count: 2), ModelBest(model: 3, value: 0.9, count: 1),
-                      ModelBest(model: 4, value: 0.95, count: 4)]
+        let models = [
+            ModelBest(model: 1, value: 0.8, count: 3), ModelBest(model: 2, value: 0.9, count: 2), ModelBest(model: 3, value: 0.9, count: 1),
+            ModelBest(model: 4, value: 0.95, count: 4),
+        ]
         let ranked = BestSelection.leaders(models, direction: .max) { $0 == 4 }
         #expect(ranked.top == 0.9 && ranked.leaders == [2, 3] && ranked.candidates == 10 && ranked.excluded == 4)
         let lowest = BestSelection.leaders(models, direction: .min) { _ in false }
@@ -196,7 +208,8 @@ struct DirectionInferenceTests {
     @Test(
         "names that only contain those letters inside a word maximise",
         arguments: [
-            "answer_accuracy", "cancer_auc", "apple_acc", "accuracy", "val/accuracy", "f1", "bleu", "losslessness", "errand_rate", "fidelity",
+            "answer_accuracy", "cancer_auc", "apple_acc", "accuracy", "val/accuracy", "f1", "bleu", "losslessness", "errand_rate",
+            "fidelity",
             "mser", "Answer", "lossy_psnr", "",
         ])
     func maximised(_ metric: String) {
@@ -214,7 +227,9 @@ struct DirectionInferenceTests {
 
 @Suite("Policy: glob patterns (as fnmatch with no flags)")
 struct GlobTests {
-    private func matches(_ pattern: String, _ text: String) -> Bool { Glob.matches(Array(pattern.unicodeScalars), Array(text.unicodeScalars)) }
+    private func matches(_ pattern: String, _ text: String) -> Bool {
+        Glob.matches(Array(pattern.unicodeScalars), Array(text.unicodeScalars))
+    }
 
     @Test("wildcards, sets, ranges, negation and escapes")
     func cases() {

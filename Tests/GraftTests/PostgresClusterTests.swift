@@ -12,10 +12,14 @@ struct PostgresClusterTests {
         let cluster = try PostgresCluster()
         defer { cluster.stop() }
         #expect(cluster.url(database: "graft") == "postgresql://postgres@127.0.0.1:\(cluster.port)/graft")
-        #expect(try cluster.psql("SELECT current_setting('listen_addresses') || ' ' || current_setting('port') || ' ' || current_setting('fsync')")
-            == "127.0.0.1 \(cluster.port) off\n")
+        #expect(
+            try cluster.psql(
+                "SELECT current_setting('listen_addresses') || ' ' || current_setting('port') || ' ' || current_setting('fsync')")
+                == "127.0.0.1 \(cluster.port) off\n")
         try cluster.psql("CREATE DATABASE graft")
-        try cluster.psql("CREATE TABLE t (id integer PRIMARY KEY, name text NOT NULL); INSERT INTO t VALUES (1, 'teacher'), (2, 'student')", database: "graft")
+        try cluster.psql(
+            "CREATE TABLE t (id integer PRIMARY KEY, name text NOT NULL); INSERT INTO t VALUES (1, 'teacher'), (2, 'student')",
+            database: "graft")
         #expect(try cluster.psql("SELECT name FROM t ORDER BY id", database: "graft") == "teacher\nstudent\n")
         let directory = cluster.directory
         cluster.stop()

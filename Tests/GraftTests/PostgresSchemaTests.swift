@@ -1,8 +1,9 @@
 import Foundation
-@testable import GraftCore
-@testable import GraftPostgres
 import GraftTestSupport
 import Testing
+
+@testable import GraftCore
+@testable import GraftPostgres
 
 /// migrations/postgres/0001_initial.sql on a throwaway cluster: it applies, and the derived data
 /// the PostgreSQL store will lean on (issue 14) is kept by the database itself — checkpoint
@@ -23,12 +24,15 @@ struct PostgresSchemaTests {
     func derivedData() throws {
         let cluster = try cluster()
         defer { cluster.stop() }
-        @discardableResult func sql(_ text: String) throws -> String { try cluster.psql(text, database: "graft").trimmingCharacters(in: .newlines) }
+        @discardableResult func sql(_ text: String) throws -> String {
+            try cluster.psql(text, database: "graft").trimmingCharacters(in: .newlines)
+        }
         let base = try sql("INSERT INTO models (name, kind, created_at, lineage) VALUES ('base', 'base', 't', '{}') RETURNING id")
         try sql("UPDATE models SET lineage = ARRAY[id] WHERE id = \(base)")
         let digest = String(repeating: "a", count: 64)
         try sql("INSERT INTO blobs VALUES ('\(digest)', 1, '\\x01', 't')")
-        let checkpoint = try sql("""
+        let checkpoint = try sql(
+            """
             INSERT INTO checkpoints (model_id, number, digest, header, header_digest, tensor_count, parameter_count, data_bytes, file_bytes, created_at)
             VALUES (\(base), 1, '\(digest)', '\\x00', '\(digest)', 1, 1, 1, 9, 't') RETURNING id
             """)
@@ -37,25 +41,35 @@ struct PostgresSchemaTests {
         var ids = [base]
         for (name, parent) in [("kid", base), ("grandkid", "")] {
             let from = parent.isEmpty ? ids.last! : parent
-            let id = try sql("""
+            let id = try sql(
+                """
                 INSERT INTO models (name, kind, created_at, relation, transfer_mode, parent_checkpoint_id, parent_checkpoint_number, lineage)
                 SELECT '\(name)', 'student', 't', 'finetune', 'feature-extraction', \(checkpoint), 1, lineage FROM models WHERE id = \(from) RETURNING id
                 """)
             try sql("UPDATE models SET lineage = lineage || id WHERE id = \(id)")
             ids.append(id)
         }
-        #expect(try sql("SELECT string_agg(name, ',' ORDER BY name) FROM models WHERE lineage @> ARRAY[\(ids[1])::bigint]") == "grandkid,kid")
-        #expect(try sql("SELECT string_agg(name, ',' ORDER BY name) FROM models WHERE lineage @> ARRAY[\(base)::bigint]") == "base,grandkid,kid")
-        #expect(try sql("SELECT string_agg(m.name, ',' ORDER BY a.n) FROM unnest((SELECT lineage FROM models WHERE name = 'grandkid')) WITH ORDINALITY a(id, n) JOIN models m ON m.id = a.id")
-            == "base,kid,grandkid")
+        #expect(
+            try sql("SELECT string_agg(name, ',' ORDER BY name) FROM models WHERE lineage @> ARRAY[\(ids[1])::bigint]") == "grandkid,kid")
+        #expect(
+            try sql("SELECT string_agg(name, ',' ORDER BY name) FROM models WHERE lineage @> ARRAY[\(base)::bigint]") == "base,grandkid,kid"
+        )
+        #expect(
+            try sql(
+                "SELECT string_agg(m.name, ',' ORDER BY a.n) FROM unnest((SELECT lineage FROM models WHERE name = 'grandkid')) WITH ORDINALITY a(id, n) JOIN models m ON m.id = a.id"
+            )
+                == "base,kid,grandkid")
         // Metric summaries follow inserts, updates and deletes.
-        let second = try sql("""
+        let second = try sql(
+            """
             INSERT INTO checkpoints (model_id, number, digest, header, header_digest, tensor_count, parameter_count, data_bytes, file_bytes, created_at)
             VALUES (\(base), 2, '\(digest)', '\\x00', '\(digest)', 1, 1, 1, 9, 't') RETURNING id
             """)
         #expect(try sql("SELECT checkpoint_count FROM models WHERE id = \(base)") == "2")
         try sql("INSERT INTO metrics VALUES (\(checkpoint), \(base), 'acc', 'val', 0.5, 't'), (\(second), \(base), 'acc', 'val', 0.9, 't')")
-        #expect(try sql("SELECT max_value || ' ' || min_value || ' ' || count || ' ' || lineage::text FROM metric_summaries") == "0.9 0.5 2 {\(base)}")
+        #expect(
+            try sql("SELECT max_value || ' ' || min_value || ' ' || count || ' ' || lineage::text FROM metric_summaries")
+                == "0.9 0.5 2 {\(base)}")
         try sql("UPDATE metrics SET value = 0.1 WHERE checkpoint_id = \(second)")
         #expect(try sql("SELECT max_value || ' ' || min_value FROM metric_summaries") == "0.5 0.1")
         try sql("DELETE FROM metrics WHERE checkpoint_id = \(second)")
@@ -84,7 +98,9 @@ struct PostgresSchemaTests {
         }
         let hash = { (byte: String) in "decode(repeat('\(byte)', 32), 'hex')" }
         try sql("INSERT INTO tokens (name, secret_hash, scope, created_at) VALUES ('ci', \(hash("01")), 'write', 't')")
-        #expect(throws: (any Error).self) { try sql("INSERT INTO tokens (name, secret_hash, scope, created_at) VALUES ('ci', \(hash("02")), 'write', 't')") }
+        #expect(throws: (any Error).self) {
+            try sql("INSERT INTO tokens (name, secret_hash, scope, created_at) VALUES ('ci', \(hash("02")), 'write', 't')")
+        }
         try sql("UPDATE tokens SET revoked_at = 't' WHERE name = 'ci'")
         try sql("INSERT INTO tokens (name, secret_hash, scope, created_at) VALUES ('ci', \(hash("02")), 'write', 't')")
         #expect(try sql("SELECT count(*) FROM tokens WHERE name = 'ci'") == "2\n")
@@ -135,6 +151,8 @@ struct PostgresMigrationTests {
         #expect(statements[0].hasSuffix("DEFAULT 'it''s; fine')"))
         #expect(statements[1].hasSuffix("END $$") && statements[1].contains("RETURN NEW; -- inside the body"))
         #expect(statements[2].hasSuffix("$body$ SELECT 1; $body$"))
-        #expect(SQLStatements.split(try! String(contentsOfFile: packageRoot + "/migrations/postgres/0001_initial.sql", encoding: .utf8)).count > 20)
+        #expect(
+            SQLStatements.split(try! String(contentsOfFile: packageRoot + "/migrations/postgres/0001_initial.sql", encoding: .utf8)).count
+                > 20)
     }
 }

@@ -24,7 +24,8 @@ struct ReadmeExampleTests {
         let tensors = [TensorData(name: "head.weight", dtype: .f32, shape: [2], bytes: [UInt8](repeating: 0, count: 8))]
         _ = try await registry.addBase(name: try ModelName("tiny"), input: try SafeTensorsMemory(tensors, metadata: ["format": "pt"]))
         // --- end of the example ---
-        #expect(FileManager.default.contentsEqual(atPath: directory.file("copy.safetensors"), andPath: directory.file("resnet18.safetensors")))
+        #expect(
+            FileManager.default.contentsEqual(atPath: directory.file("copy.safetensors"), andPath: directory.file("resnet18.safetensors")))
         #expect(try await registry.checkpoints(of: ModelName("tiny")).map(\.ref) == ["tiny@1"])
     }
 }

@@ -1,10 +1,11 @@
 import Foundation
+import GraftTestSupport
+import Testing
+
 @testable import Graft
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
-import GraftTestSupport
-import Testing
 
 @Suite("Names and references")
 struct NameTests {
@@ -35,7 +36,9 @@ struct NameTests {
         #expect(try Reference(parsing: "m@3").description == "m@3")
     }
 
-    @Test("bad references are refused", arguments: ["m@0", "m@", "m@-1", "m@a/b", "@3", "sha256:0123", "sha256:0123456789AB", "sha256:xyz456789abcd", "../m@1", "m@1@2"])
+    @Test(
+        "bad references are refused",
+        arguments: ["m@0", "m@", "m@-1", "m@a/b", "@3", "sha256:0123", "sha256:0123456789AB", "sha256:xyz456789abcd", "../m@1", "m@1@2"])
     func badReferences(_ text: String) {
         // A bad name part is refused as a name; anything else as a reference.
         let expected = text.hasPrefix("@") || text.hasPrefix("..") ? "invalidName" : "invalidReference"
@@ -55,7 +58,10 @@ struct NameTests {
     @Test("numeric-aware ordering puts layer.2 before layer.10")
     func numericOrder() {
         let names = ["layer.10.weight", "layer.2.weight", "layer.1.bias", "classifier", "layer.02.x", "layer.2"]
-        #expect(names.sorted(by: numericAwareLess) == ["classifier", "layer.1.bias", "layer.2", "layer.2.weight", "layer.02.x", "layer.10.weight"])
+        #expect(
+            names.sorted(by: numericAwareLess) == [
+                "classifier", "layer.1.bias", "layer.2", "layer.2.weight", "layer.02.x", "layer.10.weight",
+            ])
     }
 }
 

@@ -1,12 +1,13 @@
 import Foundation
+import GRDB
+import GraftTestSupport
+import SafeTensors
+import Testing
+
 @testable import Graft
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
-import GraftTestSupport
-import GRDB
-import SafeTensors
-import Testing
 
 @Suite("Registry: create, import, export")
 struct RegistryTests {
@@ -16,7 +17,9 @@ struct RegistryTests {
         let root = directory.file("nested/registry")
         let (registry, created) = try await Registry.create(at: root)
         #expect(created)
-        for path in [registry.layout.database, registry.layout.sha256, registry.layout.tmp] { #expect(FileManager.default.fileExists(atPath: path)) }
+        for path in [registry.layout.database, registry.layout.sha256, registry.layout.tmp] {
+            #expect(FileManager.default.fileExists(atPath: path))
+        }
         let again = try await Registry.create(at: root)
         #expect(!again.created)
         _ = try await Registry.open(at: root)
@@ -66,7 +69,10 @@ struct RegistryTests {
         let path = try test.writeBase()
         let size = try fileBytes(path).count
         let first = try await test.registry.addBase(
-            name: ModelName("cnn"), file: path, provenance: Provenance(source: "https://example.org/cnn", license: "mit", dataset: "fashion-mnist", architecture: "cnn-small", task: "classification"))
+            name: ModelName("cnn"), file: path,
+            provenance: Provenance(
+                source: "https://example.org/cnn", license: "mit", dataset: "fashion-mnist", architecture: "cnn-small",
+                task: "classification"))
         #expect(first.checkpoint == "cnn@1")
         #expect(first.tensors == 11)
         #expect(first.parameters == baseTensors(seed: 1).reduce(0) { $0 + $1.bytes.count / ($1.dtype == .i64 ? 8 : 4) })
@@ -122,7 +128,12 @@ struct RegistryTests {
         let tensors = randomTensors(dtypes: [.f32, .bf16, .f16, .i64, .u8, .f8e4m3], seed: 9)
         let spec: [String: Any] = [
             "metadata": ["format": "pt"],
-            "tensors": tensors.map { ["name": $0.name, "dtype": $0.dtype.rawValue, "shape": $0.shape, "hex": $0.bytes.map { String(format: "%02x", $0) }.joined()] },
+            "tensors": tensors.map {
+                [
+                    "name": $0.name, "dtype": $0.dtype.rawValue, "shape": $0.shape,
+                    "hex": $0.bytes.map { String(format: "%02x", $0) }.joined(),
+                ]
+            },
         ]
         let specPath = test.directory.file("spec.json")
         try JSONSerialization.data(withJSONObject: spec).write(to: URL(fileURLWithPath: specPath))
@@ -180,7 +191,8 @@ struct RegistryTests {
     @Test("a missing input file is an input error, and nothing is written")
     func missingInput() async throws {
         let test = try await TestRegistry()
-        await #expect { _ = try await test.registry.addBase(name: ModelName("x"), file: test.directory.file("nope.safetensors")) } throws: { error in
+        await #expect { _ = try await test.registry.addBase(name: ModelName("x"), file: test.directory.file("nope.safetensors")) } throws: {
+            error in
             if case GraftError.cannotReadInput = error { true } else { false }
         }
         #expect(try test.rows("SELECT count(*) FROM models") == 0)
@@ -204,10 +216,15 @@ struct RegistryTests {
     @Test("commits are synchronous=FULL by default; a relaxed bulk load uses NORMAL")
     func durability() async throws {
         let test = try await TestRegistry()
-        #expect(try await (test.registry.metadata as! SQLiteMetadataStore).pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
+        #expect(
+            try await (test.registry.metadata as! SQLiteMetadataStore).pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+                == 2)
         let relaxed = try await Registry.open(at: test.root, durability: .relaxed)
-        #expect(try await (relaxed.metadata as! SQLiteMetadataStore).pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)
-        #expect(try await (relaxed.metadata as! SQLiteMetadataStore).pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
+        #expect(
+            try await (relaxed.metadata as! SQLiteMetadataStore).pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)
+        #expect(
+            try await (relaxed.metadata as! SQLiteMetadataStore).pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
+                == "wal")
     }
 
     @Test("stats: logical is the sum of file sizes, physical counts each blob once")

@@ -1,18 +1,21 @@
 import Foundation
+import GraftTestSupport
+import SafeTensors
+import Synchronization
+import Testing
+
 @testable import Graft
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
-import GraftTestSupport
-import SafeTensors
-import Testing
 
 /// A base and a student with three checkpoints, each changing the student's features.4 and
 /// classifier; epoch metrics `acc` 0.5, 0.9, 0.7.
 private func family(_ t: TestRegistry) async throws -> (base: ModelName, student: ModelName) {
     let base = try ModelName("base"), student = try ModelName("student")
     _ = try await t.registry.addBase(name: base, file: try t.writeBase())
-    _ = try await t.registry.createStudent(name: student, from: try Reference(parsing: "base@1"), manifest: .rules([ManifestRule(.freeze, "features.0")], freezeThrough: nil))
+    _ = try await t.registry.createStudent(
+        name: student, from: try Reference(parsing: "base@1"), manifest: .rules([ManifestRule(.freeze, "features.0")], freezeThrough: nil))
     for (index, accuracy) in [0.5, 0.9, 0.7].enumerated() {
         var tensors = baseTensors(seed: 1)
         let changed = baseTensors(seed: UInt64(50 + index))
@@ -35,7 +38,8 @@ struct RetentionTests {
     func prune() async throws {
         let t = try await TestRegistry()
         let (_, student) = try await family(t)
-        _ = try await t.registry.createStudent(name: try ModelName("grandchild"), from: try Reference(parsing: "student@1"), manifest: .rules([], freezeThrough: nil))
+        _ = try await t.registry.createStudent(
+            name: try ModelName("grandchild"), from: try Reference(parsing: "student@1"), manifest: .rules([], freezeThrough: nil))
         let dry = try await t.registry.prune(student, keepLast: 0, keepBest: 1, metric: "acc", dryRun: true)
         #expect(dry.checkpoints == ["student@3"] && dry.bytesFreed == perCheckpointBytes)
         #expect(try await t.registry.checkpoints(of: student).count == 3)
@@ -58,7 +62,8 @@ struct RetentionTests {
         let t = try await TestRegistry()
         let (base, student) = try await family(t)
         _ = try await t.registry.tag(try Reference(parsing: "student@2"), alias: "prod")
-        _ = try await t.registry.createStudent(name: try ModelName("child"), from: try Reference(parsing: "student@3"), manifest: .rules([], freezeThrough: nil))
+        _ = try await t.registry.createStudent(
+            name: try ModelName("child"), from: try Reference(parsing: "student@3"), manifest: .rules([], freezeThrough: nil))
         for (reference, reason) in [("base@1", "students derive from it"), ("student@2", "student@prod"), ("student@3", "child")] {
             await #expect { try await t.registry.removeCheckpoint(try Reference(parsing: reference)) } throws: { error in
                 guard case GraftError.protected(_, let reasons) = error else { return false }
@@ -76,7 +81,9 @@ struct RetentionTests {
     func removeModel() async throws {
         let t = try await TestRegistry()
         let (base, _) = try await family(t)
-        await #expect { try await t.registry.removeModel(base) } throws: { "\($0)".contains("student") && "\($0)".contains("descendant(s)") && !"\($0)".contains("--") }
+        await #expect { try await t.registry.removeModel(base) } throws: {
+            "\($0)".contains("student") && "\($0)".contains("descendant(s)") && !"\($0)".contains("--")
+        }
         let dry = try await t.registry.removeModel(base, cascade: true, dryRun: true)
         #expect(dry.models == ["student", "base"] && dry.checkpoints.count == 4)
         #expect(try await t.registry.models().count == 2)
@@ -132,5 +139,3 @@ struct RetentionTests {
         #expect(try await t.registry.verify(readData: true).ok)
     }
 }
-
-import Synchronization

@@ -1,10 +1,11 @@
 import Foundation
-@testable import Graft
-@testable import GraftCore
 import GraftTestSupport
 import SafeTensors
 import Synchronization
 import Testing
+
+@testable import Graft
+@testable import GraftCore
 
 /// Bytes handed out a few at a time, as a pipe does; counts what was read.
 private final class Drip: ByteSource, @unchecked Sendable {
@@ -83,7 +84,8 @@ struct StreamImportTests {
             manifest: .rules([ManifestRule(.freeze, "features"), ManifestRule(.drop, "classifier")], freezeThrough: nil))
         var trained = base.filter { !$0.name.hasPrefix("classifier") }
         trained.append(TensorData(name: "head.weight", dtype: .f32, shape: [2, 512], bytes: [UInt8](repeating: 1, count: 4096)))
-        let result = try await test.registry.addCheckpoint(model: ModelName("s"), input: try SafeTensorsStream(Drip(try SafeTensorsWriter.serialize(trained), step: 1000)))
+        let result = try await test.registry.addCheckpoint(
+            model: ModelName("s"), input: try SafeTensorsStream(Drip(try SafeTensorsWriter.serialize(trained), step: 1000)))
         #expect(result.checkpoint == "s@1" && result.newTensors == ["head.weight"])
         #expect(result.bytesStored == 4096, "only the new head; the frozen features are the base's blobs")
 
@@ -92,7 +94,8 @@ struct StreamImportTests {
         let index = drifted.firstIndex { $0.name == "features.10.weight" }!
         drifted[index].bytes[0] ^= 1
         let drift = await expectGraftError("manifestViolation") {
-            try await test.registry.addCheckpoint(model: ModelName("s"), input: try SafeTensorsStream(Drip(try SafeTensorsWriter.serialize(drifted), step: 1000)))
+            try await test.registry.addCheckpoint(
+                model: ModelName("s"), input: try SafeTensorsStream(Drip(try SafeTensorsWriter.serialize(drifted), step: 1000)))
         }
         #expect("\(drift.map { "\($0)" } ?? "")".contains("features.10.weight: frozen, but changed"))
 

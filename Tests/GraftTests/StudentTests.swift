@@ -1,14 +1,16 @@
 import Foundation
-@testable import Graft
-@testable import GraftCore
-@testable import GraftLocal
-@testable import GraftSQLite
 import GraftTestSupport
 import SafeTensors
 import Testing
 
+@testable import Graft
+@testable import GraftCore
+@testable import GraftLocal
+@testable import GraftSQLite
+
 private func entry(_ name: String, _ parameters: Int = 4) -> TensorEntry {
-    TensorEntry(name: name, dtype: .f32, shape: [parameters], parameters: parameters, bytes: parameters * 4, digest: Digest.of(Array(name.utf8)))
+    TensorEntry(
+        name: name, dtype: .f32, shape: [parameters], parameters: parameters, bytes: parameters * 4, digest: Digest.of(Array(name.utf8)))
 }
 
 private let cnn = [
@@ -41,10 +43,15 @@ struct ManifestTests {
 
     @Test("--freeze-through also takes torchvision's layerN naming")
     func freezeThroughResNet() throws {
-        let resnet = ["conv1.weight", "layer1.0.conv1.weight", "layer2.1.bn1.running_mean", "layer3.0.conv2.weight", "layer4.1.conv1.weight", "layer10.x", "fc.weight"].map { entry($0) }
+        let resnet = [
+            "conv1.weight", "layer1.0.conv1.weight", "layer2.1.bn1.running_mean", "layer3.0.conv2.weight", "layer4.1.conv1.weight",
+            "layer10.x", "fc.weight",
+        ].map { entry($0) }
         let resolved = try ManifestResolver.resolve(.rules([ManifestRule(.freeze, "conv1")], freezeThrough: "layer3"), parent: resnet)
         let s = Dictionary(uniqueKeysWithValues: resolved.map { ($0.name, $0.state) })
-        #expect(s["conv1.weight"] == .frozen && s["layer1.0.conv1.weight"] == .frozen && s["layer2.1.bn1.running_mean"] == .frozen && s["layer3.0.conv2.weight"] == .frozen)
+        #expect(
+            s["conv1.weight"] == .frozen && s["layer1.0.conv1.weight"] == .frozen && s["layer2.1.bn1.running_mean"] == .frozen
+                && s["layer3.0.conv2.weight"] == .frozen)
         #expect(s["layer4.1.conv1.weight"] == .trainable && s["layer10.x"] == .trainable && s["fc.weight"] == .trainable)
     }
 
@@ -55,7 +62,10 @@ struct ManifestTests {
         let t = try states(.rules([ManifestRule(.train, "features.1")], freezeThrough: "features.10"))
         #expect(t["features.1.running_mean"] == .trainable, "a named layer beats the broader freeze-through")
         #expect(t["features.10.weight"] == .frozen)
-        let tie = try states(.rules([ManifestRule(.freeze, "classifier"), ManifestRule(.drop, "classifier"), ManifestRule(.train, "classifier")], freezeThrough: nil))
+        let tie = try states(
+            .rules(
+                [ManifestRule(.freeze, "classifier"), ManifestRule(.drop, "classifier"), ManifestRule(.train, "classifier")],
+                freezeThrough: nil))
         #expect(tie["classifier.bias"] == .dropped)
     }
 
@@ -74,7 +84,8 @@ struct ManifestTests {
 
     @Test("per-tensor declarations: unnamed parent tensors train, absent names must be new, a parent's `new` tensor is re-initialised")
     func perTensor() throws {
-        let resolved = try ManifestResolver.resolve(.perTensor(["features.0.weight": .frozen, "head.weight": .new, "classifier.bias": .new]), parent: cnn)
+        let resolved = try ManifestResolver.resolve(
+            .perTensor(["features.0.weight": .frozen, "head.weight": .new, "classifier.bias": .new]), parent: cnn)
         #expect(resolved.first { $0.name == "head.weight" }?.state == .new)
         #expect(resolved.first { $0.name == "features.0.bias" }?.state == .trainable)
         let reinit = try #require(resolved.first { $0.name == "classifier.bias" })
@@ -86,9 +97,16 @@ struct ManifestTests {
     func reinitRules() throws {
         let s = try states(.rules([ManifestRule(.reinit, "classifier"), ManifestRule(.freeze, "features")], freezeThrough: nil))
         #expect(s["classifier.weight"] == .new && s["classifier.bias"] == .new && s["features.0.weight"] == .frozen)
-        let tie = try states(.rules([ManifestRule(.reinit, "classifier"), ManifestRule(.train, "classifier"), ManifestRule(.drop, "classifier.bias")], freezeThrough: nil))
+        let tie = try states(
+            .rules(
+                [ManifestRule(.reinit, "classifier"), ManifestRule(.train, "classifier"), ManifestRule(.drop, "classifier.bias")],
+                freezeThrough: nil))
         #expect(tie["classifier.weight"] == .new && tie["classifier.bias"] == .dropped)
-        #expect(ManifestResolver.mode(of: try ManifestResolver.resolve(.rules([ManifestRule(.reinit, "classifier"), ManifestRule(.freeze, "*")], freezeThrough: nil), parent: cnn)) == .featureExtraction)
+        #expect(
+            ManifestResolver.mode(
+                of: try ManifestResolver.resolve(
+                    .rules([ManifestRule(.reinit, "classifier"), ManifestRule(.freeze, "*")], freezeThrough: nil), parent: cnn))
+                == .featureExtraction)
     }
 
     @Test("the transfer mode follows from the manifest")
@@ -96,7 +114,8 @@ struct ManifestTests {
         func mode(_ declaration: ManifestDeclaration) throws -> TransferMode {
             ManifestResolver.mode(of: try ManifestResolver.resolve(declaration, parent: cnn))
         }
-        #expect(try mode(.rules([ManifestRule(.freeze, "*"), ManifestRule(.drop, "classifier")], freezeThrough: nil)) == .featureExtraction)
+        #expect(
+            try mode(.rules([ManifestRule(.freeze, "*"), ManifestRule(.drop, "classifier")], freezeThrough: nil)) == .featureExtraction)
         #expect(try mode(.rules([ManifestRule(.freeze, "features")], freezeThrough: nil)) == .partialFinetune)
         #expect(try mode(.rules([], freezeThrough: nil)) == .fullFinetune)
     }
@@ -220,15 +239,20 @@ struct StudentTests {
     @Test("students of students: three generations, each resolved against its own parent")
     func generations() async throws {
         let test = try await setup()
-        _ = try await test.registry.createStudent(name: ModelName("g1"), from: Reference(parsing: "cnn"), manifest: .rules([ManifestRule(.freeze, "features")], freezeThrough: nil))
+        _ = try await test.registry.createStudent(
+            name: ModelName("g1"), from: Reference(parsing: "cnn"),
+            manifest: .rules([ManifestRule(.freeze, "features")], freezeThrough: nil))
         let g1 = try variant(test, "g1.safetensors") { modify(&$0, "classifier.weight") }
         _ = try await test.registry.addCheckpoint(model: ModelName("g1"), file: g1)
         let g2 = try await test.registry.createStudent(
-            name: ModelName("g2"), from: Reference(parsing: "g1@1"), relation: .distillation, manifest: .rules([ManifestRule(.freeze, "classifier")], freezeThrough: nil))
+            name: ModelName("g2"), from: Reference(parsing: "g1@1"), relation: .distillation,
+            manifest: .rules([ManifestRule(.freeze, "classifier")], freezeThrough: nil))
         #expect(g2.manifest.parent == "g1@1" && g2.manifest.relation == .distillation)
         // g2 freezes the classifier as g1 changed it: g1's version passes, the base's does not.
         _ = try await test.registry.addCheckpoint(model: ModelName("g2"), file: g1)
-        let refused = await expectGraftError("manifestViolation") { _ = try await test.registry.addCheckpoint(model: ModelName("g2"), file: try test.writeBase("orig.safetensors")) }
+        let refused = await expectGraftError("manifestViolation") {
+            _ = try await test.registry.addCheckpoint(model: ModelName("g2"), file: try test.writeBase("orig.safetensors"))
+        }
         #expect(refused?.description.contains("classifier.weight: frozen, but changed") == true, "\(String(describing: refused))")
         #expect(try await test.registry.checkpoints(of: ModelName("g2")).count == 1, "nothing written")
     }
@@ -245,13 +269,18 @@ struct StudentTests {
     func createErrors() async throws {
         let test = try await setup()
         await expectGraftError("modelExists") {
-            _ = try await test.registry.createStudent(name: ModelName("cnn"), from: Reference(parsing: "cnn"), manifest: .rules([], freezeThrough: nil))
+            _ = try await test.registry.createStudent(
+                name: ModelName("cnn"), from: Reference(parsing: "cnn"), manifest: .rules([], freezeThrough: nil))
         }
-        await #expect { _ = try await test.registry.createStudent(name: ModelName("s"), from: Reference(parsing: "cnn@5"), manifest: .rules([], freezeThrough: nil)) } throws: { error in
+        await #expect {
+            _ = try await test.registry.createStudent(
+                name: ModelName("s"), from: Reference(parsing: "cnn@5"), manifest: .rules([], freezeThrough: nil))
+        } throws: { error in
             if case GraftError.checkpointNotFound = error { true } else { false }
         }
         await expectGraftError("patternMatchesNothing") {
-            _ = try await test.registry.createStudent(name: ModelName("s"), from: Reference(parsing: "cnn"), manifest: .rules([ManifestRule(.freeze, "zzz")], freezeThrough: nil))
+            _ = try await test.registry.createStudent(
+                name: ModelName("s"), from: Reference(parsing: "cnn"), manifest: .rules([ManifestRule(.freeze, "zzz")], freezeThrough: nil))
         }
         #expect(try test.rows("SELECT count(*) FROM models") == 1)
         #expect(try test.rows("SELECT count(*) FROM manifest_entries") == 0)
@@ -296,6 +325,7 @@ struct AliasDiffTests {
         let status = Dictionary(uniqueKeysWithValues: result.tensors.map { ($0.name, $0.status) })
         #expect(status["features.0.weight"] == .changed && status["features.0.bias"] == .same)
         #expect(status["classifier.bias"] == .removed && status["head.weight"] == .added)
-        #expect(result.layers.first { $0.layer == "features.0" } == LayerDiff(layer: "features.0", same: 1, changed: 1, added: 0, removed: 0))
+        #expect(
+            result.layers.first { $0.layer == "features.0" } == LayerDiff(layer: "features.0", same: 1, changed: 1, added: 0, removed: 0))
     }
 }

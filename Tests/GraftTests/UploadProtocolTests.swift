@@ -1,9 +1,10 @@
 import Foundation
-@testable import Graft
-@testable import GraftCore
 import GraftTestSupport
 import SafeTensors
 import Testing
+
+@testable import Graft
+@testable import GraftCore
 
 /// The library side of `graft serve`'s uploads and tokens, without HTTP.
 @Suite("Upload protocol and tokens")
@@ -18,7 +19,8 @@ struct UploadProtocolTests {
         }
     }
 
-    @Test("propose, send the missing blobs, commit: the checkpoint a local import makes (same digest and bytes), only changed blobs missing")
+    @Test(
+        "propose, send the missing blobs, commit: the checkpoint a local import makes (same digest and bytes), only changed blobs missing")
     func roundTrip() async throws {
         let local = try await TestRegistry()
         let remote = try await TestRegistry()
@@ -31,7 +33,8 @@ struct UploadProtocolTests {
         #expect(plan.missing.count == base.header.tensors.filter { $0.byteCount >= plan.inlineBelow }.count)
         #expect(plan.bytesMissing == plan.missing.reduce(0) { $0 + $1.length })
         try send(plan, from: base, to: remote.registry)
-        let uploaded = try await remote.registry.commitUpload(to: name, base: true, UploadCommit(proposal: proposal, provenance: Provenance(license: "mit")))
+        let uploaded = try await remote.registry.commitUpload(
+            to: name, base: true, UploadCommit(proposal: proposal, provenance: Provenance(license: "mit")))
         let imported = try await local.registry.addBase(name: name, file: basePath)
         #expect(uploaded.digest == imported.digest)
         #expect(uploaded.checkpoint == "cnn@1")
@@ -41,7 +44,8 @@ struct UploadProtocolTests {
         tensors[changed].bytes[0] ^= 1
         let tuned = try SafeTensorsMemory(tensors, metadata: ["format": "pt"])
         for registry in [local.registry, remote.registry] {
-            _ = try await registry.createStudent(name: try ModelName("ft"), from: .number(name, 1), manifest: .rules([], freezeThrough: nil))
+            _ = try await registry.createStudent(
+                name: try ModelName("ft"), from: .number(name, 1), manifest: .rules([], freezeThrough: nil))
         }
         let studentProposal = try UploadProposal.of(tuned)
         let studentPlan = try await remote.registry.planUpload(to: try ModelName("ft"), base: false, studentProposal)
@@ -55,7 +59,8 @@ struct UploadProtocolTests {
         try send(studentPlan, from: tuned, to: remote.registry)
         let committed = try await remote.registry.commitUpload(
             to: try ModelName("ft"), base: false, UploadCommit(proposal: studentProposal, step: 3, metrics: ["acc": 0.5], split: "val"))
-        let local2 = try await local.registry.addCheckpoint(model: try ModelName("ft"), input: tuned, step: 3, metrics: [try MetricAssignment(name: "acc", value: 0.5)], split: "val")
+        let local2 = try await local.registry.addCheckpoint(
+            model: try ModelName("ft"), input: tuned, step: 3, metrics: [try MetricAssignment(name: "acc", value: 0.5)], split: "val")
         #expect(committed.digest == local2.digest)
         #expect(try await remote.registry.metrics(.number(try ModelName("ft"), 1)).checkpoints.first?.metrics.first?.value == 0.5)
         #expect(try await remote.registry.verify(readData: true).problems.isEmpty)
@@ -80,7 +85,9 @@ struct UploadProtocolTests {
         let base = try SafeTensorsReader(path: basePath)
         let proposal = try UploadProposal.of(base)
         _ = await expectGraftError("modelExists") { try await test.registry.planUpload(to: name, base: true, proposal) }
-        _ = await expectGraftError("modelNotFound") { try await test.registry.planUpload(to: try ModelName("nobody"), base: false, proposal) }
+        _ = await expectGraftError("modelNotFound") {
+            try await test.registry.planUpload(to: try ModelName("nobody"), base: false, proposal)
+        }
         var lying = proposal
         lying.tensors[1].length += 4
         _ = await expectGraftError("invalidUpload") { try await test.registry.planUpload(to: try ModelName("x"), base: true, lying) }
@@ -95,7 +102,9 @@ struct UploadProtocolTests {
         _ = await expectGraftError("invalidUpload") { try await test.registry.planUpload(to: try ModelName("x"), base: true, garbage) }
         var badData = proposal
         badData.tensors[0].data = Data([1, 2, 3]).base64EncodedString()
-        _ = await expectGraftError("invalidUpload") { try await test.registry.commitUpload(to: try ModelName("x"), base: true, UploadCommit(proposal: badData)) }
+        _ = await expectGraftError("invalidUpload") {
+            try await test.registry.commitUpload(to: try ModelName("x"), base: true, UploadCommit(proposal: badData))
+        }
         // Inline data of the right length whose bytes are not the proposed digest's.
         var swapped = proposal
         let small = try #require(swapped.tensors.firstIndex { $0.data != nil })
@@ -111,11 +120,14 @@ struct UploadProtocolTests {
         // A frozen tensor's digest changed, and a dropped one present: every offending tensor named.
         let student = try ModelName("ft")
         _ = try await test.registry.createStudent(
-            name: student, from: .number(name, 1), manifest: .rules([ManifestRule(.freeze, "features"), ManifestRule(.drop, "classifier.bias")], freezeThrough: nil))
+            name: student, from: .number(name, 1),
+            manifest: .rules([ManifestRule(.freeze, "features"), ManifestRule(.drop, "classifier.bias")], freezeThrough: nil))
         var drifted = proposal
         let frozen = drifted.tensors.firstIndex { $0.name.hasPrefix("features") && $0.length >= 4096 }!
         drifted.tensors[frozen].digest = Digest.of([9])
-        let violation = await expectGraftError("manifestViolation") { try await test.registry.planUpload(to: student, base: false, drifted) }
+        let violation = await expectGraftError("manifestViolation") {
+            try await test.registry.planUpload(to: student, base: false, drifted)
+        }
         if case .manifestViolation(_, let violations) = violation {
             #expect(violations.contains { $0.hasPrefix("\(drifted.tensors[frozen].name): frozen, but changed") })
             #expect(violations.contains { $0.hasPrefix("classifier.bias") })

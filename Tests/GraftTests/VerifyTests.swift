@@ -1,11 +1,12 @@
 import Foundation
+import GRDB
+import GraftTestSupport
+import Testing
+
 @testable import Graft
 @testable import GraftCore
 @testable import GraftLocal
 @testable import GraftSQLite
-import GraftTestSupport
-import GRDB
-import Testing
 
 @Suite("verify and damaged stores")
 struct VerifyTests {
@@ -60,9 +61,11 @@ struct VerifyTests {
     @Test("a lineage record that disagrees with the edges and checkpoints it is kept from fails verify, naming the model")
     func lineageRecord() async throws {
         let (test, _, _) = try await damagedSetup()
-        _ = try await test.registry.createStudent(name: ModelName("s"), from: Reference(parsing: "a@1"), manifest: .rules([], freezeThrough: nil))
+        _ = try await test.registry.createStudent(
+            name: ModelName("s"), from: Reference(parsing: "a@1"), manifest: .rules([], freezeThrough: nil))
         _ = try await test.registry.addCheckpoint(model: ModelName("s"), file: try test.writeBase())
-        _ = try await test.registry.createStudent(name: ModelName("t"), from: Reference(parsing: "s"), manifest: .rules([], freezeThrough: nil))
+        _ = try await test.registry.createStudent(
+            name: ModelName("t"), from: Reference(parsing: "s"), manifest: .rules([], freezeThrough: nil))
         #expect(try await test.registry.verify().lineageProblems == [])
         // Moved under another base, a count off by one, an edge copy that lies, a summary that
         // lost a checkpoint and one for a metric nobody has.
@@ -83,7 +86,9 @@ struct VerifyTests {
         #expect(report.lineageProblems.contains { $0.hasPrefix("b: checkpoint count 5, but 1 checkpoints") })
         #expect(report.lineageProblems.contains { $0.hasPrefix("s: lineage path /2/3/, expected /1/3/") })
         #expect(report.lineageProblems.contains { $0.hasPrefix("t: parent edge copied as merge") })
-        #expect(report.lineageProblems.contains { $0.hasPrefix("t: lineage path /1/3/4/, expected /2/3/4/") }, "a child's path follows its parent's")
+        #expect(
+            report.lineageProblems.contains { $0.hasPrefix("t: lineage path /1/3/4/, expected /2/3/4/") },
+            "a child's path follows its parent's")
     }
 
     @Test("a truncated blob is reported by size even without reading data")
@@ -141,7 +146,10 @@ struct VerifyTests {
     func inlineDamage() async throws {
         let (test, _, _) = try await damagedSetup()
         try await DatabaseQueue(path: test.registry.layout.database).write { db in
-            try db.execute(sql: "UPDATE blobs SET inline_data = zeroblob(byte_length) WHERE digest = (SELECT min(digest) FROM blobs WHERE inline_data IS NOT NULL)")
+            try db.execute(
+                sql:
+                    "UPDATE blobs SET inline_data = zeroblob(byte_length) WHERE digest = (SELECT min(digest) FROM blobs WHERE inline_data IS NOT NULL)"
+            )
         }
         let report = try await test.registry.verify(readData: true)
         #expect(report.problems.map(\.kind) == [.wrongDigest])

@@ -56,7 +56,9 @@ struct ConformanceTests {
             #expect(try reader.data(of: info) == tensor.bytes)
         }
         let reference = try Data(contentsOf: URL(fileURLWithPath: path))
-        #expect(Data(try SafeTensorsWriter.serialize(tensors, metadata: ["format": "pt"])) == reference, "canonical layout matches the reference writer")
+        #expect(
+            Data(try SafeTensorsWriter.serialize(tensors, metadata: ["format": "pt"])) == reference,
+            "canonical layout matches the reference writer")
     }
 
     @Test("without metadata the layout matches the reference too")
@@ -93,4 +95,3 @@ struct ConformanceTests {
 }
 
 func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
-

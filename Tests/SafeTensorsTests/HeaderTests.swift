@@ -46,10 +46,20 @@ struct HeaderTests {
             ("whitespace around JSON", rawSafetensors(header: "  {}    "), 0),
             ("null metadata", rawSafetensors(header: #"{"__metadata__":null}"#), 0),
             ("scalar", rawSafetensors(header: #"{"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#, data: [0, 0, 128, 63]), 1),
-            ("zero-size tensors sharing an offset",
-             rawSafetensors(header: #"{"a":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"b":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}"#), 2),
-            ("unknown fields ignored", rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"extra":[1]}}"#, data: [9]), 1),
-            ("escaped unicode name", rawSafetensors(header: #"{"caf\u00e9.\ud83d\ude00":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#, data: [9]), 1),
+            (
+                "zero-size tensors sharing an offset",
+                rawSafetensors(
+                    header: #"{"a":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"b":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}"#
+                ), 2
+            ),
+            (
+                "unknown fields ignored",
+                rawSafetensors(header: #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"extra":[1]}}"#, data: [9]), 1
+            ),
+            (
+                "escaped unicode name",
+                rawSafetensors(header: #"{"caf\u00e9.\ud83d\ude00":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#, data: [9]), 1
+            ),
         ]
         for (label, bytes, count) in cases {
             let path = directory.file("ok.safetensors")
@@ -59,7 +69,8 @@ struct HeaderTests {
             #expect(reader.headerBytes == Array(bytes.prefix(reader.header.dataStart)), "\(label)")
         }
         let path = directory.file("unicode.safetensors")
-        try writeFile(path, rawSafetensors(header: #"{"caf\u00e9.\ud83d\ude00":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#, data: [9]))
+        try writeFile(
+            path, rawSafetensors(header: #"{"caf\u00e9.\ud83d\ude00":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#, data: [9]))
         #expect(try SafeTensorsReader(path: path).header.tensors.first?.name == "café.😀")
     }
 
@@ -67,9 +78,12 @@ struct HeaderTests {
     func dataOrderAndMetadata() throws {
         let directory = TemporaryDirectory()
         let path = directory.file("m.safetensors")
-        try writeFile(path, rawSafetensors(
-            header: #"{"b":{"dtype":"U8","shape":[1],"data_offsets":[1,2]},"__metadata__":{"z":"1","a":"2"},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#,
-            data: [5, 6]))
+        try writeFile(
+            path,
+            rawSafetensors(
+                header:
+                    #"{"b":{"dtype":"U8","shape":[1],"data_offsets":[1,2]},"__metadata__":{"z":"1","a":"2"},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#,
+                data: [5, 6]))
         let reader = try SafeTensorsReader(path: path)
         #expect(reader.header.tensors.map(\.name) == ["a", "b"])
         #expect(reader.header.metadata?.map(\.key) == ["z", "a"])

@@ -20,7 +20,9 @@ struct WriterTests {
             #expect(try reader.data(of: info) == tensor.bytes)
             #expect(mapped.withData(of: info) { Array($0) } == tensor.bytes)
         }
-        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(try SafeTensorsWriter.serialize(tensors, metadata: ["seed": String(seed)])))
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: path))
+                == Data(try SafeTensorsWriter.serialize(tensors, metadata: ["seed": String(seed)])))
     }
 
     @Test("layout: dtype order (widest first), then name; header padded to 8 bytes")

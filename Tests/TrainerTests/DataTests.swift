@@ -1,6 +1,7 @@
 import Foundation
 import GraftTestSupport
 import Testing
+
 @testable import Trainer
 
 private func idx(magic: UInt32, dimensions: [UInt32], payload: [UInt8]) -> [UInt8] {
@@ -13,7 +14,9 @@ struct DataTests {
     @Test("IDX files load, plain or gzipped, pixels scaled to [0, 1]")
     func idxFiles() throws {
         let directory = TemporaryDirectory()
-        try writeFile(directory.file("train-images-idx3-ubyte"), idx(magic: 0x803, dimensions: [3, 2, 2], payload: [0, 255, 51, 102, 1, 2, 3, 4, 5, 6, 7, 8]))
+        try writeFile(
+            directory.file("train-images-idx3-ubyte"),
+            idx(magic: 0x803, dimensions: [3, 2, 2], payload: [0, 255, 51, 102, 1, 2, 3, 4, 5, 6, 7, 8]))
         try writeFile(directory.file("train-labels-idx1-ubyte"), idx(magic: 0x801, dimensions: [3], payload: [4, 0, 4]))
         let data = try Dataset.load(directory.path)
         #expect(data.sampleShape == [1, 2, 2] && data.labels == [4, 0, 4] && data.classes == [0, 4])
@@ -23,10 +26,12 @@ struct DataTests {
         #expect(try Dataset.load(directory.path).features == data.features)
     }
 
-    @Test("damaged IDX files are refused with the reason", arguments: [
-        ("bad magic", idx(magic: 0x802, dimensions: [1, 1, 1], payload: [0]), "magic"),
-        ("truncated", idx(magic: 0x803, dimensions: [2, 2, 2], payload: [0, 1, 2]), "holds"),
-    ])
+    @Test(
+        "damaged IDX files are refused with the reason",
+        arguments: [
+            ("bad magic", idx(magic: 0x802, dimensions: [1, 1, 1], payload: [0]), "magic"),
+            ("truncated", idx(magic: 0x803, dimensions: [2, 2, 2], payload: [0, 1, 2]), "holds"),
+        ])
     func damagedIDX(_ label: String, _ images: [UInt8], _ message: String) throws {
         let directory = TemporaryDirectory()
         try writeFile(directory.file("train-images-idx3-ubyte"), images)

@@ -3,6 +3,7 @@ import Graft
 import GraftTestSupport
 import SafeTensors
 import Testing
+
 @testable import Trainer
 
 /// Fashion-MNIST's 10,000 test images (Debian's dataset-fashion-mnist, installed by `make test`),
@@ -11,7 +12,8 @@ private let loadedFashion = Result { try Dataset.load(fashionDirectory, test: tr
 let fashionDirectory = ProcessInfo.processInfo.environment["GRAFT_FASHION_MNIST"] ?? "/usr/share/datasets/fashion-mnist"
 var fashion: Dataset {
     get throws {
-        try loadedFashion.mapError { HelperError("Fashion-MNIST is missing (\($0)); `make test` installs Debian's dataset-fashion-mnist") }.get()
+        try loadedFashion.mapError { HelperError("Fashion-MNIST is missing (\($0)); `make test` installs Debian's dataset-fashion-mnist") }
+            .get()
     }
 }
 
@@ -37,9 +39,12 @@ private func teacher(_ registry: Registry, _ name: String = "teacher") async thr
 struct EngineTests {
     @Test("a small network learns a slice of Fashion-MNIST (5 classes, 300 images each) to ≥ 75% validation accuracy")
     func learns() throws {
-        let (train, validation) = try DataSelection(classes: Array(0...4), perClass: 300, validationPerClass: 100, seed: 1).split(try fashion)
+        let (train, validation) = try DataSelection(classes: Array(0...4), perClass: 300, validationPerClass: 100, seed: 1).split(
+            try fashion)
         let network = try Network(try Architecture(spec: "mlp", input: train.sampleShape, classes: 5), seed: 1)
-        let loop = try TrainingLoop(network: network, settings: TrainingSettings(epochs: 4, batchSize: 32, optimizer: OptimizerSettings(kind: .adam, learningRate: 0.002)))
+        let loop = try TrainingLoop(
+            network: network,
+            settings: TrainingSettings(epochs: 4, batchSize: 32, optimizer: OptimizerSettings(kind: .adam, learningRate: 0.002)))
         var last: EpochReport? = nil
         for _ in 0..<4 { last = loop.epoch(train: train, validation: validation) }
         let report = try #require(last)
@@ -54,7 +59,9 @@ struct EngineTests {
     func sgd() throws {
         let (train, validation) = try DataSelection(classes: [1, 8], perClass: 100, validationPerClass: 50, seed: 2).split(try fashion)
         let network = try Network(try Architecture(spec: "flatten,linear:16,relu", input: train.sampleShape, classes: 2), seed: 2)
-        let loop = try TrainingLoop(network: network, settings: TrainingSettings(epochs: 3, batchSize: 16, optimizer: OptimizerSettings(kind: .sgd, learningRate: 0.05)))
+        let loop = try TrainingLoop(
+            network: network,
+            settings: TrainingSettings(epochs: 3, batchSize: 16, optimizer: OptimizerSettings(kind: .sgd, learningRate: 0.05)))
         var accuracy = 0.0
         for _ in 0..<3 { accuracy = loop.epoch(train: train, validation: validation).validationAccuracy }
         #expect(accuracy >= 0.9, "trouser vs bag: \(accuracy)")
@@ -65,7 +72,8 @@ struct EngineTests {
         let directory = TemporaryDirectory()
         let registry = try await Registry.create(at: directory.file("registry")).registry
         let (train, validation) = try DataSelection(classes: Array(0...4), perClass: 20, validationPerClass: 10).split(try fashion)
-        let network = try Network(try Architecture(spec: tiny + ",dropout:0.2", input: train.sampleShape, classes: 5, labels: Array(0...4)), seed: 3)
+        let network = try Network(
+            try Architecture(spec: tiny + ",dropout:0.2", input: train.sampleShape, classes: 5, labels: Array(0...4)), seed: 3)
         let loop = try TrainingLoop(network: network, settings: TrainingSettings(epochs: 1, batchSize: 8))
         _ = loop.epoch(train: train, validation: validation)
         try network.write(to: directory.file("net.safetensors"))
@@ -76,7 +84,10 @@ struct EngineTests {
         #expect(loaded.forward(batch, training: false).data == network.forward(batch, training: false).data)
         let stored = try await tensors("net@1", registry, in: directory)
         #expect(Set(stored.keys) == Set(network.stateNames))
-        for name in ["features.0.weight", "features.1.running_mean", "features.1.num_batches_tracked", "features.9.weight", "classifier.weight", "classifier.bias"] {
+        for name in [
+            "features.0.weight", "features.1.running_mean", "features.1.num_batches_tracked", "features.9.weight", "classifier.weight",
+            "classifier.bias",
+        ] {
             #expect(stored[name] != nil, "\(name)")
         }
         // num_batches_tracked is an int64 scalar, as in PyTorch: one per optimiser step.
@@ -98,9 +109,11 @@ struct EngineTests {
         // BatchNorm2d(16), ReLU(), MaxPool2d(2), Flatten(), Linear(784,64), ReLU())` as `features` and
         // `Linear(64,5)` as `classifier` put in their state_dict.
         func norm(_ index: Int, _ channels: Int) -> [String: (String, [Int])] {
-            ["features.\(index).weight": ("F32", [channels]), "features.\(index).bias": ("F32", [channels]),
-             "features.\(index).running_mean": ("F32", [channels]), "features.\(index).running_var": ("F32", [channels]),
-             "features.\(index).num_batches_tracked": ("I64", [])]
+            [
+                "features.\(index).weight": ("F32", [channels]), "features.\(index).bias": ("F32", [channels]),
+                "features.\(index).running_mean": ("F32", [channels]), "features.\(index).running_var": ("F32", [channels]),
+                "features.\(index).num_batches_tracked": ("I64", []),
+            ]
         }
         var expected: [String: (String, [Int])] = [
             "features.0.weight": ("F32", [8, 1, 3, 3]), "features.0.bias": ("F32", [8]),
@@ -123,7 +136,8 @@ struct EngineTests {
         let registry = try await Registry.create(at: directory.file("registry")).registry
         let base = try await teacher(registry)
         let student = try ModelName("partial")
-        let created = try await Engine.deriveStudent(student, from: try Reference(parsing: "teacher@1"), plan: .freezeBlocks(1), in: registry)
+        let created = try await Engine.deriveStudent(
+            student, from: try Reference(parsing: "teacher@1"), plan: .freezeBlocks(1), in: registry)
         #expect(created.manifest.mode == .partialFinetune)
         let reports = try await Engine.trainStudent(
             student, in: registry, data: try fashion, selection: DataSelection(classes: Array(5...9), perClass: 30, validationPerClass: 10),
@@ -131,7 +145,10 @@ struct EngineTests {
         #expect(reports.map(\.checkpoint) == ["partial@1", "partial@2"])
         let parent = try await tensors("\(base)@1", registry, in: directory)
         let after = try await tensors("partial@2", registry, in: directory)
-        for name in ["features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias", "features.1.running_mean", "features.1.running_var", "features.1.num_batches_tracked"] {
+        for name in [
+            "features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias", "features.1.running_mean",
+            "features.1.running_var", "features.1.num_batches_tracked",
+        ] {
             #expect(after[name] == parent[name], "\(name) is frozen")
         }
         for name in ["features.4.weight", "features.5.running_mean", "features.5.num_batches_tracked", "features.9.weight"] {
@@ -149,11 +166,13 @@ struct EngineTests {
         let directory = TemporaryDirectory()
         let registry = try await Registry.create(at: directory.file("registry")).registry
         _ = try await teacher(registry)
-        let created = try await Engine.deriveStudent(try ModelName("fe"), from: try Reference(parsing: "teacher@1"), plan: .featureExtraction, in: registry)
+        let created = try await Engine.deriveStudent(
+            try ModelName("fe"), from: try Reference(parsing: "teacher@1"), plan: .featureExtraction, in: registry)
         #expect(created.manifest.mode == .featureExtraction)
         #expect(created.manifest.count(.trainable).tensors == 0 && created.manifest.count(.new).tensors == 2)
         let reports = try await Engine.trainStudent(
-            try ModelName("fe"), in: registry, data: try fashion, selection: DataSelection(classes: [5, 7, 9], perClass: 20, validationPerClass: 10),
+            try ModelName("fe"), in: registry, data: try fashion,
+            selection: DataSelection(classes: [5, 7, 9], perClass: 20, validationPerClass: 10),
             settings: TrainingSettings(epochs: 2, batchSize: 16))
         #expect(reports.allSatisfy { $0.trainableParameters == 8 * 3 + 3 })
         let network = try await Engine.load(try Reference(parsing: "fe@2"), from: registry)
@@ -181,7 +200,8 @@ struct EngineTests {
         #expect(network.namedParameters.filter { !$0.name.hasPrefix("classifier") }.map { $0.parameter.value } == frozenBefore)
         #expect(network.namedParameters.filter { $0.name.hasPrefix("classifier") }.map { $0.parameter.value } != headBefore)
         // Nothing frozen: nothing cached, the whole network runs every step.
-        let open = try TrainingLoop(network: try Network(network.architecture, seed: 4), settings: TrainingSettings(epochs: 1, batchSize: 8))
+        let open = try TrainingLoop(
+            network: try Network(network.architecture, seed: 4), settings: TrainingSettings(epochs: 1, batchSize: 8))
         _ = open.epoch(train: train, validation: validation)
         #expect(open.prefixPasses == 0)
     }
@@ -193,7 +213,10 @@ struct EngineTests {
         _ = try await teacher(registry)
         let selection = DataSelection(classes: Array(5...7), perClass: 10, validationPerClass: 5)
         func expectRefused(_ name: String, _ message: String) async throws {
-            await #expect { try await Engine.trainStudent(try ModelName(name), in: registry, data: try fashion, selection: selection, settings: TrainingSettings(epochs: 1)) } throws: {
+            await #expect {
+                try await Engine.trainStudent(
+                    try ModelName(name), in: registry, data: try fashion, selection: selection, settings: TrainingSettings(epochs: 1))
+            } throws: {
                 "\($0)".contains(message)
             }
             if name != "teacher" { #expect(try await registry.checkpoints(of: try ModelName(name)).isEmpty) }
@@ -201,24 +224,32 @@ struct EngineTests {
         try await expectRefused("teacher", "is a base")
         let parent = try Reference(parsing: "teacher@1")
         // A rule-made student that keeps the 5-class head for 3 classes.
-        _ = try await registry.createStudent(name: try ModelName("keeps-head"), from: parent, manifest: .rules([ManifestRule(.freeze, "features.0")], freezeThrough: nil))
+        _ = try await registry.createStudent(
+            name: try ModelName("keeps-head"), from: parent, manifest: .rules([ManifestRule(.freeze, "features.0")], freezeThrough: nil))
         try await expectRefused("keeps-head", "--reinit classifier")
         _ = try await registry.createStudent(
             name: try ModelName("stats-frozen"), from: parent,
             manifest: .rules([ManifestRule(.freeze, "features.1.running_mean"), ManifestRule(.reinit, "classifier")], freezeThrough: nil))
         try await expectRefused("stats-frozen", "freeze or train the layer as a whole")
         _ = try await registry.createStudent(
-            name: try ModelName("drops"), from: parent, manifest: .rules([ManifestRule(.drop, "features.9"), ManifestRule(.reinit, "classifier")], freezeThrough: nil))
+            name: try ModelName("drops"), from: parent,
+            manifest: .rules([ManifestRule(.drop, "features.9"), ManifestRule(.reinit, "classifier")], freezeThrough: nil))
         try await expectRefused("drops", "cannot drop")
         // Data of another shape than the parent takes.
-        _ = try await registry.createStudent(name: try ModelName("ok"), from: parent, manifest: .rules([ManifestRule(.reinit, "classifier")], freezeThrough: nil))
+        _ = try await registry.createStudent(
+            name: try ModelName("ok"), from: parent, manifest: .rules([ManifestRule(.reinit, "classifier")], freezeThrough: nil))
         let vectors = Dataset(sampleShape: [4], features: (0..<80).map(Float.init), labels: (0..<20).map { $0 % 2 }, classes: [0, 1])
-        await #expect { try await Engine.trainStudent(try ModelName("ok"), in: registry, data: vectors, selection: DataSelection(), settings: TrainingSettings(epochs: 1)) } throws: {
+        await #expect {
+            try await Engine.trainStudent(
+                try ModelName("ok"), in: registry, data: vectors, selection: DataSelection(), settings: TrainingSettings(epochs: 1))
+        } throws: {
             "\($0)".contains("shape")
         }
         // A base name that is taken is refused before any training.
         await #expect { try await teacher(registry) } throws: { "\($0)".contains("exists") }
-        await #expect { try await Engine.deriveStudent(try ModelName("x"), from: parent, plan: .freezeBlocks(9), in: registry) } throws: { "\($0)".contains("blocks") }
+        await #expect { try await Engine.deriveStudent(try ModelName("x"), from: parent, plan: .freezeBlocks(9), in: registry) } throws: {
+            "\($0)".contains("blocks")
+        }
         #expect(throws: TrainerError.self) { try TrainingSettings(epochs: 0).validate() }
         #expect(throws: TrainerError.self) { try Architecture(spec: "conv:4:3,linear:2", input: [1, 28, 28], classes: 2) }
         #expect(throws: TrainerError.self) { try Architecture(spec: "conv:4:40", input: [1, 28, 28], classes: 2) }

@@ -1,5 +1,6 @@
 import Graft
 import Testing
+
 @testable import Trainer
 
 /// Central finite differences against each layer's backward pass, on L = Σ output·R for a
@@ -55,7 +56,8 @@ private struct GradientCheck {
     }
 
     func expectClose(_ analytic: Double, _ numeric: Double, _ what: String) {
-        #expect(abs(analytic - numeric) <= 2e-3 + 2e-2 * max(abs(analytic), abs(numeric)), "\(what): analytic \(analytic), numeric \(numeric)")
+        #expect(
+            abs(analytic - numeric) <= 2e-3 + 2e-2 * max(abs(analytic), abs(numeric)), "\(what): analytic \(analytic), numeric \(numeric)")
     }
 }
 
@@ -69,7 +71,8 @@ struct GradientTests {
         check.check(layer, input: Tensor(shape: [4, 7], data: check.random(28)))
     }
 
-    @Test("Conv2d, with stride and padding", arguments: [(1, 1, 6, 5), (2, 1, 6, 5), (1, 0, 6, 5), (2, 2, 5, 4), (2, 1, 2, 1), (3, 2, 4, 4)])
+    @Test(
+        "Conv2d, with stride and padding", arguments: [(1, 1, 6, 5), (2, 1, 6, 5), (1, 0, 6, 5), (2, 2, 5, 4), (2, 1, 2, 1), (3, 2, 4, 4)])
     func conv(stride: Int, padding: Int, h: Int, w: Int) {
         var check = GradientCheck()
         var generator = SeededGenerator(seed: 2)
@@ -95,7 +98,9 @@ struct GradientTests {
                                     for kx in 0..<3 {
                                         let iy = oy * stride + ky - padding, ix = ox * stride + kx - padding
                                         guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
-                                        sum += layer.weight.value[((o * 2 + c) * 3 + ky) * 3 + kx] * input.data[((n * 2 + c) * h + iy) * w + ix]
+                                        sum +=
+                                            layer.weight.value[((o * 2 + c) * 3 + ky) * 3 + kx]
+                                            * input.data[((n * 2 + c) * h + iy) * w + ix]
                                     }
                                 }
                             }
@@ -167,7 +172,9 @@ struct GradientTests {
             var plus = logits, minus = logits
             plus.data[index] += 1e-2
             minus.data[index] -= 1e-2
-            let numeric = (Double(SoftmaxCrossEntropy.evaluate(logits: plus, labels: labels).loss) - Double(SoftmaxCrossEntropy.evaluate(logits: minus, labels: labels).loss)) / 2e-2
+            let numeric =
+                (Double(SoftmaxCrossEntropy.evaluate(logits: plus, labels: labels).loss)
+                    - Double(SoftmaxCrossEntropy.evaluate(logits: minus, labels: labels).loss)) / 2e-2
             check.expectClose(Double(gradient.data[index]), numeric, "dCE/dlogit[\(index)]")
         }
         // Uniform logits: loss is ln(classes).

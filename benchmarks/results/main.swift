@@ -77,54 +77,60 @@ struct Outcome: Codable {
 }
 
 func train() async throws -> Outcome {
-let started = Date()
-try? FileManager.default.removeItem(atPath: registryPath)
-let registry = try await Registry.create(at: registryPath).registry
-let train = try Dataset.load(dataPath)
-let test = try DataSelection(classes: Array(5...9), validationPerClass: 0).split(try Dataset.load(dataPath, test: true)).train
+    let started = Date()
+    try? FileManager.default.removeItem(atPath: registryPath)
+    let registry = try await Registry.create(at: registryPath).registry
+    let train = try Dataset.load(dataPath)
+    let test = try DataSelection(classes: Array(5...9), validationPerClass: 0).split(try Dataset.load(dataPath, test: true)).train
 
-let teacher = try ModelName("teacher")
-print("teacher: cnn-small on classes 0-4, all labels, \(teacherEpochs) epochs")
-let teacherReports = try await Engine.trainBase(
-    teacher, architecture: "cnn-small", in: registry, data: train,
-    selection: DataSelection(classes: Array(0...4), validationPerClass: 300), settings: TrainingSettings(epochs: teacherEpochs, batchSize: 32, optimizer: OptimizerSettings(learningRate: 0.03)),
-    provenance: Provenance(source: "graft-results", license: "mit", dataset: "Fashion-MNIST classes 0-4", architecture: "cnn-small"))
-let teacherBest = teacherReports.max { $0.validationAccuracy < $1.validationAccuracy }!
-let parent = try Reference(parsing: teacherBest.checkpoint!)
-print(String(format: "teacher best %@ val/accuracy %.4f", teacherBest.checkpoint!, teacherBest.validationAccuracy))
+    let teacher = try ModelName("teacher")
+    print("teacher: cnn-small on classes 0-4, all labels, \(teacherEpochs) epochs")
+    let teacherReports = try await Engine.trainBase(
+        teacher, architecture: "cnn-small", in: registry, data: train,
+        selection: DataSelection(classes: Array(0...4), validationPerClass: 300),
+        settings: TrainingSettings(epochs: teacherEpochs, batchSize: 32, optimizer: OptimizerSettings(learningRate: 0.03)),
+        provenance: Provenance(source: "graft-results", license: "mit", dataset: "Fashion-MNIST classes 0-4", architecture: "cnn-small"))
+    let teacherBest = teacherReports.max { $0.validationAccuracy < $1.validationAccuracy }!
+    let parent = try Reference(parsing: teacherBest.checkpoint!)
+    print(String(format: "teacher best %@ val/accuracy %.4f", teacherBest.checkpoint!, teacherBest.validationAccuracy))
 
-var runs: [Run] = []
-for budget in budgets {
-    for seed in 0..<seeds {
-        for config in configs {
-            let name = try ModelName("k\(budget.map(String.init) ?? "all")-\(config.key)-s\(seed)")
-            let selection = DataSelection(classes: Array(5...9), perClass: budget, validationPerClass: 300, seed: UInt64(100 + seed))
-            let settings = TrainingSettings(epochs: epochs(for: budget), batchSize: 32, optimizer: OptimizerSettings(learningRate: 0.03), seed: UInt64(seed))
-            let reports: [EpochReport]
-            if let plan = config.plan {
-                _ = try await Engine.deriveStudent(name, from: parent, plan: plan, in: registry)
-                reports = try await Engine.trainStudent(name, in: registry, data: train, selection: selection, settings: settings)
-            } else {
-                reports = try await Engine.trainBase(
-                    name, architecture: "cnn-small", in: registry, data: train, selection: selection, settings: settings,
-                    provenance: Provenance(source: "graft-results (scratch baseline)"))
+    var runs: [Run] = []
+    for budget in budgets {
+        for seed in 0..<seeds {
+            for config in configs {
+                let name = try ModelName("k\(budget.map(String.init) ?? "all")-\(config.key)-s\(seed)")
+                let selection = DataSelection(classes: Array(5...9), perClass: budget, validationPerClass: 300, seed: UInt64(100 + seed))
+                let settings = TrainingSettings(
+                    epochs: epochs(for: budget), batchSize: 32, optimizer: OptimizerSettings(learningRate: 0.03), seed: UInt64(seed))
+                let reports: [EpochReport]
+                if let plan = config.plan {
+                    _ = try await Engine.deriveStudent(name, from: parent, plan: plan, in: registry)
+                    reports = try await Engine.trainStudent(name, in: registry, data: train, selection: selection, settings: settings)
+                } else {
+                    reports = try await Engine.trainBase(
+                        name, architecture: "cnn-small", in: registry, data: train, selection: selection, settings: settings,
+                        provenance: Provenance(source: "graft-results (scratch baseline)"))
+                }
+                let best = reports.max { $0.validationAccuracy < $1.validationAccuracy }!
+                let network = try await Engine.load(try Reference(parsing: best.checkpoint!), from: registry)
+                let accuracy = try TrainingLoop(network: network, settings: TrainingSettings()).evaluate(test).accuracy
+                let target = 0.9 * best.validationAccuracy
+                let run = Run(
+                    config: config.key, budget: budget, seed: seed, testAccuracy: accuracy, bestValidation: best.validationAccuracy,
+                    stepsTo90: reports.first { $0.validationAccuracy >= target }!.steps, seconds: reports.reduce(0) { $0 + $1.seconds })
+                runs.append(run)
+                print(
+                    String(
+                        format: "%-22@ test %.4f  best val %.4f  steps to 90%% %5d  %6.1f s", name.value, run.testAccuracy,
+                        run.bestValidation, run.stepsTo90, run.seconds))
             }
-            let best = reports.max { $0.validationAccuracy < $1.validationAccuracy }!
-            let network = try await Engine.load(try Reference(parsing: best.checkpoint!), from: registry)
-            let accuracy = try TrainingLoop(network: network, settings: TrainingSettings()).evaluate(test).accuracy
-            let target = 0.9 * best.validationAccuracy
-            let run = Run(
-                config: config.key, budget: budget, seed: seed, testAccuracy: accuracy, bestValidation: best.validationAccuracy,
-                stepsTo90: reports.first { $0.validationAccuracy >= target }!.steps, seconds: reports.reduce(0) { $0 + $1.seconds })
-            runs.append(run)
-            print(String(format: "%-22@ test %.4f  best val %.4f  steps to 90%% %5d  %6.1f s", name.value, run.testAccuracy, run.bestValidation, run.stepsTo90, run.seconds))
         }
     }
-}
 
-return Outcome(
-    minutes: Date().timeIntervalSince(started) / 60, date: ISO8601DateFormatter().string(from: Date()), teacherCheckpoint: teacherBest.checkpoint!,
-    teacherValidation: teacherBest.validationAccuracy, teacherEpochs: teacherEpochs, seeds: seeds, budgets: budgets, runs: runs)
+    return Outcome(
+        minutes: Date().timeIntervalSince(started) / 60, date: ISO8601DateFormatter().string(from: Date()),
+        teacherCheckpoint: teacherBest.checkpoint!,
+        teacherValidation: teacherBest.validationAccuracy, teacherEpochs: teacherEpochs, seeds: seeds, budgets: budgets, runs: runs)
 }
 
 let outcome: Outcome
@@ -175,8 +181,10 @@ for budget in budgetsRun {
     let fe = means.first { $0.0.key == "fe" }!.1
     let time = { (key: String) in mean(runs.filter { $0.config == key && $0.budget == budget }.map(\.seconds)) }
     markdown += String(
-        format: "- **%@ labels per class:** best is %@ at %.4f, %+.1f points over training from scratch (%.4f); feature extraction reaches %.4f (%+.1f points). Freezing the first two blocks costs %.0f%% of a full fine-tune's time.\n",
-        budgetLabel(budget), best.0.label, best.1, (best.1 - scratch) * 100, scratch, fe, (fe - scratch) * 100, 100 * time("freeze2") / time("full"))
+        format:
+            "- **%@ labels per class:** best is %@ at %.4f, %+.1f points over training from scratch (%.4f); feature extraction reaches %.4f (%+.1f points). Freezing the first two blocks costs %.0f%% of a full fine-tune's time.\n",
+        budgetLabel(budget), best.0.label, best.1, (best.1 - scratch) * 100, scratch, fe, (fe - scratch) * 100,
+        100 * time("freeze2") / time("full"))
 }
 markdown += """
 
@@ -186,7 +194,8 @@ markdown += """
 
     """
 for budget in budgetsRun {
-    markdown += "\n## \(budgetLabel(budget)) labels per class\n\n| mode | test accuracy | steps to 90% of best | time (s) |\n|---|---:|---:|---:|\n"
+    markdown +=
+        "\n## \(budgetLabel(budget)) labels per class\n\n| mode | test accuracy | steps to 90% of best | time (s) |\n|---|---:|---:|---:|\n"
     for config in configs {
         let cell = runs.filter { $0.config == config.key && $0.budget == budget }
         markdown += String(
@@ -200,30 +209,48 @@ markdown += "\n![test accuracy by labels per class](results.svg)\n"
 let width = 640.0, height = 400.0, left = 60.0, right = 230.0, top = 20.0, bottom = 50.0
 let accuracies = runs.map(\.testAccuracy)
 let low = max(0, (accuracies.min() ?? 0) - 0.05), high = min(1, (accuracies.max() ?? 1) + 0.02)
-func x(_ index: Int) -> Double { left + (width - left - right) * (budgetsRun.count == 1 ? 0.5 : Double(index) / Double(budgetsRun.count - 1)) }
+func x(_ index: Int) -> Double {
+    left + (width - left - right) * (budgetsRun.count == 1 ? 0.5 : Double(index) / Double(budgetsRun.count - 1))
+}
 func y(_ value: Double) -> Double { top + (height - top - bottom) * (1 - (value - low) / (high - low)) }
 let colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#666666"]
-var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+var svg =
+    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
 svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-svg += "<line x1=\"\(left)\" y1=\"\(y(low))\" x2=\"\(width - right)\" y2=\"\(y(low))\" stroke=\"black\"/><line x1=\"\(left)\" y1=\"\(y(low))\" x2=\"\(left)\" y2=\"\(top)\" stroke=\"black\"/>\n"
+svg +=
+    "<line x1=\"\(left)\" y1=\"\(y(low))\" x2=\"\(width - right)\" y2=\"\(y(low))\" stroke=\"black\"/><line x1=\"\(left)\" y1=\"\(y(low))\" x2=\"\(left)\" y2=\"\(top)\" stroke=\"black\"/>\n"
 for tick in stride(from: (low * 20).rounded(.up) / 20, through: high, by: 0.05) {
-    svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", left, y(tick), width - right, y(tick), left - 6, y(tick) + 4, tick)
+    svg += String(
+        format:
+            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
+        left, y(tick), width - right, y(tick), left - 6, y(tick) + 4, tick)
 }
 for (index, budget) in budgetsRun.enumerated() {
-    svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%@</text>\n", x(index), height - bottom + 18, budget.map { "\($0)" } ?? "all")
+    svg += String(
+        format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%@</text>\n", x(index), height - bottom + 18,
+        budget.map { "\($0)" } ?? "all")
 }
-svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">labels per class (classes 5–9)</text>\n", (left + width - right) / 2, height - 12)
-svg += String(format: "<text x=\"14\" y=\"%.1f\" transform=\"rotate(-90 14 %.1f)\" text-anchor=\"middle\">test accuracy</text>\n", (top + height - bottom) / 2, (top + height - bottom) / 2)
+svg += String(
+    format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">labels per class (classes 5–9)</text>\n", (left + width - right) / 2,
+    height - 12)
+svg += String(
+    format: "<text x=\"14\" y=\"%.1f\" transform=\"rotate(-90 14 %.1f)\" text-anchor=\"middle\">test accuracy</text>\n",
+    (top + height - bottom) / 2, (top + height - bottom) / 2)
 for (c, config) in configs.enumerated() {
     var points: [String] = []
     for (index, budget) in budgetsRun.enumerated() {
         let cell = runs.filter { $0.config == config.key && $0.budget == budget }.map(\.testAccuracy)
         let (mu, sigma) = (mean(cell), sd(cell))
         points.append(String(format: "%.1f,%.1f", x(index), y(mu)))
-        svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\"/><circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"/>\n", x(index), y(mu - sigma), x(index), y(mu + sigma), colors[c], x(index), y(mu), colors[c])
+        svg += String(
+            format:
+                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\"/><circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"/>\n",
+            x(index), y(mu - sigma), x(index), y(mu + sigma), colors[c], x(index), y(mu), colors[c])
     }
     svg += "<polyline fill=\"none\" stroke=\"\(colors[c])\" stroke-width=\"2\" points=\"\(points.joined(separator: " "))\"/>\n"
-    svg += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%@\"/><text x=\"%.1f\" y=\"%.1f\">%@</text>\n", width - right + 12, top + 10 + Double(c) * 20, colors[c], width - right + 30, top + 15 + Double(c) * 20, config.label)
+    svg += String(
+        format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%@\"/><text x=\"%.1f\" y=\"%.1f\">%@</text>\n",
+        width - right + 12, top + 10 + Double(c) * 20, colors[c], width - right + 30, top + 15 + Double(c) * 20, config.label)
 }
 svg += "</svg>\n"
 try markdown.write(toFile: "\(outputDirectory)/RESULTS.md", atomically: false, encoding: .utf8)

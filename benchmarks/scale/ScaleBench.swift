@@ -88,10 +88,11 @@ struct ScaleBench {
         func file(_ name: String, seed: UInt64) throws -> String {
             var generator = SeededGenerator(seed: seed)
             let path = scratch + "/" + name + ".safetensors"
-            try SafeTensorsWriter.write([
-                TensorData(name: "features.0.weight", dtype: .f32, shape: [16], bytes: generator.bytes(64)),
-                TensorData(name: "classifier.weight", dtype: .f32, shape: [4], bytes: generator.bytes(16)),
-            ], to: path)
+            try SafeTensorsWriter.write(
+                [
+                    TensorData(name: "features.0.weight", dtype: .f32, shape: [16], bytes: generator.bytes(64)),
+                    TensorData(name: "classifier.weight", dtype: .f32, shape: [4], bytes: generator.bytes(16)),
+                ], to: path)
             return path
         }
 
@@ -111,11 +112,13 @@ struct ScaleBench {
             var deepest = "base0"
             func student(_ name: String, parent: String, family: Int) async throws {
                 _ = try await registry.createStudent(
-                    name: ModelName(name), from: Reference(parsing: parent), manifest: .rules([ManifestRule(.freeze, "features")], freezeThrough: nil))
+                    name: ModelName(name), from: Reference(parsing: parent),
+                    manifest: .rules([ManifestRule(.freeze, "features")], freezeThrough: nil))
                 for k in 0..<options.checkpoints {
                     var metrics: [MetricAssignment] = []
                     for name in metricNames { metrics.append(try MetricAssignment(name: name, value: random())) }
-                    _ = try await registry.addCheckpoint(model: ModelName(name), file: baseFiles[family], step: k * 100, metrics: metrics, split: "val")
+                    _ = try await registry.addCheckpoint(
+                        model: ModelName(name), file: baseFiles[family], step: k * 100, metrics: metrics, split: "val")
                 }
             }
             for s in 0..<options.students {
@@ -140,10 +143,17 @@ struct ScaleBench {
         print("# Graft scale benchmark (\(options.metadata == nil ? "SQLite" : "PostgreSQL") metadata)")
         print("")
         if options.reuse {
-            print("Reused the registry at \(root): \(stats.models) models, \(stats.checkpoints) checkpoints (build figures are from its own run); opened in \(String(format: "%.2f", openTime)) s.")
+            print(
+                "Reused the registry at \(root): \(stats.models) models, \(stats.checkpoints) checkpoints (build figures are from its own run); opened in \(String(format: "%.2f", openTime)) s."
+            )
         } else {
-            print("Built \(options.bases) bases, \(totalStudents) students (one chain \(options.chain) deep), \(stats.checkpoints) checkpoints, \(metricRows) metric rows in \(String(format: "%.1f", buildTime)) s:")
-            print(String(format: "%.0f checkpoints/s, %.0f metric rows/s, each checkpoint one commit (durability relaxed for the bulk load).", Double(stats.checkpoints) / buildTime, Double(metricRows) / buildTime))
+            print(
+                "Built \(options.bases) bases, \(totalStudents) students (one chain \(options.chain) deep), \(stats.checkpoints) checkpoints, \(metricRows) metric rows in \(String(format: "%.1f", buildTime)) s:"
+            )
+            print(
+                String(
+                    format: "%.0f checkpoints/s, %.0f metric rows/s, each checkpoint one commit (durability relaxed for the bulk load).",
+                    Double(stats.checkpoints) / buildTime, Double(metricRows) / buildTime))
         }
         print("")
 
@@ -163,13 +173,19 @@ struct ScaleBench {
         }
         try await time("one small read (advisory list), for scale") { _ = try await registry.advisories() }
         let under = try await registry.lineage(ModelName("base1")).descendants.count
-        try await time("best --under base1 (\(under) descendants)") { _ = try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base1"))) }
+        try await time("best --under base1 (\(under) descendants)") {
+            _ = try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base1")))
+        }
         if options.bases > 2 {
             let typical = try await registry.lineage(ModelName("base2")).descendants.count
-            try await time("best --under base2 (\(typical) descendants)") { _ = try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base2"))) }
+            try await time("best --under base2 (\(typical) descendants)") {
+                _ = try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base2")))
+            }
         }
         try await time("best --model s1") { _ = try await registry.best(metric: "accuracy", split: "val", scope: .model(ModelName("s1"))) }
-        try await time("ancestors of the deepest student (\(options.chain + 1) up)") { _ = try await registry.lineage(deepestName).ancestors.count }
+        try await time("ancestors of the deepest student (\(options.chain + 1) up)") {
+            _ = try await registry.lineage(deepestName).ancestors.count
+        }
         try await time("descendants of base1") { _ = try await registry.lineage(ModelName("base1")).descendants.count }
         try await time("affected base1") { _ = try await registry.affected(Reference(parsing: "base1")) }
         try await time("affected base0 (flagged, with the chain)") { _ = try await registry.affected(Reference(parsing: "base0")) }
@@ -177,7 +193,10 @@ struct ScaleBench {
         print("|---|---:|---:|")
         for (label, samples) in timings {
             let sorted = samples.sorted()
-            print(String(format: "| %@ | %.2f | %.2f |", label, median(samples) * 1000, sorted[min(sorted.count - 1, sorted.count * 9 / 10)] * 1000))
+            print(
+                String(
+                    format: "| %@ | %.2f | %.2f |", label, median(samples) * 1000,
+                    sorted[min(sorted.count - 1, sorted.count * 9 / 10)] * 1000))
         }
         print("")
         print(String(format: "Peak RSS %.0f MiB; database %.0f MiB.", peakRSSMiB(), Double(stats.databaseBytes) / 1048576))

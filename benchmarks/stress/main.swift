@@ -46,7 +46,8 @@ case "write":
         do {
             try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: path)
             _ = try await registry.addCheckpoint(
-                model: model, file: path, step: step, metrics: [try MetricAssignment(name: "loss", value: Double(generator.next() % 1000) / 1000)])
+                model: model, file: path, step: step,
+                metrics: [try MetricAssignment(name: "loss", value: Double(generator.next() % 1000) / 1000)])
         } catch { report(error) }
     }
     try? FileManager.default.removeItem(atPath: path)

@@ -21,11 +21,12 @@ func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 /// Median seconds of `body` over `runs`, after one warm-up.
 func time(runs: Int, _ body: () -> Void) -> Double {
     body()
-    return median((0..<runs).map { _ in
-        let start = now()
-        body()
-        return now() - start
-    })
+    return median(
+        (0..<runs).map { _ in
+            let start = now()
+            body()
+            return now() - start
+        })
 }
 
 let arguments = CommandLine.arguments
@@ -49,16 +50,23 @@ for (m, k, n) in [(64, 784, 64), (256, 1024, 256), (512, 512, 512), (1024, 1024,
         input.data.withUnsafeBufferPointer { a in
             layer.weight.value.withUnsafeBufferPointer { b in
                 c.withUnsafeMutableBufferPointer { out in
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(m), blasint(n), blasint(k), 1, a.baseAddress, blasint(k), b.baseAddress, blasint(k), 0, out.baseAddress, blasint(n))
+                    cblas_sgemm(
+                        CblasRowMajor, CblasNoTrans, CblasTrans, blasint(m), blasint(n), blasint(k), 1, a.baseAddress, blasint(k),
+                        b.baseAddress, blasint(k), 0, out.baseAddress, blasint(n))
                 }
             }
         }
     }
-    print(String(format: "| %d×%d · %d×%d | Linear forward | %.1f | %.1f | %.2f |", m, k, k, n, flops / engine / 1e9, flops / raw / 1e9, raw / engine))
+    print(
+        String(
+            format: "| %d×%d · %d×%d | Linear forward | %.1f | %.1f | %.2f |", m, k, k, n, flops / engine / 1e9, flops / raw / 1e9,
+            raw / engine))
 }
 for (batch, channels, size, out) in [(64, 1, 28, 8), (64, 8, 14, 16)] {
     let conv = Conv2d(inChannels: channels, outChannels: out, kernel: 3, padding: 1, generator: &generator)
-    let input = Tensor(shape: [batch, channels, size, size], data: (0..<(batch * channels * size * size)).map { _ in Float.random(in: -1..<1, using: &generator) })
+    let input = Tensor(
+        shape: [batch, channels, size, size],
+        data: (0..<(batch * channels * size * size)).map { _ in Float.random(in: -1..<1, using: &generator) })
     let rows = batch * size * size, patch = channels * 9
     let flops = 2.0 * Double(rows * patch * out)
     let engine = time(runs: 20) { _ = conv.forward(input, training: false) }
@@ -68,12 +76,17 @@ for (batch, channels, size, out) in [(64, 1, 28, 8), (64, 8, 14, 16)] {
         columns.withUnsafeBufferPointer { a in
             conv.weight.value.withUnsafeBufferPointer { b in
                 c.withUnsafeMutableBufferPointer { o in
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(rows), blasint(out), blasint(patch), 1, a.baseAddress, blasint(patch), b.baseAddress, blasint(patch), 0, o.baseAddress, blasint(out))
+                    cblas_sgemm(
+                        CblasRowMajor, CblasNoTrans, CblasTrans, blasint(rows), blasint(out), blasint(patch), 1, a.baseAddress,
+                        blasint(patch), b.baseAddress, blasint(patch), 0, o.baseAddress, blasint(out))
                 }
             }
         }
     }
-    print(String(format: "| %d×%d · %d×%d | Conv2d %d→%d on %d×%d, batch %d (im2col + GEMM) | %.1f | %.1f | %.2f |", rows, patch, patch, out, channels, out, size, size, batch, flops / engine / 1e9, flops / raw / 1e9, raw / engine))
+    print(
+        String(
+            format: "| %d×%d · %d×%d | Conv2d %d→%d on %d×%d, batch %d (im2col + GEMM) | %.1f | %.1f | %.2f |", rows, patch, patch, out,
+            channels, out, size, size, batch, flops / engine / 1e9, flops / raw / 1e9, raw / engine))
 }
 
 print("\n## Training samples/s per transfer mode (cnn-small, Fashion-MNIST classes 5-9, 5,000 images, batch 32)\n")
@@ -92,7 +105,13 @@ for plan in [TransferPlan.featureExtraction, .freezeBlocks(2), .freezeBlocks(1),
     let reports = (0..<3).map { _ in loop.epoch(train: train, validation: validation) }
     let rate = median(reports.map(\.samplesPerSecond))
     epochSeconds[plan.label] = Double(train.count) / rate
-    print(String(format: "| %@ | %@ | %.0f | %.3f | %.2f s |", plan.label, "\(network.trainableParameterCount)", rate, Double(train.count) / rate, loop.cacheSeconds))
+    print(
+        String(
+            format: "| %@ | %@ | %.0f | %.3f | %.2f s |", plan.label, "\(network.trainableParameterCount)", rate,
+            Double(train.count) / rate, loop.cacheSeconds))
 }
 let speedup = epochSeconds["full-finetune"]! / epochSeconds["feature-extraction"]!
-print(String(format: "\nfeature-extraction epoch speed-up over full fine-tuning: %.0f× (training steps of one epoch, same 5,000 images)", speedup))
+print(
+    String(
+        format: "\nfeature-extraction epoch speed-up over full fine-tuning: %.0f× (training steps of one epoch, same 5,000 images)", speedup
+    ))

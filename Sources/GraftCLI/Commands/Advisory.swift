@@ -52,7 +52,9 @@ extension GraftCommand.AdvisoryCommand {
             let reference = try parseReference(ref)
             try await GraftCLI.run { () throws(GraftError) in
                 let advisory = try await options.open().addAdvisory(on: reference, id: id, severity: severity, note: note, url: url)
-                print("advisory \(advisory.id) (\(advisory.severity.rawValue)) on \(advisory.checkpoint ?? advisory.model); descendants inherit it")
+                print(
+                    "advisory \(advisory.id) (\(advisory.severity.rawValue)) on \(advisory.checkpoint ?? advisory.model); descendants inherit it"
+                )
             }
         }
     }
@@ -70,9 +72,15 @@ extension GraftCommand.AdvisoryCommand {
                 let advisories = try await options.open().advisories(includeResolved: all)
                 if output.json { return try emitJSON(advisories) }
                 if advisories.isEmpty { print("no open advisories"); return }
-                print(table(
-                    ["ID", "SEVERITY", "ON", "STATUS", "NOTE"],
-                    advisories.map { [$0.id, $0.severity.rawValue, $0.checkpoint ?? $0.model, $0.resolvedAt == nil ? "open" : "resolved", $0.note ?? ""] }))
+                print(
+                    table(
+                        ["ID", "SEVERITY", "ON", "STATUS", "NOTE"],
+                        advisories.map {
+                            [
+                                $0.id, $0.severity.rawValue, $0.checkpoint ?? $0.model, $0.resolvedAt == nil ? "open" : "resolved",
+                                $0.note ?? "",
+                            ]
+                        }))
             }
         }
     }
@@ -97,7 +105,9 @@ extension GraftCommand {
     struct Card: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print Hugging Face model-card front matter (YAML) for a model, with its lineage.",
-            discussion: "base_model and base_model_relation come from the lineage, license and datasets from the model or its root base, and model-index from the newest checkpoint's evaluations.")
+            discussion:
+                "base_model and base_model_relation come from the lineage, license and datasets from the model or its root base, and model-index from the newest checkpoint's evaluations."
+        )
 
         @Argument(help: ArgumentHelp("The model.", valueName: "name"))
         var name: String

@@ -36,7 +36,10 @@ extension GraftCommand.Base {
         var task: String?
         @Option(help: "A one-line description.")
         var description: String?
-        @Option(help: ArgumentHelp("A Hugging Face model card (README.md): license, datasets and pipeline_tag are read from its front matter; flags win.", valueName: "file"))
+        @Option(
+            help: ArgumentHelp(
+                "A Hugging Face model card (README.md): license, datasets and pipeline_tag are read from its front matter; flags win.",
+                valueName: "file"))
         var card: String?
         @OptionGroup var options: RegistryOptions
         @OptionGroup var output: OutputOptions
@@ -69,13 +72,17 @@ extension GraftCommand.Base {
                     return
                 }
                 print("registered \(result.checkpoint)  \(result.digest.short)")
-                print(table(["", ""], [
-                    ["tensors", formatCount(result.tensors)],
-                    ["parameters", formatCount(result.parameters)],
-                    ["file size", formatBytes(result.logicalBytes)],
-                    ["bytes stored", formatBytes(result.bytesStored)],
-                    ["already present", formatBytes(result.bytesAlreadyPresent)],
-                ] + (result.bytesSent.map { [["sent to the server", formatBytes($0)]] } ?? [])).split(separator: "\n").dropFirst().map { "  " + $0 }.joined(separator: "\n"))
+                print(
+                    table(
+                        ["", ""],
+                        [
+                            ["tensors", formatCount(result.tensors)],
+                            ["parameters", formatCount(result.parameters)],
+                            ["file size", formatBytes(result.logicalBytes)],
+                            ["bytes stored", formatBytes(result.bytesStored)],
+                            ["already present", formatBytes(result.bytesAlreadyPresent)],
+                        ] + (result.bytesSent.map { [["sent to the server", formatBytes($0)]] } ?? [])
+                    ).split(separator: "\n").dropFirst().map { "  " + $0 }.joined(separator: "\n"))
             }
         }
     }

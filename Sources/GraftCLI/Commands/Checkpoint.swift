@@ -4,7 +4,8 @@ import Graft
 extension GraftCommand {
     struct CheckpointCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "checkpoint", abstract: "Work with a model's checkpoints.", subcommands: [AddCheckpoint.self, ListCheckpoints.self, RemoveCheckpoint.self])
+            commandName: "checkpoint", abstract: "Work with a model's checkpoints.",
+            subcommands: [AddCheckpoint.self, ListCheckpoints.self, RemoveCheckpoint.self])
     }
 }
 
@@ -66,12 +67,14 @@ extension GraftCommand.CheckpointCommand {
                     file == "-"
                     ? try await registry.addCheckpoint(
                         model: name, input: try standardInput(), step: step, epoch: epoch, metrics: metrics, split: split, progress: report)
-                    : try await registry.addCheckpoint(model: name, file: file, step: step, epoch: epoch, metrics: metrics, split: split, progress: report)
+                    : try await registry.addCheckpoint(
+                        model: name, file: file, step: step, epoch: epoch, metrics: metrics, split: split, progress: report)
                 progress.finish()
                 if output.json { return try emitJSON(result) }
                 print("committed \(result.checkpoint)  \(result.digest.short)")
-                print("  new bytes stored \(formatBytes(result.bytesStored)) of \(formatBytes(result.logicalBytes)) logical"
-                    + (result.newTensors.isEmpty ? "" : "; new tensors: \(result.newTensors.joined(separator: ", "))"))
+                print(
+                    "  new bytes stored \(formatBytes(result.bytesStored)) of \(formatBytes(result.logicalBytes)) logical"
+                        + (result.newTensors.isEmpty ? "" : "; new tensors: \(result.newTensors.joined(separator: ", "))"))
                 if let sent = result.bytesSent { print("  sent \(formatBytes(sent)) to the server") }
             }
         }

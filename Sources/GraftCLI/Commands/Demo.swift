@@ -23,7 +23,8 @@ extension GraftCommand {
         var data = "/usr/share/datasets/fashion-mnist"
         @Option(help: "Epochs per student.")
         var epochs = 8
-        @Option(name: .customLong("per-class"), help: ArgumentHelp("The students' label budget: training images per class.", valueName: "k"))
+        @Option(
+            name: .customLong("per-class"), help: ArgumentHelp("The students' label budget: training images per class.", valueName: "k"))
         var perClass = 100
         @Flag(help: "A reduced run (small data, one or two epochs), for tests.")
         var quick = false
@@ -50,12 +51,15 @@ extension GraftCommand {
             let registry: Registry
             do { registry = try await options.openLocal() } catch { throw fail(error) }
             let samples = try trainerCall { () throws(TrainerError) in try Dataset.load(data) }
-            let studentSettings = TrainingSettings(epochs: quick ? 2 : epochs, batchSize: 32, optimizer: OptimizerSettings(kind: .sgd, learningRate: 0.03))
+            let studentSettings = TrainingSettings(
+                epochs: quick ? 2 : epochs, batchSize: 32, optimizer: OptimizerSettings(kind: .sgd, learningRate: 0.03))
             let validation = quick ? 40 : 300
             let report: (EpochReport) -> Void = { report in
-                print(String(
-                    format: "  epoch %d  train/loss %.3f  val/accuracy %.3f  %6.0f samples/s  → %@ (%@ new)", report.epoch, report.trainLoss,
-                    report.validationAccuracy, report.samplesPerSecond, report.checkpoint ?? "?", formatBytes(report.bytesStored ?? 0)))
+                print(
+                    String(
+                        format: "  epoch %d  train/loss %.3f  val/accuracy %.3f  %6.0f samples/s  → %@ (%@ new)", report.epoch,
+                        report.trainLoss,
+                        report.validationAccuracy, report.samplesPerSecond, report.checkpoint ?? "?", formatBytes(report.bytesStored ?? 0)))
             }
 
             section("2. Pretrain the teacher on Fashion-MNIST classes 0–4 and register it as a base")
@@ -64,7 +68,8 @@ extension GraftCommand {
             if exists {
                 print("\(teacher) is registered already (demo run before); reusing it")
             } else {
-                let teacherSettings = TrainingSettings(epochs: quick ? 1 : 3, batchSize: 32, optimizer: OptimizerSettings(kind: .sgd, learningRate: 0.03))
+                let teacherSettings = TrainingSettings(
+                    epochs: quick ? 1 : 3, batchSize: 32, optimizer: OptimizerSettings(kind: .sgd, learningRate: 0.03))
                 _ = try await trainerCall { () async throws(TrainerError) in
                     try await Engine.trainBase(
                         teacher, architecture: "cnn-small", in: registry, data: samples,
@@ -94,11 +99,15 @@ extension GraftCommand {
             for (short, plan) in plans {
                 let name = try parseName("fmnist-5to9-\(short)\(suffix)")
                 let created = try await trainerCall { () async throws(TrainerError) in
-                    try await Engine.deriveStudent(name, from: parent, plan: plan, in: registry, description: "Fashion-MNIST 5-9, \(plan.label)")
+                    try await Engine.deriveStudent(
+                        name, from: parent, plan: plan, in: registry, description: "Fashion-MNIST 5-9, \(plan.label)")
                 }
-                print("\(name): \(created.manifest.mode.rawValue) — \(created.manifest.count(.frozen).tensors) tensors frozen, \(created.manifest.count(.trainable).tensors) trainable, \(created.manifest.count(.new).tensors) new")
+                print(
+                    "\(name): \(created.manifest.mode.rawValue) — \(created.manifest.count(.frozen).tensors) tensors frozen, \(created.manifest.count(.trainable).tensors) trainable, \(created.manifest.count(.new).tensors) new"
+                )
                 let reports = try await trainerCall { () async throws(TrainerError) in
-                    try await Engine.trainStudent(name, in: registry, data: samples, selection: selection, settings: studentSettings, progress: report)
+                    try await Engine.trainStudent(
+                        name, in: registry, data: samples, selection: selection, settings: studentSettings, progress: report)
                 }
                 rows.append(Self.row(name.value, created.manifest.mode.rawValue, reports))
             }
@@ -118,23 +127,35 @@ extension GraftCommand {
             try await Lineage.parse([Self.teacherName, "--metric", "val/accuracy"] + registryArguments).run()
 
             section("5. Results (classes 5–9, \(quick ? 20 : perClass) labels per class)")
-            print(table(
-                ["MODEL", "MODE", "TRAINABLE", "STORED", "BEST VAL ACC", "TIME"],
-                rows.map { [$0.name, $0.mode, formatCount($0.trainable), formatBytes($0.stored), String(format: "%.3f", $0.best), String(format: "%.1f s", $0.seconds)] },
-                right: [2, 3, 4, 5]))
+            print(
+                table(
+                    ["MODEL", "MODE", "TRAINABLE", "STORED", "BEST VAL ACC", "TIME"],
+                    rows.map {
+                        [
+                            $0.name, $0.mode, formatCount($0.trainable), formatBytes($0.stored), String(format: "%.3f", $0.best),
+                            String(format: "%.1f s", $0.seconds),
+                        ]
+                    },
+                    right: [2, 3, 4, 5]))
 
             section("6. The best checkpoint under the teacher")
             try await Best.parse(["--metric", "val/accuracy", "--under", Self.teacherName] + registryArguments).run()
 
             section("7. Registry totals: frozen layers are stored once")
             try await Stats.parse(registryArguments).run()
-            print(String(format: "\ndemo complete in %.0f s; explore with `graft lineage %@ --registry %@`", Date().timeIntervalSince(started), Self.teacherName, root))
-            print("or in a browser: `graft token create me --scope read --registry \(root)`, `graft serve --registry \(root)`, then http://127.0.0.1:8470/")
+            print(
+                String(
+                    format: "\ndemo complete in %.0f s; explore with `graft lineage %@ --registry %@`", Date().timeIntervalSince(started),
+                    Self.teacherName, root))
+            print(
+                "or in a browser: `graft token create me --scope read --registry \(root)`, `graft serve --registry \(root)`, then http://127.0.0.1:8470/"
+            )
         }
 
         static func row(_ name: String, _ mode: String, _ reports: [EpochReport]) -> Row {
             Row(
-                name: name, mode: mode, trainable: reports.last?.trainableParameters ?? 0, stored: reports.reduce(0) { $0 + ($1.bytesStored ?? 0) },
+                name: name, mode: mode, trainable: reports.last?.trainableParameters ?? 0,
+                stored: reports.reduce(0) { $0 + ($1.bytesStored ?? 0) },
                 best: reports.map(\.validationAccuracy).max() ?? 0, seconds: reports.reduce(0) { $0 + $1.seconds })
         }
 

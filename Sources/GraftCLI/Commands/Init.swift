@@ -19,7 +19,9 @@ extension GraftCommand {
                 let configuration = try options.configuration()
                 let (registry, created) = try await Registry.create(configuration)
                 var place = registry.layout.root
-                if configuration.metadata != nil { place = "\(registry.metadata.location) (this machine's files in \(registry.layout.root))" }
+                if configuration.metadata != nil {
+                    place = "\(registry.metadata.location) (this machine's files in \(registry.layout.root))"
+                }
                 print(created ? "created registry at \(place)" : "registry at \(place) is ready (already initialised)")
             }
         }

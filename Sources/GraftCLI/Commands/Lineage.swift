@@ -33,15 +33,26 @@ extension GraftCommand {
 
         func run() async throws {
             let scope: BestScope
-            if let model { scope = .model(try parseName(model)) } else if let under { scope = .under(try parseName(under)) } else { scope = .all }
+            if let model {
+                scope = .model(try parseName(model))
+            } else if let under {
+                scope = .under(try parseName(under))
+            } else {
+                scope = .all
+            }
             try await GraftCLI.run { () throws(GraftError) in
                 let registry = try await options.open()
-                let best = try await registry.best(metric: metric, direction: ranking.direction, split: ranking.split, scope: scope, includeFlagged: includeFlagged)
+                let best = try await registry.best(
+                    metric: metric, direction: ranking.direction, split: ranking.split, scope: scope, includeFlagged: includeFlagged)
                 if let export { _ = try await registry.export(best.checkpoint.reference, to: export, overwrite: false) }
                 if output.json { return try emitJSON(best) }
                 let how = best.directionInferred ? "\(best.direction.rawValue), from the metric's name" : best.direction.rawValue
-                print("best \(best.checkpoint.ref)  \(best.metric)\(best.split.map { " (\($0))" } ?? "") = \(formatMetric(best.value))  [\(how)]")
-                print("  \(best.candidates) candidate(s); \(best.excludedFlagged) left out for open advisories" + (best.excludedFlagged > 0 ? " (--include-flagged to consider them)" : ""))
+                print(
+                    "best \(best.checkpoint.ref)  \(best.metric)\(best.split.map { " (\($0))" } ?? "") = \(formatMetric(best.value))  [\(how)]"
+                )
+                print(
+                    "  \(best.candidates) candidate(s); \(best.excludedFlagged) left out for open advisories"
+                        + (best.excludedFlagged > 0 ? " (--include-flagged to consider them)" : ""))
                 if let export { print("  exported to \(export)") }
             }
         }

@@ -16,12 +16,15 @@ extension GraftCommand {
                     print("no models yet; register one with `graft base add FILE --name NAME`")
                     return
                 }
-                print(table(
-                    ["NAME", "KIND", "CHECKPOINTS", "ARCHITECTURE", "LICENSE", "CREATED"],
-                    models.map { model in
-                        [model.name.value, model.kind, String(model.checkpointCount), model.provenance.architecture ?? "-",
-                         model.provenance.license ?? "-", model.createdAt]
-                    }, right: [2]))
+                print(
+                    table(
+                        ["NAME", "KIND", "CHECKPOINTS", "ARCHITECTURE", "LICENSE", "CREATED"],
+                        models.map { model in
+                            [
+                                model.name.value, model.kind, String(model.checkpointCount), model.provenance.architecture ?? "-",
+                                model.provenance.license ?? "-", model.createdAt,
+                            ]
+                        }, right: [2]))
             }
         }
     }

@@ -40,10 +40,16 @@ extension GraftCommand {
                 if !rows.isEmpty { print(table(["CHECKPOINT", "METRIC", "SPLIT", "VALUE"], rows, right: [3])) }
                 if !report.curves.isEmpty {
                     if !rows.isEmpty { print("") }
-                    print(table(
-                        ["CURVE", "POINTS", "STEPS", "LAST", "MIN", "MAX"],
-                        report.curves.map { [$0.name, formatCount($0.points), "\($0.firstStep)–\($0.lastStep)", formatMetric($0.lastValue), formatMetric($0.minimum), formatMetric($0.maximum)] },
-                        right: [1, 3, 4, 5]))
+                    print(
+                        table(
+                            ["CURVE", "POINTS", "STEPS", "LAST", "MIN", "MAX"],
+                            report.curves.map {
+                                [
+                                    $0.name, formatCount($0.points), "\($0.firstStep)–\($0.lastStep)", formatMetric($0.lastValue),
+                                    formatMetric($0.minimum), formatMetric($0.maximum),
+                                ]
+                            },
+                            right: [1, 3, 4, 5]))
                 }
             }
         }
@@ -75,7 +81,8 @@ extension GraftCommand.Metric {
                 let registry = try await options.open()
                 if let step {
                     guard case .model(let name) = reference else {
-                        throw GraftError.invalidReference(ref, reason: "curve points (--step) belong to a model: give NAME, not a checkpoint")
+                        throw GraftError.invalidReference(
+                            ref, reason: "curve points (--step) belong to a model: give NAME, not a checkpoint")
                     }
                     try await registry.logCurve(model: name, step: step, assignments)
                     print("logged \(assignments.count) point(s) at step \(step) for \(name)")

@@ -20,7 +20,9 @@ func printRemoval(_ report: RemovalReport) {
     let verb = report.dryRun ? "would remove" : "removed"
     if !report.models.isEmpty { print("\(verb) model(s): \(report.models.joined(separator: ", "))") }
     for kept in report.kept { print("kept \(kept.checkpoint): \(kept.reasons.joined(separator: "; "))") }
-    print("\(verb) \(report.checkpoints.count) checkpoint(s)" + (report.checkpoints.isEmpty ? "" : ": \(report.checkpoints.joined(separator: ", "))"))
+    print(
+        "\(verb) \(report.checkpoints.count) checkpoint(s)"
+            + (report.checkpoints.isEmpty ? "" : ": \(report.checkpoints.joined(separator: ", "))"))
     print("\(report.dryRun ? "would free" : "freed") \(formatBytes(report.bytesFreed))")
 }
 
@@ -47,8 +49,12 @@ extension GraftCommand {
                 let report = try await options.open().gc(grace: seconds, dryRun: dryRun)
                 if output.json { return try emitJSON(report) }
                 let verb = dryRun ? "would remove" : "removed"
-                print("\(verb) \(report.blobsRemoved) unreferenced blob(s), \(report.orphanFilesRemoved) orphan file(s), \(report.temporaryFilesRemoved) temporary file(s)")
-                print("\(dryRun ? "would free" : "freed") \(formatBytes(report.bytesFreed)); \(report.keptForGrace) kept as younger than \(grace)")
+                print(
+                    "\(verb) \(report.blobsRemoved) unreferenced blob(s), \(report.orphanFilesRemoved) orphan file(s), \(report.temporaryFilesRemoved) temporary file(s)"
+                )
+                print(
+                    "\(dryRun ? "would free" : "freed") \(formatBytes(report.bytesFreed)); \(report.keptForGrace) kept as younger than \(grace)"
+                )
             }
         }
     }
@@ -85,7 +91,8 @@ extension GraftCommand {
             let name = try parseName(self.name)
             try await GraftCLI.run { () throws(GraftError) in
                 let report = try await options.open().prune(
-                    name, keepLast: keepLast, keepBest: keepBest, metric: metric, direction: ranking.direction, split: ranking.split, dryRun: dryRun)
+                    name, keepLast: keepLast, keepBest: keepBest, metric: metric, direction: ranking.direction, split: ranking.split,
+                    dryRun: dryRun)
                 if output.json { return try emitJSON(report) }
                 printRemoval(report)
             }
@@ -93,7 +100,8 @@ extension GraftCommand {
     }
 
     struct ModelCommand: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "model", abstract: "Work with whole models.", subcommands: [RemoveModel.self])
+        static let configuration = CommandConfiguration(
+            commandName: "model", abstract: "Work with whole models.", subcommands: [RemoveModel.self])
     }
 }
 
@@ -127,7 +135,9 @@ extension GraftCommand.CheckpointCommand {
     struct RemoveCheckpoint: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "rm", abstract: "Remove one checkpoint and the blobs only it used.",
-            discussion: "Refused, with the reason, for a checkpoint a student derives from, one an alias points at, or a base's registered checkpoint.")
+            discussion:
+                "Refused, with the reason, for a checkpoint a student derives from, one an alias points at, or a base's registered checkpoint."
+        )
 
         @Argument(help: ArgumentHelp("The checkpoint (NAME@N, NAME@ALIAS is refused: move the alias first).", valueName: "ref"))
         var reference: String

@@ -21,11 +21,14 @@ extension GraftCommand {
 
         @Option(help: ArgumentHelp("Address to listen on, HOST:PORT; port 0 picks a free one (printed on stdout).", valueName: "host:port"))
         var listen = "127.0.0.1:8470"
-        @Option(name: .customLong("tls-cert"), help: ArgumentHelp("PEM certificate chain: serve HTTPS (with --tls-key).", valueName: "file"))
+        @Option(
+            name: .customLong("tls-cert"), help: ArgumentHelp("PEM certificate chain: serve HTTPS (with --tls-key).", valueName: "file"))
         var tlsCert: String?
         @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key of --tls-cert.", valueName: "file"))
         var tlsKey: String?
-        @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Close a connection silent this many seconds (a stalled upload included).", valueName: "seconds"))
+        @Option(
+            name: .customLong("idle-timeout"),
+            help: ArgumentHelp("Close a connection silent this many seconds (a stalled upload included).", valueName: "seconds"))
         var idleTimeout: Double = 60
         @OptionGroup var options: RegistryOptions
 
@@ -85,7 +88,9 @@ extension GraftCommand.Token {
             try await GraftCLI.run { () throws(GraftError) in
                 let created = try await options.openLocal().createToken(name: name, scope: scope, models: models)
                 if output.json { return try emitJSON(created) }
-                print("created token \(created.name) (scope \(created.scope.rawValue)\(created.models.map { ", models \($0)" } ?? "")); it is shown only now:")
+                print(
+                    "created token \(created.name) (scope \(created.scope.rawValue)\(created.models.map { ", models \($0)" } ?? "")); it is shown only now:"
+                )
                 print(created.token)
             }
         }
@@ -101,7 +106,10 @@ extension GraftCommand.Token {
                 let tokens = try await options.openLocal().tokens()
                 if output.json { return try emitJSON(tokens) }
                 if tokens.isEmpty { return print("no tokens; create one with `graft token create NAME --scope read`") }
-                print(table(["NAME", "SCOPE", "MODELS", "CREATED"], tokens.map { [$0.name, $0.scope.rawValue, $0.models ?? "*", $0.createdAt] }))
+                print(
+                    table(
+                        ["NAME", "SCOPE", "MODELS", "CREATED"], tokens.map { [$0.name, $0.scope.rawValue, $0.models ?? "*", $0.createdAt] })
+                )
             }
         }
     }

@@ -32,12 +32,16 @@ extension GraftCommand {
             let model = detail.model
             let p = model.provenance
             var lines = [("model", "\(model.name) (\(model.kind))")]
-            for (label, value) in [("description", p.description), ("source", p.source), ("license", p.license), ("dataset", p.dataset),
-                                   ("architecture", p.architecture), ("task", p.task)] {
+            for (label, value) in [
+                ("description", p.description), ("source", p.source), ("license", p.license), ("dataset", p.dataset),
+                ("architecture", p.architecture), ("task", p.task),
+            ] {
                 if let value { lines.append((label, value)) }
             }
             for (key, value) in p.metadata.sorted(by: { $0.key < $1.key }) { lines.append(("meta." + key, value)) }
-            if !detail.advisories.isEmpty { lines.append(("FLAGGED", detail.advisories.joined(separator: ", ") + " (graft advisory list)")) }
+            if !detail.advisories.isEmpty {
+                lines.append(("FLAGGED", detail.advisories.joined(separator: ", ") + " (graft advisory list)"))
+            }
             lines.append(("created", model.createdAt))
             lines.append(("checkpoints", String(model.checkpointCount)))
             let width = lines.map(\.0.count).max() ?? 0
@@ -63,14 +67,19 @@ extension GraftCommand {
         func printCheckpoint(_ detail: CheckpointDetail) {
             let c = detail.checkpoint
             print("checkpoint \(c.ref)  \(c.digest)")
-            print("  \(formatCount(c.tensorCount)) tensors, \(formatCount(c.parameterCount)) parameters, \(formatBytes(c.fileBytes)), created \(c.createdAt)")
+            print(
+                "  \(formatCount(c.tensorCount)) tensors, \(formatCount(c.parameterCount)) parameters, \(formatBytes(c.fileBytes)), created \(c.createdAt)"
+            )
             for (key, value) in c.metadata.sorted(by: { $0.key < $1.key }) { print("  metadata \(key) = \(value)") }
             var rows: [[String]] = []
             for layer in detail.layers {
                 rows.append([layer.layer, "", "", formatCount(layer.parameters), formatBytes(layer.bytes)])
                 for tensor in layer.tensors {
                     let leaf = tensor.name.hasPrefix(layer.layer + ".") ? String(tensor.name.dropFirst(layer.layer.count + 1)) : tensor.name
-                    rows.append(["  ." + leaf, tensor.dtype.rawValue, shapeText(tensor.shape), formatCount(tensor.parameters), formatBytes(tensor.bytes)])
+                    rows.append([
+                        "  ." + leaf, tensor.dtype.rawValue, shapeText(tensor.shape), formatCount(tensor.parameters),
+                        formatBytes(tensor.bytes),
+                    ])
                 }
             }
             print("")
@@ -80,9 +89,10 @@ extension GraftCommand {
 }
 
 func printCheckpointTable(_ checkpoints: [CheckpointSummary]) {
-    print(table(
-        ["CHECKPOINT", "DIGEST", "TENSORS", "PARAMETERS", "SIZE", "CREATED"],
-        checkpoints.map { c in
-            [c.ref, c.digest.short, formatCount(c.tensorCount), formatCount(c.parameterCount), formatBytes(c.fileBytes), c.createdAt]
-        }, right: [2, 3, 4]))
+    print(
+        table(
+            ["CHECKPOINT", "DIGEST", "TENSORS", "PARAMETERS", "SIZE", "CREATED"],
+            checkpoints.map { c in
+                [c.ref, c.digest.short, formatCount(c.tensorCount), formatCount(c.parameterCount), formatBytes(c.fileBytes), c.createdAt]
+            }, right: [2, 3, 4]))
 }

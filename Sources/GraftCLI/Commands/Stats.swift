@@ -14,16 +14,20 @@ extension GraftCommand {
             try await GraftCLI.run { () throws(GraftError) in
                 let stats = try await options.open().stats()
                 if output.json { return try emitJSON(stats) }
-                print(table(["", ""], [
-                    ["models", "\(stats.models) (\(stats.bases) base)"],
-                    ["checkpoints", formatCount(stats.checkpoints)],
-                    ["tensors", formatCount(stats.tensors)],
-                    ["blobs", "\(formatCount(stats.blobs)) (\(formatCount(stats.inlineBlobs)) inline in the metadata)"],
-                    ["logical bytes", formatBytes(stats.logicalBytes)],
-                    ["physical bytes", formatBytes(stats.physicalBytes)],
-                    ["dedup ratio", String(format: "%.2f×", stats.dedupRatio)],
-                    ["database", formatBytes(stats.databaseBytes)],
-                ]).split(separator: "\n").dropFirst().joined(separator: "\n"))
+                print(
+                    table(
+                        ["", ""],
+                        [
+                            ["models", "\(stats.models) (\(stats.bases) base)"],
+                            ["checkpoints", formatCount(stats.checkpoints)],
+                            ["tensors", formatCount(stats.tensors)],
+                            ["blobs", "\(formatCount(stats.blobs)) (\(formatCount(stats.inlineBlobs)) inline in the metadata)"],
+                            ["logical bytes", formatBytes(stats.logicalBytes)],
+                            ["physical bytes", formatBytes(stats.physicalBytes)],
+                            ["dedup ratio", String(format: "%.2f×", stats.dedupRatio)],
+                            ["database", formatBytes(stats.databaseBytes)],
+                        ]
+                    ).split(separator: "\n").dropFirst().joined(separator: "\n"))
             }
         }
     }

@@ -3,7 +3,8 @@ import Graft
 
 extension GraftCommand {
     struct Student: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Derive students from bases or other students.", subcommands: [Create.self])
+        static let configuration = CommandConfiguration(
+            abstract: "Derive students from bases or other students.", subcommands: [Create.self])
     }
 }
 
@@ -36,7 +37,9 @@ extension GraftCommand.Student {
         var train: [String] = []
         @Option(help: ArgumentHelp("Drop the tensors PATTERN matches (repeatable).", valueName: "pattern"))
         var drop: [String] = []
-        @Option(help: ArgumentHelp("Re-initialise the tensors PATTERN matches: the student brings new ones (repeatable).", valueName: "pattern"))
+        @Option(
+            help: ArgumentHelp("Re-initialise the tensors PATTERN matches: the student brings new ones (repeatable).", valueName: "pattern")
+        )
         var reinit: [String] = []
         @Option(name: .customLong("freeze-through"), help: ArgumentHelp("Freeze PREFIX.0 through PREFIX.N.", valueName: "layer"))
         var freezeThrough: String?
@@ -48,13 +51,17 @@ extension GraftCommand.Student {
         func run() async throws {
             let name = try parseName(self.name)
             let parent = try parseReference(from)
-            let rules = freeze.map { ManifestRule(.freeze, $0) } + train.map { ManifestRule(.train, $0) } + drop.map { ManifestRule(.drop, $0) }
+            let rules =
+                freeze.map { ManifestRule(.freeze, $0) } + train.map { ManifestRule(.train, $0) } + drop.map { ManifestRule(.drop, $0) }
                 + reinit.map { ManifestRule(.reinit, $0) }
             try await GraftCLI.run { () throws(GraftError) in
                 let result = try await options.open().createStudent(
-                    name: name, from: parent, relation: relation, manifest: .rules(rules, freezeThrough: freezeThrough), description: description)
+                    name: name, from: parent, relation: relation, manifest: .rules(rules, freezeThrough: freezeThrough),
+                    description: description)
                 if output.json { return try emitJSON(result) }
-                print("created student \(result.model) from \(result.manifest.parent) (\(result.manifest.relation.rawValue), \(result.manifest.mode.rawValue))")
+                print(
+                    "created student \(result.model) from \(result.manifest.parent) (\(result.manifest.relation.rawValue), \(result.manifest.mode.rawValue))"
+                )
                 printManifestCounts(result.manifest)
             }
         }
@@ -62,10 +69,13 @@ extension GraftCommand.Student {
 }
 
 func printManifestCounts(_ manifest: ManifestSummary) {
-    print(table(["STATE", "TENSORS", "PARAMETERS"], TensorState.allCases.map { state in
-        let count = manifest.count(state)
-        return [state.rawValue, formatCount(count.tensors), formatCount(count.parameters)]
-    }, right: [1, 2]))
+    print(
+        table(
+            ["STATE", "TENSORS", "PARAMETERS"],
+            TensorState.allCases.map { state in
+                let count = manifest.count(state)
+                return [state.rawValue, formatCount(count.tensors), formatCount(count.parameters)]
+            }, right: [1, 2]))
 }
 
 /// The manifest grouped by layer: each layer's state (or "mixed") and parameter count.

@@ -57,10 +57,11 @@ extension GraftCommand {
                 let result = try await options.open().diff(a, b)
                 if output.json { return try emitJSON(result) }
                 print("\(result.from) → \(result.to)")
-                print(table(
-                    ["LAYER", "SAME", "CHANGED", "ADDED", "REMOVED"],
-                    result.layers.map { [$0.layer, String($0.same), String($0.changed), String($0.added), String($0.removed)] },
-                    right: [1, 2, 3, 4]))
+                print(
+                    table(
+                        ["LAYER", "SAME", "CHANGED", "ADDED", "REMOVED"],
+                        result.layers.map { [$0.layer, String($0.same), String($0.changed), String($0.added), String($0.removed)] },
+                        right: [1, 2, 3, 4]))
                 let changes = result.tensors.filter { $0.status != .same }
                 if !changes.isEmpty { print("") }
                 for change in changes {

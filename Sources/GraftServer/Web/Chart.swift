@@ -35,24 +35,32 @@ struct LineChart {
         var svg = Markup(raw: "")
         svg += "<svg class=\"chart\" viewBox=\"0 0 \(Int(Self.width)) \(Int(Self.height))\" role=\"img\" aria-label=\"\(title)\">"
         // Axes and ticks.
-        svg += "<g class=\"axis\"><line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xHigh)))\" y2=\"\(Markup(raw: py(yLow)))\"/>"
-        svg += "<line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xLow)))\" y2=\"\(Markup(raw: py(yHigh)))\"/>"
+        svg +=
+            "<g class=\"axis\"><line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xHigh)))\" y2=\"\(Markup(raw: py(yLow)))\"/>"
+        svg +=
+            "<line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xLow)))\" y2=\"\(Markup(raw: py(yHigh)))\"/>"
         for y in Self.ticks(yLow, yHigh) {
-            svg += "<line class=\"grid\" x1=\"\(Markup(raw: px(xLow)))\" x2=\"\(Markup(raw: px(xHigh)))\" y1=\"\(Markup(raw: py(y)))\" y2=\"\(Markup(raw: py(y)))\"/>"
-            svg += "<text x=\"\(Int(Self.left) - 6)\" y=\"\(Markup(raw: py(y)))\" text-anchor=\"end\" dominant-baseline=\"middle\">\(Self.tickLabel(y))</text>"
+            svg +=
+                "<line class=\"grid\" x1=\"\(Markup(raw: px(xLow)))\" x2=\"\(Markup(raw: px(xHigh)))\" y1=\"\(Markup(raw: py(y)))\" y2=\"\(Markup(raw: py(y)))\"/>"
+            svg +=
+                "<text x=\"\(Int(Self.left) - 6)\" y=\"\(Markup(raw: py(y)))\" text-anchor=\"end\" dominant-baseline=\"middle\">\(Self.tickLabel(y))</text>"
         }
         for x in Self.ticks(xLow, xHigh) {
-            svg += "<text x=\"\(Markup(raw: px(x)))\" y=\"\(Int(Self.height - Self.bottom) + 16)\" text-anchor=\"middle\">\(Self.tickLabel(x))</text>"
+            svg +=
+                "<text x=\"\(Markup(raw: px(x)))\" y=\"\(Int(Self.height - Self.bottom) + 16)\" text-anchor=\"middle\">\(Self.tickLabel(x))</text>"
         }
-        svg += "<text class=\"label\" x=\"\(Markup(raw: px((xLow + xHigh) / 2)))\" y=\"\(Int(Self.height) - 2)\" text-anchor=\"middle\">\(xLabel)</text></g>"
+        svg +=
+            "<text class=\"label\" x=\"\(Markup(raw: px((xLow + xHigh) / 2)))\" y=\"\(Int(Self.height) - 2)\" text-anchor=\"middle\">\(xLabel)</text></g>"
         for (index, line) in drawn.enumerated() {
-            let points = zip(line.x, line.y).filter { $0.0.isFinite && $0.1.isFinite }.map { px($0.0) + "," + py($0.1) }.joined(separator: " ")
+            let points = zip(line.x, line.y).filter { $0.0.isFinite && $0.1.isFinite }.map { px($0.0) + "," + py($0.1) }.joined(
+                separator: " ")
             svg += "<g class=\"series s\(index % 8)\" data-series=\"\(line.label)\"><title>\(line.label)</title>"
             svg += "<polyline fill=\"none\" points=\"\(Markup(raw: points))\"/>"
             // Few points (checkpoint metrics): a dot on each, with its value on hover.
             if line.x.count <= 60 {
                 for (x, y) in zip(line.x, line.y) where x.isFinite && y.isFinite {
-                    svg += "<circle cx=\"\(Markup(raw: px(x)))\" cy=\"\(Markup(raw: py(y)))\" r=\"3\"><title>\(line.label): \(Self.tickLabel(x)), \(Self.valueLabel(y))</title></circle>"
+                    svg +=
+                        "<circle cx=\"\(Markup(raw: px(x)))\" cy=\"\(Markup(raw: py(y)))\" r=\"3\"><title>\(line.label): \(Self.tickLabel(x)), \(Self.valueLabel(y))</title></circle>"
                 }
             }
             svg += "</g>"

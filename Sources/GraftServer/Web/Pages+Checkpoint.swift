@@ -23,12 +23,15 @@ extension Web {
             var against: Reference? = nil
             if let text = query(request, "against"), !text.isEmpty {
                 against = try await api.visible(try Reference(parsing: text), token: token)
-            } else if let manifest, let parent = try? Reference(parsing: manifest.parent), let model = parent.modelName, token.covers(model) {
+            } else if let manifest, let parent = try? Reference(parsing: manifest.parent), let model = parent.modelName, token.covers(model)
+            {
                 against = parent
             } else if summary.number > 1 {
                 against = .number(summary.model, summary.number - 1)
             }
-            let diff = try await against.asyncMap { (reference) async throws(GraftError) in try await registry.diff(reference, summary.reference) }
+            let diff = try await against.asyncMap { (reference) async throws(GraftError) in
+                try await registry.diff(reference, summary.reference)
+            }
             let body = Self.checkpointBody(detail: detail, manifest: manifest, diff: diff)
             return Self.page(summary.ref, token: token, body: body)
         }
@@ -64,22 +67,26 @@ extension Web {
         }
         out += "<div><dt>created</dt><dd>\(summary.createdAt)</dd></div></dl>"
         if let diff {
-            out += "<p id=\"diff-against\">Compared with \(checkpointLink(diff.from)): per layer, <span class=\"same\">same</span> or <span class=\"changed\">changed</span>.</p>"
+            out +=
+                "<p id=\"diff-against\">Compared with \(checkpointLink(diff.from)): per layer, <span class=\"same\">same</span> or <span class=\"changed\">changed</span>.</p>"
         } else {
             out += "<p class=\"muted\" id=\"diff-against\">The first checkpoint of a base: nothing to compare with.</p>"
         }
         if !states.isEmpty {
             let counts = Dictionary(grouping: tensors) { states[$0.name] ?? .new }.mapValues(\.count)
-            out += "<p>Manifest: " + [TensorState.frozen, .trainable, .new].map { state -> Markup in
-                "<span class=\"state state-\(state.rawValue)\">\(state.rawValue) \(counts[state] ?? 0)</span>"
-            }.joined(separator: " ") + "</p>"
+            out +=
+                "<p>Manifest: "
+                + [TensorState.frozen, .trainable, .new].map { state -> Markup in
+                    "<span class=\"state state-\(state.rawValue)\">\(state.rawValue) \(counts[state] ?? 0)</span>"
+                }.joined(separator: " ") + "</p>"
         }
         var rows = Markup.empty
         for layer in detail.layers {
             var layerStatus = Markup.empty
             if let entry = layerDiff[layer.layer] {
                 let changed = entry.changed + entry.added + entry.removed > 0
-                layerStatus = changed
+                layerStatus =
+                    changed
                     ? "<span class=\"changed\">changed</span> <span class=\"muted\">(\(entry.changed) changed, \(entry.added) added, \(entry.same) same)</span>"
                     : "<span class=\"same\">same</span>"
             }
@@ -88,7 +95,10 @@ extension Web {
                 <td class="num">\(formatBytes(layer.bytes))</td><td>\(layerStatus)</td></tr>
                 """
             for tensor in layer.tensors {
-                let state: Markup = states.isEmpty ? .empty : "<span class=\"state state-\((states[tensor.name] ?? .new).rawValue)\">\((states[tensor.name] ?? .new).rawValue)</span>"
+                let state: Markup =
+                    states.isEmpty
+                    ? .empty
+                    : "<span class=\"state state-\((states[tensor.name] ?? .new).rawValue)\">\((states[tensor.name] ?? .new).rawValue)</span>"
                 let change: Markup = status[tensor.name].map { "<span class=\"\($0.rawValue)\">\($0.rawValue)</span>" } ?? .empty
                 rows += """
                     <tr class="tensor"><td><code>\(tensor.name)</code></td><td>\(tensor.dtype.rawValue)</td><td>[\(tensor.shape.map(String.init).joined(separator: ", "))]</td>
@@ -119,7 +129,9 @@ extension Web {
                 var reach: [AffectedModel] = []
                 if advisory.resolvedAt == nil {
                     let reference = try Reference(parsing: advisory.checkpoint ?? advisory.model)
-                    reach = try await registry.affected(reference).filter { $0.advisories.contains(advisory.id) && token.covers(nameOf($0.model)) }
+                    reach = try await registry.affected(reference).filter {
+                        $0.advisories.contains(advisory.id) && token.covers(nameOf($0.model))
+                    }
                 }
                 sections.append(Self.advisorySection(advisory, reach: reach))
             }
@@ -134,21 +146,27 @@ extension Web {
         var url = Markup.empty
         if let text = advisory.url {
             // Only web links become links: a `javascript:` URL stays text.
-            url = text.hasPrefix("https://") || text.hasPrefix("http://") ? " · <a href=\"\(text)\" rel=\"noopener noreferrer\">\(text)</a>" : " · \(text)"
+            url =
+                text.hasPrefix("https://") || text.hasPrefix("http://")
+                ? " · <a href=\"\(text)\" rel=\"noopener noreferrer\">\(text)</a>" : " · \(text)"
         }
-        let state: Markup = advisory.resolvedAt.map { "<span class=\"muted\">resolved \($0)</span>" } ?? "<span class=\"flag\">⚑ open</span>"
+        let state: Markup =
+            advisory.resolvedAt.map { "<span class=\"muted\">resolved \($0)</span>" } ?? "<span class=\"flag\">⚑ open</span>"
         let rows = reach.prefix(reachLimit).map { model -> Markup in
             let path = model.path.map { "\($0)" as Markup }.joined(separator: " → ")
-            return "<tr data-model=\"\(model.model)\"><td>\(modelLink(model.model))</td><td class=\"num\">\(model.checkpoints.count)</td><td class=\"path\">\(path)</td></tr>"
+            return
+                "<tr data-model=\"\(model.model)\"><td>\(modelLink(model.model))</td><td class=\"num\">\(model.checkpoints.count)</td><td class=\"path\">\(path)</td></tr>"
         }.joined()
         let more: Markup = reach.count > reachLimit ? "<p class=\"muted\">The first \(reachLimit) of \(number(reach.count)).</p>" : .empty
         let reached: Markup =
-            advisory.resolvedAt != nil ? .empty
-            : reach.isEmpty ? "<p class=\"muted\">It reaches no descendant.</p>"
-            : """
-            <p>Reaches <b class="reach-count">\(number(reach.count))</b> \(reach.count == 1 ? "model" : "models") below it:</p>
-            <table class="reach"><thead><tr><th>model</th><th class="num">checkpoints</th><th>path of inheritance</th></tr></thead><tbody>\(rows)</tbody></table>\(more)
-            """
+            advisory.resolvedAt != nil
+            ? .empty
+            : reach.isEmpty
+                ? "<p class=\"muted\">It reaches no descendant.</p>"
+                : """
+                <p>Reaches <b class="reach-count">\(number(reach.count))</b> \(reach.count == 1 ? "model" : "models") below it:</p>
+                <table class="reach"><thead><tr><th>model</th><th class="num">checkpoints</th><th>path of inheritance</th></tr></thead><tbody>\(rows)</tbody></table>\(more)
+                """
         return """
             <section class="advisory severity-\(advisory.severity.rawValue)" id="\(advisory.id)"><h2>\(advisory.id) <span class="badge">\(advisory.severity.rawValue)</span> \(state)</h2>
             <p>On \(target), since \(advisory.createdAt). \(advisory.note ?? "")\(url)</p>\(reached)</section>

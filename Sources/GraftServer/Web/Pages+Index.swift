@@ -29,7 +29,9 @@ extension Web {
                 mode = parsed
             }
             flagged = try flag(request, "flagged")
-            guard let page = Int(query(request, "page") ?? "1"), page >= 1, page <= 1_000_000 else { throw .badRequest("page must be a number from 1") }
+            guard let page = Int(query(request, "page") ?? "1"), page >= 1, page <= 1_000_000 else {
+                throw .badRequest("page must be a number from 1")
+            }
             self.page = page
         }
 
@@ -58,7 +60,8 @@ extension Web {
             let visible = try await registry.modelIndex().filter { token.covers(nameOf($0.name)) }
             let matching = visible.filter(filter.matches)
             let stats = token.models == nil ? try await registry.stats() : nil
-            return Self.page("Models", token: token, body: Self.indexBody(visible: visible, matching: matching, filter: filter, stats: stats))
+            return Self.page(
+                "Models", token: token, body: Self.indexBody(visible: visible, matching: matching, filter: filter, stats: stats))
         }
     }
 
@@ -83,7 +86,9 @@ extension Web {
         func option(_ value: String, _ label: String, selected: Bool) -> Markup {
             "<option value=\"\(value)\"\(Markup(raw: selected ? " selected" : ""))>\(label)</option>"
         }
-        let kinds = [("", "any kind"), ("base", "bases"), ("student", "students")].map { option($0.0, $0.1, selected: (filter.kind ?? "") == $0.0) }
+        let kinds = [("", "any kind"), ("base", "bases"), ("student", "students")].map {
+            option($0.0, $0.1, selected: (filter.kind ?? "") == $0.0)
+        }
         let modes = [("", "any transfer mode")] + TransferMode.allCases.map { ($0.rawValue, $0.rawValue) }
         let modeOptions = modes.map { option($0.0, $0.1, selected: (filter.mode?.rawValue ?? "") == $0.0) }
         let form: Markup = """
@@ -107,7 +112,8 @@ extension Web {
         }
         var pager = Markup.empty
         if pages > 1 {
-            let previous: Markup = page > 1 ? "<a rel=\"prev\" href=\"\(link("/", filter.parameters(page: page - 1)))\">← previous</a>" : .empty
+            let previous: Markup =
+                page > 1 ? "<a rel=\"prev\" href=\"\(link("/", filter.parameters(page: page - 1)))\">← previous</a>" : .empty
             let next: Markup = page < pages ? "<a rel=\"next\" href=\"\(link("/", filter.parameters(page: page + 1)))\">next →</a>" : .empty
             pager = "<nav class=\"pager\">\(previous) <span>page \(page) of \(pages)</span> \(next)</nav>"
         }

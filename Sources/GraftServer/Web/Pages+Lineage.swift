@@ -18,7 +18,9 @@ extension Web {
     /// The metric a family is ranked by unless one is chosen: a validation accuracy if there is
     /// one, else any accuracy, else the first recorded.
     static func defaultMetric(_ keys: [MetricKey]) -> MetricKey? {
-        func validation(_ key: MetricKey) -> Bool { key.split == "val" || key.split == "validation" || key.name.lowercased().hasPrefix("val") }
+        func validation(_ key: MetricKey) -> Bool {
+            key.split == "val" || key.split == "validation" || key.name.lowercased().hasPrefix("val")
+        }
         func accuracy(_ key: MetricKey) -> Bool { key.name.lowercased().contains("acc") }
         return keys.first { validation($0) && accuracy($0) } ?? keys.first(where: accuracy) ?? keys.first
     }
@@ -127,12 +129,15 @@ extension Web {
             let report = try await registry.lineage(root, metric: metric?.name, direction: nil, parts: .descendants)
             let family = Family(root: report.model, descendants: report.descendants) { token.covers(nameOf($0)) }
             let focus = options.at ?? Self.defaultFocus(family, page: name.value)
-            guard family.nodes[focus] != nil else { throw GraftError.badRequest("\(quotedParameter(focus)) is not in the family of \(root.value)") }
+            guard family.nodes[focus] != nil else {
+                throw GraftError.badRequest("\(quotedParameter(focus)) is not in the family of \(root.value)")
+            }
             var best: BestResult? = nil
             var bestNote: String? = nil
             if let metric {
                 do {
-                    best = try await api.best(metric: metric.name, direction: nil, split: metric.split, scope: .under(root), includeFlagged: false, token: token)
+                    best = try await api.best(
+                        metric: metric.name, direction: nil, split: metric.split, scope: .under(root), includeFlagged: false, token: token)
                 } catch let error as GraftError {
                     switch error {
                     case .unknownMetric, .allCandidatesFlagged: bestNote = error.description
@@ -140,7 +145,8 @@ extension Web {
                     }
                 }
             }
-            let origins = Dictionary(try await registry.advisories(includeResolved: false).map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
+            let origins = Dictionary(
+                try await registry.advisories(includeResolved: false).map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
             let view = LineageView(
                 family: family, page: name.value, focus: focus, options: options, best: best, origins: origins)
             if options.fragment { return Self.htmlResponse(view.subtree(focus)) }
@@ -175,7 +181,8 @@ extension Web {
                 let label = key.name + (key.split.map { " [\($0)]" } ?? "")
                 return "<option value=\"\(value)\"\(Markup(raw: key == metric ? " selected" : ""))>\(label)</option>"
             }.joined()
-            let depthOptions = (1...8).map { "<option\(Markup(raw: $0 == options.depth ? " selected" : ""))>\($0)</option>" as Markup }.joined()
+            let depthOptions = (1...8).map { "<option\(Markup(raw: $0 == options.depth ? " selected" : ""))>\($0)</option>" as Markup }
+                .joined()
             let hiddenAt: Markup = focus == family.root ? .empty : "<input type=\"hidden\" name=\"at\" value=\"\(focus)\">"
             out += """
                 <form class="filters" method="get" action="\(base)">\(hiddenAt)
@@ -208,7 +215,8 @@ extension Web {
         var legend: Markup {
             let modes = ["base"] + TransferMode.allCases.map(\.rawValue)
             let items = modes.map { "<li><span class=\"swatch mode-\($0)\"></span>\($0)</li>" as Markup }.joined()
-            return "<ul class=\"legend modes\">\(items)<li><span class=\"flag\">⚑</span> flagged</li><li><span class=\"swatch best\"></span> best</li></ul>"
+            return
+                "<ul class=\"legend modes\">\(items)<li><span class=\"flag\">⚑</span> flagged</li><li><span class=\"swatch best\"></span> best</li></ul>"
         }
 
         /// A path as links to each node's focus; a long one keeps its two first and three last names.
@@ -228,10 +236,13 @@ extension Web {
             let found = family.order.filter { $0.range(of: text, options: .caseInsensitive) != nil }
             let items = found.prefix(searchLimit).map { name -> Markup in
                 let path = family.path(from: family.root, to: name) ?? [name]
-                return "<li>\(modelLink(name)) <a class=\"focus\" href=\"\(focusLink(name))\">show in the tree</a> <span class=\"muted\">\(crumbs(path))</span></li>"
+                return
+                    "<li>\(modelLink(name)) <a class=\"focus\" href=\"\(focusLink(name))\">show in the tree</a> <span class=\"muted\">\(crumbs(path))</span></li>"
             }.joined()
-            let more: Markup = found.count > searchLimit ? "<p class=\"muted\">The first \(searchLimit) of \(number(found.count)).</p>" : .empty
-            return "<section class=\"search\" id=\"search-results\"><h2>Models matching “\(text)”: \(number(found.count))</h2><ul>\(items)</ul>\(more)</section>"
+            let more: Markup =
+                found.count > searchLimit ? "<p class=\"muted\">The first \(searchLimit) of \(number(found.count)).</p>" : .empty
+            return
+                "<section class=\"search\" id=\"search-results\"><h2>Models matching “\(text)”: \(number(found.count))</h2><ul>\(items)</ul>\(more)</section>"
         }
 
         /// The nodes drawn: breadth first from `top`, to `options.depth` levels and `fanout`
@@ -314,7 +325,8 @@ extension Web {
             }
             let below = family.size[name] ?? 0
             let count: Markup = below > 0 ? "<span class=\"muted\">\(number(below)) below</span>" : .empty
-            let focusMarkup: Markup = name == focus ? .empty : "<a class=\"focus\" href=\"\(focusLink(name))\" title=\"focus on this subtree\">⤢</a>"
+            let focusMarkup: Markup =
+                name == focus ? .empty : "<a class=\"focus\" href=\"\(focusLink(name))\" title=\"focus on this subtree\">⤢</a>"
             return """
                 <li class="\(classes.joined(separator: " "))" data-name="\(name)"><div class="box">\(edge)<a class="name" href="/models/\(percentEncode(name))">\(name)</a>
                 \(modeBadge(kind: node.kind, mode: node.mode)) \(facts.joined(separator: " ")) \(count) \(focusMarkup)\(flagMarkup)</div>\(children(name, shown: shown))</li>

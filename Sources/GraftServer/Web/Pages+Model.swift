@@ -22,7 +22,8 @@ extension Web {
             var members = [name]
             var teacher: ModelName? = nil
             if overlay {
-                let chosen = detail.manifest.map { nameOf(String($0.parent[..<($0.parent.lastIndex(of: "@") ?? $0.parent.endIndex)])) } ?? name
+                let chosen =
+                    detail.manifest.map { nameOf(String($0.parent[..<($0.parent.lastIndex(of: "@") ?? $0.parent.endIndex)])) } ?? name
                 teacher = chosen
                 let students = try await registry.lineage(chosen, parts: .descendants).descendants
                     .filter { $0.depth == 1 && token.covers(nameOf($0.name)) }.map { nameOf($0.name) }
@@ -33,10 +34,13 @@ extension Web {
             for member in members {
                 let memberDetail = member == name ? detail : try await registry.model(member)
                 let report = try await registry.metrics(.model(member))
-                charts.add(model: member.value, checkpoints: memberDetail.checkpoints, report: report, curves: try await registry.curves(of: member))
+                charts.add(
+                    model: member.value, checkpoints: memberDetail.checkpoints, report: report,
+                    curves: try await registry.curves(of: member))
             }
             let metrics = try await registry.metrics(.model(name))
-            let body = Self.modelBody(detail: detail, card: card, metrics: metrics, charts: charts, overlay: overlay, teacher: teacher, overlaid: members.count)
+            let body = Self.modelBody(
+                detail: detail, card: card, metrics: metrics, charts: charts, overlay: overlay, teacher: teacher, overlaid: members.count)
             return Self.page(name.value, token: token, body: body)
         }
     }
@@ -68,7 +72,8 @@ extension Web {
         }
 
         var markup: Markup {
-            charts.keys.sorted().map { title in LineChart(title: title, xLabel: charts[title]!.xLabel, series: charts[title]!.series).markup }.joined()
+            charts.keys.sorted().map { title in LineChart(title: title, xLabel: charts[title]!.xLabel, series: charts[title]!.series).markup
+            }.joined()
         }
     }
 
@@ -117,7 +122,9 @@ extension Web {
         }
         // Aliases.
         if !detail.aliases.isEmpty {
-            let rows = detail.aliases.sorted { $0.key < $1.key }.map { alias, ref -> Markup in "<tr><td>\(alias)</td><td>\(checkpointLink(ref))</td></tr>" }.joined()
+            let rows = detail.aliases.sorted { $0.key < $1.key }.map { alias, ref -> Markup in
+                "<tr><td>\(alias)</td><td>\(checkpointLink(ref))</td></tr>"
+            }.joined()
             out += "<section><h2>Aliases</h2><table class=\"aliases\"><tbody>\(rows)</tbody></table></section>"
         }
         // Curves.
@@ -125,9 +132,12 @@ extension Web {
             overlay
             ? "<a href=\"/models/\(percentEncode(name))\">show this model alone</a>"
             : "<a href=\"/models/\(percentEncode(name))?overlay=1\" id=\"overlay\">overlay the students of \(detail.manifest == nil ? "this base" : "the same teacher")</a>"
-        let note: Markup = teacher.map { "<p class=\"muted\">\(overlaid) students of \(modelLink($0.value)) overlaid (at most \(overlayLimit)).</p>" } ?? .empty
+        let note: Markup =
+            teacher.map { "<p class=\"muted\">\(overlaid) students of \(modelLink($0.value)) overlaid (at most \(overlayLimit)).</p>" }
+            ?? .empty
         let chartMarkup = charts.charts.isEmpty ? Markup("<p class=\"muted\">No metrics or curves yet.</p>") : charts.markup
-        out += "<section class=\"curves\"><h2>Training curves and metrics</h2><p class=\"links\">\(toggle)</p>\(note)<div class=\"charts\">\(chartMarkup)</div></section>"
+        out +=
+            "<section class=\"curves\"><h2>Training curves and metrics</h2><p class=\"links\">\(toggle)</p>\(note)<div class=\"charts\">\(chartMarkup)</div></section>"
 
         // Checkpoints, newest first, with their metrics.
         var metricsByRef: [String: [MetricValue]] = [:]
@@ -147,13 +157,15 @@ extension Web {
                 """
         }
         let more: Markup =
-            detail.checkpoints.count > checkpointRows ? "<p class=\"muted\">The newest \(checkpointRows) of \(number(detail.checkpoints.count)) checkpoints.</p>" : .empty
+            detail.checkpoints.count > checkpointRows
+            ? "<p class=\"muted\">The newest \(checkpointRows) of \(number(detail.checkpoints.count)) checkpoints.</p>" : .empty
         out += """
             <section><h2>Checkpoints (\(number(detail.checkpoints.count)))</h2>\(more)
             <table class="checkpoints"><thead><tr><th>checkpoint</th><th class="num">step</th><th class="num">epoch</th><th class="num">tensors</th>
             <th class="num">parameters</th><th class="num">size</th><th>metrics</th><th>digest</th></tr></thead><tbody>\(rows)</tbody></table></section>
             """
-        out += "<section><details class=\"card\"><summary>Model card (Hugging Face front matter)</summary><pre>\(card)</pre></details></section>"
+        out +=
+            "<section><details class=\"card\"><summary>Model card (Hugging Face front matter)</summary><pre>\(card)</pre></details></section>"
         return out
     }
 }

@@ -208,7 +208,8 @@ extension Web {
     /// The advisories mark of a model: ⚑ and each id.
     static func flagMark(_ advisories: [String]) -> Markup {
         guard !advisories.isEmpty else { return .empty }
-        return "<span class=\"flag\" title=\"open advisories: \(advisories.joined(separator: ", "))\">⚑ \(advisories.joined(separator: ", "))</span>"
+        return
+            "<span class=\"flag\" title=\"open advisories: \(advisories.joined(separator: ", "))\">⚑ \(advisories.joined(separator: ", "))</span>"
     }
 
     static func number(_ value: Int) -> String { formatCount(value) }
