@@ -70,7 +70,7 @@ let package = Package(
         .target(
             name: "GraftServer",
             dependencies: [
-                "Graft",
+                "GraftCore",
                 "SafeTensors",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -129,7 +129,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         // The training engine: layers, optimisers, datasets; reads bases from and commits
         // checkpoints to the registry.
-        .target(name: "Trainer", dependencies: ["Graft", "SafeTensors", "COpenBLAS", "CZlib"], swiftSettings: strict),
+        .target(name: "Trainer", dependencies: ["GraftCore", "SafeTensors", "COpenBLAS", "CZlib"], swiftSettings: strict),
         // The command-line tool: parse, call the library, print.
         .executableTarget(
             name: "GraftCLI",

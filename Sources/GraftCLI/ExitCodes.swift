@@ -3,34 +3,13 @@ import Foundation
 import Graft
 import SafeTensors
 
-/// The one place errors become exit codes. docs/CLI.md lists them; keep the two in step.
-enum ExitCodes {
-    static let damage: Int32 = 2
-    static let usage: Int32 = 64
-    static let invalidInput: Int32 = 65
-    static let notFound: Int32 = 66
-    static let exists: Int32 = 67
-    static let busy: Int32 = 69
-    static let notARegistry: Int32 = 73
-    static let io: Int32 = 74
-    static let incompatible: Int32 = 76
-    static let readOnly: Int32 = 77
-    static let diskFull: Int32 = 78
-    static let manifestViolation: Int32 = 79
-    static let protected: Int32 = 80
-    static let internalError: Int32 = 1
-
-    static let unauthorized: Int32 = 81
-
-    /// The kind of the error decides (``ErrorKind/exitCode``), locally and against a server alike.
-    static func code(for error: GraftError) -> Int32 { error.kind.exitCode }
-}
-
+/// Errors become exit codes in one table, ``ErrorKind/exitCode`` (GraftCore), locally and
+/// against a server alike; docs/CLI.md lists them. This file adds only the command line's words.
 /// Prints `error` on stderr as one line — the library's message, then the command-line advice —
 /// and returns the exit to throw.
 func fail(_ error: GraftError) -> ExitCode {
     printError(error.commandLineDescription + (error.commandLineHint.map { "; " + $0 } ?? ""))
-    return ExitCode(ExitCodes.code(for: error))
+    return ExitCode(error.kind.exitCode)
 }
 
 extension GraftError {
@@ -51,7 +30,8 @@ extension GraftError {
         case .patternMatchesNothing: "`graft show PARENT` lists its tensors"
         case .allCandidatesFlagged: "`graft advisory list` shows them, --include-flagged considers them"
         case .advisoryNotFound: "`graft advisory list` shows them"
-        case .protected(_, let reasons) where reasons.contains(where: { if case .descendants = $0 { true } else { false } }): "--cascade removes them too"
+        case .protected(_, let reasons) where reasons.contains(where: { if case .descendants = $0 { true } else { false } }):
+            "--cascade removes them too"
         case .blobVanished: "run the command again"
         default: nil
         }

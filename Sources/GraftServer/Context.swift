@@ -1,5 +1,5 @@
 import Foundation
-import Graft
+import GraftCore
 import Hummingbird
 import Logging
 import Synchronization

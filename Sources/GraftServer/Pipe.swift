@@ -1,5 +1,5 @@
 import Dispatch
-import Graft
+import GraftCore
 import NIOCore
 import Synchronization
 

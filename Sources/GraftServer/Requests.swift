@@ -1,4 +1,4 @@
-import Graft
+import GraftCore
 
 /// `GET /healthz`.
 struct Health: Codable {

@@ -1,4 +1,4 @@
-public import Graft
+public import GraftCore
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore

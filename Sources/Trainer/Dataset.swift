@@ -1,6 +1,6 @@
 import CZlib
 import Foundation
-import Graft
+import GraftCore
 
 /// Labelled samples: `features` holds `count` samples of `sampleShape`, row after row.
 public struct Dataset: Sendable {

@@ -1,5 +1,5 @@
 import Foundation
-public import Graft
+public import GraftCore
 import SafeTensors
 
 /// How much of the parent a student derived by the engine trains.

@@ -1,5 +1,5 @@
 import Foundation
-public import Graft
+public import GraftCore
 import SafeTensors
 
 #if canImport(Glibc)

@@ -1,4 +1,4 @@
-public import Graft
+public import GraftCore
 
 /// A trainable tensor of a layer, with its gradient and optimiser settings.
 public final class Parameter {

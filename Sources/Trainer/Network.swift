@@ -1,5 +1,5 @@
 import Foundation
-import Graft
+import GraftCore
 public import SafeTensors
 
 /// A feed-forward classifier: `features.0 … features.N` then the head `classifier`.

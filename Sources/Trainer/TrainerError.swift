@@ -1,4 +1,4 @@
-public import Graft
+public import GraftCore
 
 /// What the training engine refuses, each with a message a user can act on.
 public enum TrainerError: Error, CustomStringConvertible {

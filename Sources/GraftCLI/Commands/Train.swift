@@ -56,13 +56,17 @@ extension GraftCommand {
         var perClass: Int?
         @Option(name: .customLong("val-per-class"), help: "Samples per class held out for validation.")
         var validationPerClass = 300
-        @Option(name: .customLong("lr-scale"), help: ArgumentHelp("Scale the learning rate of the tensors PATTERN matches (repeatable).", valueName: "pattern=x"))
+        @Option(
+            name: .customLong("lr-scale"),
+            help: ArgumentHelp("Scale the learning rate of the tensors PATTERN matches (repeatable).", valueName: "pattern=x"))
         var learningRateScales: [String] = []
         @Option(help: ArgumentHelp("Create the student first, from this parent checkpoint.", valueName: "ref"))
         var from: String?
         @Option(help: "With --from: feature-extraction, partial-finetune or full-finetune.")
         var mode: TransferMode?
-        @Option(name: .customLong("freeze-blocks"), help: ArgumentHelp("With --mode partial-finetune: blocks of `features` to freeze.", valueName: "n"))
+        @Option(
+            name: .customLong("freeze-blocks"),
+            help: ArgumentHelp("With --mode partial-finetune: blocks of `features` to freeze.", valueName: "n"))
         var freezeBlocks: Int?
         @Flag(help: "Train a new network from scratch and register it as a base.")
         var scratch = false
@@ -81,14 +85,24 @@ extension GraftCommand {
 
         func validate() throws {
             if scratch {
-                guard architecture != nil, registerAs != nil else { throw ValidationError("--scratch needs --architecture SPEC and --register-as NAME") }
-                guard name == nil || name == registerAs else { throw ValidationError("with --scratch, name the base with --register-as only") }
-                guard from == nil, mode == nil else { throw ValidationError("--scratch trains a new base; --from and --mode derive a student") }
+                guard architecture != nil, registerAs != nil else {
+                    throw ValidationError("--scratch needs --architecture SPEC and --register-as NAME")
+                }
+                guard name == nil || name == registerAs else {
+                    throw ValidationError("with --scratch, name the base with --register-as only")
+                }
+                guard from == nil, mode == nil else {
+                    throw ValidationError("--scratch trains a new base; --from and --mode derive a student")
+                }
             } else {
                 guard name != nil else { throw ValidationError("name the student to train (or use --scratch)") }
-                guard architecture == nil, registerAs == nil else { throw ValidationError("--architecture and --register-as go with --scratch") }
+                guard architecture == nil, registerAs == nil else {
+                    throw ValidationError("--architecture and --register-as go with --scratch")
+                }
                 guard (from == nil) == (mode == nil) else { throw ValidationError("--from and --mode go together") }
-                if freezeBlocks != nil, mode != .partialFinetune { throw ValidationError("--freeze-blocks goes with --mode partial-finetune") }
+                if freezeBlocks != nil, mode != .partialFinetune {
+                    throw ValidationError("--freeze-blocks goes with --mode partial-finetune")
+                }
             }
         }
 
@@ -111,14 +125,16 @@ extension GraftCommand {
                 guard !json else { return }
                 let line = String(
                     format: "epoch %d/%d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f  %.0f samples/s  %.1f s  → %@ (%@ new)",
-                    report.epoch, settings.epochs, report.trainLoss, report.validationLoss, report.validationAccuracy, report.samplesPerSecond,
+                    report.epoch, settings.epochs, report.trainLoss, report.validationLoss, report.validationAccuracy,
+                    report.samplesPerSecond,
                     report.seconds, report.checkpoint ?? "?", formatBytes(report.bytesStored ?? 0))
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }
             let reports: [EpochReport]
             if scratch {
                 let provenance = Provenance(
-                    source: "trained from scratch by graft train (seed \(seed))", license: license, dataset: dataset ?? data, architecture: architecture,
+                    source: "trained from scratch by graft train (seed \(seed))", license: license, dataset: dataset ?? data,
+                    architecture: architecture,
                     task: "\((selection.classes ?? samples.classes).count)-class classification")
                 reports = try await trainerCall { () async throws(TrainerError) in
                     try await Engine.trainBase(
@@ -128,28 +144,35 @@ extension GraftCommand {
             } else {
                 if let from, let mode {
                     let parent = try parseReference(from)
-                    let plan: TransferPlan = switch mode {
-                    case .featureExtraction: .featureExtraction
-                    case .fullFinetune: .fullFinetune
-                    case .partialFinetune: .freezeBlocks(freezeBlocks ?? 1)
-                    }
+                    let plan: TransferPlan =
+                        switch mode {
+                        case .featureExtraction: .featureExtraction
+                        case .fullFinetune: .fullFinetune
+                        case .partialFinetune: .freezeBlocks(freezeBlocks ?? 1)
+                        }
                     let created = try await trainerCall { () async throws(TrainerError) in
                         try await Engine.deriveStudent(modelName, from: parent, plan: plan, in: registry)
                     }
-                    if !json { print("created student \(created.model) from \(created.manifest.parent) (\(created.manifest.mode.rawValue))") }
+                    if !json {
+                        print("created student \(created.model) from \(created.manifest.parent) (\(created.manifest.mode.rawValue))")
+                    }
                 }
                 reports = try await trainerCall { () async throws(TrainerError) in
-                    try await Engine.trainStudent(modelName, in: registry, data: samples, selection: selection, settings: settings, progress: progress)
+                    try await Engine.trainStudent(
+                        modelName, in: registry, data: samples, selection: selection, settings: settings, progress: progress)
                 }
             }
             if json { return try printJSON(reports) }
             if let best = reports.max(by: { $0.validationAccuracy < $1.validationAccuracy }) {
-                print("trained \(modelName): \(reports.count) checkpoints; best val/accuracy \(String(format: "%.4f", best.validationAccuracy)) at \(best.checkpoint ?? "?")")
+                print(
+                    "trained \(modelName): \(reports.count) checkpoints; best val/accuracy \(String(format: "%.4f", best.validationAccuracy)) at \(best.checkpoint ?? "?")"
+                )
             }
         }
 
         private func parseScale(_ text: String) throws -> (pattern: String, scale: Float) {
-            guard let equals = text.lastIndex(of: "="), let scale = Float(text[text.index(after: equals)...]), !text[..<equals].isEmpty else {
+            guard let equals = text.lastIndex(of: "="), let scale = Float(text[text.index(after: equals)...]), !text[..<equals].isEmpty
+            else {
                 throw failUsage("--lr-scale takes PATTERN=FACTOR, e.g. features=0.1; not `\(text)`")
             }
             return (String(text[..<equals]), scale)
@@ -170,12 +193,12 @@ func fail(_ error: TrainerError) -> ExitCode {
     if case .registry(let cause) = error { return fail(cause) }
     printError(error.description)
     switch error {
-    case .data, .state: return ExitCode(ExitCodes.invalidInput)
-    case .architecture, .configuration, .registry: return ExitCode(ExitCodes.usage)
+    case .data, .state: return ExitCode(ErrorKind.invalidInput.exitCode)
+    case .architecture, .configuration, .registry: return ExitCode(ErrorKind.usage.exitCode)
     }
 }
 
 func failUsage(_ message: String) -> ExitCode {
     printError(message)
-    return ExitCode(ExitCodes.usage)
+    return ExitCode(ErrorKind.usage.exitCode)
 }

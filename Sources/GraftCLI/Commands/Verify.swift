@@ -5,7 +5,9 @@ extension GraftCommand {
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check that every checkpoint's tensor blobs are present and intact.",
-            discussion: "Exits 2 when anything is damaged, naming each blob and the checkpoints that use it, when a stray file sits among the blobs, or when a model's lineage record disagrees with its parent edge or checkpoints. Orphan blob files (an interrupted import's) are counted, not damage: `graft gc` removes them.")
+            discussion:
+                "Exits 2 when anything is damaged, naming each blob and the checkpoints that use it, when a stray file sits among the blobs, or when a model's lineage record disagrees with its parent edge or checkpoints. Orphan blob files (an interrupted import's) are counted, not damage: `graft gc` removes them."
+        )
 
         @Flag(name: .customLong("read-data"), help: "Rehash every blob (reads all stored bytes).")
         var readData = false
@@ -26,14 +28,21 @@ extension GraftCommand {
                 }
                 for stray in report.strayFiles { print("STRAY \(stray): not a blob of this registry (move it out)") }
                 for problem in report.lineageProblems { print("LINEAGE \(problem)") }
-                if report.orphanFiles > 0 { print("\(report.orphanFiles) orphan blob file(s) from interrupted imports: `graft gc` removes them") }
+                if report.orphanFiles > 0 {
+                    print("\(report.orphanFiles) orphan blob file(s) from interrupted imports: `graft gc` removes them")
+                }
                 var verdict: [String] = []
-                if !report.problems.isEmpty { verdict.append("\(report.damagedCheckpoints.count) damaged checkpoint(s): \(report.damagedCheckpoints.joined(separator: ", "))") }
+                if !report.problems.isEmpty {
+                    verdict.append(
+                        "\(report.damagedCheckpoints.count) damaged checkpoint(s): \(report.damagedCheckpoints.joined(separator: ", "))")
+                }
                 if !report.strayFiles.isEmpty { verdict.append("\(report.strayFiles.count) stray file(s)") }
-                if !report.lineageProblems.isEmpty { verdict.append("\(report.lineageProblems.count) model(s) with an inconsistent lineage record") }
+                if !report.lineageProblems.isEmpty {
+                    verdict.append("\(report.lineageProblems.count) model(s) with an inconsistent lineage record")
+                }
                 print(report.ok ? "ok" : verdict.joined(separator: "; "))
             }
-            if damaged { throw ExitCode(ExitCodes.damage) }
+            if damaged { throw ExitCode(ErrorKind.damage.exitCode) }
         }
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import Graft
+import GraftCore
 import Hummingbird
 
 // `/checkpoints/REF`: tensors grouped by layer with their manifest state, bytes of its own vs

@@ -1,5 +1,5 @@
 import Foundation
-import Graft
+import GraftCore
 import Hummingbird
 
 // `/`: every model the token sees, searched and filtered; counts and the registry's totals.

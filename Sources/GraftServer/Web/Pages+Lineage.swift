@@ -1,5 +1,5 @@
 import Foundation
-import Graft
+import GraftCore
 import Hummingbird
 
 // `/models/NAME/lineage`: the family from its root base. Each edge names its exact parent

@@ -1,5 +1,5 @@
 import Foundation
-import Graft
+import GraftCore
 import Hummingbird
 
 // `/models/NAME`: provenance and card, manifest, aliases, checkpoints with their metrics, and

@@ -1,5 +1,5 @@
 import Foundation
-import Graft
+import GraftCore
 import HTTPTypes
 import Hummingbird
 import NIOCore
