@@ -240,13 +240,48 @@ package struct CandidateFilter: Sendable {
 /// Choosing the best checkpoint: by value in the metric's direction; ties go to the earliest
 /// model name (binary order), then the lowest checkpoint number; flagged candidates are left out.
 package enum BestSelection {
+    /// What candidates are sorted by, most significant first.
+    package enum SortKey: Sendable, Equatable {
+        /// The metric's value, in the metric's direction.
+        case value
+        /// The model's name, in binary (UTF-8 byte) order.
+        case modelName
+        /// The checkpoint's number, lowest first.
+        case checkpointNumber
+    }
+
+    /// The rank order: the one definition of it. ``ranksBefore(_:_:direction:)`` reads it, and
+    /// the SQL stores translate it key by key into their `ORDER BY` (``sqlOrder(_:direction:)``),
+    /// so changing the ranking is a change here and in this policy's tests.
+    package static let order: [SortKey] = [.value, .modelName, .checkpointNumber]
+
+    /// Whether a store may rank by each model's best value, then the earliest model name, then
+    /// that model's lowest-numbered checkpoint with the value (the per-model fast path): only
+    /// while the order is exactly value, name, number. Another order turns the fast path off
+    /// instead of answering by a rule that no longer holds.
+    package static var rankingByModelSummaries: Bool { order == [.value, .modelName, .checkpointNumber] }
+
     /// Whether `a` ranks before `b` — the order every store's candidate walk must follow.
     package static func ranksBefore(_ a: RankedCandidate, _ b: RankedCandidate, direction: Direction) -> Bool {
-        if a.value != b.value { return direction == .max ? a.value > b.value : a.value < b.value }
-        if a.checkpoint.model.value != b.checkpoint.model.value {
-            return a.checkpoint.model.value.utf8.lexicographicallyPrecedes(b.checkpoint.model.value.utf8)
+        for key in order {
+            switch key {
+            case .value where a.value != b.value:
+                return direction == .max ? a.value > b.value : a.value < b.value
+            case .modelName where a.checkpoint.model.value != b.checkpoint.model.value:
+                return a.checkpoint.model.value.utf8.lexicographicallyPrecedes(b.checkpoint.model.value.utf8)
+            case .checkpointNumber where a.checkpoint.number != b.checkpoint.number:
+                return a.checkpoint.number < b.checkpoint.number
+            default:
+                continue
+            }
         }
-        return a.checkpoint.number < b.checkpoint.number
+        return false
+    }
+
+    /// The rank order as an SQL `ORDER BY` list, given each key's column (text columns compare
+    /// by bytes in both stores).
+    package static func sqlOrder(_ column: (SortKey) -> String, direction: Direction) -> String {
+        order.map { key in key == .value ? "\(column(key)) \(direction == .max ? "DESC" : "ASC")" : column(key) }.joined(separator: ", ")
     }
 
     /// The winner among candidates (`isFlagged` by index), and how many were flagged: what a

@@ -182,7 +182,9 @@ extension PostgresMetadataStore {
             }
             let open = query.includeFlagged ? [] : try await self.openAdvisories(connection)
             let flaggedCheckpoints = AdvisoryInheritance.flaggedCheckpoints(open)
-            if case .subtree(let root) = candidateScope, flaggedCheckpoints.isEmpty, query.visibility.showsAll {
+            if case .subtree(let root) = candidateScope, flaggedCheckpoints.isEmpty, query.visibility.showsAll,
+                BestSelection.rankingByModelSummaries
+            {
                 // Without checkpoint-level flags whole models are flagged or not: rank each model
                 // by its best value (the summaries of one GIN key), then take the winner's best checkpoint.
                 let flagged = open.isEmpty ? [:] : try await self.flaggedModels(connection, open, within: root)
@@ -277,13 +279,14 @@ extension PostgresMetadataStore {
             return .noCandidates(known: known)
         }
         guard candidates > excluded else { return .allFlagged(candidates: candidates) }
-        let order = direction == .max ? "DESC" : "ASC"
         // Candidates in rank order, a thousand at a time: with few ineligible ones the first page suffices.
         var offset = 0
         while true {
             let page = try await connection.all(
                 query("SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id")
-                    .appendingOrder(" ORDER BY mt.value \(order), m.name, c.number LIMIT 1000 OFFSET \(offset)"), logger: logger)
+                    .appendingOrder(
+                        " ORDER BY \(BestSelection.sqlOrder(Self.rankColumn, direction: direction)) LIMIT 1000 OFFSET \(offset)"),
+                logger: logger)
             for row in page where filter.standing(model: try row["model_id"], checkpoint: try row["id"], name: try row["name"]) == .eligible
             {
                 return .found(
@@ -292,6 +295,15 @@ extension PostgresMetadataStore {
             }
             guard page.count == 1000 else { return .allFlagged(candidates: candidates) }
             offset += 1000
+        }
+    }
+
+    /// The column of each rank key in the candidate walk (`mt` metrics, `m` models, `c` checkpoints).
+    static func rankColumn(_ key: BestSelection.SortKey) -> String {
+        switch key {
+        case .value: "mt.value"
+        case .modelName: "m.name"
+        case .checkpointNumber: "c.number"
         }
     }
 

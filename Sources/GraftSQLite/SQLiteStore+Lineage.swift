@@ -118,7 +118,6 @@ extension SQLiteMetadataStore {
             case .model(let id): (" AND mt.model_id = ?", id)
             case .subtree(let id): (" AND mt.model_id IN (\(Self.subtreeSQL))", id)
             }
-        let order = direction == .max ? "DESC" : "ASC"
         let from = """
             FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id
             WHERE mt.name = ? AND mt.split = ?\(clause)
@@ -138,7 +137,7 @@ extension SQLiteMetadataStore {
         // Only ineligible candidates are skipped, so this stops early.
         let cursor = try db.cachedCursor(
             sql: "SELECT \(Self.checkpointColumns), mt.value AS metric_value, c.model_id AS model_id " + from
-                + " ORDER BY mt.value \(order), m.name, c.number", arguments: arguments)
+                + " ORDER BY " + BestSelection.sqlOrder(Self.rankColumn, direction: direction), arguments: arguments)
         while let row = try cursor.next() {
             guard filter.standing(model: row["model_id"], checkpoint: row["id"], name: row["name"]) == .eligible else { continue }
             return CandidateWalk(
@@ -146,6 +145,15 @@ extension SQLiteMetadataStore {
                 excluded: excluded)
         }
         return CandidateWalk(candidates: candidates, winner: nil, excluded: excluded)
+    }
+
+    /// The column of each rank key in the candidate walk (`mt` metrics, `m` models, `c` checkpoints).
+    static func rankColumn(_ key: BestSelection.SortKey) -> String {
+        switch key {
+        case .value: "mt.value"
+        case .modelName: "m.name"
+        case .checkpointNumber: "c.number"
+        }
     }
 
     /// Each model of a subtree (root, metric, split) with its best value of the metric and how
@@ -288,7 +296,9 @@ extension SQLiteMetadataStore {
             }
             let open = query.includeFlagged ? [] : try Self.openAdvisories(db)
             let flaggedCheckpoints = AdvisoryInheritance.flaggedCheckpoints(open)
-            if case .subtree(let root) = candidateScope, flaggedCheckpoints.isEmpty, query.visibility.showsAll {
+            if case .subtree(let root) = candidateScope, flaggedCheckpoints.isEmpty, query.visibility.showsAll,
+                BestSelection.rankingByModelSummaries
+            {
                 // Without checkpoint-level flags whole models are flagged or not: rank each model
                 // by its best value (one range of the metric summaries), then take the winner's
                 // best checkpoint.

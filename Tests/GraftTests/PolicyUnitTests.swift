@@ -169,6 +169,14 @@ struct BestSelectionTests {
         #expect(!BestSelection.ranksBefore(candidate("a", 2, 0.9), candidate("a", 1, 0.9), direction: .max))
     }
 
+    @Test("the rank order is one list of keys; the SQL stores' ORDER BY is its translation")
+    func sqlOrder() {
+        #expect(BestSelection.order == [.value, .modelName, .checkpointNumber])
+        #expect(BestSelection.sqlOrder({ "\($0)" }, direction: .max) == "value DESC, modelName, checkpointNumber")
+        #expect(BestSelection.sqlOrder({ "\($0)" }, direction: .min) == "value ASC, modelName, checkpointNumber")
+        #expect(BestSelection.rankingByModelSummaries, "the stores' per-model fast path applies to this order")
+    }
+
     @Test("flagged candidates are all counted; all flagged leaves no winner")
     func flagged() {
         let candidates = [candidate("a", 1, 0.1), candidate("b", 1, 0.2), candidate("c", 1, 0.3)]
