@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test lint format screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results fuzz soak mutants clean
+.PHONY: all build demo test lint format mutants-sample screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results fuzz soak mutants clean
 
 all: build
 
@@ -46,6 +46,7 @@ test: system-deps python-deps lint
 	GRAFT_TEST_DEADLINE=900 GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) swift test --skip-build --parallel --num-workers 2
 	GRAFT_BINARY=$(abspath .build/debug/graft) $(PYTHON) -m pytest -q -p no:cacheprovider clients/python/tests
 	GRAFT_BINARY=$(abspath .build/debug/graft) $(PYTHON) -m pytest -q -p no:cacheprovider tests/web
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/scripts
 
 # The web view's screenshots in docs/screenshots/ (README, docs/WEB.md), taken by the browser tests.
 screenshots: system-deps python-deps
@@ -113,6 +114,15 @@ soak: system-deps python-deps
 MUTANTS_ARGS ?=
 mutants: system-deps python-deps
 	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) python3 scripts/mutants.py $(MUTANTS_ARGS)
+
+# Generated mutants (scripts/mutants_sample.py): operators applied to sampled lines of the rule-bearing
+# files (GraftCore's policies, the server's routes and authorisation), each built and run against
+# that file's tests; the score and the survivors in .build/mutants-sample-report.md. Each mutant
+# costs a build and its tests (about 2-4 minutes here). N=40 SEED=1 by default.
+N ?= 40
+SEED ?= 1
+mutants-sample: system-deps python-deps
+	GRAFT_TEST_PYTHON=$(abspath $(PYTHON)) python3 scripts/mutants_sample.py --count $(N) --seed $(SEED)
 
 # schemathesis against a real graft serve from docs/openapi.json: no 5xx, no crash, responses
 # as documented, nothing changed outside the registry. FUZZ_API_EXAMPLES per operation.
