@@ -183,7 +183,10 @@ let package = Package(
         ),
         .testTarget(
             name: "GraftServerTests",
-            dependencies: ["GraftServer", "Graft", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: [
+                "GraftServer", "Graft", "SafeTensors", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -19,9 +19,8 @@ struct API: Sendable {
     }
 
     func register(on routes: RouteTable) {
-        routes.get("/healthz") { _, _ in jsonResponse(Health(status: "ok", version: graftVersion)) }
-        routes.get("/v1/openapi.json") { _, context in
-            _ = try context.require(.read)
+        routes.open(.get, "/healthz") { _, _ in jsonResponse(Health(status: "ok", version: graftVersion)) }
+        routes.get("/v1/openapi.json", .scope(.read)) { _, _, _ in
             var response = textResponse(String(decoding: PackageResources.openapi_json, as: UTF8.self), type: "application/json")
             response.headers[.cacheControl] = "no-cache"
             return response
@@ -36,28 +35,23 @@ struct API: Sendable {
 
     private func registerReads(on routes: RouteTable) {
         let registry = self.registry
-        routes.get("/v1/models") { _, context in
-            let token = try context.require(.read)
-            return jsonResponse(try await registry.models().filter { token.covers($0.name) })
+        routes.get("/v1/models", .scope(.read)) { _, _, grant in
+            jsonResponse(try await registry.models().filter { grant.token.covers($0.name) })
         }
-        routes.get("/v1/models/{name}") { _, context in
+        routes.get("/v1/models/{name}", .model(.read)) { _, context, _ in
             let name = try modelName(context)
-            _ = try context.require(.read, on: name)
             return jsonResponse(try await registry.model(name))
         }
-        routes.get("/v1/models/{name}/checkpoints") { _, context in
+        routes.get("/v1/models/{name}/checkpoints", .model(.read)) { _, context, _ in
             let name = try modelName(context)
-            _ = try context.require(.read, on: name)
             return jsonResponse(try await registry.checkpoints(of: name))
         }
-        routes.get("/v1/models/{name}/card") { _, context in
+        routes.get("/v1/models/{name}/card", .model(.read)) { _, context, _ in
             let name = try modelName(context)
-            _ = try context.require(.read, on: name)
             return textResponse(try await registry.card(name), type: "text/markdown; charset=utf-8")
         }
-        routes.get("/v1/models/{name}/lineage") { request, context in
-            let name = try modelName(context)
-            let token = try context.require(.read, on: name)
+        routes.get("/v1/models/{name}/lineage", .model(.read)) { request, context, grant in
+            let (name, token) = (try modelName(context), grant.token)
             let metric = query(request, "metric")
             let parts: Registry.LineageParts =
                 switch query(request, "parts") {
@@ -77,27 +71,21 @@ struct API: Sendable {
             case let other: throw GraftError.badRequest("format must be json, dot, mermaid or tree, not \(quotedParameter(other))")
             }
         }
-        routes.get("/v1/checkpoints/{ref}") { _, context in
-            let reference = try await visibleReference(context, .read)
-            return jsonResponse(try await registry.checkpoint(reference))
+        routes.get("/v1/checkpoints/{ref}", .checkpoint(.read)) { _, _, grant in
+            jsonResponse(try await registry.checkpoint(try grant.checkpoint()))
         }
-        routes.get("/v1/checkpoints/{ref}/metrics") { _, context in
-            let reference = try await visibleReference(context, .read)
-            return jsonResponse(try await registry.metrics(reference))
+        routes.get("/v1/checkpoints/{ref}/metrics", .checkpoint(.read)) { _, _, grant in
+            jsonResponse(try await registry.metrics(try grant.checkpoint()))
         }
-        routes.get("/v1/checkpoints/{ref}/affected") { _, context in
-            let reference = try await visibleReference(context, .read)
-            let token = try context.require(.read)
-            return jsonResponse(try await registry.affected(reference).filter { token.covers(nameOf($0.model)) })
+        routes.get("/v1/checkpoints/{ref}/affected", .checkpoint(.read)) { _, _, grant in
+            jsonResponse(try await registry.affected(try grant.checkpoint()).filter { grant.token.covers(nameOf($0.model)) })
         }
-        routes.get("/v1/checkpoints/{ref}/safetensors") { request, context in
-            let reference = try await visibleReference(context, .read)
-            return try await download(reference, request: request)
+        routes.get("/v1/checkpoints/{ref}/safetensors", .checkpoint(.read)) { request, _, grant in
+            try await download(try grant.checkpoint(), request: request)
         }
-        routes.head("/v1/checkpoints/{ref}/safetensors") { _, context in
+        routes.head("/v1/checkpoints/{ref}/safetensors", .checkpoint(.read)) { _, _, grant in
             // What a GET would answer, without the body: size, digest, ranges.
-            let reference = try await visibleReference(context, .read)
-            let summary = try await registry.checkpoint(reference).checkpoint
+            let summary = try await registry.checkpoint(try grant.checkpoint()).checkpoint
             var headers = HTTPFields()
             headers[.contentType] = "application/octet-stream"
             headers[.contentLength] = String(summary.fileBytes)
@@ -105,17 +93,15 @@ struct API: Sendable {
             headers[.acceptRanges] = "bytes"
             return Response(status: .ok, headers: headers)
         }
-        routes.get("/v1/diff") { request, context in
-            let token = try context.require(.read)
+        routes.get("/v1/diff", .scope(.read)) { request, _, grant in
             guard let first = query(request, "from"), let second = query(request, "to") else {
                 throw GraftError.badRequest("diff needs `from` and `to` references")
             }
-            let a = try await visible(try Reference(parsing: first), token: token)
-            let b = try await visible(try Reference(parsing: second), token: token)
+            let a = try await grant.visible(try Reference(parsing: first))
+            let b = try await grant.visible(try Reference(parsing: second))
             return jsonResponse(try await registry.diff(a, b))
         }
-        routes.get("/v1/best") { request, context in
-            let token = try context.require(.read)
+        routes.get("/v1/best", .scope(.read)) { request, _, grant in
             guard let metric = query(request, "metric") else { throw GraftError.badRequest("best needs a `metric`") }
             let model = try query(request, "model").map { (text) throws(GraftError) in try ModelName(text) }
             let under = try query(request, "under").map { (text) throws(GraftError) in try ModelName(text) }
@@ -124,21 +110,18 @@ struct API: Sendable {
             return jsonResponse(
                 try await best(
                     metric: metric, direction: try direction(request), split: query(request, "split"), scope: scope,
-                    includeFlagged: try flag(request, "include_flagged"), token: token))
+                    includeFlagged: try flag(request, "include_flagged"), token: grant.token))
         }
-        routes.get("/v1/advisories") { request, context in
-            let token = try context.require(.read)
-            return jsonResponse(
-                try await registry.advisories(includeResolved: try flag(request, "all")).filter { token.covers(nameOf($0.model)) })
+        routes.get("/v1/advisories", .scope(.read)) { request, _, grant in
+            jsonResponse(
+                try await registry.advisories(includeResolved: try flag(request, "all")).filter { grant.token.covers(nameOf($0.model)) })
         }
-        routes.get("/v1/stats") { _, context in
-            _ = try context.requireUnconfined(.read)
-            return jsonResponse(try await registry.stats())
+        routes.get("/v1/stats", .unconfined(.read)) { _, _, _ in
+            jsonResponse(try await registry.stats())
         }
-        routes.get("/v1/blobs/{digest}") { _, context in
-            let token = try context.require(.read)
+        routes.get("/v1/blobs/{digest}", .scope(.read)) { _, context, grant in
             let digest = try blobDigest(context)
-            if let pattern = token.models, try await registry.digests([digest], referencedByModelsMatching: pattern).isEmpty {
+            if let pattern = grant.token.models, try await registry.digests([digest], referencedByModelsMatching: pattern).isEmpty {
                 throw GraftError.blobNotFound(digest)
             }
             guard let length = try registry.blobLength(digest) else { throw GraftError.blobNotFound(digest) }
@@ -156,23 +139,20 @@ struct API: Sendable {
         let window = configuration.uploadWindow
         let limit = configuration.maxJSONBytes
         for (prefix, base) in [("/v1/bases/{name}", true), ("/v1/models/{name}/checkpoints", false)] {
-            routes.post("\(prefix)/proposal") { request, context in
+            routes.post("\(prefix)/proposal", .model(.write)) { request, context, grant in
                 let name = try modelName(context)
-                let token = try context.require(.write, on: name)
                 let proposal = try await decode(UploadProposal.self, request, limit: limit)
-                let plan = try await registry.planUpload(to: name, base: base, proposal, visibleTo: token.models)
+                let plan = try await registry.planUpload(to: name, base: base, proposal, visibleTo: grant.token.models)
                 try await registry.announceUploads(plan.missing, window: window)
                 return jsonResponse(plan)
             }
-            routes.post(prefix) { request, context in
+            routes.post(prefix, .model(.write)) { request, context, _ in
                 let name = try modelName(context)
-                _ = try context.require(.write, on: name)
                 let commit = try await decode(UploadCommit.self, request, limit: limit)
                 return jsonResponse(try await registry.commitUpload(to: name, base: base, commit), status: .created)
             }
         }
-        routes.put("/v1/blobs/{digest}") { request, context in
-            _ = try context.require(.write)
+        routes.put("/v1/blobs/{digest}", .scope(.write)) { request, context, _ in
             let digest = try blobDigest(context)
             guard let length = try await registry.announcedLength(of: digest) else {
                 throw GraftError.badRequest("no upload proposal announced blob \(digest.short)…: propose the checkpoint first")
@@ -219,43 +199,40 @@ struct API: Sendable {
 
     private func registerWrites(on routes: RouteTable) {
         let registry = self.registry
-        routes.post("/v1/students") { request, context in
+        routes.post("/v1/students", .scope(.write)) { request, _, grant in
             let body = try await decode(StudentRequest.self, request, limit: Self.smallBody)
             let name = try ModelName(body.name)
-            let token = try context.require(.write, on: name)
-            let parent = try await visible(try Reference(parsing: body.parent), token: token)
+            try grant.require(.write, on: name)
+            let parent = try await grant.visible(try Reference(parsing: body.parent))
             let result = try await registry.createStudent(
                 name: name, from: parent, relation: body.relation ?? .finetune, manifest: try body.declaration(),
                 description: body.description)
             return jsonResponse(result, status: .created)
         }
-        routes.post("/v1/checkpoints/{ref}/metrics") { request, context in
-            let reference = try await visibleReference(context, .write)
+        routes.post("/v1/checkpoints/{ref}/metrics", .checkpoint(.write)) { request, _, grant in
+            let reference = try grant.checkpoint()
             let body = try await decode(MetricsRequest.self, request, limit: Self.smallBody)
             let ref = try await registry.logMetrics(reference, try assignments(body.metrics), split: body.split)
             return jsonResponse(CheckpointRef(checkpoint: ref))
         }
-        routes.post("/v1/models/{name}/curves") { request, context in
+        routes.post("/v1/models/{name}/curves", .model(.write)) { request, context, _ in
             let name = try modelName(context)
-            _ = try context.require(.write, on: name)
             let body = try await decode(CurveRequest.self, request, limit: Self.smallBody)
             try await registry.logCurve(model: name, step: body.step, try assignments(body.metrics))
             return Response(status: .noContent)
         }
-        routes.post("/v1/models/{name}/curves/import") { request, context in
+        routes.post("/v1/models/{name}/curves/import", .model(.write)) { request, context, _ in
             let name = try modelName(context)
-            _ = try context.require(.write, on: name)
             let bytes = try await collect(request, limit: configuration.maxJSONBytes)
             return jsonResponse(try await registry.importCurves(model: name, bytes: bytes))
         }
-        routes.put("/v1/checkpoints/{ref}/aliases/{alias}") { _, context in
-            let reference = try await visibleReference(context, .write)
+        routes.put("/v1/checkpoints/{ref}/aliases/{alias}", .checkpoint(.write)) { _, context, grant in
+            let reference = try grant.checkpoint()
             let alias = try segment(context, "alias")
             return jsonResponse(try await registry.tag(reference, alias: alias))
         }
-        routes.delete("/v1/models/{name}/aliases/{alias}") { _, context in
+        routes.delete("/v1/models/{name}/aliases/{alias}", .model(.write)) { _, context, _ in
             let name = try modelName(context)
-            _ = try context.require(.write, on: name)
             try await registry.untag(model: name, alias: try segment(context, "alias"))
             return Response(status: .noContent)
         }
@@ -265,23 +242,19 @@ struct API: Sendable {
 
     private func registerAdministration(on routes: RouteTable) {
         let registry = self.registry
-        routes.post("/v1/advisories") { request, context in
+        routes.post("/v1/advisories", .scope(.admin)) { request, _, grant in
             let body = try await decode(AdvisoryRequest.self, request, limit: Self.smallBody)
-            let token = try context.require(.read)
-            let target = try await visible(try Reference(parsing: body.on), token: token)
-            _ = try context.require(.admin)
+            let target = try await grant.visible(try Reference(parsing: body.on))
             return jsonResponse(
                 try await registry.addAdvisory(on: target, id: body.id, severity: body.severity, note: body.note, url: body.url),
                 status: .created)
         }
-        routes.post("/v1/advisories/{id}/resolve") { _, context in
-            _ = try context.requireUnconfined(.admin)
+        routes.post("/v1/advisories/{id}/resolve", .unconfined(.admin)) { _, context, _ in
             try await registry.resolveAdvisory(try segment(context, "id"))
             return Response(status: .noContent)
         }
-        routes.post("/v1/models/{name}/prune") { request, context in
+        routes.post("/v1/models/{name}/prune", .model(.admin)) { request, context, _ in
             let name = try modelName(context)
-            _ = try context.require(.admin, on: name)
             let body = try await decode(PruneRequest.self, request, limit: Self.smallBody)
             return jsonResponse(
                 try await registry.prune(
@@ -289,53 +262,26 @@ struct API: Sendable {
                     split: body.split,
                     dryRun: body.dryRun ?? false))
         }
-        routes.delete("/v1/models/{name}") { request, context in
+        routes.delete("/v1/models/{name}", .model(.admin)) { request, context, grant in
             let name = try modelName(context)
-            _ = try context.require(.admin, on: name)
             let cascade = try flag(request, "cascade")
-            if cascade { _ = try context.requireUnconfined(.admin) }
+            // A cascade removes descendants the token might not see: only an unconfined one may.
+            if cascade { try grant.requireUnconfined(.admin) }
             return jsonResponse(try await registry.removeModel(name, cascade: cascade, dryRun: try flag(request, "dry_run")))
         }
-        routes.delete("/v1/checkpoints/{ref}") { request, context in
-            let reference = try await visibleReference(context, .admin)
-            return jsonResponse(try await registry.removeCheckpoint(reference, dryRun: try flag(request, "dry_run")))
+        routes.delete("/v1/checkpoints/{ref}", .checkpoint(.admin)) { request, _, grant in
+            jsonResponse(try await registry.removeCheckpoint(try grant.checkpoint(), dryRun: try flag(request, "dry_run")))
         }
-        routes.post("/v1/gc") { request, context in
-            _ = try context.requireUnconfined(.admin)
+        routes.post("/v1/gc", .unconfined(.admin)) { request, _, _ in
             let body = try await decode(GCRequest.self, request, limit: Self.smallBody, empty: GCRequest(grace: 3600, dryRun: false))
             return jsonResponse(try await registry.gc(grace: body.grace ?? 3600, dryRun: body.dryRun ?? false))
         }
-        routes.post("/v1/verify") { request, context in
-            _ = try context.requireUnconfined(.admin)
-            return jsonResponse(try await registry.verify(readData: try flag(request, "read_data")))
+        routes.post("/v1/verify", .unconfined(.admin)) { request, _, _ in
+            jsonResponse(try await registry.verify(readData: try flag(request, "read_data")))
         }
     }
 
     // MARK: Confinement
-
-    /// The reference, when the token may see its model; else not found (nothing leaks).
-    func visible(_ reference: Reference, token: TokenInfo) async throws(GraftError) -> Reference {
-        guard token.models != nil else { return reference }
-        switch reference {
-        case .model(let name), .number(let name, _), .latest(let name), .alias(let name, _):
-            guard token.covers(name) else { throw .modelNotFound(name, suggestions: []) }
-        case .digest(let prefix):
-            let found: CheckpointDetail
-            do { found = try await registry.checkpoint(reference) } catch {
-                if case .ambiguousDigest = error { throw .digestNotFound(prefix: prefix) }
-                throw error
-            }
-            guard token.covers(found.checkpoint.model) else { throw .digestNotFound(prefix: prefix) }
-        }
-        return reference
-    }
-
-    func visibleReference(_ context: GraftContext, _ scope: TokenScope) async throws(GraftError) -> Reference {
-        let token = try context.require(.read)
-        let reference = try await visible(try Reference(parsing: try segment(context, "ref")), token: token)
-        _ = try context.require(scope)
-        return reference
-    }
 
     /// `best` as the token sees the registry: the library's own call with the token's
     /// visibility, so a confined token's ranking is everyone's ranking over its models.
@@ -407,27 +353,6 @@ struct API: Sendable {
         }
         return Response(status: range == nil ? .ok : .partialContent, headers: headers, body: body)
     }
-}
-
-/// The routes as they are registered, recorded so that a test can hold them against the
-/// OpenAPI document (every route documented, every documented path served).
-final class RouteTable: @unchecked Sendable {
-    typealias Handler = @Sendable (Request, GraftContext) async throws -> Response
-    let router: Router<GraftContext>
-    private(set) var registered: [(method: String, path: String)] = []
-
-    init(_ router: Router<GraftContext>) { self.router = router }
-
-    private func add(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
-        registered.append((method.rawValue, path))
-        router.on(RouterPath(stringLiteral: path), method: method, use: handler)
-    }
-
-    func get(_ path: String, use handler: @escaping Handler) { add(.get, path, handler) }
-    func post(_ path: String, use handler: @escaping Handler) { add(.post, path, handler) }
-    func put(_ path: String, use handler: @escaping Handler) { add(.put, path, handler) }
-    func delete(_ path: String, use handler: @escaping Handler) { add(.delete, path, handler) }
-    func head(_ path: String, use handler: @escaping Handler) { add(.head, path, handler) }
 }
 
 /// `bytes=A-B`, `bytes=A-` or `bytes=-N` within a file of `length` bytes, clamped to it.

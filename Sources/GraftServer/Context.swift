@@ -4,7 +4,8 @@ import Hummingbird
 import Logging
 import Synchronization
 
-/// The request context: Hummingbird's, plus the token that authenticated the request.
+/// The request context: Hummingbird's, plus the token that authenticated the request. What a
+/// route may do with it is decided once, by the access the route declared (``RouteTable``).
 struct GraftContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     var token: TokenInfo?
@@ -19,34 +20,6 @@ struct GraftContext: RequestContext {
 
     /// Bodies are capped per route (``API``); Hummingbird's own cap is not the limit.
     var maxUploadSize: Int { .max }
-
-    /// The token, which must allow `scope`.
-    /// - Throws: ``GraftError/unauthorized(_:)`` without a token, ``GraftError/forbidden(_:)``
-    ///   when its scope is lower.
-    func require(_ scope: TokenScope) throws(GraftError) -> TokenInfo {
-        guard let token else { throw .unauthorized("a token is required: send `Authorization: Bearer TOKEN`") }
-        guard token.scope >= scope else {
-            throw .forbidden("the token `\(token.name)` has scope \(token.scope.rawValue); this needs \(scope.rawValue)")
-        }
-        return token
-    }
-
-    /// The token, which must allow `scope` on `model`. A model outside the token's pattern
-    /// answers as if it did not exist (404): its existence must not leak.
-    func require(_ scope: TokenScope, on model: ModelName) throws(GraftError) -> TokenInfo {
-        let token = try require(.read)
-        guard token.covers(model) else { throw .modelNotFound(model, suggestions: []) }
-        return try require(scope)
-    }
-
-    /// A token that sees every model (global operations: stats, gc, verify).
-    func requireUnconfined(_ scope: TokenScope) throws(GraftError) -> TokenInfo {
-        let token = try require(scope)
-        guard token.models == nil else {
-            throw .forbidden("the token `\(token.name)` is confined to models `\(token.models!)`; this needs every model")
-        }
-        return token
-    }
 }
 
 /// Looks up the token of every request but `/healthz` and the login form's; the routes check

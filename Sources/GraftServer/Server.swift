@@ -59,16 +59,24 @@ public enum GraftServer {
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
 
-    static func makeApplication(
-        registry: Registry, configuration: ServerConfiguration, logger: Logger, onListening: @escaping @Sendable (String) -> Void
-    ) throws -> some ApplicationProtocol {
+    /// The router with its middleware (access line, error answers, authentication) and every
+    /// route of the API and the web view, each with the access it declares.
+    static func makeRouter(registry: Registry, configuration: ServerConfiguration) -> (router: Router<GraftContext>, routes: RouteTable) {
         let api = API(registry: registry, configuration: configuration)
         let router = Router(context: GraftContext.self)
         router.add(middleware: AccessLog())
         router.add(middleware: ErrorAnswer())
         router.add(middleware: Authentication(registry: registry))
-        api.register(on: RouteTable(router))
-        Web(api: api, secure: configuration.tlsCertificate != nil).register(on: RouteTable(router))
+        let routes = RouteTable(router, registry: registry)
+        api.register(on: routes)
+        Web(api: api, secure: configuration.tlsCertificate != nil).register(on: routes)
+        return (router, routes)
+    }
+
+    static func makeApplication(
+        registry: Registry, configuration: ServerConfiguration, logger: Logger, onListening: @escaping @Sendable (String) -> Void
+    ) throws -> some ApplicationProtocol {
+        let router = makeRouter(registry: registry, configuration: configuration).router
         let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .init(configuration.idleTimeout)))
         let scheme: String
         let server: HTTPServerBuilder

@@ -25,7 +25,7 @@ struct RouteTests {
         let path = NSTemporaryDirectory() + "graft-route-\(UInt64.random(in: 0 ... .max))"
         defer { try? FileManager.default.removeItem(atPath: path) }
         let registry = try await Registry.create(at: path).registry
-        let table = RouteTable(Router(context: GraftContext.self))
+        let table = RouteTable(Router(context: GraftContext.self), registry: registry)
         API(registry: registry, configuration: ServerConfiguration()).register(on: table)
         let registered = Set(table.registered.map { "\($0.method) \($0.path)" })
         #expect(registered.count == table.registered.count, "a route is registered twice")

@@ -12,9 +12,8 @@ extension Web {
     func registerCheckpoint(on routes: RouteTable) {
         let registry = self.registry
         let api = self.api
-        routes.get("/checkpoints/{ref}") { request, context in
-            let token = try context.require(.read)
-            let reference = try await api.visibleReference(context, .read)
+        routes.get("/checkpoints/{ref}", .checkpoint(.read)) { request, _, grant in
+            let (token, reference) = (grant.token, try grant.checkpoint())
             let detail = try await registry.checkpoint(reference)
             let summary = detail.checkpoint
             let manifest = try await registry.manifest(of: summary.model)
@@ -22,7 +21,7 @@ extension Web {
             // else the model's previous checkpoint.
             var against: Reference? = nil
             if let text = query(request, "against"), !text.isEmpty {
-                against = try await api.visible(try Reference(parsing: text), token: token)
+                against = try await grant.visible(try Reference(parsing: text))
             } else if let manifest, let parent = try? Reference(parsing: manifest.parent), let model = parent.modelName, token.covers(model)
             {
                 against = parent
@@ -35,9 +34,8 @@ extension Web {
             let body = Self.checkpointBody(detail: detail, manifest: manifest, diff: diff)
             return Self.page(summary.ref, token: token, body: body)
         }
-        routes.get("/checkpoints/{ref}/download") { request, context in
-            let reference = try await api.visibleReference(context, .read)
-            return try await api.download(reference, request: request)
+        routes.get("/checkpoints/{ref}/download", .checkpoint(.read)) { request, _, grant in
+            try await api.download(try grant.checkpoint(), request: request)
         }
     }
 
@@ -120,8 +118,8 @@ extension Web {
 
     func registerAdvisories(on routes: RouteTable) {
         let registry = self.registry
-        routes.get("/advisories") { request, context in
-            let token = try context.require(.read)
+        routes.get("/advisories", .scope(.read)) { request, _, grant in
+            let token = grant.token
             let all = try flag(request, "all")
             let advisories = try await registry.advisories(includeResolved: all).filter { token.covers(nameOf($0.model)) }
             var sections: [Markup] = []

@@ -54,8 +54,8 @@ extension Web {
 
     func registerIndex(on routes: RouteTable) {
         let registry = self.registry
-        routes.get("/") { request, context in
-            let token = try context.require(.read)
+        routes.get("/", .scope(.read)) { request, _, grant in
+            let token = grant.token
             let filter = try IndexFilter(request)
             let visible = try await registry.modelIndex().filter { token.covers(nameOf($0.name)) }
             let matching = visible.filter(filter.matches)

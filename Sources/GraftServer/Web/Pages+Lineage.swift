@@ -114,9 +114,8 @@ extension Web {
     func registerLineage(on routes: RouteTable) {
         let registry = self.registry
         let api = self.api
-        routes.get("/models/{name}/lineage") { request, context in
-            let name = try modelName(context)
-            let token = try context.require(.read, on: name)
+        routes.get("/models/{name}/lineage", .model(.read)) { request, context, grant in
+            let (name, token) = (try modelName(context), grant.token)
             let options = try LineageOptions(request)
             // The root: the topmost ancestor the token sees without a gap.
             var root = name

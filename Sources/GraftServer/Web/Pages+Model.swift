@@ -12,9 +12,8 @@ extension Web {
 
     func registerModel(on routes: RouteTable) {
         let registry = self.registry
-        routes.get("/models/{name}") { request, context in
-            let name = try modelName(context)
-            let token = try context.require(.read, on: name)
+        routes.get("/models/{name}", .model(.read)) { request, context, grant in
+            let (name, token) = (try modelName(context), grant.token)
             let overlay = try flag(request, "overlay")
             let detail = try await registry.model(name)
             let card = try await registry.card(name)

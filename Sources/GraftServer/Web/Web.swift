@@ -30,8 +30,8 @@ struct Web: Sendable {
     }
 
     func register(on routes: RouteTable) {
-        routes.get("/static/graft.css") { _, _ in Self.asset(PackageResources.graft_css, type: "text/css; charset=utf-8") }
-        routes.get("/static/graft.js") { _, _ in Self.asset(PackageResources.graft_js, type: "text/javascript; charset=utf-8") }
+        routes.open(.get, "/static/graft.css") { _, _ in Self.asset(PackageResources.graft_css, type: "text/css; charset=utf-8") }
+        routes.open(.get, "/static/graft.js") { _, _ in Self.asset(PackageResources.graft_js, type: "text/javascript; charset=utf-8") }
         registerLogin(on: routes)
         registerIndex(on: routes)
         registerModel(on: routes)
@@ -54,10 +54,10 @@ struct Web: Sendable {
     private func registerLogin(on routes: RouteTable) {
         let registry = self.registry
         let secure = self.secure
-        routes.get("/login") { request, _ in
+        routes.open(.get, "/login") { request, _ in
             Self.loginPage(next: Self.safeNext(query(request, "next")), message: nil, status: .ok)
         }
-        routes.post("/login") { request, _ in
+        routes.open(.post, "/login") { request, _ in
             try Self.requireSameOrigin(request)
             let form = Self.form(try await collect(request, limit: 4096))
             let next = Self.safeNext(form["next"])
@@ -72,7 +72,7 @@ struct Web: Sendable {
             response.headers[.cacheControl] = "no-store"
             return response
         }
-        routes.post("/logout") { request, _ in
+        routes.open(.post, "/logout") { request, _ in
             try Self.requireSameOrigin(request)
             var response = Response(status: .seeOther)
             response.headers[.location] = "/login"

@@ -1,0 +1,142 @@
+import Foundation
+import Graft
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import SafeTensors
+import Testing
+
+@testable import GraftServer
+
+/// The access every route declares, checked in process (HummingbirdTesting's router client: no
+/// socket, no spawned server). The cases are generated from the route table, so a route added
+/// later is covered as soon as it is registered.
+@Suite("Route access: declared per route, checked in one place")
+struct AccessTests {
+    /// A registry with a model every token sees (`open-base`) and one a confined token does not
+    /// (`hidden-base`), and a token of each scope plus a confined admin.
+    final class Fixture: Sendable {
+        let path: String
+        let registry: Registry
+        let read: String, write: String, admin: String, confined: String
+
+        init() async throws {
+            path = NSTemporaryDirectory() + "graft-access-\(UInt64.random(in: 0 ... .max))"
+            registry = try await Registry.create(at: path).registry
+            for name in ["open-base", "hidden-base"] {
+                let tensors = [
+                    TensorData(name: "w", dtype: .f32, shape: [1024], bytes: (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* name.count) })
+                ]
+                _ = try await registry.addBase(name: try ModelName(name), input: try SafeTensorsMemory(tensors, metadata: [:]))
+            }
+            read = try await registry.createToken(name: "reader", scope: .read).token
+            write = try await registry.createToken(name: "writer", scope: .write).token
+            admin = try await registry.createToken(name: "admin", scope: .admin).token
+            confined = try await registry.createToken(name: "open-admin", scope: .admin, models: "open-*").token
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: path) }
+
+        var router: (router: Router<GraftContext>, routes: RouteTable) {
+            GraftServer.makeRouter(registry: registry, configuration: ServerConfiguration())
+        }
+    }
+
+    /// A route's path with its parameters filled in: the hidden model, its checkpoint.
+    static func concrete(_ path: String, model: String) -> String {
+        path.replacingOccurrences(of: "{name}", with: model).replacingOccurrences(of: "{ref}", with: "\(model)@1")
+            .replacingOccurrences(of: "{digest}", with: "sha256:" + String(repeating: "ab", count: 32))
+            .replacingOccurrences(of: "{alias}", with: "prod").replacingOccurrences(of: "{id}", with: "ADV-1")
+    }
+
+    static func status(_ client: some TestClientProtocol, _ entry: RouteTable.Entry, model: String, token: String?) async throws -> Int {
+        var headers = HTTPFields()
+        if let token { headers[.authorization] = "Bearer \(token)" }
+        return try await client.execute(
+            uri: concrete(entry.path, model: model), method: HTTPRequest.Method(entry.method)!, headers: headers, body: nil
+        ).status.code
+    }
+
+    @Test("every route but the public ones declares its access; those are exactly the paths authentication lets through")
+    func everyRouteDeclares() async throws {
+        let fixture = try await Fixture()
+        let routes = fixture.router.routes.registered
+        #expect(routes.count > 40)
+        for entry in routes where entry.access == nil {
+            #expect(entry.path == "/healthz" || Web.isPublic(entry.path), "\(entry.method) \(entry.path) answers without a token")
+        }
+        for entry in routes {
+            guard let access = entry.access else { continue }
+            let label = "\(entry.method) \(entry.path)"
+            #expect(!Web.isPublic(entry.path), "\(label) declares access behind a public path")
+            // A path that names a model or a checkpoint declares it, so confinement applies to it.
+            if entry.path.contains("{name}") { #expect(access == .model(access.scope), "\(label)") }
+            if entry.path.contains("{ref}") { #expect(access == .checkpoint(access.scope), "\(label)") }
+            // Nothing that changes the registry is open to a read token.
+            if !["GET", "HEAD"].contains(entry.method) { #expect(access.scope >= .write, "\(label) changes the registry") }
+        }
+        let global = Set(routes.filter { $0.access.map { if case .unconfined = $0 { true } else { false } } ?? false }.map(\.path))
+        #expect(global == ["/v1/stats", "/v1/gc", "/v1/verify", "/v1/advisories/{id}/resolve"], "operations over every model")
+    }
+
+    @Test("for every route: no token is 401 (a page sends to /login), a hidden model 404, a global route 403 to a confined token")
+    func generatedFromTheRouteTable() async throws {
+        let fixture = try await Fixture()
+        let (router, routes) = fixture.router
+        let entries = routes.registered
+        let app = Application(router: router)
+        try await app.test(.router) { client in
+            for entry in entries {
+                guard let access = entry.access else { continue }
+                let label = "\(entry.method) \(entry.path)"
+                let anonymous = try await Self.status(client, entry, model: "open-base", token: nil)
+                #expect(anonymous == (Web.isPage(entry.path) ? 303 : 401), "\(label) without a token")
+                switch access {
+                case .model, .checkpoint:
+                    // As if the model did not exist, whatever the scope asked for.
+                    #expect(try await Self.status(client, entry, model: "hidden-base", token: fixture.confined) == 404, "\(label)")
+                case .unconfined:
+                    #expect(try await Self.status(client, entry, model: "open-base", token: fixture.confined) == 403, "\(label)")
+                case .scope:
+                    break
+                }
+                // A token below the route's scope is refused before the handler runs.
+                let below: String? =
+                    switch access.scope {
+                    case .read: nil
+                    case .write: fixture.read
+                    case .admin: fixture.write
+                    }
+                if let below {
+                    #expect(try await Self.status(client, entry, model: "open-base", token: below) == 403, "\(label) below its scope")
+                }
+            }
+        }
+    }
+
+    @Test("a granted request reaches its handler with the checked model or checkpoint")
+    func grantedRequests() async throws {
+        let fixture = try await Fixture()
+        let app = Application(router: fixture.router.router)
+        try await app.test(.router) { client in
+            var headers = HTTPFields()
+            headers[.authorization] = "Bearer \(fixture.confined)"
+            let models = try await client.execute(uri: "/v1/models", method: .get, headers: headers, body: nil)
+            #expect(models.status == .ok)
+            let names = (try JSONSerialization.jsonObject(with: Data(buffer: models.body)) as? [[String: Any]])?.compactMap {
+                $0["name"] as? String
+            }
+            #expect(names == ["open-base"], "the hidden model is not listed")
+            let checkpoint = try await client.execute(uri: "/v1/checkpoints/open-base@1", method: .get, headers: headers, body: nil)
+            #expect(checkpoint.status == .ok)
+            let hidden = try await client.execute(uri: "/v1/models/hidden-base", method: .get, headers: headers, body: nil)
+            #expect(hidden.status == .notFound && !String(buffer: hidden.body).contains("did you mean"))
+            headers[.authorization] = "Bearer \(fixture.admin)"
+            let stats = try await client.execute(uri: "/v1/stats", method: .get, headers: headers, body: nil)
+            #expect(stats.status == .ok)
+            headers[.authorization] = "Bearer \(fixture.read)"
+            let page = try await client.execute(uri: "/models/hidden-base", method: .get, headers: headers, body: nil)
+            #expect(page.status == .ok && String(buffer: page.body).contains("hidden-base"), "an unconfined token sees every model")
+        }
+    }
+}
