@@ -37,6 +37,7 @@ demo: system-deps
 SWIFT_SOURCES := Sources Tests benchmarks Plugins fuzz Package.swift
 lint:
 	swift format lint --strict --recursive $(SWIFT_SOURCES)
+	python3 scripts/check_width.py
 
 format:
 	swift format format --in-place --recursive $(SWIFT_SOURCES)

@@ -34,7 +34,10 @@ extension Registry {
         if let blobs, blobs != recorded {
             throw .badRequest(
                 recorded.map { "this registry's blobs live at \($0), not \(blobs)" }
-                    ?? "this registry keeps its blobs under \(layout.blobs); a blob store is chosen when the registry is created (graft init)"
+                    ?? """
+                    this registry keeps its blobs under \(layout.blobs); a blob store is chosen when the registry is created (graft\
+                     init)
+                    """
             )
         }
         return try await connect(
@@ -71,7 +74,10 @@ extension Registry {
                 throw .notARegistry(
                     path: layout.root,
                     reason:
-                        "the directory is not empty (it holds \(stray.sorted().prefix(3).joined(separator: ", "))); choose an empty or new directory"
+                        """
+                        the directory is not empty (it holds \(stray.sorted().prefix(3).joined(separator: ", "))); choose an empty or\
+                         new directory
+                        """
                 )
             }
         } else {
@@ -112,7 +118,10 @@ extension Registry {
         do { location = try S3Location(parsing: text) } catch { throw .badRequest(error.description) }
         guard let credentials = AWSCredentials.fromEnvironment() else {
             throw .badRequest(
-                "an S3 blob store needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)"
+                """
+                an S3 blob store needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for\
+                 temporary ones)
+                """
             )
         }
         return S3Client(location: location, credentials: credentials)

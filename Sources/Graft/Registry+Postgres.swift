@@ -47,7 +47,10 @@ extension Registry {
         guard chosen == recorded else {
             throw .badRequest(
                 recorded == localBlobsSetting
-                    ? "this registry keeps its blobs in each server's registry directory (blobs/), not \(chosen); a blob store is chosen when the registry is created (graft init)"
+                    ? """
+                    this registry keeps its blobs in each server's registry directory (blobs/), not \(chosen); a blob store is chosen\
+                     when the registry is created (graft init)
+                    """
                     : "this registry's blobs live at \(recorded), not \(chosen)")
         }
         let layout = try prepareScratch(configuration.root)
@@ -61,7 +64,10 @@ extension Registry {
         let layout = RegistryLayout(root: root)
         if FileSystem.fileExists(layout.database) {
             throw .badRequest(
-                "\(layout.root) holds a SQLite registry (graft.sqlite); choose another --registry directory for a PostgreSQL registry's local files"
+                """
+                \(layout.root) holds a SQLite registry (graft.sqlite); choose another --registry directory for a PostgreSQL\
+                 registry's local files
+                """
             )
         }
         try makeDirectories(layout.root)

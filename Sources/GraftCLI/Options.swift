@@ -16,14 +16,20 @@ struct RegistryOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "An S3-compatible blob store, s3://BUCKET/PREFIX?endpoint=URL&region=R, chosen by `graft init` and recorded (credentials from $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY); default: $GRAFT_BLOBS, else the registry's blobs/.",
+            """
+            An S3-compatible blob store, s3://BUCKET/PREFIX?endpoint=URL&region=R, chosen by `graft init` and recorded (credentials\
+             from $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY); default: $GRAFT_BLOBS, else the registry's blobs/.
+            """,
             valueName: "s3-url"))
     var blobs: String?
 
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "A PostgreSQL metadata store, postgresql://USER@HOST:PORT/DATABASE (password from $PGPASSWORD), prepared by `graft init`; the registry directory then holds only temporary files. Default: $GRAFT_METADATA, else the registry's graft.sqlite.",
+            """
+            A PostgreSQL metadata store, postgresql://USER@HOST:PORT/DATABASE (password from $PGPASSWORD), prepared by `graft init`;\
+             the registry directory then holds only temporary files. Default: $GRAFT_METADATA, else the registry's graft.sqlite.
+            """,
             valueName: "postgresql-url"))
     var metadata: String?
 

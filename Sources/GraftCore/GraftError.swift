@@ -110,10 +110,16 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "\(path) is not a Graft registry: \(reason)"
         case .newerSchema(let path, let version, let known):
             return
-                "the registry at \(path) has schema version \(version), but this graft knows versions up to \(known); upgrade graft to use it"
+                """
+                the registry at \(path) has schema version \(version), but this graft knows versions up to \(known); upgrade graft to\
+                 use it
+                """
         case .migrationMismatch(let version, let name):
             return
-                "migration \(version) (\(name)) applied to this registry differs from the one this graft ships; the registry was made by an incompatible build"
+                """
+                migration \(version) (\(name)) applied to this registry differs from the one this graft ships; the registry was made\
+                 by an incompatible build
+                """
         case .modelExists(let name):
             return "a model named `\(name)` exists already; choose another name"
         case .modelNotFound(let name, let suggestions):
@@ -125,7 +131,10 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "no checkpoint has a digest starting sha256:\(prefix)"
         case .ambiguousDigest(let prefix, let candidates):
             return
-                "sha256:\(prefix) matches \(candidates.count) checkpoints (\(candidates.prefix(5).joined(separator: ", "))); give more digits"
+                """
+                sha256:\(prefix) matches \(candidates.count) checkpoints (\(candidates.prefix(5).joined(separator: ", "))); give more\
+                 digits
+                """
         case .aliasNotFound(let model, let alias):
             return "model `\(model)` has no alias `\(alias)`"
         case .readOnly(let path):

@@ -151,7 +151,10 @@ package enum ManifestResolver {
             let prefix = String(layer.dropLast(digits.count))
             guard !digits.isEmpty, !prefix.isEmpty, let last = Int(String(digits.reversed())) else {
                 throw .invalidManifest(
-                    "freeze-through takes a numbered layer such as `features.4`, `encoder.layer.5` or `layer3`; `\(layer)` ends in no number"
+                    """
+                    freeze-through takes a numbered layer such as `features.4`, `encoder.layer.5` or `layer3`; `\(layer)` ends in no\
+                     number
+                    """
                 )
             }
             action = .freeze

@@ -36,7 +36,10 @@ package enum ManifestEnforcement {
                 if entry.state == .frozen {
                     if tensor.dtype != entry.dtype || tensor.shape != entry.shape {
                         plan.violations.append(
-                            "\(entry.name): frozen, but its type changed (\(entry.dtype?.rawValue ?? "?") \(entry.shape ?? []) → \(tensor.dtype.rawValue) \(tensor.shape))"
+                            """
+                            \(entry.name): frozen, but its type changed (\(entry.dtype?.rawValue ?? "?") \(entry.shape ?? []) →\
+                             \(tensor.dtype.rawValue) \(tensor.shape))
+                            """
                         )
                     } else {
                         plan.frozen.append(index)

@@ -31,8 +31,9 @@ public struct RegistryConfiguration: Sendable, Equatable {
 
     /// The configuration a user chose: the root from `option` (`--registry`), else
     /// `GRAFT_REGISTRY`, else `./registry`; the blob store from `blobs` (`--blobs`), else
-    /// `GRAFT_BLOBS`; the metadata store from `metadata` (`--metadata`), else `GRAFT_METADATA`; `GRAFT_INLINE_THRESHOLD` (bytes, for benchmarks that compare thresholds)
-    /// and `GRAFT_BUSY_TIMEOUT` (seconds) when set.
+    /// `GRAFT_BLOBS`; the metadata store from `metadata` (`--metadata`), else `GRAFT_METADATA`;
+    /// `GRAFT_INLINE_THRESHOLD` (bytes, for benchmarks that compare thresholds) and
+    /// `GRAFT_BUSY_TIMEOUT` (seconds) when set.
     /// - Throws: ``GraftError/invalidName(_:reason:)`` for a value that is not a number in range.
     public static func resolve(
         option: String?, blobs: String? = nil, metadata: String? = nil, environment: [String: String]

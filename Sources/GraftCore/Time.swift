@@ -21,6 +21,8 @@ package func timestamp(_ date: Date = Date()) -> String {
         return String(repeating: "0", count: max(0, width - text.count)) + text
     }
     let seconds = dayMilliseconds / 1000
-    return
-        "\(pad(year, 4))-\(pad(month, 2))-\(pad(dayOfMonth, 2))T\(pad(seconds / 3600, 2)):\(pad(seconds / 60 % 60, 2)):\(pad(seconds % 60, 2)).\(pad(dayMilliseconds % 1000, 3))Z"
+    return """
+        \(pad(year, 4))-\(pad(month, 2))-\(pad(dayOfMonth, 2))T\
+        \(pad(seconds / 3600, 2)):\(pad(seconds / 60 % 60, 2)):\(pad(seconds % 60, 2)).\(pad(dayMilliseconds % 1000, 3))Z
+        """
 }

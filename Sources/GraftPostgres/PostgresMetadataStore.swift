@@ -114,7 +114,8 @@ package final class PostgresMetadataStore: MetadataStore {
                     try await connection.run("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: self.logger)
                     try await connection.run(
                         """
-                        CREATE TABLE IF NOT EXISTS graft_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+                        CREATE TABLE IF NOT EXISTS graft_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT\
+                         NULL,
                             applied_at text NOT NULL)
                         """, logger: self.logger)
                     let applied = try await connection.all(
@@ -131,7 +132,10 @@ package final class PostgresMetadataStore: MetadataStore {
                         try await connection.run(PostgresQuery(unsafeSQL: statement), logger: self.logger)
                     }
                     try await connection.run(
-                        "INSERT INTO graft_migrations (version, name, checksum, applied_at) VALUES (\(next.version), \(next.name), \(next.checksum), \(timestamp()))",
+                        """
+                        INSERT INTO graft_migrations (version, name, checksum, applied_at) VALUES (\(next.version), \(next.name),\
+                         \(next.checksum), \(timestamp()))
+                        """,
                         logger: self.logger)
                     try await connection.run("COMMIT", logger: self.logger)
                 } catch {

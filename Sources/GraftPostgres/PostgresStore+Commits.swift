@@ -16,8 +16,10 @@ extension PostgresMetadataStore {
             guard
                 let row = try await connection.one(
                     """
-                    INSERT INTO models (name, kind, description, source, license, dataset, architecture, task, metadata, created_at, lineage)
-                    VALUES (\(name.value), 'base', \(provenance.description), \(provenance.source), \(provenance.license), \(provenance.dataset),
+                    INSERT INTO models (name, kind, description, source, license, dataset, architecture, task, metadata, created_at,\
+                     lineage)
+                    VALUES (\(name.value), 'base', \(provenance.description), \(provenance.source), \(provenance.license),\
+                     \(provenance.dataset),
                             \(provenance.architecture), \(provenance.task), \(metadata)::jsonb, \(now), '{}')
                     ON CONFLICT (name) DO NOTHING RETURNING id
                     """, logger: self.logger)
@@ -48,7 +50,8 @@ extension PostgresMetadataStore {
                     INSERT INTO models (name, kind, description, transfer_mode, manifest_rules, relation, parent_checkpoint_id,
                         parent_checkpoint_number, created_at, lineage)
                     VALUES (\(student.name.value), 'student', \(student.description), \(student.mode.rawValue), \(student.rules)::jsonb,
-                            \(student.relation.rawValue), \(student.parent.id), \(student.parent.summary.number), \(student.createdAt), '{}')
+                            \(student.relation.rawValue), \(student.parent.id), \(student.parent.summary.number), \(student.createdAt),\
+                     '{}')
                     ON CONFLICT (name) DO NOTHING RETURNING id
                     """, logger: self.logger)
             else { throw GraftError.modelExists(student.name) }
@@ -67,7 +70,8 @@ extension PostgresMetadataStore {
                 """
                 INSERT INTO manifest_entries (model_id, tensor_name, state, dtype, shape, element_count, parent_digest)
                 SELECT \(modelID), t.name, t.state, nullif(t.dtype, ''), nullif(t.shape, '')::jsonb, t.elements, nullif(t.parent, '')
-                FROM unnest(\(entries.map(\.name))::text[], \(entries.map(\.state.rawValue))::text[], \(entries.map { $0.dtype?.rawValue ?? "" })::text[],
+                FROM unnest(\(entries.map(\.name))::text[], \(entries.map(\.state.rawValue))::text[],\
+                 \(entries.map { $0.dtype?.rawValue ?? "" })::text[],
                             \(entries.map { $0.shape.map(shapeJSON) ?? "" })::text[], \(entries.map { Int64($0.parameters) })::bigint[],
                             \(entries.map { $0.parentDigest?.hex ?? "" })::text[]) AS t(name, state, dtype, shape, elements, parent)
                 """, logger: self.logger)
@@ -105,7 +109,8 @@ extension PostgresMetadataStore {
                         """
                         INSERT INTO manifest_entries (model_id, tensor_name, state, dtype, shape, element_count, parent_digest)
                         SELECT \(modelID), t.name, 'new', t.dtype, t.shape::jsonb, t.elements, NULL
-                        FROM unnest(\(tensors.map(\.name))::text[], \(tensors.map(\.dtype.rawValue))::text[], \(tensors.map { shapeJSON($0.shape) })::text[],
+                        FROM unnest(\(tensors.map(\.name))::text[], \(tensors.map(\.dtype.rawValue))::text[],\
+                         \(tensors.map { shapeJSON($0.shape) })::text[],
                                     \(tensors.map { Int64($0.elementCount) })::bigint[]) AS t(name, dtype, shape, elements)
                         ON CONFLICT (model_id, tensor_name) DO UPDATE SET dtype = excluded.dtype, shape = excluded.shape,
                             element_count = excluded.element_count WHERE manifest_entries.state = 'new'
@@ -125,8 +130,10 @@ extension PostgresMetadataStore {
             """
             INSERT INTO checkpoints (model_id, number, digest, header, header_digest, metadata, tensor_count,
                 parameter_count, data_bytes, file_bytes, step, epoch, created_at)
-            VALUES (\(modelID), \(number), \(checkpoint.digest.hex), \(ByteBuffer(bytes: checkpoint.headerBytes)), \(checkpoint.headerDigest.hex),
-                    \(encodeJSON(checkpoint.metadata))::jsonb, \(checkpoint.tensors.count), \(checkpoint.parameterCount), \(checkpoint.dataLength),
+            VALUES (\(modelID), \(number), \(checkpoint.digest.hex), \(ByteBuffer(bytes: checkpoint.headerBytes)),\
+             \(checkpoint.headerDigest.hex),
+                    \(encodeJSON(checkpoint.metadata))::jsonb, \(checkpoint.tensors.count), \(checkpoint.parameterCount),\
+             \(checkpoint.dataLength),
                     \(checkpoint.fileBytes), \(checkpoint.step), \(checkpoint.epoch), \(now))
             RETURNING id
             """, logger: logger)
@@ -139,7 +146,8 @@ extension PostgresMetadataStore {
             SELECT \(id), t.position - 1, t.name, t.dtype, t.shape::jsonb, t.elements, t.bytes, t.digest
             FROM unnest(\(infos.map(\.name))::text[], \(infos.map(\.dtype.rawValue))::text[], \(infos.map { shapeJSON($0.shape) })::text[],
                         \(infos.map { Int64($0.elementCount) })::bigint[], \(infos.map { Int64($0.byteCount) })::bigint[],
-                        \(checkpoint.tensors.map(\.digest.hex))::text[]) WITH ORDINALITY AS t(name, dtype, shape, elements, bytes, digest, position)
+                        \(checkpoint.tensors.map(\.digest.hex))::text[]) WITH ORDINALITY AS t(name, dtype, shape, elements, bytes,\
+             digest, position)
             """, logger: logger)
         return id
     }
@@ -160,7 +168,8 @@ extension PostgresMetadataStore {
             try await connection.run(
                 """
                 INSERT INTO blobs (digest, byte_length, inline_data, created_at)
-                SELECT t.digest, t.length, NULL, \(now) FROM unnest(\(stored.map(\.digest.hex))::text[], \(stored.map { Int64($0.info.byteCount) })::bigint[]) AS t(digest, length)
+                SELECT t.digest, t.length, NULL, \(now) FROM unnest(\(stored.map(\.digest.hex))::text[],\
+                 \(stored.map { Int64($0.info.byteCount) })::bigint[]) AS t(digest, length)
                 ON CONFLICT (digest) DO NOTHING
                 """, logger: logger)
         }
@@ -188,13 +197,15 @@ extension PostgresMetadataStore {
             let modelID: Int64 = try row[0]
             let previous = try await connection.one(
                 """
-                SELECT c.number FROM aliases a JOIN checkpoints c ON c.id = a.checkpoint_id WHERE a.model_id = \(modelID) AND a.alias = \(alias)
+                SELECT c.number FROM aliases a JOIN checkpoints c ON c.id = a.checkpoint_id WHERE a.model_id = \(modelID) AND a.alias =\
+                 \(alias)
                 FOR UPDATE OF a
                 """, logger: self.logger
             ).map { row throws in try row[0] as Int }
             try await connection.run(
                 """
-                INSERT INTO aliases (model_id, alias, checkpoint_id, updated_at) VALUES (\(modelID), \(alias), \(checkpoint), \(timestamp()))
+                INSERT INTO aliases (model_id, alias, checkpoint_id, updated_at) VALUES (\(modelID), \(alias), \(checkpoint),\
+                 \(timestamp()))
                 ON CONFLICT (model_id, alias) DO UPDATE SET checkpoint_id = excluded.checkpoint_id, updated_at = excluded.updated_at
                 """, logger: self.logger)
             return .some(previous)
@@ -270,7 +281,8 @@ extension PostgresMetadataStore {
                 try await connection.run(
                     """
                     INSERT INTO curve_points (curve_id, step, value)
-                    SELECT * FROM unnest(\(Array(curves[start..<end]))::bigint[], \(Array(steps[start..<end]))::bigint[], \(Array(values[start..<end]))::float8[])
+                    SELECT * FROM unnest(\(Array(curves[start..<end]))::bigint[], \(Array(steps[start..<end]))::bigint[],\
+                     \(Array(values[start..<end]))::float8[])
                     ON CONFLICT (curve_id, step) DO UPDATE SET value = excluded.value
                     """, logger: self.logger)
             }
@@ -282,7 +294,8 @@ extension PostgresMetadataStore {
             let inserted = try await connection.changes(
                 """
                 INSERT INTO advisories (id, model_id, checkpoint_id, severity, note, url, created_at)
-                VALUES (\(advisory.id), \(advisory.model), \(advisory.checkpoint), \(advisory.severity.rawValue), \(advisory.note), \(advisory.url), \(advisory.createdAt))
+                VALUES (\(advisory.id), \(advisory.model), \(advisory.checkpoint), \(advisory.severity.rawValue), \(advisory.note),\
+                 \(advisory.url), \(advisory.createdAt))
                 ON CONFLICT (id) DO NOTHING RETURNING 1
                 """, logger: self.logger)
             if inserted == 0 { throw GraftError.advisoryExists(advisory.id) }
@@ -317,7 +330,8 @@ extension PostgresMetadataStore {
             try await connection.run(
                 """
                 INSERT INTO pending_blobs (digest, byte_length, expires_at)
-                SELECT t.digest, t.length, now() + make_interval(secs => \(seconds)) FROM unnest(\(digests)::text[], \(byteLengths)::bigint[]) AS t(digest, length)
+                SELECT t.digest, t.length, now() + make_interval(secs => \(seconds)) FROM unnest(\(digests)::text[],\
+                 \(byteLengths)::bigint[]) AS t(digest, length)
                 ON CONFLICT (digest) DO UPDATE SET byte_length = excluded.byte_length, expires_at = excluded.expires_at
                 """, logger: self.logger)
         }

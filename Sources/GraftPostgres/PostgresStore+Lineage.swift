@@ -119,7 +119,8 @@ extension PostgresMetadataStore {
             let flagged = try await self.flaggedModels(connection, try await self.openAdvisories(connection), within: nil)
             return try await connection.all(
                 """
-                SELECT m.id, m.name, m.kind, m.transfer_mode, m.relation, p.name, m.parent_checkpoint_number, m.checkpoint_count, m.description, m.created_at
+                SELECT m.id, m.name, m.kind, m.transfer_mode, m.relation, p.name, m.parent_checkpoint_number, m.checkpoint_count,\
+                 m.description, m.created_at
                 FROM models m LEFT JOIN model_parents mp ON mp.model_id = m.id LEFT JOIN models p ON p.id = mp.parent_model_id
                 ORDER BY m.name
                 """, logger: self.logger
@@ -141,7 +142,10 @@ extension PostgresMetadataStore {
         try await withConnection { connection in
             var series: [CurveSeries] = []
             for row in try await connection.all(
-                "SELECT k.name, p.step, p.value FROM curves k JOIN curve_points p ON p.curve_id = k.id WHERE k.model_id = \(model) ORDER BY k.name, p.step",
+                """
+                SELECT k.name, p.step, p.value FROM curves k JOIN curve_points p ON p.curve_id = k.id WHERE k.model_id = \(model)\
+                 ORDER BY k.name, p.step
+                """,
                 logger: self.logger)
             {
                 let name: String = try row[0]
@@ -158,7 +162,8 @@ extension PostgresMetadataStore {
             // The subtree's first `limit` models in lineage order (the model itself first).
             try await connection.all(
                 """
-                SELECT DISTINCT s.name, s.split FROM (SELECT m.id FROM models m WHERE m.lineage @> ARRAY[\(subtree)]::bigint[] ORDER BY m.lineage LIMIT \(limit)) t
+                SELECT DISTINCT s.name, s.split FROM (SELECT m.id FROM models m WHERE m.lineage @> ARRAY[\(subtree)]::bigint[] ORDER BY\
+                 m.lineage LIMIT \(limit)) t
                 JOIN metric_summaries s ON s.model_id = t.id ORDER BY s.name, s.split
                 """, logger: self.logger
             ).map { row throws in MetricKey(name: try row[0], split: (try row[1] as String).nilIfEmpty) }
@@ -209,9 +214,11 @@ extension PostgresMetadataStore {
                     }
                     if let found = try await connection.one(
                         """
-                        SELECT \(unescaped: Self.checkpointColumns), mt.value AS metric_value FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id
+                        SELECT \(unescaped: Self.checkpointColumns), mt.value AS metric_value FROM metrics mt JOIN checkpoints c ON c.id\
+                         = mt.checkpoint_id
                         JOIN models m ON m.id = c.model_id
-                        WHERE mt.model_id = \(winner) AND mt.name = \(metric) AND mt.split = \(split ?? "") AND mt.value = \(top) ORDER BY c.number LIMIT 1
+                        WHERE mt.model_id = \(winner) AND mt.name = \(metric) AND mt.split = \(split ?? "") AND mt.value = \(top) ORDER\
+                         BY c.number LIMIT 1
                         """, logger: self.logger)
                     {
                         return .found(

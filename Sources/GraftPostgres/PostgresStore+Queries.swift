@@ -129,7 +129,8 @@ extension PostgresMetadataStore {
             else { return .some(nil) }
             let entries = try await connection.all(
                 """
-                SELECT tensor_name, state, dtype, shape::text AS shape, element_count, parent_digest FROM manifest_entries WHERE model_id = \(id)
+                SELECT tensor_name, state, dtype, shape::text AS shape, element_count, parent_digest FROM manifest_entries WHERE model_id\
+                 = \(id)
                 """, logger: self.logger
             ).map { row throws in
                 ManifestEntry(
@@ -328,7 +329,8 @@ extension PostgresMetadataStore {
 
     /// The columns `checkpointSummary` reads, from checkpoints `c` joined with models `m`.
     static let checkpointColumns = """
-        c.id, m.name, c.number, c.digest, c.tensor_count, c.parameter_count, c.file_bytes, c.step, c.epoch, c.metadata::text AS metadata, c.created_at
+        c.id, m.name, c.number, c.digest, c.tensor_count, c.parameter_count, c.file_bytes, c.step, c.epoch, c.metadata::text AS metadata,\
+         c.created_at
         """
 
     static let checkpointSelect = "SELECT \(checkpointColumns) FROM checkpoints c JOIN models m ON m.id = c.model_id"

@@ -91,7 +91,10 @@ extension PostgresMetadataStore {
             try await self.lockBlobs(connection)
             guard
                 let row = try await connection.one(
-                    "SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id = \(checkpoint.id) FOR UPDATE OF c",
+                    """
+                    SELECT m.name, m.kind, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id WHERE c.id =\
+                     \(checkpoint.id) FOR UPDATE OF c
+                    """,
                     logger: self.logger)
             else { return nil }
             let reasons = try await self.protections(
@@ -227,7 +230,10 @@ extension PostgresMetadataStore {
                     inline: try row.bytes("inline_data"))
             }
             let dangling = try await connection.all(
-                "SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE b.digest IS NULL",
+                """
+                SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE b.digest\
+                 IS NULL
+                """,
                 logger: self.logger
             ).map { row throws in try row[0] as String }
             return (blobs, dangling)
@@ -264,28 +270,36 @@ extension PostgresMetadataStore {
                 WHERE m.lineage IS DISTINCT FROM coalesce(pm.lineage, '{}') || m.id
                 UNION ALL
                 SELECT m.name, 'a ' || m.kind || (CASE WHEN p.model_id IS NULL THEN ' without' ELSE ' with' END) || ' a parent edge'
-                FROM models m LEFT JOIN model_parents p ON p.model_id = m.id WHERE (m.kind = 'student') IS DISTINCT FROM (p.model_id IS NOT NULL)
+                FROM models m LEFT JOIN model_parents p ON p.model_id = m.id WHERE (m.kind = 'student') IS DISTINCT FROM (p.model_id IS\
+                 NOT NULL)
                 UNION ALL
-                SELECT m.name, 'parent edge copied as ' || coalesce(m.relation, 'none') || ' from ' || coalesce(m.parent_checkpoint_id::text, 'none')
-                    || ' (@' || coalesce(m.parent_checkpoint_number::text, 'none') || '), recorded as ' || p.relation || ' from ' || p.parent_checkpoint_id
+                SELECT m.name, 'parent edge copied as ' || coalesce(m.relation, 'none') || ' from ' ||\
+                 coalesce(m.parent_checkpoint_id::text, 'none')
+                    || ' (@' || coalesce(m.parent_checkpoint_number::text, 'none') || '), recorded as ' || p.relation || ' from ' ||\
+                 p.parent_checkpoint_id
                     || ' (@' || c.number || ')'
                 FROM models m JOIN model_parents p ON p.model_id = m.id JOIN checkpoints c ON c.id = p.parent_checkpoint_id
                 WHERE m.relation IS DISTINCT FROM p.relation OR m.parent_checkpoint_id IS DISTINCT FROM p.parent_checkpoint_id
                     OR m.parent_checkpoint_number IS DISTINCT FROM c.number
                 UNION ALL
                 SELECT name, 'checkpoint count ' || checkpoint_count || ', but ' || actual || ' checkpoints'
-                FROM (SELECT m.name, m.checkpoint_count, (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS actual FROM models m) counted
+                FROM (SELECT m.name, m.checkpoint_count, (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS actual FROM\
+                 models m) counted
                 WHERE checkpoint_count IS DISTINCT FROM actual
                 UNION ALL
                 SELECT m.name, 'summary of ' || a.name || (CASE a.split WHEN '' THEN '' ELSE ' (' || a.split || ')' END)
                     || coalesce(': max ' || s.max_value || ', min ' || s.min_value || ' over ' || s.count, ' missing')
                     || ', but max ' || a.top || ', min ' || a.bottom || ' over ' || a.count || ' checkpoints'
-                FROM (SELECT model_id, name, split, max(value) AS top, min(value) AS bottom, count(*) AS count FROM metrics GROUP BY model_id, name, split) a
-                    JOIN models m ON m.id = a.model_id LEFT JOIN metric_summaries s ON s.model_id = a.model_id AND s.name = a.name AND s.split = a.split
-                WHERE s.model_id IS NULL OR s.max_value IS DISTINCT FROM a.top OR s.min_value IS DISTINCT FROM a.bottom OR s.count IS DISTINCT FROM a.count
+                FROM (SELECT model_id, name, split, max(value) AS top, min(value) AS bottom, count(*) AS count FROM metrics GROUP BY\
+                 model_id, name, split) a
+                    JOIN models m ON m.id = a.model_id LEFT JOIN metric_summaries s ON s.model_id = a.model_id AND s.name = a.name AND\
+                 s.split = a.split
+                WHERE s.model_id IS NULL OR s.max_value IS DISTINCT FROM a.top OR s.min_value IS DISTINCT FROM a.bottom OR s.count IS\
+                 DISTINCT FROM a.count
                     OR s.lineage IS DISTINCT FROM m.lineage
                 UNION ALL
-                SELECT m.name, 'summary of ' || s.name || ', a metric none of its checkpoints has' FROM metric_summaries s JOIN models m ON m.id = s.model_id
+                SELECT m.name, 'summary of ' || s.name || ', a metric none of its checkpoints has' FROM metric_summaries s JOIN models m\
+                 ON m.id = s.model_id
                 WHERE NOT EXISTS (SELECT 1 FROM metrics mt WHERE mt.model_id = s.model_id AND mt.name = s.name AND mt.split = s.split)
                 """, logger: self.logger
             ).map { row throws in "\(try row[0] as String): \(try row[1] as String)" }.sorted(by: numericAwareLess)

@@ -31,7 +31,8 @@ extension SQLiteMetadataStore {
     }
 
     static let indexSQL = """
-        SELECT m.id, m.name, m.kind, m.transfer_mode, m.relation, p.name, m.parent_checkpoint_number, m.checkpoint_count, m.description, m.created_at
+        SELECT m.id, m.name, m.kind, m.transfer_mode, m.relation, p.name, m.parent_checkpoint_number, m.checkpoint_count, m.description,\
+         m.created_at
         FROM models m LEFT JOIN model_parents mp ON mp.model_id = m.id LEFT JOIN models p ON p.id = mp.parent_model_id
         ORDER BY m.name
         """
@@ -42,7 +43,10 @@ extension SQLiteMetadataStore {
             try Self.stepRows(
                 db,
                 sql:
-                    "SELECT k.name, p.step, p.value FROM curves k JOIN curve_points p ON p.curve_id = k.id WHERE k.model_id = ? ORDER BY k.name, p.step",
+                    """
+                    SELECT k.name, p.step, p.value FROM curves k JOIN curve_points p ON p.curve_id = k.id WHERE k.model_id = ? ORDER\
+                     BY k.name, p.step
+                    """,
                 arguments: [model]
             ) { handle in
                 let name = sqlite3_column_text(handle, 0).map { String(cString: $0) } ?? ""
@@ -60,7 +64,8 @@ extension SQLiteMetadataStore {
             // their summaries by primary key: bounded by `limit`, whatever the family's size.
             try db.cachedRows(
                 sql: """
-                    SELECT DISTINCT s.name, s.split FROM (SELECT m.id FROM \(Self.subtreeJoin) WHERE r.id = ? ORDER BY m.lineage_path LIMIT ?) t
+                    SELECT DISTINCT s.name, s.split FROM (SELECT m.id FROM \(Self.subtreeJoin) WHERE r.id = ? ORDER BY m.lineage_path\
+                     LIMIT ?) t
                     JOIN metric_summaries s ON s.model_id = t.id ORDER BY s.name, s.split
                     """, arguments: [subtree, limit]
             ).map { row in MetricKey(name: row["name"], split: (row["split"] as String).nilIfEmpty) }

@@ -61,7 +61,10 @@ extension SQLiteMetadataStore {
                 arguments: [parentModel, modelID])
             try db.execute(
                 sql:
-                    "INSERT INTO model_parents (model_id, parent_checkpoint_id, parent_model_id, relation, created_at) VALUES (?, ?, ?, ?, ?)",
+                    """
+                    INSERT INTO model_parents (model_id, parent_checkpoint_id, parent_model_id, relation, created_at) VALUES (?, ?,\
+                     ?, ?, ?)
+                    """,
                 arguments: [modelID, student.parent.id, parentModel, student.relation.rawValue, student.createdAt])
             let statement = try db.cachedStatement(
                 sql: """
@@ -222,7 +225,10 @@ extension SQLiteMetadataStore {
             let values = Array(repeating: "(?, ?, ?)", count: rows).joined(separator: ", ")
             return try db.cachedStatement(
                 sql:
-                    "INSERT INTO curve_points (curve_id, step, value) VALUES \(values) ON CONFLICT (curve_id, step) DO UPDATE SET value = excluded.value"
+                    """
+                    INSERT INTO curve_points (curve_id, step, value) VALUES \(values) ON CONFLICT (curve_id, step) DO UPDATE SET\
+                     value = excluded.value
+                    """
             )
         }
         var start = 0

@@ -37,7 +37,10 @@ extension SQLiteMetadataStore {
                 for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min($0 + 500, ids.count)]) }) {
                     let rows = try db.cachedRows(
                         sql:
-                            "SELECT model_id, \(direction == .max ? "max" : "min")(value) AS best FROM metrics WHERE name = ? AND model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) GROUP BY model_id",
+                            """
+                            SELECT model_id, \(direction == .max ? "max" : "min")(value) AS best FROM metrics WHERE name = ? AND\
+                             model_id IN (\(chunk.map { _ in "?" }.joined(separator: ","))) GROUP BY model_id
+                            """,
                         arguments: StatementArguments([metric]) + StatementArguments(chunk))
                     for row in rows { best[row["model_id"]] = row["best"] }
                 }
@@ -101,7 +104,8 @@ extension SQLiteMetadataStore {
         try db.cachedRows(
             sql: """
                 SELECT \(Self.checkpointColumns), mt.value AS metric_value FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id
-                JOIN models m ON m.id = c.model_id WHERE mt.model_id = ? AND mt.name = ? AND mt.split = ? AND mt.value = ? ORDER BY c.number LIMIT 1
+                JOIN models m ON m.id = c.model_id
+                WHERE mt.model_id = ? AND mt.name = ? AND mt.split = ? AND mt.value = ? ORDER BY c.number LIMIT 1
                 """, arguments: [model, metric, split ?? "", value]
         ).first.map { RankedCandidate(checkpoint: Self.checkpointSummary($0), value: $0["metric_value"]) }
     }
@@ -172,7 +176,8 @@ extension SQLiteMetadataStore {
     /// The columns of a lineage query (see ``lineageRows(_:sql:arguments:)``) for model `m`:
     /// all in the lineage-path index, so a range of it is read without a lookup per model.
     private static let lineageColumns = """
-        m.lineage_path, m.parent_checkpoint_id, m.id, m.name, m.kind, m.transfer_mode, m.relation, m.parent_checkpoint_number, m.checkpoint_count
+        m.lineage_path, m.parent_checkpoint_id, m.id, m.name, m.kind, m.transfer_mode, m.relation, m.parent_checkpoint_number,\
+         m.checkpoint_count
         """
 
     /// A model's ancestors and itself, from a JSON array of ids nearest first. The path is not

@@ -70,7 +70,10 @@ extension SQLiteMetadataStore {
             try Row.fetchAll(
                 db,
                 sql:
-                    "SELECT name, dtype, shape, element_count, byte_length, blob_digest FROM checkpoint_tensors WHERE checkpoint_id = ? ORDER BY position",
+                    """
+                    SELECT name, dtype, shape, element_count, byte_length, blob_digest FROM checkpoint_tensors WHERE checkpoint_id =\
+                     ? ORDER BY position
+                    """,
                 arguments: [checkpoint]
             ).map { row in
                 TensorEntry(
@@ -234,7 +237,10 @@ extension SQLiteMetadataStore {
         var result: [Int64: [String]] = [:]
         for row in try db.cachedRows(
             sql:
-                "SELECT a.id, c.model_id, c.number FROM advisories a JOIN checkpoints c ON c.id = a.checkpoint_id WHERE a.resolved_at IS NULL"
+                """
+                SELECT a.id, c.model_id, c.number FROM advisories a JOIN checkpoints c ON c.id = a.checkpoint_id WHERE a.resolved_at\
+                 IS NULL
+                """
         ) {
             result[row["model_id"], default: []].append("\(row["id"] as String)@\(row["number"] as Int)")
         }

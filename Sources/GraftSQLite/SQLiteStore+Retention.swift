@@ -71,7 +71,8 @@ extension SQLiteMetadataStore {
         let query = try db.cachedStatement(
             sql: """
                 SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b WHERE digest = ?
-                AND NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest AND t.checkpoint_id NOT IN (SELECT value FROM json_each(?)))
+                AND NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest AND t.checkpoint_id NOT IN (SELECT\
+                 value FROM json_each(?)))
                 """)
         let excluded = "[" + removing.map(String.init).joined(separator: ",") + "]"
         for digest in digests.sorted() {

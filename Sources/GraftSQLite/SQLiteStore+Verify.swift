@@ -25,7 +25,10 @@ extension SQLiteMetadataStore {
             let dangling = try String.fetchAll(
                 db,
                 sql:
-                    "SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE b.digest IS NULL"
+                    """
+                    SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE\
+                     b.digest IS NULL
+                    """
             )
             return (rows, dangling)
         }
@@ -65,25 +68,32 @@ extension SQLiteMetadataStore {
                 SELECT m.name, 'a ' || m.kind || (CASE WHEN p.model_id IS NULL THEN ' without' ELSE ' with' END) || ' a parent edge'
                 FROM models m LEFT JOIN model_parents p ON p.model_id = m.id WHERE (m.kind = 'student') IS NOT (p.model_id IS NOT NULL)
                 UNION ALL
-                SELECT m.name, 'parent edge copied as ' || coalesce(m.relation, 'none') || ' from ' || coalesce(m.parent_checkpoint_id, 'none')
-                    || ' (@' || coalesce(m.parent_checkpoint_number, 'none') || '), recorded as ' || p.relation || ' from ' || p.parent_checkpoint_id
+                SELECT m.name, 'parent edge copied as ' || coalesce(m.relation, 'none') || ' from ' || coalesce(m.parent_checkpoint_id,\
+                 'none')
+                    || ' (@' || coalesce(m.parent_checkpoint_number, 'none') || '), recorded as ' || p.relation || ' from ' ||\
+                 p.parent_checkpoint_id
                     || ' (@' || c.number || ')'
                 FROM models m JOIN model_parents p ON p.model_id = m.id JOIN checkpoints c ON c.id = p.parent_checkpoint_id
-                WHERE m.relation IS NOT p.relation OR m.parent_checkpoint_id IS NOT p.parent_checkpoint_id OR m.parent_checkpoint_number IS NOT c.number
+                WHERE m.relation IS NOT p.relation OR m.parent_checkpoint_id IS NOT p.parent_checkpoint_id OR m.parent_checkpoint_number\
+                 IS NOT c.number
                 UNION ALL
                 SELECT name, 'checkpoint count ' || checkpoint_count || ', but ' || actual || ' checkpoints'
-                FROM (SELECT m.name, m.checkpoint_count, (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS actual FROM models m)
+                FROM (SELECT m.name, m.checkpoint_count, (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id) AS actual FROM\
+                 models m)
                 WHERE checkpoint_count IS NOT actual
                 UNION ALL
                 SELECT m.name, 'summary of ' || a.name || (CASE a.split WHEN '' THEN '' ELSE ' (' || a.split || ')' END)
                     || coalesce(': max ' || s.max_value || ', min ' || s.min_value || ' over ' || s.count, ' missing')
                     || ', but max ' || a.top || ', min ' || a.bottom || ' over ' || a.count || ' checkpoints'
-                FROM (SELECT model_id, name, split, max(value) AS top, min(value) AS bottom, count(*) AS count FROM metrics GROUP BY model_id, name, split) a
-                    JOIN models m ON m.id = a.model_id LEFT JOIN metric_summaries s ON s.model_id = a.model_id AND s.name = a.name AND s.split = a.split
+                FROM (SELECT model_id, name, split, max(value) AS top, min(value) AS bottom, count(*) AS count FROM metrics GROUP BY\
+                 model_id, name, split) a
+                    JOIN models m ON m.id = a.model_id LEFT JOIN metric_summaries s ON s.model_id = a.model_id AND s.name = a.name AND\
+                 s.split = a.split
                 WHERE s.model_id IS NULL OR s.max_value IS NOT a.top OR s.min_value IS NOT a.bottom OR s.count IS NOT a.count
                     OR s.lineage_path IS NOT m.lineage_path
                 UNION ALL
-                SELECT m.name, 'summary of ' || s.name || ', a metric none of its checkpoints has' FROM metric_summaries s JOIN models m ON m.id = s.model_id
+                SELECT m.name, 'summary of ' || s.name || ', a metric none of its checkpoints has' FROM metric_summaries s JOIN models m\
+                 ON m.id = s.model_id
                 WHERE NOT EXISTS (SELECT 1 FROM metrics mt WHERE mt.model_id = s.model_id AND mt.name = s.name AND mt.split = s.split)
                 """
         ).map { "\($0[0] as String): \($0[1] as String)" }.sorted(by: numericAwareLess)

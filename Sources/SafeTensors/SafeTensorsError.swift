@@ -72,16 +72,26 @@ public enum SafeTensorsError: Error, Sendable, Equatable, CustomStringConvertibl
                 ? "run backwards"
                 : begin < expectedBegin ? "overlap the previous tensor" : begin > expectedBegin ? "leave a gap before it" : "are invalid"
             return
-                "invalid safetensors header: tensor \(quoted(tensor)) offsets [\(begin), \(end)] \(what) (expected it to start at \(expectedBegin))"
+                """
+                invalid safetensors header: tensor \(quoted(tensor)) offsets [\(begin), \(end)] \(what) (expected it to start at\
+                 \(expectedBegin))
+                """
         case .dataSectionMismatch(let covered, let actual):
             if actual > covered {
                 return
-                    "invalid safetensors file: \(actual - covered) trailing byte(s) after the last tensor (tensors cover \(covered) of \(actual) data bytes)"
+                    """
+                    invalid safetensors file: \(actual - covered) trailing byte(s) after the last tensor (tensors cover \(covered) of\
+                     \(actual) data bytes)
+                    """
             }
             return "truncated safetensors file: tensors need \(covered) data bytes but the file holds \(actual)"
         case .pickleCheckpoint(let kind):
             return
-                "refusing a \(kind): pickle is never loaded, because loading it can run arbitrary code. Convert it to safetensors first, e.g. `python -c \"import torch; from safetensors.torch import save_file; save_file(torch.load('IN', weights_only=True), 'OUT.safetensors')\"`"
+                """
+                refusing a \(kind): pickle is never loaded, because loading it can run arbitrary code. Convert it to safetensors\
+                 first, e.g. `python -c \"import torch; from safetensors.torch import save_file; save_file(torch.load('IN',\
+                 weights_only=True), 'OUT.safetensors')\"`
+                """
         case .invalidTensorName(let name):
             return "invalid tensor name \(quoted(name)): names must be non-empty and not `__metadata__`"
         case .dataLengthMismatch(let tensor, let expected, let actual):

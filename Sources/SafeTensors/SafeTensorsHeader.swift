@@ -172,7 +172,10 @@ public struct SafeTensorsHeader: Sendable {
                 throw .invalidTensorEntry(
                     tensor: tensor,
                     reason:
-                        "\(field) holds \(element.typeName == "a number" ? "a negative or fractional number" : element.typeName), expected non-negative integers"
+                        """
+                        \(field) holds \(element.typeName == "a number" ? "a negative or fractional number" : element.typeName),\
+                         expected non-negative integers
+                        """
                 )
             }
             guard number <= UInt64(Int.max) else { throw .sizeOverflow(tensor: tensor) }

@@ -170,7 +170,10 @@ public struct DataSelection: Sendable, Equatable, Codable {
         let missing = chosen.filter { !data.classes.contains($0) }
         guard missing.isEmpty else {
             throw .data(
-                "the data has no samples of class \(missing.map(String.init).joined(separator: ", ")); it has \(data.classes.map(String.init).joined(separator: ", "))"
+                """
+                the data has no samples of class \(missing.map(String.init).joined(separator: ", ")); it has\
+                 \(data.classes.map(String.init).joined(separator: ", "))
+                """
             )
         }
         var byClass = [Int: [Int]]()

@@ -124,7 +124,10 @@ public enum Engine {
                 let kept = ["classifier.weight", "classifier.bias"].first(where: { states[$0] != .new })
             {
                 throw .configuration(
-                    "\(name) keeps the parent's `\(kept)` (\(parentClasses) classes) but the data has \(architecture.classes); create the student with --reinit classifier"
+                    """
+                    \(name) keeps the parent's `\(kept)` (\(parentClasses) classes) but the data has \(architecture.classes); create\
+                     the student with --reinit classifier
+                    """
                 )
             }
             let fresh = Set(names.filter { states[$0] == nil || states[$0] == .new })
@@ -137,7 +140,10 @@ public enum Engine {
                     })
                 {
                     throw .configuration(
-                        "\(prefix).\(frozenStat) is frozen but \(prefix)'s weights train; training moves the running statistics, so freeze or train the layer as a whole"
+                        """
+                        \(prefix).\(frozenStat) is frozen but \(prefix)'s weights train; training moves the running statistics, so\
+                         freeze or train the layer as a whole
+                        """
                     )
                 }
             }

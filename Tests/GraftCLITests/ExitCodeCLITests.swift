@@ -130,7 +130,10 @@ struct ExitCodeCLITests {
             python,
             [
                 "-c",
-                "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()",
+                """
+                import sqlite3,sys\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN\
+                 IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()
+                """,
                 cli.registry + "/graft.sqlite",
             ],
             stdin: .pipe, stdout: .pipe)

@@ -40,7 +40,10 @@ private func harnessTensors(seed: UInt64) -> [TensorData] {
 @Suite("Harnesses: crashes and concurrent writers", .serialized)
 struct HarnessTests {
     @Test(
-        "SIGKILL at random moments during base add and checkpoint add: verify clean, nothing partial, acknowledged checkpoints intact, gc leaves no orphan"
+        """
+        SIGKILL at random moments during base add and checkpoint add: verify clean, nothing partial, acknowledged checkpoints intact,\
+         gc leaves no orphan
+        """
     )
     func crashes() throws {
         let cli = CLI()
@@ -128,7 +131,10 @@ struct HarnessTests {
                 }
                 if signal != SIGKILL {
                     Issue.record(
-                        "trial \(trial): graft died of signal \(signal), not the harness's SIGKILL: \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")"
+                        """
+                        trial \(trial): graft died of signal \(signal), not the harness's SIGKILL:\
+                         \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")
+                        """
                     )
                 } else if injected {
                     injectedKills += 1
@@ -144,12 +150,18 @@ struct HarnessTests {
                     acknowledged[ref] = digest
                 } else {
                     Issue.record(
-                        "trial \(trial): graft exited 0 without a checkpoint and digest in its JSON: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")"
+                        """
+                        trial \(trial): graft exited 0 without a checkpoint and digest in its JSON:\
+                         \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
+                        """
                     )
                 }
             } else {
                 Issue.record(
-                    "trial \(trial): graft exited \(termination.status): \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")"
+                    """
+                    trial \(trial): graft exited \(termination.status):\
+                     \((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")
+                    """
                 )
             }
             if tempLeft { midWrite += 1 }
@@ -158,7 +170,10 @@ struct HarnessTests {
             #expect(
                 try sql(
                     cli,
-                    "SELECT count(*) FROM checkpoints c WHERE tensor_count != (SELECT count(*) FROM checkpoint_tensors t WHERE t.checkpoint_id = c.id)"
+                    """
+                    SELECT count(*) FROM checkpoints c WHERE tensor_count != (SELECT count(*) FROM checkpoint_tensors t WHERE\
+                     t.checkpoint_id = c.id)
+                    """
                 ) == "0")
             let present = Dictionary(
                 uniqueKeysWithValues: try sql(
@@ -174,7 +189,10 @@ struct HarnessTests {
             let referenced = Set(
                 try sql(
                     cli,
-                    "SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t JOIN blobs b ON b.digest = t.blob_digest WHERE b.inline_data IS NULL"
+                    """
+                    SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t JOIN blobs b ON b.digest = t.blob_digest WHERE\
+                     b.inline_data IS NULL
+                    """
                 ).split(separator: "\n").map(String.init))
             #expect(stored == referenced, "trial \(trial): orphan or missing blob files")
             if !(stored == referenced) { break }
@@ -187,12 +205,19 @@ struct HarnessTests {
             externalMidWrite >= max(1, trials / 16),
             "only \(externalMidWrite) outside kills landed between the first blob write and the commit")
         print(
-            "crash harness: \(trials) trials, \(externalKills) killed from outside (\(externalMidWrite) between the first blob write and the commit) and \(injectedKills) at injection points; \(midWrite) left a temp file for gc; \(acknowledged.count) acknowledged checkpoints intact"
+            """
+            crash harness: \(trials) trials, \(externalKills) killed from outside (\(externalMidWrite) between the first blob write\
+             and the commit) and \(injectedKills) at injection points; \(midWrite) left a temp file for gc; \(acknowledged.count)\
+             acknowledged checkpoints intact
+            """
         )
     }
 
     @Test(
-        "8 writers (two per student) and 4 readers on one registry: no error, every commit present, integrity ok; then again with gc --grace 0 in a loop",
+        """
+        8 writers (two per student) and 4 readers on one registry: no error, every commit present, integrity ok; then again with gc\
+         --grace 0 in a loop
+        """,
         arguments: [false, true])
     func concurrency(withGC: Bool) throws {
         let cli = CLI()

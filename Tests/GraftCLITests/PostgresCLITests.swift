@@ -203,7 +203,10 @@ struct PostgresCLITests {
     }
 
     @Test(
-        "two servers on one PostgreSQL + S3, 8 writers across them × 100 commits to shared students: no error, numbers without gaps, verify clean"
+        """
+        two servers on one PostgreSQL + S3, 8 writers across them × 100 commits to shared students: no error, numbers without gaps,\
+         verify clean
+        """
     )
     func severalServers() async throws {
         let shared = try Shared()

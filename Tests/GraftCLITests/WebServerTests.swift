@@ -47,7 +47,10 @@ struct WebServerTests {
     }
 
     @Test(
-        "login sets an HttpOnly, SameSite=Strict session cookie and goes to a local path only; a bad token or another origin is refused; logout clears it"
+        """
+        login sets an HttpOnly, SameSite=Strict session cookie and goes to a local path only; a bad token or another origin is\
+         refused; logout clears it
+        """
     )
     func login() throws {
         let served = try Served()

@@ -12,7 +12,10 @@ struct WebTests {
         let cell: Markup = "<td title=\"\(typed)\">\(typed)</td>"
         #expect(
             cell.text
-                == "<td title=\"&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;quotes&#39;\">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;quotes&#39;</td>"
+                == """
+                <td title=\"&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp;\
+                 &#39;quotes&#39;\">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;quotes&#39;</td>
+                """
         )
         let nested: Markup = "<tr>\(cell)</tr>"
         #expect(nested.text == "<tr>" + cell.text + "</tr>", "markup inside markup stays as it is")

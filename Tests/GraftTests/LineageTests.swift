@@ -254,7 +254,10 @@ struct LineageTests {
             "SELECT c.id FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id "
                 + "WHERE mt.name = 'accuracy' AND mt.split = 'val' AND mt.model_id = 2 ORDER BY mt.value DESC, m.name, c.number",
             "SELECT c.id FROM metrics mt JOIN checkpoints c ON c.id = mt.checkpoint_id JOIN models m ON m.id = c.model_id "
-                + "WHERE mt.name = 'accuracy' AND mt.split = 'val' AND mt.model_id IN (\(SQLiteMetadataStore.subtreeSQL.replacingOccurrences(of: "?", with: "1")))",
+                + """
+                WHERE mt.name = 'accuracy' AND mt.split = 'val' AND mt.model_id IN\
+                 (\(SQLiteMetadataStore.subtreeSQL.replacingOccurrences(of: "?", with: "1")))
+                """,
             // The lineage, affected and best --under statements themselves.
             SQLiteMetadataStore.descendantsSQL.replacingOccurrences(of: "?1", with: "1"),
             SQLiteMetadataStore.ancestorsSQL.replacingOccurrences(of: "?", with: "'[3,2,1]'"),

@@ -101,7 +101,8 @@ struct MigrationTests {
             func checkpoint(_ model: Int64, _ number: Int) throws -> Int64 {
                 try db.execute(
                     sql: """
-                        INSERT INTO checkpoints (model_id, number, digest, header, header_digest, tensor_count, parameter_count, data_bytes, file_bytes, created_at)
+                        INSERT INTO checkpoints (model_id, number, digest, header, header_digest, tensor_count, parameter_count,\
+                         data_bytes, file_bytes, created_at)
                         VALUES (?, ?, ?, x'00', ?, 0, 0, 0, 8, 'then')
                         """, arguments: [model, number, digest, digest])
                 return db.lastInsertedRowID
@@ -136,7 +137,10 @@ struct MigrationTests {
         }
         #expect(
             summaries.map {
-                "\($0[0] as Int) \($0[1] as String) \($0[2] as String) \($0[3] as String) \($0[4] as Double) \($0[5] as Double) \($0[6] as Int)"
+                """
+                \($0[0] as Int) \($0[1] as String) \($0[2] as String) \($0[3] as String) \($0[4] as Double) \($0[5] as Double)\
+                 \($0[6] as Int)
+                """
             }
                 == ["3 accuracy val /1/3/ 0.9 0.6 2"])
         #expect(try await registry.best(metric: "accuracy", split: "val", scope: .under(ModelName("base"))).checkpoint.ref == "a@2")

@@ -114,7 +114,10 @@ struct PolicyTests {
     }
 
     @Test(
-        "best: ties go to the earliest model name (not the first created), then the lowest checkpoint number — registry-wide, --under and --model"
+        """
+        best: ties go to the earliest model name (not the first created), then the lowest checkpoint number — registry-wide, --under\
+         and --model
+        """
     )
     func tieBreaks() async throws {
         let test = try await TestRegistry()

@@ -33,7 +33,8 @@ struct PostgresSchemaTests {
         try sql("INSERT INTO blobs VALUES ('\(digest)', 1, '\\x01', 't')")
         let checkpoint = try sql(
             """
-            INSERT INTO checkpoints (model_id, number, digest, header, header_digest, tensor_count, parameter_count, data_bytes, file_bytes, created_at)
+            INSERT INTO checkpoints (model_id, number, digest, header, header_digest, tensor_count, parameter_count, data_bytes,\
+             file_bytes, created_at)
             VALUES (\(base), 1, '\(digest)', '\\x00', '\(digest)', 1, 1, 1, 9, 't') RETURNING id
             """)
         #expect(try sql("SELECT checkpoint_count FROM models WHERE id = \(base)") == "1")
@@ -43,8 +44,10 @@ struct PostgresSchemaTests {
             let from = parent.isEmpty ? ids.last! : parent
             let id = try sql(
                 """
-                INSERT INTO models (name, kind, created_at, relation, transfer_mode, parent_checkpoint_id, parent_checkpoint_number, lineage)
-                SELECT '\(name)', 'student', 't', 'finetune', 'feature-extraction', \(checkpoint), 1, lineage FROM models WHERE id = \(from) RETURNING id
+                INSERT INTO models (name, kind, created_at, relation, transfer_mode, parent_checkpoint_id, parent_checkpoint_number,\
+                 lineage)
+                SELECT '\(name)', 'student', 't', 'finetune', 'feature-extraction', \(checkpoint), 1, lineage FROM models WHERE id =\
+                 \(from) RETURNING id
                 """)
             try sql("UPDATE models SET lineage = lineage || id WHERE id = \(id)")
             ids.append(id)
@@ -56,13 +59,17 @@ struct PostgresSchemaTests {
         )
         #expect(
             try sql(
-                "SELECT string_agg(m.name, ',' ORDER BY a.n) FROM unnest((SELECT lineage FROM models WHERE name = 'grandkid')) WITH ORDINALITY a(id, n) JOIN models m ON m.id = a.id"
+                """
+                SELECT string_agg(m.name, ',' ORDER BY a.n) FROM unnest((SELECT lineage FROM models WHERE name = 'grandkid')) WITH\
+                 ORDINALITY a(id, n) JOIN models m ON m.id = a.id
+                """
             )
                 == "base,kid,grandkid")
         // Metric summaries follow inserts, updates and deletes.
         let second = try sql(
             """
-            INSERT INTO checkpoints (model_id, number, digest, header, header_digest, tensor_count, parameter_count, data_bytes, file_bytes, created_at)
+            INSERT INTO checkpoints (model_id, number, digest, header, header_digest, tensor_count, parameter_count, data_bytes,\
+             file_bytes, created_at)
             VALUES (\(base), 2, '\(digest)', '\\x00', '\(digest)', 1, 1, 1, 9, 't') RETURNING id
             """)
         #expect(try sql("SELECT checkpoint_count FROM models WHERE id = \(base)") == "2")

@@ -148,7 +148,10 @@ struct VerifyTests {
         try await DatabaseQueue(path: test.registry.layout.database).write { db in
             try db.execute(
                 sql:
-                    "UPDATE blobs SET inline_data = zeroblob(byte_length) WHERE digest = (SELECT min(digest) FROM blobs WHERE inline_data IS NOT NULL)"
+                    """
+                    UPDATE blobs SET inline_data = zeroblob(byte_length) WHERE digest = (SELECT min(digest) FROM blobs WHERE\
+                     inline_data IS NOT NULL)
+                    """
             )
         }
         let report = try await test.registry.verify(readData: true)

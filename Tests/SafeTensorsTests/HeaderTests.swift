@@ -82,7 +82,8 @@ struct HeaderTests {
             path,
             rawSafetensors(
                 header:
-                    #"{"b":{"dtype":"U8","shape":[1],"data_offsets":[1,2]},"__metadata__":{"z":"1","a":"2"},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#,
+                    #"{"b":{"dtype":"U8","shape":[1],"data_offsets":[1,2]},"__metadata__":{"z":"1","a":"2"},"#
+                    + #""a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#,
                 data: [5, 6]))
         let reader = try SafeTensorsReader(path: path)
         #expect(reader.header.tensors.map(\.name) == ["a", "b"])

@@ -182,7 +182,10 @@ for budget in budgetsRun {
     let time = { (key: String) in mean(runs.filter { $0.config == key && $0.budget == budget }.map(\.seconds)) }
     markdown += String(
         format:
-            "- **%@ labels per class:** best is %@ at %.4f, %+.1f points over training from scratch (%.4f); feature extraction reaches %.4f (%+.1f points). Freezing the first two blocks costs %.0f%% of a full fine-tune's time.\n",
+            """
+            - **%@ labels per class:** best is %@ at %.4f, %+.1f points over training from scratch (%.4f); feature extraction reaches\
+             %.4f (%+.1f points). Freezing the first two blocks costs %.0f%% of a full fine-tune's time.\n
+            """,
         budgetLabel(budget), best.0.label, best.1, (best.1 - scratch) * 100, scratch, fe, (fe - scratch) * 100,
         100 * time("freeze2") / time("full"))
 }
@@ -215,14 +218,23 @@ func x(_ index: Int) -> Double {
 func y(_ value: Double) -> Double { top + (height - top - bottom) * (1 - (value - low) / (high - low)) }
 let colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#666666"]
 var svg =
-    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    """
+    <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\"\
+     font-size=\"12\">\n
+    """
 svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
 svg +=
-    "<line x1=\"\(left)\" y1=\"\(y(low))\" x2=\"\(width - right)\" y2=\"\(y(low))\" stroke=\"black\"/><line x1=\"\(left)\" y1=\"\(y(low))\" x2=\"\(left)\" y2=\"\(top)\" stroke=\"black\"/>\n"
+    """
+    <line x1=\"\(left)\" y1=\"\(y(low))\" x2=\"\(width - right)\" y2=\"\(y(low))\" stroke=\"black\"/><line x1=\"\(left)\"\
+     y1=\"\(y(low))\" x2=\"\(left)\" y2=\"\(top)\" stroke=\"black\"/>\n
+    """
 for tick in stride(from: (low * 20).rounded(.up) / 20, through: high, by: 0.05) {
     svg += String(
         format:
-            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
+            """
+            <line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%.1f\"\
+             text-anchor=\"end\">%.2f</text>\n
+            """,
         left, y(tick), width - right, y(tick), left - 6, y(tick) + 4, tick)
 }
 for (index, budget) in budgetsRun.enumerated() {
@@ -244,7 +256,10 @@ for (c, config) in configs.enumerated() {
         points.append(String(format: "%.1f,%.1f", x(index), y(mu)))
         svg += String(
             format:
-                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\"/><circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"/>\n",
+                """
+                <line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\"/><circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\"\
+                 fill=\"%@\"/>\n
+                """,
             x(index), y(mu - sigma), x(index), y(mu + sigma), colors[c], x(index), y(mu), colors[c])
     }
     svg += "<polyline fill=\"none\" stroke=\"\(colors[c])\" stroke-width=\"2\" points=\"\(points.joined(separator: " "))\"/>\n"

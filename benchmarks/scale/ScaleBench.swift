@@ -144,11 +144,17 @@ struct ScaleBench {
         print("")
         if options.reuse {
             print(
-                "Reused the registry at \(root): \(stats.models) models, \(stats.checkpoints) checkpoints (build figures are from its own run); opened in \(String(format: "%.2f", openTime)) s."
+                """
+                Reused the registry at \(root): \(stats.models) models, \(stats.checkpoints) checkpoints (build figures are from its\
+                 own run); opened in \(String(format: "%.2f", openTime)) s.
+                """
             )
         } else {
             print(
-                "Built \(options.bases) bases, \(totalStudents) students (one chain \(options.chain) deep), \(stats.checkpoints) checkpoints, \(metricRows) metric rows in \(String(format: "%.1f", buildTime)) s:"
+                """
+                Built \(options.bases) bases, \(totalStudents) students (one chain \(options.chain) deep), \(stats.checkpoints)\
+                 checkpoints, \(metricRows) metric rows in \(String(format: "%.1f", buildTime)) s:
+                """
             )
             print(
                 String(

@@ -53,7 +53,10 @@ extension GraftCommand.AdvisoryCommand {
             try await GraftCLI.run { () throws(GraftError) in
                 let advisory = try await options.open().addAdvisory(on: reference, id: id, severity: severity, note: note, url: url)
                 print(
-                    "advisory \(advisory.id) (\(advisory.severity.rawValue)) on \(advisory.checkpoint ?? advisory.model); descendants inherit it"
+                    """
+                    advisory \(advisory.id) (\(advisory.severity.rawValue)) on \(advisory.checkpoint ?? advisory.model); descendants\
+                     inherit it
+                    """
                 )
             }
         }
@@ -106,7 +109,10 @@ extension GraftCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print Hugging Face model-card front matter (YAML) for a model, with its lineage.",
             discussion:
-                "base_model and base_model_relation come from the lineage, license and datasets from the model or its root base, and model-index from the newest checkpoint's evaluations."
+                """
+                base_model and base_model_relation come from the lineage, license and datasets from the model or its root base, and\
+                 model-index from the newest checkpoint's evaluations.
+                """
         )
 
         @Argument(help: ArgumentHelp("The model.", valueName: "name"))

@@ -103,7 +103,10 @@ extension GraftCommand {
                         name, from: parent, plan: plan, in: registry, description: "Fashion-MNIST 5-9, \(plan.label)")
                 }
                 print(
-                    "\(name): \(created.manifest.mode.rawValue) — \(created.manifest.count(.frozen).tensors) tensors frozen, \(created.manifest.count(.trainable).tensors) trainable, \(created.manifest.count(.new).tensors) new"
+                    """
+                    \(name): \(created.manifest.mode.rawValue) — \(created.manifest.count(.frozen).tensors) tensors frozen,\
+                     \(created.manifest.count(.trainable).tensors) trainable, \(created.manifest.count(.new).tensors) new
+                    """
                 )
                 let reports = try await trainerCall { () async throws(TrainerError) in
                     try await Engine.trainStudent(
@@ -148,7 +151,10 @@ extension GraftCommand {
                     format: "\ndemo complete in %.0f s; explore with `graft lineage %@ --registry %@`", Date().timeIntervalSince(started),
                     Self.teacherName, root))
             print(
-                "or in a browser: `graft token create me --scope read --registry \(root)`, `graft serve --registry \(root)`, then http://127.0.0.1:8470/"
+                """
+                or in a browser: `graft token create me --scope read --registry \(root)`, `graft serve --registry \(root)`, then\
+                 http://127.0.0.1:8470/
+                """
             )
         }
 

@@ -48,7 +48,10 @@ extension GraftCommand {
                 if output.json { return try emitJSON(best) }
                 let how = best.directionInferred ? "\(best.direction.rawValue), from the metric's name" : best.direction.rawValue
                 print(
-                    "best \(best.checkpoint.ref)  \(best.metric)\(best.split.map { " (\($0))" } ?? "") = \(formatMetric(best.value))  [\(how)]"
+                    """
+                    best \(best.checkpoint.ref)  \(best.metric)\(best.split.map { " (\($0))" } ?? "") = \(formatMetric(best.value)) \
+                     [\(how)]
+                    """
                 )
                 print(
                     "  \(best.candidates) candidate(s); \(best.excludedFlagged) left out for open advisories"

@@ -50,10 +50,16 @@ extension GraftCommand {
                 if output.json { return try emitJSON(report) }
                 let verb = dryRun ? "would remove" : "removed"
                 print(
-                    "\(verb) \(report.blobsRemoved) unreferenced blob(s), \(report.orphanFilesRemoved) orphan file(s), \(report.temporaryFilesRemoved) temporary file(s)"
+                    """
+                    \(verb) \(report.blobsRemoved) unreferenced blob(s), \(report.orphanFilesRemoved) orphan file(s),\
+                     \(report.temporaryFilesRemoved) temporary file(s)
+                    """
                 )
                 print(
-                    "\(dryRun ? "would free" : "freed") \(formatBytes(report.bytesFreed)); \(report.keptForGrace) kept as younger than \(grace)"
+                    """
+                    \(dryRun ? "would free" : "freed") \(formatBytes(report.bytesFreed)); \(report.keptForGrace) kept as younger than\
+                     \(grace)
+                    """
                 )
             }
         }
@@ -136,7 +142,10 @@ extension GraftCommand.CheckpointCommand {
         static let configuration = CommandConfiguration(
             commandName: "rm", abstract: "Remove one checkpoint and the blobs only it used.",
             discussion:
-                "Refused, with the reason, for a checkpoint a student derives from, one an alias points at, or a base's registered checkpoint."
+                """
+                Refused, with the reason, for a checkpoint a student derives from, one an alias points at, or a base's registered\
+                 checkpoint.
+                """
         )
 
         @Argument(help: ArgumentHelp("The checkpoint (NAME@N, NAME@ALIAS is refused: move the alias first).", valueName: "ref"))

@@ -89,7 +89,10 @@ extension GraftCommand.Token {
                 let created = try await options.openLocal().createToken(name: name, scope: scope, models: models)
                 if output.json { return try emitJSON(created) }
                 print(
-                    "created token \(created.name) (scope \(created.scope.rawValue)\(created.models.map { ", models \($0)" } ?? "")); it is shown only now:"
+                    """
+                    created token \(created.name) (scope \(created.scope.rawValue)\(created.models.map { ", models \($0)" } ?? ""));\
+                     it is shown only now:
+                    """
                 )
                 print(created.token)
             }

@@ -68,7 +68,10 @@ extension GraftCommand {
             let c = detail.checkpoint
             print("checkpoint \(c.ref)  \(c.digest)")
             print(
-                "  \(formatCount(c.tensorCount)) tensors, \(formatCount(c.parameterCount)) parameters, \(formatBytes(c.fileBytes)), created \(c.createdAt)"
+                """
+                  \(formatCount(c.tensorCount)) tensors, \(formatCount(c.parameterCount)) parameters, \(formatBytes(c.fileBytes)),\
+                 created \(c.createdAt)
+                """
             )
             for (key, value) in c.metadata.sorted(by: { $0.key < $1.key }) { print("  metadata \(key) = \(value)") }
             var rows: [[String]] = []

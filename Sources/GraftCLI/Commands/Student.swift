@@ -60,7 +60,10 @@ extension GraftCommand.Student {
                     description: description)
                 if output.json { return try emitJSON(result) }
                 print(
-                    "created student \(result.model) from \(result.manifest.parent) (\(result.manifest.relation.rawValue), \(result.manifest.mode.rawValue))"
+                    """
+                    created student \(result.model) from \(result.manifest.parent) (\(result.manifest.relation.rawValue),\
+                     \(result.manifest.mode.rawValue))
+                    """
                 )
                 printManifestCounts(result.manifest)
             }

@@ -165,7 +165,10 @@ extension GraftCommand {
             if json { return try printJSON(reports) }
             if let best = reports.max(by: { $0.validationAccuracy < $1.validationAccuracy }) {
                 print(
-                    "trained \(modelName): \(reports.count) checkpoints; best val/accuracy \(String(format: "%.4f", best.validationAccuracy)) at \(best.checkpoint ?? "?")"
+                    """
+                    trained \(modelName): \(reports.count) checkpoints; best val/accuracy\
+                     \(String(format: "%.4f", best.validationAccuracy)) at \(best.checkpoint ?? "?")
+                    """
                 )
             }
         }

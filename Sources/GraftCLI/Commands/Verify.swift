@@ -6,7 +6,11 @@ extension GraftCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check that every checkpoint's tensor blobs are present and intact.",
             discussion:
-                "Exits 2 when anything is damaged, naming each blob and the checkpoints that use it, when a stray file sits among the blobs, or when a model's lineage record disagrees with its parent edge or checkpoints. Orphan blob files (an interrupted import's) are counted, not damage: `graft gc` removes them."
+                """
+                Exits 2 when anything is damaged, naming each blob and the checkpoints that use it, when a stray file sits among the\
+                 blobs, or when a model's lineage record disagrees with its parent edge or checkpoints. Orphan blob files (an\
+                 interrupted import's) are counted, not damage: `graft gc` removes them.
+                """
         )
 
         @Flag(name: .customLong("read-data"), help: "Rehash every blob (reads all stored bytes).")

@@ -36,21 +36,39 @@ struct LineChart {
         svg += "<svg class=\"chart\" viewBox=\"0 0 \(Int(Self.width)) \(Int(Self.height))\" role=\"img\" aria-label=\"\(title)\">"
         // Axes and ticks.
         svg +=
-            "<g class=\"axis\"><line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xHigh)))\" y2=\"\(Markup(raw: py(yLow)))\"/>"
+            """
+            <g class=\"axis\"><line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xHigh)))\"\
+             y2=\"\(Markup(raw: py(yLow)))\"/>
+            """
         svg +=
-            "<line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xLow)))\" y2=\"\(Markup(raw: py(yHigh)))\"/>"
+            """
+            <line x1=\"\(Markup(raw: px(xLow)))\" y1=\"\(Markup(raw: py(yLow)))\" x2=\"\(Markup(raw: px(xLow)))\"\
+             y2=\"\(Markup(raw: py(yHigh)))\"/>
+            """
         for y in Self.ticks(yLow, yHigh) {
             svg +=
-                "<line class=\"grid\" x1=\"\(Markup(raw: px(xLow)))\" x2=\"\(Markup(raw: px(xHigh)))\" y1=\"\(Markup(raw: py(y)))\" y2=\"\(Markup(raw: py(y)))\"/>"
+                """
+                <line class=\"grid\" x1=\"\(Markup(raw: px(xLow)))\" x2=\"\(Markup(raw: px(xHigh)))\" y1=\"\(Markup(raw: py(y)))\"\
+                 y2=\"\(Markup(raw: py(y)))\"/>
+                """
             svg +=
-                "<text x=\"\(Int(Self.left) - 6)\" y=\"\(Markup(raw: py(y)))\" text-anchor=\"end\" dominant-baseline=\"middle\">\(Self.tickLabel(y))</text>"
+                """
+                <text x=\"\(Int(Self.left) - 6)\" y=\"\(Markup(raw: py(y)))\" text-anchor=\"end\"\
+                 dominant-baseline=\"middle\">\(Self.tickLabel(y))</text>
+                """
         }
         for x in Self.ticks(xLow, xHigh) {
             svg +=
-                "<text x=\"\(Markup(raw: px(x)))\" y=\"\(Int(Self.height - Self.bottom) + 16)\" text-anchor=\"middle\">\(Self.tickLabel(x))</text>"
+                """
+                <text x=\"\(Markup(raw: px(x)))\" y=\"\(Int(Self.height - Self.bottom) + 16)\"\
+                 text-anchor=\"middle\">\(Self.tickLabel(x))</text>
+                """
         }
         svg +=
-            "<text class=\"label\" x=\"\(Markup(raw: px((xLow + xHigh) / 2)))\" y=\"\(Int(Self.height) - 2)\" text-anchor=\"middle\">\(xLabel)</text></g>"
+            """
+            <text class=\"label\" x=\"\(Markup(raw: px((xLow + xHigh) / 2)))\" y=\"\(Int(Self.height) - 2)\"\
+             text-anchor=\"middle\">\(xLabel)</text></g>
+            """
         for (index, line) in drawn.enumerated() {
             let points = zip(line.x, line.y).filter { $0.0.isFinite && $0.1.isFinite }.map { px($0.0) + "," + py($0.1) }.joined(
                 separator: " ")
@@ -60,7 +78,10 @@ struct LineChart {
             if line.x.count <= 60 {
                 for (x, y) in zip(line.x, line.y) where x.isFinite && y.isFinite {
                     svg +=
-                        "<circle cx=\"\(Markup(raw: px(x)))\" cy=\"\(Markup(raw: py(y)))\" r=\"3\"><title>\(line.label): \(Self.tickLabel(x)), \(Self.valueLabel(y))</title></circle>"
+                        """
+                        <circle cx=\"\(Markup(raw: px(x)))\" cy=\"\(Markup(raw: py(y)))\" r=\"3\"><title>\(line.label):\
+                         \(Self.tickLabel(x)), \(Self.valueLabel(y))</title></circle>
+                        """
                 }
             }
             svg += "</g>"

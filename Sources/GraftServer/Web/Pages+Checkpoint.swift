@@ -51,10 +51,13 @@ extension Web {
         var out: Markup = """
             <h1>\(model)@\(summary.number)</h1>
             <p class="links">\(modelLink(model)) · <a href="/models/\(percentEncode(model))/lineage">lineage</a> ·
-            <a class="download" href="/checkpoints/\(percentEncode(summary.ref, keepAt: true))/download" download>download safetensors (\(formatBytes(summary.fileBytes)))</a></p>
+            <a class="download" href="/checkpoints/\(percentEncode(summary.ref, keepAt: true))/download" download>download safetensors\
+             (\(formatBytes(summary.fileBytes)))</a></p>
             <dl class="facts"><div><dt>digest</dt><dd><code>\(summary.digest.description)</code></dd></div>
-            <div><dt>step</dt><dd>\(summary.step.map(String.init) ?? "—")</dd></div><div><dt>epoch</dt><dd>\(summary.epoch.map(String.init) ?? "—")</dd></div>
-            <div><dt>tensors</dt><dd>\(number(summary.tensorCount))</dd></div><div><dt>parameters</dt><dd>\(number(summary.parameterCount))</dd></div>
+            <div><dt>step</dt><dd>\(summary.step.map(String.init) ?? "—")</dd></div>\
+            <div><dt>epoch</dt><dd>\(summary.epoch.map(String.init) ?? "—")</dd></div>
+            <div><dt>tensors</dt><dd>\(number(summary.tensorCount))</dd></div>\
+            <div><dt>parameters</dt><dd>\(number(summary.parameterCount))</dd></div>
             <div><dt>logical bytes</dt><dd id="logical-bytes">\(number(summary.fileBytes))</dd></div>
             """
         if let diff {
@@ -66,7 +69,10 @@ extension Web {
         out += "<div><dt>created</dt><dd>\(summary.createdAt)</dd></div></dl>"
         if let diff {
             out +=
-                "<p id=\"diff-against\">Compared with \(checkpointLink(diff.from)): per layer, <span class=\"same\">same</span> or <span class=\"changed\">changed</span>.</p>"
+                """
+                <p id=\"diff-against\">Compared with \(checkpointLink(diff.from)): per layer, <span class=\"same\">same</span> or\
+                 <span class=\"changed\">changed</span>.</p>
+                """
         } else {
             out += "<p class=\"muted\" id=\"diff-against\">The first checkpoint of a base: nothing to compare with.</p>"
         }
@@ -85,22 +91,31 @@ extension Web {
                 let changed = entry.changed + entry.added + entry.removed > 0
                 layerStatus =
                     changed
-                    ? "<span class=\"changed\">changed</span> <span class=\"muted\">(\(entry.changed) changed, \(entry.added) added, \(entry.same) same)</span>"
+                    ? """
+                    <span class=\"changed\">changed</span> <span class=\"muted\">(\(entry.changed) changed, \(entry.added) added,\
+                     \(entry.same) same)</span>
+                    """
                     : "<span class=\"same\">same</span>"
             }
             rows += """
-                <tr class="layer" data-layer="\(layer.layer)"><th colspan="4">\(layer.layer)</th><td class="num">\(number(layer.parameters))</td>
+                <tr class="layer" data-layer="\(layer.layer)"><th colspan="4">\(layer.layer)</th><td\
+                 class="num">\(number(layer.parameters))</td>
                 <td class="num">\(formatBytes(layer.bytes))</td><td>\(layerStatus)</td></tr>
                 """
             for tensor in layer.tensors {
                 let state: Markup =
                     states.isEmpty
                     ? .empty
-                    : "<span class=\"state state-\((states[tensor.name] ?? .new).rawValue)\">\((states[tensor.name] ?? .new).rawValue)</span>"
+                    : """
+                    <span class=\"state\
+                     state-\((states[tensor.name] ?? .new).rawValue)\">\((states[tensor.name] ?? .new).rawValue)</span>
+                    """
                 let change: Markup = status[tensor.name].map { "<span class=\"\($0.rawValue)\">\($0.rawValue)</span>" } ?? .empty
                 rows += """
-                    <tr class="tensor"><td><code>\(tensor.name)</code></td><td>\(tensor.dtype.rawValue)</td><td>[\(tensor.shape.map(String.init).joined(separator: ", "))]</td>
-                    <td>\(state)</td><td class="num">\(number(tensor.parameters))</td><td class="num">\(formatBytes(tensor.bytes))</td><td>\(change)</td></tr>
+                    <tr class="tensor"><td><code>\(tensor.name)</code></td><td>\(tensor.dtype.rawValue)</td>\
+                    <td>[\(tensor.shape.map(String.init).joined(separator: ", "))]</td>
+                    <td>\(state)</td><td class="num">\(number(tensor.parameters))</td><td\
+                     class="num">\(formatBytes(tensor.bytes))</td><td>\(change)</td></tr>
                     """
             }
         }
@@ -153,7 +168,10 @@ extension Web {
         let rows = reach.prefix(reachLimit).map { model -> Markup in
             let path = model.path.map { "\($0)" as Markup }.joined(separator: " → ")
             return
-                "<tr data-model=\"\(model.model)\"><td>\(modelLink(model.model))</td><td class=\"num\">\(model.checkpoints.count)</td><td class=\"path\">\(path)</td></tr>"
+                """
+                <tr data-model=\"\(model.model)\"><td>\(modelLink(model.model))</td><td\
+                 class=\"num\">\(model.checkpoints.count)</td><td class=\"path\">\(path)</td></tr>
+                """
         }.joined()
         let more: Markup = reach.count > reachLimit ? "<p class=\"muted\">The first \(reachLimit) of \(number(reach.count)).</p>" : .empty
         let reached: Markup =
@@ -163,10 +181,12 @@ extension Web {
                 ? "<p class=\"muted\">It reaches no descendant.</p>"
                 : """
                 <p>Reaches <b class="reach-count">\(number(reach.count))</b> \(reach.count == 1 ? "model" : "models") below it:</p>
-                <table class="reach"><thead><tr><th>model</th><th class="num">checkpoints</th><th>path of inheritance</th></tr></thead><tbody>\(rows)</tbody></table>\(more)
+                <table class="reach"><thead><tr><th>model</th><th class="num">checkpoints</th><th>path of\
+                 inheritance</th></tr></thead><tbody>\(rows)</tbody></table>\(more)
                 """
         return """
-            <section class="advisory severity-\(advisory.severity.rawValue)" id="\(advisory.id)"><h2>\(advisory.id) <span class="badge">\(advisory.severity.rawValue)</span> \(state)</h2>
+            <section class="advisory severity-\(advisory.severity.rawValue)" id="\(advisory.id)"><h2>\(advisory.id) <span\
+             class="badge">\(advisory.severity.rawValue)</span> \(state)</h2>
             <p>On \(target), since \(advisory.createdAt). \(advisory.note ?? "")\(url)</p>\(reached)</section>
             """
     }

@@ -172,7 +172,8 @@ extension Web {
             let total = family.size[family.root] ?? 0
             var out: Markup = """
                 <h1>Lineage of \(modelLink(page))</h1>
-                <p class="muted">Family of \(modelLink(family.root)): \(number(total)) descendants. Each edge names the exact parent checkpoint.</p>
+                <p class="muted">Family of \(modelLink(family.root)): \(number(total)) descendants. Each edge names the exact parent\
+                 checkpoint.</p>
                 """
             // Controls: metric, depth, search (a GET form: the page works without script).
             let metricOptions = keys.map { key -> Markup in
@@ -187,7 +188,8 @@ extension Web {
                 <form class="filters" method="get" action="\(base)">\(hiddenAt)
                 <label>best by <select name="m" aria-label="metric">\(metricOptions)</select></label>
                 <label>depth <select name="depth">\(depthOptions)</select></label>
-                <input type="search" name="q" value="\(options.search ?? "")" placeholder="find a model in this family" aria-label="search the family">
+                <input type="search" name="q" value="\(options.search ?? "")" placeholder="find a model in this family"\
+                 aria-label="search the family">
                 <button type="submit">Show</button></form>
                 """
             out += legend
@@ -195,7 +197,8 @@ extension Web {
                 let dir = direction.map { " (\($0.rawValue))" } ?? ""
                 out += """
                     <p class="best-summary" id="best">Best \(best.metric)\(best.split.map { " [\($0)]" } ?? "")\(dir):
-                    \(checkpointLink(best.checkpoint.ref)) = \(formatted(best.value)) among \(number(best.candidates)) checkpoints\(best.excludedFlagged > 0 ? ", \(best.excludedFlagged) flagged left out" : "").</p>
+                    \(checkpointLink(best.checkpoint.ref)) = \(formatted(best.value)) among \(number(best.candidates))\
+                     checkpoints\(best.excludedFlagged > 0 ? ", \(best.excludedFlagged) flagged left out" : "").</p>
                     """
             } else if let bestNote {
                 out += "<p class=\"muted\" id=\"best\">\(bestNote)</p>"
@@ -215,7 +218,10 @@ extension Web {
             let modes = ["base"] + TransferMode.allCases.map(\.rawValue)
             let items = modes.map { "<li><span class=\"swatch mode-\($0)\"></span>\($0)</li>" as Markup }.joined()
             return
-                "<ul class=\"legend modes\">\(items)<li><span class=\"flag\">⚑</span> flagged</li><li><span class=\"swatch best\"></span> best</li></ul>"
+                """
+                <ul class=\"legend modes\">\(items)<li><span class=\"flag\">⚑</span> flagged</li><li><span class=\"swatch\
+                 best\"></span> best</li></ul>
+                """
         }
 
         /// A path as links to each node's focus; a long one keeps its two first and three last names.
@@ -236,12 +242,18 @@ extension Web {
             let items = found.prefix(searchLimit).map { name -> Markup in
                 let path = family.path(from: family.root, to: name) ?? [name]
                 return
-                    "<li>\(modelLink(name)) <a class=\"focus\" href=\"\(focusLink(name))\">show in the tree</a> <span class=\"muted\">\(crumbs(path))</span></li>"
+                    """
+                    <li>\(modelLink(name)) <a class=\"focus\" href=\"\(focusLink(name))\">show in the tree</a> <span\
+                     class=\"muted\">\(crumbs(path))</span></li>
+                    """
             }.joined()
             let more: Markup =
                 found.count > searchLimit ? "<p class=\"muted\">The first \(searchLimit) of \(number(found.count)).</p>" : .empty
             return
-                "<section class=\"search\" id=\"search-results\"><h2>Models matching “\(text)”: \(number(found.count))</h2><ul>\(items)</ul>\(more)</section>"
+                """
+                <section class=\"search\" id=\"search-results\"><h2>Models matching “\(text)”:\
+                 \(number(found.count))</h2><ul>\(items)</ul>\(more)</section>
+                """
         }
 
         /// The nodes drawn: breadth first from `top`, to `options.depth` levels and `fanout`
@@ -286,7 +298,9 @@ extension Web {
             if hidden > 0 {
                 let below = all.filter { !shown.contains($0) }.reduce(0) { $0 + 1 + (family.size[$1] ?? 0) }
                 out += """
-                    <li class="more"><a class="expand" href="\(focusLink(name))" data-fragment="\(link(base, options.parameters(at: name) + [("fragment", "1")]))">+ \(number(hidden)) more \(hidden == 1 ? "child" : "children") (\(number(below)) models)</a></li>
+                    <li class="more"><a class="expand" href="\(focusLink(name))"\
+                     data-fragment="\(link(base, options.parameters(at: name) + [("fragment", "1")]))">+ \(number(hidden)) more\
+                     \(hidden == 1 ? "child" : "children") (\(number(below)) models)</a></li>
                     """
             }
             return out.text.isEmpty ? .empty : "<ul>\(out)</ul>"
@@ -327,8 +341,10 @@ extension Web {
             let focusMarkup: Markup =
                 name == focus ? .empty : "<a class=\"focus\" href=\"\(focusLink(name))\" title=\"focus on this subtree\">⤢</a>"
             return """
-                <li class="\(classes.joined(separator: " "))" data-name="\(name)"><div class="box">\(edge)<a class="name" href="/models/\(percentEncode(name))">\(name)</a>
-                \(modeBadge(kind: node.kind, mode: node.mode)) \(facts.joined(separator: " ")) \(count) \(focusMarkup)\(flagMarkup)</div>\(children(name, shown: shown))</li>
+                <li class="\(classes.joined(separator: " "))" data-name="\(name)"><div class="box">\(edge)<a class="name"\
+                 href="/models/\(percentEncode(name))">\(name)</a>
+                \(modeBadge(kind: node.kind, mode: node.mode)) \(facts.joined(separator: " ")) \(count)\
+                 \(focusMarkup)\(flagMarkup)</div>\(children(name, shown: shown))</li>
                 """
         }
 

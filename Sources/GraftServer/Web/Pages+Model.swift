@@ -100,7 +100,10 @@ extension Web {
         var provenanceRows = facts.map { key, value -> Markup in "<div><dt>\(key)</dt><dd>\(value)</dd></div>" }.joined()
         if let manifest = detail.manifest {
             provenanceRows =
-                "<div><dt>parent checkpoint</dt><dd class=\"edge\">\(checkpointLink(manifest.parent)) (\(manifest.relation.rawValue))</dd></div>"
+                """
+                <div><dt>parent checkpoint</dt><dd class=\"edge\">\(checkpointLink(manifest.parent))\
+                 (\(manifest.relation.rawValue))</dd></div>
+                """
                 + provenanceRows
         }
         out += "<section><h2>Provenance</h2><dl class=\"facts\">\(provenanceRows)</dl></section>"
@@ -112,11 +115,16 @@ extension Web {
                 "<span class=\"state state-\(state.rawValue)\">\(state.rawValue) \(counts[state] ?? 0)</span>"
             }.joined(separator: " ")
             let rows = manifest.entries.map { entry -> Markup in
-                "<tr><td><code>\(entry.name)</code></td><td><span class=\"state state-\(entry.state.rawValue)\">\(entry.state.rawValue)</span></td><td class=\"num\">\(number(entry.parameters))</td></tr>"
+                """
+                <tr><td><code>\(entry.name)</code></td><td><span class=\"state\
+                 state-\(entry.state.rawValue)\">\(entry.state.rawValue)</span></td><td\
+                 class=\"num\">\(number(entry.parameters))</td></tr>
+                """
             }.joined()
             out += """
                 <section><h2>Manifest</h2><p>\(summary)</p><details><summary>\(manifest.entries.count) tensors</summary>
-                <table><thead><tr><th>tensor</th><th>state</th><th class="num">parameters</th></tr></thead><tbody>\(rows)</tbody></table></details></section>
+                <table><thead><tr><th>tensor</th><th>state</th><th\
+                 class="num">parameters</th></tr></thead><tbody>\(rows)</tbody></table></details></section>
                 """
         }
         // Aliases.
@@ -130,13 +138,19 @@ extension Web {
         let toggle: Markup =
             overlay
             ? "<a href=\"/models/\(percentEncode(name))\">show this model alone</a>"
-            : "<a href=\"/models/\(percentEncode(name))?overlay=1\" id=\"overlay\">overlay the students of \(detail.manifest == nil ? "this base" : "the same teacher")</a>"
+            : """
+            <a href=\"/models/\(percentEncode(name))?overlay=1\" id=\"overlay\">overlay the students of\
+             \(detail.manifest == nil ? "this base" : "the same teacher")</a>
+            """
         let note: Markup =
             teacher.map { "<p class=\"muted\">\(overlaid) students of \(modelLink($0.value)) overlaid (at most \(overlayLimit)).</p>" }
             ?? .empty
         let chartMarkup = charts.charts.isEmpty ? Markup("<p class=\"muted\">No metrics or curves yet.</p>") : charts.markup
         out +=
-            "<section class=\"curves\"><h2>Training curves and metrics</h2><p class=\"links\">\(toggle)</p>\(note)<div class=\"charts\">\(chartMarkup)</div></section>"
+            """
+            <section class=\"curves\"><h2>Training curves and metrics</h2><p class=\"links\">\(toggle)</p>\(note)<div\
+             class=\"charts\">\(chartMarkup)</div></section>
+            """
 
         // Checkpoints, newest first, with their metrics.
         var metricsByRef: [String: [MetricValue]] = [:]
@@ -160,11 +174,16 @@ extension Web {
             ? "<p class=\"muted\">The newest \(checkpointRows) of \(number(detail.checkpoints.count)) checkpoints.</p>" : .empty
         out += """
             <section><h2>Checkpoints (\(number(detail.checkpoints.count)))</h2>\(more)
-            <table class="checkpoints"><thead><tr><th>checkpoint</th><th class="num">step</th><th class="num">epoch</th><th class="num">tensors</th>
-            <th class="num">parameters</th><th class="num">size</th><th>metrics</th><th>digest</th></tr></thead><tbody>\(rows)</tbody></table></section>
+            <table class="checkpoints"><thead><tr><th>checkpoint</th><th class="num">step</th><th class="num">epoch</th><th\
+             class="num">tensors</th>
+            <th class="num">parameters</th><th\
+             class="num">size</th><th>metrics</th><th>digest</th></tr></thead><tbody>\(rows)</tbody></table></section>
             """
         out +=
-            "<section><details class=\"card\"><summary>Model card (Hugging Face front matter)</summary><pre>\(card)</pre></details></section>"
+            """
+            <section><details class=\"card\"><summary>Model card (Hugging Face front\
+             matter)</summary><pre>\(card)</pre></details></section>
+            """
         return out
     }
 }

@@ -91,7 +91,8 @@ struct Web: Sendable {
             <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
             <button type="submit">Sign in</button>
             </form>
-            <p class="muted">A token with read scope: <code>graft token create NAME --scope read</code> on the registry's machine.</p></section>
+            <p class="muted">A token with read scope: <code>graft token create NAME --scope read</code> on the registry's\
+             machine.</p></section>
             """
         return page("Sign in", token: nil, body: body, status: status)
     }
@@ -163,8 +164,10 @@ struct Web: Sendable {
         let html: Markup = """
             <!doctype html>
             <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>\(title) · Graft</title><link rel="icon" href="data:,"><link rel="stylesheet" href="/static/graft.css"><script src="/static/graft.js" defer></script></head>
-            <body><header class="top"><a class="brand" href="/">Graft</a><nav><a href="/">Models</a><a href="/advisories">Advisories</a></nav>\(account)</header>
+            <title>\(title) · Graft</title><link rel="icon" href="data:,"><link rel="stylesheet" href="/static/graft.css"><script\
+             src="/static/graft.js" defer></script></head>
+            <body><header class="top"><a class="brand" href="/">Graft</a><nav><a href="/">Models</a><a\
+             href="/advisories">Advisories</a></nav>\(account)</header>
             <main>\(body)</main></body></html>
             """
         return htmlResponse(html, status: status)
@@ -177,7 +180,10 @@ struct Web: Sendable {
         headers[.contentLength] = String(bytes.count)
         headers[.cacheControl] = "no-store"
         headers[.contentSecurityPolicy] =
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+            """
+            default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self';\
+             base-uri 'none'; frame-ancestors 'none'
+            """
         headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
         headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
@@ -186,7 +192,8 @@ struct Web: Sendable {
     /// The page a failure shows: its status, its one-line message, and a way back.
     static func errorPage(_ kind: ErrorKind, message: String, status: HTTPResponse.Status) -> Response {
         let body: Markup = """
-            <section class="failure"><h1>\(status.code) \(status.reasonPhrase)</h1><p class="error" data-kind="\(kind.rawValue)">\(message)</p>
+            <section class="failure"><h1>\(status.code) \(status.reasonPhrase)</h1><p class="error"\
+             data-kind="\(kind.rawValue)">\(message)</p>
             <p><a href="/">All models</a></p></section>
             """
         return page("\(status.code)", token: nil, body: body, status: status)
@@ -209,7 +216,10 @@ extension Web {
     static func flagMark(_ advisories: [String]) -> Markup {
         guard !advisories.isEmpty else { return .empty }
         return
-            "<span class=\"flag\" title=\"open advisories: \(advisories.joined(separator: ", "))\">⚑ \(advisories.joined(separator: ", "))</span>"
+            """
+            <span class=\"flag\" title=\"open advisories: \(advisories.joined(separator: ", "))\">⚑\
+             \(advisories.joined(separator: ", "))</span>
+            """
     }
 
     static func number(_ value: Int) -> String { formatCount(value) }
