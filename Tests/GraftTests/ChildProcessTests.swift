@@ -11,6 +11,20 @@ private func descriptors(of pid: Int32) -> [Int32] {
     ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).compactMap { Int32($0) }.sorted()
 }
 
+/// A freshly started child's descriptors once its start-up is over: between exec and `main` the
+/// dynamic loader opens and closes the libraries it maps, and on a loaded machine a look at
+/// `/proc` caught one of those (fd 3) in flight. A descriptor the child inherited stays for its
+/// whole life, so waiting (5 s at most) for the three standard streams still catches every leak.
+private func settledDescriptors(of pid: Int32) -> [Int32] {
+    let deadline = ContinuousClock.now + .seconds(5)
+    var seen = descriptors(of: pid)
+    while seen != [0, 1, 2], ContinuousClock.now < deadline {
+        usleep(10_000)
+        seen = descriptors(of: pid)
+    }
+    return seen
+}
+
 /// The test processes' own child processes: a test suite that hangs is the cost of getting these
 /// wrong (a pipe leaked into a long-lived child keeps its reader waiting for an end of file).
 @Suite("Child processes of the tests")
@@ -26,7 +40,7 @@ struct ChildProcessTests {
 
         let child = try ChildProcess("/bin/sleep", ["30"], stdin: .pipe, stdout: .pipe, stderr: .stdout)
         defer { child.stop(grace: 0) }
-        #expect(descriptors(of: child.pid) == [0, 1, 2])
+        #expect(settledDescriptors(of: child.pid) == [0, 1, 2])
         // Its streams are the pipes it was given: the one this process writes, the one it reads.
         let stdin = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(child.pid)/fd/0")
         let stdout = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(child.pid)/fd/1")
