@@ -132,6 +132,63 @@ package enum AdvisoryInheritance {
         return (models, checkpoints)
     }
 
+    /// Which models open advisories flag as a whole, with what each carries or inherits: the
+    /// one rule every store follows, asking it only for plain reads. Flags start at a
+    /// model-level advisory's model and at the students of a checkpoint-level advisory's
+    /// checkpoint, and cover each start's subtree; with `root`, only models of its subtree,
+    /// and what `root` inherits from above flags that whole subtree too.
+    ///
+    /// A store answers three reads, in this order (each may be a query):
+    ///
+    ///     let plan = AdvisoryInheritance.FlagPlan(open, within: root)
+    ///     students[c] = models whose parent checkpoint is c, for c in plan.seedCheckpoints
+    ///     chain = the chain of root, full (when there is a root)
+    ///     subtrees[m] = ids of m's subtree, m included, for m in plan.subtreeRoots(students:rootChain:)
+    ///     flags = plan.flags(students:rootChain:subtrees:)
+    package struct FlagPlan: Sendable {
+        private let open: [OpenAdvisory]
+        private let root: Int64?
+        private let modelSeeds: [(model: Int64, advisory: String)]
+        private let checkpointSeeds: [(checkpoint: Int64, advisory: String)]
+
+        package init(_ open: [OpenAdvisory], within root: Int64?) {
+            (self.open, self.root) = (open, root)
+            (modelSeeds, checkpointSeeds) = AdvisoryInheritance.seeds(open, within: root)
+        }
+
+        /// No advisory is open: nothing to read, nothing flagged.
+        package var isEmpty: Bool { open.isEmpty }
+        /// Checkpoints whose students the plan needs.
+        package var seedCheckpoints: [Int64] { checkpointSeeds.map(\.checkpoint) }
+
+        /// The models whose subtrees the plan needs, given the students of ``seedCheckpoints``
+        /// and `root`'s chain.
+        package func subtreeRoots(students: [Int64: [Int64]], rootChain: [LineageRow]) -> [Int64] {
+            var roots = starts(students: students).map(\.model)
+            if let root, !AdvisoryInheritance.inherited(chain: rootChain, open: open).isEmpty { roots.append(root) }
+            var seen = Set<Int64>()
+            return roots.filter { seen.insert($0).inserted }
+        }
+
+        /// The flagged models with their advisories.
+        package func flags(students: [Int64: [Int64]], rootChain: [LineageRow], subtrees: [Int64: [Int64]]) -> [Int64: Set<String>] {
+            guard !open.isEmpty else { return [:] }
+            var result: [Int64: Set<String>] = [:]
+            for (model, advisory) in starts(students: students) {
+                for id in subtrees[model] ?? [model] { result[id, default: []].insert(advisory) }
+            }
+            if let root {
+                let inherited = AdvisoryInheritance.inherited(chain: rootChain, open: open)
+                if !inherited.isEmpty { for id in subtrees[root] ?? [root] { result[id, default: []].formUnion(inherited) } }
+            }
+            return result
+        }
+
+        private func starts(students: [Int64: [Int64]]) -> [(model: Int64, advisory: String)] {
+            modelSeeds + checkpointSeeds.flatMap { seed in (students[seed.checkpoint] ?? []).map { ($0, seed.advisory) } }
+        }
+    }
+
     /// Whether any open advisory lies on `model`'s subtree (on it or below it).
     package static func anyWithin(_ open: [OpenAdvisory], model: Int64) -> Bool {
         open.contains { $0.ancestry.contains(model) }

@@ -87,6 +87,28 @@ public struct RetentionPolicy: Sendable, Equatable {
     }
 }
 
+/// Removing a model: refused while it has descendants unless the removal cascades; then its
+/// whole subtree goes, deepest first so no parent edge is left dangling, names in byte order
+/// within a depth (the order the report lists them in). One rule for every store.
+package enum ModelRemoval {
+    /// One model of the subtree, as a store read it (`depth`: its lineage length).
+    package struct Member: Sendable, Equatable {
+        package var id: Int64
+        package var name: String
+        package var depth: Int
+        package init(id: Int64, name: String, depth: Int) { (self.id, self.name, self.depth) = (id, name, depth) }
+    }
+
+    /// The members in removal order, or the refusal naming the descendants (byte order).
+    package static func order(_ subtree: [Member], root: Int64, name: String, cascade: Bool) throws(GraftError) -> [Member] {
+        let descendants = subtree.filter { $0.id != root }.map(\.name)
+        if !descendants.isEmpty, !cascade {
+            throw .protected(name, reasons: [.descendants(descendants.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) })])
+        }
+        return subtree.sorted { a, b in a.depth != b.depth ? a.depth > b.depth : a.name.utf8.lexicographicallyPrecedes(b.name.utf8) }
+    }
+}
+
 /// Why a checkpoint or a model must stay: what a removal refuses over, with the names a user
 /// needs to act on it. Callers branch on the case, never on the text.
 public enum Protection: Sendable, Equatable, CustomStringConvertible {

@@ -317,31 +317,23 @@ extension PostgresMetadataStore {
     /// Models flagged as a whole, with the open advisories each carries or inherits (see
     /// ``AdvisoryInheritance``); with `root`, only the models of its subtree.
     func flaggedModels(_ connection: PostgresConnection, _ open: [OpenAdvisory], within root: Int64?) async throws -> [Int64: Set<String>] {
-        guard !open.isEmpty else { return [:] }
-        var result: [Int64: Set<String>] = [:]
-        let seeds = AdvisoryInheritance.seeds(open, within: root)
-        var starts = seeds.models
-        for (checkpoint, advisory) in seeds.checkpoints {
-            for row in try await connection.all(
-                "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = \(checkpoint)", logger: logger)
-            {
-                starts.append((try row[0], advisory))
-            }
+        let plan = AdvisoryInheritance.FlagPlan(open, within: root)
+        guard !plan.isEmpty else { return [:] }
+        var students: [Int64: [Int64]] = [:]
+        for checkpoint in plan.seedCheckpoints {
+            students[checkpoint] = try await connection.all(
+                "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = \(checkpoint)", logger: logger
+            ).map { row throws in try row[0] as Int64 }
         }
-        for (model, advisory) in starts {
-            for row in try await connection.all("SELECT id FROM models WHERE lineage @> ARRAY[\(model)]::bigint[]", logger: logger) {
-                result[try row[0], default: []].insert(advisory)
-            }
+        var chain: [LineageRow] = []
+        if let root { chain = try await self.chain(connection, model: root, full: true) }
+        var subtrees: [Int64: [Int64]] = [:]
+        for model in plan.subtreeRoots(students: students, rootChain: chain) {
+            subtrees[model] = try await connection.all(
+                "SELECT id FROM models WHERE lineage @> ARRAY[\(model)]::bigint[]", logger: logger
+            ).map { row throws in try row[0] as Int64 }
         }
-        if let root {
-            let inherited = AdvisoryInheritance.inherited(chain: try await chain(connection, model: root, full: true), open: open)
-            if !inherited.isEmpty {
-                for row in try await connection.all("SELECT id FROM models WHERE lineage @> ARRAY[\(root)]::bigint[]", logger: logger) {
-                    result[try row[0], default: []].formUnion(inherited)
-                }
-            }
-        }
-        return result
+        return plan.flags(students: students, rootChain: chain, subtrees: subtrees)
     }
 }
 

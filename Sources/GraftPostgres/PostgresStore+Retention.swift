@@ -177,18 +177,13 @@ extension PostgresMetadataStore {
                 return nil
             }
             let rootID: Int64 = try root[0]
-            // The subtree, locked, deepest first so no parent edge is left dangling.
-            let rows = try await connection.all(
-                """
-                SELECT id, name, cardinality(lineage) AS depth FROM models WHERE lineage @> ARRAY[\(rootID)]::bigint[]
-                ORDER BY depth DESC, name FOR UPDATE
-                """, logger: self.logger)
-            let ids = try rows.map { row throws in try row["id"] as Int64 }
-            let names = try rows.map { row throws in try row["name"] as String }
-            let descendants = zip(ids, names).filter { $0.0 != rootID }.map(\.1)
-            if !descendants.isEmpty, !cascade {
-                throw GraftError.protected(name.value, reasons: [.descendants(descendants.sorted())])
-            }
+            // The subtree, locked.
+            let subtree = try await connection.all(
+                "SELECT id, name, cardinality(lineage) AS depth FROM models WHERE lineage @> ARRAY[\(rootID)]::bigint[] FOR UPDATE",
+                logger: self.logger
+            ).map { row throws in ModelRemoval.Member(id: try row["id"], name: try row["name"], depth: try row["depth"]) }
+            let members = try ModelRemoval.order(subtree, root: rootID, name: name.value, cascade: cascade)
+            let ids = members.map(\.id)
             let checkpoints = try await connection.all(
                 """
                 SELECT c.id, m.name, c.number FROM checkpoints c JOIN models m ON m.id = c.model_id
@@ -203,7 +198,7 @@ extension PostgresMetadataStore {
                 connection, try checkpoints.map { row throws in try row["id"] as Int64 }, store: store, dryRun: dryRun)
             if !dryRun { try await connection.run("DELETE FROM models WHERE id = ANY(\(ids))", logger: self.logger) }
             return RemovalReport(
-                dryRun: dryRun, models: names,
+                dryRun: dryRun, models: members.map(\.name),
                 checkpoints: try checkpoints.map { row throws in "\(try row["name"] as String)@\(try row["number"] as Int)" },
                 bytesFreed: freed)
         }

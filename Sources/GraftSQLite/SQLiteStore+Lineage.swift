@@ -352,30 +352,19 @@ extension SQLiteMetadataStore {
     /// Models flagged as a whole, with the open advisories each carries or inherits (see
     /// ``AdvisoryInheritance``); with `root`, only the models of its subtree.
     static func flaggedModels(_ db: Database, _ open: [OpenAdvisory], within root: Int64?) throws -> [Int64: Set<String>] {
-        guard !open.isEmpty else { return [:] }
-        var result: [Int64: Set<String>] = [:]
-        let seeds = AdvisoryInheritance.seeds(open, within: root)
-        var starts = seeds.models
-        for (checkpoint, advisory) in seeds.checkpoints {
-            for student in try db.cachedAll(
+        let plan = AdvisoryInheritance.FlagPlan(open, within: root)
+        guard !plan.isEmpty else { return [:] }
+        var students: [Int64: [Int64]] = [:]
+        for checkpoint in plan.seedCheckpoints {
+            students[checkpoint] = try db.cachedAll(
                 Int64.self, sql: "SELECT model_id FROM model_parents WHERE parent_checkpoint_id = ?", arguments: [checkpoint])
-            {
-                starts.append((student, advisory))
-            }
         }
-        for (model, advisory) in starts {
-            for id in try db.cachedAll(Int64.self, sql: subtreeSQL, arguments: [model]) { result[id, default: []].insert(advisory) }
+        let rootChain = try root.map { try Self.chain(db, model: $0, full: true) } ?? []
+        var subtrees: [Int64: [Int64]] = [:]
+        for model in plan.subtreeRoots(students: students, rootChain: rootChain) {
+            subtrees[model] = try db.cachedAll(Int64.self, sql: subtreeSQL, arguments: [model])
         }
-        // What the root inherits from above flags its whole subtree.
-        if let root {
-            let inherited = AdvisoryInheritance.inherited(chain: try chain(db, model: root, full: true), open: open)
-            if !inherited.isEmpty {
-                for model in try db.cachedAll(Int64.self, sql: subtreeSQL, arguments: [root]) {
-                    result[model, default: []].formUnion(inherited)
-                }
-            }
-        }
-        return result
+        return plan.flags(students: students, rootChain: rootChain, subtrees: subtrees)
     }
 }
 

@@ -170,18 +170,15 @@ extension SQLiteMetadataStore {
             guard let root = try Int64.fetchOne(db, sql: "SELECT id FROM models WHERE name = ?", arguments: [name.value]) else {
                 return nil
             }
-            // The subtree with depths; deepest removed first so no parent edge is left dangling.
-            let rows = try Row.fetchAll(
+            let subtree = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT m.id, m.name, length(m.lineage_path) - length(replace(m.lineage_path, '/', '')) AS depth
-                    FROM \(Self.subtreeJoin) WHERE r.id = ? ORDER BY depth DESC, m.name
-                    """, arguments: [root])
-            let descendants = rows.filter { ($0["id"] as Int64) != root }.map { $0["name"] as String }
-            if !descendants.isEmpty, !cascade {
-                throw GraftError.protected(name.value, reasons: [.descendants(descendants.sorted())])
-            }
-            let ids = rows.map { $0["id"] as Int64 }
+                    FROM \(Self.subtreeJoin) WHERE r.id = ?
+                    """, arguments: [root]
+            ).map { ModelRemoval.Member(id: $0["id"], name: $0["name"], depth: $0["depth"]) }
+            let members = try ModelRemoval.order(subtree, root: root, name: name.value, cascade: cascade)
+            let ids = members.map(\.id)
             let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
             let checkpoints = try Row.fetchAll(
                 db,
@@ -198,7 +195,7 @@ extension SQLiteMetadataStore {
                 for id in ids { try db.execute(sql: "DELETE FROM models WHERE id = ?", arguments: [id]) }
             }
             return RemovalReport(
-                dryRun: dryRun, models: rows.map { $0["name"] as String },
+                dryRun: dryRun, models: members.map(\.name),
                 checkpoints: checkpoints.map { "\($0["name"] as String)@\($0["number"] as Int)" },
                 bytesFreed: freed)
         }

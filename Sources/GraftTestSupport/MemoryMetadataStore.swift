@@ -188,21 +188,16 @@ package final class MemoryMetadataStore: MetadataStore {
         /// Models flagged as a whole with what they carry or inherit (see ``AdvisoryInheritance``);
         /// with `root`, only the models of its subtree.
         func flaggedModels(_ open: [OpenAdvisory], within root: Int64?) -> [Int64: Set<String>] {
-            guard !open.isEmpty else { return [:] }
-            var result: [Int64: Set<String>] = [:]
-            let seeds = AdvisoryInheritance.seeds(open, within: root)
-            var starts = seeds.models
-            for (checkpoint, advisory) in seeds.checkpoints {
-                for student in models.values where student.parentCheckpoint == checkpoint { starts.append((student.id, advisory)) }
+            let plan = AdvisoryInheritance.FlagPlan(open, within: root)
+            guard !plan.isEmpty else { return [:] }
+            var students: [Int64: [Int64]] = [:]
+            for checkpoint in plan.seedCheckpoints {
+                students[checkpoint] = models.values.filter { $0.parentCheckpoint == checkpoint }.map(\.id)
             }
-            for (model, advisory) in starts {
-                for member in subtree(model) { result[member.id, default: []].insert(advisory) }
-            }
-            if let root {
-                let inherited = AdvisoryInheritance.inherited(chain: chain(root, full: true), open: open)
-                if !inherited.isEmpty { for member in subtree(root) { result[member.id, default: []].formUnion(inherited) } }
-            }
-            return result
+            let rootChain = root.map { chain($0, full: true) } ?? []
+            var subtrees: [Int64: [Int64]] = [:]
+            for model in plan.subtreeRoots(students: students, rootChain: rootChain) { subtrees[model] = subtree(model).map(\.id) }
+            return plan.flags(students: students, rootChain: rootChain, subtrees: subtrees)
         }
 
         /// Records blobs, checking that every stored one is still there; returns the inline bytes stored anew.
@@ -777,14 +772,9 @@ package final class MemoryMetadataStore: MetadataStore {
     {
         try access { (state: inout State) throws(GraftError) -> RemovalReport? in
             guard let root = state.byName[name.value] else { return nil }
-            // Deepest first, so no parent edge is left dangling.
-            let subtree = state.subtree(root).sorted { a, b in
-                a.lineage.count != b.lineage.count ? a.lineage.count > b.lineage.count : Self.bytewise(a.name, b.name)
-            }
-            let descendants = subtree.filter { $0.id != root }.map(\.name)
-            if !descendants.isEmpty, !cascade {
-                throw .protected(name.value, reasons: [.descendants(descendants.sorted(by: Self.bytewise))])
-            }
+            let subtree = try ModelRemoval.order(
+                state.subtree(root).map { ModelRemoval.Member(id: $0.id, name: $0.name, depth: $0.lineage.count) }, root: root,
+                name: name.value, cascade: cascade)
             let ids = Set(subtree.map(\.id))
             let checkpoints = state.checkpoints.values.filter { ids.contains($0.model) }.sorted { a, b in
                 let (x, y) = (state.name(of: a.model), state.name(of: b.model))

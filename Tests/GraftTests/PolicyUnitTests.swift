@@ -144,6 +144,104 @@ struct AdvisoryInheritanceTests {
     }
 }
 
+/// The plan's three reads answered from `tree`, as a store answers them.
+private func flagsByPlan(_ open: [OpenAdvisory], within root: Int64?, inheritedChain: [LineageRow] = []) -> (
+    flags: [Int64: Set<String>], seedCheckpoints: [Int64], subtreeRoots: [Int64]
+) {
+    func subtree(_ model: Int64) -> [Int64] {
+        [model] + tree.filter { $0.link == model }.flatMap { subtree($0.id) }
+    }
+    let plan = AdvisoryInheritance.FlagPlan(open, within: root)
+    var students: [Int64: [Int64]] = [:]
+    for checkpoint in plan.seedCheckpoints { students[checkpoint] = tree.filter { $0.via == checkpoint }.map(\.id) }
+    let roots = plan.subtreeRoots(students: students, rootChain: inheritedChain)
+    let subtrees = Dictionary(uniqueKeysWithValues: roots.map { ($0, subtree($0)) })
+    return (plan.flags(students: students, rootChain: inheritedChain, subtrees: subtrees), plan.seedCheckpoints, roots)
+}
+
+@Suite("Policy: which models advisories flag (the stores' plan)")
+struct FlagPlanTests {
+    @Test("the plan flags what propagation down the whole tree flags, for model- and checkpoint-level advisories")
+    func agreesWithPropagation() {
+        let cases: [[OpenAdvisory]] = [
+            [OpenAdvisory(id: "m", model: 3, checkpoint: nil, ancestry: [1, 3])],
+            [OpenAdvisory(id: "c", model: 3, checkpoint: 30, ancestry: [1, 3])],
+            [OpenAdvisory(id: "c11", model: 1, checkpoint: 11, ancestry: [1])],
+            [
+                OpenAdvisory(id: "m", model: 2, checkpoint: nil, ancestry: [1, 2]),
+                OpenAdvisory(id: "c", model: 5, checkpoint: 50, ancestry: [1, 3, 5]),
+                OpenAdvisory(id: "none", model: 5, checkpoint: 51, ancestry: [1, 3, 5]),
+            ],
+        ]
+        for open in cases {
+            let planned = flagsByPlan(open, within: nil).flags
+            #expect(planned == AdvisoryInheritance.propagate(tree, root: 1, inherited: [], open: open), "\(open.map(\.id))")
+        }
+    }
+
+    @Test("it asks only for the students of advisories' checkpoints and the subtrees flags start at")
+    func readsOnlyWhatItNeeds() {
+        let open = [
+            OpenAdvisory(id: "c", model: 3, checkpoint: 30, ancestry: [1, 3]),
+            OpenAdvisory(id: "m", model: 2, checkpoint: nil, ancestry: [1, 2]),
+        ]
+        let planned = flagsByPlan(open, within: nil)
+        #expect(planned.seedCheckpoints == [30])
+        #expect(planned.subtreeRoots == [2, 5], "a's subtree and b1's (the student of @30), each once")
+        #expect(planned.flags == [2: ["m"], 4: ["m"], 5: ["c"], 6: ["c"]])
+        #expect(AdvisoryInheritance.FlagPlan([], within: nil).isEmpty)
+        #expect(flagsByPlan([], within: nil).flags.isEmpty)
+    }
+
+    @Test("within a root: advisories outside its subtree start nothing, and what the root inherits flags all of it")
+    func withinRoot() {
+        let open = [
+            OpenAdvisory(id: "on-a", model: 2, checkpoint: nil, ancestry: [1, 2]),
+            OpenAdvisory(id: "on-base@11", model: 1, checkpoint: 11, ancestry: [1]),
+        ]
+        // b's chain: b (via 11), base. b inherits on-base@11 from above; on-a lies outside b's subtree.
+        let chain = [tree[1], LineageRow(link: nil, via: nil, id: 1, name: "base", kind: "base")]
+        let planned = flagsByPlan(open, within: 3, inheritedChain: chain)
+        #expect(planned.seedCheckpoints.isEmpty, "@11 lies above b: not a seed within b")
+        #expect(planned.flags == [3: ["on-base@11"], 5: ["on-base@11"], 6: ["on-base@11"]])
+        let clean = flagsByPlan([open[0]], within: 3, inheritedChain: chain)
+        #expect(clean.flags.isEmpty && clean.subtreeRoots.isEmpty, "nothing inherited, nothing read")
+    }
+}
+
+@Suite("Policy: removing a model")
+struct ModelRemovalTests {
+    private let subtree = [
+        ModelRemoval.Member(id: 1, name: "base", depth: 1),
+        ModelRemoval.Member(id: 3, name: "b", depth: 2),
+        ModelRemoval.Member(id: 6, name: "b11", depth: 4),
+        ModelRemoval.Member(id: 2, name: "a", depth: 2),
+        ModelRemoval.Member(id: 5, name: "B1", depth: 3),
+    ]
+
+    @Test("with descendants and no cascade: refused, naming every descendant in byte order")
+    func refused() {
+        do {
+            _ = try ModelRemoval.order(subtree, root: 1, name: "base", cascade: false)
+            Issue.record("removed a model with descendants without cascade")
+        } catch {
+            guard case .protected(let name, let reasons) = error else {
+                Issue.record("\(error)")
+                return
+            }
+            #expect(name == "base" && reasons == [.descendants(["B1", "a", "b", "b11"])])
+        }
+        let alone = [subtree[0]]
+        #expect((try? ModelRemoval.order(alone, root: 1, name: "base", cascade: false)) == alone, "no descendants: no cascade needed")
+    }
+
+    @Test("cascading: deepest first so no parent goes before its child, names in byte order within a depth")
+    func order() throws {
+        let ordered = try ModelRemoval.order(subtree, root: 1, name: "base", cascade: true)
+        #expect(ordered.map(\.name) == ["b11", "B1", "a", "b", "base"])
+    }
+}
+
 @Suite("Policy: best selection")
 struct BestSelectionTests {
     private func candidate(_ model: String, _ number: Int, _ value: Double) -> RankedCandidate {
