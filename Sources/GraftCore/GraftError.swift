@@ -51,7 +51,7 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     /// A manifest declaration that cannot be resolved.
     case invalidManifest(String)
     /// A checkpoint breaks its model's frozen-layer manifest; nothing was written.
-    case manifestViolation(model: ModelName, violations: [String])
+    case manifestViolation(model: ModelName, violations: [ManifestViolation])
     /// A metric assignment, name or value that cannot be recorded.
     case invalidMetric(String, reason: String)
     /// No checkpoint in scope has this metric.
@@ -160,7 +160,7 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "invalid manifest: \(reason)"
         case .manifestViolation(let model, let violations):
             return "checkpoint refused: it breaks \(model)'s frozen-layer manifest (\(violations.count) tensor(s)); nothing was written: "
-                + violations.joined(separator: "; ")
+                + violations.map(\.description).joined(separator: "; ")
         case .invalidMetric(let text, let reason):
             return "invalid metric \(show(text)): \(reason)"
         case .unknownMetric(let name, let known):

@@ -1,15 +1,84 @@
-package import SafeTensors
+public import SafeTensors
 
 // The registry's decisions, as plain Swift over plain values: no store, no I/O. Each has unit
 // tests of its own (PolicyUnitTests); the Registry façade and the stores call them.
+
+/// One way a proposed checkpoint breaks its student's frozen-layer manifest, with the tensor
+/// it names and what the manifest expected. Callers (the CLI, the HTTP error body, the Python
+/// client) read the case and its data, never the text.
+public enum ManifestViolation: Sendable, Equatable, CustomStringConvertible {
+    /// A tensor the manifest drops is present.
+    case droppedButPresent(tensor: String)
+    /// A frozen or trainable tensor is missing.
+    case missing(tensor: String, state: TensorState)
+    /// A frozen tensor's dtype or shape changed.
+    case retyped(tensor: String, expected: TensorType, found: TensorType)
+    /// A frozen tensor's bytes changed: its digest is not the parent's.
+    case changed(tensor: String, expected: Digest, found: Digest)
+
+    /// A tensor's dtype and shape as the manifest records them (either may be unrecorded).
+    public struct TensorType: Sendable, Equatable, CustomStringConvertible {
+        public var dtype: DType?
+        public var shape: [Int]?
+        public init(dtype: DType?, shape: [Int]?) { (self.dtype, self.shape) = (dtype, shape) }
+        public var description: String { "\(dtype?.rawValue ?? "?") \(shape.map { "\($0)" } ?? "[?]")" }
+    }
+
+    /// The tensor the violation names.
+    public var tensor: String {
+        switch self {
+        case .droppedButPresent(let tensor), .missing(let tensor, _), .retyped(let tensor, _, _), .changed(let tensor, _, _): tensor
+        }
+    }
+
+    /// The rule broken, as the HTTP error body names it: `dropped_present`, `missing`,
+    /// `retyped`, `changed`.
+    public var rule: String {
+        switch self {
+        case .droppedButPresent: "dropped_present"
+        case .missing: "missing"
+        case .retyped: "retyped"
+        case .changed: "changed"
+        }
+    }
+
+    /// What the manifest expected, as text (`nil` where the rule has none): the state of a
+    /// missing tensor, the type of a retyped one, the parent's digest of a changed one.
+    public var expected: String? {
+        switch self {
+        case .droppedButPresent: nil
+        case .missing(_, let state): state.rawValue
+        case .retyped(_, let expected, _): expected.description
+        case .changed(_, let expected, _): expected.description
+        }
+    }
+
+    /// What the checkpoint holds instead, as text (`nil` where the rule has none).
+    public var found: String? {
+        switch self {
+        case .droppedButPresent, .missing: nil
+        case .retyped(_, _, let found): found.description
+        case .changed(_, _, let found): found.description
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .droppedButPresent(let tensor): "\(tensor): dropped, but present"
+        case .missing(let tensor, let state): "\(tensor): \(state.rawValue), but missing"
+        case .retyped(let tensor, let expected, let found): "\(tensor): frozen, but its type changed (\(expected) → \(found))"
+        case .changed(let tensor, let expected, let found): "\(tensor): frozen, but changed (\(expected.short)… → \(found.short)…)"
+        }
+    }
+}
 
 /// Enforcing a student's manifest on a proposed checkpoint, from its header alone and then
 /// from the digests of its frozen tensors.
 package enum ManifestEnforcement {
     /// What a proposed checkpoint's header says against the manifest.
     package struct Plan: Sendable, Equatable {
-        /// One line per offending tensor; a non-empty list refuses the commit.
-        package var violations: [String]
+        /// Each offending tensor; a non-empty list refuses the commit.
+        package var violations: [ManifestViolation]
         /// The tensors (indices into the header) that must be the parent's, byte for byte.
         package var frozen: [Int]
         /// Tensors the parent lacks or the manifest re-initialised: recorded as `new`.
@@ -26,21 +95,19 @@ package enum ManifestEnforcement {
             let index = byName[entry.name]
             switch entry.state {
             case .dropped where index != nil:
-                plan.violations.append("\(entry.name): dropped, but present")
+                plan.violations.append(.droppedButPresent(tensor: entry.name))
             case .frozen, .trainable:
                 guard let index else {
-                    plan.violations.append("\(entry.name): \(entry.state.rawValue), but missing")
+                    plan.violations.append(.missing(tensor: entry.name, state: entry.state))
                     continue
                 }
                 let tensor = tensors[index]
                 if entry.state == .frozen {
                     if tensor.dtype != entry.dtype || tensor.shape != entry.shape {
                         plan.violations.append(
-                            """
-                            \(entry.name): frozen, but its type changed (\(entry.dtype?.rawValue ?? "?") \(entry.shape ?? []) →\
-                             \(tensor.dtype.rawValue) \(tensor.shape))
-                            """
-                        )
+                            .retyped(
+                                tensor: entry.name, expected: .init(dtype: entry.dtype, shape: entry.shape),
+                                found: .init(dtype: tensor.dtype, shape: tensor.shape)))
                     } else {
                         plan.frozen.append(index)
                     }
@@ -54,12 +121,12 @@ package enum ManifestEnforcement {
         return plan
     }
 
-    /// Checks the digests of frozen tensors against the parent's: one line per drifted tensor.
-    package static func frozenDrift(_ manifest: ManifestSummary, hashed: [(name: String, digest: Digest)]) -> [String] {
+    /// Checks the digests of frozen tensors against the parent's: one violation per drifted tensor.
+    package static func frozenDrift(_ manifest: ManifestSummary, hashed: [(name: String, digest: Digest)]) -> [ManifestViolation] {
         let entries = Dictionary(manifest.entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         return hashed.compactMap { tensor in
             guard let expected = entries[tensor.name]?.parentDigest, expected != tensor.digest else { return nil }
-            return "\(tensor.name): frozen, but changed (\(expected.short)… → \(tensor.digest.short)…)"
+            return .changed(tensor: tensor.name, expected: expected, found: tensor.digest)
         }
     }
 }

@@ -59,11 +59,24 @@ struct Authentication: RouterMiddleware {
 
 /// The JSON every failure answers with: `{"error": KIND, "message": ONE_LINE, "details": […]}`
 /// (details name each tensor of a manifest violation, each missing blob of a commit, each
-/// reason a removal was refused).
+/// reason a removal was refused); a manifest violation adds `violations`, one typed entry per
+/// offending tensor.
 struct ErrorBody: Codable {
     var error: ErrorKind
     var message: String
     var details: [String]?
+    var violations: [Violation]?
+
+    /// One ``ManifestViolation``: `{"tensor", "rule", "expected"?, "found"?}`.
+    struct Violation: Codable, Equatable {
+        var tensor: String
+        var rule: String
+        var expected: String?
+        var found: String?
+        init(_ violation: ManifestViolation) {
+            (tensor, rule, expected, found) = (violation.tensor, violation.rule, violation.expected, violation.found)
+        }
+    }
 }
 
 /// Turns a thrown error into its JSON answer, with the status of its kind.
@@ -74,8 +87,11 @@ struct ErrorAnswer: RouterMiddleware {
             return try await next(request, context)
         } catch let error as GraftError {
             var details: [String]? = nil
+            var violations: [ErrorBody.Violation]? = nil
             switch error {
-            case .manifestViolation(_, let violations): details = violations
+            case .manifestViolation(_, let broken):
+                details = broken.map(\.description)
+                violations = broken.map(ErrorBody.Violation.init)
             case .blobsMissing(let digests): details = digests.map(\.description)
             case .protected(_, let reasons): details = reasons.map(\.description)
             default: break
@@ -86,7 +102,8 @@ struct ErrorAnswer: RouterMiddleware {
                     status: .init(code: error.kind.httpStatus))
             }
             var response = jsonResponse(
-                ErrorBody(error: error.kind, message: error.description, details: details), status: .init(code: error.kind.httpStatus))
+                ErrorBody(error: error.kind, message: error.description, details: details, violations: violations),
+                status: .init(code: error.kind.httpStatus))
             if error.kind == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer realm=\"graft\"" }
             return response
         } catch let error as any HTTPResponseError {

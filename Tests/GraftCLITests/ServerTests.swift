@@ -276,6 +276,17 @@ struct ServerUploadTests {
         #expect(details.count == 2)
         #expect(details.contains { $0.hasPrefix("features.4.weight: frozen, but changed") })
         #expect(details.contains { $0.hasPrefix("features.5.running_mean: frozen, but changed") })
+        // The same, typed: one entry per tensor with the rule and both digests.
+        let violations = answer.object["violations"] as? [[String: Any]] ?? []
+        #expect(violations.compactMap { $0["tensor"] as? String }.sorted() == ["features.4.weight", "features.5.running_mean"])
+        #expect(violations.allSatisfy { $0["rule"] as? String == "changed" })
+        let proposed = Dictionary(uniqueKeysWithValues: try served.proposal(drifted).1.tensors.map { ($0.name, $0.digest.description) })
+        for violation in violations {
+            let tensor = violation["tensor"] as? String ?? ""
+            #expect(violation["found"] as? String == proposed[tensor], "the digest proposed for \(tensor)")
+            #expect(
+                (violation["expected"] as? String)?.hasPrefix("sha256:") == true && violation["expected"] as? String != proposed[tensor])
+        }
         let cli = try served.remote(["checkpoint", "add", "ft", drifted], token: served.write)
         #expect(cli.status == 79)
         #expect(cli.stderr.contains("features.4.weight: frozen, but changed"))
@@ -287,6 +298,8 @@ struct ServerUploadTests {
         let dropped = try served.server.request("POST", "/v1/models/dropper/checkpoints/proposal", token: served.write, body: body)
         #expect(dropped.status == 409)
         #expect((dropped.object["details"] as? [String] ?? []).contains { $0.contains("classifier.weight") })
+        let typed = dropped.object["violations"] as? [[String: Any]] ?? []
+        #expect(typed.contains { $0["tensor"] as? String == "classifier.weight" && $0["rule"] as? String == "dropped_present" })
     }
 
     @Test("blobs: only what a proposal announced, rehashed (400 and nothing kept on mismatch); a commit missing blobs is refused whole")

@@ -50,22 +50,38 @@ struct ManifestEnforcementTests {
         let retyped = ManifestEnforcement.plan(rules, tensors: [tensor("features.0.weight", .f16), tensor("head.weight")])
         #expect(
             retyped.violations == [
+                .retyped(tensor: "features.0.weight", expected: .init(dtype: .f32, shape: [2]), found: .init(dtype: .f16, shape: [2])),
+                .missing(tensor: "features.1.weight", state: .trainable),
+                .droppedButPresent(tensor: "head.weight"),
+            ])
+        #expect(
+            retyped.violations.map(\.description) == [
                 "features.0.weight: frozen, but its type changed (F32 [2] → F16 [2])",
                 "features.1.weight: trainable, but missing",
                 "head.weight: dropped, but present",
             ])
+        #expect(retyped.violations.map(\.rule) == ["retyped", "missing", "dropped_present"])
+        #expect(retyped.violations.map(\.tensor) == ["features.0.weight", "features.1.weight", "head.weight"])
+        #expect(retyped.violations.map(\.expected) == ["F32 [2]", "trainable", nil])
+        #expect(retyped.violations.map(\.found) == ["F16 [2]", nil, nil])
         #expect(retyped.frozen == [], "a retyped frozen tensor is a violation, not something to hash")
         let missing = ManifestEnforcement.plan(rules, tensors: [tensor("features.1.weight")])
-        #expect(missing.violations == ["features.0.weight: frozen, but missing"])
+        #expect(missing.violations == [.missing(tensor: "features.0.weight", state: .frozen)])
         let reshaped = ManifestEnforcement.plan(rules, tensors: [tensor("features.0.weight", .f32, [1, 2]), tensor("features.1.weight")])
-        #expect(reshaped.violations.count == 1 && reshaped.violations[0].hasPrefix("features.0.weight: frozen, but its type changed"))
+        #expect(
+            reshaped.violations == [
+                .retyped(tensor: "features.0.weight", expected: .init(dtype: .f32, shape: [2]), found: .init(dtype: .f32, shape: [1, 2]))
+            ])
     }
 
     @Test("frozen drift: a frozen tensor whose digest differs from the parent's is named with both digests; equal ones pass")
     func drift() {
         #expect(ManifestEnforcement.frozenDrift(rules, hashed: [("features.0.weight", digest("f0"))]) == [])
         let changed = ManifestEnforcement.frozenDrift(rules, hashed: [("features.0.weight", digest("other"))])
-        #expect(changed == ["features.0.weight: frozen, but changed (\(digest("f0").short)… → \(digest("other").short)…)"])
+        #expect(changed == [.changed(tensor: "features.0.weight", expected: digest("f0"), found: digest("other"))])
+        #expect(
+            changed.map(\.description) == ["features.0.weight: frozen, but changed (\(digest("f0").short)… → \(digest("other").short)…)"])
+        #expect(changed.map(\.expected) == [digest("f0").description] && changed.map(\.found) == [digest("other").description])
     }
 }
 

@@ -186,7 +186,7 @@ struct StudentTests {
         }
         await #expect { _ = try await test.registry.addCheckpoint(model: ModelName("s"), file: bad) } throws: { error in
             guard case GraftError.manifestViolation(_, let violations) = error else { return false }
-            return violations.count == 1 && violations[0].hasPrefix("features.1.running_mean: frozen, but changed (sha256:")
+            return violations.count == 1 && violations[0].description.hasPrefix("features.1.running_mean: frozen, but changed (sha256:")
         }
         #expect(test.storedFiles == filesBefore, "no blob or temp file written")
         #expect(try test.rows("SELECT count(*) FROM checkpoints") == checkpointsBefore)
@@ -205,13 +205,14 @@ struct StudentTests {
         }
         await #expect { _ = try await test.registry.addCheckpoint(model: ModelName("s"), file: bad) } throws: { error in
             guard case GraftError.manifestViolation(_, let violations) = error else { return false }
-            return violations.count == 1 && violations[0].hasPrefix("features.1.num_batches_tracked: frozen, but changed (sha256:")
+            return violations.count == 1
+                && violations[0].description.hasPrefix("features.1.num_batches_tracked: frozen, but changed (sha256:")
         }
         // The upload protocol checks it from the proposal's digest alone, before any data moves.
         let proposal = try UploadProposal.of(try SafeTensorsReader(path: bad))
         await #expect { _ = try await test.registry.planUpload(to: ModelName("s"), base: false, proposal) } throws: { error in
             guard case GraftError.manifestViolation(_, let violations) = error else { return false }
-            return violations.map { $0.prefix { $0 != ":" } } == ["features.1.num_batches_tracked"]
+            return violations.map(\.tensor) == ["features.1.num_batches_tracked"]
         }
         #expect(try test.rows("SELECT count(*) FROM checkpoints") == checkpointsBefore)
     }
@@ -229,7 +230,7 @@ struct StudentTests {
         }
         await #expect { _ = try await test.registry.addCheckpoint(model: ModelName("s"), file: path) } throws: { error in
             guard case GraftError.manifestViolation(_, let violations) = error else { return false }
-            return Set(violations) == [
+            return Set(violations.map(\.description)) == [
                 "classifier.bias: dropped, but present", "features.4.weight: trainable, but missing",
                 "features.0.bias: frozen, but its type changed (F32 [16] → F16 [32])",
             ]

@@ -129,8 +129,9 @@ struct UploadProtocolTests {
             try await test.registry.planUpload(to: student, base: false, drifted)
         }
         if case .manifestViolation(_, let violations) = violation {
-            #expect(violations.contains { $0.hasPrefix("\(drifted.tensors[frozen].name): frozen, but changed") })
-            #expect(violations.contains { $0.hasPrefix("classifier.bias") })
+            #expect(violations.map(\.rule) == ["dropped_present", "changed"], "header rules first, then the digests")
+            #expect(violations.map(\.tensor) == ["classifier.bias", drifted.tensors[frozen].name])
+            #expect(violations.last?.found == Digest.of([9]).description)
         }
         #expect(try await test.registry.checkpoints(of: student).isEmpty)
     }

@@ -106,6 +106,8 @@ def test_frozen_drift_raises_naming_the_tensor_and_stores_nothing(setup):
     with pytest.raises(graft.FrozenTensorChanged) as refused:
         client.commit("ft", drifted.state_dict())
     assert sorted(refused.value.tensors) == ["features.1.running_mean", "features.3.weight"]
+    assert {v["rule"] for v in refused.value.violations} == {"changed"}
+    assert all(v["expected"].startswith("sha256:") and v["found"] != v["expected"] for v in refused.value.violations)
     assert isinstance(refused.value, graft.Conflict) and isinstance(refused.value, graft.GraftError)
     assert client.checkpoints("ft") == []
     assert sorted(os.listdir(os.path.join(server.registry, "blobs", "sha256"))) == blobs

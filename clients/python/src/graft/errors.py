@@ -31,11 +31,18 @@ class Conflict(GraftError):
 
 class FrozenTensorChanged(Conflict):
     """A checkpoint breaks its student's frozen-layer manifest: a frozen tensor changed, a
-    dropped one is present or a kept one missing. Nothing was stored; ``tensors`` names each."""
+    dropped one is present or a kept one missing. Nothing was stored. ``violations`` holds one
+    dict per offending tensor as the server typed it (``tensor``, ``rule``: ``changed``,
+    ``retyped``, ``missing`` or ``dropped_present``, and where the rule has them ``expected``
+    and ``found``); ``tensors`` names each tensor."""
+
+    def __init__(self, message: str, *, violations: list[dict] | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.violations = [dict(v) for v in violations or []]
 
     @property
     def tensors(self) -> list[str]:
-        return [detail.split(":", 1)[0] for detail in self.details]
+        return [str(v["tensor"]) for v in self.violations]
 
 
 class InvalidInput(GraftError):
@@ -53,9 +60,10 @@ def from_answer(status: int, body: dict | None, fallback: str) -> GraftError:
     message = str(body.get("message") or fallback)
     details = [str(d) for d in body.get("details") or []]
     if kind == "manifest_violation":
-        cls: type[GraftError] = FrozenTensorChanged
-    elif kind == "not_found" or status == 404:
-        cls = NotFound
+        violations = [v for v in body.get("violations") or [] if isinstance(v, dict) and "tensor" in v]
+        return FrozenTensorChanged(message, kind=kind, status=status, details=details, violations=violations)
+    if kind == "not_found" or status == 404:
+        cls: type[GraftError] = NotFound
     elif kind in ("unauthorized", "forbidden") or status in (401, 403):
         cls = PermissionDenied
     elif kind in ("exists", "protected", "conflict") or status == 409:
