@@ -64,6 +64,11 @@ package protocol MetadataStore: Sendable {
     func announceUploads(_ blobs: [ProposedTensor], window: Duration) async throws(GraftError)
     /// The length a live announcement gave a blob.
     func announcedLength(of digest: Digest) async throws(GraftError) -> Int?
+    /// Records that the token named `token` sent `digest`'s bytes, checked, valid for `window`:
+    /// see ``Registry/commitUpload(to:base:_:visibleTo:)``.
+    func recordUploadProof(_ digest: Digest, token: String, window: Duration) async throws(GraftError)
+    /// Of `digests`, those the token named `token` holds a live upload proof of.
+    func uploadProofs(_ digests: [Digest], token: String) async throws(GraftError) -> Set<Digest>
 
     // MARK: Commits
 

@@ -185,7 +185,16 @@ extension Registry {
     /// checkpoint: every blob must be stored already (``GraftError/blobsMissing(_:)`` lists
     /// those that are not; nothing is committed) and every small tensor carry its data. The
     /// checkpoint is the one a local import of the same file makes: same digest, same bytes.
-    public func commitUpload(to name: ModelName, base: Bool, _ commit: UploadCommit) async throws(GraftError) -> ImportResult {
+    ///
+    /// - Parameters:
+    ///   - visibleTo: a confined client's glob over model names. A stored blob counts only when
+    ///     a model it matches refers to it or the client proved it holds the bytes (sent them,
+    ///     checked, within the upload window: `proofsOf`); else it is missing, as in
+    ///     ``planUpload(to:base:_:visibleTo:)``. Knowing a hidden model's digest is not enough.
+    ///   - proofsOf: the name of the token whose upload proofs count.
+    public func commitUpload(
+        to name: ModelName, base: Bool, _ commit: UploadCommit, visibleTo pattern: String? = nil, proofsOf token: String? = nil
+    ) async throws(GraftError) -> ImportResult {
         if let split = commit.split { try MetricAssignment.checkName(split) }
         let metrics = try (commit.metrics ?? [:]).sorted { $0.key < $1.key }.map { (key, value) throws(GraftError) in
             try MetricAssignment(name: key, value: value)
@@ -210,6 +219,13 @@ extension Registry {
                     if !store.contains(digest, claim: true) { missing.append(digest) }
                     tensors.append(IngestedTensor(info: info, digest: digest, inline: nil, wroteFile: false))
                 }
+            }
+            if let pattern {
+                let stored = Array(Set(tensors.filter { $0.inline == nil }.map(\.digest)).subtracting(missing))
+                let seen = try await metadata.digests(stored, referencedByModelsMatching: pattern)
+                let unseen = stored.filter { !seen.contains($0) }
+                let proven = unseen.isEmpty ? [] : try await metadata.uploadProofs(unseen, token: token ?? "")
+                missing += unseen.filter { !proven.contains($0) }
             }
             if !missing.isEmpty { throw .blobsMissing(Array(Set(missing)).sorted()) }
             let new = NewCheckpoint(
@@ -276,7 +292,9 @@ public final class BlobUpload: @unchecked Sendable {
 
     init(transfer: BlobTransfer, expected: Digest, length: Int) throws(GraftError) {
         (self.transfer, self.expected, self.length) = (transfer, expected, length)
-        // A blob the store holds is claimed, and the bytes sent are counted and discarded.
+        // A blob the store holds is claimed, and the bytes sent are hashed and discarded: every
+        // upload is checked against its digest, so a PUT's answer never says whether the store
+        // held the blob (no existence oracle for a confined token).
         write = transfer.store.contains(expected, claim: true) ? nil : try transfer.store.beginWrite()
     }
 
@@ -286,10 +304,8 @@ public final class BlobUpload: @unchecked Sendable {
         do throws(GraftError) {
             total += chunk.count
             guard total <= length else { throw .blobMismatch(expected, reason: "run past the announced \(length) bytes") }
-            if let write {
-                hasher.update(bufferPointer: chunk)
-                try write.write(chunk)
-            }
+            hasher.update(bufferPointer: chunk)
+            try write?.write(chunk)
         } catch {
             abort()
             throw error
@@ -302,9 +318,9 @@ public final class BlobUpload: @unchecked Sendable {
         do throws(GraftError) {
             guard total == length else { throw .blobMismatch(expected, reason: "end after \(total) of the announced \(length) bytes") }
             done = true
-            guard let write else { return false }
             let actual = Digest(hasher.finalize())
             guard actual == expected else { throw .blobMismatch(expected, reason: "hash to \(actual.short)…") }
+            guard let write else { return false }
             let stored = try write.commit(as: expected)
             try transfer.store.flush(stored ? [expected] : [])
             return stored
@@ -348,6 +364,26 @@ package actor UploadAnnouncements {
         guard let entry = entries[digest], entry.until > ContinuousClock.now else { return nil }
         return entry.length
     }
+
+    private struct Proof: Hashable {
+        var digest: Digest
+        var token: String
+    }
+    private var proofs: [Proof: ContinuousClock.Instant] = [:]
+
+    /// Records that `token` sent `digest`'s bytes, checked; bounded like the announcements.
+    package func prove(_ digest: Digest, token: String, window: Duration) throws(GraftError) {
+        let now = ContinuousClock.now
+        if proofs.count >= Self.capacity { proofs = proofs.filter { $0.value > now } }
+        guard proofs.count < Self.capacity else { throw .busy }
+        proofs[Proof(digest: digest, token: token)] = now + window
+    }
+
+    /// Of `digests`, those `token` holds a live proof of.
+    package func proven(_ digests: [Digest], token: String) -> Set<Digest> {
+        let now = ContinuousClock.now
+        return Set(digests.filter { proofs[Proof(digest: $0, token: token)].map { $0 > now } ?? false })
+    }
 }
 
 extension Registry {
@@ -355,6 +391,12 @@ extension Registry {
     package func announceUploads(_ blobs: [ProposedTensor], window: Duration) async throws(GraftError) {
         guard !blobs.isEmpty else { return }
         try await metadata.announceUploads(blobs, window: window)
+    }
+
+    /// Records that the token named `token` sent `digest`'s bytes, checked: it may commit the
+    /// blob for `window` though no model it sees refers to it.
+    package func recordUploadProof(_ digest: Digest, token: String, window: Duration) async throws(GraftError) {
+        try await metadata.recordUploadProof(digest, token: token, window: window)
     }
 
     /// The length a live proposal announced for a blob, if any.

@@ -337,6 +337,38 @@ extension PostgresMetadataStore {
         }
     }
 
+    package func recordUploadProof(_ digest: Digest, token: String, window: Duration) async throws(GraftError) {
+        let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
+        try await write { connection in
+            try await connection.run("DELETE FROM upload_proofs WHERE expires_at < now()", logger: self.logger)
+            let live =
+                try await connection.one("SELECT count(*) FROM upload_proofs", logger: self.logger).map { row throws in try row[0] as Int }
+                ?? 0
+            guard live < UploadAnnouncements.capacity else { throw GraftError.busy }
+            try await connection.run(
+                """
+                INSERT INTO upload_proofs (digest, token, expires_at) VALUES (\(digest.hex), \(token), now() + make_interval(secs =>\
+                 \(seconds)))
+                ON CONFLICT (digest, token) DO UPDATE SET expires_at = excluded.expires_at
+                """, logger: self.logger)
+        }
+    }
+
+    package func uploadProofs(_ digests: [Digest], token: String) async throws(GraftError) -> Set<Digest> {
+        guard !digests.isEmpty else { return [] }
+        let hexes = digests.map(\.hex)
+        return try await withConnection { connection in
+            var proven = Set<Digest>()
+            for row in try await connection.all(
+                "SELECT digest FROM upload_proofs WHERE token = \(token) AND digest = ANY(\(hexes)) AND expires_at > now()",
+                logger: self.logger)
+            {
+                if let digest = try? Digest(parsing: try row[0] as String) { proven.insert(digest) }
+            }
+            return proven
+        }
+    }
+
     package func announcedLength(of digest: Digest) async throws(GraftError) -> Int? {
         try await withConnection { connection in
             try await connection.one(

@@ -95,6 +95,14 @@ package final class SQLiteMetadataStore: MetadataStore {
         await announcements.length(of: digest)
     }
 
+    package func recordUploadProof(_ digest: Digest, token: String, window: Duration) async throws(GraftError) {
+        try await announcements.prove(digest, token: token, window: window)
+    }
+
+    package func uploadProofs(_ digests: [Digest], token: String) async throws(GraftError) -> Set<Digest> {
+        await announcements.proven(digests, token: token)
+    }
+
     /// Runs `body` in a read transaction, mapping errors.
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(GraftError) -> T {
         do {

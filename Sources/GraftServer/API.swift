@@ -146,13 +146,16 @@ struct API: Sendable {
                 try await registry.announceUploads(plan.missing, window: window)
                 return jsonResponse(plan)
             }
-            routes.post(prefix, .model(.write)) { request, context, _ in
+            routes.post(prefix, .model(.write)) { request, context, grant in
                 let name = try modelName(context)
                 let commit = try await decode(UploadCommit.self, request, limit: limit)
-                return jsonResponse(try await registry.commitUpload(to: name, base: base, commit), status: .created)
+                return jsonResponse(
+                    try await registry.commitUpload(
+                        to: name, base: base, commit, visibleTo: grant.token.models, proofsOf: grant.token.name),
+                    status: .created)
             }
         }
-        routes.put("/v1/blobs/{digest}", .scope(.write)) { request, context, _ in
+        routes.put("/v1/blobs/{digest}", .scope(.write)) { request, context, grant in
             let digest = try blobDigest(context)
             guard let length = try await registry.announcedLength(of: digest) else {
                 throw GraftError.badRequest("no upload proposal announced blob \(digest.short)…: propose the checkpoint first")
@@ -162,6 +165,8 @@ struct API: Sendable {
                     digest, reason: "are announced as \(declared) bytes by Content-Length; the proposal gave \(length)")
             }
             try await receive(digest, length: length, body: request.body)
+            // A confined token that sent the bytes may commit them (see Registry.commitUpload).
+            if grant.token.models != nil { try await registry.recordUploadProof(digest, token: grant.token.name, window: window) }
             return jsonResponse(BlobReceipt(digest: digest, length: length), status: .created)
         }
     }

@@ -65,6 +65,36 @@ struct Grant: Sendable {
         }
     }
 
+    /// What `error` may say to this token: a confined token is suggested only names it sees, and
+    /// a refusal over models it does not see says so without naming them, so its answers are
+    /// those it would get if the hidden models did not exist (or, for a refusal, that something
+    /// outside its reach stands in the way).
+    func redacting(_ error: GraftError) -> GraftError {
+        guard token.models != nil else { return error }
+        let visibility = self.visibility
+        func names(_ names: [String]) -> [String] {
+            let shown = names.filter { visibility.shows($0) }
+            let hidden = names.count - shown.count
+            return hidden == 0 ? shown : shown + ["\(hidden) model(s) outside this token's models"]
+        }
+        switch error {
+        case .modelNotFound(let name, let suggestions):
+            return .modelNotFound(name, suggestions: suggestions.filter { visibility.shows($0) })
+        case .protected(let subject, let reasons):
+            return .protected(
+                subject,
+                reasons: reasons.map { reason in
+                    switch reason {
+                    case .students(let students): .students(names(students))
+                    case .descendants(let descendants): .descendants(names(descendants))
+                    case .aliases, .registeredCheckpoint: reason
+                    }
+                })
+        default:
+            return error
+        }
+    }
+
     /// The reference, when the token may see its model; else not found, as if it did not exist.
     func visible(_ reference: Reference) async throws(GraftError) -> Reference {
         guard token.models != nil else { return reference }
@@ -123,7 +153,11 @@ final class RouteTable {
         let registry = self.registry
         router.on(RouterPath(stringLiteral: path), method: method) { request, context in
             let grant = try await Self.check(access, context: context, registry: registry)
-            return try await handler(request, context, grant)
+            do {
+                return try await handler(request, context, grant)
+            } catch let error as GraftError {
+                throw grant.redacting(error)
+            }
         }
     }
 

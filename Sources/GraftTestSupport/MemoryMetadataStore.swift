@@ -390,6 +390,14 @@ package final class MemoryMetadataStore: MetadataStore {
 
     package func announcedLength(of digest: Digest) async throws(GraftError) -> Int? { await announcements.length(of: digest) }
 
+    package func recordUploadProof(_ digest: Digest, token: String, window: Duration) async throws(GraftError) {
+        try await announcements.prove(digest, token: token, window: window)
+    }
+
+    package func uploadProofs(_ digests: [Digest], token: String) async throws(GraftError) -> Set<Digest> {
+        await announcements.proven(digests, token: token)
+    }
+
     // MARK: Commits
 
     package func insertBase(

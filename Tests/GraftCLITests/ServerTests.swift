@@ -191,6 +191,81 @@ struct ServerAccessTests {
             try served.remote(["best", "--metric", "nothing"], token: served.read).stderr.contains("hidden_secret"),
             "what the test would catch")
     }
+
+    @Test("a confined token is suggested only names it sees, and a refusal over hidden models does not name them")
+    func confinedErrors() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let (tuned, _) = try served.tunedFiles()
+        for name in ["sweep-a", "sweepa"] {
+            #expect(
+                try served.remote(["student", "create", name, "--from", "cnn@1", "--freeze", "features"], token: served.write).status == 0)
+        }
+        #expect(try served.remote(["checkpoint", "add", "sweep-a", tuned], token: served.write).status == 0)
+        let confined = try served.token("sweep", "admin", models: "sweep-*")
+        // A visible name that does not exist: the hidden `sweepa` is close, and not suggested.
+        let everyone = try served.remote(["show", "sweep-b"], token: served.read)
+        #expect(everyone.status == 66 && everyone.stderr.contains("`sweepa`"), "what the test would catch: \(everyone.stderr)")
+        let missing = try served.remote(["show", "sweep-b"], token: confined)
+        #expect(missing.status == 66 && missing.stderr.contains("`sweep-a`") && !missing.stderr.contains("sweepa"), "\(missing.stderr)")
+        let api = try served.server.request("GET", "/v1/models/sweep-b", token: confined)
+        #expect(api.status == 404 && !api.text.contains("sweepa"))
+        let page = try served.server.request("GET", "/models/sweep-b", token: confined)
+        #expect(page.status == 404 && !page.text.contains("sweepa"))
+        // A hidden student derives from sweep-a@1: removal is refused without naming it.
+        #expect(
+            try served.remote(["student", "create", "hidden-ft", "--from", "sweep-a@1", "--freeze", "features"], token: served.write)
+                .status == 0)
+        let refused = try served.server.request("DELETE", "/v1/checkpoints/sweep-a@1", token: confined)
+        #expect(refused.status == 409)
+        #expect(!refused.text.contains("hidden-ft"), "\(refused.text)")
+        #expect((refused.object["details"] as? [String] ?? []).contains { $0.contains("1 model(s) outside this token's models") })
+        let admin = try served.server.request("DELETE", "/v1/checkpoints/sweep-a@1", token: served.admin)
+        #expect(admin.status == 409 && admin.text.contains("hidden-ft"), "what the test would catch")
+        let cascade = try served.server.request("DELETE", "/v1/models/sweep-a", token: confined)
+        #expect(cascade.status == 409 && !cascade.text.contains("hidden-ft"), "\(cascade.text)")
+    }
+
+    @Test("a confined write token that knows a hidden blob's digest reaches its bytes only by sending them; a PUT never tells")
+    func confinedBlobs() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        let server = served.server
+        // The base `cnn` is hidden from the token; its tensors' digests and lengths leak (say).
+        let confined = try served.token("sweep", "write", models: "sweep-*")
+        let (body, proposal) = try served.proposal(try served.cli.base())
+        let large = proposal.tensors.filter { $0.length >= 4096 }
+        let target = large[0]
+        let plan = try server.request("POST", "/v1/bases/sweep-copy/proposal", token: confined, body: body)
+        #expect((plan.object["missing"] as? [[String: Any]] ?? []).count == large.count, "stored blobs count as absent to it")
+        // Committing by digest alone is refused, naming every hidden blob; nothing is committed.
+        let early = try server.request(
+            "POST", "/v1/bases/sweep-copy", token: confined, body: try jsonBody(UploadCommit(proposal: proposal)))
+        #expect(early.status == 409, "\(early.text)")
+        #expect(Set(early.object["details"] as? [String] ?? []) == Set(large.map(\.digest.description)))
+        #expect(try server.request("GET", "/v1/blobs/\(target.digest)", token: confined).status == 404)
+        // Wrong bytes of the right length: 400, exactly as for a blob the store lacks.
+        let bytes = SyntheticBase.tensors(seed: 7).first { $0.name == target.name }!.bytes
+        var wrong = bytes
+        wrong[0] ^= 1
+        let guessed = try server.request("PUT", "/v1/blobs/\(target.digest)", token: confined, body: wrong)
+        #expect(guessed.status == 400, "a stored blob must not accept wrong bytes: that would say it exists")
+        // Every blob sent, checked: the commit lands, and the token reads what it proved it holds.
+        for tensor in large {
+            let data = SyntheticBase.tensors(seed: 7).first { $0.name == tensor.name }!.bytes
+            #expect(try server.request("PUT", "/v1/blobs/\(tensor.digest)", token: confined, body: data).status == 201)
+        }
+        let commit = try server.request(
+            "POST", "/v1/bases/sweep-copy", token: confined, body: try jsonBody(UploadCommit(proposal: proposal)))
+        #expect(commit.status == 201, "\(commit.text)")
+        let read = try server.request("GET", "/v1/blobs/\(target.digest)", token: confined)
+        #expect(read.status == 200 && read.body == bytes)
+        // Another confined token gains nothing from the first one's proof.
+        let other = try served.token("sweep2", "write", models: "sweep-other*")
+        let again = try server.request(
+            "POST", "/v1/bases/sweep-other", token: other, body: try jsonBody(UploadCommit(proposal: proposal)))
+        #expect(again.status == 409)
+    }
 }
 
 @Suite("graft serve: uploads, downloads and the remote CLI")

@@ -475,6 +475,25 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.announcedLength(of: digest) == 5)
     }
 
+    @Test(
+        "upload proofs: each token's own, for the digests it sent, until the window ends",
+        arguments: MetadataStoreKind.allCases)
+    func uploadProofs(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try await kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        let (a, b, c) = (Digest.of([1]), Digest.of([2]), Digest.of([3]))
+        #expect(try await store.uploadProofs([a, b], token: "t").isEmpty)
+        try await store.recordUploadProof(a, token: "t", window: .seconds(3600))
+        try await store.recordUploadProof(b, token: "t", window: .seconds(3600))
+        try await store.recordUploadProof(c, token: "u", window: .seconds(3600))
+        #expect(try await store.uploadProofs([a, b, c], token: "t") == [a, b])
+        #expect(try await store.uploadProofs([a, b, c], token: "u") == [c], "another token's proofs are not this one's")
+        #expect(try await store.uploadProofs([], token: "t").isEmpty)
+        try await store.recordUploadProof(a, token: "t", window: .milliseconds(1))
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(try await store.uploadProofs([a, b], token: "t") == [b], "a renewed proof's window is the new one, and it ended")
+    }
+
     @Test("aliases and advisories: moves, removal, open and resolved", arguments: MetadataStoreKind.allCases)
     func aliasesAndAdvisories(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()
