@@ -39,7 +39,7 @@ extension GraftError {
 }
 
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data("graft: error: \(message)\n".utf8))
+    FileHandle.standardError.write(Data("graft: error: \(Terminal.escaped(message))\n".utf8))
 }
 
 /// Runs a command body, mapping registry errors to their message and exit code.

@@ -1,6 +1,42 @@
 import Foundation
 import Graft
 
+/// Human output goes through here: it shadows Swift's `print` in this module, so every line the
+/// CLI prints for a person is escaped in one place. Text from the registry or a server — a
+/// description, a provenance field, an advisory note, a server's message — may hold control
+/// characters, and an escape sequence (ESC, OSC, a carriage return over a line) must never reach
+/// the terminal: each is written visibly as `\u{1B}`. Line feeds and tabs pass. JSON output
+/// (``printJSON(_:)``) is escaped by the JSON encoder instead.
+func print(_ items: Any..., separator: String = " ", terminator: String = "\n") {
+    Swift.print(Terminal.escaped(items.map { "\($0)" }.joined(separator: separator)), terminator: terminator)
+}
+
+/// Text made safe for a terminal.
+enum Terminal {
+    /// `text` with every control character but line feed and tab (C0, DEL, C1) written as
+    /// `\u{XX}`.
+    static func escaped(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        var result = ""
+        for scalar in text.unicodeScalars {
+            if isControl(scalar) {
+                result += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x09, 0x0A: false
+        case 0x00...0x1F, 0x7F...0x9F: true
+        default: false
+        }
+    }
+}
+
 /// Writes `value` in the library's JSON contract (``GraftJSON``), pretty, followed by a newline.
 func printJSON(_ value: some Encodable) throws {
     let data = try GraftJSON.encoder(pretty: true).encode(value)

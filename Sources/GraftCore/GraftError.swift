@@ -58,6 +58,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case unknownMetric(String, known: [String])
     /// A model card that cannot be read or written.
     case invalidCard(String)
+    /// Free text (a description, a provenance field, an advisory note) that cannot be stored.
+    case invalidText(what: String, reason: String)
     /// Every candidate for `best` carries an open advisory.
     case allCandidatesFlagged(metric: String, candidates: Int)
     /// An advisory id that is taken, or unknown.
@@ -169,6 +171,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "no checkpoint in scope has metric \(show(name)); \(hint)"
         case .invalidCard(let reason):
             return "model card: \(reason)"
+        case .invalidText(let what, let reason):
+            return "invalid \(what): \(reason)"
         case .allCandidatesFlagged(let metric, let candidates):
             return "all \(candidates) checkpoint(s) with metric \(show(metric)) carry an open advisory (on them or an ancestor)"
         case .advisoryExists(let id):

@@ -119,3 +119,35 @@ public enum Reference: Sendable, Hashable, CustomStringConvertible {
         }
     }
 }
+
+/// Free text a user gives: descriptions, provenance fields, advisory notes. Any Unicode but
+/// control characters other than tab and line breaks — a NUL would cut the text short in C
+/// interfaces, and escape sequences would reach whoever prints it — and at most `maxBytes`.
+public enum FreeText {
+    public static let maxBytes = 65_536
+
+    /// - Throws: ``GraftError/invalidText(what:reason:)``, naming the field and the offset.
+    public static func check(_ text: String?, what: String) throws(GraftError) {
+        guard let text else { return }
+        guard text.utf8.count <= maxBytes else {
+            throw .invalidText(what: what, reason: "\(text.utf8.count) bytes; at most \(maxBytes)")
+        }
+        for (offset, scalar) in text.unicodeScalars.enumerated() where isControl(scalar) {
+            let code = "U+" + String(scalar.value, radix: 16, uppercase: true).leftPadded(to: 4)
+            throw .invalidText(what: what, reason: "control character \(code) at character \(offset)")
+        }
+    }
+
+    /// C0 and C1 controls and DEL, but tab, line feed and carriage return.
+    static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x09, 0x0A, 0x0D: false
+        case 0x00...0x1F, 0x7F...0x9F: true
+        default: false
+        }
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
+}

@@ -29,6 +29,21 @@ public struct Provenance: Sendable, Codable, Equatable {
         self.metadata = metadata
     }
 
+    /// Every field as ``FreeText``.
+    /// - Throws: ``GraftError/invalidText(what:reason:)`` naming the first field that is not.
+    public func check() throws(GraftError) {
+        for (field, value) in [
+            ("source", source), ("license", license), ("dataset", dataset), ("architecture", architecture), ("task", task),
+            ("description", description),
+        ] {
+            try FreeText.check(value, what: "provenance \(field)")
+        }
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
+            try FreeText.check(key, what: "provenance metadata key")
+            try FreeText.check(value, what: "provenance metadata \(key)")
+        }
+    }
+
     private enum CodingKeys: String, CodingKey { case source, license, dataset, architecture, task, description, metadata }
 
     /// Every key may be absent (a client sends only what it knows); `metadata` then is empty.

@@ -65,6 +65,8 @@ extension Registry {
         on reference: Reference, id: String, severity: Severity, note: String? = nil, url: String? = nil
     ) async throws(GraftError) -> Advisory {
         try ModelName.check(id, what: "advisory id")
+        try FreeText.check(note, what: "advisory note")
+        try FreeText.check(url, what: "advisory url")
         let target = try await target(of: reference)
         let now = timestamp()
         try await metadata.insertAdvisory(

@@ -61,6 +61,7 @@ extension Registry {
         name: ModelName, input open: () throws(GraftError) -> Input, provenance: Provenance,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
+        try provenance.check()
         if try await modelID(name) != nil { throw .modelExists(name) }
         let reader = try open()
         let total = reader.header.dataLength

@@ -46,6 +46,7 @@ extension Registry {
         name: ModelName, from parent: Reference, relation: Relation = .finetune, manifest declaration: ManifestDeclaration,
         description: String? = nil
     ) async throws(GraftError) -> StudentResult {
+        try FreeText.check(description, what: "description")
         if try await modelID(name) != nil { throw .modelExists(name) }
         let (parentID, parentSummary) = try await resolve(parent)
         let entries = try ManifestResolver.resolve(declaration, parent: try await tensors(checkpointID: parentID))

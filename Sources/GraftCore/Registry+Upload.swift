@@ -202,6 +202,7 @@ extension Registry {
         if base, commit.step != nil || commit.epoch != nil || !metrics.isEmpty {
             throw .invalidUpload("a base is registered without step, epoch or metrics")
         }
+        try commit.provenance?.check()
         return try await retryingVanishedBlobs { () async throws(GraftError) in
             let checked = try await check(commit.proposal, to: name, base: base)
             let store = blobs.store

@@ -2,6 +2,7 @@ import Foundation
 import GraftCore
 import Hummingbird
 import Logging
+import NIOHTTP1
 import Synchronization
 
 /// The request context: Hummingbird's, plus the token that authenticated the request. What a
@@ -35,10 +36,10 @@ struct Authentication: RouterMiddleware {
         let page = Web.isPage(path)
         let secret: String
         if let header = request.headers[.authorization] {
-            guard header.hasPrefix("Bearer "), header.utf8.count < 200 else {
+            guard header.utf8.count < 200, let bearer = Self.bearer(header) else {
                 throw GraftError.unauthorized("malformed Authorization header: expected `Bearer TOKEN`")
             }
-            secret = String(header.dropFirst(7))
+            secret = bearer
         } else if page, let cookie = Web.sessionCookie(request), cookie.utf8.count < 200 {
             secret = cookie
         } else {
@@ -54,6 +55,15 @@ struct Authentication: RouterMiddleware {
         context.accessLine.name.withLock { $0 = token.name }
         context.logger[metadataKey: "token"] = .string(token.name)
         return try await next(request, context)
+    }
+
+    /// The credentials of `Authorization: Bearer TOKEN`: the scheme is case-insensitive (RFC
+    /// 9110 §11.1), one or more spaces follow it; nil for any other scheme or no token.
+    static func bearer(_ header: String) -> String? {
+        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let token = parts[1].drop { $0 == " " }
+        return token.isEmpty ? nil : String(token)
     }
 }
 
@@ -120,6 +130,12 @@ struct ErrorAnswer: RouterMiddleware {
                 ? "no such route" : error.status.code == 405 ? "method not allowed on this route" : error.status.reasonPhrase
             if Web.isPage(request.uri.path) { return Web.errorPage(kind, message: message, status: error.status) }
             return jsonResponse(ErrorBody(error: kind, message: message), status: error.status)
+        } catch let error as HTTPParserError {
+            // A body the HTTP decoder refused as it streamed in (a malformed chunk size, say): the
+            // client's fault, answered as such.
+            let message = "malformed HTTP request: \(error)"
+            if Web.isPage(request.uri.path) { return Web.errorPage(.usage, message: message, status: .badRequest) }
+            return jsonResponse(ErrorBody(error: .usage, message: message), status: .badRequest)
         } catch is CancellationError {
             throw CancellationError()
         } catch {

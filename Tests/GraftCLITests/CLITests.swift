@@ -141,6 +141,26 @@ struct CLITests {
         #expect(report["damaged_checkpoints"] as? [String] == ["cnn@1"])
     }
 
+    @Test("human output never passes a control character to the terminal: escape sequences in stored text are shown escaped")
+    func controlCharactersEscaped() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        #expect(try cli.run(["base", "add", try cli.base(), "--name", "cnn", "--description", "clean"]).status == 0)
+        // Text written before the registry refused control characters, or sent by a hostile server.
+        try DatabaseQueue(path: cli.registry + "/graft.sqlite").write { db in
+            try db.execute(sql: "UPDATE models SET description = 'a' || char(27) || ']0;owned' || char(7) || 'b' || char(13) || 'c'")
+        }
+        let show = try cli.run(["show", "cnn"])
+        #expect(show.status == 0)
+        #expect(!show.stdout.unicodeScalars.contains { $0.value == 27 || $0.value == 7 || $0.value == 13 }, "\(show.stdout)")
+        #expect(show.stdout.contains("a\\u{1B}]0;owned\\u{7}b\\u{D}c"), "\(show.stdout)")
+        let json = try cli.run(["show", "cnn", "--json"])
+        #expect(!json.stdout.unicodeScalars.contains { $0.value == 27 } && json.stdout.contains("\\u001b"), "JSON escapes it its own way")
+        // New text with a control character is refused, naming it.
+        let refused = try cli.run(["student", "create", "s", "--from", "cnn@1", "--description", "x\u{1B}[2J"])
+        #expect(refused.status != 0 && refused.stderr.contains("control character U+001B"), "\(refused.stderr)")
+    }
+
     @Test("verify exits 2 when a model's lineage record disagrees with its checkpoints")
     func verifyLineage() throws {
         let cli = CLI()

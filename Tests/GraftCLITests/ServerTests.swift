@@ -80,6 +80,13 @@ struct ServerAccessTests {
         #expect(try server.request("GET", "/v1/models", token: "graft_" + String(repeating: "A", count: 43)).status == 401)
         #expect(try server.request("GET", "/v1/openapi.json").status == 401)
         #expect(try server.request("GET", "/v1/models", token: served.read).status == 200)
+        // The scheme is case-insensitive (RFC 9110); any other scheme, or none with a token, is not.
+        for header in ["bearer \(served.read)", "BEARER \(served.read)", "Bearer  \(served.read)"] {
+            #expect(try server.request("GET", "/v1/models", headers: ["Authorization": header]).status == 200, "\(header.prefix(8))")
+        }
+        for header in [served.read, "Token \(served.read)", "Bearer", "Bearer "] {
+            #expect(try server.request("GET", "/v1/models", headers: ["Authorization": header]).status == 401)
+        }
         // Revoked from the command line while the server runs: refused from the next request on.
         #expect(try served.cli.run(["token", "revoke", "read-t"]).status == 0)
         #expect(try server.request("GET", "/v1/models", token: served.read).status == 401)
@@ -602,6 +609,35 @@ struct ServerAbuseTests {
         #expect(numbers == Array(1...max(numbers.count, 1)).prefix(numbers.count).map { $0 })
         #expect(try served.cli.run(["verify", "--read-data"]).status == 0)
         #expect(served.server.log.contains("POST /v1/models/ft/checkpoints 201"))
+    }
+
+    @Test("a malformed chunked body is 400, not 500; free text with a NUL or an escape is refused whole, nothing created")
+    func malformedBodiesAndText() throws {
+        let served = try Served()
+        defer { served.server.stop() }
+        for size in ["zz", "-5", "ffffffffffffffffffff"] {
+            let connection = try Connection(port: served.server.port)
+            var head = "POST /v1/bases/x/proposal HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            head += "Authorization: Bearer \(served.write)\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            connection.send(Array((head + "\(size)\r\n{}\r\n0\r\n\r\n").utf8))
+            let answer = try parseAnswer(connection.receiveAll())
+            #expect(answer.status == 400, "chunk size \(size): \(answer.text)")
+            #expect(answer.object["error"] as? String == "usage")
+        }
+        for (field, text) in [("description", "before\u{0}after"), ("description", "\u{1B}]0;owned\u{7}")] {
+            let body = try jsonBody(["name": "s", "parent": "cnn@1", field: text])
+            let answer = try served.server.request("POST", "/v1/students", token: served.write, body: body)
+            #expect(answer.status == 400 && answer.object["error"] as? String == "invalid_input", "\(answer.text)")
+            #expect((answer.object["message"] as? String ?? "").contains("control character"))
+        }
+        #expect(try served.remote(["show", "s"], token: served.read).status == 66, "nothing was created")
+        let fine = try jsonBody(["name": "s", "parent": "cnn@1", "description": "tabs\tand\nlines, ünïcode ✓"])
+        #expect(try served.server.request("POST", "/v1/students", token: served.write, body: fine).status == 201)
+        // A base's provenance through an upload is checked the same way, before anything is stored.
+        let (_, proposal) = try served.proposal(try served.cli.base("b2.safetensors", seed: 3))
+        let commit = UploadCommit(proposal: proposal, provenance: Provenance(license: "mit\u{0}"))
+        let refused = try served.server.request("POST", "/v1/bases/b2", token: served.write, body: try jsonBody(commit))
+        #expect(refused.status == 400 && (refused.object["message"] as? String ?? "").contains("provenance license"), "\(refused.text)")
     }
 
     @Test("HTTPS with --tls-cert/--tls-key")

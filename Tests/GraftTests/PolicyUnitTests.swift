@@ -380,3 +380,31 @@ struct TimestampTests {
         #expect(timestamp(Date(timeIntervalSince1970: 4_107_542_400)) == "2100-03-01T00:00:00.000Z")
     }
 }
+
+@Suite("Free text")
+struct FreeTextTests {
+    @Test("any Unicode, tabs and line breaks pass; NUL, ESC, DEL and C1 controls are refused with their code and place")
+    func controls() throws {
+        for text in ["plain", "tabs\tand\nlines\r\n", "ünïcode ✓ 模型", "", String(repeating: "x", count: FreeText.maxBytes)] {
+            try FreeText.check(text, what: "description")
+        }
+        try FreeText.check(nil, what: "description")
+        let cases: [(String, String)] = [
+            ("a\u{0}b", "U+0000 at character 1"), ("\u{1B}[2J", "U+001B at character 0"), ("x\u{7F}", "U+007F at character 1"),
+            ("ok\u{9B}31m", "U+009B at character 2"),
+        ]
+        for (text, reason) in cases {
+            #expect(throws: GraftError.self) { try FreeText.check(text, what: "note") }
+            do { try FreeText.check(text, what: "note") } catch {
+                #expect(error.description == "invalid note: control character \(reason)")
+                #expect(error.kind == .invalidInput)
+            }
+        }
+        do {
+            try FreeText.check(String(repeating: "x", count: FreeText.maxBytes + 1), what: "note")
+            Issue.record("over the cap")
+        } catch {
+            #expect(error.description.contains("at most \(FreeText.maxBytes)"))
+        }
+    }
+}
