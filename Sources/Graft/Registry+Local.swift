@@ -87,7 +87,7 @@ extension Registry {
         if let blobs, let s3 {
             let store = try S3BlobStore(client: s3, spool: layout.tmp + "/s3-spool")
             try await offload { () throws(GraftError) in try store.createBucket() }
-            let file = try FileDescriptor(path: layout.blobLocation, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
+            let file = try FileDescriptor(path: layout.blobLocation, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600, exact: true)
             try file.write(Array((blobs + "\n").utf8))
             try file.sync()
         }
@@ -129,9 +129,11 @@ extension Registry {
 
     static func makeDirectories(_ path: String) throws(GraftError) {
         var current = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
+        let components = path.split(separator: "/")
+        for (index, component) in components.enumerated() {
             current += "/" + component
-            try FileSystem.makeDirectory(current)
+            // Parents a user named are made as `mkdir -p` would; the registry's root is private.
+            try FileSystem.makeDirectory(current, mode: index == components.count - 1 ? 0o700 : 0o755)
         }
     }
 

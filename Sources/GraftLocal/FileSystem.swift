@@ -38,10 +38,15 @@ package enum FileSystem {
         return Int(info.st_size)
     }
 
-    /// Creates a directory; an existing one is fine. Returns whether it was created.
+    /// Creates a directory of the registry's, private to its owner (0700, whatever the umask:
+    /// the registry holds token hashes and every model's bytes); an existing one is fine and
+    /// left as it is. Returns whether it was created.
     @discardableResult
-    package static func makeDirectory(_ path: String) throws(GraftError) -> Bool {
-        if mkdir(path, 0o755) == 0 { return true }
+    package static func makeDirectory(_ path: String, mode: UInt32 = 0o700) throws(GraftError) -> Bool {
+        if mkdir(path, mode_t(mode)) == 0 {
+            guard chmod(path, mode_t(mode)) == 0 else { throw GraftError.fromErrno(errno, operation: "cannot set the mode of", path: path) }
+            return true
+        }
         if errno == EEXIST, isDirectory(path) { return false }
         throw GraftError.fromErrno(errno, operation: "cannot create directory", path: path)
     }
@@ -157,11 +162,16 @@ package final class FileDescriptor: Sendable {
     package let fd: Int32
     let path: String
 
-    package init(path: String, flags: Int32, mode: UInt32 = 0o644) throws(GraftError) {
+    /// Opens `path`, creating it with `mode` under the umask; with `exact`, a file created gets
+    /// exactly `mode` whatever the umask (the registry's own files: private to the owner).
+    package init(path: String, flags: Int32, mode: UInt32 = 0o644, exact: Bool = false) throws(GraftError) {
         let fd = open(path, flags | O_CLOEXEC, mode_t(mode))
         guard fd >= 0 else { throw GraftError.fromErrno(errno, operation: "cannot open", path: path) }
         self.fd = fd
         self.path = path
+        if exact, flags & O_CREAT != 0, fchmod(fd, mode_t(mode)) != 0 {
+            throw GraftError.fromErrno(errno, operation: "cannot set the mode of", path: path)
+        }
     }
 
     deinit { close(fd) }

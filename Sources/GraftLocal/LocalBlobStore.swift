@@ -122,7 +122,7 @@ final class LocalBlobWrite: BlobWrite {
     package init(store: LocalBlobStore) throws(GraftError) {
         self.store = store
         temporary = store.layout.tmp + "/" + FileSystem.uniqueName(suffix: ".blob")
-        file = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o444)
+        file = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o400, exact: true)
     }
 
     deinit { abort() }

@@ -68,6 +68,9 @@ package final class SQLiteMetadataStore: MetadataStore {
     package static func publishNew(_ layout: RegistryLayout, busyTimeout: Double) throws(GraftError) -> Bool {
         let staging = layout.tmp + "/" + FileSystem.uniqueName(suffix: ".sqlite")
         defer { for suffix in ["", "-wal", "-shm"] { FileSystem.remove(staging + suffix) } }
+        // Created empty and private first (it will hold token hashes): SQLite opens an empty
+        // file as a new database and gives its -wal and -shm files the database's mode.
+        _ = try FileDescriptor(path: staging, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600, exact: true)
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(busyTimeout)

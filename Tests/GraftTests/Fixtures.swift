@@ -25,6 +25,13 @@ struct TestRegistry {
         return path
     }
 
+    /// Writes the small base into `directory` (for registries made outside a TestRegistry).
+    static func base(in directory: TemporaryDirectory) throws -> String {
+        let path = directory.file("base.safetensors")
+        try SafeTensorsWriter.write(baseTensors(seed: 1), metadata: ["format": "pt"], to: path)
+        return path
+    }
+
     func rows(_ sql: String) throws -> Int {
         try DatabaseQueue(path: registry.layout.database).read { db in try Int.fetchOne(db, sql: sql) ?? -1 }
     }

@@ -93,6 +93,37 @@ struct RegistryTests {
         #expect(detail.latest?.checkpoint.metadata == ["format": "pt"])
     }
 
+    @Test("the registry is private whatever the umask: directories 0700, the database and its WAL and SHM 0600, blobs 0400")
+    func privateFiles() async throws {
+        let directory = TemporaryDirectory()
+        // The permissive umask a shared machine's account may have; restored for other tests.
+        let previous = umask(0)
+        let created: (registry: Registry, created: Bool)
+        do {
+            defer { umask(previous) }
+            created = try await Registry.create(at: directory.file("parent/registry"))
+            _ = try await created.registry.addBase(name: ModelName("cnn"), file: try TestRegistry.base(in: directory))
+        }
+        let registry = created.registry
+        func mode(_ path: String) throws -> Int {
+            try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int ?? -1
+        }
+        let root = registry.layout.root
+        #expect(try mode(directory.file("parent")) == 0o755, "a parent the user named is made as mkdir -p would")
+        for path in [root, root + "/blobs", root + "/blobs/sha256", root + "/tmp"] { #expect(try mode(path) == 0o700, "\(path)") }
+        // The database holds token hashes; its WAL and SHM (present while it is open) too.
+        _ = try await registry.createToken(name: "t", scope: .read, models: nil)
+        for suffix in ["", "-wal", "-shm"] {
+            #expect(try mode(root + "/graft.sqlite" + suffix) == 0o600, "graft.sqlite\(suffix)")
+        }
+        let blobs = filesUnder(root + "/blobs/sha256")
+        #expect(!blobs.isEmpty)
+        for blob in blobs {
+            #expect(try mode(root + "/blobs/sha256/" + blob) == 0o400)
+            #expect(try mode((root + "/blobs/sha256/" + blob).components(separatedBy: "/").dropLast().joined(separator: "/")) == 0o700)
+        }
+    }
+
     @Test("small tensors live inline in SQLite, large ones as read-only blob files")
     func inlineThreshold() async throws {
         let test = try await TestRegistry()
@@ -105,7 +136,7 @@ struct RegistryTests {
             let file = test.root + "/blobs/sha256/\(digest.prefix(2))/\(digest)"
             #expect(try fileBytes(file) == Data(tensor.bytes))
             let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
-            #expect(mode == 0o444)
+            #expect(mode == 0o400, "read-only, to the owner alone")
         }
         #expect(try test.rows("SELECT count(*) FROM blobs WHERE inline_data IS NOT NULL") == 11 - large.count)
 
