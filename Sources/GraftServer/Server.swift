@@ -44,6 +44,27 @@ public struct ServerConfiguration: Sendable {
     }
 }
 
+/// Under TLS every answer (errors included) tells browsers to use HTTPS only, for a year
+/// (`Strict-Transport-Security`), so a later visit cannot be downgraded to plain HTTP.
+struct StrictTransportSecurity: RouterMiddleware {
+    func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response
+    {
+        var response = try await next(request, context)
+        response.headers[HTTPField.Name("Strict-Transport-Security")!] = "max-age=31536000"
+        return response
+    }
+}
+
+extension ServerConfiguration {
+    /// Whether `host` is a loopback address (or `localhost`): only there is plain HTTP private.
+    public static func isLoopback(_ host: String) -> Bool {
+        let lowered = host.lowercased()
+        if lowered == "localhost" || lowered == "::1" || lowered == "0:0:0:0:0:0:0:1" { return true }
+        let octets = lowered.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+    }
+}
+
 /// `graft serve`: the registry's HTTP API (docs/API.md, docs/openapi.json).
 public enum GraftServer {
     /// Serves `registry` until SIGTERM or SIGINT, then stops accepting connections, lets the
@@ -65,6 +86,7 @@ public enum GraftServer {
         let api = API(registry: registry, configuration: configuration)
         let router = Router(context: GraftContext.self)
         router.add(middleware: AccessLog())
+        if configuration.tlsCertificate != nil { router.add(middleware: StrictTransportSecurity()) }
         router.add(middleware: ErrorAnswer())
         router.add(middleware: Authentication(registry: registry))
         let routes = RouteTable(router, registry: registry)
@@ -82,8 +104,10 @@ public enum GraftServer {
         let server: HTTPServerBuilder
         if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
             let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
-            let tls = TLSConfiguration.makeServerConfiguration(
+            var tls = TLSConfiguration.makeServerConfiguration(
                 certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            // TLS 1.0 and 1.1 are deprecated (RFC 8996): a client that offers only them is refused.
+            tls.minimumTLSVersion = .tlsv12
             server = try .tls(http1, tlsConfiguration: tls)
             scheme = "https"
         } else {

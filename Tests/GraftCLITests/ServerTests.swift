@@ -672,5 +672,35 @@ struct ServerAbuseTests {
         #expect(login.stdout.contains("Set-Cookie: graft_session=\(token); Path=/; HttpOnly; SameSite=Strict; Secure"), "\(login.stdout)")
         // Plain HTTP to the TLS port gets no answer.
         #expect((try? server.request("GET", "/healthz"))?.status != 200)
+        // Every answer, errors included, carries HSTS.
+        let headers = try runProcess("/usr/bin/curl", ["-s", "-D", "-", "-o", "/dev/null", "--cacert", cert, server.url + "/v1/models"])
+        #expect(
+            headers.stdout.contains("HTTP/1.1 401") && headers.stdout.lowercased().contains("strict-transport-security: max-age=31536000"))
+        // TLS 1.2 is the floor: a client offering at most 1.1 (its own floor lowered) is refused.
+        let port = String(server.url.split(separator: ":").last ?? "")
+        func handshake(_ version: String) throws -> ProcessOutput {
+            try runProcess(
+                "/usr/bin/openssl",
+                ["s_client", "-connect", "127.0.0.1:\(port)", version, "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", cert], input: Data())
+        }
+        let old = try handshake("-tls1_1")
+        #expect(old.stdout.contains("Cipher is (NONE)") && old.stderr.contains("alert protocol version"), "\(old.stdout)\(old.stderr)")
+        let current = try handshake("-tls1_2")
+        #expect(current.stdout.contains("New, TLSv1.2, Cipher is"), "what the test would catch: \(current.stdout)\(current.stderr)")
+    }
+
+    @Test("listening beyond loopback without TLS warns at start; loopback does not")
+    func plainHTTPWarning() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        let loopback = try TestServer(registry: cli.registry, logDirectory: cli.directory.path)
+        let quiet = loopback.log
+        loopback.stop()
+        #expect(!quiet.contains("without TLS"))
+        // An address of TEST-NET-1 (RFC 5737), never this machine's: the warning comes before the
+        // bind, which then fails, so no test server ever listens beyond loopback.
+        let open = try cli.run(["serve", "--listen", "192.0.2.1:0"])
+        #expect(open.stderr.contains("warning: listening on 192.0.2.1 without TLS"), "\(open.stderr)")
+        #expect(open.status == 69 && open.stderr.contains("cannot serve on 192.0.2.1:0"))
     }
 }

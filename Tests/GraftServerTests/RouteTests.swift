@@ -100,3 +100,14 @@ struct RouteTests {
         for bad in ["8470", ":8470", "host:", "host:70000", "host:-1"] { #expect(ServerConfiguration.parseListen(bad) == nil, "\(bad)") }
     }
 }
+
+@Suite("Listening addresses")
+struct ListeningTests {
+    @Test("loopback is 127.0.0.0/8, ::1 and localhost; nothing else, however it is spelled")
+    func loopback() {
+        #expect(ServerConfiguration.isLoopback("127.0.0.1") && ServerConfiguration.isLoopback("127.9.8.7"))
+        #expect(ServerConfiguration.isLoopback("::1") && ServerConfiguration.isLoopback("LocalHost"))
+        #expect(!ServerConfiguration.isLoopback("0.0.0.0") && !ServerConfiguration.isLoopback("10.0.0.1"))
+        #expect(!ServerConfiguration.isLoopback("127.0.0.1.evil.example") && !ServerConfiguration.isLoopback("::"))
+    }
+}

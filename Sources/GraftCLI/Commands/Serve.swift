@@ -12,7 +12,9 @@ extension GraftCommand {
                 Every route but /healthz needs `Authorization: Bearer TOKEN`; create tokens with
                 `graft token create`. There are no default credentials. Other machines then use
                 `--registry http://HOST:PORT` (or GRAFT_REGISTRY) with GRAFT_TOKEN set. Listening
-                on another address than loopback without --tls-cert sends tokens in clear.
+                on another address than loopback without --tls-cert sends tokens in clear (a
+                warning says so at start). HTTPS accepts TLS 1.2 and 1.3 only and sends
+                Strict-Transport-Security.
                 SIGTERM or SIGINT stops accepting connections and lets requests in flight finish.
                 One access line per request goes to stderr. API: docs/API.md, docs/openapi.json.
                 The web view: open http://HOST:PORT/ in a browser and sign in with a read token
@@ -44,6 +46,16 @@ extension GraftCommand {
             do { registry = try await options.openLocal() } catch { throw fail(error) }
             let configuration = ServerConfiguration(
                 host: host, port: port, tlsCertificate: tlsCert, tlsKey: tlsKey, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)))
+            if tlsCert == nil, !ServerConfiguration.isLoopback(host) {
+                FileHandle.standardError.write(
+                    Data(
+                        """
+                        graft serve: warning: listening on \(host) without TLS: tokens, session cookies and model bytes cross the \
+                        network in clear; give --tls-cert and --tls-key, or put a TLS-terminating proxy in front and listen on \
+                        127.0.0.1
+
+                        """.utf8))
+            }
             var logger = Logger(label: "graft.serve") { StreamLogHandler.standardError(label: $0) }
             logger.logLevel = .info
             do {
