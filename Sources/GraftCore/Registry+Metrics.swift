@@ -145,6 +145,24 @@ extension Registry {
     }
 }
 
+/// The lines of an input, each without its line feed (and a carriage return before it), visited
+/// in place.
+struct InputLines: Sequence, IteratorProtocol {
+    private let bytes: [UInt8]
+    private var start = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    mutating func next() -> ArraySlice<UInt8>? {
+        guard start < bytes.count else { return nil }
+        let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
+        var line = bytes[start..<end]
+        if line.last == 0x0D { line = line.dropLast() }
+        start = end + 1
+        return line
+    }
+}
+
 /// Training-curve points, column-wise: names are interned, so a million points hold a
 /// handful of strings.
 public struct CurveBatch: Sendable, Equatable {
@@ -196,10 +214,9 @@ public enum CurveParser {
     }
 
     static func parseCSV(_ bytes: [UInt8]) throws(GraftError) -> CurveBatch {
-        var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in line.last == 0x0D ? line.dropLast() : line
-        }
-        while let last = lines.last, last.isEmpty { lines.removeLast() }
-        guard let headerLine = lines.first else {
+        // Lines are visited in place: a list of them would cost more than the points they hold.
+        var lines = InputLines(bytes).enumerated().makeIterator()
+        guard bytes.contains(where: { $0 != 0x0A && $0 != 0x0D }), let (_, headerLine) = lines.next() else {
             throw .invalidMetric("input", reason: "empty input: expected a CSV header such as `step,loss`")
         }
         let header = headerLine.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).map {
@@ -219,7 +236,8 @@ public enum CurveParser {
             }
         }
         var cells = [ArraySlice<UInt8>](repeating: [], count: header.count)
-        for (number, line) in lines.enumerated().dropFirst() where !line.isEmpty {
+        while let (number, line) = lines.next() {
+            if line.isEmpty { continue }
             // Split the line into the reused cell array, without allocating per line.
             var count = 0
             var start = line.startIndex
@@ -254,7 +272,7 @@ public enum CurveParser {
 
     static func parseJSONLines(_ bytes: [UInt8]) throws(GraftError) -> CurveBatch {
         var points = CurveBatch()
-        for (number, line) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+        for (number, line) in InputLines(bytes).enumerated() {
             guard line.contains(where: { $0 != 0x20 && $0 != 0x0D && $0 != 0x09 }) else { continue }
             guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
                 throw .invalidMetric("line \(number + 1)", reason: "is not a JSON object")

@@ -13,9 +13,12 @@ struct API: Sendable {
     let configuration: ServerConfiguration
     /// Small JSON bodies (everything but upload proposals and commits).
     static let smallBody = 1 << 20
+    /// Admits the large bodies (proposals, commits, curve imports) a few at a time.
+    let gate: BodyGate
 
     init(registry: Registry, configuration: ServerConfiguration) {
         (self.registry, self.configuration) = (registry, configuration)
+        gate = BodyGate(slots: configuration.largeBodies, wait: configuration.largeBodyWait)
     }
 
     func register(on routes: RouteTable) {
@@ -138,21 +141,26 @@ struct API: Sendable {
         let registry = self.registry
         let window = configuration.uploadWindow
         let limit = configuration.maxJSONBytes
+        let gate = self.gate
         for (prefix, base) in [("/v1/bases/{name}", true), ("/v1/models/{name}/checkpoints", false)] {
             routes.post("\(prefix)/proposal", .model(.write)) { request, context, grant in
                 let name = try modelName(context)
-                let proposal = try await decode(UploadProposal.self, request, limit: limit)
-                let plan = try await registry.planUpload(to: name, base: base, proposal, visibleTo: grant.token.models)
-                try await registry.announceUploads(plan.missing, window: window)
-                return jsonResponse(plan)
+                return try await gate.admit {
+                    let proposal = try await decode(UploadProposal.self, request, limit: limit)
+                    let plan = try await registry.planUpload(to: name, base: base, proposal, visibleTo: grant.token.models)
+                    try await registry.announceUploads(plan.missing, window: window)
+                    return jsonResponse(plan)
+                }
             }
             routes.post(prefix, .model(.write)) { request, context, grant in
                 let name = try modelName(context)
-                let commit = try await decode(UploadCommit.self, request, limit: limit)
-                return jsonResponse(
-                    try await registry.commitUpload(
-                        to: name, base: base, commit, visibleTo: grant.token.models, proofsOf: grant.token.name),
-                    status: .created)
+                return try await gate.admit {
+                    let commit = try await decode(UploadCommit.self, request, limit: limit)
+                    return jsonResponse(
+                        try await registry.commitUpload(
+                            to: name, base: base, commit, visibleTo: grant.token.models, proofsOf: grant.token.name),
+                        status: .created)
+                }
             }
         }
         routes.put("/v1/blobs/{digest}", .scope(.write)) { request, context, grant in
@@ -228,8 +236,10 @@ struct API: Sendable {
         }
         routes.post("/v1/models/{name}/curves/import", .model(.write)) { request, context, _ in
             let name = try modelName(context)
-            let bytes = try await collect(request, limit: configuration.maxJSONBytes)
-            return jsonResponse(try await registry.importCurves(model: name, bytes: bytes))
+            return try await gate.admit {
+                let bytes = try await collect(request, limit: configuration.maxJSONBytes)
+                return jsonResponse(try await registry.importCurves(model: name, bytes: bytes))
+            }
         }
         routes.put("/v1/checkpoints/{ref}/aliases/{alias}", .checkpoint(.write)) { _, context, grant in
             let reference = try grant.checkpoint()
@@ -441,6 +451,8 @@ func collect(_ request: Request, limit: Int) async throws -> [UInt8] {
         throw GraftError.tooLarge("the body has \(declared) bytes; this route takes at most \(limit)")
     }
     var bytes: [UInt8] = []
+    // Sized once from the declared length (bounded by the cap): appending would double it.
+    if let declared = request.headers[.contentLength].flatMap(Int.init), declared > 0 { bytes.reserveCapacity(declared) }
     for try await buffer in request.body {
         guard bytes.count + buffer.readableBytes <= limit else {
             throw GraftError.tooLarge("the body runs past \(limit) bytes, the most this route takes")
@@ -479,3 +491,45 @@ private func describe(_ error: DecodingError) -> String {
 }
 
 let graftVersion = "0.6.0"
+
+/// Admits a few large-body requests at a time: each holds its body and what is parsed from it
+/// until it answers, so the slots times the body cap bound the memory they take. A request
+/// waits for a slot at most `wait` (then 503 busy, to retry); at most 64 wait at once.
+actor BodyGate {
+    private var free: Int
+    private var waiting = 0
+    private let wait: Duration
+
+    init(slots: Int, wait: Duration) { (free, self.wait) = (max(1, slots), wait) }
+
+    /// Runs `body` holding a slot.
+    nonisolated func admit<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        try await acquire()
+        do {
+            let result = try await body()
+            await release()
+            return result
+        } catch {
+            await release()
+            throw error
+        }
+    }
+
+    private func acquire() async throws {
+        if free > 0 {
+            free -= 1
+            return
+        }
+        guard waiting < 64 else { throw GraftError.busy }
+        waiting += 1
+        defer { waiting -= 1 }
+        let deadline = ContinuousClock.now + wait
+        while free == 0 {
+            guard ContinuousClock.now < deadline else { throw GraftError.busy }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        free -= 1
+    }
+
+    private func release() { free += 1 }
+}

@@ -18,18 +18,24 @@ public struct ServerConfiguration: Sendable {
     public var tlsKey: String?
     /// A connection that sends nothing (a stalled upload included) for this long is closed.
     public var idleTimeout: Duration
-    /// The largest JSON body (an upload proposal carries every tensor's digest and the header).
+    /// The largest body of the routes that take large ones (an upload proposal or commit carries
+    /// every tensor's digest and the header; a curve import its CSV or JSON lines).
     public var maxJSONBytes: Int
+    /// How many of those large bodies are read and processed at once; more wait for a slot (at
+    /// most `largeBodyWait`, then 503 busy). With `maxJSONBytes` this bounds the server's memory.
+    public var largeBodies: Int
+    public var largeBodyWait: Duration
     /// How long an upload proposal's blobs may be sent after it.
     public var uploadWindow: Duration
 
     public init(
         host: String = "127.0.0.1", port: Int = 8470, tlsCertificate: String? = nil, tlsKey: String? = nil,
         idleTimeout: Duration = .seconds(60),
-        maxJSONBytes: Int = 128 << 20, uploadWindow: Duration = .seconds(3600)
+        maxJSONBytes: Int = 16 << 20, largeBodies: Int = 2, largeBodyWait: Duration = .seconds(30), uploadWindow: Duration = .seconds(3600)
     ) {
         (self.host, self.port, self.tlsCertificate, self.tlsKey) = (host, port, tlsCertificate, tlsKey)
         (self.idleTimeout, self.maxJSONBytes, self.uploadWindow) = (idleTimeout, maxJSONBytes, uploadWindow)
+        (self.largeBodies, self.largeBodyWait) = (largeBodies, largeBodyWait)
     }
 
     /// Parses `HOST:PORT` (`[::1]:8470` for IPv6).

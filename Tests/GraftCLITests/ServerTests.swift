@@ -3,6 +3,7 @@ import Foundation
 import Graft
 import GraftTestSupport
 import SafeTensors
+import Synchronization
 import Testing
 
 /// A registry with a base `cnn` (registered locally), tokens of each scope, and a running server.
@@ -638,6 +639,53 @@ struct ServerAbuseTests {
         let commit = UploadCommit(proposal: proposal, provenance: Provenance(license: "mit\u{0}"))
         let refused = try served.server.request("POST", "/v1/bases/b2", token: served.write, body: try jsonBody(commit))
         #expect(refused.status == 400 && (refused.object["message"] as? String ?? "").contains("provenance license"), "\(refused.text)")
+    }
+
+    @Test("memory stays bounded: a body past the cap is refused as it arrives, and large bodies are processed two at a time")
+    func boundedMemory() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        #expect(try cli.run(["base", "add", try cli.base(), "--name", "cnn"]).status == 0)
+        let token = try cli.run(["token", "create", "w", "--scope", "write"]).stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let server = try TestServer(registry: cli.registry, arguments: ["--max-body-mib", "2"], logDirectory: cli.directory.path)
+        defer { server.stop() }
+        func peakMiB() -> Int {
+            let status = (try? String(contentsOfFile: "/proc/\(server.process.pid)/status", encoding: .utf8)) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
+            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1) / 1024
+        }
+        // 120 MB announced, or sent chunked with no length (3 MiB here, past the 2 MiB cap; the
+        // server stops reading there): 413 once the cap is passed.
+        let announced = try Connection(port: server.port)
+        announced.send(
+            requestBytes(
+                method: "POST", path: "/v1/models/cnn/curves/import", token: token, headers: [:], body: nil, contentLength: 120_000_000))
+        #expect(try parseAnswer(announced.receiveAll()).status == 413)
+        let connection = try Connection(port: server.port)
+        var head = "POST /v1/models/cnn/curves/import HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        head += "Authorization: Bearer \(token)\r\nTransfer-Encoding: chunked\r\n\r\n"
+        connection.send(Array(head.utf8))
+        let chunk = Array(String(repeating: "1,0.5\n", count: 1 << 17).utf8)
+        for _ in 0..<4 { connection.send(Array((String(chunk.count, radix: 16) + "\r\n").utf8) + chunk + Array("\r\n".utf8)) }
+        #expect(try parseAnswer(connection.receiveAll()).status == 413)
+        // Eight clients at once, each a curve file at the cap: each imported or told to retry
+        // (503), and the server's peak stays bounded (how many run at once: BodyGateTests).
+        var csv = "step,loss,accuracy\n"
+        var step = 0
+        while csv.utf8.count < (2 << 20) - 64 {
+            csv += "\(step),0.\(step % 9973),0.\(step % 7919)\n"
+            step += 1
+        }
+        let body = Array(csv.utf8)
+        let statuses = Mutex<[Int]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            let status = (try? server.request("POST", "/v1/models/cnn/curves/import", token: token, body: body))?.status ?? -1
+            statuses.withLock { $0.append(status) }
+        }
+        let answered = statuses.withLock { $0 }
+        #expect(answered.allSatisfy { $0 == 200 || $0 == 503 }, "\(answered)")
+        #expect(answered.filter { $0 == 200 }.count >= 2, "\(answered)")
+        #expect(peakMiB() > 0 && peakMiB() < 256, "peak RSS \(peakMiB()) MiB")
     }
 
     @Test("HTTPS with --tls-cert/--tls-key")

@@ -1,6 +1,7 @@
 import Foundation
 import Graft
 import Hummingbird
+import Synchronization
 import Testing
 
 @testable import GraftServer
@@ -109,5 +110,41 @@ struct ListeningTests {
         #expect(ServerConfiguration.isLoopback("::1") && ServerConfiguration.isLoopback("LocalHost"))
         #expect(!ServerConfiguration.isLoopback("0.0.0.0") && !ServerConfiguration.isLoopback("10.0.0.1"))
         #expect(!ServerConfiguration.isLoopback("127.0.0.1.evil.example") && !ServerConfiguration.isLoopback("::"))
+    }
+}
+
+@Suite("Large bodies, a few at a time")
+struct BodyGateTests {
+    @Test("at most `slots` run at once; the others wait their turn, then are told busy past the wait; a slot frees on error too")
+    func slots() async throws {
+        let gate = BodyGate(slots: 2, wait: .seconds(30))
+        final class Running: Sendable { let count = Mutex((now: 0, most: 0)) }
+        let running = Running()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    try await gate.admit {
+                        running.count.withLock {
+                            $0.now += 1; $0.most = max($0.most, $0.now)
+                        }
+                        try await Task.sleep(for: .milliseconds(30))
+                        running.count.withLock { $0.now -= 1 }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(running.count.withLock { $0.most } == 2)
+        // A failing body gives its slot back.
+        await #expect(throws: GraftError.self) { try await gate.admit { throw GraftError.busy } }
+        // One slot held: a second request waits at most the wait, then is busy.
+        let short = BodyGate(slots: 1, wait: .milliseconds(50))
+        let holding = Task { try await short.admit { try await Task.sleep(for: .milliseconds(500)) } }
+        try await Task.sleep(for: .milliseconds(20))
+        let started = ContinuousClock.now
+        await #expect(throws: GraftError.self) { try await short.admit {} }
+        #expect(ContinuousClock.now - started < .milliseconds(400), "refused after its wait, not after the holder")
+        try await holding.value
+        try await short.admit {}
     }
 }

@@ -32,12 +32,19 @@ extension GraftCommand {
             name: .customLong("idle-timeout"),
             help: ArgumentHelp("Close a connection silent this many seconds (a stalled upload included).", valueName: "seconds"))
         var idleTimeout: Double = 60
+        @Option(
+            name: .customLong("max-body-mib"),
+            help: ArgumentHelp(
+                "The largest upload proposal, commit or curve import body, in MiB (1 to 1024); two are processed at a time.",
+                valueName: "mib"))
+        var maxBodyMiB = 16
         @OptionGroup var options: RegistryOptions
 
         func validate() throws {
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
             if ServerConfiguration.parseListen(listen) == nil { throw ValidationError("--listen takes HOST:PORT, e.g. 127.0.0.1:8470") }
             if !(idleTimeout > 0 && idleTimeout <= 86400) { throw ValidationError("--idle-timeout takes 0 < seconds ≤ 86400") }
+            if !(1...1024).contains(maxBodyMiB) { throw ValidationError("--max-body-mib takes 1 to 1024") }
         }
 
         func run() async throws {
@@ -45,7 +52,8 @@ extension GraftCommand {
             let registry: Registry
             do { registry = try await options.openLocal() } catch { throw fail(error) }
             let configuration = ServerConfiguration(
-                host: host, port: port, tlsCertificate: tlsCert, tlsKey: tlsKey, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)))
+                host: host, port: port, tlsCertificate: tlsCert, tlsKey: tlsKey, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
+                maxJSONBytes: maxBodyMiB << 20)
             if tlsCert == nil, !ServerConfiguration.isLoopback(host) {
                 FileHandle.standardError.write(
                     Data(
