@@ -80,7 +80,9 @@ struct ServerAccessTests {
         #expect(try server.request("GET", "/v1/models", token: "graft_short").status == 401)
         #expect(try server.request("GET", "/v1/models", token: "graft_" + String(repeating: "A", count: 43)).status == 401)
         #expect(try server.request("GET", "/v1/openapi.json").status == 401)
-        #expect(try server.request("GET", "/v1/models", token: served.read).status == 200)
+        let listed = try server.request("GET", "/v1/models", token: served.read)
+        #expect(listed.status == 200 && listed.headers["content-type"] == "application/json", "JSON answers say so")
+        #expect(none.headers["content-type"] == "application/json", "errors too")
         // The scheme is case-insensitive (RFC 9110); any other scheme, or none with a token, is not.
         for header in ["bearer \(served.read)", "BEARER \(served.read)", "Bearer  \(served.read)"] {
             #expect(try server.request("GET", "/v1/models", headers: ["Authorization": header]).status == 200, "\(header.prefix(8))")
@@ -318,6 +320,7 @@ struct ServerUploadTests {
         #expect(download.status == 200)
         #expect(download.body == Array(try Data(contentsOf: URL(fileURLWithPath: tuned))))
         #expect(download.headers["etag"] == "\"\(result["digest"] as? String ?? "")\"")
+        #expect(download.headers["accept-ranges"] == "bytes", "a client may resume with a range")
         let range = try served.server.request(
             "GET", "/v1/checkpoints/ft@1/safetensors", token: served.read, headers: ["Range": "bytes=100-4195"])
         #expect(range.status == 206)
@@ -326,9 +329,17 @@ struct ServerUploadTests {
         let notModified = try served.server.request(
             "GET", "/v1/checkpoints/ft@1/safetensors", token: served.read, headers: ["If-None-Match": download.headers["etag"] ?? ""])
         #expect(notModified.status == 304)
+        for other in ["\"sha256:0\"", "W/\"x\""] {
+            let changed = try served.server.request(
+                "GET", "/v1/checkpoints/ft@1/safetensors", token: served.read, headers: ["If-None-Match": other])
+            #expect(changed.status == 200 && changed.body == download.body, "another ETag: the bytes")
+        }
+        let any = try served.server.request("GET", "/v1/checkpoints/ft@1/safetensors", token: served.read, headers: ["If-None-Match": "*"])
+        #expect(any.status == 304)
         let head = try served.server.request("HEAD", "/v1/checkpoints/ft@1/safetensors", token: served.read)
         #expect(head.status == 200 && head.body.isEmpty)
         #expect(head.headers["content-length"] == String(download.body.count) && head.headers["etag"] == download.headers["etag"])
+        #expect(head.headers["accept-ranges"] == "bytes")
         #expect(try served.server.request("HEAD", "/v1/checkpoints/ft@9/safetensors", token: served.read).status == 404)
         let exported = served.cli.directory.file("exported.safetensors")
         #expect(try served.remote(["export", "ft@1", "--output", exported], token: served.read).status == 0)

@@ -44,6 +44,7 @@ struct RouteTests {
         #expect(try byteRange("bytes=-10", length: 100) == 90...99)
         #expect(try byteRange("bytes=50-500", length: 100) == 50...99)
         #expect(try byteRange("bytes=-500", length: 100) == 0...99)
+        #expect(try byteRange("bytes=-1", length: 100) == 99...99, "the last byte alone")
         for bad in ["bytes=9-0", "bytes=100-", "bytes=-", "items=0-1", "bytes=0-1,3-4", "bytes=a-b", "bytes=-0"] {
             #expect(throws: GraftError.self, "\(bad)") { try byteRange(bad, length: 100) }
         }

@@ -362,6 +362,8 @@ struct GlobTests {
         #expect(matches("layer[1-3].*", "layer2.bn") && !matches("layer[1-3].*", "layer4.bn"))
         #expect(matches("layer[!1-3].*", "layer4.bn") && !matches("layer[^1-3].*", "layer1.bn"))
         #expect(matches("a[]]b", "a]b"), "] first in a set is literal")
+        #expect(matches("a[\\]x]b", "a]b") && matches("a[\\]x]b", "axb"), "a backslash escapes ] in a set, as glibc's fnmatch")
+        #expect(!matches("a[\\]x]b", "a\\b") && !matches("a[\\]x]b", "a]x]b"))
         #expect(matches("a\\*b", "a*b") && !matches("a\\*b", "axb"))
         #expect(matches("a[b", "a[b"), "an unclosed [ is literal")
         #expect(matches("*", "") && !matches("?", ""))
