@@ -52,6 +52,15 @@ package protocol MetadataStore: Sendable {
     func revokeToken(named name: String, at time: String) async throws(GraftError) -> Bool
     /// The active token whose secret hashes to `hash`.
     func token(hash: [UInt8]) async throws(GraftError) -> TokenInfo?
+    /// Opens a session (`hash`: its id's SHA-256) for the active token whose secret hashes to
+    /// `tokenHash`, at `now` (seconds since the epoch); sessions past `expiry` are dropped.
+    /// `false` when no active token has that hash.
+    func insertSession(hash: [UInt8], tokenHash: [UInt8], now: Double, expiry: SessionExpiry) async throws(GraftError) -> Bool
+    /// The active token of a live session, its last use moved to `now` (at most once a minute);
+    /// `nil` for an unknown, expired or signed-out session or a revoked token.
+    func session(hash: [UInt8], now: Double, expiry: SessionExpiry) async throws(GraftError) -> TokenInfo?
+    /// Ends a session (signing out); nothing when there is none.
+    func deleteSession(hash: [UInt8]) async throws(GraftError)
     /// Of `digests`, those some tensor of a model matching `models` (a glob) refers to: what a
     /// confined token may learn exists.
     func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest>

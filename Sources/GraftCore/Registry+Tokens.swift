@@ -49,8 +49,10 @@ public struct CreatedToken: Sendable, Codable, Equatable {
 /// from); the database never holds a secret in clear.
 package enum TokenSecret {
     static let prefix = "graft_"
+    /// A web session's id: as random as a token, and never accepted as one.
+    static let sessionPrefix = "graftsession_"
 
-    static func generate() -> String {
+    static func generate(prefix: String = prefix) -> String {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
         let base64 = Data(bytes).base64EncodedString()
@@ -60,7 +62,7 @@ package enum TokenSecret {
 
     /// The stored form of a secret, or `nil` for text that cannot be a secret (checked before
     /// any lookup, so malformed tokens cost no query).
-    package static func hash(_ secret: String) -> [UInt8]? {
+    package static func hash(_ secret: String, prefix: String = prefix) -> [UInt8]? {
         let utf8 = Array(secret.utf8)
         guard utf8.count == prefix.utf8.count + 43, secret.hasPrefix(prefix),
             utf8.dropFirst(prefix.utf8.count).allSatisfy({ isBase64URL($0) })
@@ -109,5 +111,51 @@ extension Registry {
     public func authenticate(_ secret: String) async throws(GraftError) -> TokenInfo? {
         guard let hash = TokenSecret.hash(secret) else { return nil }
         return try await metadata.token(hash: hash)
+    }
+}
+
+/// How long a web session lives: `idle` since its last request, `lifetime` since it opened.
+public struct SessionExpiry: Sendable, Equatable {
+    public var idle: Double
+    public var lifetime: Double
+    /// Eight hours idle, seven days in all.
+    public init(idle: Double = 8 * 3600, lifetime: Double = 7 * 86400) { (self.idle, self.lifetime) = (idle, lifetime) }
+
+    /// Whether a session opened at `created` and last used at `lastSeen` is live at `now`.
+    package func isLive(created: Double, lastSeen: Double, now: Double) -> Bool {
+        now - lastSeen < idle && now - created < lifetime
+    }
+}
+
+/// A web session opened by signing in: its id (the cookie's value, shown once) and its token.
+public struct OpenedSession: Sendable {
+    public var id: String
+    public var token: TokenInfo
+}
+
+extension Registry {
+    /// Signs in with a token's secret: opens a session for it and answers the session's id
+    /// (random, stored only as its SHA-256), or `nil` when the token is unknown, revoked or
+    /// malformed. The id is what the browser keeps; it is never an API credential.
+    public func openSession(secret: String, expiry: SessionExpiry, now: Double? = nil) async throws(GraftError) -> OpenedSession? {
+        let now = now ?? Date().timeIntervalSince1970
+        guard let tokenHash = TokenSecret.hash(secret), let token = try await metadata.token(hash: tokenHash) else { return nil }
+        let id = TokenSecret.generate(prefix: TokenSecret.sessionPrefix)
+        let hash = TokenSecret.hash(id, prefix: TokenSecret.sessionPrefix)!
+        guard try await metadata.insertSession(hash: hash, tokenHash: tokenHash, now: now, expiry: expiry) else { return nil }
+        return OpenedSession(id: id, token: token)
+    }
+
+    /// The token of a live session, or `nil` (unknown, expired, signed out, token revoked).
+    public func session(_ id: String, expiry: SessionExpiry, now: Double? = nil) async throws(GraftError) -> TokenInfo? {
+        let now = now ?? Date().timeIntervalSince1970
+        guard let hash = TokenSecret.hash(id, prefix: TokenSecret.sessionPrefix) else { return nil }
+        return try await metadata.session(hash: hash, now: now, expiry: expiry)
+    }
+
+    /// Signs a session out.
+    public func closeSession(_ id: String) async throws(GraftError) {
+        guard let hash = TokenSecret.hash(id, prefix: TokenSecret.sessionPrefix) else { return }
+        try await metadata.deleteSession(hash: hash)
     }
 }

@@ -280,8 +280,15 @@ extension PostgresMetadataStore {
 
     package func revokeToken(named name: String, at time: String) async throws(GraftError) -> Bool {
         try await write { connection in
-            try await connection.changes(
-                "UPDATE tokens SET revoked_at = \(time) WHERE name = \(name) AND revoked_at IS NULL RETURNING 1", logger: self.logger) > 0
+            let revoked =
+                try await connection.changes(
+                    "UPDATE tokens SET revoked_at = \(time) WHERE name = \(name) AND revoked_at IS NULL RETURNING 1", logger: self.logger)
+                > 0
+            // Its sessions end with it (a lookup also requires an active token).
+            try await connection.run(
+                "DELETE FROM sessions WHERE token_id IN (SELECT id FROM tokens WHERE name = \(name) AND revoked_at = \(time))",
+                logger: self.logger)
+            return revoked
         }
     }
 
@@ -291,6 +298,48 @@ extension PostgresMetadataStore {
                 "SELECT name, scope, models, created_at FROM tokens WHERE secret_hash = \(ByteBuffer(bytes: hash)) AND revoked_at IS NULL",
                 logger: self.logger
             ).map(Self.token)
+        }
+    }
+
+    package func insertSession(hash: [UInt8], tokenHash: [UInt8], now: Double, expiry: SessionExpiry) async throws(GraftError) -> Bool {
+        try await write { connection in
+            try await connection.run(
+                "DELETE FROM sessions WHERE last_seen <= \(now - expiry.idle) OR created_at <= \(now - expiry.lifetime)",
+                logger: self.logger)
+            return try await connection.changes(
+                """
+                INSERT INTO sessions (id_hash, token_id, created_at, last_seen)
+                SELECT \(ByteBuffer(bytes: hash)), id, \(now), \(now) FROM tokens
+                WHERE secret_hash = \(ByteBuffer(bytes: tokenHash)) AND revoked_at IS NULL RETURNING 1
+                """, logger: self.logger) > 0
+        }
+    }
+
+    package func session(hash: [UInt8], now: Double, expiry: SessionExpiry) async throws(GraftError) -> TokenInfo? {
+        let found = try await withConnection { connection in
+            try await connection.one(
+                """
+                SELECT t.name, t.scope, t.models, t.created_at, s.created_at AS opened, s.last_seen
+                FROM sessions s JOIN tokens t ON t.id = s.token_id WHERE s.id_hash = \(ByteBuffer(bytes: hash)) AND t.revoked_at IS NULL
+                """, logger: self.logger
+            ).map { row throws in
+                (token: try Self.token(row), opened: try row["opened"] as Double, lastSeen: try row["last_seen"] as Double)
+            }
+        }
+        guard let found, expiry.isLive(created: found.opened, lastSeen: found.lastSeen, now: now) else { return nil }
+        // The last use moves at most once a minute: a page view is not a write each time.
+        if now - found.lastSeen >= 60 {
+            try await write { connection in
+                try await connection.run(
+                    "UPDATE sessions SET last_seen = \(now) WHERE id_hash = \(ByteBuffer(bytes: hash))", logger: self.logger)
+            }
+        }
+        return found.token
+    }
+
+    package func deleteSession(hash: [UInt8]) async throws(GraftError) {
+        try await write { connection in
+            try await connection.run("DELETE FROM sessions WHERE id_hash = \(ByteBuffer(bytes: hash))", logger: self.logger)
         }
     }
 

@@ -26,7 +26,12 @@ extension SQLiteMetadataStore {
     package func revokeToken(named name: String, at time: String) async throws(GraftError) -> Bool {
         try await write { db in
             try db.execute(sql: "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", arguments: [time, name])
-            return db.changesCount > 0
+            let revoked = db.changesCount > 0
+            // Its sessions end with it (a lookup also requires an active token).
+            try db.execute(
+                sql: "DELETE FROM sessions WHERE token_id IN (SELECT id FROM tokens WHERE name = ? AND revoked_at = ?)",
+                arguments: [name, time])
+            return revoked
         }
     }
 
@@ -37,6 +42,43 @@ extension SQLiteMetadataStore {
                 arguments: [Data(hash)]
             ).map(Self.token)
         }
+    }
+
+    package func insertSession(hash: [UInt8], tokenHash: [UInt8], now: Double, expiry: SessionExpiry) async throws(GraftError) -> Bool {
+        try await write { db in
+            try db.execute(
+                sql: "DELETE FROM sessions WHERE last_seen <= ? OR created_at <= ?", arguments: [now - expiry.idle, now - expiry.lifetime])
+            try db.execute(
+                sql: """
+                    INSERT INTO sessions (id_hash, token_id, created_at, last_seen)
+                    SELECT ?, id, ?, ? FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL
+                    """, arguments: [Data(hash), now, now, Data(tokenHash)])
+            return db.changesCount > 0
+        }
+    }
+
+    package func session(hash: [UInt8], now: Double, expiry: SessionExpiry) async throws(GraftError) -> TokenInfo? {
+        let found = try await read { db in
+            try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT t.name, t.scope, t.models, t.created_at, s.created_at AS opened, s.last_seen
+                    FROM sessions s JOIN tokens t ON t.id = s.token_id WHERE s.id_hash = ? AND t.revoked_at IS NULL
+                    """, arguments: [Data(hash)]
+            ).map { row in (token: Self.token(row), opened: row["opened"] as Double, lastSeen: row["last_seen"] as Double) }
+        }
+        guard let found, expiry.isLive(created: found.opened, lastSeen: found.lastSeen, now: now) else { return nil }
+        // The last use moves at most once a minute: a page view is not a write each time.
+        if now - found.lastSeen >= 60 {
+            try await write { db in
+                try db.execute(sql: "UPDATE sessions SET last_seen = ? WHERE id_hash = ?", arguments: [now, Data(hash)])
+            }
+        }
+        return found.token
+    }
+
+    package func deleteSession(hash: [UInt8]) async throws(GraftError) {
+        try await write { db in try db.execute(sql: "DELETE FROM sessions WHERE id_hash = ?", arguments: [Data(hash)]) }
     }
 
     package func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest> {

@@ -28,25 +28,27 @@ struct GraftContext: RequestContext {
 /// cookie `/login` sets, and send a visitor without a valid one to `/login`.
 struct Authentication: RouterMiddleware {
     let registry: Registry
+    let expiry: SessionExpiry
 
     func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response
     {
         let path = request.uri.path
         if path == "/healthz" || Web.isPublic(path) { return try await next(request, context) }
         let page = Web.isPage(path)
-        let secret: String
+        let found: TokenInfo?
         if let header = request.headers[.authorization] {
             guard header.utf8.count < 200, let bearer = Self.bearer(header) else {
                 throw GraftError.unauthorized("malformed Authorization header: expected `Bearer TOKEN`")
             }
-            secret = bearer
+            found = try await registry.authenticate(bearer)
         } else if page, let cookie = Web.sessionCookie(request), cookie.utf8.count < 200 {
-            secret = cookie
+            // A page's cookie is a session id (never a token): live, and its token still active.
+            found = try await registry.session(cookie, expiry: expiry)
         } else {
             if page { return Web.redirectToLogin(request) }
             throw GraftError.unauthorized("a token is required: send `Authorization: Bearer TOKEN`")
         }
-        guard let token = try await registry.authenticate(secret) else {
+        guard let token = found else {
             if page, request.headers[.authorization] == nil { return Web.redirectToLogin(request) }
             throw GraftError.unauthorized("the token is unknown or revoked")
         }

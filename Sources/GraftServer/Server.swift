@@ -25,6 +25,8 @@ public struct ServerConfiguration: Sendable {
     /// most `largeBodyWait`, then 503 busy). With `maxJSONBytes` this bounds the server's memory.
     public var largeBodies: Int
     public var largeBodyWait: Duration
+    /// How long a web session lives (idle, and in all); a session's cookie is its random id.
+    public var sessionExpiry: SessionExpiry
     /// How long an upload proposal's blobs may be sent after it.
     public var uploadWindow: Duration
 
@@ -36,6 +38,7 @@ public struct ServerConfiguration: Sendable {
         (self.host, self.port, self.tlsCertificate, self.tlsKey) = (host, port, tlsCertificate, tlsKey)
         (self.idleTimeout, self.maxJSONBytes, self.uploadWindow) = (idleTimeout, maxJSONBytes, uploadWindow)
         (self.largeBodies, self.largeBodyWait) = (largeBodies, largeBodyWait)
+        sessionExpiry = SessionExpiry()
     }
 
     /// Parses `HOST:PORT` (`[::1]:8470` for IPv6).
@@ -94,7 +97,7 @@ public enum GraftServer {
         router.add(middleware: AccessLog())
         if configuration.tlsCertificate != nil { router.add(middleware: StrictTransportSecurity()) }
         router.add(middleware: ErrorAnswer())
-        router.add(middleware: Authentication(registry: registry))
+        router.add(middleware: Authentication(registry: registry, expiry: configuration.sessionExpiry))
         let routes = RouteTable(router, registry: registry)
         api.register(on: routes)
         Web(api: api, secure: configuration.tlsCertificate != nil).register(on: routes)

@@ -104,6 +104,8 @@ package final class MemoryMetadataStore: MetadataStore {
         var blobs: [Digest: Blob] = [:]
         var advisories: [String: AdvisoryRow] = [:]
         var tokens: [TokenRow] = []
+        /// Sessions by id hash: the index of their token row, when opened, when last used.
+        var sessions: [[UInt8]: (token: Int, created: Double, lastSeen: Double)] = [:]
 
         mutating func newID() -> Int64 {
             defer { nextID += 1 }
@@ -362,12 +364,36 @@ package final class MemoryMetadataStore: MetadataStore {
         try access { state in
             guard let index = state.tokens.firstIndex(where: { $0.info.name == name && $0.revokedAt == nil }) else { return false }
             state.tokens[index].revokedAt = time
+            state.sessions = state.sessions.filter { $0.value.token != index }
             return true
         }
     }
 
     package func token(hash: [UInt8]) async throws(GraftError) -> TokenInfo? {
         try access { state in state.tokens.first { $0.hash == hash && $0.revokedAt == nil }?.info }
+    }
+
+    package func insertSession(hash: [UInt8], tokenHash: [UInt8], now: Double, expiry: SessionExpiry) async throws(GraftError) -> Bool {
+        try access { state in
+            state.sessions = state.sessions.filter { expiry.isLive(created: $0.value.created, lastSeen: $0.value.lastSeen, now: now) }
+            guard let index = state.tokens.firstIndex(where: { $0.hash == tokenHash && $0.revokedAt == nil }) else { return false }
+            state.sessions[hash] = (index, now, now)
+            return true
+        }
+    }
+
+    package func session(hash: [UInt8], now: Double, expiry: SessionExpiry) async throws(GraftError) -> TokenInfo? {
+        try access { state in
+            guard let session = state.sessions[hash], state.tokens[session.token].revokedAt == nil,
+                expiry.isLive(created: session.created, lastSeen: session.lastSeen, now: now)
+            else { return nil }
+            if now - session.lastSeen >= 60 { state.sessions[hash]?.lastSeen = now }
+            return state.tokens[session.token].info
+        }
+    }
+
+    package func deleteSession(hash: [UInt8]) async throws(GraftError) {
+        try access { state in state.sessions[hash] = nil }
     }
 
     package func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest> {

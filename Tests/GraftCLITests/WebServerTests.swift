@@ -59,10 +59,20 @@ struct WebServerTests {
         let answer = try server.request(
             "POST", "/login", headers: Self.formType, body: form([("token", served.read), ("next", "/models/cnn")]))
         #expect(answer.status == 303 && answer.headers["location"] == "/models/cnn")
-        #expect(
-            answer.headers["set-cookie"] == "graft_session=\(served.read); Path=/; HttpOnly; SameSite=Strict", "no Secure over plain HTTP")
-        let page = try server.request("GET", "/models/cnn", headers: ["Cookie": "other=1; graft_session=\(served.read)"])
+        // The cookie is a fresh session id, never the token.
+        let cookie = answer.headers["set-cookie"] ?? ""
+        let session = String(cookie.dropFirst("graft_session=".count).prefix { $0 != ";" })
+        #expect(cookie.hasPrefix("graft_session=graftsession_") && cookie.hasSuffix("; Path=/; HttpOnly; SameSite=Strict"), "\(cookie)")
+        #expect(!cookie.contains(served.read) && session.count == "graftsession_".count + 43, "no Secure over plain HTTP")
+        let page = try server.request("GET", "/models/cnn", headers: ["Cookie": "other=1; graft_session=\(session)"])
         #expect(page.status == 200 && page.text.contains("<h1>cnn"))
+        // The session id is no API credential, and the token is no cookie.
+        #expect(try server.request("GET", "/v1/models", token: session).status == 401)
+        #expect(try server.request("GET", "/v1/models", headers: ["Cookie": "graft_session=\(session)"]).status == 401)
+        #expect(try server.request("GET", "/", headers: ["Cookie": "graft_session=\(served.read)"]).status == 303)
+        // Each login is its own session.
+        let second = try server.request("POST", "/login", headers: Self.formType, body: form([("token", served.read)]))
+        #expect(second.headers["set-cookie"] != cookie)
         // Another host after login is never a target.
         for hostile in ["//evil.example/x", "https://evil.example/", "/\\evil.example"] {
             let redirected = try server.request(
@@ -71,6 +81,9 @@ struct WebServerTests {
         }
         let wrong = try server.request("POST", "/login", headers: Self.formType, body: form([("token", "graft_wrong"), ("next", "/")]))
         #expect(wrong.status == 401 && wrong.headers["set-cookie"] == nil && wrong.text.contains("unknown or revoked"))
+        // An admin token stays off browsers.
+        let admin = try server.request("POST", "/login", headers: Self.formType, body: form([("token", served.admin)]))
+        #expect(admin.status == 403 && admin.headers["set-cookie"] == nil && admin.text.contains("Admin tokens do not sign in"))
         // A form posted from another site is refused before the token is looked at.
         let crossSite = try server.request(
             "POST", "/login", headers: Self.formType.merging(["Origin": "http://evil.example"]) { a, _ in a },
@@ -80,12 +93,16 @@ struct WebServerTests {
             "POST", "/login", headers: Self.formType.merging(["Origin": "http://127.0.0.1"]) { a, _ in a },
             body: form([("token", served.read)]))
         #expect(sameSite.status == 303)
-        let logout = try server.request("POST", "/logout", headers: ["Cookie": "graft_session=\(served.read)"])
+        // Logout ends the session on the server, not only in this browser.
+        let logout = try server.request("POST", "/logout", headers: ["Cookie": "graft_session=\(session)"])
         #expect(
             logout.status == 303 && logout.headers["location"] == "/login" && logout.headers["set-cookie"]?.contains("Max-Age=0") == true)
-        // A revoked token's cookie no longer opens pages.
+        #expect(try server.request("GET", "/", headers: ["Cookie": "graft_session=\(session)"]).status == 303, "a copied cookie is dead")
+        // Revoking the token ends its other sessions.
+        let other = String((second.headers["set-cookie"] ?? "").dropFirst("graft_session=".count).prefix { $0 != ";" })
+        #expect(try server.request("GET", "/", headers: ["Cookie": "graft_session=\(other)"]).status == 200)
         #expect(try served.cli.run(["token", "revoke", "read-t"]).status == 0)
-        #expect(try server.request("GET", "/", headers: ["Cookie": "graft_session=\(served.read)"]).status == 303)
+        #expect(try server.request("GET", "/", headers: ["Cookie": "graft_session=\(other)"]).status == 303)
         // A login body is capped.
         let huge = try server.request("POST", "/login", headers: Self.formType, body: [UInt8](repeating: UInt8(ascii: "a"), count: 10_000))
         #expect(huge.status == 413)

@@ -476,6 +476,44 @@ struct MetadataStoreConformanceTests {
     }
 
     @Test(
+        "web sessions: live while used and young, ended by sign-out or by their token's revocation; a session is not a token",
+        arguments: MetadataStoreKind.allCases)
+    func sessions(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try await kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        let (tokenHash, otherHash) = ([UInt8](repeating: 1, count: 32), [UInt8](repeating: 2, count: 32))
+        try await store.insertToken(
+            TokenInfo(name: "t", scope: .read, models: "a*", createdAt: "2026-01-01T00:00:00.000Z"), hash: tokenHash)
+        let expiry = SessionExpiry(idle: 100, lifetime: 1000)
+        let (s1, s2, s3) = ([UInt8](repeating: 11, count: 32), [UInt8](repeating: 12, count: 32), [UInt8](repeating: 13, count: 32))
+        #expect(try await store.insertSession(hash: s1, tokenHash: tokenHash, now: 0, expiry: expiry))
+        #expect(try await !store.insertSession(hash: s2, tokenHash: otherHash, now: 0, expiry: expiry), "no such token")
+        #expect(try await store.session(hash: s2, now: 1, expiry: expiry) == nil)
+        #expect(try await store.session(hash: s1, now: 50, expiry: expiry)?.models == "a*")
+        #expect(try await store.token(hash: s1) == nil, "a session id is not a token")
+        // Used every 90 s it stays live past the idle time (a use under a minute after the last one
+        // is not recorded), until its lifetime ends.
+        var now = 0.0
+        while now < 990 {
+            now += 90
+            #expect(try await store.session(hash: s1, now: now, expiry: expiry) != nil, "at \(now)")
+        }
+        #expect(try await store.session(hash: s1, now: 1000, expiry: expiry) == nil, "past its lifetime")
+        // Idle too long: gone.
+        #expect(try await store.insertSession(hash: s2, tokenHash: tokenHash, now: 2000, expiry: expiry))
+        #expect(try await store.session(hash: s2, now: 2099, expiry: expiry) != nil)
+        #expect(try await store.session(hash: s2, now: 2200, expiry: expiry) == nil, "idle 101 s")
+        // Signed out, or its token revoked: gone.
+        #expect(try await store.insertSession(hash: s3, tokenHash: tokenHash, now: 3000, expiry: expiry))
+        try await store.deleteSession(hash: s3)
+        #expect(try await store.session(hash: s3, now: 3001, expiry: expiry) == nil)
+        #expect(try await store.insertSession(hash: s3, tokenHash: tokenHash, now: 3000, expiry: expiry))
+        #expect(try await store.revokeToken(named: "t", at: "2026-01-02T00:00:00.000Z"))
+        #expect(try await store.session(hash: s3, now: 3001, expiry: expiry) == nil)
+        #expect(try await !store.insertSession(hash: s1, tokenHash: tokenHash, now: 3002, expiry: expiry), "a revoked token opens none")
+    }
+
+    @Test(
         "upload proofs: each token's own, for the digests it sent, until the window ends",
         arguments: MetadataStoreKind.allCases)
     func uploadProofs(kind: MetadataStoreKind) async throws {

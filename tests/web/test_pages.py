@@ -49,7 +49,10 @@ def test_login_sets_a_strict_http_only_cookie_and_logout_clears_it(fresh, site):
     assert path_of(fresh) == "/"
     cookie = fresh.get_cookie("graft_session")
     assert cookie is not None and cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
-    assert cookie["value"] == site.read_token and cookie["secure"] is False  # plain HTTP here; Secure under TLS
+    # A fresh session id, never the token itself; plain HTTP here (Secure under TLS).
+    assert cookie["value"].startswith("graftsession_") and site.read_token not in cookie["value"]
+    assert cookie["secure"] is False
+    session = cookie["value"]
     # Scripts cannot read it.
     assert "graft_session" not in fresh.execute_script("return document.cookie")
     assert "viewer" in fresh.find_element(By.CSS_SELECTOR, ".account").text
@@ -59,6 +62,10 @@ def test_login_sets_a_strict_http_only_cookie_and_logout_clears_it(fresh, site):
     assert fresh.get_cookie("graft_session") is None
     fresh.get(site.url + "/advisories")
     assert path_of(fresh).startswith("/login?next=")
+    # Logout ended the session on the server: a copy of the cookie opens nothing.
+    replay = urllib.request.Request(site.url + "/advisories", headers={"Cookie": "graft_session=" + session})
+    with urllib.request.urlopen(replay, timeout=30) as response:
+        assert urllib.parse.urlparse(response.url).path == "/login"
 
 
 def test_a_revoked_token_ends_the_session(fresh, site):
@@ -221,7 +228,8 @@ def test_the_checkpoint_page_shows_manifest_states_and_the_diff_per_layer(fresh,
     assert fresh.find_element(By.ID, "logical-bytes").text == f"{detail['checkpoint']['file_bytes']:,}"
     # The download link serves the checkpoint's exact bytes (the session cookie is the credential).
     href = fresh.find_element(By.CSS_SELECTOR, "a.download").get_attribute("href")
-    request = urllib.request.Request(href, headers={"Cookie": "graft_session=" + site.read_token})
+    session = fresh.get_cookie("graft_session")["value"]
+    request = urllib.request.Request(href, headers={"Cookie": "graft_session=" + session})
     with urllib.request.urlopen(request, timeout=30) as response:
         body = response.read()
     exported = tmp_path / "exported.safetensors"

@@ -54,6 +54,7 @@ struct Web: Sendable {
     private func registerLogin(on routes: RouteTable) {
         let registry = self.registry
         let secure = self.secure
+        let expiry = api.configuration.sessionExpiry
         routes.open(.get, "/login") { request, _ in
             Self.loginPage(next: Self.safeNext(query(request, "next")), message: nil, status: .ok)
         }
@@ -62,18 +63,30 @@ struct Web: Sendable {
             let form = Self.form(try await collect(request, limit: 4096))
             let next = Self.safeNext(form["next"])
             guard let secret = form["token"]?.trimmingCharacters(in: .whitespaces), !secret.isEmpty, secret.utf8.count < 200,
-                try await registry.authenticate(secret) != nil
+                let token = try await registry.authenticate(secret)
             else {
+                return Self.loginPage(next: next, message: "That token is unknown or revoked.", status: .unauthorized)
+            }
+            // The web view reads; an admin token stays with the CLI, off browsers.
+            guard token.scope != .admin else {
+                return Self.loginPage(
+                    next: next, message: "Admin tokens do not sign in here: use a token with read or write scope.", status: .forbidden)
+            }
+            // The cookie holds a fresh session id, never the token: a stolen cookie is no API credential,
+            // and it ends on sign-out, when idle or old, or with its token.
+            guard let session = try await registry.openSession(secret: secret, expiry: expiry) else {
                 return Self.loginPage(next: next, message: "That token is unknown or revoked.", status: .unauthorized)
             }
             var response = Response(status: .seeOther)
             response.headers[.location] = next
-            response.headers[.setCookie] = "\(Self.cookieName)=\(secret); Path=/; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "")
+            response.headers[.setCookie] =
+                "\(Self.cookieName)=\(session.id); Path=/; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "")
             response.headers[.cacheControl] = "no-store"
             return response
         }
         routes.open(.post, "/logout") { request, _ in
             try Self.requireSameOrigin(request)
+            if let cookie = Self.sessionCookie(request), cookie.utf8.count < 200 { try await registry.closeSession(cookie) }
             var response = Response(status: .seeOther)
             response.headers[.location] = "/login"
             response.headers[.setCookie] = "\(Self.cookieName)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0" + (secure ? "; Secure" : "")
