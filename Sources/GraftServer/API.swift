@@ -24,7 +24,8 @@ struct API: Sendable {
     func register(on routes: RouteTable) {
         routes.open(.get, "/healthz") { _, _ in jsonResponse(Health(status: "ok", version: graftVersion)) }
         routes.get("/v1/openapi.json", .scope(.read)) { _, _, _ in
-            var response = textResponse(String(decoding: PackageResources.openapi_json, as: UTF8.self), type: "application/json")
+            var response = textResponse(
+                String(decoding: PackageResources.openapi_json, as: UTF8.self), type: "application/json", redactable: false)
             response.headers[.cacheControl] = "no-cache"
             return response
         }

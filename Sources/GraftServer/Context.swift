@@ -179,7 +179,8 @@ struct AccessLog: RouterMiddleware {
 
 /// A JSON answer in the library's contract (``GraftJSON``): the CLI's `--json` bytes, compact.
 func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
-    let data = (try? GraftJSON.encoder().encode(value)) ?? Data("{}".utf8)
+    var data = (try? GraftJSON.encoder().encode(value)) ?? Data("{}".utf8)
+    if let redaction = Redaction.current { data = redaction.json(data) }
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
     headers[.contentLength] = String(data.count)
@@ -187,10 +188,12 @@ func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) ->
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
 }
 
-func textResponse(_ text: String, type: String) -> Response {
+/// A text answer; for a confined request its names are redacted (``Redaction``) unless it is a
+/// fixed document (`redactable` false: the OpenAPI description).
+func textResponse(_ text: String, type: String, redactable: Bool = true) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = type
-    let bytes = Array(text.utf8)
+    let bytes = Array((redactable ? Redaction.current.map { $0.text(text) } ?? text : text).utf8)
     headers[.contentLength] = String(bytes.count)
     return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
 }

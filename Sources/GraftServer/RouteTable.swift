@@ -153,8 +153,10 @@ final class RouteTable {
         let registry = self.registry
         router.on(RouterPath(stringLiteral: path), method: method) { request, context in
             let grant = try await Self.check(access, context: context, registry: registry)
+            // A confined token's answers name no model it cannot see (see Redaction).
+            let redaction = try await Redaction.of(registry, visibility: grant.visibility)
             do {
-                return try await handler(request, context, grant)
+                return try await Redaction.$current.withValue(redaction) { try await handler(request, context, grant) }
             } catch let error as GraftError {
                 throw grant.redacting(error)
             }

@@ -140,3 +140,84 @@ struct AccessTests {
         }
     }
 }
+
+/// What a confined token reads: for every GET route and page it may call, generated from the
+/// route table, the answer names no model it cannot see and no advisory recorded on one.
+@Suite("Confinement: answers name nothing hidden")
+struct ConfinementTests {
+    @Test("every route and page a confined token reads, in every format, is free of hidden names and advisory ids")
+    func nothingHidden() async throws {
+        let path = NSTemporaryDirectory() + "graft-confined-\(UInt64.random(in: 0 ... .max))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let registry = try await Registry.create(at: path).registry
+        let tensors = [
+            TensorData(name: "w", dtype: .f32, shape: [1024], bytes: (0..<4096).map { UInt8(truncatingIfNeeded: $0) }),
+            TensorData(name: "head", dtype: .f32, shape: [4], bytes: [UInt8](repeating: 1, count: 16)),
+        ]
+        // A hidden teacher with an advisory; a visible student of it, with a checkpoint and a metric.
+        _ = try await registry.addBase(
+            name: try ModelName("secret-teacher"), input: try SafeTensorsMemory(tensors, metadata: [:]),
+            provenance: Provenance(source: "secret-teacher's origin"))
+        try await registry.addAdvisory(on: .model(try ModelName("secret-teacher")), id: "ADV-secret", severity: .high)
+        _ = try await registry.createStudent(
+            name: try ModelName("open-ft"), from: .number(try ModelName("secret-teacher"), 1),
+            manifest: .rules([ManifestRule(.freeze, "w")], freezeThrough: nil))
+        var tuned = tensors
+        tuned[1].bytes[0] ^= 1
+        _ = try await registry.addCheckpoint(
+            model: try ModelName("open-ft"), input: try SafeTensorsMemory(tuned, metadata: [:]),
+            metrics: [try MetricAssignment(name: "acc", value: 0.5)])
+        let confined = try await registry.createToken(name: "open", scope: .read, models: "open-*").token
+        let reader = try await registry.createToken(name: "all", scope: .read).token
+        let digest = Digest.of(tensors[0].bytes).description
+        let (router, routes) = GraftServer.makeRouter(registry: registry, configuration: ServerConfiguration())
+        var uris: [String] = []
+        for entry in routes.registered where entry.method == "GET" {
+            guard let access = entry.access, access != .unconfined(access.scope) else { continue }
+            let uri = entry.path.replacingOccurrences(of: "{name}", with: "open-ft").replacingOccurrences(of: "{ref}", with: "open-ft@1")
+                .replacingOccurrences(of: "{digest}", with: digest)
+            switch entry.path {
+            case "/v1/models/{name}/lineage": uris += ["json", "dot", "mermaid", "tree"].map { uri + "?format=" + $0 }
+            case "/v1/best": uris.append(uri + "?metric=acc")
+            case "/v1/diff": uris.append(uri + "?from=open-ft@1&to=open-ft@1")
+            case "/v1/advisories", "/advisories": uris += [uri, uri + "?all=1"]
+            default: uris.append(uri)
+            }
+        }
+        #expect(uris.count >= 20)
+        let all = uris
+        let app = Application(router: router)
+        try await app.test(.router) { client in
+            func get(_ uri: String, _ token: String) async throws -> (status: Int, body: String) {
+                let response = try await client.execute(
+                    uri: uri, method: .get, headers: [.authorization: "Bearer \(token)"], body: nil)
+                return (response.status.code, String(buffer: response.body))
+            }
+            var leaks = 0
+            for uri in all {
+                let answer = try await get(uri, confined)
+                #expect(answer.status < 500, "\(uri): \(answer.status)")
+                for secret in ["secret-teacher", "ADV-secret"] where answer.body.contains(secret) {
+                    Issue.record("\(uri) names \(secret): \(answer.body.prefix(300))")
+                }
+                // Unconfined, the same routes do name them: what the test would catch.
+                let open = try await get(uri, reader)
+                if open.body.contains("secret-teacher") { leaks += 1 }
+            }
+            #expect(leaks >= 8, "the hidden teacher shows through \(leaks) routes to an unconfined token")
+            // The student's parent is there, as a placeholder.
+            let shown = try await get("/v1/models/open-ft", confined)
+            #expect(shown.body.contains(Redaction.placeholder), "\(shown.body.prefix(400))")
+        }
+    }
+
+    @Test("redaction replaces whole names only, and leaves enumerations and markup alone")
+    func wholeNames() {
+        let redaction = Redaction(hidden: ["cnn", "base", "ADV-1"])
+        #expect(redaction.text("cnn@1 → cnn-ft@2 (ADV-1, ADV-10)") == "(hidden)@1 → cnn-ft@2 ((hidden), ADV-10)")
+        let json = String(decoding: redaction.json(Data(#"{"kind":"base","parent":"base@3","paths":[["base","x"]]}"#.utf8)), as: UTF8.self)
+        #expect(json == #"{"kind":"base","parent":"(hidden)@3","paths":[["(hidden)","x"]]}"#)
+        let page = redaction.html(#"<a class="base" href="/models/base" title="cnn">cnn</a> base <td data-model="cnn">"#)
+        #expect(page == #"<a class="base" href="/models/(hidden)" title="(hidden)">(hidden)</a> (hidden) <td data-model="(hidden)">"#)
+    }
+}

@@ -187,7 +187,7 @@ struct Web: Sendable {
     }
 
     static func htmlResponse(_ html: Markup, status: HTTPResponse.Status = .ok) -> Response {
-        let bytes = Array(html.text.utf8)
+        let bytes = Array((Redaction.current.map { $0.html(html.text) } ?? html.text).utf8)
         var headers = HTTPFields()
         headers[.contentType] = "text/html; charset=utf-8"
         headers[.contentLength] = String(bytes.count)
