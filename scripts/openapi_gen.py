@@ -22,6 +22,7 @@ def resp(code,desc,schema=None,ctype="application/json"):
         r["content"]={ctype:{"schema":{"$ref":"#/components/schemas/"+schema} if isinstance(schema,str) else schema}}
     return r
 errors={"400":{"$ref":"#/components/responses/BadRequest"},"401":{"$ref":"#/components/responses/Unauthorized"},"403":{"$ref":"#/components/responses/Forbidden"},"404":{"$ref":"#/components/responses/NotFound"}}
+page=[q("limit","At most this many items (1 to 1000); the rest by `cursor`. Absent: the whole list.","integer"),q("cursor","The `X-Next-Cursor` of the page before (with `limit`).")]
 def op(summary,scope,params=[],requestBody=None,ok=("200","OK",None),extra={}):
     o={"summary":summary,"description":f"Scope: `{scope}`.","parameters":params,"responses":{ok[0]:resp(*ok[1:]) if len(ok)>2 else resp(ok[0],ok[1])}}
     o["responses"][ok[0]]=resp(ok[1],ok[2]) if False else ({"description":ok[1]} | ({"content":{"application/json":{"schema":{"$ref":"#/components/schemas/"+ok[2]} if isinstance(ok[2],str) else ok[2]}}} if ok[2] is not None else {}))
@@ -36,10 +37,10 @@ toolarge={"413":{"$ref":"#/components/responses/TooLarge"}}
 paths={
 "/healthz":{"get":{"summary":"Liveness: answers 200 without a token.","security":[],"responses":{"200":{"description":"The server is up.","content":{"application/json":{"schema":{"type":"object","properties":{"status":{"type":"string"},"version":{"type":"string"}},"required":["status","version"]}}}}}}},
 "/v1/openapi.json":{"get":op("This document.","read",ok=("200","The OpenAPI 3.1 document.",obj))},
-"/v1/models":{"get":op("Every model the token sees, by name (`graft list`).","read",ok=("200","Models.",{"type":"array","items":{"$ref":"#/components/schemas/ModelSummary"}}))},
+"/v1/models":{"get":op("Every model the token sees, by name (`graft list`); paged with `limit` and `cursor` (`X-Next-Cursor`, `Link: rel=next`).","read",page,ok=("200","Models.",{"type":"array","items":{"$ref":"#/components/schemas/ModelSummary"}}))},
 "/v1/models/{name}":{"get":op("A model with its checkpoints, manifest and newest checkpoint's tensors (`graft show NAME`).","read",[name],ok=("200","The model.",obj)),
   "delete":op("Removes a model (`graft model remove`); with cascade, its descendants too.","admin",[name,q("cascade","Also remove every descendant.","boolean"),q("dry_run","Report without removing.","boolean")],ok=("200","What was (or would be) removed.",obj),extra=conflict)},
-"/v1/models/{name}/checkpoints":{"get":op("A model's checkpoints, oldest first (`graft checkpoint list`).","read",[name],ok=("200","Checkpoints.",arr)),
+"/v1/models/{name}/checkpoints":{"get":op("A model's checkpoints, oldest first (`graft checkpoint list`); paged with `limit` and `cursor`.","read",[name]+page,ok=("200","Checkpoints.",arr)),
   "post":op("Commits uploaded tensors as the model's next checkpoint; every blob must be present and every tensor under `inline_below` carry `data`.","write",[name],body("UploadCommit"),ok=("201","The checkpoint committed.","ImportResult"),extra=conflict|toolarge)},
 "/v1/models/{name}/checkpoints/proposal":{"post":op("Proposes the model's next checkpoint: enforces a student's manifest from the header and digests (409 naming every tensor) and answers which blobs to send.","write",[name],body("UploadProposal"),ok=("200","The blobs to send.","UploadPlan"),extra=conflict|toolarge)},
 "/v1/bases/{name}/proposal":{"post":op("Proposes a new base: answers which blobs to send.","write",[name],body("UploadProposal"),ok=("200","The blobs to send.","UploadPlan"),extra=conflict|toolarge)},
@@ -59,11 +60,11 @@ paths={
 "/v1/checkpoints/{ref}/safetensors":{"get":{"summary":"The checkpoint's byte-exact safetensors file, verified as it streams.","description":"Scope: `read`. ETag is the checkpoint digest; one byte range (`Range: bytes=A-B`) answers 206.","parameters":[ref,{"name":"Range","in":"header","required":False,"schema":{"type":"string"}}],
   "responses":{"200":{"description":"The file.","content":{"application/octet-stream":{"schema":{"type":"string","contentMediaType":"application/octet-stream"}}}},"206":{"description":"The range asked for.","content":{"application/octet-stream":{"schema":{"type":"string","contentMediaType":"application/octet-stream"}}}},"304":{"description":"Not modified (If-None-Match)."}}|errors},
   "head":{"summary":"What GET would answer, without the body: Content-Length, ETag (the checkpoint digest), Accept-Ranges.","description":"Scope: `read`.","parameters":[ref],"responses":{"200":{"description":"The file's headers."}}|errors}},
-"/v1/checkpoints/{ref}/affected":{"get":op("Descendants that inherit the model's (or checkpoint's) open advisories (`graft affected`).","read",[ref],ok=("200","Affected models.",arr))},
+"/v1/checkpoints/{ref}/affected":{"get":op("Descendants that inherit the model's (or checkpoint's) open advisories (`graft affected`), each with the checkpoint it derives from (`parent`); whole paths only with `paths=true`; paged with `limit` and `cursor`.","read",[ref,q("paths","Each descendant's whole path from the flagged model (else empty).","boolean")]+page,ok=("200","Affected models.",arr))},
 "/v1/checkpoints/{ref}/aliases/{alias}":{"put":op("Points an alias at a checkpoint (`graft tag`).","write",[ref,alias],ok=("200","The alias set.",obj))},
 "/v1/diff":{"get":op("Per-tensor and per-layer differences of two checkpoints (`graft diff`).","read",[q("from","A checkpoint reference.",required=True),q("to","A checkpoint reference.",required=True)],ok=("200","The diff.",obj))},
 "/v1/best":{"get":op("The best checkpoint by a metric: of one model, under a base (any depth), or overall (`graft best`).","read",[q("metric","The metric to rank by.",required=True),q("model","Only this model."),q("under","This model and every descendant."),q("split","Only this split."),q("direction","max or min; else from the metric's name.","string",["max","min"]),q("include_flagged","Consider checkpoints with an open advisory.","boolean")],ok=("200","The best checkpoint.",obj))},
-"/v1/advisories":{"get":op("Advisories (`graft advisory list`).","read",[q("all","Include resolved ones.","boolean")],ok=("200","Advisories.",arr)),
+"/v1/advisories":{"get":op("Advisories (`graft advisory list`); paged with `limit` and `cursor`.","read",[q("all","Include resolved ones.","boolean")]+page,ok=("200","Advisories.",arr)),
   "post":op("Flags a model or checkpoint (`graft advisory add`); its descendants inherit it.","admin",[],body("AdvisoryRequest"),ok=("201","The advisory.",obj),extra=conflict)},
 "/v1/advisories/{id}/resolve":{"post":op("Resolves an advisory (`graft advisory resolve`).","admin",[advid],ok=("204","Resolved.",None))},
 "/v1/stats":{"get":op("Registry totals: logical and stored bytes, dedup ratio (`graft stats`).","read (every model)",ok=("200","Totals.",obj))},

@@ -37,8 +37,12 @@ public struct AffectedModel: Sendable, Codable, Equatable {
     public var checkpoints: [String]
     /// The advisories it inherits.
     public var advisories: [String]
-    /// The path of inheritance, from the flagged model down: `base@1 → student@2 → grandchild`.
+    /// The path of inheritance, from the flagged model down: `base@1 → student@2 → grandchild`
+    /// (empty when the server was asked for parent pointers only: `paths=false`).
     public var path: [String]
+    /// The checkpoint it derives from, `NAME@N` (the path's step before it); `nil` for the
+    /// flagged model itself.
+    public var parent: String?
 
     /// Its checkpoints as typed references, to pass back to the registry.
     public var checkpointReferences: [Reference] { checkpoints.compactMap { try? Reference(parsing: $0) } }
@@ -138,7 +142,8 @@ extension Registry {
                 (step, slot) = (steps[step].parent, slot - 1)
             }
             return AffectedModel(
-                model: name, checkpoints: (checkpoints[id] ?? []).map { "\(name)@\($0)" }, advisories: flagged[id]!.sorted(), path: path)
+                model: name, checkpoints: (checkpoints[id] ?? []).map { "\(name)@\($0)" }, advisories: flagged[id]!.sorted(), path: path,
+                parent: path.count > 1 ? path[path.count - 2] : nil)
         }
     }
 }

@@ -104,7 +104,7 @@ public final class RemoteRegistry: RegistryAPI {
         return try await get(["v1", "best"], query: query)
     }
     public func affected(_ reference: Reference) async throws(GraftError) -> [AffectedModel] {
-        try await get(["v1", "checkpoints", reference.description, "affected"])
+        try await get(["v1", "checkpoints", reference.description, "affected"], query: ["paths": "true"])
     }
     public func advisories(includeResolved: Bool) async throws(GraftError) -> [Advisory] {
         try await get(["v1", "advisories"], query: ["all": includeResolved ? "true" : nil])

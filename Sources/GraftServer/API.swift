@@ -39,16 +39,16 @@ struct API: Sendable {
 
     private func registerReads(on routes: RouteTable) {
         let registry = self.registry
-        routes.get("/v1/models", .scope(.read)) { _, _, grant in
-            jsonResponse(try await registry.models().filter { grant.token.covers($0.name) })
+        routes.get("/v1/models", .scope(.read)) { request, _, grant in
+            try paged(try await registry.models().filter { grant.token.covers($0.name) }, request)
         }
         routes.get("/v1/models/{name}", .model(.read)) { _, context, _ in
             let name = try modelName(context)
             return jsonResponse(try await registry.model(name))
         }
-        routes.get("/v1/models/{name}/checkpoints", .model(.read)) { _, context, _ in
+        routes.get("/v1/models/{name}/checkpoints", .model(.read)) { request, context, _ in
             let name = try modelName(context)
-            return jsonResponse(try await registry.checkpoints(of: name))
+            return try paged(try await registry.checkpoints(of: name), request)
         }
         routes.get("/v1/models/{name}/card", .model(.read)) { _, context, _ in
             let name = try modelName(context)
@@ -81,8 +81,11 @@ struct API: Sendable {
         routes.get("/v1/checkpoints/{ref}/metrics", .checkpoint(.read)) { _, _, grant in
             jsonResponse(try await registry.metrics(try grant.checkpoint()))
         }
-        routes.get("/v1/checkpoints/{ref}/affected", .checkpoint(.read)) { _, _, grant in
-            jsonResponse(try await registry.affected(try grant.checkpoint()).filter { grant.token.covers(nameOf($0.model)) })
+        routes.get("/v1/checkpoints/{ref}/affected", .checkpoint(.read)) { request, _, grant in
+            var affected = try await registry.affected(try grant.checkpoint()).filter { grant.token.covers(nameOf($0.model)) }
+            // Parent pointers unless paths are asked for: full paths total grows with depth².
+            if try !flag(request, "paths") { for index in affected.indices { affected[index].path = [] } }
+            return try paged(affected, request)
         }
         routes.get("/v1/checkpoints/{ref}/safetensors", .checkpoint(.read)) { request, _, grant in
             try await download(try grant.checkpoint(), request: request)
@@ -117,8 +120,9 @@ struct API: Sendable {
                     includeFlagged: try flag(request, "include_flagged"), token: grant.token))
         }
         routes.get("/v1/advisories", .scope(.read)) { request, _, grant in
-            jsonResponse(
-                try await registry.advisories(includeResolved: try flag(request, "all")).filter { grant.token.covers(nameOf($0.model)) })
+            try paged(
+                try await registry.advisories(includeResolved: try flag(request, "all")).filter { grant.token.covers(nameOf($0.model)) },
+                request)
         }
         routes.get("/v1/stats", .unconfined(.read)) { _, _, _ in
             jsonResponse(try await registry.stats())
@@ -410,6 +414,42 @@ func segment(_ context: GraftContext, _ key: String) throws(GraftError) -> Strin
 func modelName(_ context: GraftContext) throws(GraftError) -> ModelName { try ModelName(try segment(context, "name")) }
 
 func blobDigest(_ context: GraftContext) throws(GraftError) -> Digest { try Digest(parsing: try segment(context, "digest")) }
+
+/// The most items one page of a list holds (`limit`).
+let maxPageSize = 1000
+
+/// A list answer, whole or one page of it: `limit` (1 to ``maxPageSize``) items from `cursor`
+/// (the opaque `X-Next-Cursor` of the page before). When more follow, `X-Next-Cursor` and a
+/// `Link: <…>; rel="next"` say where. Without `limit` the whole list, as before.
+func paged<T: Encodable>(_ items: [T], _ request: Request) throws(GraftError) -> Response {
+    guard let limitText = query(request, "limit") else {
+        if query(request, "cursor") != nil { throw .badRequest("`cursor` goes with `limit`") }
+        return jsonResponse(items)
+    }
+    guard let limit = Int(limitText), (1...maxPageSize).contains(limit) else {
+        throw .badRequest("limit must be 1 to \(maxPageSize), not \(quotedParameter(limitText))")
+    }
+    var start = 0
+    if let cursor = query(request, "cursor") {
+        guard cursor.utf8.count <= 32, let decoded = Data(base64Encoded: cursor), let text = String(data: decoded, encoding: .utf8),
+            text.hasPrefix("o:"), let offset = Int(text.dropFirst(2)), offset >= 0
+        else { throw .badRequest("malformed cursor: pass back the `X-Next-Cursor` of the page before") }
+        start = min(offset, items.count)
+    }
+    let end = min(start + limit, items.count)
+    var response = jsonResponse(Array(items[start..<end]))
+    if end < items.count {
+        let next = Data("o:\(end)".utf8).base64EncodedString()
+        response.headers[HTTPField.Name("X-Next-Cursor")!] = next
+        var components = URLComponents()
+        components.path = request.uri.path
+        components.queryItems =
+            request.uri.queryParameters.filter { $0.key != "cursor" }.map { URLQueryItem(name: String($0.key), value: String($0.value)) }
+            .sorted { $0.name < $1.name } + [URLQueryItem(name: "cursor", value: next)]
+        response.headers[HTTPField.Name("Link")!] = "<\(components.string ?? "")>; rel=\"next\""
+    }
+    return response
+}
 
 func query(_ request: Request, _ key: String) -> String? {
     request.uri.queryParameters[key[...]].map(String.init)

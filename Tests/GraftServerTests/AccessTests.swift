@@ -221,3 +221,67 @@ struct ConfinementTests {
         #expect(page == #"<a class="base" href="/models/(hidden)" title="(hidden)">(hidden)</a> (hidden) <td data-model="(hidden)">"#)
     }
 }
+
+@Suite("Lists: pages of at most 1000, and affected by parent pointers")
+struct PaginationTests {
+    @Test("limit and cursor walk a list in pages that add up to the whole; bad limits and cursors are 400")
+    func pages() async throws {
+        let path = NSTemporaryDirectory() + "graft-pages-\(UInt64.random(in: 0 ... .max))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let registry = try await Registry.create(at: path).registry
+        let tensors = [TensorData(name: "w", dtype: .f32, shape: [4], bytes: [UInt8](repeating: 3, count: 16))]
+        for name in ["a", "b", "c", "d", "e"] {
+            _ = try await registry.addBase(name: try ModelName(name), input: try SafeTensorsMemory(tensors, metadata: [:]))
+        }
+        try await registry.addAdvisory(on: .model(try ModelName("a")), id: "ADV-a", severity: .low)
+        _ = try await registry.createStudent(
+            name: try ModelName("a1"), from: .number(try ModelName("a"), 1), manifest: .rules([], freezeThrough: nil))
+        _ = try await registry.addCheckpoint(model: try ModelName("a1"), input: try SafeTensorsMemory(tensors, metadata: [:]))
+        _ = try await registry.createStudent(
+            name: try ModelName("a11"), from: .number(try ModelName("a1"), 1), manifest: .rules([], freezeThrough: nil))
+        let token = try await registry.createToken(name: "r", scope: .read).token
+        let app = Application(router: GraftServer.makeRouter(registry: registry, configuration: ServerConfiguration()).router)
+        try await app.test(.router) { client in
+            func get(_ uri: String) async throws -> (status: Int, body: Any?, next: String?, link: String?) {
+                let response = try await client.execute(uri: uri, method: .get, headers: [.authorization: "Bearer \(token)"], body: nil)
+                let body = try? JSONSerialization.jsonObject(with: Data(buffer: response.body))
+                return (
+                    response.status.code, body, response.headers[HTTPField.Name("X-Next-Cursor")!],
+                    response.headers[HTTPField.Name("Link")!]
+                )
+            }
+            func names(_ body: Any?) -> [String] { (body as? [[String: Any]] ?? []).compactMap { $0["name"] as? String } }
+            let whole = names(try await get("/v1/models").body)
+            #expect(whole == ["a", "a1", "a11", "b", "c", "d", "e"])
+            var walked: [String] = []
+            var uri = "/v1/models?limit=3"
+            var pages = 0
+            while pages < 10 {
+                let page = try await get(uri)
+                #expect(page.status == 200 && names(page.body).count <= 3)
+                walked += names(page.body)
+                pages += 1
+                guard let next = page.next else {
+                    #expect(page.link == nil)
+                    break
+                }
+                #expect(page.link == "</v1/models?limit=3&cursor=\(next)>; rel=\"next\"", "\(page.link ?? "")")
+                uri = "/v1/models?limit=3&cursor=\(next)"
+            }
+            #expect(walked == whole && pages == 3)
+            for bad in ["limit=0", "limit=1001", "limit=x", "cursor=abc", "limit=2&cursor=-1", "limit=2&cursor=eDox"] {
+                #expect(try await get("/v1/models?" + bad).status == 400, "\(bad)")
+            }
+            #expect(try await get("/v1/models?limit=1000").status == 200, "the documented maximum")
+            // affected: the checkpoint each descendant derives from; whole paths only when asked.
+            let pointers = try await get("/v1/checkpoints/a/affected").body as? [[String: Any]] ?? []
+            #expect(pointers.map { $0["model"] as? String } == ["a1", "a11"])
+            #expect(pointers.map { $0["parent"] as? String } == ["a@1", "a1@1"])
+            #expect(pointers.allSatisfy { ($0["path"] as? [String])?.isEmpty == true })
+            let paths = try await get("/v1/checkpoints/a/affected?paths=true").body as? [[String: Any]] ?? []
+            #expect(paths.map { $0["path"] as? [String] ?? [] } == [["a@1", "a1"], ["a@1", "a1@1", "a11"]])
+            let first = try await get("/v1/checkpoints/a/affected?limit=1")
+            #expect((first.body as? [[String: Any]])?.count == 1 && first.next != nil)
+        }
+    }
+}

@@ -128,9 +128,10 @@ class Client:
         """Ancestors up to the root base (each edge's exact parent checkpoint) and descendants."""
         return self._json("GET", ["v1", "models", name, "lineage"], query={"metric": metric})
 
-    def affected(self, ref: str) -> list[dict[str, Any]]:
-        """Every descendant inheriting an open advisory on ``ref`` or above it, with its path."""
-        return self._json("GET", ["v1", "checkpoints", ref, "affected"])
+    def affected(self, ref: str, *, paths: bool = True) -> list[dict[str, Any]]:
+        """Every descendant inheriting an open advisory on ``ref`` or above it, each with the
+        checkpoint it derives from (``parent``) and, unless ``paths=False``, its whole path."""
+        return self._json("GET", ["v1", "checkpoints", ref, "affected"], query={"paths": "true" if paths else "false"})
 
     # -- writes ------------------------------------------------------------------------------
 
