@@ -152,7 +152,8 @@ package protocol MetadataStore: Sendable {
     /// A model's curves with every point, by name then step.
     func curvePoints(model: Int64) async throws(GraftError) -> [CurveSeries]
     /// The distinct metric names and splits of the first `limit` models of a subtree (the model first).
-    func metricKeys(subtree: Int64, limit: Int) async throws(GraftError) -> [MetricKey]
+    /// Only the keys of models `visibility` shows (a confined reader learns no hidden model's metric).
+    func metricKeys(subtree: Int64, limit: Int, visibility: ModelVisibility) async throws(GraftError) -> [MetricKey]
 
     // MARK: Best
 

@@ -70,8 +70,11 @@ extension Registry {
     /// The metric names and splits recorded on a model's family (the model and its
     /// descendants), sorted; read from at most `limit` models of it, so the cost is bounded
     /// whatever the family's size.
-    public func metricKeys(under name: ModelName, limit: Int = 500) async throws(GraftError) -> [MetricKey] {
+    /// With `visibility`, only the keys of the models it shows.
+    public func metricKeys(under name: ModelName, limit: Int = 500, visibility: ModelVisibility = .all) async throws(GraftError)
+        -> [MetricKey]
+    {
         guard let id = try await metadata.modelID(named: name) else { throw try await notFound(name) }
-        return try await metadata.metricKeys(subtree: id, limit: limit)
+        return try await metadata.metricKeys(subtree: id, limit: limit, visibility: visibility)
     }
 }

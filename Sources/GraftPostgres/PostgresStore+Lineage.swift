@@ -157,16 +157,21 @@ extension PostgresMetadataStore {
         }
     }
 
-    package func metricKeys(subtree: Int64, limit: Int) async throws(GraftError) -> [MetricKey] {
+    package func metricKeys(subtree: Int64, limit: Int, visibility: ModelVisibility) async throws(GraftError) -> [MetricKey] {
         try await withConnection { connection in
             // The subtree's first `limit` models in lineage order (the model itself first).
-            try await connection.all(
+            var keys: [MetricKey] = []
+            for row in try await connection.all(
                 """
-                SELECT DISTINCT s.name, s.split FROM (SELECT m.id FROM models m WHERE m.lineage @> ARRAY[\(subtree)]::bigint[] ORDER BY\
-                 m.lineage LIMIT \(limit)) t
+                SELECT s.name, s.split, t.name FROM (SELECT m.id, m.name FROM models m WHERE m.lineage @> ARRAY[\(subtree)]::bigint[]\
+                 ORDER BY m.lineage LIMIT \(limit)) t
                 JOIN metric_summaries s ON s.model_id = t.id ORDER BY s.name, s.split
-                """, logger: self.logger
-            ).map { row throws in MetricKey(name: try row[0], split: (try row[1] as String).nilIfEmpty) }
+                """, logger: self.logger)
+            where visibility.shows(try row[2] as String) {
+                let key = MetricKey(name: try row[0], split: (try row[1] as String).nilIfEmpty)
+                if keys.last != key { keys.append(key) }
+            }
+            return keys
         }
     }
 

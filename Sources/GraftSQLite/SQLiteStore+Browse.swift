@@ -58,17 +58,22 @@ extension SQLiteMetadataStore {
         }
     }
 
-    package func metricKeys(subtree: Int64, limit: Int) async throws(GraftError) -> [MetricKey] {
+    package func metricKeys(subtree: Int64, limit: Int, visibility: ModelVisibility) async throws(GraftError) -> [MetricKey] {
         try await read { db in
             // The subtree's first `limit` models in path order (the model itself first), then
             // their summaries by primary key: bounded by `limit`, whatever the family's size.
-            try db.cachedRows(
+            let rows = try db.cachedRows(
                 sql: """
-                    SELECT DISTINCT s.name, s.split FROM (SELECT m.id FROM \(Self.subtreeJoin) WHERE r.id = ? ORDER BY m.lineage_path\
-                     LIMIT ?) t
+                    SELECT s.name, s.split, t.model FROM (SELECT m.id, m.name AS model FROM \(Self.subtreeJoin) WHERE r.id = ? ORDER BY\
+                     m.lineage_path LIMIT ?) t
                     JOIN metric_summaries s ON s.model_id = t.id ORDER BY s.name, s.split
-                    """, arguments: [subtree, limit]
-            ).map { row in MetricKey(name: row["name"], split: (row["split"] as String).nilIfEmpty) }
+                    """, arguments: [subtree, limit])
+            var keys: [MetricKey] = []
+            for row in rows where visibility.shows(row["model"]) {
+                let key = MetricKey(name: row["name"], split: (row["split"] as String).nilIfEmpty)
+                if keys.last != key { keys.append(key) }
+            }
+            return keys
         }
     }
 }

@@ -67,13 +67,19 @@ struct API: Sendable {
             var report = try await registry.lineage(name, metric: metric, direction: try direction(request), parts: parts)
             report.ancestors.removeAll { !token.covers(nameOf($0.name)) }
             report.descendants.removeAll { !token.covers(nameOf($0.name)) }
+            // Descendants (depth-first, parents first) may be paged like any list.
+            let page = try Page.of(count: report.descendants.count, request)
+            if let page { report.descendants = Array(report.descendants[page.range]) }
+            var response: Response
             switch query(request, "format") ?? "json" {
-            case "json": return jsonResponse(report)
-            case "dot": return textResponse(report.dot + "\n", type: "text/vnd.graphviz; charset=utf-8")
-            case "mermaid": return textResponse(report.mermaid + "\n", type: "text/plain; charset=utf-8")
-            case "tree": return textResponse(report.tree + "\n", type: "text/plain; charset=utf-8")
+            case "json": response = jsonResponse(report)
+            case "dot": response = textResponse(report.dot + "\n", type: "text/vnd.graphviz; charset=utf-8")
+            case "mermaid": response = textResponse(report.mermaid + "\n", type: "text/plain; charset=utf-8")
+            case "tree": response = textResponse(report.tree + "\n", type: "text/plain; charset=utf-8")
             case let other: throw GraftError.badRequest("format must be json, dot, mermaid or tree, not \(quotedParameter(other))")
             }
+            page?.label(&response, request)
+            return response
         }
         routes.get("/v1/checkpoints/{ref}", .checkpoint(.read)) { _, _, grant in
             jsonResponse(try await registry.checkpoint(try grant.checkpoint()))
@@ -418,28 +424,37 @@ func blobDigest(_ context: GraftContext) throws(GraftError) -> Digest { try Dige
 /// The most items one page of a list holds (`limit`).
 let maxPageSize = 1000
 
-/// A list answer, whole or one page of it: `limit` (1 to ``maxPageSize``) items from `cursor`
-/// (the opaque `X-Next-Cursor` of the page before). When more follow, `X-Next-Cursor` and a
-/// `Link: <…>; rel="next"` say where. Without `limit` the whole list, as before.
-func paged<T: Encodable>(_ items: [T], _ request: Request) throws(GraftError) -> Response {
-    guard let limitText = query(request, "limit") else {
-        if query(request, "cursor") != nil { throw .badRequest("`cursor` goes with `limit`") }
-        return jsonResponse(items)
+/// One page of a list: `limit` (1 to ``maxPageSize``) items from `cursor` (the opaque
+/// `X-Next-Cursor` of the page before). When more follow, `X-Next-Cursor` and a
+/// `Link: <…>; rel="next"` say where.
+struct Page {
+    let range: Range<Int>
+    let next: String?
+
+    /// The page a request asks for of a list of `count` items; `nil` without `limit` (the
+    /// whole list, as before pages existed).
+    static func of(count: Int, _ request: Request) throws(GraftError) -> Page? {
+        guard let limitText = query(request, "limit") else {
+            if query(request, "cursor") != nil { throw .badRequest("`cursor` goes with `limit`") }
+            return nil
+        }
+        guard let limit = Int(limitText), (1...maxPageSize).contains(limit) else {
+            throw .badRequest("limit must be 1 to \(maxPageSize), not \(quotedParameter(limitText))")
+        }
+        var start = 0
+        if let cursor = query(request, "cursor") {
+            guard cursor.utf8.count <= 32, let decoded = Data(base64Encoded: cursor), let text = String(data: decoded, encoding: .utf8),
+                text.hasPrefix("o:"), let offset = Int(text.dropFirst(2)), offset >= 0
+            else { throw .badRequest("malformed cursor: pass back the `X-Next-Cursor` of the page before") }
+            start = min(offset, count)
+        }
+        let end = min(start + limit, count)
+        return Page(range: start..<end, next: end < count ? Data("o:\(end)".utf8).base64EncodedString() : nil)
     }
-    guard let limit = Int(limitText), (1...maxPageSize).contains(limit) else {
-        throw .badRequest("limit must be 1 to \(maxPageSize), not \(quotedParameter(limitText))")
-    }
-    var start = 0
-    if let cursor = query(request, "cursor") {
-        guard cursor.utf8.count <= 32, let decoded = Data(base64Encoded: cursor), let text = String(data: decoded, encoding: .utf8),
-            text.hasPrefix("o:"), let offset = Int(text.dropFirst(2)), offset >= 0
-        else { throw .badRequest("malformed cursor: pass back the `X-Next-Cursor` of the page before") }
-        start = min(offset, items.count)
-    }
-    let end = min(start + limit, items.count)
-    var response = jsonResponse(Array(items[start..<end]))
-    if end < items.count {
-        let next = Data("o:\(end)".utf8).base64EncodedString()
+
+    /// Adds the next page's cursor and link to `response`.
+    func label(_ response: inout Response, _ request: Request) {
+        guard let next else { return }
         response.headers[HTTPField.Name("X-Next-Cursor")!] = next
         var components = URLComponents()
         components.path = request.uri.path
@@ -448,6 +463,13 @@ func paged<T: Encodable>(_ items: [T], _ request: Request) throws(GraftError) ->
             .sorted { $0.name < $1.name } + [URLQueryItem(name: "cursor", value: next)]
         response.headers[HTTPField.Name("Link")!] = "<\(components.string ?? "")>; rel=\"next\""
     }
+}
+
+/// A list answer, whole or the page the request asks for (``Page``).
+func paged<T: Encodable>(_ items: [T], _ request: Request) throws(GraftError) -> Response {
+    guard let page = try Page.of(count: items.count, request) else { return jsonResponse(items) }
+    var response = jsonResponse(Array(items[page.range]))
+    page.label(&response, request)
     return response
 }
 

@@ -675,10 +675,10 @@ package final class MemoryMetadataStore: MetadataStore {
         }
     }
 
-    package func metricKeys(subtree: Int64, limit: Int) async throws(GraftError) -> [MetricKey] {
+    package func metricKeys(subtree: Int64, limit: Int, visibility: ModelVisibility) async throws(GraftError) -> [MetricKey] {
         try access { state in
             var keys = Set<MetricKey>()
-            for model in state.subtree(subtree).prefix(limit) {
+            for model in state.subtree(subtree).prefix(limit) where visibility.shows(model.name) {
                 for checkpoint in state.checkpoints(of: model.id) {
                     for slot in checkpoint.metrics.keys {
                         keys.insert(MetricKey(name: slot.name, split: slot.split.isEmpty ? nil : slot.split))

@@ -167,6 +167,12 @@ struct ConfinementTests {
         _ = try await registry.addCheckpoint(
             model: try ModelName("open-ft"), input: try SafeTensorsMemory(tuned, metadata: [:]),
             metrics: [try MetricAssignment(name: "acc", value: 0.5)])
+        // A hidden student of the visible one, with a metric only it logs.
+        _ = try await registry.createStudent(
+            name: try ModelName("secret-kid"), from: .number(try ModelName("open-ft"), 1), manifest: .rules([], freezeThrough: nil))
+        _ = try await registry.addCheckpoint(
+            model: try ModelName("secret-kid"), input: try SafeTensorsMemory(tuned, metadata: [:]),
+            metrics: [try MetricAssignment(name: "secret_metric", value: 1)])
         let confined = try await registry.createToken(name: "open", scope: .read, models: "open-*").token
         let reader = try await registry.createToken(name: "all", scope: .read).token
         let digest = Digest.of(tensors[0].bytes).description
@@ -178,7 +184,7 @@ struct ConfinementTests {
                 .replacingOccurrences(of: "{digest}", with: digest)
             switch entry.path {
             case "/v1/models/{name}/lineage": uris += ["json", "dot", "mermaid", "tree"].map { uri + "?format=" + $0 }
-            case "/v1/best": uris.append(uri + "?metric=acc")
+            case "/v1/best": uris += [uri + "?metric=acc", uri + "?metric=unknown"]
             case "/v1/diff": uris.append(uri + "?from=open-ft@1&to=open-ft@1")
             case "/v1/advisories", "/advisories": uris += [uri, uri + "?all=1"]
             default: uris.append(uri)
@@ -197,7 +203,7 @@ struct ConfinementTests {
             for uri in all {
                 let answer = try await get(uri, confined)
                 #expect(answer.status < 500, "\(uri): \(answer.status)")
-                for secret in ["secret-teacher", "ADV-secret"] where answer.body.contains(secret) {
+                for secret in ["secret-teacher", "ADV-secret", "secret-kid", "secret_metric"] where answer.body.contains(secret) {
                     Issue.record("\(uri) names \(secret): \(answer.body.prefix(300))")
                 }
                 // Unconfined, the same routes do name them: what the test would catch.
@@ -282,6 +288,15 @@ struct PaginationTests {
             #expect(paths.map { $0["path"] as? [String] ?? [] } == [["a@1", "a1"], ["a@1", "a1@1", "a11"]])
             let first = try await get("/v1/checkpoints/a/affected?limit=1")
             #expect((first.body as? [[String: Any]])?.count == 1 && first.next != nil)
+            // A lineage's descendants page the same way.
+            func descendants(_ body: Any?) -> [String] {
+                ((body as? [String: Any])?["descendants"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+            }
+            let lineage = try await get("/v1/models/a/lineage?limit=1")
+            #expect(descendants(lineage.body) == ["a1"] && lineage.next != nil)
+            let rest = try await get("/v1/models/a/lineage?limit=1&cursor=\(lineage.next ?? "")")
+            #expect(descendants(rest.body) == ["a11"] && rest.next == nil)
+            #expect(descendants(try await get("/v1/models/a/lineage").body) == ["a1", "a11"])
         }
     }
 }

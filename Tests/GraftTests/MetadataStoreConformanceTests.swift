@@ -262,13 +262,24 @@ struct MetadataStoreConformanceTests {
         // Metric keys of a family: the model and its descendants, each split apart.
         let baseID = try #require(try await store.modelID(named: name("base")))
         #expect(
-            try await store.metricKeys(subtree: baseID, limit: 100) == [
+            try await store.metricKeys(subtree: baseID, limit: 100, visibility: .all) == [
                 MetricKey(name: "acc", split: "val"), MetricKey(name: "loss", split: nil),
             ])
         #expect(
-            try await store.metricKeys(subtree: aID, limit: 1) == [MetricKey(name: "acc", split: "val")],
+            try await store.metricKeys(subtree: aID, limit: 1, visibility: .all) == [MetricKey(name: "acc", split: "val")],
             "the model first; the limit bounds the models read")
-        #expect(try await store.metricKeys(subtree: try #require(try await store.modelID(named: name("other"))), limit: 100) == [])
+        #expect(
+            try await store.metricKeys(subtree: try #require(try await store.modelID(named: name("other"))), limit: 100, visibility: .all)
+                == [])
+        // A reader who sees some models learns only their metrics (`kid` logs `loss`).
+        #expect(
+            try await store.metricKeys(subtree: baseID, limit: 100, visibility: ModelVisibility(pattern: "[!k]*")) == [
+                MetricKey(name: "acc", split: "val")
+            ])
+        #expect(
+            try await store.metricKeys(subtree: baseID, limit: 100, visibility: ModelVisibility(pattern: "kid")) == [
+                MetricKey(name: "loss", split: nil)
+            ])
     }
 
     @Test(

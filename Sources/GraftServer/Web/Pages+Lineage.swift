@@ -123,7 +123,7 @@ extension Web {
                 guard token.covers(nameOf(ancestor.name)) else { break }
                 root = nameOf(ancestor.name)
             }
-            let keys = try await registry.metricKeys(under: root)
+            let keys = try await registry.metricKeys(under: root, visibility: token.visibility)
             let metric = options.metric ?? Self.defaultMetric(keys)
             let report = try await registry.lineage(root, metric: metric?.name, direction: nil, parts: .descendants)
             let family = Family(root: report.model, descendants: report.descendants) { token.covers(nameOf($0)) }
