@@ -214,6 +214,24 @@ struct ConfinementTests {
             // The student's parent is there, as a placeholder.
             let shown = try await get("/v1/models/open-ft", confined)
             #expect(shown.body.contains(Redaction.placeholder), "\(shown.body.prefix(400))")
+            // Hidden models are left out of lists, not only renamed: lineage descendants,
+            // affected descendants, advisories.
+            func json(_ body: String) -> Any? { try? JSONSerialization.jsonObject(with: Data(body.utf8)) }
+            func descendants(_ token: String) async throws -> Int {
+                ((json(try await get("/v1/models/open-ft/lineage", token).body) as? [String: Any])?["descendants"] as? [Any])?.count ?? -1
+            }
+            let (hiddenKid, shownKid) = (try await descendants(confined), try await descendants(reader))
+            #expect(hiddenKid == 0 && shownKid == 1)
+            func affected(_ token: String) async throws -> Int {
+                (json(try await get("/v1/checkpoints/open-ft@1/affected", token).body) as? [Any])?.count ?? -1
+            }
+            let (affectedHidden, affectedShown) = (try await affected(confined), try await affected(reader))
+            #expect(affectedHidden == 0 && affectedShown == 1, "secret-kid inherits ADV-secret")
+            func advisories(_ token: String) async throws -> Int {
+                (json(try await get("/v1/advisories", token).body) as? [Any])?.count ?? -1
+            }
+            let (advisoriesHidden, advisoriesShown) = (try await advisories(confined), try await advisories(reader))
+            #expect(advisoriesHidden == 0 && advisoriesShown == 1)
         }
     }
 
