@@ -116,36 +116,38 @@ struct ListeningTests {
 
 @Suite("Large bodies, a few at a time")
 struct BodyGateTests {
-    @Test("at most `slots` run at once; the others wait their turn, then are told busy past the wait; a slot frees on error too")
-    func slots() async throws {
-        let gate = BodyGate(slots: 2, wait: .seconds(30))
-        final class Running: Sendable { let count = Mutex((now: 0, most: 0)) }
-        let running = Running()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<8 {
-                group.addTask {
-                    try await gate.admit {
-                        running.count.withLock {
-                            $0.now += 1; $0.most = max($0.most, $0.now)
-                        }
-                        try await Task.sleep(for: .milliseconds(30))
-                        running.count.withLock { $0.now -= 1 }
-                    }
-                }
+    /// Holds one slot of `gate` until `release` yields: returns once it holds it.
+    private static func hold(_ gate: BodyGate, until release: AsyncStream<Void>) async -> Task<Void, any Error> {
+        let (held, signal) = AsyncStream<Void>.makeStream()
+        let task = Task {
+            try await gate.admit {
+                signal.yield()
+                for await _ in release { break }
             }
-            try await group.waitForAll()
         }
-        #expect(running.count.withLock { $0.most } == 2)
-        // A failing body gives its slot back.
-        await #expect(throws: GraftError.self) { try await gate.admit { throw GraftError.busy } }
-        // One slot held: a second request waits at most the wait, then is busy.
-        let short = BodyGate(slots: 1, wait: .milliseconds(50))
-        let holding = Task { try await short.admit { try await Task.sleep(for: .milliseconds(500)) } }
-        try await Task.sleep(for: .milliseconds(20))
-        let started = ContinuousClock.now
-        await #expect(throws: GraftError.self) { try await short.admit {} }
-        #expect(ContinuousClock.now - started < .milliseconds(400), "refused after its wait, not after the holder")
-        try await holding.value
-        try await short.admit {}
+        for await _ in held { break }
+        return task
+    }
+
+    @Test("`slots` run at once and no more: the next waits its turn, then is told busy; a slot frees on error too")
+    func slots() async throws {
+        // No clock is read: holders hold until the test lets them go.
+        let gate = BodyGate(slots: 2, wait: .milliseconds(50))
+        for round in 0..<2 {
+            // One stream each: an AsyncStream has a single reader.
+            let (releaseFirst, releaserFirst) = AsyncStream<Void>.makeStream()
+            let (releaseSecond, releaserSecond) = AsyncStream<Void>.makeStream()
+            let first = await Self.hold(gate, until: releaseFirst)
+            let second = await Self.hold(gate, until: releaseSecond)
+            // Two hold at once; a third waits its 50 ms and is refused while they still hold.
+            await #expect(throws: GraftError.self, "round \(round)") { try await gate.admit {} }
+            releaserFirst.finish()
+            releaserSecond.finish()
+            try await first.value
+            try await second.value
+            // A failing body gives its slot back: the next round again admits two.
+            await #expect(throws: GraftError.self) { try await gate.admit { throw GraftError.busy } }
+        }
+        try await gate.admit {}
     }
 }
