@@ -28,12 +28,10 @@ enum Terminal {
         return result
     }
 
+    /// Free text's controls (``FreeText/isControl(_:)``) and the carriage return, which would
+    /// write over the line.
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar.value {
-        case 0x09, 0x0A: false
-        case 0x00...0x1F, 0x7F...0x9F: true
-        default: false
-        }
+        scalar == "\r" || FreeText.isControl(scalar)
     }
 }
 

@@ -138,8 +138,9 @@ public enum FreeText {
         }
     }
 
-    /// C0 and C1 controls and DEL, but tab, line feed and carriage return.
-    static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+    /// C0 and C1 controls and DEL, but tab, line feed and carriage return (which free text may
+    /// hold; a terminal escapes the carriage return too).
+    public static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.value {
         case 0x09, 0x0A, 0x0D: false
         case 0x00...0x1F, 0x7F...0x9F: true

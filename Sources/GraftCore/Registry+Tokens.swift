@@ -127,23 +127,17 @@ public struct SessionExpiry: Sendable, Equatable {
     }
 }
 
-/// A web session opened by signing in: its id (the cookie's value, shown once) and its token.
-public struct OpenedSession: Sendable {
-    public var id: String
-    public var token: TokenInfo
-}
-
 extension Registry {
     /// Signs in with a token's secret: opens a session for it and answers the session's id
     /// (random, stored only as its SHA-256), or `nil` when the token is unknown, revoked or
     /// malformed. The id is what the browser keeps; it is never an API credential.
-    public func openSession(secret: String, expiry: SessionExpiry, now: Double? = nil) async throws(GraftError) -> OpenedSession? {
-        let now = now ?? Date().timeIntervalSince1970
-        guard let tokenHash = TokenSecret.hash(secret), let token = try await metadata.token(hash: tokenHash) else { return nil }
+    public func openSession(secret: String, expiry: SessionExpiry, now: Double? = nil) async throws(GraftError) -> String? {
+        guard let tokenHash = TokenSecret.hash(secret) else { return nil }
         let id = TokenSecret.generate(prefix: TokenSecret.sessionPrefix)
         let hash = TokenSecret.hash(id, prefix: TokenSecret.sessionPrefix)!
-        guard try await metadata.insertSession(hash: hash, tokenHash: tokenHash, now: now, expiry: expiry) else { return nil }
-        return OpenedSession(id: id, token: token)
+        let opened = try await metadata.insertSession(
+            hash: hash, tokenHash: tokenHash, now: now ?? Date().timeIntervalSince1970, expiry: expiry)
+        return opened ? id : nil
     }
 
     /// The token of a live session, or `nil` (unknown, expired, signed out, token revoked).

@@ -141,15 +141,28 @@ struct AccessTests {
     }
 }
 
+/// A registry in a temporary directory, removed when released.
+final class ScratchRegistry: Sendable {
+    let path: String
+    let registry: Registry
+
+    init(_ label: String) async throws {
+        path = NSTemporaryDirectory() + "graft-\(label)-\(UInt64.random(in: 0 ... .max))"
+        registry = try await Registry.create(at: path).registry
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
 /// What a confined token reads: for every GET route and page it may call, generated from the
 /// route table, the answer names no model it cannot see and no advisory recorded on one.
 @Suite("Confinement: answers name nothing hidden")
 struct ConfinementTests {
     @Test("every route and page a confined token reads, in every format, is free of hidden names and advisory ids")
     func nothingHidden() async throws {
-        let path = NSTemporaryDirectory() + "graft-confined-\(UInt64.random(in: 0 ... .max))"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let registry = try await Registry.create(at: path).registry
+        let scratch = try await ScratchRegistry("confined")
+        defer { withExtendedLifetime(scratch) {} }
+        let registry = scratch.registry
         let tensors = [
             TensorData(name: "w", dtype: .f32, shape: [1024], bytes: (0..<4096).map { UInt8(truncatingIfNeeded: $0) }),
             TensorData(name: "head", dtype: .f32, shape: [4], bytes: [UInt8](repeating: 1, count: 16)),
@@ -250,9 +263,9 @@ struct ConfinementTests {
 struct PaginationTests {
     @Test("limit and cursor walk a list in pages that add up to the whole; bad limits and cursors are 400")
     func pages() async throws {
-        let path = NSTemporaryDirectory() + "graft-pages-\(UInt64.random(in: 0 ... .max))"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let registry = try await Registry.create(at: path).registry
+        let scratch = try await ScratchRegistry("pages")
+        defer { withExtendedLifetime(scratch) {} }
+        let registry = scratch.registry
         let tensors = [TensorData(name: "w", dtype: .f32, shape: [4], bytes: [UInt8](repeating: 3, count: 16))]
         for name in ["a", "b", "c", "d", "e"] {
             _ = try await registry.addBase(name: try ModelName(name), input: try SafeTensorsMemory(tensors, metadata: [:]))

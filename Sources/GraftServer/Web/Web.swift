@@ -80,7 +80,7 @@ struct Web: Sendable {
             var response = Response(status: .seeOther)
             response.headers[.location] = next
             response.headers[.setCookie] =
-                "\(Self.cookieName)=\(session.id); Path=/; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "")
+                "\(Self.cookieName)=\(session); Path=/; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "")
             response.headers[.cacheControl] = "no-store"
             return response
         }
