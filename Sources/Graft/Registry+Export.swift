@@ -1,3 +1,4 @@
+import Foundation
 public import GraftCore
 import GraftLocal
 import SafeTensors
@@ -21,6 +22,7 @@ extension Registry {
         let (id, summary) = try await resolve(reference)
         if !overwrite, FileSystem.fileExists(path) { throw .outputExists(path: path) }
         let stored = try await metadata.parts(checkpoint: id)
+        if !stored.files.isEmpty { return try await exportDirectory(stored, summary: summary, to: path, overwrite: overwrite) }
         let (header, parts) = (stored.header, stored.tensors)
         let blobs = self.blobs
         let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
@@ -68,6 +70,108 @@ extension Registry {
         try FileSystem.syncDirectory(directory.isEmpty ? "/" : directory)
         return ExportResult(checkpoint: summary.ref, digest: summary.digest, path: path, bytes: bytes)
     }
+}
+
+extension Registry {
+    /// Writes a directory checkpoint as the tree it was imported from: every shard (its header,
+    /// then its tensors' bytes), every other file, byte for byte. The tree is written beside
+    /// `path` under a hidden temporary name, each file flushed, every blob rehashed in parallel,
+    /// then renamed into place whole (an existing `path` is replaced only with `overwrite`).
+    private func exportDirectory(_ stored: CheckpointParts, summary: CheckpointSummary, to path: String, overwrite: Bool)
+        async throws(GraftError) -> ExportResult
+    {
+        let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        let directory = trimmed.contains("/") ? String(trimmed[..<trimmed.lastIndex(of: "/")!]) : "."
+        let base = trimmed.split(separator: "/").last.map(String.init) ?? trimmed
+        let parent = directory.isEmpty ? "/" : directory
+        let temporary = parent + "/." + base + "." + FileSystem.uniqueName(suffix: ".tmp")
+        let blobs = self.blobs
+        var checked = stored.tensors
+        for file in stored.files {
+            if case .file(let digest, let length, let inline) = file.content { checked.append((digest, length, inline)) }
+        }
+        async let verified = Self.firstDamaged(checked, in: blobs)
+        let written = await Result { () async throws(GraftError) -> Int in
+            try await offload { () throws(GraftError) -> Int in try Self.writeTree(stored, into: temporary, blobs: blobs) }
+        }
+        let damaged = await verified
+        func discard() { try? FileManager.default.removeItem(atPath: temporary) }
+        let bytes: Int
+        switch written {
+        case .success(let count) where damaged == nil: bytes = count
+        case .success:
+            discard()
+            throw damaged!
+        case .failure(let error):
+            discard()
+            throw damaged ?? error
+        }
+        do throws(GraftError) {
+            if FileSystem.fileExists(trimmed) {
+                guard overwrite else { throw GraftError.outputExists(path: path) }
+                let old = parent + "/." + base + "." + FileSystem.uniqueName(suffix: ".old")
+                try FileSystem.rename(trimmed, old)
+                try FileSystem.rename(temporary, trimmed)
+                try? FileManager.default.removeItem(atPath: old)
+            } else {
+                try FileSystem.rename(temporary, trimmed)
+            }
+        } catch {
+            discard()
+            throw error
+        }
+        try FileSystem.syncDirectory(parent)
+        return ExportResult(checkpoint: summary.ref, digest: summary.digest, path: trimmed, bytes: bytes, files: stored.files.count)
+    }
+
+    /// Writes every file of a directory checkpoint under `root` (created), each flushed, and
+    /// the folders flushed after; returns the bytes written.
+    private static func writeTree(_ stored: CheckpointParts, into root: String, blobs: BlobTransfer) throws(GraftError) -> Int {
+        try FileSystem.makeDirectory(root, mode: 0o755)
+        var folders: [String] = [root]
+        var written = 0
+        for file in stored.files {
+            let components = file.path.split(separator: "/").map(String.init)
+            var folder = root
+            for component in components.dropLast() {
+                folder += "/" + component
+                if try FileSystem.makeDirectory(folder, mode: 0o755) { folders.append(folder) }
+            }
+            let out = try FileDescriptor(path: root + "/" + file.path, flags: O_WRONLY | O_CREAT | O_EXCL)
+            func put(_ digest: Digest, _ length: Int, _ inline: [UInt8]?) throws(GraftError) {
+                if let inline { try out.write(inline) } else { try blobs.store.copy(digest, length: length, appendingTo: out.fd) }
+                written += length
+            }
+            switch file.content {
+            case .shard(let header, let first, let count):
+                try out.write(header)
+                written += header.count
+                for (digest, length, inline) in stored.tensors[first..<(first + count)] { try put(digest, length, inline) }
+            case .file(let digest, let length, let inline):
+                try put(digest, length, inline)
+            }
+            try out.sync()
+        }
+        for folder in folders.reversed() { try FileSystem.syncDirectory(folder) }
+        return written
+    }
+}
+
+extension DirectoryInput {
+    /// Reads a model directory for import (``Registry/addBase(name:directory:provenance:progress:)``,
+    /// ``Registry/addCheckpoint(model:directory:step:epoch:metrics:split:progress:)``): every file
+    /// checked, shards validated against their index, nothing stored yet.
+    /// - Throws: ``GraftError/invalidDirectory(path:reason:)`` saying what cannot be imported.
+    public static func open(_ path: String, options: DirectoryOptions = DirectoryOptions()) throws(GraftError) -> DirectoryInput {
+        try ModelDirectory.open(path, options: options)
+    }
+
+    /// Whether `path` is a directory (a symlink followed): what the CLI imports as a model directory.
+    public static func isDirectory(_ path: String) -> Bool { ModelDirectory.isDirectory(path) }
+
+    /// Why a single file should have been given as its directory: one shard of a sharded model,
+    /// or its index; `nil` for any other file.
+    public static func shardAdvice(file path: String) -> String? { ModelDirectory.shardAdvice(file: path) }
 }
 
 extension Registry: RegistryAPI {}

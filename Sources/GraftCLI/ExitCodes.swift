@@ -33,6 +33,9 @@ extension GraftError {
         case .protected(_, let reasons) where reasons.contains(where: { if case .descendants = $0 { true } else { false } }):
             "--cascade removes them too"
         case .blobVanished: "run the command again"
+        case .invalidDirectory(_, let reason) where reason.contains("pickle-based") || reason.contains("holds more than"):
+            "--exclude GLOB leaves files out"
+        case .invalidDirectory(_, let reason) where reason.contains("bytes; files other than weights"): "--max-file-mib raises the cap"
         default: nil
         }
     }

@@ -83,6 +83,34 @@ struct RankingOptions: ParsableArguments {
     var direction: Direction? { max ? .max : min ? .min : nil }
 }
 
+/// How `base add` and `checkpoint add` read a model directory.
+struct DirectoryImportOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "For a directory: leave out files whose relative path (or name) matches this glob (repeatable), e.g. '*.bin'.",
+            valueName: "glob"))
+    var exclude: [String] = []
+    @Option(help: ArgumentHelp("For a directory: the most files it may hold.", valueName: "count"))
+    var maxFiles = DirectoryOptions.defaultMaxFiles
+    @Option(help: ArgumentHelp("For a directory: the largest file other than weights, in MiB.", valueName: "mib"))
+    var maxFileMib = DirectoryOptions.defaultMaxFileBytes >> 20
+
+    func validate() throws {
+        guard maxFiles >= 1 else { throw ValidationError("--max-files must be at least 1") }
+        guard (1...(1 << 20)).contains(maxFileMib) else { throw ValidationError("--max-file-mib must be between 1 and 1048576") }
+    }
+
+    var options: DirectoryOptions { DirectoryOptions(exclude: exclude, maxFiles: maxFiles, maxFileBytes: maxFileMib << 20) }
+
+    /// The model directory at `path`, or `nil` for a file (refusing a lone shard or index).
+    func directory(_ path: String) throws(GraftError) -> DirectoryInput? {
+        guard path != "-" else { return nil }
+        if DirectoryInput.isDirectory(path) { return try DirectoryInput.open(path, options: options) }
+        if let advice = DirectoryInput.shardAdvice(file: path) { throw .invalidDirectory(path: path, reason: advice) }
+        return nil
+    }
+}
+
 /// `--json`, shared by every read command.
 struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print JSON (schema in docs/JSON.md) instead of text.")

@@ -11,6 +11,8 @@ public struct StudentRequest: Sendable, Codable, Equatable {
     public var drop: [String]?
     public var reinit: [String]?
     public var freezeThrough: String?
+    /// The prefix under which the student names the parent's tensors (`bert.`).
+    public var prefix: String?
     /// Each tensor's state (the training engine's way); excludes the rules.
     public var perTensor: [String: TensorState]?
     public var description: String?
@@ -26,6 +28,7 @@ public struct StudentRequest: Sendable, Codable, Equatable {
             (freeze, train, drop, reinit, freezeThrough) = (
                 patterns(.freeze), patterns(.train), patterns(.drop), patterns(.reinit), through
             )
+            prefix = patterns(.prefix)?.first
         case .perTensor(let states):
             perTensor = states
         }
@@ -33,11 +36,12 @@ public struct StudentRequest: Sendable, Codable, Equatable {
 
     /// The manifest these fields declare.
     public func declaration() throws(GraftError) -> ManifestDeclaration {
-        let rules = [(freeze, ManifestRule.Action.freeze), (train, .train), (drop, .drop), (reinit, .reinit)]
+        let rules =
+            [(freeze, ManifestRule.Action.freeze), (train, .train), (drop, .drop), (reinit, .reinit), (prefix.map { [$0] }, .prefix)]
             .flatMap { patterns, action in (patterns ?? []).map { ManifestRule(action, $0) } }
         if let perTensor {
             guard rules.isEmpty, freezeThrough == nil else {
-                throw .badRequest("per_tensor excludes freeze, train, drop, reinit and freeze_through")
+                throw .badRequest("per_tensor excludes freeze, train, drop, reinit, prefix and freeze_through")
             }
             return .perTensor(perTensor)
         }

@@ -60,6 +60,9 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case invalidCard(String)
     /// Free text (a description, a provenance field, an advisory note) that cannot be stored.
     case invalidText(what: String, reason: String)
+    /// A model directory that cannot be imported as it is (pickled weights, a symlink that leaves
+    /// it, an index that disagrees with its shards, …); nothing was written.
+    case invalidDirectory(path: String, reason: String)
     /// Every candidate for `best` carries an open advisory.
     case allCandidatesFlagged(metric: String, candidates: Int)
     /// An advisory id that is taken, or unknown.
@@ -173,6 +176,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "model card: \(reason)"
         case .invalidText(let what, let reason):
             return "invalid \(what): \(reason)"
+        case .invalidDirectory(let path, let reason):
+            return "cannot import \(show(path)): \(reason); nothing was written"
         case .allCandidatesFlagged(let metric, let candidates):
             return "all \(candidates) checkpoint(s) with metric \(show(metric)) carry an open advisory (on them or an ancestor)"
         case .advisoryExists(let id):

@@ -33,7 +33,10 @@ public enum Relation: String, Sendable, Codable, CaseIterable {
 /// A pattern is a tensor name, a layer prefix that matches every tensor under it (`encoder`
 /// matches `encoder.layer.0.weight`, not `encoderx.w`), or a glob (`*`, `?`, `[…]`).
 public struct ManifestRule: Sendable, Codable, Equatable {
-    public enum Action: String, Sendable, Codable { case freeze, train, drop, reinit }
+    /// `prefix` is not a state: it says the student names the parent's tensors under a prefix
+    /// (a task model's `bert.` over a bare base), so `prefix bert.` reads every parent tensor
+    /// `N` as the student's `bert.N`, and the other rules match those names.
+    public enum Action: String, Sendable, Codable { case freeze, train, drop, reinit, prefix }
     public var action: Action
     public var pattern: String
 
@@ -79,6 +82,7 @@ public struct ManifestEntry: Sendable, Codable, Equatable {
 package enum ManifestResolver {
     /// - Throws: ``GraftError/patternMatchesNothing(_:)``, ``GraftError/invalidManifest(_:)``.
     static func resolve(_ declaration: ManifestDeclaration, parent: [TensorEntry]) throws(GraftError) -> [ManifestEntry] {
+        var parent = parent
         var states: [String: TensorState] = [:]
         var newEntries: [ManifestEntry] = []
         switch declaration {
@@ -94,7 +98,15 @@ package enum ManifestResolver {
                     states[name] = state
                 }
             }
-        case .rules(let rules, let freezeThrough):
+        case .rules(let declared, let freezeThrough):
+            let (prefix, rules) = try prefixRule(declared)
+            if !prefix.isEmpty {
+                parent = parent.map { tensor in
+                    var renamed = tensor
+                    renamed.name = prefix + tensor.name
+                    return renamed
+                }
+            }
             var matchers = try rules.map { rule throws(GraftError) -> Matcher in try Matcher(rule) }
             if let freezeThrough { matchers.append(try Matcher(freezeThrough: freezeThrough)) }
             var used = Array(repeating: false, count: matchers.count)
@@ -118,6 +130,51 @@ package enum ManifestResolver {
                 name: tensor.name, state: states[tensor.name] ?? .trainable, dtype: tensor.dtype, shape: tensor.shape,
                 parameters: tensor.parameters, parentDigest: tensor.digest)
         } + newEntries.sorted { $0.name < $1.name }
+    }
+
+    /// The declaration's prefix (empty when it has none) and its other rules.
+    /// - Throws: ``GraftError/invalidManifest(_:)`` for two prefixes, or one that is not a layer
+    ///   path ending in `.` (`bert.`, `model.encoder.`).
+    static func prefixRule(_ rules: [ManifestRule]) throws(GraftError) -> (prefix: String, rules: [ManifestRule]) {
+        let prefixes = rules.filter { $0.action == .prefix }.map(\.pattern)
+        guard prefixes.count <= 1 else { throw .invalidManifest("one prefix at most (given: \(prefixes.joined(separator: ", ")))") }
+        let prefix = prefixes.first ?? ""
+        if !prefix.isEmpty {
+            let path = prefix.dropLast()
+            guard prefix.hasSuffix("."), !path.isEmpty, !path.split(separator: ".", omittingEmptySubsequences: false).contains(""),
+                !prefix.contains(where: { "*?[]".contains($0) || $0.isWhitespace })
+            else { throw .invalidManifest("the prefix \(show(prefix)) is not a layer path ending in `.` (e.g. `bert.`)") }
+        }
+        return (prefix, rules.filter { $0.action != .prefix })
+    }
+
+    /// Resolves rules, and when one matches nothing, tries the prefix its pattern starts with
+    /// (`bert.` for `bert.embeddings`): a task model names the base's tensors under the
+    /// architecture's attribute, and its user writes rules in the names they see. The
+    /// declaration returned says the prefix it resolved with.
+    static func resolveInferringPrefix(_ declaration: ManifestDeclaration, parent: [TensorEntry]) throws(GraftError)
+        -> (entries: [ManifestEntry], declaration: ManifestDeclaration)
+    {
+        do {
+            return (try resolve(declaration, parent: parent), declaration)
+        } catch {
+            guard case .patternMatchesNothing = error, case .rules(let rules, let through) = declaration,
+                !rules.contains(where: { $0.action == .prefix })
+            else { throw error }
+            let topLevel = Set(parent.map { $0.name.split(separator: ".").first.map(String.init) ?? $0.name })
+            var candidates: [String] = []
+            for pattern in rules.map(\.pattern) + (through.map { [$0] } ?? []) {
+                guard let first = pattern.split(separator: ".").first.map(String.init), pattern.contains("."),
+                    !first.contains(where: { "*?[]".contains($0) }), !topLevel.contains(first), !candidates.contains(first + ".")
+                else { continue }
+                candidates.append(first + ".")
+            }
+            for prefix in candidates {
+                let prefixed = ManifestDeclaration.rules([ManifestRule(.prefix, prefix)] + rules, freezeThrough: through)
+                if let entries = try? resolve(prefixed, parent: parent) { return (entries, prefixed) }
+            }
+            throw error
+        }
     }
 
     /// The transfer mode a manifest implies.
@@ -190,6 +247,7 @@ extension ManifestRule.Action {
         case .train: 1
         case .reinit: 2
         case .drop: 3
+        case .prefix: -1
         }
     }
 
@@ -199,6 +257,7 @@ extension ManifestRule.Action {
         case .train: .trainable
         case .drop: .dropped
         case .reinit: .new
+        case .prefix: .trainable
         }
     }
 }

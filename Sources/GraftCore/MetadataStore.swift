@@ -36,7 +36,10 @@ package protocol MetadataStore: Sendable {
     func checkpoint(model: ModelName, number: Int?) async throws(GraftError) -> ResolvedCheckpoint?
     /// A checkpoint's tensors in file order.
     func tensors(checkpoint: Int64) async throws(GraftError) -> [TensorEntry]
-    /// A checkpoint's stored header bytes and, in data order, where each tensor's bytes are.
+    /// A directory checkpoint's files by path (plain files without their bytes); empty for one file.
+    func files(checkpoint: Int64) async throws(GraftError) -> [CheckpointFile]
+    /// A checkpoint's stored header bytes and, in data order, where each tensor's bytes are;
+    /// for a directory checkpoint, its files.
     func parts(checkpoint: Int64) async throws(GraftError) -> CheckpointParts
     /// Whether some checkpoint was imported with exactly this header.
     func hasHeader(digest: Digest) async throws(GraftError) -> Bool
@@ -222,9 +225,12 @@ package struct ResolvedCheckpoint: Sendable {
 package struct CheckpointParts: Sendable {
     package var header: [UInt8]
     package var tensors: [(digest: Digest, length: Int, inline: [UInt8]?)]
-    package init(header: [UInt8], tensors: [(digest: Digest, length: Int, inline: [UInt8]?)]) {
+    /// A directory checkpoint's files by path, plain files with their inline bytes; empty for one file.
+    package var files: [CheckpointFile]
+    package init(header: [UInt8], tensors: [(digest: Digest, length: Int, inline: [UInt8]?)], files: [CheckpointFile] = []) {
         self.header = header
         self.tensors = tensors
+        self.files = files
     }
 }
 
@@ -251,7 +257,13 @@ package struct NewCheckpoint: Sendable {
     package var tensors: [IngestedTensor]
     package var step: Int?
     package var epoch: Int?
+    /// A directory checkpoint's files by path (shards and the rest); empty for one file.
+    package var files: [CheckpointFile] = []
+    /// The blobs of its plain files (stored like tensors: inline when small).
+    package var fileBlobs: [IngestedTensor] = []
     package var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
+    /// Every blob the commit records: the tensors', then the files'.
+    package var blobs: [IngestedTensor] { fileBlobs.isEmpty ? tensors : tensors + fileBlobs }
     package init(
         headerBytes: [UInt8], headerDigest: Digest, digest: Digest, metadata: [String: String], dataLength: Int, fileBytes: Int,
         tensors: [IngestedTensor], step: Int?, epoch: Int?

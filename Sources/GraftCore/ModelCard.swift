@@ -41,26 +41,73 @@ public enum ModelCard {
 }
 
 extension Registry {
+    /// `ORG/NAME` of a Hub source (`hf://ORG/NAME@REVISION`, `https://huggingface.co/ORG/NAME…`), else `nil`.
+    static func hubRepository(_ source: String?) -> String? {
+        guard let source else { return nil }
+        let rest: Substring
+        if source.hasPrefix("hf://") {
+            rest = source.dropFirst("hf://".count)
+        } else if source.hasPrefix("https://huggingface.co/") {
+            rest = source.dropFirst("https://huggingface.co/".count)
+        } else {
+            return nil
+        }
+        let path = rest.split(separator: "@").first.map { $0.split(separator: "/") } ?? []
+        guard path.count >= 2, path.prefix(2).allSatisfy({ !$0.isEmpty && !$0.contains(":") }) else { return nil }
+        return path.prefix(2).joined(separator: "/")
+    }
+
+    /// The checkpoint a card reports: the model's best by the metric most of its checkpoints
+    /// record (ties to the name first in byte order; direction inferred from the name), with
+    /// that checkpoint's evaluations; `nil` when none has metrics.
+    func cardCheckpoint(_ detail: ModelDetail) async throws(GraftError) -> MetricsReport.Entry? {
+        guard !detail.checkpoints.isEmpty else { return nil }
+        let report = try await metrics(.model(detail.model.name))
+        // Keyed "split\u{0}name", so that the byte order puts metrics without a split first.
+        var counts: [String: (name: String, split: String?, count: Int)] = [:]
+        for entry in report.checkpoints {
+            for metric in entry.metrics {
+                let key = (metric.split ?? "") + "\u{0}" + metric.name
+                counts[key, default: (metric.name, metric.split, 0)].count += 1
+            }
+        }
+        let ranked = counts.sorted { a, b in
+            a.value.count != b.value.count ? a.value.count > b.value.count : a.key.utf8.lexicographicallyPrecedes(b.key.utf8)
+        }
+        guard let (metric, split, _) = ranked.first?.value else { return nil }
+        let best = try await self.best(metric: metric, split: split, scope: .model(detail.model.name), includeFlagged: true)
+        return report.checkpoints.first { $0.checkpoint == best.checkpoint.ref }
+    }
+
     /// Hugging Face model-card front matter (YAML, between `---` lines) for a model: its parent
     /// as `base_model` and `base_model_relation`, the license and datasets (a student inherits
-    /// its root base's), and the newest checkpoint's evaluations in `model-index` form.
+    /// its root base's; a student's datasets and task are only its own), and the evaluations of
+    /// its best checkpoint (``cardCheckpoint(_:)``) in `model-index` form.
     public func card(_ name: ModelName) async throws(GraftError) -> String {
         let detail = try await model(name)
         let lineage = try await lineage(name, parts: .ancestors)
         let root = lineage.ancestors.last?.name ?? name.value
         let rootProvenance = root == name.value ? detail.model.provenance : try await model(ModelName(trusted: root)).model.provenance
         let provenance = detail.model.provenance
-        let metrics = detail.checkpoints.isEmpty ? MetricsReport(checkpoints: [], curves: []) : try await self.metrics(.latest(name))
+        let isStudent = detail.manifest != nil
+        let shown = try await cardCheckpoint(detail)
+        let metrics =
+            shown.map { MetricsReport(checkpoints: [$0], curves: []) } ?? MetricsReport(checkpoints: [], curves: [])
         var pairs: [(Node, Node)] = []
         func add(_ key: String, _ value: Node) { pairs.append((Node(key), value)) }
         if let parent = detail.manifest?.parent, let relation = detail.manifest?.relation {
-            add("base_model", Node(String(parent[..<parent.lastIndex(of: "@")!])))
+            let parentName = String(parent[..<parent.lastIndex(of: "@")!])
+            // A base from the Hub is named as the Hub names it, so the card links to it there.
+            let hub = Self.hubRepository(try await model(ModelName(trusted: parentName)).model.provenance.source)
+            add("base_model", Node(hub ?? parentName))
             // The Hub knows adapter, merge, quantized and finetune; a distillation is a fine-tune of the teacher.
             add("base_model_relation", Node(relation == .distillation ? "finetune" : relation.rawValue))
         }
         if let license = provenance.license ?? rootProvenance.license { add("license", Node(license)) }
-        if let dataset = provenance.dataset ?? rootProvenance.dataset { add("datasets", Node([Node(dataset)])) }
-        if let task = provenance.task ?? rootProvenance.task { add("pipeline_tag", Node(task)) }
+        // Datasets and the task are a model's own: a classifier is not its base's feature extractor,
+        // nor trained on its base's pretraining corpus.
+        if let dataset = provenance.dataset ?? (isStudent ? nil : rootProvenance.dataset) { add("datasets", Node([Node(dataset)])) }
+        if let task = provenance.task ?? (isStudent ? nil : rootProvenance.task) { add("pipeline_tag", Node(task)) }
         var tags = [Node("graft")]
         if let mode = detail.manifest?.mode { tags.append(Node(mode.rawValue)) }
         add("tags", Node(tags))
@@ -69,10 +116,10 @@ extension Registry {
             let bySplit = Dictionary(grouping: evaluations) { $0.split ?? "evaluation" }
             let results: [Node] = bySplit.keys.sorted().map { split in
                 Node([
-                    (Node("task"), Node([(Node("type"), Node(provenance.task ?? rootProvenance.task ?? "other"))])),
+                    (Node("task"), Node([(Node("type"), Node(provenance.task ?? (isStudent ? nil : rootProvenance.task) ?? "other"))])),
                     (
                         Node("dataset"),
-                        Node([(Node("name"), Node(split)), (Node("type"), Node(provenance.dataset ?? rootProvenance.dataset ?? split))])
+                        Node([(Node("name"), Node(split)), (Node("type"), Node(provenance.dataset ?? split))])
                     ),
                     (
                         Node("metrics"),
@@ -84,6 +131,7 @@ extension Registry {
                 ])
             }
             add("model-index", Node([Node([(Node("name"), Node(name.value)), (Node("results"), Node(results))])]))
+            if let shown { add("graft_checkpoint", Node(shown.checkpoint)) }
         }
         do {
             return "---\n" + (try Yams.serialize(node: Node(pairs))) + "---\n"

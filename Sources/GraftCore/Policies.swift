@@ -98,7 +98,7 @@ package enum ManifestEnforcement {
                 plan.violations.append(.droppedButPresent(tensor: entry.name))
             case .frozen, .trainable:
                 guard let index else {
-                    plan.violations.append(.missing(tensor: entry.name, state: entry.state))
+                    if !isUnsavedBuffer(entry) { plan.violations.append(.missing(tensor: entry.name, state: entry.state)) }
                     continue
                 }
                 let tensor = tensors[index]
@@ -119,6 +119,16 @@ package enum ManifestEnforcement {
         let entries = Dictionary(manifest.entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         plan.newTensors = tensors.map(\.name).filter { name in entries[name].map { $0.state == .new } ?? true }
         return plan
+    }
+
+    /// Index buffers that `transformers` saved once and no longer saves (non-persistent since
+    /// 4.31: `embeddings.position_ids`): a checkpoint without one is not missing a weight.
+    package static let unsavedBuffers: Set<String> = ["position_ids"]
+
+    /// Whether a missing entry is such a buffer: an integer tensor of that name.
+    static func isUnsavedBuffer(_ entry: ManifestEntry) -> Bool {
+        guard let last = entry.name.split(separator: ".").last, unsavedBuffers.contains(String(last)) else { return false }
+        return [DType.i64, .i32].contains(entry.dtype)
     }
 
     /// Checks the digests of frozen tensors against the parent's: one violation per drifted tensor.

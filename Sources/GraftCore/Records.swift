@@ -184,6 +184,20 @@ public struct LayerGroup: Sendable, Codable, Equatable {
 public struct CheckpointDetail: Sendable, Codable, Equatable {
     public var checkpoint: CheckpointSummary
     public var layers: [LayerGroup]
+    /// For a checkpoint kept as a model directory: its files by path (shards and the rest).
+    /// Empty for a checkpoint that is one safetensors file.
+    public var files: [CheckpointFileEntry] = []
+
+    package init(checkpoint: CheckpointSummary, layers: [LayerGroup], files: [CheckpointFileEntry] = []) {
+        (self.checkpoint, self.layers, self.files) = (checkpoint, layers, files)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        checkpoint = try container.decode(CheckpointSummary.self, forKey: .checkpoint)
+        layers = try container.decode([LayerGroup].self, forKey: .layers)
+        files = try container.decodeIfPresent([CheckpointFileEntry].self, forKey: .files) ?? []
+    }
 }
 
 /// A model with its checkpoints and the tensors of its newest one.
@@ -218,6 +232,8 @@ public struct ImportResult: Sendable, Codable, Equatable {
     /// Against a server: the bytes this client sent (blobs the server lacked, the proposal and
     /// the commit). Absent for a local import.
     public var bytesSent: Int?
+    /// For a model directory: its files (shards and the rest). Absent for one file.
+    public var files: Int? = nil
 }
 
 /// Totals over the whole registry.

@@ -29,13 +29,57 @@ public struct DiffResult: Sendable, Codable, Equatable {
     public var layers: [LayerDiff]
 }
 
+/// The prefix under which one list of tensor names holds another's (`bert.` of a task model
+/// over its base's names), found from the names alone.
+package enum TensorPrefix {
+    /// The prefix and whether `a` is the side without it, when prepending it to one side's names
+    /// matches at least half of them and more than the names already shared; `nil` otherwise.
+    package static func detect(_ a: [String], _ b: [String]) -> (prefix: String, aIsBare: Bool)? {
+        let (setA, setB) = (Set(a), Set(b))
+        let shared = setA.intersection(setB).count
+        func best(bare: Set<String>, prefixed: Set<String>) -> (String, Int)? {
+            let topLevel = Set(bare.map { $0.split(separator: ".").first.map(String.init) ?? $0 })
+            let candidates = Set(
+                prefixed.compactMap { name -> String? in
+                    guard let first = name.split(separator: ".").first, name.contains("."), !topLevel.contains(String(first)) else {
+                        return nil
+                    }
+                    return String(first) + "."
+                })
+            return candidates.map { prefix in (prefix, bare.filter { prefixed.contains(prefix + $0) }.count) }
+                .max { ($0.1, $1.0) < ($1.1, $0.0) }
+        }
+        let options = [(best(bare: setA, prefixed: setB), true, setA.count), (best(bare: setB, prefixed: setA), false, setB.count)]
+        guard
+            let (found, aIsBare, size) = options.compactMap({ option in option.0.map { ($0, option.1, option.2) } })
+                .max(by: { $0.0.1 < $1.0.1 }),
+            found.1 * 2 >= size, found.1 > shared
+        else { return nil }
+        return (found.0, aIsBare)
+    }
+}
+
 extension Registry {
-    /// Compares two checkpoints tensor by tensor (by digest, dtype and shape).
+    /// Compares two checkpoints tensor by tensor (by digest, dtype and shape); a task model
+    /// and a base it holds under a prefix (`bert.`) are compared through it.
     public func diff(_ first: Reference, _ second: Reference) async throws(GraftError) -> DiffResult {
         let (a, aSummary) = try await resolve(first)
         let (b, bSummary) = try await resolve(second)
-        let left = Dictionary(try await tensors(checkpointID: a).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let right = Dictionary(try await tensors(checkpointID: b).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var leftTensors = try await tensors(checkpointID: a)
+        var rightTensors = try await tensors(checkpointID: b)
+        // A task model against its base: compare through the prefix it names the base's tensors under.
+        if let (prefix, leftIsBare) = TensorPrefix.detect(leftTensors.map(\.name), rightTensors.map(\.name)) {
+            func prefixed(_ tensors: [TensorEntry]) -> [TensorEntry] {
+                tensors.map { tensor in
+                    var renamed = tensor
+                    renamed.name = prefix + tensor.name
+                    return renamed
+                }
+            }
+            if leftIsBare { leftTensors = prefixed(leftTensors) } else { rightTensors = prefixed(rightTensors) }
+        }
+        let left = Dictionary(leftTensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let right = Dictionary(rightTensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var diffs: [TensorDiff] = []
         for name in Set(left.keys).union(right.keys).sorted(by: numericAwareLess) {
             switch (left[name], right[name]) {

@@ -41,6 +41,28 @@ extension Registry {
         }
     }
 
+    /// Registers a pretrained base from a model directory (`DirectoryInput`, read by the local
+    /// file layer): its safetensors shards' tensors exactly as one file's, every other file of
+    /// the directory (config, tokenizer, card, subfolders) as a content-addressed blob, and each
+    /// shard's own header, so that ``export(_:to:overwrite:)`` writes the same tree back.
+    public func addBase(
+        name: ModelName, directory: DirectoryInput, provenance: Provenance = Provenance(),
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
+    ) async throws(GraftError) -> ImportResult {
+        try await retryingVanishedBlobs { () async throws(GraftError) in
+            try await addBaseOnce(name: name, weights: directory.weights, directory: directory, provenance: provenance, progress: progress)
+        }
+    }
+
+    /// Opens the directory's weights (an existential) as the generic input the import takes.
+    private func addBaseOnce<Input: SafeTensorsInput>(
+        name: ModelName, weights: Input, directory: DirectoryInput, provenance: Provenance,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult {
+        try await addBaseOnce(
+            name: name, input: { () throws(GraftError) in weights }, directory: directory, provenance: provenance, progress: progress)
+    }
+
     /// Runs an import again when `gc` removed a blob it relied on between writing (or finding)
     /// the blob and committing: the next attempt finds it missing and writes it anew. A stream
     /// cannot be read twice (`retry` false): its import reports the error.
@@ -58,7 +80,7 @@ extension Registry {
 
     /// One attempt; `input` is opened after the cheap checks, so a taken name is refused first.
     func addBaseOnce<Input: SafeTensorsInput>(
-        name: ModelName, input open: () throws(GraftError) -> Input, provenance: Provenance,
+        name: ModelName, input open: () throws(GraftError) -> Input, directory: DirectoryInput? = nil, provenance: Provenance,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
         try provenance.check()
@@ -76,17 +98,23 @@ extension Registry {
             ? try await blobs.ingestInOrder(reader, progress: report)
             : try await blobs.ingest(reader, mode: seenBefore ? .hashFirst : .writeThrough, progress: report)
         try blobs.flush(ingested)
-        let commit = Self.newCheckpoint(reader, tensors: ingested, step: nil, epoch: nil)
+        let commit = try await Self.newCheckpoint(reader, tensors: ingested, directory: directory, blobs: blobs, step: nil, epoch: nil)
         let store = blobs.store
         let inlineStored = try await metadata.insertBase(
             name: name, provenance: provenance, checkpoint: commit, stillStored: { store.contains($0, claim: false) })
-        var seen = Set<Digest>()
-        let fileStored = ingested.filter { $0.wroteFile && seen.insert($0.digest).inserted }.reduce(0) { $0 + $1.info.byteCount }
-        let stored = fileStored + inlineStored
+        let stored = Self.bytesWritten(commit) + inlineStored
+        let logical = directory?.byteCount ?? reader.fileSize
         return ImportResult(
             model: name, checkpoint: "\(name)@1", digest: commit.digest, tensors: ingested.count,
-            parameters: commit.parameterCount, logicalBytes: reader.fileSize,
-            bytesStored: stored, bytesAlreadyPresent: total - stored)
+            parameters: commit.parameterCount, logicalBytes: logical,
+            bytesStored: stored, bytesAlreadyPresent: total + (directory?.files.header.dataLength ?? 0) - stored,
+            files: directory == nil ? nil : commit.files.count)
+    }
+
+    /// Bytes of blob files a commit wrote (each distinct blob once; inline ones are the store's to count).
+    static func bytesWritten(_ commit: NewCheckpoint) -> Int {
+        var seen = Set<Digest>()
+        return commit.blobs.filter { $0.wroteFile && seen.insert($0.digest).inserted }.reduce(0) { $0 + $1.info.byteCount }
     }
 
     /// Opens an input file, telling a file that cannot be read from one that is not safetensors.
@@ -108,11 +136,38 @@ extension Registry {
             step: step, epoch: epoch)
     }
 
-    /// The checkpoint digest: SHA-256 of the header bytes followed by each tensor's raw digest.
-    static func checkpointDigest(header: [UInt8], tensors: [IngestedTensor]) -> Digest {
+    /// What the metadata store records of an ingested input and, for a directory, its other
+    /// files, which this ingests (after the tensors: a refused commit never reads them) and flushes.
+    static func newCheckpoint(
+        _ reader: some SafeTensorsInput, tensors: [IngestedTensor], directory: DirectoryInput?, blobs: BlobTransfer, step: Int?,
+        epoch: Int?
+    ) async throws(GraftError) -> NewCheckpoint {
+        var commit = newCheckpoint(reader, tensors: tensors, step: step, epoch: epoch)
+        guard let directory else { return commit }
+        let fileBlobs = try await ingestFiles(directory.files, blobs: blobs)
+        commit.fileBlobs = fileBlobs
+        commit.files = directory.layout(files: fileBlobs)
+        commit.digest = checkpointDigest(header: reader.headerBytes, tensors: tensors, files: commit.files)
+        return commit
+    }
+
+    /// Ingests a directory's plain files as blobs (its input's "tensors" are the files) and flushes them.
+    private static func ingestFiles<Files: SafeTensorsInput>(_ files: Files, blobs: BlobTransfer) async throws(GraftError)
+        -> [IngestedTensor]
+    {
+        let ingested = try await blobs.ingest(files, mode: .writeThrough, progress: nil)
+        try blobs.flush(ingested)
+        return ingested
+    }
+
+    /// The checkpoint digest: SHA-256 of the header bytes followed by each tensor's raw digest
+    /// and, for a directory, each file by path (its path, and a shard's header digest and
+    /// tensor range or a plain file's digest and length).
+    static func checkpointDigest(header: [UInt8], tensors: [IngestedTensor], files: [CheckpointFile] = []) -> Digest {
         var hasher = SHA256()
         hasher.update(data: header)
         for tensor in tensors { hasher.update(data: tensor.digest.rawBytes) }
+        for file in files { hasher.update(data: file.digestBytes()) }
         return Digest(hasher.finalize())
     }
 

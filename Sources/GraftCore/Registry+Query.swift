@@ -13,7 +13,7 @@ extension Registry {
         guard let found = try await metadata.model(named: name) else { throw try await notFound(name) }
         var latest: CheckpointDetail? = nil
         if let latestID = found.latestCheckpointID, let last = found.checkpoints.last {
-            latest = CheckpointDetail(checkpoint: last, layers: LayerGroup.group(try await metadata.tensors(checkpoint: latestID)))
+            latest = try await detail(id: latestID, summary: last)
         }
         let open = try await metadata.openAdvisories()
         var advisories: [String] = []
@@ -37,7 +37,16 @@ extension Registry {
     /// A checkpoint with its tensors grouped by layer. A bare model name means its newest checkpoint.
     public func checkpoint(_ reference: Reference) async throws(GraftError) -> CheckpointDetail {
         let (id, summary) = try await resolve(reference)
-        return CheckpointDetail(checkpoint: summary, layers: LayerGroup.group(try await metadata.tensors(checkpoint: id)))
+        return try await detail(id: id, summary: summary)
+    }
+
+    /// A checkpoint's tensors by layer and, for a directory, its files.
+    private func detail(id: Int64, summary: CheckpointSummary) async throws(GraftError) -> CheckpointDetail {
+        let tensors = try await metadata.tensors(checkpoint: id)
+        let files = try await metadata.files(checkpoint: id)
+        let lengths = tensors.map(\.bytes)
+        return CheckpointDetail(
+            checkpoint: summary, layers: LayerGroup.group(tensors), files: files.map { $0.entry(tensorBytes: lengths) })
     }
 
     /// Finds the checkpoint a reference names.

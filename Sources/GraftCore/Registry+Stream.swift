@@ -9,9 +9,11 @@ public struct ExportResult: Sendable, Codable, Equatable {
     public var digest: Digest
     public var path: String
     public var bytes: Int
+    /// For a directory checkpoint: the files written (shards and the rest). Absent for one file.
+    public var files: Int?
 
-    package init(checkpoint: String, digest: Digest, path: String, bytes: Int) {
-        (self.checkpoint, self.digest, self.path, self.bytes) = (checkpoint, digest, path, bytes)
+    package init(checkpoint: String, digest: Digest, path: String, bytes: Int, files: Int? = nil) {
+        (self.checkpoint, self.digest, self.path, self.bytes, self.files) = (checkpoint, digest, path, bytes, files)
     }
 }
 

@@ -49,7 +49,8 @@ extension Registry {
         try FreeText.check(description, what: "description")
         if try await modelID(name) != nil { throw .modelExists(name) }
         let (parentID, parentSummary) = try await resolve(parent)
-        let entries = try ManifestResolver.resolve(declaration, parent: try await tensors(checkpointID: parentID))
+        let (entries, declaration) = try ManifestResolver.resolveInferringPrefix(
+            declaration, parent: try await tensors(checkpointID: parentID))
         let mode = ManifestResolver.mode(of: entries)
         let rules: String? = {
             guard case .rules(let rules, let through) = declaration else { return nil }
@@ -108,10 +109,36 @@ extension Registry {
         }
     }
 
+    /// Commits the next checkpoint from a model directory (`DirectoryInput`): the manifest is
+    /// enforced on the shards' tensors exactly as on one file's (names are global across
+    /// shards, so a student saved with another shard size still shares every frozen blob), and
+    /// every other file of the directory is kept as a blob.
+    public func addCheckpoint(
+        model name: ModelName, directory: DirectoryInput, step: Int? = nil, epoch: Int? = nil,
+        metrics: [MetricAssignment] = [], split: String? = nil,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
+    ) async throws(GraftError) -> ImportResult {
+        try await retryingVanishedBlobs { () async throws(GraftError) in
+            try await addCheckpointOnce(
+                model: name, weights: directory.weights, directory: directory, step: step, epoch: epoch, metrics: metrics, split: split,
+                progress: progress)
+        }
+    }
+
+    /// Opens the directory's weights (an existential) as the generic input the commit takes.
+    private func addCheckpointOnce<Input: SafeTensorsInput>(
+        model name: ModelName, weights: Input, directory: DirectoryInput, step: Int?, epoch: Int?, metrics: [MetricAssignment],
+        split: String?, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult {
+        try await addCheckpointOnce(
+            model: name, input: { () throws(GraftError) in weights }, directory: directory, step: step, epoch: epoch, metrics: metrics,
+            split: split, progress: progress)
+    }
+
     /// One attempt; `input` is opened after the cheap checks, so an unknown model is refused first.
     func addCheckpointOnce<Input: SafeTensorsInput>(
-        model name: ModelName, input open: () throws(GraftError) -> Input, step: Int?, epoch: Int?, metrics: [MetricAssignment],
-        split: String?,
+        model name: ModelName, input open: () throws(GraftError) -> Input, directory: DirectoryInput? = nil, step: Int?, epoch: Int?,
+        metrics: [MetricAssignment], split: String?,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
         guard try await modelID(name) != nil else { throw try await notFound(name) }
@@ -132,17 +159,17 @@ extension Registry {
             ingested = try await ingestAtRandom(reader, model: name, manifest: manifest, frozen: plan.frozen, progress: report)
         }
         try blobs.flush(ingested)
-        let commit = Self.newCheckpoint(reader, tensors: ingested, step: step, epoch: epoch)
+        let commit = try await Self.newCheckpoint(reader, tensors: ingested, directory: directory, blobs: blobs, step: step, epoch: epoch)
         let store = blobs.store
         let (number, inlineStored) = try await metadata.insertCheckpoint(
             model: name, commit, metrics: metrics, split: split, newTensors: manifest == nil ? nil : plan.newTensors,
             stillStored: { store.contains($0, claim: false) })
-        var seen = Set<Digest>()
-        let stored = ingested.filter { $0.wroteFile && seen.insert($0.digest).inserted }.reduce(0) { $0 + $1.info.byteCount } + inlineStored
+        let stored = Self.bytesWritten(commit) + inlineStored
         return ImportResult(
             model: name, checkpoint: "\(name)@\(number)", digest: commit.digest, tensors: ingested.count, parameters: commit.parameterCount,
-            logicalBytes: reader.fileSize, bytesStored: stored, bytesAlreadyPresent: total - stored,
-            newTensors: manifest == nil ? [] : plan.newTensors)
+            logicalBytes: directory?.byteCount ?? reader.fileSize, bytesStored: stored,
+            bytesAlreadyPresent: total + (directory?.files.header.dataLength ?? 0) - stored,
+            newTensors: manifest == nil ? [] : plan.newTensors, files: directory == nil ? nil : commit.files.count)
     }
 
     /// A file or memory: frozen tensors first, hashing only — a drifted one refuses the commit

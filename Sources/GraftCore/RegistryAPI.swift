@@ -35,6 +35,10 @@ public protocol RegistryAPI: Sendable {
     func addBase(
         name: ModelName, input: some SafeTensorsInput, provenance: Provenance, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult
+    /// Registers a model directory (``DirectoryInput``) as a base.
+    func addBase(
+        name: ModelName, directory: DirectoryInput, provenance: Provenance, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult
     func createStudent(
         name: ModelName, from parent: Reference, relation: Relation, manifest declaration: ManifestDeclaration, description: String?
     ) async throws(GraftError) -> StudentResult
@@ -44,6 +48,11 @@ public protocol RegistryAPI: Sendable {
     ) async throws(GraftError) -> ImportResult
     func addCheckpoint(
         model name: ModelName, input: some SafeTensorsInput, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult
+    /// Commits a model directory (``DirectoryInput``) as the model's next checkpoint.
+    func addCheckpoint(
+        model name: ModelName, directory: DirectoryInput, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult
     func logMetrics(_ reference: Reference, _ values: [MetricAssignment], split: String?) async throws(GraftError) -> String

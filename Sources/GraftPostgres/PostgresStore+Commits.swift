@@ -26,7 +26,7 @@ extension PostgresMetadataStore {
             else { throw GraftError.modelExists(name) }
             let modelID: Int64 = try row[0]
             try await connection.run("UPDATE models SET lineage = ARRAY[id] WHERE id = \(modelID)", logger: self.logger)
-            let stored = try await self.insertBlobs(connection, checkpoint.tensors, stillStored: stillStored, now: now)
+            let stored = try await self.insertBlobs(connection, checkpoint.blobs, stillStored: stillStored, now: now)
             try await self.insertCheckpoint(connection, modelID: modelID, number: 1, checkpoint, now: now)
             return stored
         }
@@ -91,7 +91,7 @@ extension PostgresMetadataStore {
             // Blobs first (checking each stored one may be a request to the blob store), then the
             // model's row is locked: commits to one model take their numbers in turn, and hold the
             // lock only for their own rows.
-            let stored = try await self.insertBlobs(connection, checkpoint.tensors, stillStored: stillStored, now: now)
+            let stored = try await self.insertBlobs(connection, checkpoint.blobs, stillStored: stillStored, now: now)
             guard try await connection.one("SELECT id FROM models WHERE id = \(modelID) FOR NO KEY UPDATE", logger: self.logger) != nil
             else {
                 throw GraftError.modelNotFound(name, suggestions: [])
@@ -149,7 +149,45 @@ extension PostgresMetadataStore {
                         \(checkpoint.tensors.map(\.digest.hex))::text[]) WITH ORDINALITY AS t(name, dtype, shape, elements, bytes,\
              digest, position)
             """, logger: logger)
+        try await insertFiles(connection, checkpoint: id, checkpoint)
         return id
+    }
+
+    /// Records a directory checkpoint's files (shards and plain files), in one statement.
+    func insertFiles(_ connection: PostgresConnection, checkpoint id: Int64, _ checkpoint: NewCheckpoint) async throws {
+        guard !checkpoint.files.isEmpty else { return }
+        // Arrays of non-optional values (NULLIF turns the blanks of the other kind into NULL).
+        var (paths, kinds, headers, firsts, counts, digests, lengths) =
+            ([String](), [String](), [String](), [Int64](), [Int64](), [String](), [Int64]())
+        for file in checkpoint.files {
+            paths.append(file.path)
+            switch file.content {
+            case .shard(let header, let first, let count):
+                let data = checkpoint.tensors[first..<(first + count)].reduce(0) { $0 + $1.info.byteCount }
+                (kinds, headers, digests) = (kinds + ["shard"], headers + [Self.hex(header)], digests + [""])
+                (firsts, counts, lengths) = (firsts + [Int64(first)], counts + [Int64(count)], lengths + [Int64(header.count + data)])
+            case .file(let digest, let length, _):
+                (kinds, headers, digests) = (kinds + ["file"], headers + [""], digests + [digest.hex])
+                (firsts, counts, lengths) = (firsts + [-1], counts + [-1], lengths + [Int64(length)])
+            }
+        }
+        try await connection.run(
+            """
+            INSERT INTO checkpoint_files (checkpoint_id, path, kind, header, first_tensor, tensor_count, blob_digest, byte_length)
+            SELECT \(id), f.path, f.kind, decode(NULLIF(f.header, ''), 'hex'), NULLIF(f.first, -1), NULLIF(f.count, -1),
+                NULLIF(f.digest, ''), f.length
+            FROM unnest(\(paths)::text[], \(kinds)::text[], \(headers)::text[], \(firsts)::bigint[], \(counts)::bigint[],
+                        \(digests)::text[], \(lengths)::bigint[]) AS f(path, kind, header, first, count, digest, length)
+            """, logger: logger)
+    }
+
+    /// Bytes as lowercase hex, for `decode(…, 'hex')`.
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var text = [UInt8]()
+        text.reserveCapacity(bytes.count * 2)
+        for byte in bytes { text += [digits[Int(byte >> 4)], digits[Int(byte & 15)]] }
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// Records blobs under the shared blob lock, checking that every stored blob is still there

@@ -102,7 +102,32 @@ extension PostgresMetadataStore {
             ).map { row throws -> (digest: Digest, length: Int, inline: [UInt8]?) in
                 (try Digest(parsing: try row["blob_digest"] as String), try row["byte_length"], try row.bytes("inline_data"))
             }
-            return CheckpointParts(header: header, tensors: parts)
+            return CheckpointParts(header: header, tensors: parts, files: try await self.files(connection, checkpoint: id, inline: true))
+        }
+    }
+
+    package func files(checkpoint id: Int64) async throws(GraftError) -> [CheckpointFile] {
+        try await read { connection in try await self.files(connection, checkpoint: id, inline: false) }
+    }
+
+    /// A checkpoint's files by path; plain files with their inline bytes when `inline`.
+    func files(_ connection: PostgresConnection, checkpoint id: Int64, inline: Bool) async throws -> [CheckpointFile] {
+        try await connection.all(
+            """
+            SELECT f.path, f.header, f.first_tensor::bigint AS first_tensor, f.tensor_count::bigint AS tensor_count, f.blob_digest,
+                f.byte_length, CASE WHEN \(inline) THEN b.inline_data END AS inline_data
+            FROM checkpoint_files f LEFT JOIN blobs b ON b.digest = f.blob_digest WHERE f.checkpoint_id = \(id) ORDER BY f.path
+            """, logger: logger
+        ).map { row throws -> CheckpointFile in
+            let content: CheckpointFile.Content
+            if let digest = try row["blob_digest"] as String? {
+                content = .file(digest: try Digest(parsing: digest), length: try row["byte_length"], inline: try row.bytes("inline_data"))
+            } else {
+                let first: Int64 = try row["first_tensor"]
+                let count: Int64 = try row["tensor_count"]
+                content = .shard(header: try row.bytes("header") ?? [], first: Int(first), count: Int(count))
+            }
+            return CheckpointFile(path: try row["path"], content: content)
         }
     }
 
@@ -352,7 +377,7 @@ extension PostgresMetadataStore {
             for row in try await connection.all(
                 """
                 SELECT DISTINCT ct.blob_digest, m.name
-                FROM checkpoint_tensors ct JOIN checkpoints c ON c.id = ct.checkpoint_id JOIN models m ON m.id = c.model_id
+                FROM blob_references ct JOIN checkpoints c ON c.id = ct.checkpoint_id JOIN models m ON m.id = c.model_id
                 WHERE ct.blob_digest = ANY(\(digests.map(\.hex)))
                 """, logger: self.logger)
             where Glob.matches(pattern, Array((try row[1] as String).unicodeScalars)) {

@@ -24,7 +24,7 @@ extension PostgresMetadataStore {
             let unreferenced = try await connection.all(
                 """
                 SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
-                WHERE NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest)
+                WHERE NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest)
                 """, logger: self.logger)
             let freed = try await self.dropBlobs(connection, unreferenced, store: store, dryRun: dryRun, isOld: old)
             report.blobsRemoved = freed.count
@@ -111,8 +111,8 @@ extension PostgresMetadataStore {
         guard !ids.isEmpty else { return 0 }
         let unreferenced = """
             SELECT b.digest, b.byte_length, b.inline_data IS NOT NULL AS inline FROM blobs b
-            WHERE b.digest IN (SELECT DISTINCT blob_digest FROM checkpoint_tensors WHERE checkpoint_id = ANY($1))
-            AND NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest AND NOT (t.checkpoint_id = ANY($1)))
+            WHERE b.digest IN (SELECT DISTINCT blob_digest FROM blob_references WHERE checkpoint_id = ANY($1))
+            AND NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest AND NOT (t.checkpoint_id = ANY($1)))
             """
         var binds = PostgresBindings()
         binds.append(ids)
@@ -217,7 +217,7 @@ extension PostgresMetadataStore {
             let blobs = try await connection.all(
                 """
                 SELECT b.digest, b.byte_length, b.inline_data FROM blobs b
-                WHERE EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest) ORDER BY b.digest
+                WHERE EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest) ORDER BY b.digest
                 """, logger: self.logger
             ).map { row throws in
                 StoredBlob(
@@ -226,7 +226,7 @@ extension PostgresMetadataStore {
             }
             let dangling = try await connection.all(
                 """
-                SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE b.digest\
+                SELECT DISTINCT t.blob_digest FROM blob_references t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE b.digest\
                  IS NULL
                 """,
                 logger: self.logger
@@ -245,7 +245,7 @@ extension PostgresMetadataStore {
         try await withConnection { connection in
             try await connection.all(
                 """
-                SELECT DISTINCT m.name, c.number FROM checkpoint_tensors t JOIN checkpoints c ON c.id = t.checkpoint_id
+                SELECT DISTINCT m.name, c.number FROM blob_references t JOIN checkpoints c ON c.id = t.checkpoint_id
                 JOIN models m ON m.id = c.model_id WHERE t.blob_digest = \(digest.hex) ORDER BY m.name, c.number
                 """, logger: self.logger
             ).map { row throws in "\(try row[0] as String)@\(try row[1] as Int)" }

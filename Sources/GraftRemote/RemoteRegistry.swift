@@ -138,7 +138,13 @@ public final class RemoteRegistry: RegistryAPI {
     /// place: an interrupted download leaves nothing at `path`).
     public func export(_ reference: Reference, to path: String, overwrite: Bool) async throws(GraftError) -> ExportResult {
         if !overwrite, FileManager.default.fileExists(atPath: path) { throw .outputExists(path: path) }
-        let summary = try await checkpoint(reference).checkpoint
+        let detail = try await checkpoint(reference)
+        guard detail.files.isEmpty else {
+            throw GraftError.badRequest(
+                "\(detail.checkpoint.ref) is a model directory (\(detail.files.count) files), which can be exported from a local"
+                    + " registry only so far; GET /v1/checkpoints/\(detail.checkpoint.ref)/safetensors gives its tensors as one file")
+        }
+        let summary = detail.checkpoint
         let temporary = path + ".graft-download-\(UInt32.random(in: 0 ... .max))"
         guard FileManager.default.createFile(atPath: temporary, contents: nil), let handle = FileHandle(forWritingAtPath: temporary) else {
             throw .io(operation: "cannot create", path: temporary, errno: errno)
@@ -205,6 +211,24 @@ public final class RemoteRegistry: RegistryAPI {
             try await upload(to: name, base: false, input: input, commit: Self.commit(step, epoch, metrics, split), progress: progress)
         }
     }
+
+    /// Model directories go into a local registry only, so far: the upload protocol proposes
+    /// tensors of one file (docs/API.md).
+    public func addBase(
+        name: ModelName, directory: DirectoryInput, provenance: Provenance, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult {
+        throw Self.noDirectories
+    }
+
+    public func addCheckpoint(
+        model name: ModelName, directory: DirectoryInput, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult {
+        throw Self.noDirectories
+    }
+
+    static let noDirectories = GraftError.badRequest(
+        "a model directory cannot be sent to a server yet: import it into a local registry, or send its safetensors weights as one file")
 
     public func createStudent(
         name: ModelName, from parent: Reference, relation: Relation, manifest declaration: ManifestDeclaration, description: String?

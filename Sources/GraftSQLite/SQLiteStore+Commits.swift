@@ -27,7 +27,7 @@ extension SQLiteMetadataStore {
                 ])
             let modelID = db.lastInsertedRowID
             try db.execute(sql: "UPDATE models SET lineage_path = '/' || id || '/' WHERE id = ?", arguments: [modelID])
-            let stored = try Self.insertBlobs(db, checkpoint.tensors, stillStored: stillStored, now: now)
+            let stored = try Self.insertBlobs(db, checkpoint.blobs, stillStored: stillStored, now: now)
             try Self.insertCheckpoint(db, modelID: modelID, number: 1, checkpoint, now: now)
             return stored
         }
@@ -89,7 +89,7 @@ extension SQLiteMetadataStore {
                 throw GraftError.modelNotFound(name, suggestions: [])
             }
             let now = timestamp()
-            let stored = try Self.insertBlobs(db, checkpoint.tensors, stillStored: stillStored, now: now)
+            let stored = try Self.insertBlobs(db, checkpoint.blobs, stillStored: stillStored, now: now)
             let number =
                 (try Int.fetchOne(db, sql: "SELECT max(number) FROM checkpoints WHERE model_id = ?", arguments: [modelID]) ?? 0) + 1
             let checkpointID = try Self.insertCheckpoint(db, modelID: modelID, number: number, checkpoint, now: now)
@@ -139,6 +139,22 @@ extension SQLiteMetadataStore {
                 id, position, tensor.info.name, tensor.info.dtype.rawValue, shapeJSON(tensor.info.shape),
                 tensor.info.elementCount, tensor.info.byteCount, tensor.digest.hex,
             ])
+        }
+        if !checkpoint.files.isEmpty {
+            let file = try db.cachedStatement(
+                sql: """
+                    INSERT INTO checkpoint_files (checkpoint_id, path, kind, header, first_tensor, tensor_count, blob_digest, byte_length)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
+            for entry in checkpoint.files {
+                switch entry.content {
+                case .shard(let header, let first, let count):
+                    let data = checkpoint.tensors[first..<(first + count)].reduce(0) { $0 + $1.info.byteCount }
+                    try file.execute(arguments: [id, entry.path, "shard", Data(header), first, count, nil, header.count + data])
+                case .file(let digest, let length, _):
+                    try file.execute(arguments: [id, entry.path, "file", nil, nil, nil, digest.hex, length])
+                }
+            }
         }
         return id
     }

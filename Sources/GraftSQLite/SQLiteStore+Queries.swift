@@ -95,8 +95,34 @@ extension SQLiteMetadataStore {
             ).map { row -> (digest: Digest, length: Int, inline: [UInt8]?) in
                 (try Digest(parsing: row["blob_digest"] as String), row["byte_length"], (row["inline_data"] as Data?).map { Array($0) })
             }
-            return CheckpointParts(header: Array(header), tensors: parts)
+            return CheckpointParts(header: Array(header), tensors: parts, files: try Self.files(db, checkpoint: id, inline: true))
         }
+    }
+
+    package func files(checkpoint id: Int64) async throws(GraftError) -> [CheckpointFile] {
+        try await read { db in try Self.files(db, checkpoint: id, inline: false) }
+    }
+
+    /// A checkpoint's files by path; plain files with their inline bytes when `inline`.
+    static func files(_ db: Database, checkpoint id: Int64, inline: Bool) throws -> [CheckpointFile] {
+        try Row.fetchAll(
+            db,
+            sql: """
+                SELECT f.path, f.kind, f.header, f.first_tensor, f.tensor_count, f.blob_digest, f.byte_length,
+                    \(inline ? "b.inline_data" : "NULL") AS inline_data
+                FROM checkpoint_files f LEFT JOIN blobs b ON b.digest = f.blob_digest WHERE f.checkpoint_id = ?
+                """, arguments: [id]
+        ).map { row in
+            let content: CheckpointFile.Content
+            if let digest = row["blob_digest"] as String? {
+                content = .file(
+                    digest: try Digest(parsing: digest), length: row["byte_length"], inline: (row["inline_data"] as Data?).map { Array($0) }
+                )
+            } else {
+                content = .shard(header: Array(row["header"] as Data? ?? Data()), first: row["first_tensor"], count: row["tensor_count"])
+            }
+            return CheckpointFile(path: row["path"], content: content)
+        }.sorted { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) }
     }
 
     package func hasHeader(digest: Digest) async throws(GraftError) -> Bool {

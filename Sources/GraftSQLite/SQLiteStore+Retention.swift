@@ -18,7 +18,7 @@ extension SQLiteMetadataStore {
                 db,
                 sql: """
                     SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
-                    WHERE NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest)
+                    WHERE NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest)
                     """)
             let freed = try Self.dropBlobs(db, unreferenced, store: store, dryRun: dryRun, isOld: old)
             report.blobsRemoved = freed.count
@@ -71,7 +71,7 @@ extension SQLiteMetadataStore {
         let query = try db.cachedStatement(
             sql: """
                 SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b WHERE digest = ?
-                AND NOT EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest AND t.checkpoint_id NOT IN (SELECT\
+                AND NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest AND t.checkpoint_id NOT IN (SELECT\
                  value FROM json_each(?)))
                 """)
         let excluded = "[" + removing.map(String.init).joined(separator: ",") + "]"
@@ -115,7 +115,7 @@ extension SQLiteMetadataStore {
         let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
         let digests = Set(
             try String.fetchAll(
-                db, sql: "SELECT DISTINCT blob_digest FROM checkpoint_tensors WHERE checkpoint_id IN (SELECT value FROM json_each(?))",
+                db, sql: "SELECT DISTINCT blob_digest FROM blob_references WHERE checkpoint_id IN (SELECT value FROM json_each(?))",
                 arguments: [list]))
         if dryRun { return try dropUnreferenced(db, digests: digests, store: store, dryRun: true, removing: Set(ids)) }
         try db.execute(sql: "DELETE FROM checkpoints WHERE id IN (SELECT value FROM json_each(?))", arguments: [list])

@@ -94,7 +94,7 @@ extension SQLiteMetadataStore {
                     db,
                     sql: """
                         SELECT DISTINCT ct.blob_digest AS digest, m.name AS name
-                        FROM checkpoint_tensors ct JOIN checkpoints c ON c.id = ct.checkpoint_id JOIN models m ON m.id = c.model_id
+                        FROM blob_references ct JOIN checkpoints c ON c.id = ct.checkpoint_id JOIN models m ON m.id = c.model_id
                         WHERE ct.blob_digest IN (\(placeholders))
                         """, arguments: StatementArguments(batch.map(\.hex)))
                 for row in rows where Glob.matches(pattern, Array((row["name"] as String).unicodeScalars)) {

@@ -15,7 +15,7 @@ extension SQLiteMetadataStore {
                 db,
                 sql: """
                     SELECT b.digest, b.byte_length, b.inline_data FROM blobs b
-                    WHERE EXISTS (SELECT 1 FROM checkpoint_tensors t WHERE t.blob_digest = b.digest) ORDER BY b.digest
+                    WHERE EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest) ORDER BY b.digest
                     """
             ).map { row in
                 StoredBlob(
@@ -26,7 +26,7 @@ extension SQLiteMetadataStore {
                 db,
                 sql:
                     """
-                    SELECT DISTINCT t.blob_digest FROM checkpoint_tensors t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE\
+                    SELECT DISTINCT t.blob_digest FROM blob_references t LEFT JOIN blobs b ON b.digest = t.blob_digest WHERE\
                      b.digest IS NULL
                     """
             )
@@ -43,7 +43,7 @@ extension SQLiteMetadataStore {
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT DISTINCT m.name, c.number FROM checkpoint_tensors t JOIN checkpoints c ON c.id = t.checkpoint_id
+                    SELECT DISTINCT m.name, c.number FROM blob_references t JOIN checkpoints c ON c.id = t.checkpoint_id
                     JOIN models m ON m.id = c.model_id WHERE t.blob_digest = ? ORDER BY m.name, c.number
                     """, arguments: [digest.hex]
             ).map { "\($0["name"] as String)@\($0["number"] as Int)" }

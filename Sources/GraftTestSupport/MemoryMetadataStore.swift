@@ -65,8 +65,18 @@ package final class MemoryMetadataStore: MetadataStore {
         var epoch: Int?
         var createdAt: String
         var tensors: [Tensor]
+        /// A directory checkpoint's files by path (plain files without their bytes).
+        var files: [CheckpointFile] = []
         /// Values by (name, split); no split is "".
         var metrics: [MetricSlot: Double] = [:]
+        /// Every blob it refers to: its tensors' and its plain files'.
+        var blobDigests: [Digest] {
+            tensors.map(\.digest)
+                + files.compactMap { file in
+                    if case .file(let digest, _, _) = file.content { return digest }
+                    return nil
+                }
+        }
     }
 
     struct MetricSlot: Hashable {
@@ -226,7 +236,7 @@ package final class MemoryMetadataStore: MetadataStore {
                     Tensor(
                         name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape, elements: $0.info.elementCount,
                         bytes: $0.info.byteCount, digest: $0.digest)
-                })
+                }, files: checkpoint.files)
             return id
         }
 
@@ -245,8 +255,8 @@ package final class MemoryMetadataStore: MetadataStore {
         /// Removes checkpoints (their metrics, aliases and advisories go with them) and the blobs
         /// nothing else uses; returns the bytes freed. A dry run changes nothing.
         mutating func removeCheckpoints(_ ids: Set<Int64>, store: any BlobStore, dryRun: Bool) -> Int {
-            let digests = Set(ids.compactMap { checkpoints[$0] }.flatMap { $0.tensors.map(\.digest) })
-            let stillUsed = Set(checkpoints.values.filter { !ids.contains($0.id) }.flatMap { $0.tensors.map(\.digest) })
+            let digests = Set(ids.compactMap { checkpoints[$0] }.flatMap { $0.blobDigests })
+            let stillUsed = Set(checkpoints.values.filter { !ids.contains($0.id) }.flatMap { $0.blobDigests })
             var freed = 0
             for digest in digests where !stillUsed.contains(digest) {
                 guard let blob = blobs[digest] else { continue }
@@ -338,9 +348,17 @@ package final class MemoryMetadataStore: MetadataStore {
     package func parts(checkpoint: Int64) async throws(GraftError) -> CheckpointParts {
         try access { state in
             guard let found = state.checkpoints[checkpoint] else { return CheckpointParts(header: [], tensors: []) }
+            let files = found.files.map { file in
+                guard case .file(let digest, let length, _) = file.content else { return file }
+                return CheckpointFile(path: file.path, content: .file(digest: digest, length: length, inline: state.blobs[digest]?.inline))
+            }
             return CheckpointParts(
-                header: found.header, tensors: found.tensors.map { ($0.digest, $0.bytes, state.blobs[$0.digest]?.inline) })
+                header: found.header, tensors: found.tensors.map { ($0.digest, $0.bytes, state.blobs[$0.digest]?.inline) }, files: files)
         }
+    }
+
+    package func files(checkpoint: Int64) async throws(GraftError) -> [CheckpointFile] {
+        try access { state in state.checkpoints[checkpoint]?.files ?? [] }
     }
 
     package func hasHeader(digest: Digest) async throws(GraftError) -> Bool {
@@ -402,7 +420,7 @@ package final class MemoryMetadataStore: MetadataStore {
         return try access { state in
             var visible = Set<Digest>()
             for checkpoint in state.checkpoints.values where visibility.shows(state.name(of: checkpoint.model)) {
-                for tensor in checkpoint.tensors where wanted.contains(tensor.digest) { visible.insert(tensor.digest) }
+                for digest in checkpoint.blobDigests where wanted.contains(digest) { visible.insert(digest) }
             }
             return visible
         }
@@ -434,7 +452,7 @@ package final class MemoryMetadataStore: MetadataStore {
             let id = state.newID()
             state.models[id] = Model(id: id, name: name.value, kind: "base", provenance: provenance, createdAt: timestamp(), lineage: [id])
             state.byName[name.value] = id
-            let stored = try state.insertBlobs(checkpoint.tensors, stillStored: stillStored)
+            let stored = try state.insertBlobs(checkpoint.blobs, stillStored: stillStored)
             _ = state.insertCheckpoint(model: id, number: 1, checkpoint)
             return stored
         }
@@ -465,7 +483,7 @@ package final class MemoryMetadataStore: MetadataStore {
     ) async throws(GraftError) -> (number: Int, inlineStored: Int) {
         try access { (state: inout State) throws(GraftError) -> (number: Int, inlineStored: Int) in
             guard let id = state.byName[name.value] else { throw .modelNotFound(name, suggestions: []) }
-            let stored = try state.insertBlobs(checkpoint.tensors, stillStored: stillStored)
+            let stored = try state.insertBlobs(checkpoint.blobs, stillStored: stillStored)
             let number = (state.checkpoints(of: id).last?.number ?? 0) + 1
             let checkpointID = state.insertCheckpoint(model: id, number: number, checkpoint)
             for metric in metrics {
@@ -746,7 +764,7 @@ package final class MemoryMetadataStore: MetadataStore {
         return try access { state in
             var report = GCReport(
                 dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
-            let used = Set(state.checkpoints.values.flatMap { $0.tensors.map(\.digest) })
+            let used = Set(state.checkpoints.values.flatMap { $0.blobDigests })
             for (digest, blob) in state.blobs where !used.contains(digest) {
                 if blob.inline == nil, store.age(of: digest).map({ $0 >= grace }) == false {
                     report.keptForGrace += 1
@@ -833,7 +851,7 @@ package final class MemoryMetadataStore: MetadataStore {
 
     package func referencedBlobs() async throws(GraftError) -> (blobs: [StoredBlob], dangling: [String]) {
         try access { state in
-            let used = Set(state.checkpoints.values.flatMap { $0.tensors.map(\.digest) })
+            let used = Set(state.checkpoints.values.flatMap { $0.blobDigests })
             let blobs = used.compactMap { digest in
                 state.blobs[digest].map { StoredBlob(digest: digest, length: $0.length, inline: $0.inline) }
             }
@@ -846,7 +864,7 @@ package final class MemoryMetadataStore: MetadataStore {
 
     package func users(of digest: Digest) async throws(GraftError) -> [String] {
         try access { state in
-            state.checkpoints.values.filter { $0.tensors.contains { $0.digest == digest } }
+            state.checkpoints.values.filter { $0.blobDigests.contains(digest) }
                 .map { (state.name(of: $0.model), $0.number) }
                 .sorted { a, b in a.0 != b.0 ? Self.bytewise(a.0, b.0) : a.1 < b.1 }
                 .map { "\($0.0)@\($0.1)" }

@@ -40,15 +40,26 @@ public enum SafeTensorsWriter {
     public static func canonicalHeader(
         for tensors: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String]?
     ) throws(SafeTensorsError) -> (header: [UInt8], order: [Int]) {
-        var seen = Set<String>()
-        for tensor in tensors {
-            guard !tensor.name.isEmpty, tensor.name != "__metadata__" else { throw .invalidTensorName(tensor.name) }
-            guard seen.insert(tensor.name).inserted else { throw .duplicateKey(tensor.name) }
-        }
         let order = tensors.indices.sorted { a, b in
             let left = tensors[a], right = tensors[b]
             if left.dtype != right.dtype { return left.dtype > right.dtype }
             return left.name.utf8.lexicographicallyPrecedes(right.name.utf8)
+        }
+        return (try header(inOrder: order.map { tensors[$0] }, metadata: metadata), order)
+    }
+
+    /// A header (length prefix included) for tensors laid out in the data section in the order
+    /// given, metadata keys sorted, padded with spaces to 8 bytes: what several shards read as
+    /// one file look like.
+    ///
+    /// - Throws: ``SafeTensorsError`` for a bad name, a duplicate name or a size that overflows.
+    public static func header(
+        inOrder tensors: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String]?
+    ) throws(SafeTensorsError) -> [UInt8] {
+        var seen = Set<String>()
+        for tensor in tensors {
+            guard !tensor.name.isEmpty, tensor.name != "__metadata__" else { throw .invalidTensorName(tensor.name) }
+            guard seen.insert(tensor.name).inserted else { throw .duplicateKey(tensor.name) }
         }
         var json: [UInt8] = [UInt8(ascii: "{")]
         var first = true
@@ -65,8 +76,7 @@ public enum SafeTensorsWriter {
             first = false
         }
         var offset = 0
-        for index in order {
-            let tensor = tensors[index]
+        for tensor in tensors {
             let size = try tensor.dtype.byteCount(of: tensor.shape, tensor: tensor.name)
             if !first { json.append(UInt8(ascii: ",")) }
             first = false
@@ -95,7 +105,7 @@ public enum SafeTensorsWriter {
             header[i] = UInt8(truncatingIfNeeded: length)
             length >>= 8
         }
-        return (header + json, order)
+        return header + json
     }
 
     /// Serializes tensors and metadata into one in-memory file.

@@ -124,11 +124,19 @@ struct RegistryCLITests {
         #expect(card["base_model"] as? String == "ft")
         #expect(card["base_model_relation"] as? String == "finetune")
         #expect(card["license"] as? String == "mit")
-        #expect(card["datasets"] as? [String] == ["fashion-mnist"])
+        // A student's datasets and task are its own, never its base's pretraining corpus.
+        #expect(card["datasets"] == nil && card["pipeline_tag"] == nil)
+        #expect(card["graft_checkpoint"] as? String == "ft2@1")
         let index = try #require((card["model-index"] as? [[String: Any]])?.first)
         let result = try #require((index["results"] as? [[String: Any]])?.first)
         let metric = try #require((result["metrics"] as? [[String: Any]])?.first)
         #expect(metric["type"] as? String == "val/accuracy" && metric["value"] as? Double == 0.9)
+        // The model-index reports the best checkpoint, not the newest.
+        #expect(
+            try cli.run(["checkpoint", "add", "ft2", try headVariant(cli, 4), "--metric", "val/accuracy=0.5", "--split", "val"]).status == 0
+        )
+        let later = try cli.run(["card", "ft2"]).stdout
+        #expect(later.contains("graft_checkpoint: ft2@1") && later.contains("0.9") && !later.contains("0.5"), "\(later)")
 
         let readme = cli.directory.file("README.md")
         try writeFile(

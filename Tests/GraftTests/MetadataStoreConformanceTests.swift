@@ -626,6 +626,49 @@ struct BackendPairTests {
     }
 }
 
+extension BackendPairTests {
+    @Test("a model directory: shards and files recorded, exported byte for byte, kept by gc, removed with the model", arguments: pairs)
+    func directory(pair: (MetadataStoreKind, BlobStoreKind)) async throws {
+        let (metadata, keepMetadata) = try await pair.0.make()
+        let (blobs, keepBlobs) = try pair.1.make()
+        defer { withExtendedLifetime((keepMetadata, keepBlobs)) {} }
+        let registry = Registry(
+            layout: RegistryLayout(root: keepBlobs.file("store")), metadata: metadata, blobs: blobs, inlineThreshold: 64)
+        let source = TemporaryDirectory()
+        let tensors = randomTensors(dtypes: [.f32, .f32, .i64, .u8, .bf16], seed: 9, prefix: "layer")
+        try SafeTensorsWriter.write(Array(tensors[..<3]), metadata: ["format": "pt"], to: source.file("model-00001-of-00002.safetensors"))
+        try SafeTensorsWriter.write(Array(tensors[3...]), metadata: ["format": "pt"], to: source.file("model-00002-of-00002.safetensors"))
+        let map = Dictionary(
+            uniqueKeysWithValues: tensors.enumerated().map { ($1.name, "model-0000\($0 < 3 ? 1 : 2)-of-00002.safetensors") })
+        try JSONSerialization.data(withJSONObject: ["weight_map": map], options: .sortedKeys)
+            .write(to: URL(fileURLWithPath: source.file("model.safetensors.index.json")))
+        try writeFile(source.file("config.json"), Array("{}".utf8))  // inline (under 64 bytes)
+        try FileManager.default.createDirectory(atPath: source.file("sub"), withIntermediateDirectories: true)
+        var generator = SeededGenerator(seed: 1)
+        try writeFile(source.file("sub/vocab.bin.txt"), randomBytes(300, using: &generator))  // a blob file
+        let result = try await registry.addBase(name: name("dir"), directory: try DirectoryInput.open(source.path))
+        #expect(result.files == 5)
+        let files = try await registry.checkpoint(.number(name("dir"), 1)).files
+        #expect(files.map(\.path) == filesUnder(source.path))
+        #expect(files.map(\.kind) == ["file", "shard", "shard", "file", "file"])
+        _ = try await registry.gc(grace: 0)
+        #expect(try await registry.verify(readData: true).ok)
+        let out = TemporaryDirectory()
+        let exported = try await registry.export(.number(name("dir"), 1), to: out.file("model"))
+        #expect(exported.files == 5)
+        for path in filesUnder(source.path) {
+            #expect(
+                FileManager.default.contents(atPath: source.file(path)) == FileManager.default.contents(atPath: out.file("model/" + path)),
+                "\(path)")
+        }
+        #expect(filesUnder(out.file("model")) == filesUnder(source.path))
+        _ = try await registry.removeModel(name("dir"), cascade: false)
+        _ = try await registry.gc(grace: 0)
+        #expect(try await registry.stats().blobs == 0)
+        #expect(blobs.inventory().blobs.isEmpty, "the files' blobs went with the model")
+    }
+}
+
 private final class Streamed: @unchecked Sendable {
     private let lock = NSLock()
     private var collected: [UInt8] = []

@@ -13,14 +13,24 @@ extension GraftCommand {
 extension GraftCommand.Base {
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Register a safetensors file as a pretrained base (its checkpoint NAME@1).",
+            abstract: "Register a safetensors file or a model directory as a pretrained base (its checkpoint NAME@1).",
             discussion: """
-                The file is validated before anything is written. Pickle-based checkpoints
+                The input is validated before anything is written. Pickle-based checkpoints
                 (.pt, .bin, .ckpt) are refused and never loaded: convert them to safetensors.
                 Tensors the registry already holds are not stored again.
+
+                A directory (a Hugging Face save_pretrained or sentence-transformers directory,
+                or a Hugging Face cache snapshot) is kept whole: its safetensors weights, one
+                file or shards with their index, as tensors, and every other file (config,
+                tokenizer, card, subfolders) byte for byte; `graft export` writes the same tree.
+                Its README.md front matter fills the provenance (license, datasets,
+                pipeline_tag, base_model) where flags do not; a cache snapshot's path gives the
+                source (hf://ORG/NAME@REVISION).
                 """)
 
-        @Argument(help: ArgumentHelp("The safetensors file; `-` reads it from standard input (a pipe), in one pass.", valueName: "file"))
+        @Argument(
+            help: ArgumentHelp(
+                "The safetensors file or model directory; `-` reads a file from standard input (a pipe), in one pass.", valueName: "path"))
         var file: String
         @Option(help: "Model name: letters, digits, '-', '_', '.'; not starting with '.' or '-'.")
         var name: String
@@ -41,6 +51,7 @@ extension GraftCommand.Base {
                 "A Hugging Face model card (README.md): license, datasets and pipeline_tag are read from its front matter; flags win.",
                 valueName: "file"))
         var card: String?
+        @OptionGroup var directoryOptions: DirectoryImportOptions
         @OptionGroup var options: RegistryOptions
         @OptionGroup var output: OutputOptions
 
@@ -52,20 +63,33 @@ extension GraftCommand.Base {
                     throw fail(.cannotReadInput(path: card, .io(operation: "cannot read", path: card, errno: ENOENT)))
                 }
                 do throws(GraftError) { fields = try ModelCard.parse(String(decoding: data, as: UTF8.self)) } catch { throw fail(error) }
+            } else if file != "-", DirectoryInput.isDirectory(file),
+                let data = FileManager.default.contents(atPath: file + "/README.md"),
+                let found = try? ModelCard.parse(String(decoding: data, as: UTF8.self))
+            {
+                // A directory's own card, when it has front matter; a card without any is just a README.
+                fields = found
             }
             let cardFields = fields
             try await GraftCLI.run { () throws(GraftError) in
+                let directory = try directoryOptions.directory(file)
                 let registry = try await options.open()
+                var metadata: [String: String] = [:]
+                if let base = cardFields.baseModel { metadata["base_model"] = base }
                 let provenance = Provenance(
-                    source: source, license: license ?? cardFields.license,
+                    source: source ?? (directory == nil ? nil : Self.hubSource(file)), license: license ?? cardFields.license,
                     dataset: dataset ?? (cardFields.datasets.isEmpty ? nil : cardFields.datasets.joined(separator: ",")),
-                    architecture: architecture, task: task ?? cardFields.task, description: description)
+                    architecture: architecture, task: task ?? cardFields.task, description: description, metadata: metadata)
                 let progress = ProgressLine(label: "importing \(file)")
                 let report: @Sendable (Int, Int) -> Void = { done, total in progress.update(done: done, total: total) }
                 let result =
-                    file == "-"
-                    ? try await registry.addBase(name: name, input: try standardInput(), provenance: provenance, progress: report)
-                    : try await registry.addBase(name: name, file: file, provenance: provenance, progress: report)
+                    if let directory {
+                        try await registry.addBase(name: name, directory: directory, provenance: provenance, progress: report)
+                    } else if file == "-" {
+                        try await registry.addBase(name: name, input: try standardInput(), provenance: provenance, progress: report)
+                    } else {
+                        try await registry.addBase(name: name, file: file, provenance: provenance, progress: report)
+                    }
                 progress.finish()
                 if output.json {
                     do { try printJSON(result) } catch { throw GraftError.io(operation: "cannot print", path: "stdout", errno: 5) }
@@ -78,13 +102,26 @@ extension GraftCommand.Base {
                         [
                             ["tensors", formatCount(result.tensors)],
                             ["parameters", formatCount(result.parameters)],
-                            ["file size", formatBytes(result.logicalBytes)],
+                            [result.files == nil ? "file size" : "directory size", formatBytes(result.logicalBytes)],
                             ["bytes stored", formatBytes(result.bytesStored)],
                             ["already present", formatBytes(result.bytesAlreadyPresent)],
-                        ] + (result.bytesSent.map { [["sent to the server", formatBytes($0)]] } ?? [])
+                        ] + (result.files.map { [["files", formatCount($0)]] } ?? [])
+                            + (result.bytesSent.map { [["sent to the server", formatBytes($0)]] } ?? [])
                     ).split(separator: "\n").dropFirst().map { "  " + $0 }.joined(separator: "\n"))
             }
         }
+    }
+}
+
+extension GraftCommand.Base.Add {
+    /// A Hugging Face cache snapshot's origin, `hf://ORG/NAME@REVISION`, from its path
+    /// (`…/models--ORG--NAME/snapshots/REVISION`); `nil` for any other directory.
+    static func hubSource(_ path: String) -> String? {
+        let parts = path.split(separator: "/")
+        guard parts.count >= 3, parts[parts.count - 2] == "snapshots", parts[parts.count - 3].hasPrefix("models--") else { return nil }
+        let repository = parts[parts.count - 3].dropFirst("models--".count).split(separator: "--", omittingEmptySubsequences: false)
+        guard !repository.isEmpty, repository.allSatisfy({ !$0.isEmpty }) else { return nil }
+        return "hf://" + repository.joined(separator: "/") + "@" + parts[parts.count - 1]
     }
 }
 

@@ -4,17 +4,22 @@ import Graft
 extension GraftCommand {
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write a checkpoint as a safetensors file.",
+            abstract: "Write a checkpoint as a safetensors file, or as the model directory it was imported from.",
             discussion: """
-                The file is byte-identical to the one that was imported. Every blob is rehashed on
+                The file is byte-identical to the one that was imported; a checkpoint imported
+                from a model directory is written as that directory (-o names it): every shard,
+                index, config, tokenizer and other file, byte for byte. Every blob is rehashed on
                 the way out; a damaged store fails the export (exit 2) rather than write bad bytes.
+                The output appears whole or not at all (written beside it, then renamed).
                 """)
 
         @Argument(help: ArgumentHelp("The checkpoint (a bare NAME means its latest).", valueName: "ref"))
         var ref: String
-        @Option(name: .shortAndLong, help: ArgumentHelp("Where to write the file.", valueName: "file"))
+        @Option(
+            name: .shortAndLong, help: ArgumentHelp("Where to write the file (or the directory, for a model directory).", valueName: "path")
+        )
         var output: String
-        @Flag(help: "Overwrite the output file if it exists.")
+        @Flag(help: "Replace the output file or directory if it exists.")
         var force = false
         @OptionGroup var options: RegistryOptions
         @OptionGroup var format: OutputOptions
@@ -24,7 +29,8 @@ extension GraftCommand {
             try await GraftCLI.run { () throws(GraftError) in
                 let result = try await options.open().export(reference, to: output, overwrite: force)
                 if format.json { return try emitJSON(result) }
-                print("exported \(result.checkpoint) (\(formatBytes(result.bytes))) to \(result.path)")
+                let files = result.files.map { ", \($0) files" } ?? ""
+                print("exported \(result.checkpoint) (\(formatBytes(result.bytes))\(files)) to \(result.path)")
             }
         }
     }

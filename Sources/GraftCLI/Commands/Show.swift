@@ -74,6 +74,20 @@ extension GraftCommand {
                 """
             )
             for (key, value) in c.metadata.sorted(by: { $0.key < $1.key }) { print("  metadata \(key) = \(value)") }
+            if !detail.files.isEmpty {
+                let shards = detail.files.filter { $0.kind == "shard" }.count
+                print("")
+                print("model directory: \(detail.files.count) files, \(shards) of them safetensors weights")
+                print(
+                    table(
+                        ["FILE", "KIND", "BYTES", "CONTENT"],
+                        detail.files.map { file in
+                            [
+                                file.path, file.kind, formatBytes(file.bytes),
+                                file.tensors.map { "\(formatCount($0)) tensors" } ?? file.digest.map { $0.short } ?? "",
+                            ]
+                        }, right: [2]))
+            }
             var rows: [[String]] = []
             for layer in detail.layers {
                 rows.append([layer.layer, "", "", formatCount(layer.parameters), formatBytes(layer.bytes)])

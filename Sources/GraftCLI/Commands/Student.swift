@@ -23,6 +23,12 @@ extension GraftCommand.Student {
                 ones of the student's own (a fresh head): they are recorded as `new` and not
                 checked against the parent. Tensors no rule covers are trainable; a rule that matches
                 nothing is an error. Every checkpoint the student commits is checked against it.
+
+                A task model names its base's tensors under a prefix (`bert.embeddings…` in
+                BertForSequenceClassification for the base's `embeddings…`). --prefix bert. says
+                so; without it, a rule that matches nothing is tried under the prefix its pattern
+                starts with, so `--freeze bert.embeddings` finds the base's `embeddings`. Frozen
+                tensors are then checked and shared through the prefix.
                 """)
 
         @Argument(help: ArgumentHelp("The student's name.", valueName: "name"))
@@ -43,6 +49,11 @@ extension GraftCommand.Student {
         var reinit: [String] = []
         @Option(name: .customLong("freeze-through"), help: ArgumentHelp("Freeze PREFIX.0 through PREFIX.N.", valueName: "layer"))
         var freezeThrough: String?
+        @Option(
+            help: ArgumentHelp(
+                "The student names the parent's tensors under this prefix, e.g. `bert.` (inferred from the rules when absent).",
+                valueName: "prefix"))
+        var prefix: String?
         @Option(help: "A one-line description.")
         var description: String?
         @OptionGroup var options: RegistryOptions
@@ -53,7 +64,7 @@ extension GraftCommand.Student {
             let parent = try parseReference(from)
             let rules =
                 freeze.map { ManifestRule(.freeze, $0) } + train.map { ManifestRule(.train, $0) } + drop.map { ManifestRule(.drop, $0) }
-                + reinit.map { ManifestRule(.reinit, $0) }
+                + reinit.map { ManifestRule(.reinit, $0) } + (prefix.map { [ManifestRule(.prefix, $0)] } ?? [])
             try await GraftCLI.run { () throws(GraftError) in
                 let result = try await options.open().createStudent(
                     name: name, from: parent, relation: relation, manifest: .rules(rules, freezeThrough: freezeThrough),

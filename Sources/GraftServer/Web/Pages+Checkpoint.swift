@@ -67,6 +67,21 @@ extension Web {
                 """
         }
         out += "<div><dt>created</dt><dd>\(summary.createdAt)</dd></div></dl>"
+        if !detail.files.isEmpty {
+            out += """
+                <h2>Model directory</h2><p>\(number(detail.files.count)) files as imported (the download above is its tensors as one \
+                safetensors file).</p><table id="files"><thead><tr><th>file</th><th>kind</th><th class="num">bytes</th><th>content</th>\
+                </tr></thead><tbody>
+                """
+            for file in detail.files {
+                let content = file.tensors.map { "\(number($0)) tensors" } ?? file.digest.map { $0.short } ?? ""
+                out += """
+                    <tr><td><code>\(file.path)</code></td><td>\(file.kind)</td><td class="num">\(number(file.bytes))</td>\
+                    <td>\(content)</td></tr>
+                    """
+            }
+            out += "</tbody></table>"
+        }
         if let diff {
             out +=
                 """

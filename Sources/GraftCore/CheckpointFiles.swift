@@ -1,0 +1,158 @@
+import Crypto
+public import SafeTensors
+
+/// One file of a checkpoint kept as a model directory (`config.json`, a tokenizer, a shard of
+/// the weights). A checkpoint imported from one safetensors file has none: it is that file.
+///
+/// The tensors of every shard are the checkpoint's tensors, with names global across shards, so
+/// manifests, `diff`, dedup, `best` and lineage see one list whatever the shard size; a shard
+/// keeps only its own header bytes and which of those tensors it holds, and exports
+/// byte-identically as that header followed by its tensors' bytes.
+package struct CheckpointFile: Sendable, Equatable {
+    package enum Content: Sendable, Equatable {
+        /// A safetensors shard: its header bytes (length prefix and JSON) and its tensors, the
+        /// checkpoint's `count` tensors from position `first`, in data order.
+        case shard(header: [UInt8], first: Int, count: Int)
+        /// Any other file, stored as a content-addressed blob; `inline` holds the bytes of a
+        /// small one read back from the metadata (never set on a commit).
+        case file(digest: Digest, length: Int, inline: [UInt8]?)
+    }
+
+    /// Relative POSIX path inside the directory (`1_Pooling/config.json`).
+    package var path: String
+    package var content: Content
+
+    package init(path: String, content: Content) {
+        (self.path, self.content) = (path, content)
+    }
+}
+
+/// A file of a checkpoint kept as a directory, as `show`, `--json` and the API list it.
+public struct CheckpointFileEntry: Sendable, Codable, Equatable {
+    /// Relative POSIX path inside the directory.
+    public var path: String
+    /// `shard` (safetensors weights: its tensors are the checkpoint's) or `file`.
+    public var kind: String
+    /// The file's length as exported.
+    public var bytes: Int
+    /// A plain file's SHA-256 (its blob); `nil` for a shard, whose tensors have theirs.
+    public var digest: Digest?
+    /// How many of the checkpoint's tensors a shard holds.
+    public var tensors: Int?
+
+    package init(path: String, kind: String, bytes: Int, digest: Digest?, tensors: Int?) {
+        (self.path, self.kind, self.bytes, self.digest, self.tensors) = (path, kind, bytes, digest, tensors)
+    }
+}
+
+extension CheckpointFile {
+    /// The entry shown for this file; `tensorBytes` are the checkpoint's tensor lengths in data order.
+    package func entry(tensorBytes: [Int]) -> CheckpointFileEntry {
+        switch content {
+        case .shard(let header, let first, let count):
+            let data = tensorBytes[first..<(first + count)].reduce(0, +)
+            return CheckpointFileEntry(path: path, kind: "shard", bytes: header.count + data, digest: nil, tensors: count)
+        case .file(let digest, let length, _):
+            return CheckpointFileEntry(path: path, kind: "file", bytes: length, digest: digest, tensors: nil)
+        }
+    }
+
+    /// Bytes the digest of a checkpoint's layout covers for this file (see ``Registry/checkpointDigest(header:tensors:files:)``).
+    func digestBytes() -> [UInt8] {
+        var bytes: [UInt8] = [0] + Array(path.utf8) + [0]
+        func append(_ value: Int) { withUnsafeBytes(of: UInt64(value).littleEndian) { bytes.append(contentsOf: $0) } }
+        switch content {
+        case .shard(let header, let first, let count):
+            bytes.append(UInt8(ascii: "s"))
+            bytes.append(contentsOf: Digest.of(header).rawBytes)
+            append(first)
+            append(count)
+        case .file(let digest, let length, _):
+            bytes.append(UInt8(ascii: "f"))
+            bytes.append(contentsOf: digest.rawBytes)
+            append(length)
+        }
+        return bytes
+    }
+}
+
+/// A model directory read for import: its safetensors shards seen as one file (tensor names
+/// global, shards in path order), the shards' own headers, and every other file.
+///
+/// Built by the local file layer (`ModelDirectory.open` in GraftLocal), which walks the
+/// directory, refuses what cannot be imported and validates the index; the registry ingests it
+/// exactly as it ingests one file, then the other files as blobs.
+public struct DirectoryInput: Sendable {
+    /// One safetensors shard: its path, header bytes and how many tensors it holds.
+    public struct Shard: Sendable {
+        public let path: String
+        public let headerBytes: [UInt8]
+        public let tensorCount: Int
+        public init(path: String, headerBytes: [UInt8], tensorCount: Int) {
+            (self.path, self.headerBytes, self.tensorCount) = (path, headerBytes, tensorCount)
+        }
+    }
+
+    /// The directory, for messages.
+    public let origin: String
+    /// Every shard's tensors as one safetensors input: shards in `shards` order, each shard's
+    /// tensors in its data order.
+    public let weights: any SafeTensorsInput
+    public let shards: [Shard]
+    /// Every other file as one input whose "tensors" are the files (dtype U8, shape [length],
+    /// named by their relative paths), in path order.
+    public let files: any SafeTensorsInput
+
+    public init(origin: String, weights: any SafeTensorsInput, shards: [Shard], files: any SafeTensorsInput) {
+        (self.origin, self.weights, self.shards, self.files) = (origin, weights, shards, files)
+    }
+
+    /// Bytes of the directory's files: shards and the rest.
+    public var byteCount: Int {
+        shards.reduce(0) { $0 + $1.headerBytes.count } + weights.header.dataLength + files.header.dataLength
+    }
+
+    /// The checkpoint's files, by path, once the other files are ingested (`blobs`, in `files` order).
+    func layout(files blobs: [IngestedTensor]) -> [CheckpointFile] {
+        var layout: [CheckpointFile] = []
+        var first = 0
+        for shard in shards {
+            layout.append(
+                CheckpointFile(path: shard.path, content: .shard(header: shard.headerBytes, first: first, count: shard.tensorCount)))
+            first += shard.tensorCount
+        }
+        for blob in blobs {
+            layout.append(
+                CheckpointFile(path: blob.info.name, content: .file(digest: blob.digest, length: blob.info.byteCount, inline: nil)))
+        }
+        return layout.sorted { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) }
+    }
+}
+
+/// What a model directory import leaves out and how much it takes (docs/CLI.md, "Model directories").
+public struct DirectoryOptions: Sendable, Equatable {
+    /// The most files a directory may hold (shards and the rest).
+    public static let defaultMaxFiles = 10_000
+    /// The largest file other than a shard (a shard's size is the format's to bound).
+    public static let defaultMaxFileBytes = 1 << 30
+
+    /// Globs (fnmatch rules; `*` crosses `/`) of relative paths to leave out; a pattern without
+    /// `/` also matches a file's own name at any depth.
+    public var exclude: [String]
+    public var maxFiles: Int
+    public var maxFileBytes: Int
+
+    public init(exclude: [String] = [], maxFiles: Int = defaultMaxFiles, maxFileBytes: Int = defaultMaxFileBytes) {
+        (self.exclude, self.maxFiles, self.maxFileBytes) = (exclude, maxFiles, maxFileBytes)
+    }
+
+    /// Whether `path` (relative, POSIX) is excluded.
+    public func excludes(_ path: String) -> Bool {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return exclude.contains { pattern in
+            let glob = Array(pattern.unicodeScalars)
+            return Glob.matches(glob, Array(path.unicodeScalars))
+                || (!pattern.contains("/") && Glob.matches(glob, Array(name.unicodeScalars)))
+        }
+    }
+}
