@@ -112,6 +112,31 @@ public struct DirectoryInput: Sendable {
         shards.reduce(0) { $0 + $1.headerBytes.count } + weights.header.dataLength + files.header.dataLength
     }
 
+    /// The header a directory's shards are read under as one file: their tensors in the order
+    /// given (shards by path, each in its data order), laid out back to back, with the first
+    /// shard's metadata. One shard is read under its own header (the caller keeps its bytes).
+    /// The local reader and the server's check of an uploaded directory both use this, so a
+    /// directory committed remotely has the digest a local import gives it.
+    package static func combinedHeader(_ shards: [SafeTensorsHeader]) throws(SafeTensorsError) -> [UInt8] {
+        let all = shards.flatMap(\.tensors)
+        return try SafeTensorsWriter.header(inOrder: all.map { ($0.name, $0.dtype, $0.shape) }, metadata: shards.first?.metadataDictionary)
+    }
+
+    /// What is wrong with a file's relative path as a directory checkpoint records it, or `nil`:
+    /// POSIX, relative, no empty, `.`, `..` or hidden component, no control character or
+    /// backslash, at most 4,096 bytes. The local walk and the server's check of an upload share it.
+    package static func pathProblem(_ path: String) -> String? {
+        guard !path.isEmpty, path.utf8.count <= 4096 else { return "a path is 1 to 4,096 bytes" }
+        guard !path.hasPrefix("/") else { return "an absolute path" }
+        for component in path.split(separator: "/", omittingEmptySubsequences: false) {
+            guard !component.isEmpty, !component.hasPrefix(".") else { return "an empty, `.`, `..` or hidden component" }
+        }
+        if let bad = path.unicodeScalars.first(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) || $0 == "\\" }) {
+            return "the character U+\(String(bad.value, radix: 16, uppercase: true)) (a control character or a backslash)"
+        }
+        return nil
+    }
+
     /// The checkpoint's files, by path, once the other files are ingested (`blobs`, in `files` order).
     func layout(files blobs: [IngestedTensor]) -> [CheckpointFile] {
         var layout: [CheckpointFile] = []

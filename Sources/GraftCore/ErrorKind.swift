@@ -73,7 +73,8 @@ extension GraftError {
         case .invalidFile, .invalidCard, .invalidText, .invalidDirectory, .blobMismatch, .invalidUpload: .invalidInput
         case .cannotReadInput(_, let cause):
             if case .io(_, _, let code) = cause, code == 2 { .notFound } else { .io }
-        case .modelNotFound, .checkpointNotFound, .digestNotFound, .aliasNotFound, .unknownMetric, .advisoryNotFound, .allCandidatesFlagged,
+        case .modelNotFound, .checkpointNotFound, .fileNotFound, .digestNotFound, .aliasNotFound, .unknownMetric, .advisoryNotFound,
+            .allCandidatesFlagged,
             .tokenNotFound, .blobNotFound:
             .notFound
         case .modelExists, .outputExists, .advisoryExists, .tokenExists: .exists

@@ -63,6 +63,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     /// A model directory that cannot be imported as it is (pickled weights, a symlink that leaves
     /// it, an index that disagrees with its shards, …); nothing was written.
     case invalidDirectory(path: String, reason: String)
+    /// A directory checkpoint has no file at this path (or the checkpoint is one file).
+    case fileNotFound(checkpoint: String, path: String)
     /// Every candidate for `best` carries an open advisory.
     case allCandidatesFlagged(metric: String, candidates: Int)
     /// An advisory id that is taken, or unknown.
@@ -178,6 +180,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "invalid \(what): \(reason)"
         case .invalidDirectory(let path, let reason):
             return "cannot import \(show(path)): \(reason); nothing was written"
+        case .fileNotFound(let checkpoint, let path):
+            return "\(checkpoint) has no file \(show(path))"
         case .allCandidatesFlagged(let metric, let candidates):
             return "all \(candidates) checkpoint(s) with metric \(show(metric)) carry an open advisory (on them or an ancestor)"
         case .advisoryExists(let id):

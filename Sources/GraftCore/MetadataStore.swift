@@ -34,6 +34,8 @@ package protocol MetadataStore: Sendable {
     func checkpoint(model: ModelName, alias: String) async throws(GraftError) -> ResolvedCheckpoint?
     /// Checkpoint `number` of a model; `nil` means its newest.
     func checkpoint(model: ModelName, number: Int?) async throws(GraftError) -> ResolvedCheckpoint?
+    /// The checkpoint a commit with this idempotency key made in the model, if any.
+    func checkpoint(model: ModelName, idempotencyKey: String) async throws(GraftError) -> ResolvedCheckpoint?
     /// A checkpoint's tensors in file order.
     func tensors(checkpoint: Int64) async throws(GraftError) -> [TensorEntry]
     /// A directory checkpoint's files by path (plain files without their bytes); empty for one file.
@@ -261,6 +263,8 @@ package struct NewCheckpoint: Sendable {
     package var files: [CheckpointFile] = []
     /// The blobs of its plain files (stored like tensors: inline when small).
     package var fileBlobs: [IngestedTensor] = []
+    /// The key a client chose for this commit: unique within its model (a retry finds it).
+    package var idempotencyKey: String? = nil
     package var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
     /// Every blob the commit records: the tensors', then the files'.
     package var blobs: [IngestedTensor] { fileBlobs.isEmpty ? tensors : tensors + fileBlobs }

@@ -68,7 +68,49 @@ extension Registry {
     ) async throws(GraftError) -> Int {
         let (id, _) = try await resolve(reference)
         let stored = try await metadata.parts(checkpoint: id)
-        let (header, parts) = (stored.header, stored.tensors)
+        return try await streamParts(header: stored.header, stored.tensors, to: sink)
+    }
+}
+
+extension Registry {
+    /// The file at `path` of a directory checkpoint, as `show` lists it, with its checkpoint.
+    /// - Throws: ``GraftError/fileNotFound(checkpoint:path:)`` (also for a single-file checkpoint).
+    public func fileEntry(_ reference: Reference, path: String) async throws(GraftError) -> (CheckpointSummary, CheckpointFileEntry) {
+        let (id, summary) = try await resolve(reference)
+        let files = try await metadata.files(checkpoint: id)
+        guard let file = files.first(where: { $0.path == path }) else { throw .fileNotFound(checkpoint: summary.ref, path: path) }
+        let lengths = try await metadata.tensors(checkpoint: id).map(\.bytes)
+        return (summary, file.entry(tensorBytes: lengths))
+    }
+
+    /// Streams one file of a directory checkpoint to `sink` — a shard (its header, then its
+    /// tensors' bytes) or another file — byte-identical to what `export` writes at that path,
+    /// each blob verified as it streams (on damage the sender must abandon the stream).
+    /// - Returns: the bytes streamed (the file's length).
+    /// - Throws: ``GraftError/fileNotFound(checkpoint:path:)``; ``GraftError/damagedBlob(_:reason:)``.
+    @discardableResult
+    public func streamFile(
+        _ reference: Reference, path: String, to sink: @escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void
+    ) async throws(GraftError) -> Int {
+        let (id, summary) = try await resolve(reference)
+        let stored = try await metadata.parts(checkpoint: id)
+        guard let file = stored.files.first(where: { $0.path == path }) else { throw .fileNotFound(checkpoint: summary.ref, path: path) }
+        let parts: [(digest: Digest, length: Int, inline: [UInt8]?)]
+        var header: [UInt8] = []
+        switch file.content {
+        case .shard(let bytes, let first, let count):
+            (header, parts) = (bytes, Array(stored.tensors[first..<(first + count)]))
+        case .file(let digest, let length, let inline):
+            parts = [(digest, length, inline)]
+        }
+        return try await streamParts(header: header, parts, to: sink)
+    }
+
+    /// Sends `header`, then each part's bytes (inline, or its blob in chunks), verifying each.
+    private func streamParts(
+        header: [UInt8], _ parts: [(digest: Digest, length: Int, inline: [UInt8]?)],
+        to sink: @escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void
+    ) async throws(GraftError) -> Int {
         let blobs = self.blobs
         return try await offload { () throws(GraftError) -> Int in
             func send(_ bytes: [UInt8]) throws(GraftError) {
@@ -92,9 +134,7 @@ extension Registry {
             return sent
         }
     }
-}
 
-extension Registry {
     /// The length of a blob the store holds, or `nil` (inline tensors are not blobs).
     public func blobLength(_ digest: Digest) throws(GraftError) -> Int? {
         try blobs.store.length(of: digest)

@@ -16,16 +16,50 @@ public struct ProposedTensor: Sendable, Codable, Equatable {
     }
 }
 
+/// One file of a model directory in an upload proposal: a shard (its header, base64) or
+/// another file (its digest and length; its bytes, base64, when under the inline threshold, at
+/// commit).
+public struct ProposedFile: Sendable, Codable, Equatable {
+    /// Relative POSIX path in the directory.
+    public var path: String
+    /// A shard's header exactly as its file begins (the 8-byte length and the JSON), base64.
+    public var shardHeader: String?
+    public var digest: Digest?
+    public var length: Int?
+    public var data: String?
+
+    public init(path: String, shardHeader: String? = nil, digest: Digest? = nil, length: Int? = nil, data: String? = nil) {
+        (self.path, self.shardHeader, self.digest, self.length, self.data) = (path, shardHeader, digest, length, data)
+    }
+}
+
 /// A checkpoint as a client proposes it before sending any tensor data: the safetensors header
 /// exactly as its file begins (the 8-byte length and the JSON, base64) and each tensor's digest
 /// and length. The header fixes the checkpoint's bytes; with the digests the server can
 /// enforce a student's manifest and find what it lacks without a byte of tensor data.
+///
+/// A model directory proposes its `files` instead of a header (`header` is empty): its shards'
+/// headers, from which the server builds the header the shards are read under as one file
+/// (``DirectoryInput/combinedHeader(_:)``), and its other files' digests; `tensors` are every
+/// shard's tensors, names global.
 public struct UploadProposal: Sendable, Codable, Equatable {
     public var header: String
     public var tensors: [ProposedTensor]
+    public var files: [ProposedFile]?
 
-    public init(header: String, tensors: [ProposedTensor]) {
-        (self.header, self.tensors) = (header, tensors)
+    public init(header: String, tensors: [ProposedTensor], files: [ProposedFile]? = nil) {
+        (self.header, self.tensors, self.files) = (header, tensors, files)
+    }
+
+    /// A proposal for a model directory: every tensor and every other file hashed, shards'
+    /// headers as they are (nothing is sent inline; the commit adds the small ones' data).
+    public static func of(_ directory: DirectoryInput) throws(GraftError) -> UploadProposal {
+        let tensors = try of(directory.weights, inlineBelow: 0).tensors
+        let others = try of(directory.files, inlineBelow: 0).tensors
+        let files =
+            directory.shards.map { ProposedFile(path: $0.path, shardHeader: Data($0.headerBytes).base64EncodedString()) }
+            + others.map { ProposedFile(path: $0.name, digest: $0.digest, length: $0.length) }
+        return UploadProposal(header: "", tensors: tensors, files: files.sorted { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) })
     }
 
     /// A proposal for a safetensors input: its header, and every tensor hashed from its bytes
@@ -76,14 +110,30 @@ public struct UploadCommit: Sendable, Codable, Equatable {
     public var metrics: [String: Double]?
     public var split: String?
     public var provenance: Provenance?
+    /// A key the client chooses (1 to 128 of `A-Z a-z 0-9 . _ : -`), stored with the
+    /// checkpoint: the same commit sent again with it (after a lost answer) answers the
+    /// checkpoint it made, `NAME@N`, instead of committing twice.
+    public var idempotencyKey: String?
 
     public init(
         proposal: UploadProposal, step: Int? = nil, epoch: Int? = nil, metrics: [String: Double]? = nil, split: String? = nil,
-        provenance: Provenance? = nil
+        provenance: Provenance? = nil, idempotencyKey: String? = nil
     ) {
         (self.proposal, self.step, self.epoch, self.metrics, self.split, self.provenance) = (
             proposal, step, epoch, metrics, split, provenance
         )
+        self.idempotencyKey = idempotencyKey
+    }
+
+    /// Checks an idempotency key's form.
+    static func checkKey(_ key: String) throws(GraftError) {
+        let allowed = key.utf8.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || ".:_-".utf8.contains(byte)
+        }
+        guard (1...128).contains(key.utf8.count), allowed else {
+            throw .invalidUpload("an idempotency key is 1 to 128 of A-Z a-z 0-9 . _ : -")
+        }
     }
 }
 
@@ -95,21 +145,85 @@ struct CheckedProposal {
     var data: [[UInt8]?]
     /// For a student: the tensors its manifest records as `new` (set by the registry's check).
     var newTensors: [String]? = nil
+    /// For a model directory: its files by path, and its other files' blobs (`data` for small ones).
+    var layout: [CheckpointFile] = []
+    var fileBlobs: [(path: String, digest: Digest, length: Int, data: [UInt8]?)] = []
 
-    init(_ proposal: UploadProposal) throws(GraftError) {
-        guard let bytes = Data(base64Encoded: proposal.header).map(Array.init) else { throw .invalidUpload("the header is not base64") }
+    /// A header as a file begins, base64, parsed (`what` names it in messages).
+    static func parseHeader(_ text: String, what: String) throws(GraftError) -> ([UInt8], SafeTensorsHeader) {
+        guard let bytes = Data(base64Encoded: text).map(Array.init) else { throw .invalidUpload("\(what) is not base64") }
         guard bytes.count >= 8 else {
-            throw .invalidUpload("the header holds \(bytes.count) bytes; a safetensors header starts with an 8-byte length")
+            throw .invalidUpload("\(what) holds \(bytes.count) bytes; a safetensors header starts with an 8-byte length")
         }
         var declared: UInt64 = 0
         for i in (0..<8).reversed() { declared = declared << 8 | UInt64(bytes[i]) }
         guard declared <= UInt64(SafeTensorsHeader.maximumLength), Int(declared) == bytes.count - 8 else {
-            throw .invalidUpload("the header's length prefix says \(declared) bytes of JSON; \(bytes.count - 8) were sent")
+            throw .invalidUpload("\(what)'s length prefix says \(declared) bytes of JSON; \(bytes.count - 8) were sent")
         }
-        do { header = try SafeTensorsHeader.parse(json: Array(bytes[8...]), fileSize: nil) } catch {
-            throw .invalidFile(path: "the proposed header", error)
+        do { return (bytes, try SafeTensorsHeader.parse(json: Array(bytes[8...]), fileSize: nil)) } catch {
+            throw .invalidFile(path: what, error)
         }
-        headerBytes = bytes
+    }
+
+    init(_ proposal: UploadProposal) throws(GraftError) {
+        if let files = proposal.files, !files.isEmpty {
+            guard proposal.header.isEmpty else {
+                throw .invalidUpload("a model directory's header is built from its shards' headers: send an empty header")
+            }
+            guard files.count <= DirectoryOptions.defaultMaxFiles else {
+                throw .invalidUpload("\(files.count) files; a model directory holds at most \(DirectoryOptions.defaultMaxFiles)")
+            }
+            let sorted = files.sorted { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) }
+            var shards: [(path: String, bytes: [UInt8], header: SafeTensorsHeader)] = []
+            for (index, file) in sorted.enumerated() {
+                if let problem = DirectoryInput.pathProblem(file.path) { throw .invalidUpload("file \(show(file.path)): \(problem)") }
+                if index > 0, sorted[index - 1].path == file.path { throw .invalidUpload("file \(show(file.path)) is proposed twice") }
+                if let text = file.shardHeader {
+                    guard file.digest == nil, file.length == nil, file.data == nil else {
+                        throw .invalidUpload("file \(show(file.path)) is a shard: its header, not a digest, length or data")
+                    }
+                    let (bytes, header) = try Self.parseHeader(text, what: "the header of shard \(show(file.path))")
+                    shards.append((file.path, bytes, header))
+                } else {
+                    guard let digest = file.digest, let length = file.length, length >= 0 else {
+                        throw .invalidUpload("file \(show(file.path)) needs a digest and a length (or a shard header)")
+                    }
+                    var data: [UInt8]? = nil
+                    if let text = file.data {
+                        guard let bytes = Data(base64Encoded: text).map(Array.init), bytes.count == length, Digest.of(bytes) == digest
+                        else {
+                            throw .invalidUpload(
+                                "file \(show(file.path)): its data is not \(length) bytes of base64 hashing to \(digest.short)…")
+                        }
+                        data = bytes
+                    }
+                    fileBlobs.append((file.path, digest, length, data))
+                }
+            }
+            guard !shards.isEmpty else { throw .invalidUpload("a model directory needs safetensors weights (a file with a shard header)") }
+            var first = 0
+            for shard in shards {
+                layout.append(
+                    CheckpointFile(path: shard.path, content: .shard(header: shard.bytes, first: first, count: shard.header.tensors.count)))
+                first += shard.header.tensors.count
+            }
+            for file in fileBlobs {
+                layout.append(CheckpointFile(path: file.path, content: .file(digest: file.digest, length: file.length, inline: nil)))
+            }
+            layout.sort { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) }
+            if shards.count == 1 {
+                (headerBytes, header) = (shards[0].bytes, shards[0].header)
+            } else {
+                do {
+                    let bytes = try DirectoryInput.combinedHeader(shards.map(\.header))
+                    (headerBytes, header) = (bytes, try SafeTensorsHeader.parse(json: Array(bytes[8...]), fileSize: nil))
+                } catch {
+                    throw .invalidUpload("the shards cannot be read as one set of tensors: \(error)")
+                }
+            }
+        } else {
+            (headerBytes, header) = try Self.parseHeader(proposal.header, what: "the header")
+        }
         var byName: [String: ProposedTensor] = [:]
         for tensor in proposal.tensors {
             guard byName.updateValue(tensor, forKey: tensor.name) == nil else {
@@ -147,6 +261,16 @@ struct CheckedProposal {
         }
         (self.digests, self.data) = (digests, data)
     }
+
+    /// The bytes the checkpoint exports to: its file, or its directory (shards and other files).
+    var logicalBytes: Int {
+        guard !layout.isEmpty else { return headerBytes.count + header.dataLength }
+        let shardHeaders = layout.reduce(0) { total, file in
+            if case .shard(let header, _, _) = file.content { return total + header.count }
+            return total
+        }
+        return shardHeaders + header.dataLength + fileBlobs.reduce(0) { $0 + $1.length }
+    }
 }
 
 extension Registry {
@@ -169,6 +293,10 @@ extension Registry {
             let digest = checked.digests[index]
             if seen.insert(digest).inserted { candidates.append(ProposedTensor(name: info.name, digest: digest, length: info.byteCount)) }
         }
+        // A directory's other files are blobs too (named by their paths in the answer).
+        for file in checked.fileBlobs where file.length >= inlineBelow && seen.insert(file.digest).inserted {
+            candidates.append(ProposedTensor(name: file.path, digest: file.digest, length: file.length))
+        }
         let store = blobs.store
         // Present blobs are claimed: gc's grace period then protects them until the commit.
         var present = Set(candidates.filter { store.contains($0.digest, claim: true) }.map(\.digest))
@@ -178,7 +306,7 @@ extension Registry {
         let missing = candidates.filter { !present.contains($0.digest) }
         return UploadPlan(
             missing: missing, inlineBelow: inlineBelow, bytesMissing: missing.reduce(0) { $0 + $1.length },
-            logicalBytes: checked.headerBytes.count + checked.header.dataLength)
+            logicalBytes: checked.logicalBytes)
     }
 
     /// Commits uploaded tensors as a new base (`provenance` from the commit) or the model's next
@@ -203,6 +331,10 @@ extension Registry {
             throw .invalidUpload("a base is registered without step, epoch or metrics")
         }
         try commit.provenance?.check()
+        if let key = commit.idempotencyKey {
+            try UploadCommit.checkKey(key)
+            if let replay = try await replayed(commit, key: key, to: name) { return replay }
+        }
         return try await retryingVanishedBlobs { () async throws(GraftError) in
             let checked = try await check(commit.proposal, to: name, base: base)
             let store = blobs.store
@@ -221,35 +353,73 @@ extension Registry {
                     tensors.append(IngestedTensor(info: info, digest: digest, inline: nil, wroteFile: false))
                 }
             }
+            var fileBlobs: [IngestedTensor] = []
+            for file in checked.fileBlobs {
+                let info = TensorInfo(name: file.path, dtype: .u8, shape: [file.length], dataOffsets: 0..<file.length)
+                if file.length < blobs.inlineThreshold {
+                    guard let data = file.data else {
+                        throw .invalidUpload(
+                            "file \(show(file.path)) is under \(blobs.inlineThreshold) bytes: its data must come with the commit")
+                    }
+                    fileBlobs.append(IngestedTensor(info: info, digest: file.digest, inline: data, wroteFile: false))
+                } else {
+                    if !store.contains(file.digest, claim: true) { missing.append(file.digest) }
+                    fileBlobs.append(IngestedTensor(info: info, digest: file.digest, inline: nil, wroteFile: false))
+                }
+            }
             if let pattern {
-                let stored = Array(Set(tensors.filter { $0.inline == nil }.map(\.digest)).subtracting(missing))
+                let stored = Array(Set((tensors + fileBlobs).filter { $0.inline == nil }.map(\.digest)).subtracting(missing))
                 let seen = try await metadata.digests(stored, referencedByModelsMatching: pattern)
                 let unseen = stored.filter { !seen.contains($0) }
                 let proven = unseen.isEmpty ? [] : try await metadata.uploadProofs(unseen, token: token ?? "")
                 missing += unseen.filter { !proven.contains($0) }
             }
             if !missing.isEmpty { throw .blobsMissing(Array(Set(missing)).sorted()) }
-            let new = NewCheckpoint(
+            var new = NewCheckpoint(
                 headerBytes: checked.headerBytes, headerDigest: Digest.of(checked.headerBytes),
-                digest: Self.checkpointDigest(header: checked.headerBytes, tensors: tensors), metadata: checked.header.metadataDictionary,
+                digest: Self.checkpointDigest(header: checked.headerBytes, tensors: tensors, files: checked.layout),
+                metadata: checked.header.metadataDictionary,
                 dataLength: checked.header.dataLength, fileBytes: checked.headerBytes.count + checked.header.dataLength, tensors: tensors,
                 step: commit.step, epoch: commit.epoch)
+            (new.files, new.fileBlobs, new.idempotencyKey) = (checked.layout, fileBlobs, commit.idempotencyKey)
             let stillStored: @Sendable (Digest) -> Bool = { store.contains($0, claim: false) }
-            let logical = new.fileBytes
+            let logical = checked.logicalBytes
+            let data = new.dataLength + fileBlobs.reduce(0) { $0 + $1.info.byteCount }
+            let files = checked.layout.isEmpty ? nil : checked.layout.count
             if base {
                 let inline = try await metadata.insertBase(
                     name: name, provenance: commit.provenance ?? Provenance(), checkpoint: new, stillStored: stillStored)
                 return ImportResult(
                     model: name, checkpoint: "\(name)@1", digest: new.digest, tensors: tensors.count, parameters: new.parameterCount,
-                    logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: new.dataLength - inline)
+                    logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: data - inline, files: files)
             }
             let (number, inline) = try await metadata.insertCheckpoint(
                 model: name, new, metrics: metrics, split: commit.split, newTensors: checked.newTensors, stillStored: stillStored)
             return ImportResult(
                 model: name, checkpoint: "\(name)@\(number)", digest: new.digest, tensors: tensors.count, parameters: new.parameterCount,
-                logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: new.dataLength - inline,
-                newTensors: checked.newTensors ?? [])
+                logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: data - inline,
+                newTensors: checked.newTensors ?? [], files: files)
         }
+    }
+
+    /// What a commit sent again with an idempotency key it already used answers: the checkpoint
+    /// it made, when the commit is the same (same checkpoint digest); `nil` when the key is new.
+    /// - Throws: ``GraftError/invalidUpload(_:)`` when the key made another checkpoint.
+    private func replayed(_ commit: UploadCommit, key: String, to name: ModelName) async throws(GraftError) -> ImportResult? {
+        guard let existing = try await metadata.checkpoint(model: name, idempotencyKey: key) else { return nil }
+        let checked = try CheckedProposal(commit.proposal)
+        let tensors = zip(checked.header.tensors, checked.digests).map { info, digest in
+            IngestedTensor(info: info, digest: digest, inline: nil, wroteFile: false)
+        }
+        let digest = Self.checkpointDigest(header: checked.headerBytes, tensors: tensors, files: checked.layout)
+        guard digest == existing.summary.digest else {
+            throw .invalidUpload("the idempotency key \(show(key)) made \(existing.summary.ref), which is another checkpoint")
+        }
+        let data = checked.header.dataLength + checked.fileBlobs.reduce(0) { $0 + $1.length }
+        return ImportResult(
+            model: name, checkpoint: existing.summary.ref, digest: digest, tensors: tensors.count,
+            parameters: existing.summary.parameterCount, logicalBytes: checked.logicalBytes, bytesStored: 0, bytesAlreadyPresent: data,
+            files: checked.layout.isEmpty ? nil : checked.layout.count)
     }
 
     /// The proposal against its header and the model: a taken name for a base, an unknown model

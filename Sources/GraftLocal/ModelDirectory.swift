@@ -180,9 +180,7 @@ package enum ModelDirectory {
             for name in try ModelDirectory.names(in: directory, refuse: refuse) where !name.hasPrefix(".") {
                 let path = relative.isEmpty ? name : relative + "/" + name
                 if options.excludes(path) { continue }
-                if let bad = name.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == "\\" }) {
-                    throw refuse("the name \(path.debugDescription) holds the character U+\(String(bad.value, radix: 16, uppercase: true))")
-                }
+                if let problem = DirectoryInput.pathProblem(path) { throw refuse("the name \(path.debugDescription) has \(problem)") }
                 let absolute = directory + "/" + name
                 var info = stat()
                 guard lstat(absolute, &info) == 0 else { throw .fromErrno(errno, operation: "cannot stat", path: absolute) }
@@ -259,8 +257,7 @@ final class ShardedInput: SafeTensorsInput {
     init(origin: String, shards: [SafeTensorsReader]) throws(GraftError) {
         let all = shards.enumerated().flatMap { index, shard in shard.header.tensors.map { (index, $0) } }
         do {
-            let bytes = try SafeTensorsWriter.header(
-                inOrder: all.map { ($0.1.name, $0.1.dtype, $0.1.shape) }, metadata: shards.first?.header.metadataDictionary)
+            let bytes = try DirectoryInput.combinedHeader(shards.map(\.header))
             let dataLength = all.reduce(0) { $0 + $1.1.byteCount }
             let length = try SafeTensorsHeader.headerLength(prefix: Array(bytes.prefix(8)), fileSize: bytes.count + dataLength)
             header = try SafeTensorsHeader.parse(json: Array(bytes[8..<(8 + length)]), fileSize: bytes.count + dataLength)
@@ -308,7 +305,8 @@ final class FilesInput: SafeTensorsInput {
 
     func read(_ tensor: TensorInfo, at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer) throws(SafeTensorsError) {
         guard let path = paths[tensor.name] else { throw .io(operation: "no file \(tensor.name) in", path: origin, errno: EINVAL) }
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        // Not through a symlink planted since the walk: the walk resolved every link it accepted.
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { throw .io(operation: "cannot open", path: path, errno: errno) }
         defer { close(fd) }
         switch preadFully(fd, buffer, count: count, offset: offset) {

@@ -129,12 +129,12 @@ extension PostgresMetadataStore {
         let row = try await connection.one(
             """
             INSERT INTO checkpoints (model_id, number, digest, header, header_digest, metadata, tensor_count,
-                parameter_count, data_bytes, file_bytes, step, epoch, created_at)
+                parameter_count, data_bytes, file_bytes, step, epoch, created_at, idempotency_key)
             VALUES (\(modelID), \(number), \(checkpoint.digest.hex), \(ByteBuffer(bytes: checkpoint.headerBytes)),\
              \(checkpoint.headerDigest.hex),
                     \(encodeJSON(checkpoint.metadata))::jsonb, \(checkpoint.tensors.count), \(checkpoint.parameterCount),\
              \(checkpoint.dataLength),
-                    \(checkpoint.fileBytes), \(checkpoint.step), \(checkpoint.epoch), \(now))
+                    \(checkpoint.fileBytes), \(checkpoint.step), \(checkpoint.epoch), \(now), \(checkpoint.idempotencyKey))
             RETURNING id
             """, logger: logger)
         let id: Int64 = try row.map { row throws in try row[0] as Int64 } ?? 0

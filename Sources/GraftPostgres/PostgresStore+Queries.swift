@@ -60,6 +60,15 @@ extension PostgresMetadataStore {
         }
     }
 
+    package func checkpoint(model name: ModelName, idempotencyKey: String) async throws(GraftError) -> ResolvedCheckpoint? {
+        try await withConnection { connection in
+            try await connection.one(
+                "\(unescaped: Self.checkpointSelect) WHERE m.name = \(name.value) AND c.idempotency_key = \(idempotencyKey)",
+                logger: self.logger
+            ).map(Self.resolved)
+        }
+    }
+
     package func checkpoint(model name: ModelName, number: Int?) async throws(GraftError) -> ResolvedCheckpoint? {
         try await withConnection { connection in
             let query: PostgresQuery =

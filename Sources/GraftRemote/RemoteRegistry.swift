@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Crypto
 import Foundation
 public import GraftCore
 import NIOCore
@@ -135,43 +136,98 @@ public final class RemoteRegistry: RegistryAPI {
     }
 
     /// Downloads the checkpoint's exact bytes to `path` (a temporary file, fsync'd, renamed into
-    /// place: an interrupted download leaves nothing at `path`).
+    /// place: an interrupted download leaves nothing at `path`). A checkpoint kept as a model
+    /// directory downloads as that directory, file by file, into a hidden folder beside `path`
+    /// renamed into place whole; every plain file's digest is checked on the way.
     public func export(_ reference: Reference, to path: String, overwrite: Bool) async throws(GraftError) -> ExportResult {
         if !overwrite, FileManager.default.fileExists(atPath: path) { throw .outputExists(path: path) }
         let detail = try await checkpoint(reference)
-        guard detail.files.isEmpty else {
-            throw GraftError.badRequest(
-                "\(detail.checkpoint.ref) is a model directory (\(detail.files.count) files), which can be exported from a local"
-                    + " registry only so far; GET /v1/checkpoints/\(detail.checkpoint.ref)/safetensors gives its tensors as one file")
-        }
+        if !detail.files.isEmpty { return try await exportDirectory(detail, to: path, overwrite: overwrite) }
         let summary = detail.checkpoint
         let temporary = path + ".graft-download-\(UInt32.random(in: 0 ... .max))"
-        guard FileManager.default.createFile(atPath: temporary, contents: nil), let handle = FileHandle(forWritingAtPath: temporary) else {
-            throw .io(operation: "cannot create", path: temporary, errno: errno)
-        }
-        var written = 0
+        let written: Int
         do throws(GraftError) {
-            defer { try? handle.close() }
-            let response = try await execute(.GET, ["v1", "checkpoints", summary.ref, "safetensors"], body: nil, timeout: .hours(24))
-            guard response.status == .ok else { throw await Self.failure(response) }
-            do {
-                for try await buffer in response.body {
-                    try handle.write(contentsOf: Data(buffer.readableBytesView))
-                    written += buffer.readableBytes
-                }
-                try handle.synchronize()
-            } catch {
-                throw GraftError.unreachable(url: url, reason: "the download broke off after \(written) bytes: \(error)")
-            }
-            guard written == summary.fileBytes else {
-                throw GraftError.unreachable(url: url, reason: "the download ended after \(written) of \(summary.fileBytes) bytes")
-            }
+            written = try await download(
+                ["v1", "checkpoints", summary.ref, "safetensors"], to: temporary, length: summary.fileBytes, digest: nil)
             guard rename(temporary, path) == 0 else { throw GraftError.io(operation: "cannot rename to", path: path, errno: errno) }
         } catch {
             unlink(temporary)
             throw error
         }
         return ExportResult(checkpoint: summary.ref, digest: summary.digest, path: path, bytes: written)
+    }
+
+    /// A directory checkpoint's files into a hidden folder beside `path`, then renamed into place.
+    private func exportDirectory(_ detail: CheckpointDetail, to path: String, overwrite: Bool) async throws(GraftError) -> ExportResult {
+        let manager = FileManager.default
+        let target = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        let location = URL(fileURLWithPath: target)
+        let temporary =
+            location.deletingLastPathComponent().path + "/." + location.lastPathComponent
+            + ".graft-download-\(UInt32.random(in: 0 ... .max))"
+        var total = 0
+        do throws(GraftError) {
+            for file in detail.files {
+                // A server names files; nothing it sends becomes a path outside the folder.
+                if let problem = DirectoryInput.pathProblem(file.path) {
+                    throw GraftError.unreachable(url: url, reason: "the server listed a file \(file.path.debugDescription): \(problem)")
+                }
+                let folder = URL(fileURLWithPath: temporary + "/" + file.path).deletingLastPathComponent().path
+                do { try manager.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
+                    throw GraftError.io(operation: "cannot create directory", path: folder, errno: EIO)
+                }
+                total += try await download(
+                    ["v1", "checkpoints", detail.checkpoint.ref, "file"], query: ["path": file.path], to: temporary + "/" + file.path,
+                    length: file.bytes, digest: file.kind == "file" ? file.digest : nil)
+            }
+            if manager.fileExists(atPath: target) {
+                guard overwrite else { throw GraftError.outputExists(path: path) }
+                let old = temporary + ".old"
+                guard rename(target, old) == 0 else { throw GraftError.io(operation: "cannot move aside", path: target, errno: errno) }
+                guard rename(temporary, target) == 0 else { throw GraftError.io(operation: "cannot rename to", path: target, errno: errno) }
+                try? manager.removeItem(atPath: old)
+            } else {
+                guard rename(temporary, target) == 0 else { throw GraftError.io(operation: "cannot rename to", path: target, errno: errno) }
+            }
+        } catch {
+            try? manager.removeItem(atPath: temporary)
+            throw error
+        }
+        return ExportResult(
+            checkpoint: detail.checkpoint.ref, digest: detail.checkpoint.digest, path: target, bytes: total, files: detail.files.count)
+    }
+
+    /// Streams a GET's body into a new file (fsync'd): exactly `length` bytes, hashing to
+    /// `digest` when one is given. Returns the bytes written.
+    private func download(_ path: [String], query: [String: String?] = [:], to file: String, length: Int, digest: GraftCore.Digest?)
+        async throws(GraftError) -> Int
+    {
+        guard FileManager.default.createFile(atPath: file, contents: nil), let handle = FileHandle(forWritingAtPath: file) else {
+            throw .io(operation: "cannot create", path: file, errno: errno)
+        }
+        defer { try? handle.close() }
+        var written = 0
+        var hasher = Crypto.SHA256()
+        let response = try await execute(.GET, path, query: query, body: nil, timeout: .hours(24))
+        guard response.status == .ok else { throw await Self.failure(response) }
+        do {
+            for try await buffer in response.body {
+                let bytes = Data(buffer.readableBytesView)
+                if digest != nil { hasher.update(data: bytes) }
+                try handle.write(contentsOf: bytes)
+                written += buffer.readableBytes
+            }
+            try handle.synchronize()
+        } catch {
+            throw GraftError.unreachable(url: url, reason: "the download broke off after \(written) bytes: \(error)")
+        }
+        guard written == length else {
+            throw GraftError.unreachable(url: url, reason: "the download ended after \(written) of \(length) bytes")
+        }
+        if let digest, GraftCore.Digest(bytes: hasher.finalize()) != digest {
+            throw GraftError.damagedBlob(digest, reason: "the downloaded bytes of \(file) hash to another digest")
+        }
+        return written
     }
 
     // MARK: Writes
@@ -212,23 +268,24 @@ public final class RemoteRegistry: RegistryAPI {
         }
     }
 
-    /// Model directories go into a local registry only, so far: the upload protocol proposes
-    /// tensors of one file (docs/API.md).
+    /// A model directory through the upload protocol: its shards' headers, every tensor's and
+    /// other file's digest proposed first, then only the blobs the server lacks.
     public func addBase(
         name: ModelName, directory: DirectoryInput, provenance: Provenance, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
-        throw Self.noDirectories
+        try await upload(
+            to: name, base: true, directory: directory, weights: directory.weights, files: directory.files,
+            commit: UploadCommit(proposal: .init(header: "", tensors: []), provenance: provenance), progress: progress)
     }
 
     public func addCheckpoint(
         model name: ModelName, directory: DirectoryInput, step: Int?, epoch: Int?, metrics: [MetricAssignment], split: String?,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
-        throw Self.noDirectories
+        try await upload(
+            to: name, base: false, directory: directory, weights: directory.weights, files: directory.files,
+            commit: Self.commit(step, epoch, metrics, split), progress: progress)
     }
-
-    static let noDirectories = GraftError.badRequest(
-        "a model directory cannot be sent to a server yet: import it into a local registry, or send its safetensors weights as one file")
 
     public func createStudent(
         name: ModelName, from parent: Reference, relation: Relation, manifest declaration: ManifestDeclaration, description: String?
@@ -321,14 +378,74 @@ extension RemoteRegistry {
         }
         let blobs = plan.missing.compactMap { blob in byName[blob.name].map { (blob, $0) } }
         sent += try await sendBlobs(blobs, from: input, total: plan.bytesMissing, progress: progress)
+        return try await commit(template, proposal, to: kind, plan: plan, sent: sent)
+    }
+
+    /// A directory's upload: as ``upload(to:base:input:commit:progress:)``, with the other
+    /// files' blobs sent from `files` and the small ones' bytes in the commit.
+    private func upload(
+        to name: ModelName, base: Bool, directory: DirectoryInput, weights: some SafeTensorsInput, files: some SafeTensorsInput,
+        commit template: UploadCommit, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult {
+        let kind = base ? ["v1", "bases", name.description] : ["v1", "models", name.description, "checkpoints"]
+        var proposal = try UploadProposal.of(directory)
+        let proposalBody = try Self.encode(proposal)
+        let plan: UploadPlan = try Self.decode(try await send(.POST, kind + ["proposal"], body: proposalBody).body)
+        var sent = proposalBody.count
+        let tensorInfo = Dictionary(weights.header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let fileInfo = Dictionary(files.header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for index in proposal.tensors.indices where proposal.tensors[index].length < plan.inlineBelow {
+            guard let info = tensorInfo[proposal.tensors[index].name] else { continue }
+            do { proposal.tensors[index].data = Data(try weights.data(of: info)).base64EncodedString() } catch {
+                throw .reading(weights.origin, error)
+            }
+        }
+        for index in (proposal.files ?? []).indices {
+            guard let length = proposal.files?[index].length, length < plan.inlineBelow, let info = fileInfo[proposal.files![index].path]
+            else { continue }
+            do { proposal.files?[index].data = Data(try files.data(of: info)).base64EncodedString() } catch {
+                throw .reading(files.origin, error)
+            }
+        }
+        // The plan names a blob by one tensor or file that holds it: send it from where it is.
+        var tensorByDigest: [GraftCore.Digest: TensorInfo] = [:]
+        for tensor in proposal.tensors { tensorByDigest[tensor.digest] = tensorInfo[tensor.name] }
+        var fileByDigest: [GraftCore.Digest: TensorInfo] = [:]
+        for file in proposal.files ?? [] { if let digest = file.digest { fileByDigest[digest] = fileInfo[file.path] } }
+        let fromWeights = plan.missing.compactMap { blob in tensorByDigest[blob.digest].map { (blob, $0) } }
+        let fromFiles = plan.missing.filter { tensorByDigest[$0.digest] == nil }.compactMap { blob in
+            fileByDigest[blob.digest].map { (blob, $0) }
+        }
+        sent += try await sendBlobs(fromWeights, from: weights, total: plan.bytesMissing, progress: progress)
+        sent += try await sendBlobs(fromFiles, from: files, total: plan.bytesMissing, progress: nil)
+        return try await commit(template, proposal, to: kind, plan: plan, sent: sent)
+    }
+
+    /// Sends the commit of an upload whose blobs are all sent, and accounts for the bytes.
+    private func commit(_ template: UploadCommit, _ proposal: UploadProposal, to kind: [String], plan: UploadPlan, sent: Int)
+        async throws(GraftError) -> ImportResult
+    {
         var commit = template
         commit.proposal = proposal
+        // A key of this commit's own: sent again after a lost answer, it finds the checkpoint the
+        // first attempt made instead of committing twice.
+        commit.idempotencyKey = commit.idempotencyKey ?? UUID().uuidString
         let commitBody = try Self.encode(commit)
-        sent += commitBody.count
-        var result: ImportResult = try Self.decode(try await send(.POST, kind, body: commitBody).body)
+        var attempt = 1
+        var answer: [UInt8]
+        while true {
+            do {
+                answer = try await send(.POST, kind, body: commitBody).body
+                break
+            } catch {
+                guard case .unreachable = error, attempt < 3 else { throw error }
+                attempt += 1
+            }
+        }
+        var result: ImportResult = try Self.decode(answer)
         result.bytesStored += plan.bytesMissing
         result.bytesAlreadyPresent = max(0, result.bytesAlreadyPresent - plan.bytesMissing)
-        result.bytesSent = sent
+        result.bytesSent = sent + commitBody.count
         return result
     }
 

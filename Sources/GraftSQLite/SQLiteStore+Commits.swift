@@ -119,14 +119,14 @@ extension SQLiteMetadataStore {
         try db.execute(
             sql: """
                 INSERT INTO checkpoints (model_id, number, digest, header, header_digest, metadata, tensor_count,
-                    parameter_count, data_bytes, file_bytes, step, epoch, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    parameter_count, data_bytes, file_bytes, step, epoch, created_at, idempotency_key)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 modelID, number, checkpoint.digest.hex, Data(checkpoint.headerBytes), checkpoint.headerDigest.hex,
                 encodeJSON(checkpoint.metadata),
                 checkpoint.tensors.count, checkpoint.parameterCount, checkpoint.dataLength, checkpoint.fileBytes,
-                checkpoint.step, checkpoint.epoch, now,
+                checkpoint.step, checkpoint.epoch, now, checkpoint.idempotencyKey,
             ])
         let id = db.lastInsertedRowID
         let statement = try db.cachedStatement(

@@ -51,6 +51,14 @@ extension SQLiteMetadataStore {
         }
     }
 
+    package func checkpoint(model name: ModelName, idempotencyKey: String) async throws(GraftError) -> ResolvedCheckpoint? {
+        try await read { db in
+            try Row.fetchOne(
+                db, sql: Self.checkpointSelect + " WHERE m.name = ? AND c.idempotency_key = ?", arguments: [name.value, idempotencyKey]
+            ).map(Self.resolved)
+        }
+    }
+
     package func checkpoint(model name: ModelName, number: Int?) async throws(GraftError) -> ResolvedCheckpoint? {
         try await read { db in
             let row: Row?

@@ -67,6 +67,7 @@ package final class MemoryMetadataStore: MetadataStore {
         var tensors: [Tensor]
         /// A directory checkpoint's files by path (plain files without their bytes).
         var files: [CheckpointFile] = []
+        var idempotencyKey: String? = nil
         /// Values by (name, split); no split is "".
         var metrics: [MetricSlot: Double] = [:]
         /// Every blob it refers to: its tensors' and its plain files'.
@@ -236,7 +237,7 @@ package final class MemoryMetadataStore: MetadataStore {
                     Tensor(
                         name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape, elements: $0.info.elementCount,
                         bytes: $0.info.byteCount, digest: $0.digest)
-                }, files: checkpoint.files)
+                }, files: checkpoint.files, idempotencyKey: checkpoint.idempotencyKey)
             return id
         }
 
@@ -326,6 +327,13 @@ package final class MemoryMetadataStore: MetadataStore {
                 let checkpoint = state.checkpoints[target]
             else { return nil }
             return state.resolved(checkpoint)
+        }
+    }
+
+    package func checkpoint(model: ModelName, idempotencyKey: String) async throws(GraftError) -> ResolvedCheckpoint? {
+        try access { state in
+            guard let id = state.byName[model.value] else { return nil }
+            return state.checkpoints(of: id).first { $0.idempotencyKey == idempotencyKey }.map(state.resolved)
         }
     }
 
@@ -483,6 +491,10 @@ package final class MemoryMetadataStore: MetadataStore {
     ) async throws(GraftError) -> (number: Int, inlineStored: Int) {
         try access { (state: inout State) throws(GraftError) -> (number: Int, inlineStored: Int) in
             guard let id = state.byName[name.value] else { throw .modelNotFound(name, suggestions: []) }
+            // As the SQL stores' unique index: a key is used once per model.
+            if let key = checkpoint.idempotencyKey, state.checkpoints(of: id).contains(where: { $0.idempotencyKey == key }) {
+                throw .busy
+            }
             let stored = try state.insertBlobs(checkpoint.blobs, stillStored: stillStored)
             let number = (state.checkpoints(of: id).last?.number ?? 0) + 1
             let checkpointID = state.insertCheckpoint(model: id, number: number, checkpoint)

@@ -270,3 +270,89 @@ struct ModelDirectoryCLITests {
         #expect(bad.status != 0 && bad.stderr.contains("prefix"), "\(bad.stderr)")
     }
 }
+
+@Suite("model directories over HTTP: upload of only the missing blobs, download, idempotent commits")
+struct RemoteModelDirectoryTests {
+    @Test("a directory registered and committed remotely has the local digests and exports the same tree")
+    func remoteDirectories() throws {
+        let served = try Served(registerBase: false)
+        let helper = ModelDirectoryCLITests()
+        let model = served.cli.directory.file("model")
+        try helper.writeModel(model, perShard: 5)
+        let added = try served.remote(["base", "add", model, "--name", "st", "--json"], token: served.write)
+        #expect(added.status == 0, "\(added.stderr)")
+        let base = try JSONSerialization.jsonObject(with: Data(added.stdout.utf8)) as! [String: Any]
+        #expect(base["files"] as? Int == filesUnder(model).count)
+        // The same directory imported locally elsewhere gets the same checkpoint digest.
+        let local = CLI()
+        #expect(try local.run(["init"]).status == 0)
+        let localBase = try local.json(["base", "add", model, "--name", "st"]) as! [String: Any]
+        #expect(localBase["digest"] as? String == base["digest"] as? String)
+
+        #expect(try served.remote(["student", "create", "ft", "--from", "st@1", "--freeze", "features"], token: served.write).status == 0)
+        let tuned = served.cli.directory.file("tuned")
+        var changed = 0
+        try helper.writeModel(tuned, perShard: 3) { tensors in
+            let index = tensors.firstIndex { $0.name == "classifier.weight" }!
+            tensors[index].bytes[0] ^= 1
+            changed = tensors[index].bytes.count
+        }
+        let commit = try served.remote(["checkpoint", "add", "ft", tuned, "--json"], token: served.write)
+        #expect(commit.status == 0, "\(commit.stderr)")
+        let result = try JSONSerialization.jsonObject(with: Data(commit.stdout.utf8)) as! [String: Any]
+        let index = try FileManager.default.attributesOfItem(atPath: tuned + "/model.safetensors.index.json")[.size] as! Int
+        let logical = result["logical_bytes"] as! Int
+        // Only the changed tensor and the new index travel as blobs; the rest is the proposal's digests.
+        #expect(result["bytes_stored"] as? Int == changed + index)
+        #expect((result["bytes_sent"] as! Int) < changed + index + 32 * 1024 && (result["bytes_sent"] as! Int) < logical / 2, "\(result)")
+
+        for (reference, source) in [("st@1", model), ("ft@1", tuned)] {
+            let out = served.cli.directory.file("out-" + reference)
+            let export = try served.remote(["export", reference, "-o", out], token: served.read)
+            #expect(export.status == 0, "\(export.stderr)")
+            #expect(helper.differences(source, out) == [], "\(reference)")
+        }
+        let missing = try served.server.request("GET", "/v1/checkpoints/st@1/file?path=nope.json", token: served.read)
+        #expect(missing.status == 404)
+        let config = try served.server.request("GET", "/v1/checkpoints/st@1/file?path=1_Pooling%2Fconfig.json", token: served.read)
+        #expect(config.status == 200 && config.body == Array(FileManager.default.contents(atPath: model + "/1_Pooling/config.json")!))
+    }
+
+    @Test("a commit sent twice with one idempotency key is committed once; the key cannot name another checkpoint")
+    func idempotentCommit() throws {
+        let served = try Served()
+        func body(_ value: UInt8, key: String) throws -> [UInt8] {
+            let tensors = [TensorData(name: "w", dtype: .u8, shape: [4], bytes: [value, 1, 2, 3])]
+            let input = try SafeTensorsMemory(tensors)
+            let proposal: [String: Any] = [
+                "header": Data(input.headerBytes).base64EncodedString(),
+                "tensors": [
+                    [
+                        "name": "w", "digest": "sha256:" + sha256Hex(tensors[0].bytes), "length": 4,
+                        "data": Data(tensors[0].bytes).base64EncodedString(),
+                    ]
+                ],
+            ]
+            return Array(try JSONSerialization.data(withJSONObject: ["proposal": proposal, "idempotency_key": key]))
+        }
+        let headers = ["Content-Type": "application/json"]
+        let first = try served.server.request(
+            "POST", "/v1/models/cnn/checkpoints", token: served.write, headers: headers, body: try body(9, key: "run-1:step-10"))
+        let again = try served.server.request(
+            "POST", "/v1/models/cnn/checkpoints", token: served.write, headers: headers, body: try body(9, key: "run-1:step-10"))
+        #expect(first.status == 201 && again.status == 201, "\(first.text) \(again.text)")
+        let a = try JSONSerialization.jsonObject(with: Data(first.body)) as! [String: Any]
+        let b = try JSONSerialization.jsonObject(with: Data(again.body)) as! [String: Any]
+        #expect(
+            a["checkpoint"] as? String == "cnn@2" && b["checkpoint"] as? String == "cnn@2"
+                && a["digest"] as? String == b["digest"] as? String)
+        #expect((try served.cli.json(["checkpoint", "list", "cnn"]) as! [Any]).count == 2)
+        let other = try served.server.request(
+            "POST", "/v1/models/cnn/checkpoints", token: served.write, headers: headers, body: try body(7, key: "run-1:step-10"))
+        #expect(other.status == 400 && other.text.contains("another checkpoint"), "\(other.text)")
+        let bad = try served.server.request(
+            "POST", "/v1/models/cnn/checkpoints", token: served.write, headers: headers, body: try body(7, key: "no spaces"))
+        #expect(bad.status == 400)
+        #expect((try served.cli.json(["checkpoint", "list", "cnn"]) as! [Any]).count == 2)
+    }
+}

@@ -22,3 +22,8 @@ CREATE VIEW blob_references (checkpoint_id, blob_digest) AS
     SELECT checkpoint_id, blob_digest FROM checkpoint_tensors
     UNION ALL
     SELECT checkpoint_id, blob_digest FROM checkpoint_files WHERE blob_digest IS NOT NULL;
+
+-- The idempotency key a client chose for a commit (the upload protocol's `idempotency_key`):
+-- a commit retried after a lost answer finds its checkpoint instead of committing twice.
+ALTER TABLE checkpoints ADD COLUMN idempotency_key text COLLATE "C";
+CREATE UNIQUE INDEX checkpoints_by_idempotency_key ON checkpoints (model_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
