@@ -146,3 +146,112 @@ def test_pickled_trainer_state_is_refused_unless_excluded(tmp_path, registry):
     shown = json.loads(run("show", "b@1", "--json", registry=registry).stdout)
     assert "optimizer.pt" not in {f["path"] for f in shown["files"]}
     assert os.path.exists(base / "optimizer.pt")
+
+
+def test_client_directories_through_a_server(server, tmp_path, monkeypatch):
+    import graft
+
+    client = graft.Client(server.url, token=server.token("w", "write"))
+    base = tmp_path / "bert-base"
+    tiny_bert(base, "20KB")
+    registered = client.register_base("tiny-bert", base, license="apache-2.0")
+    assert registered.raw["files"] == len([p for p in base.rglob("*") if p.is_file()])
+
+    student = client.create_student("clf", "tiny-bert@1", freeze=["bert.embeddings", "bert.encoder.layer.0"])
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
+    # Before training: a frozen layer left trainable is said at once, and apply_manifest fixes it.
+    with pytest.raises(ValueError, match="bert.embeddings"):
+        client.check_manifest(model, "clf")
+    frozen = client.apply_manifest(model, "clf")
+    assert set(frozen) == set(student.frozen) and all(not p.requires_grad for n, p in model.named_parameters() if n in frozen)
+    client.check_manifest(model, "clf")
+    embeddings = model.bert.embeddings
+    model.train()
+    assert not embeddings.training, "a module frozen whole stays in eval mode"
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    batch = tokenizer(["hello world", "a b c"], return_tensors="pt", padding=True)
+    model(**batch, labels=torch.tensor([0, 1])).loss.backward()
+    optimizer.step()
+    saved = tmp_path / "clf-1"
+    model.save_pretrained(saved, max_shard_size="50KB")
+    tokenizer.save_pretrained(saved)
+    committed = client.commit("clf", saved, step=10, epoch=1, metrics={"accuracy": 0.5}, split="eval")
+    sizes = {n: p.numel() * p.element_size() for n, p in model.state_dict().items()}
+    changed = sum(size for n, size in sizes.items() if n not in frozen and size >= 4096)
+    frozen_large = sum(size for n, size in sizes.items() if n in frozen and size >= 4096)
+    # Large frozen tensors and unchanged files never travel. What does besides the changed
+    # tensors is fixed overhead: the proposal's digests and shard headers (sent with the
+    # commit again) and the tensors and files under 4 KiB, inline in base64 — for this tiny
+    # model about 40 KiB, less than its frozen tensors would have cost.
+    assert frozen_large > 40 * 1024
+    assert committed.bytes_uploaded < changed + 44 * 1024, committed.raw
+    with pytest.raises(ValueError, match="whole epoch"):
+        client.commit("clf", saved, epoch=1.5)
+
+    out = tmp_path / "downloaded"
+    assert client.download("clf@1", out) == committed.digest
+    assert same_tree(saved, out) == []
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
+    snapshot = client.snapshot("clf")
+    assert same_tree(saved, pathlib.Path(snapshot)) == []
+    assert client.snapshot("clf@1") == snapshot
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(snapshot).eval()
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch).logits, loaded(**batch).logits)
+    state = client.load_state_dict("clf@1")  # the directory's tensors as one file, each digest checked
+    assert torch.equal(state["classifier.weight"], model.state_dict()["classifier.weight"])
+
+    torch.save({"step": 1}, saved / "optimizer.pt")
+    with pytest.raises(graft.InvalidInput, match="optimizer.pt"):
+        client.commit("clf", saved)
+    assert [c.ref for c in client.checkpoints("clf")] == ["clf@1"]
+    again = client.commit("clf", saved, exclude=["*.pt"])
+    # Nothing the server holds travels again: the same commit less every blob it sent the first time.
+    assert again.ref == "clf@2" and again.bytes_uploaded <= committed.bytes_uploaded - changed + 1024
+
+
+def test_readme_hugging_face_example_runs_as_written(server, tmp_path, monkeypatch):
+    """README.md's "Hugging Face model directories" block, run as written: only the base's
+    directory, the Trainer's arguments and datasets are made here."""
+    import re
+
+    import graft
+
+    readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## Hugging Face model directories", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    tiny_bert(tmp_path / "bert-base-uncased", "20KB")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRAFT_TOKEN", server.token("w", "write"))
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
+
+    class Sentences(torch.utils.data.Dataset):
+        def __init__(self, count: int):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "bert-base-uncased")
+            self.items = [dict(tokenizer("hello world" if i % 2 else "a b c", padding="max_length", max_length=8),
+                               labels=i % 2) for i in range(count)]
+
+        def __len__(self) -> int:
+            return len(self.items)
+
+        def __getitem__(self, index: int) -> dict:
+            return {k: torch.tensor(v) for k, v in self.items[index].items()}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4, eval_strategy="steps", eval_steps=2,
+        save_strategy="steps", save_steps=2, report_to=[], use_cpu=True, learning_rate=1e-2, disable_tqdm=True)
+    namespace = {"args": args, "train": Sentences(16), "evaluation": Sentences(8)}
+    exec(compile(code.replace("http://127.0.0.1:8470", server.url), "README.md", "exec"), namespace)
+
+    classifier, best = namespace["classifier"], namespace["best"]
+    assert best.ref in ("sentiment@1", "sentiment@2") and classifier.config.id2label == {0: "negative", 1: "positive"}
+    client = graft.Client(server.url, token=os.environ["GRAFT_TOKEN"])
+    base = client.load_state_dict("bert-base@1")
+    tuned = client.load_state_dict(best.ref)
+    for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight"):
+        assert torch.equal(base[name], tuned["bert." + name]), "frozen through the prefix"
+    assert not torch.equal(base["encoder.layer.1.attention.self.query.weight"], tuned["bert.encoder.layer.1.attention.self.query.weight"])
+    files = {f["path"] for f in client._json("GET", ["v1", "checkpoints", best.ref])["files"]}
+    assert {"config.json", "tokenizer.json", "model.safetensors"} <= files

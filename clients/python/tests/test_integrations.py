@@ -63,6 +63,31 @@ def test_transformers_trainer_callback(server, tmp_path):
     loaded = client.load_state_dict("tiny-bert-ft@2")
     assert torch.equal(loaded["bert.encoder.layer.0.attention.self.query.weight"], teacher.state_dict()["bert.encoder.layer.0.attention.self.query.weight"])
     assert not torch.equal(loaded["classifier.weight"], teacher.state_dict()["classifier.weight"])
+    # The Trainer's checkpoint directory is committed whole, without its pickled resume state.
+    files = {f["path"] for f in client._json("GET", ["v1", "checkpoints", "tiny-bert-ft@2"])["files"]}
+    assert {"config.json", "model.safetensors"} <= files and not any(f.endswith((".pt", ".pth", ".bin")) for f in files)
+    # Timing is run information, never a rankable metric.
+    assert "run/eval_runtime" in curves and "eval_runtime" not in curves
+    assert not any(m["name"].endswith("_runtime") for m in metrics["checkpoints"][0]["metrics"])
+
+
+def test_callback_says_a_trainable_frozen_layer_before_training(server, tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    from graft.integrations.transformers import GraftCallback
+
+    config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=16, num_labels=2)
+    teacher = BertForSequenceClassification(config)
+    client = graft.Client(server.url, token=server.token("w", "write"))
+    client.register_base("tiny", teacher.state_dict())
+    client.create_student("tiny-ft", "tiny@1", freeze=["bert.embeddings"])
+    student = BertForSequenceClassification(config)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=student, args=args, train_dataset=Tokens(), callbacks=[GraftCallback(client, "tiny-ft")])
+    with pytest.raises(ValueError, match="apply_manifest"):
+        trainer.train()
+    assert client.checkpoints("tiny-ft") == []
 
 
 def test_lightning_callback_beside_model_checkpoint(server, tmp_path):

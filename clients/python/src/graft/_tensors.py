@@ -109,3 +109,98 @@ def from_state_dict(state_dict: Mapping[str, Any], metadata: dict[str, str] | No
         raise TypeError("a state_dict holds torch tensors or numpy arrays, one kind throughout")
     arrays = {name: np.ascontiguousarray(value) for name, value in state_dict.items()}
     return parse(save_numpy(arrays, metadata=metadata or {"format": "np"}))
+
+
+# -- model directories ---------------------------------------------------------------------------
+
+#: Pickle-based files: never loaded, refused in a directory unless excluded.
+PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: Nesting deeper than this is refused (the server's walk has the same bound).
+MAX_DEPTH = 16
+
+
+@dataclass
+class Directory:
+    """A model directory read for an upload: its safetensors shards (by relative path, each
+    mapped) and its other files (relative path, the real path of its bytes, size), by path."""
+
+    root: str
+    shards: list[tuple[str, Layout]]
+    files: list[tuple[str, str, int]]
+
+
+def _utf8_key(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+def read_directory(root: str | os.PathLike[str], exclude: tuple[str, ...] | list[str] = ()) -> Directory:
+    """Walks a model directory as ``graft base add DIR`` does: names starting with ``.`` and
+    paths ``exclude`` matches (fnmatch, against the relative path or the file's name) are left
+    out; a symlink must resolve to a regular file inside the directory (or, for a Hugging Face
+    cache snapshot, inside the cache's ``blobs/``); pickles and special files are refused with
+    ``ValueError``. The server checks the shards and their index again."""
+    import fnmatch
+
+    top = os.path.realpath(os.fspath(root))
+    if not os.path.isdir(top):
+        raise ValueError(f"{root}: not a directory")
+    parts = top.split(os.sep)
+    cache_blobs = (os.sep.join(parts[:-2]) + os.sep + "blobs"
+                   if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--") else None)
+    shards: list[tuple[str, Layout]] = []
+    files: list[tuple[str, str, int]] = []
+
+    def excluded(relative: str) -> bool:
+        name = relative.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(relative, p) or ("/" not in p and fnmatch.fnmatchcase(name, p)) for p in exclude)
+
+    def visit(relative: str, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"{root}: {relative} nests deeper than {MAX_DEPTH} folders")
+        folder = os.path.join(top, relative) if relative else top
+        for entry in os.scandir(folder):
+            if entry.name.startswith("."):
+                continue
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            if excluded(path):
+                continue
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                inside = target.startswith(top + os.sep) or (cache_blobs is not None and target.startswith(cache_blobs + os.sep))
+                if not inside:
+                    raise ValueError(f"{root}: the symlink {path} leaves the directory (it points at {target})")
+                if not os.path.isfile(target):
+                    raise ValueError(f"{root}: the symlink {path} points at something that is not a regular file")
+                add(path, target)
+            elif entry.is_dir(follow_symlinks=False):
+                visit(path, depth + 1)
+            elif entry.is_file(follow_symlinks=False):
+                add(path, entry.path)
+            else:
+                raise ValueError(f"{root}: {path} is not a regular file or a folder (a device, socket or FIFO)")
+
+    def add(path: str, real: str) -> None:
+        if path.lower().endswith(PICKLED):
+            raise ValueError(
+                f"{root}: {path} is a pickle-based file, which Graft never loads: convert weights to safetensors with the "
+                "reference safetensors tools (safetensors.torch.save_file), or leave the file out (exclude=[...])")
+        if path.endswith(".safetensors"):
+            shards.append((path, from_path(real)))
+        else:
+            files.append((path, real, os.path.getsize(real)))
+
+    visit("", 0)
+    if not shards:
+        raise ValueError(f"{root}: it holds no safetensors weights")
+    shards.sort(key=lambda shard: _utf8_key(shard[0]))
+    files.sort(key=lambda file: _utf8_key(file[0]))
+    return Directory(root=top, shards=shards, files=files)
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file, read in 1 MiB pieces."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest()

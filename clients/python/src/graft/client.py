@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -15,7 +17,7 @@ import requests
 import requests.adapters
 
 from . import _tensors
-from .errors import GraftError, Unavailable, from_answer
+from .errors import GraftError, InvalidInput, Unavailable, from_answer
 
 _SEGMENT_SAFE = "-._~@:"
 #: Blobs sent at once during an upload (the CLI sends four too).
@@ -138,21 +140,27 @@ class Client:
     def register_base(
         self, name: str, source: Any, *, license: str | None = None, source_url: str | None = None,
         dataset: str | None = None, architecture: str | None = None, task: str | None = None,
-        description: str | None = None,
+        description: str | None = None, exclude: Iterable[str] = (),
     ) -> Checkpoint:
-        """Registers a pretrained base (``NAME@1``) from a safetensors path or a state_dict."""
+        """Registers a pretrained base (``NAME@1``) from a safetensors path, a state_dict, or a
+        model directory (``save_pretrained`` output, sharded or not: config, tokenizer and every
+        other file kept byte for byte; ``exclude`` globs leave files out)."""
         provenance = {"source": source_url, "license": license, "dataset": dataset, "architecture": architecture,
                       "task": task, "description": description}
         commit = {"provenance": {k: v for k, v in provenance.items() if v is not None}}
+        if _is_directory(source):
+            return self._upload_directory(["v1", "bases", name], _read_directory(source, exclude), commit)
         return self._upload(["v1", "bases", name], _layout(source), commit)
 
     def create_student(
         self, name: str, parent: str, *, freeze: Iterable[str] = (), train: Iterable[str] = (), drop: Iterable[str] = (),
         reinit: Iterable[str] = (), freeze_through: str | None = None, relation: str = "finetune",
-        description: str | None = None,
+        description: str | None = None, prefix: str | None = None,
     ) -> Model:
         """A student of the parent checkpoint ``parent`` (``NAME@N``) with its frozen-layer
-        manifest: the CLI's rules (a tensor name, a layer prefix or a glob)."""
+        manifest: the CLI's rules (a tensor name, a layer prefix or a glob). A task model that
+        names the base's tensors under a prefix (``bert.``) says so with ``prefix``, or writes
+        its rules in its own names (``freeze=["bert.embeddings"]``): the prefix is inferred."""
         body: dict[str, Any] = {"name": name, "parent": parent, "relation": relation}
         for key, patterns in (("freeze", freeze), ("train", train), ("drop", drop), ("reinit", reinit)):
             patterns = [patterns] if isinstance(patterns, str) else list(patterns)
@@ -160,6 +168,8 @@ class Client:
                 body[key] = patterns
         if freeze_through:
             body["freeze_through"] = freeze_through
+        if prefix:
+            body["prefix"] = prefix
         if description:
             body["description"] = description
         result = self._json("POST", ["v1", "students"], body=body)
@@ -167,21 +177,66 @@ class Client:
 
     def commit(
         self, model: str, state_dict_or_path: Any, *, step: int | None = None, epoch: int | float | None = None,
-        metrics: Mapping[str, float] | None = None, split: str | None = None,
+        metrics: Mapping[str, float] | None = None, split: str | None = None, exclude: Iterable[str] = (),
     ) -> Checkpoint:
-        """Commits the model's next checkpoint. For a student the manifest is enforced from the
-        digests before any tensor data moves (:class:`FrozenTensorChanged` names each offending
-        tensor; nothing is stored); only tensors the server lacks are sent."""
+        """Commits the model's next checkpoint: a state_dict, a module, a safetensors path or a
+        model directory (its config, tokenizer and other files kept too; ``exclude`` globs leave
+        files out). For a student the manifest is enforced from the digests before any tensor
+        data moves (:class:`FrozenTensorChanged` names each offending tensor; nothing is
+        stored); only tensors and files the server lacks are sent."""
         commit: dict[str, Any] = {}
         if step is not None:
             commit["step"] = int(step)
         if epoch is not None:
+            if float(epoch) != int(epoch):
+                # Never truncated silently: the registry records whole epochs, the step says where within one.
+                raise ValueError(f"epoch {epoch} is not a whole epoch: pass whole epochs, and step for a position within one")
             commit["epoch"] = int(epoch)
         if metrics:
             commit["metrics"] = {str(k): float(v) for k, v in metrics.items()}
         if split is not None:
             commit["split"] = split
+        if _is_directory(state_dict_or_path):
+            return self._upload_directory(["v1", "models", model, "checkpoints"], _read_directory(state_dict_or_path, exclude),
+                                          commit)
         return self._upload(["v1", "models", model, "checkpoints"], _layout(state_dict_or_path), commit)
+
+    def apply_manifest(self, module: Any, student: str) -> list[str]:
+        """Makes a torch module train what the student's manifest lets it train: frozen
+        parameters get ``requires_grad=False``, and a module whose parameters and buffers are all
+        frozen (BatchNorm, Dropout, a whole frozen block) is put in eval mode and kept there (its
+        ``train()`` becomes a no-op), so its running statistics never move. Names are the
+        module's ``state_dict`` names. Returns the frozen parameter names."""
+        manifest = self.model(student).manifest
+        if manifest is None:
+            raise ValueError(f"{student} is a base: it has no manifest")
+        frozen = {e["name"] for e in manifest["entries"] if e["state"] == "frozen"}
+        names = []
+        for name, parameter in module.named_parameters():
+            if name in frozen:
+                parameter.requires_grad_(False)
+                names.append(name)
+        for prefix, child in module.named_modules():
+            own = [f"{prefix}.{n}" if prefix else n for n in child.state_dict(keep_vars=True)]
+            if own and all(n in frozen for n in own) and prefix:
+                child.eval()
+                child.train = _stay_in_eval.__get__(child)  # type: ignore[method-assign]
+        return names
+
+    def check_manifest(self, module: Any, student: str) -> None:
+        """Raises :class:`ValueError` naming the parameters a student's manifest freezes that the
+        module would still train (``requires_grad``): what a commit would refuse after a whole
+        epoch, said before training starts."""
+        manifest = self.model(student).manifest
+        if manifest is None:
+            return
+        frozen = {e["name"] for e in manifest["entries"] if e["state"] == "frozen"}
+        trainable = [name for name, p in module.named_parameters() if p.requires_grad and name in frozen]
+        if trainable:
+            shown = ", ".join(trainable[:5]) + (f" and {len(trainable) - 5} more" if len(trainable) > 5 else "")
+            raise ValueError(
+                f"{student}'s manifest freezes {len(trainable)} parameter(s) the model would train: {shown}; "
+                f"call client.apply_manifest(model, {student!r}) before training")
 
     def log_metrics(self, ref: str, metrics: Mapping[str, float], *, split: str | None = None) -> str:
         """Evaluation metrics of a checkpoint (a bare NAME means its newest); returns ``NAME@N``."""
@@ -203,8 +258,14 @@ class Client:
 
     def download(self, ref: str, path: str | os.PathLike[str]) -> str:
         """Writes the checkpoint's byte-exact safetensors file to ``path`` (a temporary file
-        renamed into place once its digest is checked); returns the checkpoint digest."""
+        renamed into place once its digest is checked); a checkpoint kept as a model directory
+        is written as that directory, every file checked (written beside ``path``, renamed into
+        place whole). Returns the checkpoint digest."""
         path = os.fspath(path)
+        detail = self._json("GET", ["v1", "checkpoints", ref])
+        if detail.get("files"):
+            self._download_directory(detail, path)
+            return detail["checkpoint"]["digest"]
         directory = os.path.dirname(os.path.abspath(path))
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".graft-download-", delete=False) as out:
             try:
@@ -217,6 +278,34 @@ class Client:
                 raise
         os.replace(out.name, path)
         return digest
+
+    def snapshot(self, ref: str) -> str:
+        """A local directory holding the checkpoint, ready for ``from_pretrained``: downloaded
+        once into the cache (``$GRAFT_CACHE``, else ``~/.cache/graft``) under its digest, and
+        reused while the digest is the same. A single-file checkpoint becomes a directory with
+        ``model.safetensors``."""
+        detail = self._json("GET", ["v1", "checkpoints", ref])
+        digest = detail["checkpoint"]["digest"].split(":", 1)[1]
+        cache = os.environ.get("GRAFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "graft")
+        target = os.path.join(cache, "snapshots", digest)
+        if os.path.isdir(target):
+            return target
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        staging = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".graft-snapshot-")
+        try:
+            if detail.get("files"):
+                self._download_directory(detail, os.path.join(staging, "tree"))
+                os.replace(os.path.join(staging, "tree"), target)
+            else:
+                os.makedirs(os.path.join(staging, "tree"))
+                self.download(detail["checkpoint"]["ref"], os.path.join(staging, "tree", "model.safetensors"))
+                os.replace(os.path.join(staging, "tree"), target)
+        except OSError:
+            if not os.path.isdir(target):  # another process may have won the race; its copy is as good
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
 
     def load_numpy(self, ref: str) -> dict[str, Any]:
         """The checkpoint's tensors as numpy arrays (bf16 has no numpy dtype: use load_state_dict)."""
@@ -234,22 +323,44 @@ class Client:
     # -- internals ---------------------------------------------------------------------------
 
     def _upload(self, path: list[str], layout: _tensors.Layout, commit: dict[str, Any]) -> Checkpoint:
-        digests = [_tensors.digest(layout.view(start, end)) for _, start, end in layout.tensors]
-        proposal = {
-            "header": base64.b64encode(layout.header).decode(),
-            "tensors": [{"name": name, "digest": d, "length": end - start}
-                        for (name, start, end), d in zip(layout.tensors, digests)],
-        }
+        spans = [(name, layout, start, end) for name, start, end in layout.tensors]
+        proposal = {"header": base64.b64encode(layout.header).decode(), "tensors": _proposed(spans)}
+        return self._send(path, proposal, spans, {}, commit)
+
+    def _upload_directory(self, path: list[str], directory: _tensors.Directory, commit: dict[str, Any]) -> Checkpoint:
+        """A model directory: its shards' headers and every tensor's and file's digest proposed
+        (the server builds the header the shards read as one file under), then what it lacks."""
+        spans = [(name, layout, start, end) for _, layout in directory.shards for name, start, end in layout.tensors]
+        files = [{"path": rel, "shard_header": base64.b64encode(layout.header).decode()} for rel, layout in directory.shards]
+        sources: dict[str, tuple[str, int]] = {}
+        for rel, real, size in directory.files:
+            digest = _tensors.file_digest(real)
+            files.append({"path": rel, "digest": digest, "length": size})
+            sources[digest] = (real, size)
+        files.sort(key=lambda f: f["path"].encode("utf-8", "surrogateescape"))
+        proposal = {"header": "", "tensors": _proposed(spans), "files": files}
+        return self._send(path, proposal, spans, sources, commit)
+
+    def _send(self, path: list[str], proposal: dict[str, Any], spans: list[tuple[str, Any, int, int]],
+              files: Mapping[str, tuple[str, int]], commit: dict[str, Any]) -> Checkpoint:
+        """The upload protocol after the proposal is made: the plan, the missing blobs (from a
+        tensor's bytes or a file), the small ones inline, and the commit, retried with its
+        idempotency key when the answer is lost."""
         proposal_body = json.dumps(proposal).encode()
         plan = self._json("POST", path + ["proposal"], raw_body=proposal_body)
         sent = len(proposal_body)
-        spans = {name: (start, end) for name, start, end in layout.tensors}
+        by_digest = {entry["digest"]: (layout, start, end) for entry, (_, layout, start, end) in zip(proposal["tensors"], spans)}
 
         def put(blob: Mapping[str, Any]) -> int:
-            start, end = spans[blob["name"]]
-            self._request("PUT", ["v1", "blobs", blob["digest"]], data=layout.view(start, end),
-                          headers={"Content-Type": "application/octet-stream"})
-            return end - start
+            headers = {"Content-Type": "application/octet-stream"}
+            if blob["digest"] in by_digest:
+                layout, start, end = by_digest[blob["digest"]]
+                self._request("PUT", ["v1", "blobs", blob["digest"]], data=layout.view(start, end), headers=headers)
+                return end - start
+            real, size = files[blob["digest"]]
+            with open(real, "rb") as source:  # streamed from the file
+                self._request("PUT", ["v1", "blobs", blob["digest"]], data=source, headers=dict(headers, **{"Content-Length": str(size)}))
+            return size
 
         missing = plan["missing"]
         if len(missing) > 1:
@@ -257,22 +368,80 @@ class Client:
                 sent += sum(pool.map(put, missing))
         else:
             sent += sum(put(blob) for blob in missing)
-        for entry, (name, start, end) in zip(proposal["tensors"], layout.tensors):
+        for entry, (_, layout, start, end) in zip(proposal["tensors"], spans):
             if end - start < plan["inline_below"]:
                 entry["data"] = base64.b64encode(layout.view(start, end)).decode()
-        commit_body = json.dumps(dict(commit, proposal=proposal)).encode()
+        for entry in proposal.get("files", []):
+            if "digest" in entry and entry["length"] < plan["inline_below"]:
+                with open(files[entry["digest"]][0], "rb") as source:
+                    entry["data"] = base64.b64encode(source.read()).decode()
+        commit_body = json.dumps(dict(commit, proposal=proposal, idempotency_key=uuid.uuid4().hex)).encode()
         sent += len(commit_body)
-        result = self._json("POST", path, raw_body=commit_body)
+        for attempt in range(3):
+            try:
+                result = self._json("POST", path, raw_body=commit_body)
+                break
+            except Unavailable:
+                # The same key: a commit that went through answers its checkpoint, never a second one.
+                if attempt == 2:
+                    raise
         return Checkpoint(ref=result["checkpoint"], model=result["model"], number=int(result["checkpoint"].rsplit("@", 1)[1]),
                           digest=result["digest"], bytes_uploaded=sent, raw=result)
+
+    def _download_directory(self, detail: Mapping[str, Any], path: str) -> None:
+        """Every file of a directory checkpoint into a hidden folder beside ``path``, each
+        length (and a plain file's digest) checked, then renamed into place."""
+        import hashlib
+
+        ref = detail["checkpoint"]["ref"]
+        target = os.path.abspath(path)
+        staging = tempfile.mkdtemp(dir=os.path.dirname(target), prefix="." + os.path.basename(target) + ".graft-download-")
+        try:
+            for file in detail["files"]:
+                relative = file["path"]
+                parts = relative.split("/")
+                if relative.startswith("/") or any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+                    raise GraftError(f"the server listed a file {relative!r} that is not a plain relative path", kind="damage")
+                out_path = os.path.join(staging, *parts)
+                os.makedirs(os.path.dirname(out_path), exist_ok=True)
+                response = self._request("GET", ["v1", "checkpoints", ref, "file"], query={"path": relative}, stream=True)
+                hasher = hashlib.sha256()
+                written = 0
+                with open(out_path, "wb") as out:
+                    for chunk in response.iter_content(chunk_size=1 << 20):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        written += len(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if written != file["bytes"] or (file["kind"] == "file" and "sha256:" + hasher.hexdigest() != file["digest"]):
+                    raise GraftError(f"the download of {relative} from {ref} does not match its listing", kind="damage")
+            if os.path.exists(target):
+                shutil.rmtree(target) if os.path.isdir(target) else os.unlink(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def _download_bytes(self, ref: str) -> bytes:
         import io
 
+        detail = self._json("GET", ["v1", "checkpoints", ref])
+        exact = detail["checkpoint"]["ref"]
         buffer = io.BytesIO()
-        expected = self._download_to(ref, buffer)
+        expected = self._download_to(exact, buffer)
         data = buffer.getvalue()
-        _verified(ref, _tensors.parse(data), expected)
+        layout = _tensors.parse(data)
+        if detail.get("files"):
+            # A model directory's digest covers its files too: check each tensor against its listing.
+            listed = {t["name"]: t["digest"] for layer in detail["layers"] for t in layer["tensors"]}
+            for name, start, end in layout.tensors:
+                if listed.get(name) != _tensors.digest(layout.view(start, end)):
+                    raise GraftError(f"the download of {exact}: tensor {name} does not match its digest", kind="damage")
+            if len(listed) != len(layout.tensors):
+                raise GraftError(f"the download of {exact} holds {len(layout.tensors)} tensors, not {len(listed)}", kind="damage")
+        else:
+            _verified(exact, layout, expected)
         return data
 
     def _download_to(self, ref: str, out: Any) -> str:
@@ -312,6 +481,27 @@ def _verified(ref: str, layout: _tensors.Layout, expected: str) -> str:
     if expected and actual != expected:
         raise GraftError(f"the download of {ref} hashes to {actual[:19]}…, not {expected[:19]}…", kind="damage")
     return actual
+
+
+def _proposed(spans: list[tuple[str, Any, int, int]]) -> list[dict[str, Any]]:
+    return [{"name": name, "digest": _tensors.digest(layout.view(start, end)), "length": end - start}
+            for name, layout, start, end in spans]
+
+
+def _stay_in_eval(self: Any, mode: bool = True) -> Any:
+    """``train()`` of a module the manifest freezes whole: it stays in eval mode."""
+    return self
+
+
+def _is_directory(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) and os.path.isdir(source)
+
+
+def _read_directory(source: Any, exclude: Iterable[str]) -> _tensors.Directory:
+    try:
+        return _tensors.read_directory(source, tuple([exclude] if isinstance(exclude, str) else exclude))
+    except ValueError as error:
+        raise InvalidInput(str(error), kind="invalid_input") from error
 
 
 def _checkpoint(summary: Mapping[str, Any]) -> Checkpoint:
