@@ -5,7 +5,7 @@ document's operations equal to the routes the server registers.
 """
 import os
 import json
-name={"name":"name","in":"path","required":True,"schema":{"type":"string","pattern":"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"},"description":"A model name."}
+name={"name":"name","in":"path","required":True,"schema":{"type":"string","pattern":"^([A-Za-z0-9_][A-Za-z0-9._-]{0,127}/)?[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"},"description":"A model name, optionally under one namespace (ORG/NAME, the `/` percent-encoded as %2F in the path)."}
 ref={"name":"ref","in":"path","required":True,"schema":{"type":"string","maxLength":200},"description":"A checkpoint reference: NAME@N, NAME@latest, NAME@ALIAS, NAME (its newest), or sha256:HEX (12 to 64 digits)."}
 digest={"name":"digest","in":"path","required":True,"schema":{"type":"string","pattern":"^sha256:[0-9a-f]{64}$"}}
 alias={"name":"alias","in":"path","required":True,"schema":{"type":"string","maxLength":128}}

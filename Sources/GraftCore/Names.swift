@@ -1,5 +1,6 @@
 /// A validated model name: 1–128 of letters, digits, `-`, `_` and `.`, not starting with `.`
-/// or `-`.
+/// or `-`; optionally under one namespace, as the Hub names models (`ORG/NAME`, the namespace
+/// under the same rules).
 ///
 /// Names are stored in the database and never become filesystem paths; the rules keep them
 /// safe to print, to use in shell commands and to publish.
@@ -13,9 +14,28 @@ public struct ModelName: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// - Throws: ``GraftError/invalidName(_:reason:)`` saying which rule the text breaks.
     public init(_ text: String) throws(GraftError) {
-        try Self.check(text, what: "model name")
+        // One namespace level, as the Hub names models: `ORG/NAME`, each part under the rules.
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2 else {
+            throw .invalidName(text, reason: "a model name has at most one `/`, between a namespace and a name (ORG/NAME)")
+        }
+        if parts.count == 2 {
+            // Each part under the rules; the message names what was typed, whole.
+            do {
+                try Self.check(String(parts[0]), what: "namespace")
+                try Self.check(String(parts[1]), what: "model name")
+            } catch {
+                guard case .invalidName(_, let reason) = error else { throw error }
+                throw .invalidName(text, reason: reason)
+            }
+        } else {
+            try Self.check(text, what: "model name")
+        }
         value = text
     }
+
+    /// The namespace of `ORG/NAME`, or `nil`.
+    public var namespace: String? { value.contains("/") ? String(value[..<value.firstIndex(of: "/")!]) : nil }
 
     /// A name read back from the registry, where only validated names are ever stored.
     package init(trusted text: String) { value = text }

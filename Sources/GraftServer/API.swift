@@ -350,7 +350,8 @@ struct API: Sendable {
         var response = streamed(length: summary.fileBytes, etag: etag, range: range) { (sink) async throws(GraftError) -> Int in
             try await registry.stream(exact, to: sink)
         }
-        response.headers[HTTPField.Name("Content-Disposition")!] = "attachment; filename=\"\(summary.model)-\(summary.number).safetensors\""
+        response.headers[HTTPField.Name("Content-Disposition")!] =
+            "attachment; filename=\"\(summary.model.value.replacingOccurrences(of: "/", with: "--"))-\(summary.number).safetensors\""
         return response
     }
 

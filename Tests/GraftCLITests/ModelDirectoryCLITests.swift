@@ -356,3 +356,79 @@ struct RemoteModelDirectoryTests {
         #expect((try served.cli.json(["checkpoint", "list", "cnn"]) as! [Any]).count == 2)
     }
 }
+
+@Suite("namespaced model names (ORG/NAME)")
+struct NamespacedNameTests {
+    @Test("ORG/NAME works in the CLI, over HTTP (the `/` percent-encoded) and in references; more levels are refused")
+    func namespaces() throws {
+        let served = try Served(registerBase: false)
+        let base = try served.cli.base()
+        #expect(try served.remote(["base", "add", base, "--name", "google/cnn"], token: served.write).status == 0)
+        let created = try served.remote(
+            ["student", "create", "acme/cnn-ft", "--from", "google/cnn@1", "--freeze", "features"], token: served.write)
+        #expect(created.status == 0, "\(created.stderr)")
+        let lineage = try served.remote(["lineage", "acme/cnn-ft"], token: served.read)
+        #expect(lineage.stdout.contains("google/cnn (base)") && lineage.stdout.contains("acme/cnn-ft"), "\(lineage.stdout)")
+        let answer = try served.server.request("GET", "/v1/models/acme%2Fcnn-ft", token: served.read)
+        #expect(answer.status == 200 && (answer.object["model"] as? [String: Any])?["name"] as? String == "acme/cnn-ft")
+        #expect(try served.server.request("GET", "/v1/models/acme/cnn-ft", token: served.read).status == 404)
+        let download = try served.server.request("GET", "/v1/checkpoints/google%2Fcnn@1/safetensors", token: served.read)
+        #expect(download.status == 200 && download.headers["content-disposition"]?.contains("google--cnn-1.safetensors") == true)
+        // A token confined to one namespace sees only it.
+        let confined = try served.token("acme-only", "read", models: "acme/*")
+        #expect(try served.remote(["show", "google/cnn"], token: confined).status == 66)
+        #expect(try served.remote(["show", "acme/cnn-ft"], token: confined).status == 0)
+        for bad in ["a/b/c", "org/", "/cnn", "org/.x"] {
+            #expect(try served.cli.run(["base", "add", base, "--name", bad]).status == 64, "\(bad)")
+        }
+    }
+}
+
+@Suite("model directories under SIGKILL")
+struct ModelDirectoryCrashTests {
+    @Test("killed at every k-th durable step of a directory import or export: all or nothing, verify clean, no partial tree")
+    func killed() throws {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        let helper = ModelDirectoryCLITests()
+        let model = cli.directory.file("model")
+        try helper.writeModel(model, perShard: 5)
+        var killedImports = 0, killedExports = 0
+        for step in 1...24 {
+            let name = "m\(step)"
+            let result = try cli.run(["base", "add", model, "--name", name], environment: ["GRAFT_CRASH_AT": "\(step)"])
+            if result.status == 128 + SIGKILL {
+                killedImports += 1
+            } else {
+                #expect(result.status == 0, "step \(step): \(result.status) \(result.stderr)")
+            }
+            #expect(try cli.run(["verify", "--read-data"]).status == 0, "after a kill at step \(step)")
+            // Either the whole model is there (and exports the same tree) or nothing of it is.
+            let shown = try cli.run(["show", name + "@1"])
+            if shown.status == 0 {
+                let out = cli.directory.file("check-\(step)")
+                #expect(try cli.run(["export", name, "-o", out]).status == 0)
+                #expect(helper.differences(model, out) == [], "step \(step)")
+            } else {
+                #expect(shown.status == 66)
+            }
+        }
+        #expect(try cli.run(["base", "add", model, "--name", "whole"]).status == 0)
+        for step in stride(from: 1, through: 60, by: 3) {
+            let out = cli.directory.file("export-\(step)")
+            let result = try cli.run(["export", "whole", "-o", out], environment: ["GRAFT_CRASH_AT": "\(step)"])
+            if result.status == 128 + SIGKILL {
+                killedExports += 1
+                #expect(
+                    !FileManager.default.fileExists(atPath: out) || helper.differences(model, out) == [], "a partial tree at step \(step)")
+            } else {
+                #expect(result.status == 0 && helper.differences(model, out) == [], "\(result.stderr)")
+            }
+        }
+        #expect(killedImports > 3 && killedExports > 3, "the kills landed: \(killedImports) imports, \(killedExports) exports")
+        // What killed imports left (blobs with no row, temporary files) is gc's, and only that.
+        #expect(try cli.run(["gc", "--grace", "0"]).status == 0)
+        let report = try cli.json(["verify", "--read-data"]) as! [String: Any]
+        #expect(report["ok"] as? Bool == true && report["orphan_files"] as? Int == 0, "\(report)")
+    }
+}

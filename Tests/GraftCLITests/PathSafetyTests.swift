@@ -7,7 +7,7 @@ import Testing
 /// direction characters, look-alikes, overlong. (A NUL cannot cross exec; the library tests
 /// refuse it.) Metric names are data, never identifiers or paths: `val/accuracy` is legal.
 private let hostileNames = [
-    "../evil", "..", "/etc/passwd", "a/b", "a\\b", "line\nbreak", "bell\u{7}", "rtl\u{202E}gpj", "zw\u{200B}sp",
+    "../evil", "..", "/etc/passwd", "a/b/c", "org/../evil", "org/", "a\\b", "line\nbreak", "bell\u{7}", "rtl\u{202E}gpj", "zw\u{200B}sp",
     "раз", "ｆｕｌｌ", "café", String(repeating: "x", count: 129), ".hidden", "-flag", "~root", "a b",
 ]
 

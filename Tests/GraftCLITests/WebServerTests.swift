@@ -130,7 +130,7 @@ struct WebServerTests {
         let search = try served.server.request("GET", "/?q=%22%3E%3Cscript%3E", token: served.read)
         #expect(search.text.contains("value=\"&quot;&gt;&lt;script&gt;\""))
         for (path, status) in [
-            ("/models/-bad", 400), ("/models/a%2Fb", 400), ("/models/ghost", 404), ("/checkpoints/cnn@99", 404),
+            ("/models/-bad", 400), ("/models/a%2Fb%2Fc", 400), ("/models/a%2Fb", 404), ("/models/ghost", 404), ("/checkpoints/cnn@99", 404),
             ("/models/cnn/lineage?depth=99", 400), ("/?kind=teacher", 400),
         ] {
             let page = try served.server.request("GET", path, token: served.read)

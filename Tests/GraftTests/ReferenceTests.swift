@@ -9,7 +9,11 @@ import Testing
 
 @Suite("Names and references")
 struct NameTests {
-    @Test("valid names", arguments: ["resnet18", "bert-base_uncased.v2", "A", "9lives", String(repeating: "x", count: 128)])
+    @Test(
+        "valid names, one namespace level included (the Hub's ORG/NAME)",
+        arguments: [
+            "resnet18", "bert-base_uncased.v2", "A", "9lives", String(repeating: "x", count: 128), "google/bert-base-uncased", "a/b",
+        ])
     func validNames(_ text: String) throws {
         #expect(try ModelName(text).value == text)
     }
@@ -17,7 +21,8 @@ struct NameTests {
     @Test(
         "invalid names are refused: path tricks, control and direction characters, look-alikes, length",
         arguments: [
-            "", "../etc", "a/b", "/abs", "a\\b", ".hidden", "-flag", "a b", "tab\there", "nul\u{0}x", "rtl\u{202E}gpj", "café",
+            "", "../etc", "a/b/c", "a/", "/b", "org/.x", "org/-x", "/abs", "a\\b", ".hidden", "-flag", "a b", "tab\there", "nul\u{0}x",
+            "rtl\u{202E}gpj", "café",
             "раз", "ｆｕｌｌ", String(repeating: "x", count: 129), "a@b", "a:b", "~home",
         ])
     func invalidNames(_ text: String) {
@@ -34,6 +39,8 @@ struct NameTests {
         #expect(try Reference(parsing: "m@production") == .alias(ModelName("m"), "production"))
         #expect(try Reference(parsing: "sha256:0123456789ab") == .digest(prefix: "0123456789ab"))
         #expect(try Reference(parsing: "m@3").description == "m@3")
+        #expect(try Reference(parsing: "org/m@2") == .number(ModelName("org/m"), 2))
+        #expect(try ModelName("org/m").namespace == "org" && ModelName("m").namespace == nil)
     }
 
     @Test(
