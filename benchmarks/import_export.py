@@ -9,7 +9,10 @@ Measures, for a generated safetensors file (default 1 GiB, F32 and BF16 tensors 
     hashing, shown beside `sha256sum` of the file);
   - `graft export`, byte-identical to the input, against `cp`;
   - the inline threshold: a file of many tiny tensors imported with small tensors inline in
-    SQLite (the default, < 4096 bytes) and with every tensor as its own file.
+    SQLite (the default, < 4096 bytes) and with every tensor as its own file;
+  - a model directory: the same tensors as `save_pretrained` shards them (--shard-mib), with
+    their index, a config and a 2 MiB tokenizer: `graft base add DIR` against `cp -r` + `sync`,
+    `graft export -o DIR` against the same, peak RSS of both.
 Medians over --runs runs, interleaved so that noise hits every contender alike.
 """
 import argparse
@@ -66,6 +69,52 @@ def generate_tiny(path, count, seed=1):
     safetensors.serialize_file(tensors, path)
 
 
+def shard(source, directory, shard_mib):
+    """Splits a safetensors file into `model-0000K-of-0000N.safetensors` shards of at most
+    `shard_mib` MiB with `model.safetensors.index.json`, as `save_pretrained` does, plus a
+    config.json and a random 2 MiB tokenizer.json. Tensors are written from a map of the source."""
+    import mmap
+    import struct
+
+    os.makedirs(directory)
+    with open(source, "rb") as file:
+        data = mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    header.pop("__metadata__", None)
+    start = 8 + length
+    base = np.frombuffer(data, dtype=np.uint8).ctypes.data
+    names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "I64": "int64", "U8": "uint8"}
+    items = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
+    groups, current, size = [], [], 0
+    for name, info in items:
+        count = info["data_offsets"][1] - info["data_offsets"][0]
+        if current and size + count > shard_mib * MIB:
+            groups.append(current)
+            current, size = [], 0
+        current.append((name, info))
+        size += count
+    groups.append(current)
+    weight_map, total = {}, 0
+    for index, group in enumerate(groups):
+        file_name = f"model-{index + 1:05d}-of-{len(groups):05d}.safetensors"
+        specs = {}
+        for name, info in group:
+            begin, end = info["data_offsets"]
+            specs[name] = safetensors.TensorSpec(dtype=names[info["dtype"]], shape=info["shape"], data_ptr=base + start + begin,
+                                                 data_len=end - begin)
+            weight_map[name] = file_name
+            total += end - begin
+        safetensors.serialize_file(specs, os.path.join(directory, file_name), metadata={"format": "pt"})
+    with open(os.path.join(directory, "model.safetensors.index.json"), "w") as index:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, index, indent=2, sort_keys=True)
+    with open(os.path.join(directory, "config.json"), "w") as config:
+        json.dump({"architectures": ["BenchModel"], "model_type": "bench", "hidden_size": 4096}, config, indent=2)
+    with open(os.path.join(directory, "tokenizer.json"), "wb") as tokenizer:
+        tokenizer.write(np.random.default_rng(3).integers(0, 256, size=2 * MIB, dtype=np.uint8).tobytes())
+    return len(groups)
+
+
 def timed(command, env=None):
     """Runs a command; returns (seconds, peak RSS in KiB of that process, as GNU time reports it)."""
     with tempfile.NamedTemporaryFile(mode="r") as rss:
@@ -93,6 +142,7 @@ def main():
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tiny-count", type=int, default=5000)
+    parser.add_argument("--shard-mib", type=int, default=512, help="shard size of the model-directory rows (0 leaves them out)")
     parser.add_argument("--workdir", default=None, help="where to put files (default: a temp dir on the same disk as the repo)")
     parser.add_argument("--generate", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -162,6 +212,56 @@ def main():
                                                capture_output=True, text=True, check=True).stdout)
         stats = json.loads(subprocess.run([graft, "stats", "--json", "--registry", os.path.join(work, "registry")], capture_output=True, text=True, check=True).stdout)
 
+        directory_rows, directory_times = [], None
+        if args.shard_mib > 0:
+            tree = os.path.join(work, "model-dir")
+            shards = shard(source, tree, args.shard_mib)
+            tree_bytes = sum(os.path.getsize(os.path.join(tree, name)) for name in os.listdir(tree))
+            os.remove(source)  # the shards hold the same bytes: keep the page cache and the disk for them
+            times = {"cp": [], "import": [], "import_rss": [], "export": [], "export_rss": [], "cp_export": []}
+            for run in range(args.runs):
+                copy = os.path.join(work, "tree-copy")
+                t, _ = timed(["sh", "-c", f'cp -r "{tree}" "{copy}" && sync "{copy}"/* "{copy}"'])
+                times["cp"].append(t)
+                shutil.rmtree(copy)
+                registry = os.path.join(work, "dir-registry")
+                shutil.rmtree(registry, ignore_errors=True)
+                subprocess.run([graft, "init", "--registry", registry], check=True, stdout=subprocess.DEVNULL)
+                t, rss = timed([graft, "base", "add", tree, "--name", "bench-dir", "--registry", registry])
+                times["import"].append(t)
+                times["import_rss"].append(rss)
+                exported = os.path.join(work, "tree-export")
+                t, rss = timed([graft, "export", "bench-dir", "-o", exported, "--force", "--registry", registry])
+                times["export"].append(t)
+                times["export_rss"].append(rss)
+                if run == 0 and subprocess.run(["diff", "-r", "-q", tree, exported]).returncode != 0:
+                    sys.exit("the exported directory differs from the imported one")
+                shutil.rmtree(exported)
+                t, _ = timed(["sh", "-c", f'cp -r "{tree}" "{exported}" && sync "{exported}"/* "{exported}"'])
+                times["cp_export"].append(t)
+                shutil.rmtree(exported)
+                shutil.rmtree(registry, ignore_errors=True)
+            dmed = {k: statistics.median(v) for k, v in times.items()}
+            dgib = tree_bytes / (1 << 30)
+            directory_rows = [
+                "",
+                f"## Model directory ({tree_bytes / MIB:.0f} MiB: {shards} shards of at most {args.shard_mib} MiB, index, config, "
+                f"2 MiB tokenizer; median of {args.runs} runs)",
+                "",
+                "| operation | median s | GiB/s | vs peer |",
+                "|---|---:|---:|---:|",
+                f"| `cp -r` + `sync` (peer) | {dmed['cp']:.2f} | {dgib / dmed['cp']:.2f} | 1.00× |",
+                f"| `graft base add DIR` (new registry) | {dmed['import']:.2f} | {dgib / dmed['import']:.2f} | "
+                f"{dmed['cp'] / dmed['import']:.2f}× cp+sync speed |",
+                f"| `cp -r` + `sync` (peer for export) | {dmed['cp_export']:.2f} | {dgib / dmed['cp_export']:.2f} | 1.00× |",
+                f"| `graft export -o DIR` (rehashes every blob, byte-identical tree) | {dmed['export']:.2f} | "
+                f"{dgib / dmed['export']:.2f} | {dmed['cp_export'] / dmed['export']:.2f}× cp+sync speed |",
+                "",
+                f"Peak RSS: directory import median {dmed['import_rss'] / 1024:.0f} MiB (max {max(times['import_rss']) / 1024:.0f} MiB); "
+                f"export median {dmed['export_rss'] / 1024:.0f} MiB.",
+            ]
+            directory_times = times
+
         tiny = os.path.join(work, "tiny.safetensors")
         generate_tiny(tiny, args.tiny_count)
         inline = {}
@@ -215,12 +315,14 @@ def main():
         ]
         for label, (t, s) in inline.items():
             lines.append(f"| {label} | {t:.2f} | {s / MIB:.1f} MiB |")
+        lines += directory_rows
         report = "\n".join(lines) + "\n"
         print(report)
         with open(os.path.join(out_dir, "import_export.md"), "w") as f:
             f.write(report)
         with open(os.path.join(out_dir, "import_export.json"), "w") as f:
-            json.dump({"size_bytes": size, "tensors": count, "runs": results, "inline": inline, "open": opened}, f, indent=2)
+            json.dump({"size_bytes": size, "tensors": count, "runs": results, "inline": inline, "open": opened,
+                       "directory": directory_times}, f, indent=2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

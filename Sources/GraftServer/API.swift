@@ -97,18 +97,7 @@ struct API: Sendable {
             try await download(try grant.checkpoint(), request: request)
         }
         routes.get("/v1/checkpoints/{ref}/file", .checkpoint(.read)) { request, _, grant in
-            // One file of a model directory, by its relative path (`?path=1_Pooling/config.json`).
-            guard let path = query(request, "path") else { throw GraftError.badRequest("missing query parameter path") }
-            let (summary, entry) = try await registry.fileEntry(try grant.checkpoint(), path: path)
-            let registry = self.registry
-            let exact = summary.reference
-            var response = streamed(length: entry.bytes, etag: "\(summary.digest):\(path)", range: nil) {
-                (sink) async throws(GraftError) -> Int in
-                try await registry.streamFile(exact, path: path, to: sink)
-            }
-            let name = path.split(separator: "/").last.map(String.init) ?? path
-            response.headers[HTTPField.Name("Content-Disposition")!] = "attachment; filename=\"\(name.filter { $0 != "\"" })\""
-            return response
+            try await downloadFile(try grant.checkpoint(), request: request)
         }
         routes.head("/v1/checkpoints/{ref}/safetensors", .checkpoint(.read)) { _, _, grant in
             // What a GET would answer, without the body: size, digest, ranges.
@@ -352,6 +341,22 @@ struct API: Sendable {
         }
         response.headers[HTTPField.Name("Content-Disposition")!] =
             "attachment; filename=\"\(summary.model.value.replacingOccurrences(of: "/", with: "--"))-\(summary.number).safetensors\""
+        return response
+    }
+
+    /// One file of a model directory, by its relative path (`?path=1_Pooling/config.json`),
+    /// byte-identical to what export writes there, verified as it streams.
+    func downloadFile(_ reference: Reference, request: Request) async throws -> Response {
+        guard let path = query(request, "path") else { throw GraftError.badRequest("missing query parameter path") }
+        let (summary, entry) = try await registry.fileEntry(reference, path: path)
+        let registry = self.registry
+        let exact = summary.reference
+        var response = streamed(length: entry.bytes, etag: "\(summary.digest):\(path)", range: nil) {
+            (sink) async throws(GraftError) -> Int in
+            try await registry.streamFile(exact, path: path, to: sink)
+        }
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        response.headers[HTTPField.Name("Content-Disposition")!] = "attachment; filename=\"\(name.filter { $0 != "\"" })\""
         return response
     }
 

@@ -316,6 +316,12 @@ struct RemoteModelDirectoryTests {
         #expect(missing.status == 404)
         let config = try served.server.request("GET", "/v1/checkpoints/st@1/file?path=1_Pooling%2Fconfig.json", token: served.read)
         #expect(config.status == 200 && config.body == Array(FileManager.default.contents(atPath: model + "/1_Pooling/config.json")!))
+        // The web checkpoint page lists the files, each a link to its bytes.
+        let page = try served.server.request("GET", "/checkpoints/st@1", token: served.read)
+        let link = "/checkpoints/st@1/file?path=1_Pooling%2Fconfig.json"
+        #expect(page.status == 200 && page.text.contains("href=\"\(link)\"") && page.text.contains("tokenizer.json"))
+        let fetched = try served.server.request("GET", link, token: served.read)
+        #expect(fetched.status == 200 && fetched.body == config.body)
     }
 
     @Test("a commit sent twice with one idempotency key is committed once; the key cannot name another checkpoint")

@@ -37,6 +37,9 @@ extension Web {
         routes.get("/checkpoints/{ref}/download", .checkpoint(.read)) { request, _, grant in
             try await api.download(try grant.checkpoint(), request: request)
         }
+        routes.get("/checkpoints/{ref}/file", .checkpoint(.read)) { request, _, grant in
+            try await api.downloadFile(try grant.checkpoint(), request: request)
+        }
     }
 
     static func checkpointBody(detail: CheckpointDetail, manifest: ManifestSummary?, diff: DiffResult?) -> Markup {
@@ -75,9 +78,10 @@ extension Web {
                 """
             for file in detail.files {
                 let content = file.tensors.map { "\(number($0)) tensors" } ?? file.digest.map { $0.short } ?? ""
+                let link = "/checkpoints/\(percentEncode(summary.ref, keepAt: true))/file?path=\(percentEncode(file.path))"
                 out += """
-                    <tr><td><code>\(file.path)</code></td><td>\(file.kind)</td><td class="num">\(number(file.bytes))</td>\
-                    <td>\(content)</td></tr>
+                    <tr><td><a class="file" href="\(link)" download><code>\(file.path)</code></a></td><td>\(file.kind)</td>\
+                    <td class="num">\(number(file.bytes))</td><td>\(content)</td></tr>
                     """
             }
             out += "</tbody></table>"
