@@ -117,6 +117,12 @@ struct ModelDirectoryCLITests {
         let diff = try cli.json(["diff", "st@1", "ft@1"]) as! [String: Any]
         let changedTensors = (diff["tensors"] as? [[String: Any]])?.filter { $0["status"] as? String == "changed" }
         #expect(changedTensors?.map { $0["name"] as? String } == ["classifier.weight"])
+        // The checkpoint digest covers the files: the same tensors with another config are another checkpoint.
+        let config = Array("{\"model_type\": \"cnn\", \"num_labels\": 3}\n".utf8)
+        try writeFile(tuned + "/config.json", config)
+        let recommit = try cli.json(["checkpoint", "add", "ft", tuned]) as! [String: Any]
+        #expect(recommit["digest"] as? String != commit["digest"] as? String)
+        #expect(recommit["bytes_stored"] as? Int == config.count, "only the new config's bytes")
         _ = base
 
         let before = try cli.json(["stats"]) as! [String: Any]
@@ -311,6 +317,17 @@ struct RemoteModelDirectoryTests {
             let export = try served.remote(["export", reference, "-o", out], token: served.read)
             #expect(export.status == 0, "\(export.stderr)")
             #expect(helper.differences(source, out) == [], "\(reference)")
+        }
+        // A proposed file path is checked as a local walk checks names: nothing a client sends becomes a path.
+        for hostile in ["../escape.json", "/etc/passwd", "a//b", ".hidden", "sub/../x", "tab\tname"] {
+            let proposal: [String: Any] = [
+                "header": "", "tensors": [] as [Any],
+                "files": [["path": hostile, "digest": "sha256:" + String(repeating: "0", count: 64), "length": 1]],
+            ]
+            let answer = try served.server.request(
+                "POST", "/v1/models/ft/checkpoints/proposal", token: served.write, headers: ["Content-Type": "application/json"],
+                body: Array(try JSONSerialization.data(withJSONObject: proposal)))
+            #expect(answer.status == 400, "\(hostile): \(answer.text)")
         }
         let missing = try served.server.request("GET", "/v1/checkpoints/st@1/file?path=nope.json", token: served.read)
         #expect(missing.status == 404)
