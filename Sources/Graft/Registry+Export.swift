@@ -131,6 +131,11 @@ extension Registry {
         var folders: [String] = [root]
         var written = 0
         for file in stored.files {
+            // Paths were checked when the checkpoint was recorded; a database edited since never writes outside `root`.
+            if let problem = DirectoryInput.pathProblem(file.path) {
+                throw GraftError.io(
+                    operation: "refusing to write \(file.path.debugDescription) (\(problem)) under", path: root, errno: EINVAL)
+            }
             let components = file.path.split(separator: "/").map(String.init)
             var folder = root
             for component in components.dropLast() {

@@ -319,15 +319,23 @@ struct RemoteModelDirectoryTests {
             #expect(helper.differences(source, out) == [], "\(reference)")
         }
         // A proposed file path is checked as a local walk checks names: nothing a client sends becomes a path.
-        for hostile in ["../escape.json", "/etc/passwd", "a//b", ".hidden", "sub/../x", "tab\tname"] {
+        let weights = try SafeTensorsMemory([TensorData(name: "w", dtype: .u8, shape: [4], bytes: [1, 2, 3, 4])])
+        func propose(_ path: String) throws -> HTTPAnswer {
             let proposal: [String: Any] = [
-                "header": "", "tensors": [] as [Any],
-                "files": [["path": hostile, "digest": "sha256:" + String(repeating: "0", count: 64), "length": 1]],
+                "header": "", "tensors": [["name": "w", "digest": "sha256:" + sha256Hex([1, 2, 3, 4]), "length": 4]],
+                "files": [
+                    ["path": "model.safetensors", "shard_header": Data(weights.headerBytes).base64EncodedString()],
+                    ["path": path, "digest": "sha256:" + sha256Hex([7]), "length": 1],
+                ],
             ]
-            let answer = try served.server.request(
-                "POST", "/v1/models/ft/checkpoints/proposal", token: served.write, headers: ["Content-Type": "application/json"],
+            return try served.server.request(
+                "POST", "/v1/bases/hostile/proposal", token: served.write, headers: ["Content-Type": "application/json"],
                 body: Array(try JSONSerialization.data(withJSONObject: proposal)))
-            #expect(answer.status == 400, "\(hostile): \(answer.text)")
+        }
+        #expect(try propose("tokenizer.json").status == 200, "the same proposal with a plain path is fine")
+        for hostile in ["../escape.json", "/etc/passwd", "a//b", ".hidden", "sub/../x", "tab\tname"] {
+            let answer = try propose(hostile)
+            #expect(answer.status == 400 && answer.text.contains("file"), "\(hostile): \(answer.text)")
         }
         let missing = try served.server.request("GET", "/v1/checkpoints/st@1/file?path=nope.json", token: served.read)
         #expect(missing.status == 404)

@@ -70,6 +70,49 @@ def from_path(path: str | os.PathLike[str]) -> Layout:
     return parse(data)
 
 
+#: torch dtypes by their safetensors names.
+_TORCH_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+}
+
+
+def _stream_torch(state_dict: Mapping[str, Any], metadata: dict[str, str]) -> Layout:
+    """A torch state_dict written as safetensors into an unlinked temporary file one tensor at a
+    time, then mapped: the client holds at most one tensor's CPU copy beside the model (the
+    file's pages are the kernel's to drop), where serializing to bytes held the model twice over.
+    Tensors keep the state_dict's order, back to back, under a header of the format's rules."""
+    import mmap
+    import tempfile
+
+    import torch
+
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name, tensor in state_dict.items():
+        dtype = _TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
+        if dtype is None:
+            raise TypeError(f"tensor {name}: dtype {tensor.dtype} has no safetensors name")
+        length = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + length]}
+        offset += length
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with tempfile.TemporaryFile(prefix="graft-commit-") as file:
+        file.write(struct.pack("<Q", len(text)))
+        file.write(text)
+        for tensor in state_dict.values():
+            if tensor.numel() == 0:
+                continue
+            # One tensor at a time: detached, on the CPU, contiguous, as its raw little-endian bytes.
+            flat = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+            file.write(memoryview(flat.numpy()))
+            del flat
+        file.flush()
+        data = mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ)
+    return parse(data)
+
+
 def _is_torch(value: Any) -> bool:
     module = type(value).__module__
     return module.startswith("torch")
@@ -80,28 +123,16 @@ def from_state_dict(state_dict: Mapping[str, Any], metadata: dict[str, str] | No
     `safetensors` package.
 
     Torch tensors are detached, moved to the CPU and made contiguous (a transposed view is
-    stored as its values, row-major); bf16/fp16 keep their dtype; int64 buffers
-    (``num_batches_tracked``, ``position_ids``) are stored as they are. Tensors that share
-    storage (tied weights) are each stored under their own name: the registry deduplicates by
-    digest, so tied weights cost their bytes once.
+    stored as its values, row-major) one at a time into a mapped temporary file; bf16/fp16 keep
+    their dtype; int64 buffers (``num_batches_tracked``, ``position_ids``) are stored as they
+    are. Tensors that share storage (tied weights) are each stored under their own name: the
+    registry deduplicates by digest, so tied weights cost their bytes once.
     """
     if not state_dict:
         raise ValueError("the state_dict is empty")
     values = list(state_dict.values())
     if all(_is_torch(v) for v in values):
-        import torch
-        from safetensors.torch import save
-
-        seen: set[tuple[int, int]] = set()
-        tensors = {}
-        for name, tensor in state_dict.items():
-            tensor = tensor.detach().to("cpu")
-            key = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()) if tensor.numel() else (id(tensor), 0)
-            # A tensor sharing storage with one before it is copied, so each name has its own.
-            tensor = tensor.contiguous().clone() if key in seen else tensor.contiguous()
-            seen.add(key)
-            tensors[name] = tensor
-        return parse(save(tensors, metadata=metadata or {"format": "pt"}))
+        return _stream_torch(state_dict, metadata or {"format": "pt"})
     import numpy as np
     from safetensors.numpy import save as save_numpy
 
