@@ -85,7 +85,7 @@ extension GraftError {
         case .diskFull: .diskFull
         case .io: .io
         case .damagedBlob: .damage
-        case .manifestViolation: .manifestViolation
+        case .manifestViolation, .prefixMismatch: .manifestViolation
         case .blobsMissing: .conflict
         case .database: .internal
         case .protected: .protected

@@ -63,6 +63,10 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     /// A model directory that cannot be imported as it is (pickled weights, a symlink that leaves
     /// it, an index that disagrees with its shards, …); nothing was written.
     case invalidDirectory(path: String, reason: String)
+    /// A checkpoint whose tensors are its parent's under another prefix than the manifest's (a
+    /// task model's `bert.` over a student made in the base's names, or the other way round):
+    /// every manifest tensor is missing, and present under `prefix`.
+    case prefixMismatch(model: ModelName, prefix: String, checkpointHasIt: Bool, missing: Int)
     /// A directory checkpoint has no file at this path (or the checkpoint is one file).
     case fileNotFound(checkpoint: String, path: String)
     /// Every candidate for `best` carries an open advisory.
@@ -180,6 +184,15 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return "invalid \(what): \(reason)"
         case .invalidDirectory(let path, let reason):
             return "cannot import \(show(path)): \(reason); nothing was written"
+        case .prefixMismatch(let model, let prefix, let checkpointHasIt, let missing):
+            let how =
+                checkpointHasIt
+                ? "names its parent's tensors under \(show(prefix)), but \(model)'s manifest was made in the parent's names"
+                : "names its parent's tensors without \(show(prefix)), but \(model)'s manifest has that prefix"
+            return "checkpoint refused: it \(how) (\(missing) tensor(s) missing); nothing was written; "
+                + (checkpointHasIt
+                    ? "make the student with the prefix (rules in the checkpoint's names, or the prefix rule \(show(prefix)))"
+                    : "save the task model the manifest was made for, or make a student without the prefix")
         case .fileNotFound(let checkpoint, let path):
             return "\(checkpoint) has no file \(show(path))"
         case .allCandidatesFlagged(let metric, let candidates):

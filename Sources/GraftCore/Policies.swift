@@ -121,6 +121,18 @@ package enum ManifestEnforcement {
         return plan
     }
 
+    /// When every violation is a missing tensor and the checkpoint holds those tensors under
+    /// another prefix than the manifest's (``TensorPrefix/detect(_:_:)``): the prefix, and
+    /// whether the checkpoint is the side that has it. What the commit's refusal then says.
+    package static func prefixMismatch(_ manifest: ManifestSummary, tensors: [TensorInfo], violations: [ManifestViolation])
+        -> (prefix: String, checkpointHasIt: Bool)?
+    {
+        guard !violations.isEmpty, violations.allSatisfy({ if case .missing = $0 { true } else { false } }) else { return nil }
+        let kept = manifest.entries.filter { $0.state == .frozen || $0.state == .trainable }.map(\.name)
+        guard let (prefix, manifestIsBare) = TensorPrefix.detect(kept, tensors.map(\.name)) else { return nil }
+        return (prefix, manifestIsBare)
+    }
+
     /// Index buffers that `transformers` saved once and no longer saves (non-persistent since
     /// 4.31: `embeddings.position_ids`): a checkpoint without one is not missing a weight.
     package static let unsavedBuffers: Set<String> = ["position_ids"]

@@ -148,7 +148,7 @@ extension Registry {
         let tensors = reader.header.tensors
         // The manifest from the header alone: nothing is read or written on a violation.
         let plan = ManifestEnforcement.plan(manifest, tensors: tensors)
-        if !plan.violations.isEmpty { throw .manifestViolation(model: name, violations: plan.violations) }
+        if !plan.violations.isEmpty { throw Self.refusal(name, manifest, tensors: tensors, plan.violations) }
         let total = reader.header.dataLength
         var report: (@Sendable (Int) -> Void)? = nil
         if let progress { report = { done in progress(done, total) } }
@@ -170,6 +170,20 @@ extension Registry {
             logicalBytes: directory?.byteCount ?? reader.fileSize, bytesStored: stored,
             bytesAlreadyPresent: total + (directory?.files.header.dataLength ?? 0) - stored,
             newTensors: manifest == nil ? [] : plan.newTensors, files: directory == nil ? nil : commit.files.count)
+    }
+
+    /// The refusal of a checkpoint that breaks its manifest: the violations, or, when they are
+    /// all "missing" because the checkpoint names the parent's tensors under another prefix,
+    /// that (one line a user acts on instead of every tensor).
+    static func refusal(_ name: ModelName, _ manifest: ManifestSummary?, tensors: [TensorInfo], _ violations: [ManifestViolation])
+        -> GraftError
+    {
+        if let manifest,
+            let (prefix, checkpointHasIt) = ManifestEnforcement.prefixMismatch(manifest, tensors: tensors, violations: violations)
+        {
+            return .prefixMismatch(model: name, prefix: prefix, checkpointHasIt: checkpointHasIt, missing: violations.count)
+        }
+        return .manifestViolation(model: name, violations: violations)
     }
 
     /// A file or memory: frozen tensors first, hashing only — a drifted one refuses the commit

@@ -271,6 +271,16 @@ struct ModelDirectoryCLITests {
         }
         let refused = try cli.run(["checkpoint", "add", "clf", drifted])
         #expect(refused.status == 79 && refused.stderr.contains("net.features.0.weight"), "\(refused.stderr)")
+        // A student made in the base's names, given the task model's checkpoint: one line says why.
+        #expect(try cli.run(["student", "create", "bare", "--from", "st@1", "--freeze", "features"]).status == 0)
+        let prefixed = try cli.run(["checkpoint", "add", "bare", tuned])
+        #expect(
+            prefixed.status == 79 && prefixed.stderr.contains("under `net.`") && prefixed.stderr.contains("nothing was written"),
+            "\(prefixed.stderr)")
+        #expect(prefixed.stderr.split(separator: "\n").count == 1)
+        // A student with the prefix, given the bare base model's checkpoint: the same, the other way round.
+        let bare = try cli.run(["checkpoint", "add", "clf", model])
+        #expect(bare.status == 79 && bare.stderr.contains("without `net.`"), "\(bare.stderr)")
         // An explicit prefix must be a layer path ending in `.`.
         let bad = try cli.run(["student", "create", "x", "--from", "st@1", "--prefix", "net*"])
         #expect(bad.status != 0 && bad.stderr.contains("prefix"), "\(bad.stderr)")
