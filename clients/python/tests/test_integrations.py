@@ -124,17 +124,15 @@ def test_lightning_callback_beside_model_checkpoint(server, tmp_path):
     client.create_student("mlp-fe", "mlp@1", freeze=["features"])
     student = Module()
     student.load_state_dict(teacher.state_dict())
-    student.features.requires_grad_(False)
-    student.features.eval()  # BatchNorm statistics frozen too
-    original_train = student.train
-
-    def train(mode: bool = True):
-        original_train(mode)
-        student.features.eval()
-        return student
-
-    student.train = train  # keep BatchNorm in eval mode when Lightning switches to training
     data = TensorDataset(torch.randn(64, 6), torch.randint(0, 3, (64,)))
+    # Not yet frozen: fitting stops before the first step, naming what the manifest freezes.
+    early = L.Trainer(max_epochs=1, callbacks=[GraftCheckpoint(client, "mlp-fe")], logger=False, enable_progress_bar=False,
+                      accelerator="cpu", enable_model_summary=False, num_sanity_val_steps=0)
+    with pytest.raises(ValueError, match="features.0.weight"):
+        early.fit(student, DataLoader(data, batch_size=16), DataLoader(data, batch_size=32))
+    assert client.checkpoints("mlp-fe") == []
+    # The manifest applied: frozen parameters and the BatchNorm statistics stay the teacher's.
+    client.apply_manifest(student, "mlp-fe")
     callback = GraftCheckpoint(client, "mlp-fe")
     keeper = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_top_k=-1)
     trainer = L.Trainer(max_epochs=2, callbacks=[keeper, callback], logger=False, enable_progress_bar=False, accelerator="cpu",
