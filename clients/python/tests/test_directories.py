@@ -255,3 +255,30 @@ def test_readme_hugging_face_example_runs_as_written(server, tmp_path, monkeypat
     assert not torch.equal(base["encoder.layer.1.attention.self.query.weight"], tuned["bert.encoder.layer.1.attention.self.query.weight"])
     files = {f["path"] for f in client._json("GET", ["v1", "checkpoints", best.ref])["files"]}
     assert {"config.json", "tokenizer.json", "model.safetensors"} <= files
+
+
+def test_sentence_transformers_directory_round_trips(tmp_path, registry):
+    """A real sentence-transformers model (the tiny BERT under a mean pooling module) saved as
+    it ships — modules.json, 1_Pooling/config.json, its own configs — registered, exported, and
+    loaded back by SentenceTransformer with identical embeddings."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from sentence_transformers import models
+
+    bert = tmp_path / "bert"
+    tiny_bert(bert, "200KB")
+    word = models.Transformer(str(bert))
+    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    model = sentence_transformers.SentenceTransformer(modules=[word, pooling], device="cpu")
+    saved = tmp_path / "st-model"
+    model.save(str(saved))
+    assert (saved / "modules.json").exists() and (saved / "1_Pooling" / "config.json").exists()
+
+    run("base", "add", str(saved), "--name", "st-tiny", registry=registry)
+    files = {f["path"] for f in json.loads(run("show", "st-tiny@1", "--json", registry=registry).stdout)["files"]}
+    assert {"modules.json", "1_Pooling/config.json", "config_sentence_transformers.json", "model.safetensors"} <= files
+    out = tmp_path / "exported"
+    run("export", "st-tiny", "-o", str(out), registry=registry)
+    assert same_tree(saved, out) == []
+    loaded = sentence_transformers.SentenceTransformer(str(out), device="cpu")
+    sentences = ["hello world", "a b c d e"]
+    assert (model.encode(sentences) == loaded.encode(sentences)).all()
