@@ -69,6 +69,8 @@ package protocol MetadataStore: Sendable {
     /// Of `digests`, those some tensor of a model matching `models` (a glob) refers to: what a
     /// confined token may learn exists.
     func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest>
+    /// The bytes of those of `digests` the metadata holds inline (small tensors and files).
+    func inlineBytes(_ digests: [Digest]) async throws(GraftError) -> [Digest: [UInt8]]
 
     // MARK: Uploads (`graft serve`)
 

@@ -99,6 +99,9 @@ public struct UploadPlan: Sendable, Codable, Equatable {
     public var inlineBelow: Int
     public var bytesMissing: Int
     public var logicalBytes: Int
+    /// Small tensors and files (under `inlineBelow`) the registry holds already: their `data`
+    /// may be left out of the commit. (Absent from older servers: send every small one.)
+    public var inlinePresent: [Digest]? = nil
 }
 
 /// A commit of uploaded tensors: the proposal again (with the small tensors' `data`) and what
@@ -306,7 +309,7 @@ extension Registry {
         let missing = candidates.filter { !present.contains($0.digest) }
         return UploadPlan(
             missing: missing, inlineBelow: inlineBelow, bytesMissing: missing.reduce(0) { $0 + $1.length },
-            logicalBytes: checked.logicalBytes)
+            logicalBytes: checked.logicalBytes, inlinePresent: try await inlineHeld(checked, visibleTo: pattern).keys.sorted())
     }
 
     /// Commits uploaded tensors as a new base (`provenance` from the commit) or the model's next
@@ -338,12 +341,15 @@ extension Registry {
         return try await retryingVanishedBlobs { () async throws(GraftError) in
             let checked = try await check(commit.proposal, to: name, base: base)
             let store = blobs.store
+            // Small ones sent without data: the bytes the registry holds (checked against the digest).
+            let needed = checked.data.contains(where: { $0 == nil }) || checked.fileBlobs.contains(where: { $0.data == nil })
+            let held = needed ? try await inlineHeld(checked, visibleTo: pattern) : [:]
             var tensors: [IngestedTensor] = []
             var missing: [Digest] = []
             for (index, info) in checked.header.tensors.enumerated() {
                 let digest = checked.digests[index]
                 if info.byteCount < blobs.inlineThreshold {
-                    guard let data = checked.data[index] else {
+                    guard let data = checked.data[index] ?? held[digest].flatMap({ Digest.of($0) == digest ? $0 : nil }) else {
                         throw .invalidUpload(
                             "tensor \(show(info.name)) is under \(blobs.inlineThreshold) bytes: its data must come with the commit")
                     }
@@ -357,7 +363,7 @@ extension Registry {
             for file in checked.fileBlobs {
                 let info = TensorInfo(name: file.path, dtype: .u8, shape: [file.length], dataOffsets: 0..<file.length)
                 if file.length < blobs.inlineThreshold {
-                    guard let data = file.data else {
+                    guard let data = file.data ?? held[file.digest].flatMap({ Digest.of($0) == file.digest ? $0 : nil }) else {
                         throw .invalidUpload(
                             "file \(show(file.path)) is under \(blobs.inlineThreshold) bytes: its data must come with the commit")
                     }
@@ -420,6 +426,22 @@ extension Registry {
             model: name, checkpoint: existing.summary.ref, digest: digest, tensors: tensors.count,
             parameters: existing.summary.parameterCount, logicalBytes: checked.logicalBytes, bytesStored: 0, bytesAlreadyPresent: data,
             files: checked.layout.isEmpty ? nil : checked.layout.count)
+    }
+
+    /// The small tensors and files of a proposal (under the inline threshold) whose bytes the
+    /// registry holds inline — for a confined token only those a model it sees refers to.
+    private func inlineHeld(_ checked: CheckedProposal, visibleTo pattern: String?) async throws(GraftError) -> [Digest: [UInt8]] {
+        let threshold = blobs.inlineThreshold
+        var small = Set<Digest>()
+        for (index, info) in checked.header.tensors.enumerated() where info.byteCount < threshold { small.insert(checked.digests[index]) }
+        for file in checked.fileBlobs where file.length < threshold { small.insert(file.digest) }
+        guard !small.isEmpty else { return [:] }
+        var held = try await metadata.inlineBytes(Array(small))
+        if let pattern, !held.isEmpty {
+            let seen = try await metadata.digests(Array(held.keys), referencedByModelsMatching: pattern)
+            held = held.filter { seen.contains($0.key) }
+        }
+        return held
     }
 
     /// The proposal against its header and the model: a taken name for a base, an unknown model

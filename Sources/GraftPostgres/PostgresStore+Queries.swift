@@ -377,6 +377,22 @@ extension PostgresMetadataStore {
         }
     }
 
+    package func inlineBytes(_ digests: [Digest]) async throws(GraftError) -> [Digest: [UInt8]] {
+        guard !digests.isEmpty else { return [:] }
+        return try await withConnection { connection in
+            var found: [Digest: [UInt8]] = [:]
+            for row in try await connection.all(
+                "SELECT digest, inline_data FROM blobs WHERE inline_data IS NOT NULL AND digest = ANY(\(digests.map(\.hex)))",
+                logger: self.logger)
+            {
+                if let digest = try? Digest(parsing: try row["digest"] as String), let data = try row.bytes("inline_data") {
+                    found[digest] = data
+                }
+            }
+            return found
+        }
+    }
+
     package func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest> {
         guard !digests.isEmpty else { return [] }
         let pattern = Array(models.unicodeScalars)

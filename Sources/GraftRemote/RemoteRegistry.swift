@@ -370,8 +370,10 @@ extension RemoteRegistry {
         var sent = proposalBody.count
         let byName = Dictionary(input.header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         // Small tensors travel in the commit.
+        let held = Set(plan.inlinePresent ?? [])
         for index in proposal.tensors.indices where proposal.tensors[index].length < plan.inlineBelow {
-            guard let info = byName[proposal.tensors[index].name] else { continue }
+            // What the server holds already is not sent again.
+            guard !held.contains(proposal.tensors[index].digest), let info = byName[proposal.tensors[index].name] else { continue }
             do { proposal.tensors[index].data = Data(try input.data(of: info)).base64EncodedString() } catch {
                 throw .reading(input.origin, error)
             }
@@ -394,14 +396,16 @@ extension RemoteRegistry {
         var sent = proposalBody.count
         let tensorInfo = Dictionary(weights.header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let fileInfo = Dictionary(files.header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let held = Set(plan.inlinePresent ?? [])
         for index in proposal.tensors.indices where proposal.tensors[index].length < plan.inlineBelow {
-            guard let info = tensorInfo[proposal.tensors[index].name] else { continue }
+            guard !held.contains(proposal.tensors[index].digest), let info = tensorInfo[proposal.tensors[index].name] else { continue }
             do { proposal.tensors[index].data = Data(try weights.data(of: info)).base64EncodedString() } catch {
                 throw .reading(weights.origin, error)
             }
         }
         for index in (proposal.files ?? []).indices {
-            guard let length = proposal.files?[index].length, length < plan.inlineBelow, let info = fileInfo[proposal.files![index].path]
+            guard let length = proposal.files?[index].length, length < plan.inlineBelow, let info = fileInfo[proposal.files![index].path],
+                let digest = proposal.files?[index].digest, !held.contains(digest)
             else { continue }
             do { proposal.files?[index].data = Data(try files.data(of: info)).base64EncodedString() } catch {
                 throw .reading(files.origin, error)

@@ -81,6 +81,26 @@ extension SQLiteMetadataStore {
         try await write { db in try db.execute(sql: "DELETE FROM sessions WHERE id_hash = ?", arguments: [Data(hash)]) }
     }
 
+    package func inlineBytes(_ digests: [Digest]) async throws(GraftError) -> [Digest: [UInt8]] {
+        guard !digests.isEmpty else { return [:] }
+        return try await read { db in
+            var found: [Digest: [UInt8]] = [:]
+            for start in stride(from: 0, to: digests.count, by: 500) {
+                let batch = digests[start..<min(start + 500, digests.count)]
+                let placeholders = Array(repeating: "?", count: batch.count).joined(separator: ",")
+                let rows = try Row.fetchAll(
+                    db, sql: "SELECT digest, inline_data FROM blobs WHERE inline_data IS NOT NULL AND digest IN (\(placeholders))",
+                    arguments: StatementArguments(batch.map(\.hex)))
+                for row in rows {
+                    if let digest = try? Digest(parsing: row["digest"] as String), let data = row["inline_data"] as Data? {
+                        found[digest] = Array(data)
+                    }
+                }
+            }
+            return found
+        }
+    }
+
     package func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest> {
         guard !digests.isEmpty else { return [] }
         let pattern = Array(models.unicodeScalars)

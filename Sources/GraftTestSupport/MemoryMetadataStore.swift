@@ -422,6 +422,14 @@ package final class MemoryMetadataStore: MetadataStore {
         try access { state in state.sessions[hash] = nil }
     }
 
+    package func inlineBytes(_ digests: [Digest]) async throws(GraftError) -> [Digest: [UInt8]] {
+        try access { state in
+            var found: [Digest: [UInt8]] = [:]
+            for digest in digests { if let inline = state.blobs[digest]?.inline { found[digest] = inline } }
+            return found
+        }
+    }
+
     package func digests(_ digests: [Digest], referencedByModelsMatching models: String) async throws(GraftError) -> Set<Digest> {
         let visibility = ModelVisibility(pattern: models)
         let wanted = Set(digests)

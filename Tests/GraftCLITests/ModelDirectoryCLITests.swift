@@ -391,6 +391,13 @@ struct RemoteModelDirectoryTests {
         let other = try served.server.request(
             "POST", "/v1/models/cnn/checkpoints", token: served.write, headers: headers, body: try body(7, key: "run-1:step-10"))
         #expect(other.status == 400 && other.text.contains("another checkpoint"), "\(other.text)")
+        // A confined token learns nothing of what hidden models hold: no small blob is "present" for it.
+        let confined = try served.token("other-only", "write", models: "other*")
+        let (proposalBody, _) = try served.proposal(try served.cli.base("again.safetensors"))
+        let plan = try served.server.request("POST", "/v1/bases/other/proposal", token: confined, body: proposalBody)
+        let open = try served.server.request("POST", "/v1/bases/other/proposal", token: served.write, body: proposalBody)
+        #expect(plan.status == 200 && (plan.object["inline_present"] as? [String] ?? ["x"]).isEmpty, "\(plan.text)")
+        #expect(!(open.object["inline_present"] as? [String] ?? []).isEmpty, "an unconfined token is told")
         let bad = try served.server.request(
             "POST", "/v1/models/cnn/checkpoints", token: served.write, headers: headers, body: try body(7, key: "no spaces"))
         #expect(bad.status == 400)

@@ -368,11 +368,12 @@ class Client:
                 sent += sum(pool.map(put, missing))
         else:
             sent += sum(put(blob) for blob in missing)
+        held = set(plan.get("inline_present") or [])  # small ones the server holds: not sent again
         for entry, (_, layout, start, end) in zip(proposal["tensors"], spans):
-            if end - start < plan["inline_below"]:
+            if end - start < plan["inline_below"] and entry["digest"] not in held:
                 entry["data"] = base64.b64encode(layout.view(start, end)).decode()
         for entry in proposal.get("files", []):
-            if "digest" in entry and entry["length"] < plan["inline_below"]:
+            if "digest" in entry and entry["length"] < plan["inline_below"] and entry["digest"] not in held:
                 with open(files[entry["digest"]][0], "rb") as source:
                     entry["data"] = base64.b64encode(source.read()).decode()
         commit_body = json.dumps(dict(commit, proposal=proposal, idempotency_key=uuid.uuid4().hex)).encode()
