@@ -113,10 +113,16 @@ extension SQLiteMetadataStore {
     static func removeCheckpoints(_ db: Database, _ ids: [Int64], store: any BlobStore, dryRun: Bool) throws -> Int {
         guard !ids.isEmpty else { return 0 }
         let list = "[" + ids.map(String.init).joined(separator: ",") + "]"
+        // The two tables by their primary keys (checkpoint first): through the view, SQLite
+        // would scan every checkpoint's tensors.
         let digests = Set(
             try String.fetchAll(
-                db, sql: "SELECT DISTINCT blob_digest FROM blob_references WHERE checkpoint_id IN (SELECT value FROM json_each(?))",
-                arguments: [list]))
+                db,
+                sql: """
+                    SELECT blob_digest FROM checkpoint_tensors WHERE checkpoint_id IN (SELECT value FROM json_each(?))
+                    UNION SELECT blob_digest FROM checkpoint_files
+                    WHERE blob_digest IS NOT NULL AND checkpoint_id IN (SELECT value FROM json_each(?))
+                    """, arguments: [list, list]))
         if dryRun { return try dropUnreferenced(db, digests: digests, store: store, dryRun: true, removing: Set(ids)) }
         try db.execute(sql: "DELETE FROM checkpoints WHERE id IN (SELECT value FROM json_each(?))", arguments: [list])
         return try dropUnreferenced(db, digests: digests, store: store, dryRun: false)
