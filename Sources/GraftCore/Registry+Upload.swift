@@ -456,9 +456,9 @@ extension Registry {
         var checked = try CheckedProposal(proposal)
         guard !base, let manifest = try await self.manifest(of: name) else { return checked }
         let plan = ManifestEnforcement.plan(manifest, tensors: checked.header.tensors)
-        if case .prefixMismatch = Self.refusal(name, manifest, tensors: checked.header.tensors, plan.violations) {
-            throw Self.refusal(name, manifest, tensors: checked.header.tensors, plan.violations)
-        }
+        // A checkpoint under another prefix: one line says so (other violations are listed below, with the drift).
+        let refusal = Self.refusal(name, manifest, tensors: checked.header.tensors, plan.violations)
+        if case .prefixMismatch = refusal { throw refusal }
         var violations = plan.violations
         violations += ManifestEnforcement.frozenDrift(
             manifest, hashed: plan.frozen.map { (checked.header.tensors[$0].name, checked.digests[$0]) })

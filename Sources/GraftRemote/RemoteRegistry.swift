@@ -363,39 +363,37 @@ extension RemoteRegistry {
         to name: ModelName, base: Bool, input: some SafeTensorsInput, commit template: UploadCommit,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
-        let kind = base ? ["v1", "bases", name.description] : ["v1", "models", name.description, "checkpoints"]
-        var proposal = try UploadProposal.of(input, inlineBelow: 0)
-        let proposalBody = try Self.encode(proposal)
-        let plan: UploadPlan = try Self.decode(try await send(.POST, kind + ["proposal"], body: proposalBody).body)
-        var sent = proposalBody.count
-        let byName = Dictionary(input.header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        // Small tensors travel in the commit.
-        let held = Set(plan.inlinePresent ?? [])
-        for index in proposal.tensors.indices where proposal.tensors[index].length < plan.inlineBelow {
-            // What the server holds already is not sent again.
-            guard !held.contains(proposal.tensors[index].digest), let info = byName[proposal.tensors[index].name] else { continue }
-            do { proposal.tensors[index].data = Data(try input.data(of: info)).base64EncodedString() } catch {
-                throw .reading(input.origin, error)
-            }
-        }
-        let blobs = plan.missing.compactMap { blob in byName[blob.name].map { (blob, $0) } }
-        sent += try await sendBlobs(blobs, from: input, total: plan.bytesMissing, progress: progress)
-        return try await commit(template, proposal, to: kind, plan: plan, sent: sent)
+        try await upload(
+            to: name, base: base, proposal: try UploadProposal.of(input, inlineBelow: 0), weights: input, files: nil as SafeTensorsMemory?,
+            commit: template, progress: progress)
     }
 
-    /// A directory's upload: as ``upload(to:base:input:commit:progress:)``, with the other
-    /// files' blobs sent from `files` and the small ones' bytes in the commit.
+    /// A directory's upload: its proposal names the shards and the other files, whose blobs
+    /// are sent from `files`.
     private func upload(
         to name: ModelName, base: Bool, directory: DirectoryInput, weights: some SafeTensorsInput, files: some SafeTensorsInput,
         commit template: UploadCommit, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
+        try await upload(
+            to: name, base: base, proposal: try UploadProposal.of(directory), weights: weights, files: Optional(files), commit: template,
+            progress: progress)
+    }
+
+    /// The upload protocol once the proposal is made: the plan, the small tensors and files the
+    /// server lacks inline, the missing blobs (each sent from the tensor or file that holds it),
+    /// then the commit.
+    private func upload<Weights: SafeTensorsInput, Files: SafeTensorsInput>(
+        to name: ModelName, base: Bool, proposal made: UploadProposal, weights: Weights, files: Files?, commit template: UploadCommit,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+    ) async throws(GraftError) -> ImportResult {
         let kind = base ? ["v1", "bases", name.description] : ["v1", "models", name.description, "checkpoints"]
-        var proposal = try UploadProposal.of(directory)
+        var proposal = made
         let proposalBody = try Self.encode(proposal)
         let plan: UploadPlan = try Self.decode(try await send(.POST, kind + ["proposal"], body: proposalBody).body)
         var sent = proposalBody.count
         let tensorInfo = Dictionary(weights.header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let fileInfo = Dictionary(files.header.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let fileInfo = Dictionary((files?.header.tensors ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        // Small ones travel in the commit, but not those the server holds already.
         let held = Set(plan.inlinePresent ?? [])
         for index in proposal.tensors.indices where proposal.tensors[index].length < plan.inlineBelow {
             guard !held.contains(proposal.tensors[index].digest), let info = tensorInfo[proposal.tensors[index].name] else { continue }
@@ -403,12 +401,14 @@ extension RemoteRegistry {
                 throw .reading(weights.origin, error)
             }
         }
-        for index in (proposal.files ?? []).indices {
-            guard let length = proposal.files?[index].length, length < plan.inlineBelow, let info = fileInfo[proposal.files![index].path],
-                let digest = proposal.files?[index].digest, !held.contains(digest)
-            else { continue }
-            do { proposal.files?[index].data = Data(try files.data(of: info)).base64EncodedString() } catch {
-                throw .reading(files.origin, error)
+        if let files {
+            for index in (proposal.files ?? []).indices {
+                guard let length = proposal.files?[index].length, length < plan.inlineBelow,
+                    let info = fileInfo[proposal.files![index].path], let digest = proposal.files?[index].digest, !held.contains(digest)
+                else { continue }
+                do { proposal.files?[index].data = Data(try files.data(of: info)).base64EncodedString() } catch {
+                    throw .reading(files.origin, error)
+                }
             }
         }
         // The plan names a blob by one tensor or file that holds it: send it from where it is.
@@ -417,11 +417,13 @@ extension RemoteRegistry {
         var fileByDigest: [GraftCore.Digest: TensorInfo] = [:]
         for file in proposal.files ?? [] { if let digest = file.digest { fileByDigest[digest] = fileInfo[file.path] } }
         let fromWeights = plan.missing.compactMap { blob in tensorByDigest[blob.digest].map { (blob, $0) } }
-        let fromFiles = plan.missing.filter { tensorByDigest[$0.digest] == nil }.compactMap { blob in
-            fileByDigest[blob.digest].map { (blob, $0) }
-        }
         sent += try await sendBlobs(fromWeights, from: weights, total: plan.bytesMissing, progress: progress)
-        sent += try await sendBlobs(fromFiles, from: files, total: plan.bytesMissing, progress: nil)
+        if let files {
+            let fromFiles = plan.missing.filter { tensorByDigest[$0.digest] == nil }.compactMap { blob in
+                fileByDigest[blob.digest].map { (blob, $0) }
+            }
+            sent += try await sendBlobs(fromFiles, from: files, total: plan.bytesMissing, progress: nil)
+        }
         return try await commit(template, proposal, to: kind, plan: plan, sent: sent)
     }
 
