@@ -64,7 +64,8 @@ let package = Package(
         // (SQLite + local blobs, or blobs in an S3 bucket) or in PostgreSQL, opened from a path or
         // a configuration.
         .target(
-            name: "Graft", dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "GraftPostgres", "SafeTensors"],
+            name: "Graft",
+            dependencies: ["GraftCore", "GraftLocal", "GraftSQLite", "GraftS3", "GraftPostgres", "SafeTensors", "COpenBLAS"],
             swiftSettings: strict),
         // The HTTP API of `graft serve` (Hummingbird 2): routes, tokens, the upload protocol.
         .target(

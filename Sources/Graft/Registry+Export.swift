@@ -80,19 +80,33 @@ extension Registry {
     private func exportDirectory(_ stored: CheckpointParts, summary: CheckpointSummary, to path: String, overwrite: Bool)
         async throws(GraftError) -> ExportResult
     {
+        var checked = stored.tensors
+        for file in stored.files {
+            if case .file(let digest, let length, let inline) = file.content { checked.append((digest, length, inline)) }
+        }
+        let blobs = self.blobs
+        let (target, bytes) = try await writeTree(to: path, overwrite: overwrite, checking: checked) { root throws(GraftError) in
+            try Self.writeTree(stored, into: root, blobs: blobs)
+        }
+        return ExportResult(checkpoint: summary.ref, digest: summary.digest, path: target, bytes: bytes, files: stored.files.count)
+    }
+
+    /// Writes a tree with `write` under a hidden temporary name beside `path`, while every blob
+    /// of `parts` is rehashed in parallel, then renames it into place whole (an existing `path`
+    /// is replaced only with `overwrite`); a failure or damage leaves nothing behind.
+    /// - Returns: the path written (without a trailing slash) and the bytes `write` wrote.
+    func writeTree(
+        to path: String, overwrite: Bool, checking parts: [(digest: Digest, length: Int, inline: [UInt8]?)],
+        write: @escaping @Sendable (_ root: String) throws(GraftError) -> Int
+    ) async throws(GraftError) -> (path: String, bytes: Int) {
         let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
         let directory = trimmed.contains("/") ? String(trimmed[..<trimmed.lastIndex(of: "/")!]) : "."
         let base = trimmed.split(separator: "/").last.map(String.init) ?? trimmed
         let parent = directory.isEmpty ? "/" : directory
         let temporary = parent + "/." + base + "." + FileSystem.uniqueName(suffix: ".tmp")
-        let blobs = self.blobs
-        var checked = stored.tensors
-        for file in stored.files {
-            if case .file(let digest, let length, let inline) = file.content { checked.append((digest, length, inline)) }
-        }
-        async let verified = Self.firstDamaged(checked, in: blobs)
+        async let verified = Self.firstDamaged(parts, in: blobs)
         let written = await Result { () async throws(GraftError) -> Int in
-            try await offload { () throws(GraftError) -> Int in try Self.writeTree(stored, into: temporary, blobs: blobs) }
+            try await offload { () throws(GraftError) -> Int in try write(temporary) }
         }
         let damaged = await verified
         func discard() { try? FileManager.default.removeItem(atPath: temporary) }
@@ -121,7 +135,7 @@ extension Registry {
             throw error
         }
         try FileSystem.syncDirectory(parent)
-        return ExportResult(checkpoint: summary.ref, digest: summary.digest, path: trimmed, bytes: bytes, files: stored.files.count)
+        return (trimmed, bytes)
     }
 
     /// Writes every file of a directory checkpoint under `root` (created), each flushed, and

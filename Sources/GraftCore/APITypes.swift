@@ -15,6 +15,8 @@ public struct StudentRequest: Sendable, Codable, Equatable {
     public var prefix: String?
     /// Each tensor's state (the training engine's way); excludes the rules.
     public var perTensor: [String: TensorState]?
+    /// An adapter student (``ManifestDeclaration/adapter``); excludes every other manifest field.
+    public var adapter: Bool?
     public var description: String?
 
     public init(name: ModelName, parent: Reference, relation: Relation, manifest: ManifestDeclaration, description: String?) {
@@ -31,6 +33,8 @@ public struct StudentRequest: Sendable, Codable, Equatable {
             prefix = patterns(.prefix)?.first
         case .perTensor(let states):
             perTensor = states
+        case .adapter:
+            adapter = true
         }
     }
 
@@ -39,6 +43,12 @@ public struct StudentRequest: Sendable, Codable, Equatable {
         let rules =
             [(freeze, ManifestRule.Action.freeze), (train, .train), (drop, .drop), (reinit, .reinit), (prefix.map { [$0] }, .prefix)]
             .flatMap { patterns, action in (patterns ?? []).map { ManifestRule(action, $0) } }
+        if adapter == true {
+            guard rules.isEmpty, freezeThrough == nil, perTensor == nil else {
+                throw .badRequest("adapter excludes freeze, train, drop, reinit, prefix, freeze_through and per_tensor")
+            }
+            return .adapter
+        }
         if let perTensor {
             guard rules.isEmpty, freezeThrough == nil else {
                 throw .badRequest("per_tensor excludes freeze, train, drop, reinit, prefix and freeze_through")

@@ -107,6 +107,14 @@ public struct DirectoryInput: Sendable {
         (self.origin, self.weights, self.shards, self.files) = (origin, weights, shards, files)
     }
 
+    /// The bytes of a small file of the directory (a config), `nil` when it has none by that path.
+    /// - Throws: ``GraftError/invalidDirectory(path:reason:)`` for one over 1 MiB or unreadable.
+    package func smallFile(_ path: String) throws(GraftError) -> [UInt8]? {
+        guard let info = files.header.tensors.first(where: { $0.name == path }) else { return nil }
+        guard info.byteCount <= 1 << 20 else { throw .invalidDirectory(path: origin, reason: "\(path) is over 1 MiB") }
+        do { return try files.data(of: info) } catch { throw .invalidFile(path: origin + "/" + path, error) }
+    }
+
     /// Bytes of the directory's files: shards and the rest.
     public var byteCount: Int {
         shards.reduce(0) { $0 + $1.headerBytes.count } + weights.header.dataLength + files.header.dataLength

@@ -70,7 +70,7 @@ extension GraftError {
         case .invalidName, .invalidReference, .ambiguousDigest, .patternMatchesNothing, .invalidManifest, .wrongModelKind, .invalidMetric,
             .badRequest:
             .usage
-        case .invalidFile, .invalidCard, .invalidText, .invalidDirectory, .blobMismatch, .invalidUpload: .invalidInput
+        case .invalidFile, .invalidCard, .invalidText, .invalidDirectory, .blobMismatch, .invalidUpload, .cannotMerge: .invalidInput
         case .cannotReadInput(_, let cause):
             if case .io(_, _, let code) = cause, code == 2 { .notFound } else { .io }
         case .modelNotFound, .checkpointNotFound, .fileNotFound, .digestNotFound, .aliasNotFound, .unknownMetric, .advisoryNotFound,

@@ -69,6 +69,9 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case prefixMismatch(model: ModelName, prefix: String, checkpointHasIt: Bool, missing: Int)
     /// A directory checkpoint has no file at this path (or the checkpoint is one file).
     case fileNotFound(checkpoint: String, path: String)
+    /// A checkpoint that cannot be exported merged: not an adapter's, or an adapter no plain
+    /// merge reproduces (not LoRA, DoRA, trained biases, weights of another type).
+    case cannotMerge(checkpoint: String, reason: String)
     /// Every candidate for `best` carries an open advisory.
     case allCandidatesFlagged(metric: String, candidates: Int)
     /// An advisory id that is taken, or unknown.
@@ -193,6 +196,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
                 + (checkpointHasIt
                     ? "make the student with the prefix (rules in the checkpoint's names, or the prefix rule \(show(prefix)))"
                     : "save the task model the manifest was made for, or make a student without the prefix")
+        case .cannotMerge(let checkpoint, let reason):
+            return "cannot export \(checkpoint) merged: \(reason)"
         case .fileNotFound(let checkpoint, let path):
             return "\(checkpoint) has no file \(show(path))"
         case .allCandidatesFlagged(let metric, let candidates):

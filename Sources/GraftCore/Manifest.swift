@@ -21,6 +21,9 @@ public enum TransferMode: String, Sendable, Codable, CaseIterable {
     case partialFinetune = "partial-finetune"
     /// No parent tensor is frozen.
     case fullFinetune = "full-finetune"
+    /// Every parent tensor is frozen and none is stored: checkpoints hold a PEFT adapter
+    /// (LoRA's low-rank pairs beside the parent's modules) and its `adapter_config.json`.
+    case adapter
 }
 
 /// How a student relates to its parent.
@@ -56,6 +59,9 @@ public enum ManifestDeclaration: Sendable, Equatable {
     /// Each tensor's state; parent tensors not named are trainable; `new` names tensors the
     /// parent lacks, or parent tensors the student replaces with its own (re-initialised).
     case perTensor([String: TensorState])
+    /// An adapter on the parent (``TransferMode/adapter``): every parent tensor frozen by
+    /// definition, never stored with the student's checkpoints, which hold the adapter only.
+    case adapter
 }
 
 /// A student's manifest entry for one tensor.
@@ -86,6 +92,8 @@ package enum ManifestResolver {
         var states: [String: TensorState] = [:]
         var newEntries: [ManifestEntry] = []
         switch declaration {
+        case .adapter:
+            for tensor in parent { states[tensor.name] = .frozen }
         case .perTensor(let given):
             let names = Set(parent.map(\.name))
             for (name, state) in given {

@@ -15,6 +15,9 @@ public enum ManifestViolation: Sendable, Equatable, CustomStringConvertible {
     case retyped(tensor: String, expected: TensorType, found: TensorType)
     /// A frozen tensor's bytes changed: its digest is not the parent's.
     case changed(tensor: String, expected: Digest, found: Digest)
+    /// An adapter student's checkpoint holds a tensor (or file) that is not its adapter on the
+    /// parent: what was expected, and what was found where that says more.
+    case notAdapter(tensor: String, expected: String, found: String?)
 
     /// A tensor's dtype and shape as the manifest records them (either may be unrecorded).
     public struct TensorType: Sendable, Equatable, CustomStringConvertible {
@@ -27,18 +30,21 @@ public enum ManifestViolation: Sendable, Equatable, CustomStringConvertible {
     /// The tensor the violation names.
     public var tensor: String {
         switch self {
-        case .droppedButPresent(let tensor), .missing(let tensor, _), .retyped(let tensor, _, _), .changed(let tensor, _, _): tensor
+        case .droppedButPresent(let tensor), .missing(let tensor, _), .retyped(let tensor, _, _), .changed(let tensor, _, _),
+            .notAdapter(let tensor, _, _):
+            tensor
         }
     }
 
     /// The rule broken, as the HTTP error body names it: `dropped_present`, `missing`,
-    /// `retyped`, `changed`.
+    /// `retyped`, `changed`, `adapter`.
     public var rule: String {
         switch self {
         case .droppedButPresent: "dropped_present"
         case .missing: "missing"
         case .retyped: "retyped"
         case .changed: "changed"
+        case .notAdapter: "adapter"
         }
     }
 
@@ -50,6 +56,7 @@ public enum ManifestViolation: Sendable, Equatable, CustomStringConvertible {
         case .missing(_, let state): state.rawValue
         case .retyped(_, let expected, _): expected.description
         case .changed(_, let expected, _): expected.description
+        case .notAdapter(_, let expected, _): expected
         }
     }
 
@@ -59,6 +66,7 @@ public enum ManifestViolation: Sendable, Equatable, CustomStringConvertible {
         case .droppedButPresent, .missing: nil
         case .retyped(_, _, let found): found.description
         case .changed(_, _, let found): found.description
+        case .notAdapter(_, _, let found): found
         }
     }
 
@@ -68,12 +76,22 @@ public enum ManifestViolation: Sendable, Equatable, CustomStringConvertible {
         case .missing(let tensor, let state): "\(tensor): \(state.rawValue), but missing"
         case .retyped(let tensor, let expected, let found): "\(tensor): frozen, but its type changed (\(expected) → \(found))"
         case .changed(let tensor, let expected, let found): "\(tensor): frozen, but changed (\(expected.short)… → \(found.short)…)"
+        case .notAdapter(let tensor, let expected, let found): "\(tensor): expected \(expected)\(found.map { ", found \($0)" } ?? "")"
         }
     }
 }
 
 /// Enforcing a student's manifest on a proposed checkpoint, from its header alone and then
 /// from the digests of its frozen tensors.
+/// An adapter checkpoint's `adapter_config.json`, as the manifest check receives it.
+package enum AdapterConfigBytes: Sendable {
+    case bytes([UInt8])
+    /// The checkpoint has no such file.
+    case missing
+    /// An upload proposed the file but has not sent it yet.
+    case pending
+}
+
 package enum ManifestEnforcement {
     /// What a proposed checkpoint's header says against the manifest.
     package struct Plan: Sendable, Equatable {
@@ -87,8 +105,14 @@ package enum ManifestEnforcement {
 
     /// Checks names, dtypes and shapes: a dropped tensor present, a frozen or trainable one
     /// missing, a frozen one whose type changed. `manifest` is `nil` for a base (no rules).
-    package static func plan(_ manifest: ManifestSummary?, tensors: [TensorInfo]) -> Plan {
+    ///
+    /// An adapter student's checkpoint holds only its adapter: `adapterConfig` is its
+    /// `adapter_config.json` (`.missing` when the checkpoint has none, `.pending` while an upload
+    /// has not sent it yet: then only the final check decides), and every tensor is checked
+    /// against the parent's modules (``AdapterLayout``) and recorded as `new`.
+    package static func plan(_ manifest: ManifestSummary?, tensors: [TensorInfo], adapterConfig: AdapterConfigBytes = .missing) -> Plan {
         guard let manifest else { return Plan(violations: [], frozen: [], newTensors: []) }
+        if manifest.mode == .adapter { return adapterPlan(manifest, tensors: tensors, config: adapterConfig) }
         let byName = Dictionary(tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
         var plan = Plan(violations: [], frozen: [], newTensors: [])
         for entry in manifest.entries {
@@ -118,6 +142,32 @@ package enum ManifestEnforcement {
         }
         let entries = Dictionary(manifest.entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         plan.newTensors = tensors.map(\.name).filter { name in entries[name].map { $0.state == .new } ?? true }
+        return plan
+    }
+
+    /// What an adapter checkpoint is checked against: the config, then each tensor on the parent.
+    private static func adapterPlan(_ manifest: ManifestSummary, tensors: [TensorInfo], config: AdapterConfigBytes) -> Plan {
+        var plan = Plan(violations: [], frozen: [], newTensors: tensors.map(\.name))
+        let parsed: AdapterConfig
+        switch config {
+        case .pending:
+            return plan
+        case .missing:
+            plan.violations = [
+                .notAdapter(
+                    tensor: AdapterConfig.fileName,
+                    expected: "a PEFT adapter directory (adapter_model.safetensors and adapter_config.json, as save_pretrained writes it)",
+                    found: "no \(AdapterConfig.fileName)")
+            ]
+            return plan
+        case .bytes(let bytes):
+            do { parsed = try AdapterConfig.parse(bytes) } catch {
+                let reason: String = if case .invalidManifest(let text) = error { text } else { error.description }
+                plan.violations = [.notAdapter(tensor: AdapterConfig.fileName, expected: "a PEFT adapter config", found: reason)]
+                return plan
+            }
+        }
+        plan.violations = AdapterLayout.resolve(parsed, tensors: tensors, parent: manifest.entries.filter { $0.state == .frozen }).problems
         return plan
     }
 

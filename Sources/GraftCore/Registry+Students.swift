@@ -49,9 +49,16 @@ extension Registry {
         try FreeText.check(description, what: "description")
         if try await modelID(name) != nil { throw .modelExists(name) }
         let (parentID, parentSummary) = try await resolve(parent)
+        if try await metadata.manifest(of: parentSummary.model)??.mode == .adapter {
+            throw .invalidManifest(
+                "\(parentSummary.ref) is an adapter checkpoint, which holds only its adapter: derive students from a full model "
+                    + "(the adapter's parent, or the adapter merged and registered as a base)")
+        }
         let (entries, declaration) = try ManifestResolver.resolveInferringPrefix(
             declaration, parent: try await tensors(checkpointID: parentID))
-        let mode = ManifestResolver.mode(of: entries)
+        let isAdapter = declaration == .adapter
+        let mode = isAdapter ? .adapter : ManifestResolver.mode(of: entries)
+        let relation = isAdapter ? .adapter : relation
         let rules: String? = {
             guard case .rules(let rules, let through) = declaration else { return nil }
             var object: [[String: String]] = rules.map { ["action": $0.action.rawValue, "pattern": $0.pattern] }
@@ -147,7 +154,9 @@ extension Registry {
         let reader = try open()
         let tensors = reader.header.tensors
         // The manifest from the header alone: nothing is read or written on a violation.
-        let plan = ManifestEnforcement.plan(manifest, tensors: tensors)
+        var adapterConfig = AdapterConfigBytes.missing
+        if manifest?.mode == .adapter, let bytes = try directory?.smallFile(AdapterConfig.fileName) { adapterConfig = .bytes(bytes) }
+        let plan = ManifestEnforcement.plan(manifest, tensors: tensors, adapterConfig: adapterConfig)
         if !plan.violations.isEmpty { throw Self.refusal(name, manifest, tensors: tensors, plan.violations) }
         let total = reader.header.dataLength
         var report: (@Sendable (Int) -> Void)? = nil

@@ -455,7 +455,8 @@ extension Registry {
         }
         var checked = try CheckedProposal(proposal)
         guard !base, let manifest = try await self.manifest(of: name) else { return checked }
-        let plan = ManifestEnforcement.plan(manifest, tensors: checked.header.tensors)
+        let adapterConfig = manifest.mode == .adapter ? try await adapterConfig(checked) : .missing
+        let plan = ManifestEnforcement.plan(manifest, tensors: checked.header.tensors, adapterConfig: adapterConfig)
         // A checkpoint under another prefix: one line says so (other violations are listed below, with the drift).
         let refusal = Self.refusal(name, manifest, tensors: checked.header.tensors, plan.violations)
         if case .prefixMismatch = refusal { throw refusal }
@@ -465,6 +466,26 @@ extension Registry {
         if !violations.isEmpty { throw .manifestViolation(model: name, violations: violations) }
         checked.newTensors = plan.newTensors
         return checked
+    }
+
+    /// An uploaded adapter's `adapter_config.json`: sent with the proposal, held inline, or a
+    /// stored blob; `.pending` while it is still to be uploaded.
+    private func adapterConfig(_ checked: CheckedProposal) async throws(GraftError) -> AdapterConfigBytes {
+        guard let file = checked.fileBlobs.first(where: { $0.path == AdapterConfig.fileName }) else { return .missing }
+        if let data = file.data { return .bytes(data) }
+        guard file.length <= 1 << 20 else { throw .invalidUpload("\(AdapterConfig.fileName) is over 1 MiB") }
+        if let held = try await metadata.inlineBytes([file.digest])[file.digest], Digest.of(held) == file.digest { return .bytes(held) }
+        guard blobs.store.contains(file.digest, claim: false) else { return .pending }
+        var bytes = [UInt8](repeating: 0, count: file.length)
+        let store = blobs.store
+        let read = bytes.withUnsafeMutableBytes { buffer in
+            Result { () throws(GraftError) in
+                if file.length > 0 { try store.read(file.digest, at: 0, count: file.length, into: buffer.baseAddress!) }
+            }
+        }
+        try read.get()
+        guard Digest.of(bytes) == file.digest else { throw .damagedBlob(file.digest, reason: "its bytes do not hash to its address") }
+        return .bytes(bytes)
     }
 
     /// Starts storing one uploaded blob (`PUT /v1/blobs/DIGEST`): bytes go to temporary storage

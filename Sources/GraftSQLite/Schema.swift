@@ -33,10 +33,20 @@ enum SchemaMigrator {
         while true {
             let applied = try pool.writeWithoutTransaction { db -> Bool in
                 var didApply = false
+                // A migration that rebuilds a table (SQLite's documented procedure) runs with
+                // foreign keys off, which only takes effect outside a transaction; every
+                // reference is checked before the migration commits.
+                try db.execute(sql: "PRAGMA foreign_keys = OFF")
+                defer { try? db.execute(sql: "PRAGMA foreign_keys = ON") }
                 try db.inTransaction(.immediate) {
                     try db.execute(sql: createLedger)
                     guard let next = try pending(db, path: path) else { return .commit }
                     try db.execute(sql: next.sql)
+                    if let broken = try Row.fetchOne(db, sql: "PRAGMA foreign_key_check") {
+                        throw DatabaseError(
+                            resultCode: .SQLITE_CONSTRAINT_FOREIGNKEY,
+                            message: "migration \(next.version) breaks a foreign key of table \(broken[0] as String? ?? "?")")
+                    }
                     try db.execute(
                         sql: "INSERT INTO graft_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
                         arguments: [next.version, next.name, next.checksum, timestamp()])

@@ -11,6 +11,13 @@ extension GraftCommand {
                 index, config, tokenizer and other file, byte for byte. Every blob is rehashed on
                 the way out; a damaged store fails the export (exit 2) rather than write bad bytes.
                 The output appears whole or not at all (written beside it, then renamed).
+
+                An adapter's checkpoint exports as its PEFT directory (adapter_model.safetensors,
+                adapter_config.json), which PeftModel.from_pretrained(base, DIR) loads. With
+                --merged it exports as its parent's model directory with the LoRA merged in (each
+                targeted weight W + scale·B·A in W's dtype, as PEFT's merge_and_unload does),
+                which from_pretrained loads. --merged reads a local registry; other adapter types
+                than LoRA (and DoRA) are refused (exit 65).
                 """)
 
         @Argument(help: ArgumentHelp("The checkpoint (a bare NAME means its latest).", valueName: "ref"))
@@ -21,13 +28,26 @@ extension GraftCommand {
         var output: String
         @Flag(help: "Replace the output file or directory if it exists.")
         var force = false
+        @Flag(help: "For an adapter's checkpoint: write its parent with the adapter merged in.")
+        var merged = false
         @OptionGroup var options: RegistryOptions
         @OptionGroup var format: OutputOptions
 
         func run() async throws {
             let reference = try parseReference(ref)
             try await GraftCLI.run { () throws(GraftError) in
-                let result = try await options.open().export(reference, to: output, overwrite: force)
+                let registry = try await options.open()
+                let result: ExportResult
+                if merged {
+                    guard let local = registry as? Registry else {
+                        throw GraftError.cannotMerge(
+                            checkpoint: ref,
+                            reason: "a merged export reads a local registry; export the adapter (without --merged) and merge it with PEFT")
+                    }
+                    result = try await local.exportMerged(reference, to: output, overwrite: force)
+                } else {
+                    result = try await registry.export(reference, to: output, overwrite: force)
+                }
                 if format.json { return try emitJSON(result) }
                 let files = result.files.map { ", \($0) files" } ?? ""
                 print("exported \(result.checkpoint) (\(formatBytes(result.bytes))\(files)) to \(result.path)")

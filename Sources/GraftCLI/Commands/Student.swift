@@ -29,6 +29,15 @@ extension GraftCommand.Student {
                 so; without it, a rule that matches nothing is tried under the prefix its pattern
                 starts with, so `--freeze bert.embeddings` finds the base's `embeddings`. Frozen
                 tensors are then checked and shared through the prefix.
+
+                --adapter makes an adapter student (transfer mode `adapter`, relation `adapter`):
+                every parent tensor is frozen and none is stored with its checkpoints, which are
+                PEFT adapter directories (adapter_model.safetensors and adapter_config.json, as
+                save_pretrained writes them). Each commit checks that the config parses and that
+                every LoRA tensor sits on a parent module with the shapes its rank gives; copies
+                of modules_to_save are the adapter's own tensors. `graft export REF --merged`
+                writes the parent with the adapter merged in. An adapter's checkpoint has no
+                students of its own (stacked adapters are refused).
                 """)
 
         @Argument(help: ArgumentHelp("The student's name.", valueName: "name"))
@@ -54,10 +63,23 @@ extension GraftCommand.Student {
                 "The student names the parent's tensors under this prefix, e.g. `bert.` (inferred from the rules when absent).",
                 valueName: "prefix"))
         var prefix: String?
+        @Flag(help: "An adapter student (PEFT/LoRA): its checkpoints hold the adapter only; no other rule applies.")
+        var adapter = false
         @Option(help: "A one-line description.")
         var description: String?
         @OptionGroup var options: RegistryOptions
         @OptionGroup var output: OutputOptions
+
+        func validate() throws {
+            guard adapter else { return }
+            guard freeze.isEmpty, train.isEmpty, drop.isEmpty, reinit.isEmpty, freezeThrough == nil, prefix == nil else {
+                throw ValidationError(
+                    "--adapter freezes every parent tensor: it takes no --freeze, --train, --drop, --reinit, --freeze-through or --prefix")
+            }
+            guard relation == .finetune || relation == .adapter else {
+                throw ValidationError("--adapter makes an `adapter` relation; leave --relation out")
+            }
+        }
 
         func run() async throws {
             let name = try parseName(self.name)
@@ -67,7 +89,8 @@ extension GraftCommand.Student {
                 + reinit.map { ManifestRule(.reinit, $0) } + (prefix.map { [ManifestRule(.prefix, $0)] } ?? [])
             try await GraftCLI.run { () throws(GraftError) in
                 let result = try await options.open().createStudent(
-                    name: name, from: parent, relation: relation, manifest: .rules(rules, freezeThrough: freezeThrough),
+                    name: name, from: parent, relation: relation,
+                    manifest: adapter ? .adapter : .rules(rules, freezeThrough: freezeThrough),
                     description: description)
                 if output.json { return try emitJSON(result) }
                 print(

@@ -149,6 +149,10 @@ extension GraftCommand {
                         case .featureExtraction: .featureExtraction
                         case .fullFinetune: .fullFinetune
                         case .partialFinetune: .freezeBlocks(freezeBlocks ?? 1)
+                        case .adapter:
+                            throw failUsage(
+                                "the engine does not train adapters yet: commit a PEFT LoRA (graft student create --adapter)"
+                            )
                         }
                     let created = try await trainerCall { () async throws(TrainerError) in
                         try await Engine.deriveStudent(modelName, from: parent, plan: plan, in: registry)
