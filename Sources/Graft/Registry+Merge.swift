@@ -272,8 +272,8 @@ struct MergePlan: Sendable {
     }
 
     /// The parent's weight at `position` with the target's B·A added, as PEFT merges: the
-    /// product in float32, times the scale, rounded to the weight's dtype, then added (in
-    /// float32 and rounded once more for BF16 and F16).
+    /// product in float32, times the scale, rounded to the adapter's dtype, then added to the
+    /// weight in float32 and rounded to the weight's dtype.
     func merged(_ position: Int, _ target: AdapterLayout.Target, blobs: BlobTransfer) throws(GraftError) -> [UInt8] {
         let weight = parentTensors[position]
         let (wd, wl, wi) = parentParts[position]
@@ -299,10 +299,11 @@ struct MergePlan: Sendable {
         }
         let scale = Float(target.scale)
         let transposed = target.transposed || target.kind == .embedding
-        let round = Self.rounding(weight.dtype)
+        // PEFT rounds the update to the adapter's dtype (B's), then adds it to the weight.
+        let (round, roundUpdate) = (Self.rounding(weight.dtype), Self.rounding(adapterTensors[bi].dtype))
         for row in 0..<rows {
             for column in 0..<columns {
-                let update = round(delta[row * columns + column] * scale)
+                let update = roundUpdate(delta[row * columns + column] * scale)
                 let at = transposed ? column * rows + row : row * columns + column
                 w[at] = round(w[at] + update)
             }

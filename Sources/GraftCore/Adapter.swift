@@ -174,11 +174,13 @@ package struct AdapterLayout: Sendable, Equatable {
                 candidates.append(first)
             }
         }
-        var best: (layout: AdapterLayout?, problems: [ManifestViolation])? = nil
+        // The prefix that places the most modules on the parent's explains the problems best
+        // (a wrong shape says more than "no such module").
+        var best: (placed: Int, problems: [ManifestViolation])? = nil
         for prefix in candidates {
             let attempt = resolve(config, tensors: tensors, inner: inner, prefix: prefix, parent: parentByName, modules: modules)
-            if attempt.problems.isEmpty, attempt.layout != nil { return attempt }
-            if best == nil || attempt.problems.count < best!.problems.count { best = attempt }
+            if attempt.problems.isEmpty, attempt.layout != nil { return (attempt.layout, []) }
+            if best == nil || attempt.placed > best!.placed { best = (attempt.placed, attempt.problems) }
         }
         return (nil, best?.problems ?? [])
     }
@@ -186,8 +188,9 @@ package struct AdapterLayout: Sendable, Equatable {
     private static func resolve(
         _ config: AdapterConfig, tensors: [TensorInfo], inner: [String?], prefix: String, parent: [String: ManifestEntry],
         modules: Set<String>
-    ) -> (layout: AdapterLayout?, problems: [ManifestViolation]) {
+    ) -> (layout: AdapterLayout?, problems: [ManifestViolation], placed: Int) {
         var problems: [ManifestViolation] = []
+        var placed = 0
         func problem(_ tensor: String, _ expected: String, _ found: String? = nil) {
             problems.append(.notAdapter(tensor: tensor, expected: expected, found: found))
         }
@@ -245,6 +248,7 @@ package struct AdapterLayout: Sendable, Equatable {
                     "no tensor \(prefix.isEmpty ? "" : "(under prefix \(prefix)) ")\(module).weight in the parent")
                 continue
             }
+            placed += 1
             let rank = config.rank(of: module)
             let kind: Target.Kind = pair.embedding ? .embedding : shape.count == 4 ? .conv : .linear
             let transposed = kind == .linear && config.fanInFanOut
@@ -277,7 +281,7 @@ package struct AdapterLayout: Sendable, Equatable {
                 ))
         }
         if tensors.isEmpty { problem(AdapterConfig.fileName, "at least one adapter tensor", "none") }
-        guard problems.isEmpty else { return (nil, problems) }
-        return (AdapterLayout(prefix: prefix, targets: targets, copies: copies), [])
+        guard problems.isEmpty else { return (nil, problems, placed) }
+        return (AdapterLayout(prefix: prefix, targets: targets, copies: copies), [], placed)
     }
 }

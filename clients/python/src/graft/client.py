@@ -155,13 +155,24 @@ class Client:
     def create_student(
         self, name: str, parent: str, *, freeze: Iterable[str] = (), train: Iterable[str] = (), drop: Iterable[str] = (),
         reinit: Iterable[str] = (), freeze_through: str | None = None, relation: str = "finetune",
-        description: str | None = None, prefix: str | None = None,
+        description: str | None = None, prefix: str | None = None, adapter: bool = False,
     ) -> Model:
         """A student of the parent checkpoint ``parent`` (``NAME@N``) with its frozen-layer
         manifest: the CLI's rules (a tensor name, a layer prefix or a glob). A task model that
         names the base's tensors under a prefix (``bert.``) says so with ``prefix``, or writes
-        its rules in its own names (``freeze=["bert.embeddings"]``): the prefix is inferred."""
+        its rules in its own names (``freeze=["bert.embeddings"]``): the prefix is inferred.
+
+        ``adapter=True`` makes an adapter student (mode and relation ``adapter``): every parent
+        tensor frozen and never stored; its checkpoints are PEFT adapters (commit a ``PeftModel``
+        or its ``save_pretrained`` directory), and it takes no other rule."""
+        if adapter:
+            if any(list(p) for p in (freeze, train, drop, reinit)) or freeze_through or prefix:
+                raise ValueError("an adapter student freezes every parent tensor: it takes no freeze, train, drop, reinit, "
+                                 "freeze_through or prefix")
+            relation = "adapter"
         body: dict[str, Any] = {"name": name, "parent": parent, "relation": relation}
+        if adapter:
+            body["adapter"] = True
         for key, patterns in (("freeze", freeze), ("train", train), ("drop", drop), ("reinit", reinit)):
             patterns = [patterns] if isinstance(patterns, str) else list(patterns)
             if patterns:
@@ -183,7 +194,10 @@ class Client:
         model directory (its config, tokenizer and other files kept too; ``exclude`` globs leave
         files out). For a student the manifest is enforced from the digests before any tensor
         data moves (:class:`FrozenTensorChanged` names each offending tensor; nothing is
-        stored); only tensors and files the server lacks are sent."""
+        stored); only tensors and files the server lacks are sent.
+
+        A PEFT ``PeftModel`` commits its adapter only (``adapter_model.safetensors`` and
+        ``adapter_config.json`` as ``save_pretrained`` writes them), to an adapter student."""
         commit: dict[str, Any] = {}
         if step is not None:
             commit["step"] = int(step)
@@ -196,10 +210,31 @@ class Client:
             commit["metrics"] = {str(k): float(v) for k, v in metrics.items()}
         if split is not None:
             commit["split"] = split
+        if _is_peft(state_dict_or_path):
+            with tempfile.TemporaryDirectory(prefix="graft-adapter-") as directory:
+                state_dict_or_path.save_pretrained(directory)
+                # PEFT's generated card is boilerplate: the adapter is its weights and config.
+                kept = ("adapter_model.safetensors", "adapter_config.json")
+                extra = [name for name in os.listdir(directory) if name not in kept]
+                return self._upload_directory(["v1", "models", model, "checkpoints"],
+                                              _read_directory(directory, [*exclude, *extra]), commit)
         if _is_directory(state_dict_or_path):
             return self._upload_directory(["v1", "models", model, "checkpoints"], _read_directory(state_dict_or_path, exclude),
                                           commit)
         return self._upload(["v1", "models", model, "checkpoints"], _layout(state_dict_or_path), commit)
+
+    def load_adapter(self, ref: str, base_model: Any, *, is_trainable: bool = False) -> Any:
+        """The adapter checkpoint ``ref`` (an adapter student's; a bare NAME means its newest) on
+        ``base_model`` as a ``peft.PeftModel``: its PEFT directory fetched once into the snapshot
+        cache (:meth:`snapshot`) and loaded with ``PeftModel.from_pretrained``. ``base_model`` is
+        the adapter's parent, loaded by the caller (``from_pretrained(client.snapshot(parent))``)."""
+        from peft import PeftModel
+
+        detail = self._json("GET", ["v1", "checkpoints", ref])
+        if not any(f["path"] == "adapter_config.json" for f in detail.get("files") or []):
+            raise InvalidInput(f"{detail['checkpoint']['ref']} is not an adapter checkpoint (it has no adapter_config.json)",
+                               kind="invalid_input")
+        return PeftModel.from_pretrained(base_model, self.snapshot(detail["checkpoint"]["ref"]), is_trainable=is_trainable)
 
     def apply_manifest(self, module: Any, student: str) -> list[str]:
         """Makes a torch module train what the student's manifest lets it train: frozen
@@ -229,6 +264,11 @@ class Client:
         epoch, said before training starts."""
         manifest = self.model(student).manifest
         if manifest is None:
+            return
+        if manifest.get("mode") == "adapter":
+            # The base is frozen by PEFT; what matters is that an adapter is what gets committed.
+            if not _is_peft(module):
+                raise ValueError(f"{student} is an adapter student: train a peft.PeftModel (get_peft_model) and commit it")
             return
         frozen = {e["name"] for e in manifest["entries"] if e["state"] == "frozen"}
         trainable = [name for name, p in module.named_parameters() if p.requires_grad and name in frozen]
@@ -492,6 +532,11 @@ def _proposed(spans: list[tuple[str, Any, int, int]]) -> list[dict[str, Any]]:
 def _stay_in_eval(self: Any, mode: bool = True) -> Any:
     """``train()`` of a module the manifest freezes whole: it stays in eval mode."""
     return self
+
+
+def _is_peft(source: Any) -> bool:
+    """A PEFT model (``PeftModel`` and its task subclasses), without importing peft."""
+    return hasattr(source, "peft_config") and hasattr(source, "save_pretrained") and hasattr(source, "get_base_model")
 
 
 def _is_directory(source: Any) -> bool:

@@ -7,7 +7,9 @@ parameters before training starts and enforced on every commit. Timing and throu
 (``eval_runtime``, ``*_samples_per_second``, ``total_flos``) are run information: curves under
 ``run/``, never rankable metrics. The Trainer's resume state (``optimizer.pt``,
 ``scheduler.pt``, ``rng_state.pth``, ``training_args.bin``) is pickled: it stays local (said
-once), and never fails the run.
+once), and never fails the run. A PEFT model (LoRA) commits its adapter only
+(``adapter_model.safetensors`` and ``adapter_config.json``) to an adapter student
+(``client.create_student(name, parent, adapter=True)``).
 
 >>> trainer = Trainer(model=model, args=args, ..., callbacks=[GraftCallback(client, "bert-ft")])
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..client import Checkpoint, Client
+from ..client import Checkpoint, Client, _is_peft
 from ._common import numeric_metrics, split_run_information
 
 #: What Trainer saves beside the model that is pickled (resume state): left out of commits.
@@ -71,7 +73,9 @@ class GraftCallback(TrainerCallback):
         split = self.split if self.last_metrics else None
         directory = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         source: Any = model.state_dict()
-        if os.path.isdir(directory) and any(name.endswith(".safetensors") for name in os.listdir(directory)):
+        if _is_peft(model):
+            source = model  # a PEFT model commits its adapter only, to an adapter student
+        elif os.path.isdir(directory) and any(name.endswith(".safetensors") for name in os.listdir(directory)):
             source = directory  # the whole checkpoint: config and tokenizer included
             pickled = [name for name in os.listdir(directory) if name.endswith((".pt", ".pth", ".bin"))]
             if pickled and not self.said_resume_state:
