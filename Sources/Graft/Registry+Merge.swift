@@ -347,3 +347,43 @@ struct MergePlan: Sendable {
         }
     }
 }
+
+/// A merged export from any registry (``RegistryAPI``): a local one merges from its blobs
+/// (``Registry/exportMerged(_:to:overwrite:)``); a remote one has the adapter and its parent
+/// downloaded (every byte checked against its digest) into a scratch registry beside `path`,
+/// merged there the same way, and the scratch removed — it takes the parent's size again on disk
+/// while it runs.
+public enum MergedExport {
+    /// - Throws: as ``Registry/exportMerged(_:to:overwrite:)``, and the download's errors.
+    @discardableResult
+    public static func export(from registry: any RegistryAPI, _ reference: Reference, to path: String, overwrite: Bool = false)
+        async throws(GraftError) -> ExportResult
+    {
+        if let local = registry as? Registry { return try await local.exportMerged(reference, to: path, overwrite: overwrite) }
+        let summary = try await registry.checkpoint(reference).checkpoint
+        if !overwrite, FileSystem.fileExists(path) { throw .outputExists(path: path) }
+        guard let manifest = try await registry.manifest(of: summary.model), manifest.mode == .adapter else {
+            throw .cannotMerge(checkpoint: summary.ref, reason: "\(summary.model) is not an adapter student")
+        }
+        let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        let folder = trimmed.contains("/") ? String(trimmed[..<trimmed.lastIndex(of: "/")!]) : "."
+        let scratch = (folder.isEmpty ? "" : folder + "/") + "." + FileSystem.uniqueName(suffix: ".merge")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        try FileSystem.makeDirectory(scratch, mode: 0o700)
+        let parentPath = scratch + "/parent", adapterPath = scratch + "/adapter"
+        _ = try await registry.export(try Reference(parsing: manifest.parent), to: parentPath, overwrite: false)
+        _ = try await registry.export(summary.reference, to: adapterPath, overwrite: false)
+        let local = try await Registry.create(at: scratch + "/registry").registry
+        let (parent, adapter) = (try ModelName("parent"), try ModelName("adapter"))
+        if DirectoryInput.isDirectory(parentPath) {
+            _ = try await local.addBase(name: parent, directory: try DirectoryInput.open(parentPath))
+        } else {
+            _ = try await local.addBase(name: parent, file: parentPath)
+        }
+        _ = try await local.createStudent(name: adapter, from: .number(parent, 1), manifest: .adapter)
+        _ = try await local.addCheckpoint(model: adapter, directory: try DirectoryInput.open(adapterPath))
+        var result = try await local.exportMerged(.number(adapter, 1), to: path, overwrite: overwrite)
+        (result.checkpoint, result.digest) = (summary.ref, summary.digest)
+        return result
+    }
+}

@@ -173,6 +173,11 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
         case .invalidManifest(let reason):
             return "invalid manifest: \(reason)"
         case .manifestViolation(let model, let violations):
+            if violations.allSatisfy({ if case .notAdapter = $0 { true } else { false } }) {
+                return
+                    "checkpoint refused: it is not an adapter on \(model)'s parent (\(violations.count) problem(s)); nothing was written: "
+                    + violations.map(\.description).joined(separator: "; ")
+            }
             return "checkpoint refused: it breaks \(model)'s frozen-layer manifest (\(violations.count) tensor(s)); nothing was written: "
                 + violations.map(\.description).joined(separator: "; ")
         case .invalidMetric(let text, let reason):

@@ -252,11 +252,22 @@ public struct RegistryStats: Sendable, Codable, Equatable {
     public var dedupRatio: Double
     /// Size of the SQLite database files.
     public var databaseBytes: Int
+    /// Adapter students (transfer mode `adapter`) and their checkpoints.
+    public var adapterModels: Int
+    public var adapterCheckpoints: Int
+    /// The adapter checkpoints' own bytes (weights and config), and what a full copy of the
+    /// parent per checkpoint would take: what adapters cost against fine-tuned copies.
+    public var adapterBytes: Int
+    public var adapterParentBytes: Int
 
     package init(
         models: Int, bases: Int, checkpoints: Int, tensors: Int, blobs: Int, inlineBlobs: Int, logicalBytes: Int, physicalBytes: Int,
-        dedupRatio: Double, databaseBytes: Int
+        dedupRatio: Double, databaseBytes: Int, adapterModels: Int = 0, adapterCheckpoints: Int = 0, adapterBytes: Int = 0,
+        adapterParentBytes: Int = 0
     ) {
+        (self.adapterModels, self.adapterCheckpoints, self.adapterBytes, self.adapterParentBytes) = (
+            adapterModels, adapterCheckpoints, adapterBytes, adapterParentBytes
+        )
         self.models = models
         self.bases = bases
         self.checkpoints = checkpoints

@@ -315,7 +315,15 @@ extension PostgresMetadataStore {
                            (SELECT coalesce(sum(file_bytes), 0)::bigint FROM checkpoints) AS logical,
                            (SELECT coalesce(sum(byte_length), 0)::bigint FROM blobs) AS blob_bytes,
                            (SELECT coalesce(sum(length(header)), 0)::bigint FROM checkpoints) AS header_bytes,
-                           pg_database_size(current_database()) AS database_bytes
+                           pg_database_size(current_database()) AS database_bytes,
+                           (SELECT count(*) FROM models WHERE transfer_mode = 'adapter') AS adapters
+                    """, logger: self.logger),
+                let adapters = try await connection.one(
+                    """
+                    SELECT count(*) AS checkpoints, coalesce(sum(c.file_bytes), 0)::bigint AS bytes,
+                           coalesce(sum(p.file_bytes), 0)::bigint AS parent_bytes
+                    FROM models m JOIN checkpoints c ON c.model_id = m.id JOIN checkpoints p ON p.id = m.parent_checkpoint_id
+                    WHERE m.transfer_mode = 'adapter'
                     """, logger: self.logger)
             else { throw GraftError.database(code: -1, message: "no totals") }
             let logical: Int = try row["logical"]
@@ -323,7 +331,9 @@ extension PostgresMetadataStore {
             return RegistryStats(
                 models: try row["models"], bases: try row["bases"], checkpoints: try row["checkpoints"], tensors: try row["tensors"],
                 blobs: try row["blobs"], inlineBlobs: try row["inline_blobs"], logicalBytes: logical, physicalBytes: physical,
-                dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: try row["database_bytes"])
+                dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: try row["database_bytes"],
+                adapterModels: try row["adapters"], adapterCheckpoints: try adapters["checkpoints"], adapterBytes: try adapters["bytes"],
+                adapterParentBytes: try adapters["parent_bytes"])
         }
     }
 }

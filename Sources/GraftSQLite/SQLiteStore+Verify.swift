@@ -113,7 +113,15 @@ extension SQLiteMetadataStore {
                            (SELECT count(*) FROM blobs WHERE inline_data IS NOT NULL) AS inline_blobs,
                            (SELECT coalesce(sum(file_bytes), 0) FROM checkpoints) AS logical,
                            (SELECT coalesce(sum(byte_length), 0) FROM blobs) AS blob_bytes,
-                           (SELECT coalesce(sum(length(header)), 0) FROM checkpoints) AS header_bytes
+                           (SELECT coalesce(sum(length(header)), 0) FROM checkpoints) AS header_bytes,
+                           (SELECT count(*) FROM models WHERE transfer_mode = 'adapter') AS adapters
+                    """)!
+            let adapters = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT count(*) AS checkpoints, coalesce(sum(c.file_bytes), 0) AS bytes, coalesce(sum(p.file_bytes), 0) AS parent_bytes
+                    FROM models m JOIN checkpoints c ON c.model_id = m.id JOIN checkpoints p ON p.id = m.parent_checkpoint_id
+                    WHERE m.transfer_mode = 'adapter'
                     """)!
             let logical: Int = row["logical"]
             let physical = (row["blob_bytes"] as Int) + (row["header_bytes"] as Int)
@@ -124,7 +132,9 @@ extension SQLiteMetadataStore {
             return RegistryStats(
                 models: row["models"], bases: row["bases"], checkpoints: row["checkpoints"], tensors: row["tensors"],
                 blobs: row["blobs"], inlineBlobs: row["inline_blobs"], logicalBytes: logical, physicalBytes: physical,
-                dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: databaseBytes)
+                dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: databaseBytes,
+                adapterModels: row["adapters"], adapterCheckpoints: adapters["checkpoints"], adapterBytes: adapters["bytes"],
+                adapterParentBytes: adapters["parent_bytes"])
         }
     }
 }

@@ -905,12 +905,20 @@ package final class MemoryMetadataStore: MetadataStore {
         try access { state in
             let logical = state.checkpoints.values.reduce(0) { $0 + $1.fileBytes }
             let physical = state.blobs.values.reduce(0) { $0 + $1.length } + state.checkpoints.values.reduce(0) { $0 + $1.header.count }
+            let adapters = state.models.values.filter { $0.mode == .adapter }
+            let adapterCheckpoints = adapters.flatMap { model in
+                state.checkpoints(of: model.id).map {
+                    ($0.fileBytes, model.parentCheckpoint.flatMap { state.checkpoints[$0] }?.fileBytes ?? 0)
+                }
+            }
             return RegistryStats(
                 models: state.models.count, bases: state.models.values.filter { $0.kind == "base" }.count,
                 checkpoints: state.checkpoints.count,
                 tensors: state.checkpoints.values.reduce(0) { $0 + $1.tensors.count }, blobs: state.blobs.count,
                 inlineBlobs: state.blobs.values.filter { $0.inline != nil }.count, logicalBytes: logical, physicalBytes: physical,
-                dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: 0)
+                dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: 0, adapterModels: adapters.count,
+                adapterCheckpoints: adapterCheckpoints.count, adapterBytes: adapterCheckpoints.reduce(0) { $0 + $1.0 },
+                adapterParentBytes: adapterCheckpoints.reduce(0) { $0 + $1.1 })
         }
     }
 }

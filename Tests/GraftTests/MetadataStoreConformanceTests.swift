@@ -675,3 +675,36 @@ private final class Streamed: @unchecked Sendable {
     func append(_ chunk: UnsafeRawBufferPointer) { lock.withLock { collected.append(contentsOf: chunk) } }
     var bytes: [UInt8] { lock.withLock { collected } }
 }
+
+extension BackendPairTests {
+    @Test(
+        "an adapter student: its mode stored and read back, only its adapter stored, counted by stats, merged on export", arguments: pairs)
+    func adapter(pair: (MetadataStoreKind, BlobStoreKind)) async throws {
+        let (metadata, keepMetadata) = try await pair.0.make()
+        let (blobs, keepBlobs) = try pair.1.make()
+        defer { withExtendedLifetime((keepMetadata, keepBlobs)) {} }
+        let registry = Registry(
+            layout: RegistryLayout(root: keepBlobs.file("store")), metadata: metadata, blobs: blobs, inlineThreshold: 64)
+        let source = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: source.file("parent"), withIntermediateDirectories: true)
+        try SafeTensorsWriter.write(AdapterTests.parentTensors, metadata: ["format": "pt"], to: source.file("parent/model.safetensors"))
+        _ = try await registry.addBase(name: name("base"), directory: try DirectoryInput.open(source.file("parent")))
+        _ = try await registry.createStudent(name: name("lora"), from: .number(name("base"), 1), manifest: .adapter)
+        let adapter = try AdapterTests.writeAdapter(source.file("adapter"))
+        let result = try await registry.addCheckpoint(model: name("lora"), directory: try DirectoryInput.open(adapter))
+        #expect(result.tensors == AdapterTests.loraTensors().count)
+        #expect(try await registry.manifest(of: name("lora"))?.mode == .adapter)
+        let lineage = try await registry.lineage(name("base"), metric: nil, direction: nil, parts: .both)
+        #expect(lineage.descendants.map(\.mode) == [.adapter])
+        let stats = try await registry.stats()
+        let own = try await registry.checkpoint(.number(name("lora"), 1)).checkpoint.fileBytes
+        let parent = try await registry.checkpoint(.number(name("base"), 1)).checkpoint.fileBytes
+        #expect(
+            stats.adapterModels == 1 && stats.adapterCheckpoints == 1 && stats.adapterBytes == own && stats.adapterParentBytes == parent)
+        let out = TemporaryDirectory()
+        try await registry.exportMerged(.number(name("lora"), 1), to: out.file("merged"))
+        let merged = try SafeTensorsReader(path: out.file("merged/model.safetensors"))
+        #expect(merged.headerBytes == (try SafeTensorsReader(path: source.file("parent/model.safetensors"))).headerBytes)
+        #expect(try await registry.verify(readData: true).ok)
+    }
+}

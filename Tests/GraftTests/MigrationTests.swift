@@ -160,6 +160,50 @@ struct MigrationTests {
         #expect(try await registry.verify().lineageProblems == [])
     }
 
+    @Test("version 9 rebuilds models (for the adapter mode) with every row, edge, count and trigger intact")
+    func modelsRebuildKeepsEverything() async throws {
+        let test = try await TestRegistry()
+        let registry = test.registry
+        _ = try await registry.addBase(name: try ModelName("base"), file: try test.writeBase())
+        _ = try await registry.createStudent(
+            name: try ModelName("fe"), from: try Reference(parsing: "base@1"),
+            manifest: .rules([ManifestRule(.freeze, "features")], freezeThrough: nil))
+        _ = try await registry.addCheckpoint(model: try ModelName("fe"), file: try test.writeBase())
+        _ = try await registry.logMetrics(try Reference(parsing: "fe@1"), [try MetricAssignment(name: "accuracy", value: 0.7)], split: nil)
+        try await registry.addAdvisory(on: try Reference(parsing: "base@1"), id: "ADV-9", severity: .high)
+        let before = (
+            try await registry.models(), try await registry.lineage(try ModelName("base"), metric: nil, direction: nil, parts: .both),
+            try await registry.affected(try Reference(parsing: "base@1"))
+        )
+        func dump() throws -> [String] {
+            try DatabaseQueue(path: test.registry.layout.database).read { db in
+                try ["models", "model_parents", "manifest_entries", "checkpoints", "metrics", "metric_summaries", "advisories"].map {
+                    table in
+                    try Row.fetchAll(db, sql: "SELECT * FROM \(table) ORDER BY 1, 2").map(\.description).joined(separator: "\n")
+                }
+            }
+        }
+        let rows = try dump()
+        // Back to version 8 in the ledger: opening applies version 9 again, to a registry holding data.
+        try await DatabaseQueue(path: registry.layout.database).write { db in
+            try db.execute(sql: "DELETE FROM graft_migrations WHERE version = 9")
+        }
+        let reopened = try await Registry.open(at: test.root)
+        #expect(try dump() == rows)
+        #expect(try await reopened.models() == before.0)
+        #expect(try await reopened.lineage(try ModelName("base"), metric: nil, direction: nil, parts: .both) == before.1)
+        #expect(try await reopened.affected(try Reference(parsing: "base@1")) == before.2)
+        // The triggers on checkpoints and metrics still keep the rebuilt table's counts and summaries.
+        _ = try await reopened.addCheckpoint(
+            model: try ModelName("fe"), file: try test.writeBase(), metrics: [try MetricAssignment(name: "accuracy", value: 0.9)])
+        #expect(try test.rows("SELECT checkpoint_count FROM models WHERE name = 'fe'") == 2)
+        #expect(try test.rows("SELECT count FROM metric_summaries") == 2)
+        #expect(try test.rows("SELECT count(*) FROM pragma_foreign_key_check") == 0)
+        #expect(try test.rows("SELECT count(*) FROM sqlite_master WHERE name = 'models_by_lineage_path'") == 1)
+        // And the store refuses a removal the foreign keys forbid, as before.
+        await #expect(throws: GraftError.self) { try await reopened.removeModel(try ModelName("base"), cascade: false, dryRun: false) }
+    }
+
     @Test("the schema has an index for every lookup path used by these commands")
     func queryPlans() async throws {
         let test = try await TestRegistry()

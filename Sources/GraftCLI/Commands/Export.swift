@@ -16,8 +16,9 @@ extension GraftCommand {
                 adapter_config.json), which PeftModel.from_pretrained(base, DIR) loads. With
                 --merged it exports as its parent's model directory with the LoRA merged in (each
                 targeted weight W + scale·B·A in W's dtype, as PEFT's merge_and_unload does),
-                which from_pretrained loads. --merged reads a local registry; other adapter types
-                than LoRA (and DoRA) are refused (exit 65).
+                which from_pretrained loads. From a server, the adapter and its parent are
+                downloaded beside the output and merged there (the parent's size again on disk
+                while it runs). Other adapter types than LoRA (and DoRA) are refused (exit 65).
                 """)
 
         @Argument(help: ArgumentHelp("The checkpoint (a bare NAME means its latest).", valueName: "ref"))
@@ -39,12 +40,7 @@ extension GraftCommand {
                 let registry = try await options.open()
                 let result: ExportResult
                 if merged {
-                    guard let local = registry as? Registry else {
-                        throw GraftError.cannotMerge(
-                            checkpoint: ref,
-                            reason: "a merged export reads a local registry; export the adapter (without --merged) and merge it with PEFT")
-                    }
-                    result = try await local.exportMerged(reference, to: output, overwrite: force)
+                    result = try await MergedExport.export(from: registry, reference, to: output, overwrite: force)
                 } else {
                     result = try await registry.export(reference, to: output, overwrite: force)
                 }

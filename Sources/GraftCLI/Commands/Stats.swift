@@ -27,8 +27,22 @@ extension GraftCommand {
                             ["dedup ratio", String(format: "%.2f×", stats.dedupRatio)],
                             ["database", formatBytes(stats.databaseBytes)],
                         ]
+                            + adapterRow(stats)
                     ).split(separator: "\n").dropFirst().joined(separator: "\n"))
             }
         }
     }
+}
+
+/// What adapters cost against full copies of their parents; none when there are no adapters.
+private func adapterRow(_ stats: RegistryStats) -> [[String]] {
+    guard stats.adapterModels > 0 else { return [] }
+    let share = 100 * Double(stats.adapterBytes) / Double(max(stats.adapterParentBytes, 1))
+    return [
+        [
+            "adapters",
+            "\(stats.adapterModels) (\(formatCount(stats.adapterCheckpoints)) checkpoints): \(formatBytes(stats.adapterBytes)) against "
+                + "\(formatBytes(stats.adapterParentBytes)) as full copies (\(String(format: "%.1f%%", share)))",
+        ]
+    ]
 }
