@@ -80,8 +80,18 @@ func uniformInit(_ count: Int, fanIn: Int, using generator: inout SeededGenerato
 public final class Linear: Layer {
     public let inputs: Int, outputs: Int
     public let weight: Parameter, bias: Parameter
-    public var parameters: [Parameter] { [weight, bias] }
+    /// A LoRA pair on the weight (adapter training): the layer computes with W + scale·B·A.
+    public private(set) var lowRank: LowRank?
+    public var parameters: [Parameter] { [weight, bias] + (lowRank.map { [$0.a, $0.b] } ?? []) }
+    public var state: [LayerState] { [weight, bias].map { LayerState(name: $0.name, shape: $0.shape, value: .floats($0.value)) } }
     private var input: Tensor?
+    /// The weight the last training forward used (merged with the LoRA pair).
+    private var effective: [Float] = []
+
+    /// Puts a LoRA pair of `rank` on the weight.
+    public func addLowRank(rank: Int, alpha: Double, generator: inout SeededGenerator) {
+        lowRank = LowRank(rank: rank, alpha: alpha, weightShape: weight.shape, generator: &generator)
+    }
 
     public init(inputs: Int, outputs: Int, generator: inout SeededGenerator) {
         self.inputs = inputs
@@ -99,22 +109,23 @@ public final class Linear: Layer {
     public func forward(_ input: Tensor, training: Bool) -> Tensor {
         let n = input.batch
         var output = [Float](repeating: 0, count: n * outputs)
+        let weights = lowRank?.merged(weight.value) ?? weight.value
         input.data.withUnsafeBufferPointer { x in
-            weight.value.withUnsafeBufferPointer { w in
+            weights.withUnsafeBufferPointer { w in
                 output.withUnsafeMutableBufferPointer { y in
                     for row in 0..<n { (y.baseAddress! + row * outputs).update(from: bias.value, count: outputs) }
                     BLAS.gemm(x.baseAddress!, w.baseAddress!, y.baseAddress!, m: n, n: outputs, k: inputs, transposeB: true, beta: 1)
                 }
             }
         }
-        if training { self.input = input }
+        if training { (self.input, effective) = (input, weights) }
         return Tensor(shape: [n, outputs], data: output)
     }
 
     public func backward(_ gradient: Tensor, inputGradient: Bool) -> Tensor? {
         guard let input else { preconditionFailure("backward before a training forward") }
         let n = gradient.batch
-        if !weight.frozen {
+        if !weight.frozen || lowRank != nil {
             gradient.data.withUnsafeBufferPointer { g in
                 input.data.withUnsafeBufferPointer { x in
                     weight.gradient.withUnsafeMutableBufferPointer { dw in
@@ -123,6 +134,7 @@ public final class Linear: Layer {
                 }
             }
         }
+        lowRank?.backward(weightGradient: weight.gradient)
         if !bias.frozen {
             for o in 0..<outputs { bias.gradient[o] = 0 }
             gradient.data.withUnsafeBufferPointer { g in
@@ -132,7 +144,7 @@ public final class Linear: Layer {
         guard inputGradient else { return nil }
         var dx = [Float](repeating: 0, count: n * inputs)
         gradient.data.withUnsafeBufferPointer { g in
-            weight.value.withUnsafeBufferPointer { w in
+            effective.withUnsafeBufferPointer { w in
                 dx.withUnsafeMutableBufferPointer { d in
                     BLAS.gemm(g.baseAddress!, w.baseAddress!, d.baseAddress!, m: n, n: inputs, k: outputs)
                 }
@@ -150,9 +162,19 @@ public final class Linear: Layer {
 public final class Conv2d: Layer {
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
     public let weight: Parameter, bias: Parameter
-    public var parameters: [Parameter] { [weight, bias] }
+    /// A LoRA pair on the kernel (adapter training): the layer computes with W + scale·B·A.
+    public private(set) var lowRank: LowRank?
+    public var parameters: [Parameter] { [weight, bias] + (lowRank.map { [$0.a, $0.b] } ?? []) }
+    public var state: [LayerState] { [weight, bias].map { LayerState(name: $0.name, shape: $0.shape, value: .floats($0.value)) } }
     private var columns: [Float] = []
     private var inputShape: [Int] = []
+    /// The kernel the last training forward used (merged with the LoRA pair).
+    private var effective: [Float] = []
+
+    /// Puts a LoRA pair of `rank` on the kernel.
+    public func addLowRank(rank: Int, alpha: Double, generator: inout SeededGenerator) {
+        lowRank = LowRank(rank: rank, alpha: alpha, weightShape: weight.shape, generator: &generator)
+    }
 
     public init(inChannels: Int, outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, generator: inout SeededGenerator) {
         self.inChannels = inChannels
@@ -212,10 +234,11 @@ public final class Conv2d: Layer {
         var columns = [Float](repeating: 0, count: n * patch * pixels)
         var output = [Float](repeating: 0, count: n * o * pixels)
         let s = stride, p = padding
+        let weights = lowRank?.merged(weight.value) ?? weight.value
         input.data.withUnsafeBufferPointer { x in
             columns.withUnsafeMutableBufferPointer { col in
                 output.withUnsafeMutableBufferPointer { y in
-                    weight.value.withUnsafeBufferPointer { wt in
+                    weights.withUnsafeBufferPointer { wt in
                         for sample in 0..<n {
                             let sampleColumns = col.baseAddress! + sample * patch * pixels
                             let image = x.baseAddress! + sample * inChannels * h * w
@@ -236,6 +259,7 @@ public final class Conv2d: Layer {
         if training {
             self.columns = columns
             inputShape = input.shape
+            effective = weights
         }
         return Tensor(shape: [n, o, oh, ow], data: output)
     }
@@ -244,7 +268,7 @@ public final class Conv2d: Layer {
         let (n, h, w, oh, ow) = geometry(inputShape)
         let patch = inChannels * kernel * kernel, pixels = oh * ow, o = outChannels
         let s = stride, p = padding
-        if !weight.frozen {
+        if !weight.frozen || lowRank != nil {
             gradient.data.withUnsafeBufferPointer { g in
                 columns.withUnsafeBufferPointer { col in
                     weight.gradient.withUnsafeMutableBufferPointer { dw in
@@ -258,6 +282,7 @@ public final class Conv2d: Layer {
                 }
             }
         }
+        lowRank?.backward(weightGradient: weight.gradient)
         if !bias.frozen {
             var sums = [Float](repeating: 0, count: o)
             gradient.data.withUnsafeBufferPointer { g in
@@ -276,7 +301,7 @@ public final class Conv2d: Layer {
         var dx = [Float](repeating: 0, count: n * inChannels * h * w)
         var dcol = [Float](repeating: 0, count: patch * pixels)
         gradient.data.withUnsafeBufferPointer { g in
-            weight.value.withUnsafeBufferPointer { wt in
+            effective.withUnsafeBufferPointer { wt in
                 dcol.withUnsafeMutableBufferPointer { d in
                     dx.withUnsafeMutableBufferPointer { x in
                         for sample in 0..<n {

@@ -186,6 +186,54 @@ struct EngineTests {
         #expect(after["classifier.weight"] != first["classifier.weight"] && after["classifier.bias"] != first["classifier.bias"])
     }
 
+    @Test("adapter mode trains LoRA pairs and a new head, commits PEFT directories, and its merged export predicts as it trained")
+    func adapter() async throws {
+        let directory = TemporaryDirectory()
+        let registry = try await Registry.create(at: directory.file("registry")).registry
+        _ = try await teacher(registry)
+        let parentBefore = try await tensors("teacher@1", registry, in: directory)
+        let created = try await Engine.deriveAdapter(try ModelName("lora"), from: try Reference(parsing: "teacher@1"), in: registry)
+        #expect(created.manifest.mode == .adapter)
+        let selection = DataSelection(classes: Array(5...9), perClass: 30, validationPerClass: 10)
+        let settings = TrainingSettings(epochs: 2, batchSize: 16, optimizer: OptimizerSettings(kind: .adam, learningRate: 0.01))
+        let reports = try await Engine.trainAdapter(
+            try ModelName("lora"), in: registry, data: try fashion, selection: selection, settings: settings,
+            adapter: AdapterSettings(rank: 2, alpha: 4))
+        #expect(reports.map(\.checkpoint) == ["lora@1", "lora@2"])
+        // conv 4←1 (3×3), conv 4←4 (3×3), linear 8←16·… : A and B per layer at rank 2, plus the head.
+        let network = try await Engine.load(try Reference(parsing: "teacher@1"), from: registry)
+        let adapted = network.layers.filter { $0.prefix != "classifier" && ($0.layer is Linear || $0.layer is Conv2d) }
+        let pairs = adapted.reduce(0) { total, entry in
+            let shape = entry.layer.parameters[0].shape
+            return total + 2 * shape.dropFirst().reduce(1, *) + shape[0] * 2
+        }
+        #expect(reports.allSatisfy { $0.trainableParameters == pairs + 5 * 8 + 5 })
+        let detail = try await registry.checkpoint(try Reference(parsing: "lora@2"))
+        #expect(detail.files.map(\.path) == ["adapter_config.json", "adapter_model.safetensors"])
+        let exported = directory.file("adapter")
+        _ = try await registry.export(try Reference(parsing: "lora@2"), to: exported)
+        let file = try MappedSafeTensors(path: exported + "/adapter_model.safetensors")
+        #expect(
+            Set(file.header.tensors.map(\.name))
+                == Set(
+                    adapted.flatMap { ["base_model.model.\($0.prefix).lora_A.weight", "base_model.model.\($0.prefix).lora_B.weight"] }
+                        + ["base_model.model.classifier.weight", "base_model.model.classifier.bias"]))
+        // The parent is untouched, and no checkpoint stored a byte of it again.
+        #expect(try await tensors("teacher@1", registry, in: TemporaryDirectory()) == parentBefore)
+        for report in reports { #expect(report.bytesStored! <= report.logicalBytes! && report.logicalBytes! < 32 * 1024) }
+        // Merged: the parent with W + scale·B·A and the trained head, which predicts as the adapter did.
+        let merged = directory.file("merged")
+        try await registry.exportMerged(try Reference(parsing: "lora@2"), to: merged)
+        let mergedFile = try MappedSafeTensors(path: merged + "/model.safetensors")
+        let rebuilt = try Network(try Network.architecture(of: mergedFile), seed: 0)
+        try rebuilt.load(from: mergedFile)
+        let (_, validation) = try selection.split(try fashion)
+        let loop = try TrainingLoop(network: rebuilt, settings: settings)
+        let (loss, accuracy) = loop.evaluate(validation)
+        #expect(accuracy == reports.last!.validationAccuracy)
+        #expect(abs(loss - reports.last!.validationLoss) < 1e-4)
+    }
+
     @Test("a frozen prefix runs once per dataset, not once per epoch, and its parameters do not move")
     func prefixOnce() throws {
         let (train, validation) = try DataSelection(classes: [0, 1, 2], perClass: 20, validationPerClass: 10, seed: 4).split(try fashion)

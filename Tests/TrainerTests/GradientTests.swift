@@ -80,6 +80,33 @@ struct GradientTests {
         check.check(layer, input: Tensor(shape: [2, 2, h, w], data: check.random(2 * 2 * h * w)))
     }
 
+    @Test("a LoRA pair on a frozen Linear or Conv2d: A's and B's gradients (and the input's) match finite differences")
+    func lowRank() {
+        var check = GradientCheck()
+        var generator = SeededGenerator(seed: 3)
+        let linear = Linear(inputs: 7, outputs: 5, generator: &generator)
+        let conv = Conv2d(inChannels: 2, outChannels: 3, kernel: 3, stride: 1, padding: 1, generator: &generator)
+        linear.addLowRank(rank: 2, alpha: 6, generator: &generator)
+        conv.addLowRank(rank: 3, alpha: 3, generator: &generator)
+        for layer in [linear, conv] as [any Layer] {
+            let weight = layer.parameters[0]
+            weight.frozen = true
+            layer.parameters[1].frozen = true
+            // B starts at zero (the parent's function); a random B checks A's gradient too.
+            layer.parameters[3].value = check.random(layer.parameters[3].value.count)
+            let before = weight.value
+            check.check(
+                layer,
+                input: layer is Linear
+                    ? Tensor(shape: [4, 7], data: check.random(28)) : Tensor(shape: [2, 2, 5, 4], data: check.random(80)))
+            #expect(weight.value == before, "the frozen weight never moves")
+            #expect(
+                layer.state.map(\.name) == ["weight", "bias"], "the state_dict is the layer's own: the pair is committed as an adapter")
+        }
+        #expect(linear.lowRank!.a.shape == [2, 7] && linear.lowRank!.b.shape == [5, 2])
+        #expect(conv.lowRank!.a.shape == [3, 2, 3, 3] && conv.lowRank!.b.shape == [3, 3, 1, 1])
+    }
+
     @Test("Conv2d agrees with a direct convolution")
     func convDirect() {
         var generator = SeededGenerator(seed: 5)

@@ -20,7 +20,11 @@ extension GraftCommand {
                 With --from REF --mode, the student is created first with the per-tensor manifest the
                 engine applies: feature-extraction (only the new head trains), partial-finetune (the
                 first --freeze-blocks blocks of `features` frozen; a block is a conv2d or linear layer
-                with the layers after it), full-finetune (everything trains; the head is new).
+                with the layers after it), full-finetune (everything trains; the head is new), or
+                adapter (LoRA: the parent frozen whole, a pair of rank --rank on each conv2d and linear
+                layer of `features` --target names, scaled by --alpha / --rank; only the pairs and the
+                new head train, and each epoch commits the PEFT directory — the parent is never stored
+                again; `graft export NAME --merged` writes the merged network).
 
                 With --scratch --architecture SPEC --register-as NAME, a new network trains from
                 scratch and is registered as a base (NAME@1 after the first epoch). SPEC is a preset
@@ -62,8 +66,18 @@ extension GraftCommand {
         var learningRateScales: [String] = []
         @Option(help: ArgumentHelp("Create the student first, from this parent checkpoint.", valueName: "ref"))
         var from: String?
-        @Option(help: "With --from: feature-extraction, partial-finetune or full-finetune.")
+        @Option(help: "With --from: feature-extraction, partial-finetune, full-finetune or adapter.")
         var mode: TransferMode?
+        @Option(help: ArgumentHelp("With --mode adapter: LoRA's rank (default 8).", valueName: "r"))
+        var rank: Int?
+        @Option(help: ArgumentHelp("With --mode adapter: LoRA's alpha; the update is scaled by alpha / rank (default 8).", valueName: "a"))
+        var alpha: Double?
+        @Option(
+            name: .customLong("target"),
+            help: ArgumentHelp(
+                "With --mode adapter: layers to adapt, a name or glob (repeatable; default: every conv2d and linear of `features`).",
+                valueName: "pattern"))
+        var targets: [String] = []
         @Option(
             name: .customLong("freeze-blocks"),
             help: ArgumentHelp("With --mode partial-finetune: blocks of `features` to freeze.", valueName: "n"))
@@ -102,6 +116,9 @@ extension GraftCommand {
                 guard (from == nil) == (mode == nil) else { throw ValidationError("--from and --mode go together") }
                 if freezeBlocks != nil, mode != .partialFinetune {
                     throw ValidationError("--freeze-blocks goes with --mode partial-finetune")
+                }
+                if rank != nil || alpha != nil || !targets.isEmpty, mode != .adapter, from != nil {
+                    throw ValidationError("--rank, --alpha and --target go with --mode adapter")
                 }
             }
         }
@@ -144,26 +161,43 @@ extension GraftCommand {
             } else {
                 if let from, let mode {
                     let parent = try parseReference(from)
-                    let plan: TransferPlan =
-                        switch mode {
-                        case .featureExtraction: .featureExtraction
-                        case .fullFinetune: .fullFinetune
-                        case .partialFinetune: .freezeBlocks(freezeBlocks ?? 1)
-                        case .adapter:
-                            throw failUsage(
-                                "the engine does not train adapters yet: commit a PEFT LoRA (graft student create --adapter)"
-                            )
+                    let created: StudentResult
+                    if mode == .adapter {
+                        created = try await trainerCall { () async throws(TrainerError) in
+                            try await Engine.deriveAdapter(modelName, from: parent, in: registry)
                         }
-                    let created = try await trainerCall { () async throws(TrainerError) in
-                        try await Engine.deriveStudent(modelName, from: parent, plan: plan, in: registry)
+                    } else {
+                        let plan: TransferPlan =
+                            switch mode {
+                            case .featureExtraction: .featureExtraction
+                            case .fullFinetune: .fullFinetune
+                            case .partialFinetune, .adapter: .freezeBlocks(freezeBlocks ?? 1)
+                            }
+                        created = try await trainerCall { () async throws(TrainerError) in
+                            try await Engine.deriveStudent(modelName, from: parent, plan: plan, in: registry)
+                        }
                     }
                     if !json {
                         print("created student \(created.model) from \(created.manifest.parent) (\(created.manifest.mode.rawValue))")
                     }
                 }
-                reports = try await trainerCall { () async throws(TrainerError) in
-                    try await Engine.trainStudent(
-                        modelName, in: registry, data: samples, selection: selection, settings: settings, progress: progress)
+                let isAdapter: Bool
+                do { isAdapter = try await registry.manifest(of: modelName)?.mode == .adapter } catch { throw fail(error) }
+                if isAdapter {
+                    let adapter = AdapterSettings(rank: rank ?? 8, alpha: alpha ?? 8, targets: targets)
+                    reports = try await trainerCall { () async throws(TrainerError) in
+                        try await Engine.trainAdapter(
+                            modelName, in: registry, data: samples, selection: selection, settings: settings, adapter: adapter,
+                            progress: progress)
+                    }
+                } else {
+                    if rank != nil || alpha != nil || !targets.isEmpty {
+                        throw failUsage("--rank, --alpha and --target train an adapter student; \(modelName) is not one")
+                    }
+                    reports = try await trainerCall { () async throws(TrainerError) in
+                        try await Engine.trainStudent(
+                            modelName, in: registry, data: samples, selection: selection, settings: settings, progress: progress)
+                    }
                 }
             }
             if json { return try printJSON(reports) }
