@@ -151,7 +151,8 @@ let package = Package(
         .executableTarget(
             name: "graft-train-bench", dependencies: ["Trainer", "Graft", "COpenBLAS"], path: "benchmarks/train", swiftSettings: strict),
         // `make results`: the transferability experiment (docs/RESULTS.md).
-        .executableTarget(name: "graft-results", dependencies: ["Trainer", "Graft"], path: "benchmarks/results", swiftSettings: strict),
+        .executableTarget(
+            name: "graft-results", dependencies: ["Trainer", "Graft", "SafeTensors"], path: "benchmarks/results", swiftSettings: strict),
         // The concurrency harness's writer, reader and gc processes (tests and `make soak`).
         .executableTarget(name: "graft-stress", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/stress", swiftSettings: strict),
         .executableTarget(

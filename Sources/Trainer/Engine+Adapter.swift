@@ -45,8 +45,7 @@ extension Engine {
         else { throw .configuration("\(name) is not an adapter student (create it with --mode adapter)") }
         if try await graft({ () async throws(GraftError) in try await registry.checkpoints(of: name) }).count > 0 {
             throw .configuration(
-                "\(name) has checkpoints: the engine trains an adapter from its parent once; train a new adapter student to try other settings"
-            )
+                "\(name) has checkpoints: the engine trains an adapter from its parent once; train a new adapter student to go on")
         }
         let parent: Reference
         do { parent = try Reference(parsing: manifest.parent) } catch { throw .registry(error) }

@@ -8,6 +8,7 @@
 // wall time) and docs/results.svg.
 import Foundation
 import Graft
+import SafeTensors
 import Trainer
 
 func option(_ name: String, _ fallback: String) -> String {
@@ -36,13 +37,15 @@ func epochs(for budget: Int?) -> Int {
 struct Config {
     var key: String
     var label: String
-    var plan: TransferPlan?  // nil: from scratch
+    var plan: TransferPlan?  // nil: from scratch (or an adapter)
+    var adapter: AdapterSettings? = nil
 }
 let configs = [
     Config(key: "fe", label: "feature extraction (3 blocks frozen)", plan: .featureExtraction),
     Config(key: "freeze2", label: "first 2 blocks frozen", plan: .freezeBlocks(2)),
     Config(key: "freeze1", label: "first block frozen", plan: .freezeBlocks(1)),
     Config(key: "full", label: "full fine-tune", plan: .fullFinetune),
+    Config(key: "lora", label: "adapter (LoRA rank 4, Adam)", plan: nil, adapter: AdapterSettings(rank: 4, alpha: 8)),
     Config(key: "scratch", label: "from scratch", plan: nil),
 ]
 
@@ -54,6 +57,10 @@ struct Run: Codable {
     var bestValidation: Double
     var stepsTo90: Int
     var seconds: Double
+    /// Parameters the optimiser updated, and bytes the run's checkpoints added to the registry
+    /// (absent from runs made before adapters).
+    var trainable: Int?
+    var stored: Int?
 }
 
 func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
@@ -103,7 +110,14 @@ func train() async throws -> Outcome {
                 let settings = TrainingSettings(
                     epochs: epochs(for: budget), batchSize: 32, optimizer: OptimizerSettings(learningRate: 0.03), seed: UInt64(seed))
                 let reports: [EpochReport]
-                if let plan = config.plan {
+                if let adapter = config.adapter {
+                    _ = try await Engine.deriveAdapter(name, from: parent, in: registry)
+                    // LoRA trains two small factors per layer: with Adam, as PEFT users train it.
+                    var adam = settings
+                    adam.optimizer = OptimizerSettings(kind: .adam, learningRate: 0.01)
+                    reports = try await Engine.trainAdapter(
+                        name, in: registry, data: train, selection: selection, settings: adam, adapter: adapter)
+                } else if let plan = config.plan {
                     _ = try await Engine.deriveStudent(name, from: parent, plan: plan, in: registry)
                     reports = try await Engine.trainStudent(name, in: registry, data: train, selection: selection, settings: settings)
                 } else {
@@ -112,12 +126,24 @@ func train() async throws -> Outcome {
                         provenance: Provenance(source: "graft-results (scratch baseline)"))
                 }
                 let best = reports.max { $0.validationAccuracy < $1.validationAccuracy }!
-                let network = try await Engine.load(try Reference(parsing: best.checkpoint!), from: registry)
+                let network: Network
+                if config.adapter != nil {
+                    // An adapter's checkpoint is the adapter: evaluate it merged into the teacher.
+                    let merged = registryPath + "/../.merged-\(name)"
+                    try await registry.exportMerged(try Reference(parsing: best.checkpoint!), to: merged, overwrite: true)
+                    defer { try? FileManager.default.removeItem(atPath: merged) }
+                    let file = try MappedSafeTensors(path: merged + "/model.safetensors")
+                    network = try Network(try Network.architecture(of: file), seed: 0)
+                    try network.load(from: file)
+                } else {
+                    network = try await Engine.load(try Reference(parsing: best.checkpoint!), from: registry)
+                }
                 let accuracy = try TrainingLoop(network: network, settings: TrainingSettings()).evaluate(test).accuracy
                 let target = 0.9 * best.validationAccuracy
                 let run = Run(
                     config: config.key, budget: budget, seed: seed, testAccuracy: accuracy, bestValidation: best.validationAccuracy,
-                    stepsTo90: reports.first { $0.validationAccuracy >= target }!.steps, seconds: reports.reduce(0) { $0 + $1.seconds })
+                    stepsTo90: reports.first { $0.validationAccuracy >= target }!.steps, seconds: reports.reduce(0) { $0 + $1.seconds },
+                    trainable: reports.last!.trainableParameters, stored: reports.reduce(0) { $0 + ($1.bytesStored ?? 0) })
                 runs.append(run)
                 print(
                     String(
@@ -175,7 +201,9 @@ var markdown = """
 // What it shows, computed from the runs.
 markdown += "## What it shows\n\n"
 for budget in budgetsRun {
-    let means = configs.map { config in (config, mean(runs.filter { $0.config == config.key && $0.budget == budget }.map(\.testAccuracy))) }
+    let means = configs.filter { config in runs.contains { $0.config == config.key } }.map { config in
+        (config, mean(runs.filter { $0.config == config.key && $0.budget == budget }.map(\.testAccuracy)))
+    }
     let best = means.max { $0.1 < $1.1 }!
     let scratch = means.first { $0.0.key == "scratch" }!.1
     let fe = means.first { $0.0.key == "fe" }!.1
@@ -188,6 +216,16 @@ for budget in budgetsRun {
             """,
         budgetLabel(budget), best.0.label, best.1, (best.1 - scratch) * 100, scratch, fe, (fe - scratch) * 100,
         100 * time("freeze2") / time("full"))
+    let adapter = runs.filter { $0.config == "lora" && $0.budget == budget }
+    let full = runs.filter { $0.config == "full" && $0.budget == budget }
+    if !adapter.isEmpty, !full.isEmpty, let trainable = adapter.first?.trainable, let stored = adapter.first?.stored,
+        let fullStored = full.first?.stored
+    {
+        markdown += String(
+            format: "  The adapter reaches %.4f training %@ parameters and storing %@ (a full fine-tune: %.4f, %@).\n",
+            mean(adapter.map(\.testAccuracy)), formatCount(trainable), formatBytes(stored), mean(full.map(\.testAccuracy)),
+            formatBytes(fullStored))
+    }
 }
 markdown += """
 
@@ -197,13 +235,21 @@ markdown += """
 
     """
 for budget in budgetsRun {
-    markdown +=
-        "\n## \(budgetLabel(budget)) labels per class\n\n| mode | test accuracy | steps to 90% of best | time (s) |\n|---|---:|---:|---:|\n"
+    markdown += """
+
+        ## \(budgetLabel(budget)) labels per class
+
+        | mode | test accuracy | steps to 90% of best | time (s) | trainable parameters | stored (all epochs) |
+        |---|---:|---:|---:|---:|---:|
+
+        """
     for config in configs {
         let cell = runs.filter { $0.config == config.key && $0.budget == budget }
+        guard !cell.isEmpty else { continue }
         markdown += String(
-            format: "| %@ | %.4f ± %.4f | %.0f | %.1f |\n", config.label, mean(cell.map(\.testAccuracy)), sd(cell.map(\.testAccuracy)),
-            mean(cell.map { Double($0.stepsTo90) }), mean(cell.map(\.seconds)))
+            format: "| %@ | %.4f ± %.4f | %.0f | %.1f | %@ | %@ |\n", config.label, mean(cell.map(\.testAccuracy)),
+            sd(cell.map(\.testAccuracy)), mean(cell.map { Double($0.stepsTo90) }), mean(cell.map(\.seconds)),
+            cell.first?.trainable.map(formatCount) ?? "–", cell.first?.stored.map(formatBytes) ?? "–")
     }
 }
 markdown += "\n![test accuracy by labels per class](results.svg)\n"
@@ -216,7 +262,7 @@ func x(_ index: Int) -> Double {
     left + (width - left - right) * (budgetsRun.count == 1 ? 0.5 : Double(index) / Double(budgetsRun.count - 1))
 }
 func y(_ value: Double) -> Double { top + (height - top - bottom) * (1 - (value - low) / (high - low)) }
-let colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#666666"]
+let colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#e6ab02", "#666666"]
 var svg =
     """
     <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\"\
@@ -248,7 +294,7 @@ svg += String(
 svg += String(
     format: "<text x=\"14\" y=\"%.1f\" transform=\"rotate(-90 14 %.1f)\" text-anchor=\"middle\">test accuracy</text>\n",
     (top + height - bottom) / 2, (top + height - bottom) / 2)
-for (c, config) in configs.enumerated() {
+for (c, config) in configs.enumerated() where runs.contains(where: { $0.config == config.key }) {
     var points: [String] = []
     for (index, budget) in budgetsRun.enumerated() {
         let cell = runs.filter { $0.config == config.key && $0.budget == budget }.map(\.testAccuracy)

@@ -53,6 +53,9 @@ extension GraftCommand {
             let samples = try trainerCall { () throws(TrainerError) in try Dataset.load(data) }
             let studentSettings = TrainingSettings(
                 epochs: quick ? 2 : epochs, batchSize: 32, optimizer: OptimizerSettings(kind: .sgd, learningRate: 0.03))
+            // LoRA trains two small factors per layer: Adam, as PEFT users train it.
+            let adapterSettings = TrainingSettings(
+                epochs: quick ? 2 : epochs, batchSize: 32, optimizer: OptimizerSettings(kind: .adam, learningRate: 0.01))
             let validation = quick ? 40 : 300
             let report: (EpochReport) -> Void = { report in
                 print(
@@ -91,7 +94,7 @@ extension GraftCommand {
             section("3. Derive students for classes 5–9 with \(quick ? 20 : perClass) labels per class, and train them")
             let taken = try await registryCall { () throws(GraftError) in Set(try await registry.models().map(\.name.value)) }
             let suffix = (1...).lazy.map { $0 == 1 ? "" : "-r\($0)" }.first { suffix in
-                ["fe", "partial", "full", "scratch"].allSatisfy { !taken.contains("fmnist-5to9-\($0)\(suffix)") }
+                ["fe", "partial", "full", "lora", "scratch"].allSatisfy { !taken.contains("fmnist-5to9-\($0)\(suffix)") }
             }!
             let selection = DataSelection(classes: Array(5...9), perClass: quick ? 20 : perClass, validationPerClass: validation, seed: 1)
             var rows: [Row] = []
@@ -114,6 +117,19 @@ extension GraftCommand {
                 }
                 rows.append(Self.row(name.value, created.manifest.mode.rawValue, reports))
             }
+            // The fourth mode: the teacher frozen whole, a rank-4 LoRA on every layer, a new head;
+            // each checkpoint stores the adapter only.
+            let loraName = try parseName("fmnist-5to9-lora\(suffix)")
+            _ = try await trainerCall { () async throws(TrainerError) in
+                try await Engine.deriveAdapter(loraName, from: parent, in: registry, description: "Fashion-MNIST 5-9, LoRA rank 4")
+            }
+            print("\(loraName): adapter — the teacher frozen whole, LoRA rank 4 on every conv2d and linear layer, a new head")
+            let loraReports = try await trainerCall { () async throws(TrainerError) in
+                try await Engine.trainAdapter(
+                    loraName, in: registry, data: samples, selection: selection, settings: adapterSettings,
+                    adapter: AdapterSettings(rank: 4, alpha: 8), progress: report)
+            }
+            rows.append(Self.row(loraName.value, "adapter", loraReports))
             let scratchName = try parseName("fmnist-5to9-scratch\(suffix)")
             print("\(scratchName): from scratch, the baseline (a base of its own)")
             let scratchReports = try await trainerCall { () async throws(TrainerError) in
