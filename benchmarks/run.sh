@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Graft's benchmark suite: `make bench` builds release and runs this.
 #   benchmarks/run.sh [--size-mib N] [--runs N] [--baseline OTHER_GRAFT]
-# Results (medians and ratios) print as Markdown and land in benchmarks/out/.
+# Results (medians and ratios) print as Markdown and land in benchmarks/out/ (import_export.md,
+# adapters.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python benchmarks/import_export.py --graft .build/release/graft --open-bench .build/release/graft-open-bench "$@"
+.venv/bin/python benchmarks/import_export.py --graft .build/release/graft --open-bench .build/release/graft-open-bench "$@"
+# Adapter students: bytes stored and sent, merged export against export (benchmarks/adapters.py).
+exec .venv/bin/python benchmarks/adapters.py --graft .build/release/graft

@@ -300,13 +300,19 @@ struct MergePlan: Sendable {
         let scale = Float(target.scale)
         let transposed = target.transposed || target.kind == .embedding
         // PEFT rounds the update to the adapter's dtype (B's), then adds it to the weight.
-        let (round, roundUpdate) = (Self.rounding(weight.dtype), Self.rounding(adapterTensors[bi].dtype))
-        for row in 0..<rows {
-            for column in 0..<columns {
-                let update = roundUpdate(delta[row * columns + column] * scale)
-                let at = transposed ? column * rows + row : row * columns + column
-                w[at] = round(w[at] + update)
+        delta.withUnsafeMutableBufferPointer { d in
+            for i in d.indices { d[i] *= scale }
+            Self.round(d, to: adapterTensors[bi].dtype)
+        }
+        w.withUnsafeMutableBufferPointer { w in
+            delta.withUnsafeBufferPointer { d in
+                if transposed {
+                    for row in 0..<rows { for column in 0..<columns { w[column * rows + row] += d[row * columns + column] } }
+                } else {
+                    for i in d.indices { w[i] += d[i] }
+                }
             }
+            Self.round(w, to: weight.dtype)
         }
         return Self.bytes(w, weight.dtype)
     }
@@ -321,12 +327,12 @@ struct MergePlan: Sendable {
         }
     }
 
-    /// Rounds a float32 to the nearest value of `dtype` (ties to even), kept as float32.
-    static func rounding(_ dtype: DType) -> (Float) -> Float {
+    /// Rounds float32 values in place to the nearest values of `dtype` (ties to even).
+    static func round(_ values: UnsafeMutableBufferPointer<Float>, to dtype: DType) {
         switch dtype {
-        case .bf16: { Float(bitPattern: UInt32(bf16($0)) << 16) }
-        case .f16: { Float(Float16($0)) }
-        default: { $0 }
+        case .bf16: for i in values.indices { values[i] = Float(bitPattern: UInt32(bf16(values[i])) << 16) }
+        case .f16: for i in values.indices { values[i] = Float(Float16(values[i])) }
+        default: break
         }
     }
 

@@ -113,6 +113,31 @@ struct WebTests {
             "its first children, and the page's model beyond them")
     }
 
+    @Test("an adapter student is drawn in the lineage graph with its own mode, badge and legend entry")
+    func adapterInLineage() throws {
+        let decoder = GraftJSON.decoder()
+        let root = try decoder.decode(
+            LineageNode.self,
+            from: JSONSerialization.data(withJSONObject: ["name": "root", "kind": "base", "depth": 0, "checkpoints": 1, "advisories": []]))
+        let lora = try decoder.decode(
+            [LineageNode].self,
+            from: JSONSerialization.data(withJSONObject: [
+                [
+                    "name": "lora", "kind": "student", "mode": "adapter", "relation": "adapter", "parent": "root@1", "depth": 1,
+                    "checkpoints": 2,
+                    "advisories": [],
+                ]
+            ]))
+        #expect(lora.first?.mode == .adapter)
+        let family = Web.Family(root: root, descendants: lora) { _ in true }
+        let view = Web.LineageView(
+            family: family, page: "lora", focus: "root", options: try Web.LineageOptions { _ in nil }, best: nil, origins: [:])
+        let tree = view.tree().text
+        #expect(tree.contains("mode-adapter"), "\(tree)")
+        #expect(Web.modeBadge(kind: "student", mode: .adapter).text.contains(">adapter<"))
+        #expect(String(decoding: PackageResources.graft_css, as: UTF8.self).contains(".badge.mode-adapter"))
+    }
+
     @Test("a deep model's lineage page opens at its grandparent, a shallow one's at the root")
     func deepFocus() throws {
         let decoder = GraftJSON.decoder()

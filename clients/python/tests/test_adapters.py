@@ -273,3 +273,44 @@ def test_trainer_callback_on_a_peft_model_commits_the_adapter(server, tmp_path):
         client.snapshot("bert@1"))) for ref in ("bert-lora@1", "bert-lora@2"))
     assert not torch.equal(logits(first), logits(second))
     assert torch.equal(logits(second), logits(model))
+
+
+def test_readme_lora_example_runs_as_written(server, tmp_path, monkeypatch):
+    """README.md's LoRA block in "From PyTorch", run as written: only the base's directory and
+    the `train` and `evaluate` functions are made here."""
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## From PyTorch", 1)[1]
+    code = [block for block in re.findall(r"```python\n(.*?)```", section, re.S) if "adapter=True" in block][0]
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64)
+    transformers.BertModel(config).save_pretrained(tmp_path / "all-MiniLM-L6-v2")  # a bare encoder, as the Hub ships it
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRAFT_TOKEN", server.token("w", "write"))
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", os.path.dirname(GRAFT) + os.pathsep + os.environ["PATH"])
+    labels = torch.randint(0, 2, (3,), generator=torch.Generator().manual_seed(2))
+
+    def train(model):
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        model.train()
+        for _ in range(3):
+            loss = model(input_ids=IDS, attention_mask=torch.ones_like(IDS), labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    def evaluate(model):
+        return float((logits(model).argmax(-1) == labels).float().mean()) + model.peft_config["default"].r / 100  # ranks r8 first
+
+    namespace = {"train": train, "evaluate": evaluate}
+    exec(compile(code.replace("http://127.0.0.1:8470", server.url), "README.md", "exec"), namespace)
+    best, tuned, served, model = namespace["best"], namespace["tuned"], namespace["served"], namespace["model"]
+    assert best.ref == "minilm-lora-r8@1"
+    assert torch.equal(logits(tuned), logits(model))  # the adapter came back bit-exact
+    # The merged export, loaded without peft, computes what the adapter computes.
+    assert torch.allclose(logits(served), logits(model), rtol=1e-4, atol=1e-5)
+    client = graft.Client(server.url, token=os.environ["GRAFT_TOKEN"])
+    assert client.model("minilm-lora-r8").manifest["mode"] == "adapter"
