@@ -188,8 +188,11 @@ var markdown = """
     (sandal, shirt, sneaker, bag, ankle boot) with 10, 100 or all labels per class; 300 per class
     are held out for validation. Each student's head is new; "first n blocks frozen" freezes the
     first n blocks (BatchNorm statistics included) and fine-tunes the rest. SGD, lr 0.03,
-    momentum 0.9, batch 32; 30 / 15 / 3 epochs for 10 / 100 / all labels. Each run is a model in
-    the registry (`\(registryPath)`), one checkpoint per epoch.
+    momentum 0.9, batch 32; 30 / 15 / 3 epochs for 10 / 100 / all labels. The adapter (issue 25)
+    freezes the whole teacher, puts a LoRA pair of rank 4 (alpha 8) on each of its conv2d and linear
+    layers and trains those and a new head with Adam (lr 0.01); it is evaluated merged into the
+    teacher (`graft export --merged`). Each run is a model in the registry (`\(registryPath)`), one
+    checkpoint per epoch. **Stored** is what seed 0's checkpoints added to the registry, all epochs.
 
     **Accuracy** is on the 5,000 held-out test images of classes 5–9, for the checkpoint with the best
     validation accuracy (mean ± sd over \(outcome.seeds) seeds). **Steps to 90%** is the number of optimiser
