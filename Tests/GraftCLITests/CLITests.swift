@@ -215,26 +215,30 @@ struct CLITests {
         #expect(try cli.run(["verify", "--read-data"]).status == 0)
     }
 
-    @Test("the demo (reduced) trains a teacher and four students through the registry, and is safe to run again")
+    @Test(
+        "the demo (reduced) trains a teacher, its students in the four modes and a baseline through the registry, and is safe to run again")
     func demo() throws {
         let cli = CLI()
         let first = try cli.run(["demo", "--quick"])
         #expect(first.status == 0, "\(first.stderr)")
         for expected in [
-            "fmnist-teacher@1", "fmnist-5to9-fe@2", "fmnist-5to9-partial@2", "fmnist-5to9-full@2", "fmnist-5to9-scratch@2", "BEST VAL ACC",
+            "fmnist-teacher@1", "fmnist-5to9-fe@2", "fmnist-5to9-partial@2", "fmnist-5to9-full@2", "fmnist-5to9-lora@2",
+            "fmnist-5to9-scratch@2", "BEST VAL ACC", "as full copies",
             "dedup ratio", "best fmnist-5to9-",
         ] {
             #expect(first.stdout.contains(expected), "\(expected)")
         }
         let lineage = try #require(try cli.json(["lineage", "fmnist-teacher"]) as? [String: Any])
         let descendants = try #require(lineage["descendants"] as? [[String: Any]])
-        #expect(Set(descendants.compactMap { $0["mode"] as? String }) == ["feature-extraction", "partial-finetune", "full-finetune"])
+        #expect(
+            Set(descendants.compactMap { $0["mode"] as? String }) == ["feature-extraction", "partial-finetune", "full-finetune", "adapter"])
         let second = try cli.run(["demo", "--quick"])
         #expect(second.status == 0, "\(second.stderr)")
         #expect(second.stdout.contains("registered already"))
         #expect(second.stdout.contains("fmnist-5to9-fe-r2@2"))
         let stats = try #require(try cli.json(["stats"]) as? [String: Any])
-        #expect(stats["models"] as? Int == 9)
+        #expect(stats["models"] as? Int == 11)
+        #expect(stats["adapter_models"] as? Int == 2)
         #expect((stats["dedup_ratio"] as? Double ?? 0) > 1.0)
         #expect(try cli.run(["verify", "--read-data"]).status == 0)
     }
