@@ -20,7 +20,9 @@ extension Registry {
     /// is read, multiplied (OpenBLAS) and written; every blob read or copied is rehashed. Where
     /// the adapter names the parent's tensors under a prefix (`bert.`) or adds modules the
     /// parent lacks (a new head), the merged tensors take the adapter's names and the headers
-    /// and index are rewritten; otherwise every header is the parent's, byte for byte.
+    /// and index are rewritten; metadata the adapter's weights carry beyond `format` (the
+    /// engine's architecture) replaces the parent's; otherwise every header is the parent's,
+    /// byte for byte.
     ///
     /// - Throws: ``GraftError/cannotMerge(checkpoint:reason:)`` for a checkpoint that is not an
     ///   adapter's, an adapter type other than LoRA, DoRA, trained biases, or weights that are not
@@ -176,15 +178,19 @@ struct MergePlan: Sendable {
         }
         var items = shards.map { shard in (shard.first..<(shard.first + shard.count)).map(item) }
         if !added.isEmpty, !items.isEmpty { items[items.count - 1] += added }
-        let renamed =
-            !layout.prefix.isEmpty || !added.isEmpty
-            || items.joined().contains { item in
-                if case .adapter = item.source {
-                    return parentTensors[parentIndex[String(item.name.dropFirst(layout.prefix.count))]!].shape != item.shape
-                        || parentTensors[parentIndex[String(item.name.dropFirst(layout.prefix.count))]!].dtype != item.dtype
-                }
+        // Metadata the adapter's weights carry beyond `format` (the training engine's architecture)
+        // describes the merged model: it replaces the parent's keys of the same name.
+        var extraMetadata: [String: String] = [:]
+        if let parsed = try? SafeTensorsHeader.parse(json: Array(adapter.header.dropFirst(8)), fileSize: nil) {
+            for (key, value) in parsed.metadata ?? [] where key != "format" { extraMetadata[key] = value }
+        }
+        let reshaped = items.joined().contains { item in
+            guard case .adapter = item.source, let position = parentIndex[String(item.name.dropFirst(layout.prefix.count))] else {
                 return false
             }
+            return parentTensors[position].shape != item.shape || parentTensors[position].dtype != item.dtype
+        }
+        let renamed = !layout.prefix.isEmpty || !added.isEmpty || !extraMetadata.isEmpty || reshaped
         var files: [File] = []
         var weightMap: [String: String] = [:]
         var totalSize = 0
@@ -194,7 +200,9 @@ struct MergePlan: Sendable {
                 let metadata: [String: String]?
                 do {
                     let parsed = try SafeTensorsHeader.parse(json: Array(shard.header.dropFirst(8)), fileSize: nil)
-                    metadata = parsed.metadata.map { Dictionary($0.map { ($0.key, $0.value) }, uniquingKeysWith: { first, _ in first }) }
+                    var merged = Dictionary((parsed.metadata ?? []).map { ($0.key, $0.value) }, uniquingKeysWith: { first, _ in first })
+                    merged.merge(extraMetadata) { _, adapter in adapter }
+                    metadata = merged.isEmpty ? nil : merged
                     header = try SafeTensorsWriter.header(inOrder: shardItems.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
                 } catch { throw .invalidFile(path: shard.path, error) }
             }

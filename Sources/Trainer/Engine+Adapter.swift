@@ -135,7 +135,9 @@ extension Engine {
         floats("classifier.weight", network.classifier.weight)
         floats("classifier.bias", network.classifier.bias)
         do {
-            let weights = try SafeTensorsMemory(tensors, metadata: ["format": "pt"], origin: "epoch \(epoch)'s adapter")
+            // The student's architecture (its classes and labels) rides in the adapter's metadata:
+            // a merged export takes it over the parent's, so the merged network rebuilds as trained.
+            let weights = try SafeTensorsMemory(tensors, metadata: network.metadata(), origin: "epoch \(epoch)'s adapter")
             let files = try SafeTensorsMemory(
                 [TensorData(name: AdapterConfig.fileName, dtype: .u8, shape: [config.count], bytes: config)],
                 origin: "epoch \(epoch)'s config")

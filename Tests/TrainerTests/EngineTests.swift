@@ -227,6 +227,8 @@ struct EngineTests {
         let mergedFile = try MappedSafeTensors(path: merged + "/model.safetensors")
         let rebuilt = try Network(try Network.architecture(of: mergedFile), seed: 0)
         try rebuilt.load(from: mergedFile)
+        // The student's architecture (its classes and their labels) came with the adapter, not the teacher's.
+        #expect(rebuilt.architecture.labels == Array(5...9))
         let (_, validation) = try selection.split(try fashion)
         let loop = try TrainingLoop(network: rebuilt, settings: settings)
         let (loss, accuracy) = loop.evaluate(validation)
