@@ -21,6 +21,8 @@ public struct AdapterConfig: Sendable, Equatable {
     public var fanInFanOut: Bool
     /// Modules trained whole beside the adapter (a new head): their copies are the adapter's tensors.
     public var modulesToSave: [String]
+    /// `target_modules`: module names (suffixes), or one regular expression (PEFT takes either).
+    public var targetModules: [String]
     /// Settings no plain merge reproduces (DoRA, trained biases, layer replication).
     public var useDoRA: Bool
     public var loraBias: Bool
@@ -47,6 +49,26 @@ public struct AdapterConfig: Sendable, Equatable {
             var layer_replication: [[Int]]?
             var rank_pattern: [String: Double]?
             var alpha_pattern: [String: Double]?
+            var target_modules: Targets?
+        }
+        /// PEFT's `target_modules`: a list of names or one pattern.
+        enum Targets: Decodable {
+            case names([String])
+            case pattern(String)
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.singleValueContainer()
+                if let names = try? container.decode([String].self) {
+                    self = .names(names)
+                } else {
+                    self = .pattern(try container.decode(String.self))
+                }
+            }
+            var list: [String] {
+                switch self {
+                case .names(let names): names
+                case .pattern(let pattern): [pattern]
+                }
+            }
         }
         let raw: Raw
         do { raw = try JSONDecoder().decode(Raw.self, from: Data(bytes)) } catch {
@@ -58,7 +80,8 @@ public struct AdapterConfig: Sendable, Equatable {
         guard let type = raw.peft_type, !type.isEmpty else { throw bad("names no peft_type") }
         var config = AdapterConfig(
             peftType: type.uppercased(), rank: nil, rankPattern: [:], alpha: nil, alphaPattern: [:], useRSLoRA: raw.use_rslora ?? false,
-            fanInFanOut: raw.fan_in_fan_out ?? false, modulesToSave: raw.modules_to_save ?? [], useDoRA: raw.use_dora ?? false,
+            fanInFanOut: raw.fan_in_fan_out ?? false, modulesToSave: raw.modules_to_save ?? [],
+            targetModules: raw.target_modules?.list ?? [], useDoRA: raw.use_dora ?? false,
             loraBias: raw.lora_bias ?? false, bias: raw.bias ?? "none", layerReplication: raw.layer_replication != nil)
         guard config.peftType == "LORA" else { return config }
         func whole(_ value: Double?) -> Int? {
@@ -78,6 +101,23 @@ public struct AdapterConfig: Sendable, Equatable {
             config.alphaPattern[key] = value
         }
         return config
+    }
+
+    /// One line for `show`: `LORA rank 8, alpha 16 (scale 2) on query, value; modules_to_save classifier`.
+    public var summary: String {
+        var text = peftType
+        if let rank, let alpha {
+            let scale = useRSLoRA ? alpha / Double(rank).squareRoot() : alpha / Double(rank)
+            func number(_ value: Double) -> String {
+                value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(format: "%.4g", value)
+            }
+            text += " rank \(rank), alpha \(number(alpha)) (scale \(number(scale))\(useRSLoRA ? ", rsLoRA" : ""))"
+            if !rankPattern.isEmpty { text += ", per-module ranks" }
+        }
+        if !targetModules.isEmpty { text += " on " + targetModules.joined(separator: ", ") }
+        if !modulesToSave.isEmpty { text += "; modules_to_save " + modulesToSave.joined(separator: ", ") }
+        if useDoRA { text += "; DoRA" }
+        return text
     }
 
     /// The rank of a module (`bert.encoder.layer.0.attention.self.query`): its `rank_pattern`

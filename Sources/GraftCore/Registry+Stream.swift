@@ -83,6 +83,20 @@ extension Registry {
         return (summary, file.entry(tensorBytes: lengths))
     }
 
+    /// A small file of a directory checkpoint in memory, verified (see ``RegistryAPI/smallFile(_:path:limit:)``).
+    public func smallFile(_ reference: Reference, path: String, limit: Int = 1 << 20) async throws(GraftError) -> [UInt8] {
+        let (summary, entry) = try await fileEntry(reference, path: path)
+        guard entry.kind == "file" else { throw .fileNotFound(checkpoint: summary.ref, path: path) }
+        guard entry.bytes <= limit else {
+            throw .tooLarge("\(path) of \(summary.ref) holds \(entry.bytes) bytes; at most \(limit) are read whole")
+        }
+        let collected = Mutex<[UInt8]>([])
+        try await streamFile(summary.reference, path: path) { chunk throws(GraftError) in
+            collected.withLock { $0.append(contentsOf: chunk) }
+        }
+        return collected.withLock { $0 }
+    }
+
     /// Streams one file of a directory checkpoint to `sink` — a shard (its header, then its
     /// tensors' bytes) or another file — byte-identical to what `export` writes at that path,
     /// each blob verified as it streams (on damage the sender must abandon the stream).

@@ -27,6 +27,10 @@ public protocol RegistryAPI: Sendable {
     func openCheckpoint(_ reference: Reference, verify: Bool) async throws(GraftError) -> OpenCheckpoint
     /// Writes the checkpoint's exact bytes to a local file.
     func export(_ reference: Reference, to path: String, overwrite: Bool) async throws(GraftError) -> ExportResult
+    /// A small file (not a shard) of a directory checkpoint, whole in memory and checked against
+    /// its digest: a config, such as an adapter's `adapter_config.json`.
+    /// - Throws: ``GraftError/fileNotFound(checkpoint:path:)``; ``GraftError/tooLarge(_:)`` over `limit` bytes.
+    func smallFile(_ reference: Reference, path: String, limit: Int) async throws(GraftError) -> [UInt8]
 
     // Writes
     func addBase(

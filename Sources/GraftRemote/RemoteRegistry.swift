@@ -73,6 +73,20 @@ public final class RemoteRegistry: RegistryAPI {
     public func checkpoint(_ reference: Reference) async throws(GraftError) -> CheckpointDetail {
         try await get(["v1", "checkpoints", reference.description])
     }
+    public func smallFile(_ reference: Reference, path: String, limit: Int = 1 << 20) async throws(GraftError) -> [UInt8] {
+        let detail = try await checkpoint(reference)
+        guard let entry = detail.files.first(where: { $0.path == path }), entry.kind == "file", let digest = entry.digest else {
+            throw .fileNotFound(checkpoint: detail.checkpoint.ref, path: path)
+        }
+        guard entry.bytes <= limit else {
+            throw .tooLarge("\(path) of \(detail.checkpoint.ref) holds \(entry.bytes) bytes; at most \(limit) are read whole")
+        }
+        let body = try await send(.GET, ["v1", "checkpoints", detail.checkpoint.ref, "file"], query: ["path": path]).body
+        guard GraftCore.Digest.of(body) == digest else {
+            throw .damagedBlob(digest, reason: "the downloaded bytes of \(path) hash to another digest")
+        }
+        return body
+    }
     public func card(_ name: ModelName) async throws(GraftError) -> String {
         String(decoding: try await send(.GET, ["v1", "models", name.description, "card"]).body, as: UTF8.self)
     }

@@ -30,7 +30,9 @@ extension Engine {
 
     /// Trains an adapter student: the parent's network loaded whole and frozen, a LoRA pair of
     /// `adapter.rank` on each targeted conv2d and linear layer, a new head for the data's
-    /// classes; only the pairs and the head train. Every epoch commits the PEFT directory
+    /// classes; only the pairs and the head train. Like every student's training, it starts from
+    /// the parent (a second run trains a new adapter and commits the next checkpoints). Every
+    /// epoch commits the PEFT directory
     /// (`adapter_model.safetensors` with `base_model.model.`-prefixed names and
     /// `adapter_config.json`), so the parent's tensors are never stored again.
     public static func trainAdapter(
@@ -43,10 +45,6 @@ extension Engine {
         guard let manifest = try await graft({ () async throws(GraftError) in try await registry.manifest(of: name) }),
             manifest.mode == .adapter
         else { throw .configuration("\(name) is not an adapter student (create it with --mode adapter)") }
-        if try await graft({ () async throws(GraftError) in try await registry.checkpoints(of: name) }).count > 0 {
-            throw .configuration(
-                "\(name) has checkpoints: the engine trains an adapter from its parent once; train a new adapter student to go on")
-        }
         let parent: Reference
         do { parent = try Reference(parsing: manifest.parent) } catch { throw .registry(error) }
         let (train, validation) = try selection.split(data)

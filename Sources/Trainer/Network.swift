@@ -72,12 +72,15 @@ public final class Network {
         return index
     }
 
-    /// Runs layers `start..<end` (all by default). Frozen layers run in inference mode.
+    /// Runs layers `start..<end` (all by default). Frozen layers below the first trainable one
+    /// run in inference mode; a frozen layer above it (an adapter's unadapted linear layer) keeps
+    /// what the backward pass through it needs (a frozen BatchNorm still uses its running statistics).
     public func forward(_ input: Tensor, training: Bool, from start: Int = 0, to end: Int? = nil) -> Tensor {
         var x = input
+        let lowest = layers.indices.first { layers[$0].layer.parameters.contains { !$0.frozen } } ?? layers.count
         for index in start..<(end ?? layers.count) {
             let layer = layers[index].layer
-            x = layer.forward(x, training: training && !layer.allFrozen)
+            x = layer.forward(x, training: training && (index > lowest || !layer.allFrozen))
         }
         return x
     }

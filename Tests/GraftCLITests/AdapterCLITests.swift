@@ -59,6 +59,8 @@ struct AdapterCLITests {
         #expect(
             full.status == 79 && full.stderr.contains("adapter_config.json") && full.stderr.contains("not an adapter"), "\(full.stderr)")
         #expect(try cli.run(["checkpoint", "add", "lora", adapter]).status == 0)
+        let shown = try cli.run(["show", "lora"])
+        #expect(shown.stdout.contains("adapter LORA rank 8, alpha 16 (scale 2) on 0, 1"), "\(shown.stdout)")
         let tree = try cli.run(["lineage", "base"])
         #expect(tree.stdout.contains("lora (adapter)"), "\(tree.stdout)")
         let stats = try cli.run(["stats"])
@@ -83,6 +85,8 @@ struct AdapterCLITests {
         let sent = result["bytes_sent"] as! Int
         #expect(sent < adapterFile + 8 * 1024 && sent < parentFile / 10, "\(result)")
 
+        let shown = try served.remote(["show", "lora@1"], token: served.read)
+        #expect(shown.stdout.contains("adapter LORA rank 8, alpha 16 (scale 2) on 0, 1"), "\(shown.stdout) \(shown.stderr)")
         let remoteMerged = served.cli.directory.file("remote-merged")
         let exported = try served.remote(["export", "lora@1", "--merged", "-o", remoteMerged, "--json"], token: served.read)
         #expect(exported.status == 0, "\(exported.stderr)")

@@ -106,6 +106,20 @@ struct AdapterTests {
                 == FileManager.default.contents(
                     atPath: adapter + "/adapter_model.safetensors"))
         #expect(filesUnder(out) == filesUnder(adapter))
+        // Its config reads back whole, checked; a shard or an oversized read is refused.
+        let reference = try Reference(parsing: "lora@1")
+        let config = try await test.registry.smallFile(reference, path: AdapterConfig.fileName)
+        #expect(config == Array(FileManager.default.contents(atPath: adapter + "/adapter_config.json")!))
+        #expect(
+            try AdapterConfig.parse(config).summary
+                == "LORA rank 2, alpha 4 (scale 2), per-module ranks on q, v, k, conv, emb; modules_to_save head")
+        await #expect(throws: GraftError.self) { try await test.registry.smallFile(reference, path: "adapter_model.safetensors") }
+        do {
+            _ = try await test.registry.smallFile(reference, path: AdapterConfig.fileName, limit: 16)
+            Issue.record("read past the limit")
+        } catch {
+            #expect(error.kind == .tooLarge)
+        }
         let stats = try await test.registry.stats()
         #expect(stats.adapterModels == 1 && stats.adapterCheckpoints == 1)
         let parentBytes = try await test.registry.checkpoint(try Reference(parsing: "base@1")).checkpoint.fileBytes

@@ -234,6 +234,14 @@ struct EngineTests {
         let (loss, accuracy) = loop.evaluate(validation)
         #expect(accuracy == reports.last!.validationAccuracy)
         #expect(abs(loss - reports.last!.validationLoss) < 1e-4)
+        // Training it again starts a new adapter from the parent, as for any student: the next checkpoints.
+        var once = settings
+        once.epochs = 1
+        let again = try await Engine.trainAdapter(
+            try ModelName("lora"), in: registry, data: try fashion, selection: selection, settings: once,
+            adapter: AdapterSettings(rank: 3, alpha: 3, targets: ["features.0"]))
+        #expect(again.map(\.checkpoint) == ["lora@3"])
+        #expect(try await registry.checkpoint(try Reference(parsing: "lora@3")).checkpoint.tensorCount == 4)
     }
 
     @Test("a frozen prefix runs once per dataset, not once per epoch, and its parameters do not move")

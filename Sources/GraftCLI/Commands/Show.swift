@@ -19,16 +19,23 @@ extension GraftCommand {
                 if case .model(let name) = reference {
                     let detail = try await registry.model(name)
                     if output.json { return try emitJSON(detail) }
-                    printModel(detail)
+                    printModel(detail, adapter: try await adapterSummary(detail.latest, registry))
                 } else {
                     let detail = try await registry.checkpoint(reference)
                     if output.json { return try emitJSON(detail) }
-                    printCheckpoint(detail)
+                    printCheckpoint(detail, adapter: try await adapterSummary(detail, registry))
                 }
             }
         }
 
-        func printModel(_ detail: ModelDetail) {
+        /// What a PEFT adapter checkpoint's config says (`LORA rank 8, alpha 16 … on query, value`).
+        func adapterSummary(_ detail: CheckpointDetail?, _ registry: any RegistryAPI) async throws(GraftError) -> String? {
+            guard let detail, detail.files.contains(where: { $0.path == AdapterConfig.fileName && $0.kind == "file" }) else { return nil }
+            let bytes = try await registry.smallFile(detail.checkpoint.reference, path: AdapterConfig.fileName, limit: 1 << 20)
+            return (try? AdapterConfig.parse(bytes))?.summary
+        }
+
+        func printModel(_ detail: ModelDetail, adapter: String? = nil) {
             let model = detail.model
             let p = model.provenance
             var lines = [("model", "\(model.name) (\(model.kind))")]
@@ -60,13 +67,14 @@ extension GraftCommand {
             }
             if let latest = detail.latest {
                 print("")
-                printCheckpoint(latest)
+                printCheckpoint(latest, adapter: adapter)
             }
         }
 
-        func printCheckpoint(_ detail: CheckpointDetail) {
+        func printCheckpoint(_ detail: CheckpointDetail, adapter: String? = nil) {
             let c = detail.checkpoint
             print("checkpoint \(c.ref)  \(c.digest)")
+            if let adapter { print("  adapter \(adapter)") }
             print(
                 """
                   \(formatCount(c.tensorCount)) tensors, \(formatCount(c.parameterCount)) parameters, \(formatBytes(c.fileBytes)),\
