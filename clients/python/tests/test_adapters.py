@@ -314,3 +314,56 @@ def test_readme_lora_example_runs_as_written(server, tmp_path, monkeypatch):
     assert torch.allclose(logits(served), logits(model), rtol=1e-4, atol=1e-5)
     client = graft.Client(server.url, token=os.environ["GRAFT_TOKEN"])
     assert client.model("minilm-lora-r8").manifest["mode"] == "adapter"
+
+
+def test_lightning_callback_commits_the_adapter_of_a_peft_module(server, tmp_path):
+    lightning = pytest.importorskip("lightning")
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from graft.integrations.lightning import GraftCheckpoint
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    class Module(lightning.LightningModule):
+        def __init__(self, base):
+            super().__init__()
+            self.model = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["fc1"], modules_to_save=["fc2"]))
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self.model(x), y)
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            self.log("val_loss", nn.functional.cross_entropy(self.model(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=0.05)
+
+    torch.manual_seed(0)
+    base = MLP()
+    client = graft.Client(server.url, token=server.token("w", "write"))
+    client.register_base("mlp", base.state_dict())
+    client.create_student("mlp-lora", "mlp@1", adapter=True)
+    callback = GraftCheckpoint(client, "mlp-lora")
+    data = TensorDataset(torch.randn(64, 6), torch.randint(0, 3, (64,)))
+    module = Module(base)
+    trainer = lightning.Trainer(max_epochs=2, callbacks=[callback], logger=False, enable_progress_bar=False, accelerator="cpu",
+                                enable_model_summary=False, num_sanity_val_steps=0, enable_checkpointing=False)
+    trainer.fit(module, DataLoader(data, batch_size=16), DataLoader(data, batch_size=32))
+    assert [c.ref for c in callback.committed] == ["mlp-lora@1", "mlp-lora@2"]
+    files = {f["path"] for f in client._json("GET", ["v1", "checkpoints", "mlp-lora@2"])["files"]}
+    assert files == {"adapter_model.safetensors", "adapter_config.json"}
+    fresh = MLP()
+    fresh.load_state_dict(client.load_state_dict("mlp@1"))
+    loaded = client.load_adapter("mlp-lora@2", fresh)
+    x = torch.randn(5, 6)
+    module.model.eval()
+    assert torch.equal(loaded(x), module.model(x))

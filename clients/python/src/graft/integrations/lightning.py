@@ -5,6 +5,10 @@ the registry (a base, or a student made with ``client.create_student``). For a s
 trainable parameters are checked against the manifest when fitting starts (a frozen layer left
 trainable is said then, not refused after a whole epoch); ``check_manifest=False`` skips it.
 
+For an adapter student (``client.create_student(name, parent, adapter=True)``) it commits the
+adapter of the PEFT model the module is, or holds as a direct child (``self.model =
+peft.get_peft_model(...)``): ``adapter_model.safetensors`` and ``adapter_config.json`` only.
+
 >>> trainer = L.Trainer(callbacks=[ModelCheckpoint(...), GraftCheckpoint(client, "cnn-ft")])
 """
 
@@ -17,7 +21,7 @@ try:
 except ImportError:  # the standalone package
     from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
 
-from ..client import Checkpoint, Client
+from ..client import Checkpoint, Client, _is_peft
 from ._common import numeric_metrics
 
 
@@ -29,10 +33,15 @@ class GraftCheckpoint(Callback):
         self.model_name = model_name
         self.split = split
         self.committed: list[Checkpoint] = []
+        self.adapter = False
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if self.check and trainer.is_global_zero:
-            self.client.check_manifest(pl_module, self.model_name)
+        if not trainer.is_global_zero:
+            return
+        manifest = self.client.model(self.model_name).manifest
+        self.adapter = manifest is not None and manifest.get("mode") == "adapter"
+        if self.check:
+            self.client.check_manifest(_peft_of(pl_module) or pl_module if self.adapter else pl_module, self.model_name)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -40,7 +49,21 @@ class GraftCheckpoint(Callback):
         metrics = numeric_metrics(trainer.callback_metrics)
         if metrics:
             self.client.log_curve(self.model_name, trainer.global_step, metrics)
+        source: Any = pl_module.state_dict()
+        if self.adapter:
+            source = _peft_of(pl_module)
+            if source is None:
+                raise ValueError(f"{self.model_name} is an adapter student: the module must be, or hold as a direct child, "
+                                 "a peft.PeftModel")
         checkpoint = self.client.commit(
-            self.model_name, pl_module.state_dict(), step=trainer.global_step, epoch=trainer.current_epoch,
+            self.model_name, source, step=trainer.global_step, epoch=trainer.current_epoch,
             metrics=metrics or None, split=self.split if metrics else None)
         self.committed.append(checkpoint)
+
+
+def _peft_of(module: Any) -> Any:
+    """The PEFT model a LightningModule is, or holds as its one direct child; else None."""
+    if _is_peft(module):
+        return module
+    found = [child for child in module.children() if _is_peft(child)]
+    return found[0] if len(found) == 1 else None
