@@ -246,6 +246,7 @@ package struct AdapterLayout: Sendable, Equatable {
         }
         var pairs: [String: (a: TensorInfo?, b: TensorInfo?, embedding: Bool)] = [:]
         var copies: [(tensor: String, name: String)] = []
+        var pairedExtras: [(tensor: String, module: String)] = []
         let loraSuffixes: [(String, Bool, Bool)] = [
             (".lora_A.weight", true, false), (".lora_B.weight", false, false), (".lora_embedding_A", true, true),
             (".lora_embedding_B", false, true),
@@ -267,11 +268,33 @@ package struct AdapterLayout: Sendable, Equatable {
                 copies.append((tensor.name, name))
                 continue
             }
+            // What a LoRA trains beside its pairs, when its config says so: DoRA's magnitudes and
+            // LoRA biases (on a module with a pair), and with `bias` the parent's own biases.
+            if config.peftType == "LORA" {
+                if config.useDoRA,
+                    let suffix = [".lora_magnitude_vector", ".lora_magnitude_vector.weight"].first(where: { name.hasSuffix($0) })
+                {
+                    pairedExtras.append((tensor.name, String(name.dropLast(suffix.count))))
+                    continue
+                }
+                if config.loraBias, name.hasSuffix(".lora_B.bias") {
+                    pairedExtras.append((tensor.name, String(name.dropLast(".lora_B.bias".count))))
+                    continue
+                }
+                if config.bias != "none", name.hasSuffix(".bias") {
+                    var owner = String(name.dropLast(".bias".count))
+                    if owner.hasSuffix(".base_layer") { owner = String(owner.dropLast(".base_layer".count)) }
+                    if let parentOwner = parentName(owner), parent[parentOwner + ".bias"] != nil { continue }
+                }
+            }
             if config.peftType == "LORA" {
                 problem(tensor.name, "a LoRA tensor (lora_A, lora_B) or a copy of a module in modules_to_save")
             } else if parentName(module).map({ modules.contains($0) }) != true {
                 problem(tensor.name, "a tensor of a module the parent has", "no module \(module) in the parent")
             }
+        }
+        for (tensor, module) in pairedExtras where pairs[module] == nil {
+            problem(tensor, "a tensor beside a LoRA pair", "no lora_A and lora_B for \(module)")
         }
         var targets: [Target] = []
         for module in pairs.keys.sorted() {

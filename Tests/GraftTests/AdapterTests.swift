@@ -161,6 +161,17 @@ struct AdapterTests {
             ("no rank", { _, config in config["r"] = nil }, "rank r"),
             ("a rank that is a flag", { _, config in config["r"] = true }, "r of the wrong type"),
             ("no peft_type", { _, config in config["peft_type"] = nil }, "peft_type"),
+            (
+                "a DoRA magnitude beside no pair",
+                { tensors, config in
+                    config["use_dora"] = true
+                    tensors.append(tensor(key + "enc.x.lora_magnitude_vector", [6], seed: 50))
+                }, "no lora_A and lora_B for enc.x"
+            ),
+            (
+                "a trained bias the config does not declare", { tensors, _ in tensors.append(tensor(key + "enc.q.bias", [6], seed: 51)) },
+                "enc.q.bias"
+            ),
         ]
     }
 
@@ -210,6 +221,18 @@ struct AdapterTests {
         let ia3 = [Self.tensor(Self.key + "enc.q.ia3_l", [6, 1], seed: 30), Self.tensor(Self.key + "enc.v.ia3_l", [6, 1], seed: 31)]
         let good = try Self.writeAdapter(test.directory.file("ia3"), tensors: ia3, config: ["peft_type": "IA3"])
         #expect(try await Self.commit(test, good).checkpoint == "lora@1")
+        // DoRA's magnitudes, LoRA biases and the parent's own biases, where the config declares them.
+        var config = Self.loraConfig
+        (config["use_dora"], config["lora_bias"], config["bias"]) = (true, true, "all")
+        let extras =
+            Self.loraTensors() + [
+                Self.tensor(Self.key + "enc.q.lora_magnitude_vector", [6], seed: 33),
+                Self.tensor(Self.key + "enc.q.lora_B.bias", [6], seed: 34),
+                Self.tensor(Self.key + "enc.q.base_layer.bias", [6], seed: 35),
+            ]
+        #expect(
+            try await Self.commit(test, try Self.writeAdapter(test.directory.file("dora"), tensors: extras, config: config)).checkpoint
+                == "lora@2")
         let stray = [Self.tensor(Self.key + "nowhere.ia3_l", [6, 1], seed: 32)]
         let bad = try Self.writeAdapter(test.directory.file("ia3-bad"), tensors: stray, config: ["peft_type": "IA3"])
         await #expect(throws: GraftError.self) { try await Self.commit(test, bad) }

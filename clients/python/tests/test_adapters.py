@@ -174,7 +174,7 @@ def test_merged_export_matches_merge_and_unload_fp32(tmp_path):
     local("init", registry=registry)
     tiny_bert(tmp_path / "base")
     model = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "base")
-    wrapped = lora(model, seed=5, targets=("query", "key", "value", "dense"), use_rslora=True)
+    wrapped = lora(model, seed=5, targets=("query", "key", "value", "dense", "word_embeddings"), use_rslora=True)
     worst, ours, theirs = merged_against_peft(tmp_path, tmp_path / "base", wrapped, transformers.BertForSequenceClassification,
                                               registry=registry)
     print(f"fp32 merge: worst {worst:.3g} of the largest magnitude")
@@ -217,21 +217,28 @@ def test_merged_export_of_gpt2_transposed_weights(tmp_path):
     assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
-def test_merged_export_refuses_other_adapter_types(tmp_path):
+@pytest.mark.parametrize("kind,named", [("ia3", "IA3"), ("dora", "DoRA"), ("lora_bias", "lora_bias"), ("bias", "bias = all")])
+def test_other_adapters_are_stored_but_not_merged(tmp_path, kind, named):
+    """IA3, DoRA, LoRA biases and trained base biases: stored and exported as adapters (their
+    extra tensors checked against the parent), refused by --merged with the reason."""
     registry = str(tmp_path / "registry")
     local("init", registry=registry)
     tiny_bert(tmp_path / "base")
     model = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "base")
-    ia3 = peft.get_peft_model(model, peft.IA3Config(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"]))
-    ia3.save_pretrained(tmp_path / "ia3")
+    if kind == "ia3":
+        config = peft.IA3Config(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])
+    else:
+        options = {"dora": {"use_dora": True}, "lora_bias": {"lora_bias": True}, "bias": {"bias": "all"}}[kind]
+        config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], **options)
+    peft.get_peft_model(model, config).save_pretrained(tmp_path / "adapter")
     local("base", "add", str(tmp_path / "base"), "--name", "base", registry=registry)
-    local("student", "create", "ia3", "--from", "base@1", "--adapter", registry=registry)
-    local("checkpoint", "add", "ia3", str(tmp_path / "ia3"), registry=registry)
-    local("export", "ia3@1", "-o", str(tmp_path / "out"), registry=registry)  # stored and exported as an adapter
-    assert (tmp_path / "out" / "adapter_model.safetensors").read_bytes() == (tmp_path / "ia3" / "adapter_model.safetensors").read_bytes()
-    refused = subprocess.run([GRAFT, "export", "ia3@1", "--merged", "-o", str(tmp_path / "merged"), "--registry", registry],
+    local("student", "create", "other", "--from", "base@1", "--adapter", registry=registry)
+    local("checkpoint", "add", "other", str(tmp_path / "adapter"), registry=registry)
+    local("export", "other@1", "-o", str(tmp_path / "out"), registry=registry)  # stored and exported as an adapter
+    assert (tmp_path / "out" / "adapter_model.safetensors").read_bytes() == (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes()
+    refused = subprocess.run([GRAFT, "export", "other@1", "--merged", "-o", str(tmp_path / "merged"), "--registry", registry],
                              capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 65 and "IA3" in refused.stderr, refused.stderr
+    assert refused.returncode == 65 and named in refused.stderr, refused.stderr
     assert not (tmp_path / "merged").exists()
 
 
