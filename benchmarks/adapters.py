@@ -20,24 +20,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import graft_process  # noqa: E402
+from import_export import timed  # noqa: E402  (seconds and peak RSS of one command, the page cache synced first)
 
 MIB = 1 << 20
-
-
-def timed(command: list[str], env: dict | None = None) -> tuple[float, int, str]:
-    """Seconds, peak RSS (KiB, GNU time) and stdout of a command."""
-    with tempfile.NamedTemporaryFile(mode="r") as rss:
-        os.sync()
-        start = time.perf_counter()
-        result = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name] + command, capture_output=True, text=True, env=env)
-        elapsed = time.perf_counter() - start
-        if result.returncode != 0:
-            sys.exit(f"benchmark command failed: {' '.join(command)}\n{result.stderr}")
-        return elapsed, int(rss.read().split()[-1]), result.stdout
 
 
 def main() -> None:
@@ -104,11 +93,11 @@ def main() -> None:
         times = {"export": [], "export_rss": [], "merged": [], "merged_rss": []}
         for index in range(args.runs):
             target = os.path.join(work, "out")
-            t, rss, _ = timed([graft, "export", "minilm@1", "-o", target, "--force", "--registry", registry])
+            t, rss = timed([graft, "export", "minilm@1", "-o", target, "--force", "--registry", registry])
             times["export"].append(t)
             times["export_rss"].append(rss)
             shutil.rmtree(target)
-            t, rss, _ = timed([graft, "export", "minilm-lora@1", "--merged", "-o", target, "--force", "--registry", registry])
+            t, rss = timed([graft, "export", "minilm-lora@1", "--merged", "-o", target, "--force", "--registry", registry])
             times["merged"].append(t)
             times["merged_rss"].append(rss)
             if index == 0:

@@ -40,7 +40,7 @@ extension Registry {
         guard let configFile = adapter.files.first(where: { $0.path == AdapterConfig.fileName }),
             case .file(let digest, let length, let inline) = configFile.content
         else { throw .cannotMerge(checkpoint: summary.ref, reason: "it has no \(AdapterConfig.fileName)") }
-        let config = try AdapterConfig.parse(try Self.bytes(digest, length, inline, blobs))
+        let config = try AdapterConfig.parse(try blobs.bytes(digest, length: length, inline: inline))
         if let problem = config.mergeProblem { throw .cannotMerge(checkpoint: summary.ref, reason: problem) }
         let (found, problems) = AdapterLayout.resolve(
             config, tensors: adapterTensors, parent: manifest.entries.filter { $0.state == .frozen })
@@ -67,18 +67,6 @@ extension Registry {
         do { return try SafeTensorsHeader.parse(json: Array(header.dropFirst(8)), fileSize: nil).tensors } catch {
             throw .invalidFile(path: checkpoint, error)
         }
-    }
-
-    /// A blob's bytes in memory (a config, a tensor to merge).
-    static func bytes(_ digest: Digest, _ length: Int, _ inline: [UInt8]?, _ blobs: BlobTransfer) throws(GraftError) -> [UInt8] {
-        if let inline { return inline }
-        var bytes = [UInt8](repeating: 0, count: length)
-        let store = blobs.store
-        let read = bytes.withUnsafeMutableBytes { buffer in
-            Result { () throws(GraftError) in if length > 0 { try store.read(digest, at: 0, count: length, into: buffer.baseAddress!) } }
-        }
-        try read.get()
-        return bytes
     }
 }
 
@@ -114,6 +102,8 @@ struct MergePlan: Sendable {
     let parentParts: [(digest: Digest, length: Int, inline: [UInt8]?)]
     let adapterParts: [(digest: Digest, length: Int, inline: [UInt8]?)]
     let adapterTensors: [TensorInfo]
+    /// Each adapter tensor's position, by name.
+    let adapterIndex: [String: Int]
     let parentTensors: [TensorInfo]
 
     init(
@@ -124,6 +114,7 @@ struct MergePlan: Sendable {
             parent.tensors, adapter.tensors, adapterTensors, parentTensors
         )
         let adapterIndex = Dictionary(adapterTensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+        self.adapterIndex = adapterIndex
         let parentIndex = Dictionary(parentTensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
         let targets = Dictionary(layout.targets.map { ($0.parentTensor, $0) }, uniquingKeysWith: { first, _ in first })
         let mergeable: Set<DType> = [.f32, .bf16, .f16]
@@ -230,7 +221,9 @@ struct MergePlan: Sendable {
         return Array(data) + [UInt8(ascii: "\n")]
     }
 
-    /// Writes every file under `root` (created), each flushed, folders flushed after.
+    /// Writes every file under `root` (created), each flushed, folders flushed after. Blobs are
+    /// read here without hashing: `Registry.writeTree` rehashes every one of them in parallel and
+    /// keeps nothing written from a damaged store.
     func write(into root: String, blobs: BlobTransfer) throws(GraftError) -> Int {
         try FileSystem.makeDirectory(root, mode: 0o755)
         var folders: [String] = [root]
@@ -258,7 +251,7 @@ struct MergePlan: Sendable {
                         written += length
                     case .adapter(let index):
                         let (digest, length, inline) = adapterParts[index]
-                        try out.write(try Registry.bytes(digest, length, inline, blobs))
+                        try out.write(try blobs.bytes(digest, length: length, inline: inline, verify: false))
                         written += length
                     case .merged(let position, let target):
                         let bytes = try merged(position, target, blobs: blobs)
@@ -285,13 +278,14 @@ struct MergePlan: Sendable {
     func merged(_ position: Int, _ target: AdapterLayout.Target, blobs: BlobTransfer) throws(GraftError) -> [UInt8] {
         let weight = parentTensors[position]
         let (wd, wl, wi) = parentParts[position]
-        let index = Dictionary(adapterTensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let (ai, bi) = (index[target.a]!, index[target.b]!)
+        let (ai, bi) = (adapterIndex[target.a]!, adapterIndex[target.b]!)
         let a = Self.floats(
-            try Registry.bytes(adapterParts[ai].digest, adapterParts[ai].length, adapterParts[ai].inline, blobs), adapterTensors[ai].dtype)
+            try blobs.bytes(adapterParts[ai].digest, length: adapterParts[ai].length, inline: adapterParts[ai].inline, verify: false),
+            adapterTensors[ai].dtype)
         let b = Self.floats(
-            try Registry.bytes(adapterParts[bi].digest, adapterParts[bi].length, adapterParts[bi].inline, blobs), adapterTensors[bi].dtype)
-        var w = Self.floats(try Registry.bytes(wd, wl, wi, blobs), weight.dtype)
+            try blobs.bytes(adapterParts[bi].digest, length: adapterParts[bi].length, inline: adapterParts[bi].inline, verify: false),
+            adapterTensors[bi].dtype)
+        var w = Self.floats(try blobs.bytes(wd, length: wl, inline: wi, verify: false), weight.dtype)
         let rank = target.rank
         let columns = a.count / rank  // A is rank × columns (in, or in·kh·kw, or the vocabulary)
         let rows = b.count / rank  // B is rows × rank

@@ -337,6 +337,20 @@ package struct BlobTransfer: Sendable {
         return Digest(hasher.finalize()) == digest ? nil : (.wrongDigest, "its bytes no longer match the digest")
     }
 
+    /// A blob's bytes in memory (a config, a tensor to merge): inline ones as held, stored ones
+    /// read and checked against their length and, with `verify`, their digest (a caller that
+    /// rehashes every blob it reads anyway, as a merged export does, passes false).
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)``.
+    package func bytes(_ digest: Digest, length: Int, inline: [UInt8]?, verify: Bool = true) throws(GraftError) -> [UInt8] {
+        if let inline { return inline }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(length)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.chunkSize, alignment: 64)
+        defer { buffer.deallocate() }
+        try stream(digest, length: length, buffer: buffer, verify: verify) { chunk throws(GraftError) in bytes.append(contentsOf: chunk) }
+        return bytes
+    }
+
     /// Streams a stored blob to `body` in chunks, checking its length and, with `verify`, its digest.
     ///
     /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the blob is missing, has the wrong

@@ -476,16 +476,7 @@ extension Registry {
         guard file.length <= 1 << 20 else { throw .invalidUpload("\(AdapterConfig.fileName) is over 1 MiB") }
         if let held = try await metadata.inlineBytes([file.digest])[file.digest], Digest.of(held) == file.digest { return .bytes(held) }
         guard blobs.store.contains(file.digest, claim: false) else { return .pending }
-        var bytes = [UInt8](repeating: 0, count: file.length)
-        let store = blobs.store
-        let read = bytes.withUnsafeMutableBytes { buffer in
-            Result { () throws(GraftError) in
-                if file.length > 0 { try store.read(file.digest, at: 0, count: file.length, into: buffer.baseAddress!) }
-            }
-        }
-        try read.get()
-        guard Digest.of(bytes) == file.digest else { throw .damagedBlob(file.digest, reason: "its bytes do not hash to its address") }
-        return .bytes(bytes)
+        return .bytes(try blobs.bytes(file.digest, length: file.length, inline: nil))
     }
 
     /// Starts storing one uploaded blob (`PUT /v1/blobs/DIGEST`): bytes go to temporary storage

@@ -68,8 +68,10 @@ struct AdapterTests {
     }
 
     /// A registry with the parent (`base`, a model directory) and an adapter student `lora`.
-    static func setup(parent: [TensorData] = parentTensors) async throws -> TestRegistry {
-        let test = try await TestRegistry()
+    static func setup(parent: [TensorData] = parentTensors, inlineThreshold: Int = Registry.defaultInlineThreshold) async throws
+        -> TestRegistry
+    {
+        let test = try await TestRegistry(inlineThreshold: inlineThreshold)
         let directory = test.directory.file("parent")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try SafeTensorsWriter.write(parent, metadata: ["format": "pt"], to: directory + "/model.safetensors")
@@ -330,6 +332,28 @@ struct AdapterTests {
         #expect(
             FileManager.default.contents(atPath: out + "/config.json")
                 == FileManager.default.contents(atPath: test.directory.file("parent/config.json")))
+    }
+
+    @Test("a damaged blob, merged or copied, fails the merged export with nothing written", arguments: ["enc.q.weight", "enc.q.bias"])
+    func damagedMerge(_ tensor: String) async throws {
+        let test = try await Self.setup(inlineThreshold: 0)  // every tensor a blob file
+        _ = try await Self.commit(test, try Self.writeAdapter(test.directory.file("adapter")))
+        let digest = sha256Hex(Self.parentTensors.first { $0.name == tensor }!.bytes)
+        let file = test.root + "/blobs/sha256/\(digest.prefix(2))/\(digest)"
+        var bytes = Array(FileManager.default.contents(atPath: file)!)
+        bytes[0] ^= 1
+        try FileManager.default.removeItem(atPath: file)
+        try writeFile(file, bytes)
+        let out = test.directory.file("merged")
+        do {
+            try await test.registry.exportMerged(try Reference(parsing: "lora@1"), to: out)
+            Issue.record("merged from a damaged \(tensor)")
+        } catch {
+            guard case .damagedBlob(let damaged, _) = error else { throw error }
+            #expect(damaged.hex == digest)
+        }
+        #expect(!FileSystem.fileExists(out))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: test.directory.path).allSatisfy { !$0.hasPrefix(".merged") })
     }
 
     @Test("fan_in_fan_out merges into the transposed weight")

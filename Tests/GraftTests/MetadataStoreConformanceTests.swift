@@ -578,13 +578,22 @@ struct MetadataStoreConformanceTests {
 struct BackendPairTests {
     static let pairs = MetadataStoreKind.allCases.flatMap { metadata in BlobStoreKind.allCases.map { (metadata, $0) } }
 
-    @Test("import, enforce, rank, inherit, stream byte-exact, verify, remove, gc", arguments: pairs)
-    func endToEnd(pair: (MetadataStoreKind, BlobStoreKind)) async throws {
+    /// A registry over the pair's stores (inline threshold 64 bytes), its blob store, and the
+    /// handles that keep the stores (and their servers and folders) alive while the test runs.
+    static func registry(_ pair: (MetadataStoreKind, BlobStoreKind)) async throws -> (
+        Registry, any BlobStore, (MetadataHandle, StoreHandle)
+    ) {
         let (metadata, keepMetadata) = try await pair.0.make()
         let (blobs, keepBlobs) = try pair.1.make()
-        defer { withExtendedLifetime((keepMetadata, keepBlobs)) {} }
         let registry = Registry(
             layout: RegistryLayout(root: keepBlobs.file("store")), metadata: metadata, blobs: blobs, inlineThreshold: 64)
+        return (registry, blobs, (keepMetadata, keepBlobs))
+    }
+
+    @Test("import, enforce, rank, inherit, stream byte-exact, verify, remove, gc", arguments: pairs)
+    func endToEnd(pair: (MetadataStoreKind, BlobStoreKind)) async throws {
+        let (registry, blobs, kept) = try await Self.registry(pair)
+        defer { withExtendedLifetime(kept) {} }
         let tensors = randomTensors(dtypes: [.f32, .f32, .i64, .u8], seed: 7, prefix: "layer")
         let input = try SafeTensorsMemory(tensors)
         _ = try await registry.addBase(name: name("base"), input: input)
@@ -629,11 +638,8 @@ struct BackendPairTests {
 extension BackendPairTests {
     @Test("a model directory: shards and files recorded, exported byte for byte, kept by gc, removed with the model", arguments: pairs)
     func directory(pair: (MetadataStoreKind, BlobStoreKind)) async throws {
-        let (metadata, keepMetadata) = try await pair.0.make()
-        let (blobs, keepBlobs) = try pair.1.make()
-        defer { withExtendedLifetime((keepMetadata, keepBlobs)) {} }
-        let registry = Registry(
-            layout: RegistryLayout(root: keepBlobs.file("store")), metadata: metadata, blobs: blobs, inlineThreshold: 64)
+        let (registry, blobs, kept) = try await Self.registry(pair)
+        defer { withExtendedLifetime(kept) {} }
         let source = TemporaryDirectory()
         let tensors = randomTensors(dtypes: [.f32, .f32, .i64, .u8, .bf16], seed: 9, prefix: "layer")
         try SafeTensorsWriter.write(Array(tensors[..<3]), metadata: ["format": "pt"], to: source.file("model-00001-of-00002.safetensors"))
@@ -680,11 +686,8 @@ extension BackendPairTests {
     @Test(
         "an adapter student: its mode stored and read back, only its adapter stored, counted by stats, merged on export", arguments: pairs)
     func adapter(pair: (MetadataStoreKind, BlobStoreKind)) async throws {
-        let (metadata, keepMetadata) = try await pair.0.make()
-        let (blobs, keepBlobs) = try pair.1.make()
-        defer { withExtendedLifetime((keepMetadata, keepBlobs)) {} }
-        let registry = Registry(
-            layout: RegistryLayout(root: keepBlobs.file("store")), metadata: metadata, blobs: blobs, inlineThreshold: 64)
+        let (registry, _, kept) = try await Self.registry(pair)
+        defer { withExtendedLifetime(kept) {} }
         let source = TemporaryDirectory()
         try FileManager.default.createDirectory(atPath: source.file("parent"), withIntermediateDirectories: true)
         try SafeTensorsWriter.write(AdapterTests.parentTensors, metadata: ["format": "pt"], to: source.file("parent/model.safetensors"))
