@@ -1,4 +1,4 @@
-import SafeTensors
+package import SafeTensors
 
 /// Where a registry keeps its metadata: models, checkpoints and their tensor lists, manifests,
 /// metrics, curves, aliases and advisories. Two stores implement it: SQLite (`GraftSQLite`, a
@@ -150,6 +150,14 @@ package protocol MetadataStore: Sendable {
     func checkpointNumbers(models: [Int64]) async throws(GraftError) -> [Int64: [Int]]
     /// The model a checkpoint belongs to.
     func modelOf(checkpoint: Int64) async throws(GraftError) -> Int64?
+    /// Exposure's digest-only read (``Registry/exposure(of:to:detail:)``), in one transaction:
+    /// the newest checkpoint of each of `models`, and the tensors of those checkpoints and of
+    /// `checkpoints`.
+    func exposureRows(models: [Int64], checkpoints: [Int64]) async throws(GraftError) -> ExposureRows
+    /// The cached drift sums of those blob pairs that have them.
+    func driftSums(_ pairs: [DriftPair]) async throws(GraftError) -> [DriftPair: DriftSums]
+    /// Caches drift sums (a pair already cached keeps its row: the bytes are the same).
+    func recordDriftSums(_ sums: [DriftPair: DriftSums]) async throws(GraftError)
 
     // MARK: Browsing (the web view)
 
@@ -395,6 +403,43 @@ package struct LineageRow: Sendable, Equatable {
         self.parentNumber = parentNumber
         self.checkpoints = checkpoints
         self.parentName = parentName
+    }
+}
+
+/// What ``MetadataStore/exposureRows(models:checkpoints:)`` reads.
+package struct ExposureRows: Sendable {
+    /// Each model's newest checkpoint: its id and number.
+    package var newest: [Int64: (id: Int64, number: Int)]
+    /// Tensors by checkpoint id, in file order.
+    package var tensors: [Int64: [TensorEntry]]
+
+    package init(newest: [Int64: (id: Int64, number: Int)] = [:], tensors: [Int64: [TensorEntry]] = [:]) {
+        self.newest = newest
+        self.tensors = tensors
+    }
+}
+
+/// Two blobs compared as tensors of one dtype: an ancestor's and a descendant's.
+package struct DriftPair: Sendable, Hashable {
+    package var ancestor: Digest
+    package var descendant: Digest
+    package var dtype: DType
+
+    package init(ancestor: Digest, descendant: Digest, dtype: DType) {
+        self.ancestor = ancestor
+        self.descendant = descendant
+        self.dtype = dtype
+    }
+}
+
+/// The sums relative drift is made of: Σ(d − a)² and Σa² over the elements.
+package struct DriftSums: Sendable, Equatable {
+    package var difference: Double
+    package var magnitude: Double
+
+    package init(difference: Double, magnitude: Double) {
+        self.difference = difference
+        self.magnitude = magnitude
     }
 }
 

@@ -44,6 +44,16 @@ public struct AffectedModel: Sendable, Codable, Equatable {
     /// flagged model itself.
     public var parent: String?
 
+    /// The checkpoint exposure was measured on (its newest; `NAME@N`) and the flagged model's
+    /// checkpoint it descends from; absent when exposure was not asked for.
+    public var measured: String?
+    public var ancestor: String?
+    /// How much of `ancestor` it holds (``Exposure/exposure``); never a sign of safety at 0.
+    public var exposure: Double?
+    public var frozenDepth: Int?
+    public var drift: Double?
+    public var layers: [LayerExposure]?
+
     /// Its checkpoints as typed references, to pass back to the registry.
     public var checkpointReferences: [Reference] { checkpoints.compactMap { try? Reference(parsing: $0) } }
 }
@@ -93,8 +103,9 @@ extension Registry {
     }
 
     /// Every descendant of `reference` (a model, or the students of one checkpoint) that
-    /// inherits an open advisory, with its path of inheritance.
-    public func affected(_ reference: Reference) async throws(GraftError) -> [AffectedModel] {
+    /// inherits an open advisory, with its path of inheritance and, unless `exposure` is `nil`, how
+    /// much of the flagged checkpoint on its path its newest checkpoint holds (``Exposure``).
+    public func affected(_ reference: Reference, exposure detail: ExposureDetail? = .digests) async throws(GraftError) -> [AffectedModel] {
         let target = try await target(of: reference)
         let (root, first, label) = (target.model, target.checkpoint, target.checkpointRef ?? target.modelName)
         // Nothing to read unless an open advisory lies above the model (inherited) or within
@@ -106,11 +117,12 @@ extension Registry {
         // children; the flags follow from it.
         let flagged = AdvisoryInheritance.propagate(rows, root: root, inherited: inherited, open: open)
         let rootName = chain.first?.name ?? label
+        func adapterParent(_ row: LineageRow) -> Int64? { row.mode == TransferMode.adapter.rawValue ? row.via : nil }
         // Each model reached: its parent's step, and the element it adds to the path of
         // inheritance (`parent@N`). Paths are built at the end, each in one allocation: a
         // chain 1,000 deep has 500,000 path elements in all.
         var names: [Int64: String] = [root: rootName]
-        var steps: [(id: Int64, name: String, parent: Int, label: String, depth: Int)] = []
+        var steps: [(id: Int64, name: String, parent: Int, label: String, depth: Int, origin: Int64, adapterParent: Int64?)] = []
         var stepOf: [Int64: Int] = [:]
         for row in rows {
             names[row.id] = row.name
@@ -119,10 +131,12 @@ extension Registry {
             if parent == root {
                 // From a checkpoint reference, only the students of that checkpoint.
                 if let first, row.via != first { continue }
-                steps.append((row.id, row.name, -1, rootName + via, 1))
+                steps.append((row.id, row.name, -1, rootName + via, 1, row.via ?? -1, adapterParent(row)))
             } else {
                 guard let above = stepOf[parent] else { continue }
-                steps.append((row.id, row.name, above, (names[parent] ?? "?") + via, steps[above].depth + 1))
+                steps.append(
+                    (row.id, row.name, above, (names[parent] ?? "?") + via, steps[above].depth + 1, steps[above].origin, adapterParent(row))
+                )
             }
             stepOf[row.id] = steps.count - 1
         }
@@ -132,7 +146,7 @@ extension Registry {
                 ? steps[$0].depth < steps[$1].depth : steps[$0].name.utf8.lexicographicallyPrecedes(steps[$1].name.utf8)
         }
         let checkpoints = order.isEmpty ? [:] : try await metadata.checkpointNumbers(models: order.map { steps[$0].id })
-        return order.map { index in
+        var affected = order.map { index in
             let (id, name, depth) = (steps[index].id, steps[index].name, steps[index].depth)
             var path = [String](repeating: "", count: depth + 1)
             path[depth] = name
@@ -144,6 +158,43 @@ extension Registry {
             return AffectedModel(
                 model: name, checkpoints: (checkpoints[id] ?? []).map { "\(name)@\($0)" }, advisories: flagged[id]!.sorted(), path: path,
                 parent: path.count > 1 ? path[path.count - 2] : nil)
+        }
+        if let detail, !order.isEmpty {
+            try await measureExposure(
+                &affected, steps: order.map { (steps[$0].id, steps[$0].origin, steps[$0].adapterParent) }, root: rootName, detail: detail)
+        }
+        return affected
+    }
+
+    /// Fills in each affected model's exposure to the flagged checkpoint on its path: one read of
+    /// every tensor list and one of the drift cache for the whole family.
+    private func measureExposure(
+        _ affected: inout [AffectedModel], steps: [(id: Int64, origin: Int64, adapterParent: Int64?)], root: String, detail: ExposureDetail
+    ) async throws(GraftError) {
+        let rows = try await metadata.exposureRows(
+            models: steps.map(\.id), checkpoints: Array(Set(steps.map(\.origin) + steps.compactMap(\.adapterParent))))
+        let originNumbers = Dictionary(zip(steps.map(\.origin), affected.map { $0.path.first ?? "" })) { first, _ in first }
+        var prepared: [(index: Int, held: HeldTensors, ancestor: [TensorEntry], measured: String, label: String)] = []
+        for (index, step) in steps.enumerated() {
+            guard let newest = rows.newest[step.id], let ancestor = rows.tensors[step.origin] else { continue }
+            let own = rows.tensors[newest.id] ?? []
+            let held = step.adapterParent.map { HeldTensors(adapter: own, parent: rows.tensors[$0] ?? []) } ?? HeldTensors(own)
+            let label = originNumbers[step.origin].flatMap { $0.isEmpty ? nil : $0 } ?? root
+            prepared.append((index, held, ancestor, "\(affected[index].model)@\(newest.number)", label))
+        }
+        var sums = try await metadata.driftSums(
+            Array(Set(prepared.flatMap { ExposureMeasure.pairs(ExposureMeasure.match(ancestor: $0.ancestor, held: $0.held)) })))
+        for item in prepared {
+            let adapter = steps[item.index].adapterParent == nil ? nil : try Reference(parsing: item.measured)
+            let measured = try await measure(
+                item.held, of: item.measured, ancestor: item.ancestor, label: item.label, adapter: adapter, detail: detail,
+                sums: &sums)
+            affected[item.index].measured = measured.checkpoint
+            affected[item.index].ancestor = measured.ancestor
+            affected[item.index].exposure = measured.exposure
+            affected[item.index].frozenDepth = measured.frozenDepth
+            affected[item.index].drift = measured.drift
+            affected[item.index].layers = measured.layers
         }
     }
 }

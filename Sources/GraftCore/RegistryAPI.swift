@@ -16,7 +16,10 @@ public protocol RegistryAPI: Sendable {
         -> LineageReport
     func best(metric: String, direction: Direction?, split: String?, scope: BestScope, includeFlagged: Bool) async throws(GraftError)
         -> BestResult
-    func affected(_ reference: Reference) async throws(GraftError) -> [AffectedModel]
+    /// Descendants that inherit an open advisory; `exposure` `nil` leaves exposure out.
+    func affected(_ reference: Reference, exposure: ExposureDetail?) async throws(GraftError) -> [AffectedModel]
+    /// How much of `ancestor` the checkpoint `descendant` still carries (``Exposure``).
+    func exposure(of descendant: Reference, to ancestor: Reference, detail: ExposureDetail) async throws(GraftError) -> Exposure
     func advisories(includeResolved: Bool) async throws(GraftError) -> [Advisory]
     func diff(_ first: Reference, _ second: Reference) async throws(GraftError) -> DiffResult
     func stats() async throws(GraftError) -> RegistryStats

@@ -1,5 +1,6 @@
 package import GraftCore
 import PostgresNIO
+import SafeTensors
 
 // Lineage rows, best candidates and what the web view reads. A subtree is one key of the
 // lineage array's GIN index (`lineage @> ARRAY[root]`); ancestors are the array itself
@@ -353,5 +354,73 @@ extension PostgresQuery {
     /// The query with trusted SQL (an ORDER BY of constants) appended.
     func appendingOrder(_ sql: String) -> PostgresQuery {
         PostgresQuery(unsafeSQL: self.sql + sql, binds: binds)
+    }
+}
+
+// MARK: Exposure
+
+extension PostgresMetadataStore {
+    package func exposureRows(models: [Int64], checkpoints: [Int64]) async throws(GraftError) -> ExposureRows {
+        try await read { connection in
+            var rows = ExposureRows()
+            for row in try await connection.all(
+                """
+                SELECT DISTINCT ON (model_id) model_id, id, number FROM checkpoints WHERE model_id = ANY(\(models))
+                ORDER BY model_id, number DESC
+                """, logger: self.logger)
+            {
+                rows.newest[try row[0]] = (try row[1], try row[2])
+            }
+            let wanted = Array(Set(checkpoints).union(rows.newest.values.map(\.id)))
+            for row in try await connection.all(
+                """
+                SELECT checkpoint_id, name, dtype, shape::text AS shape, element_count, byte_length, blob_digest FROM checkpoint_tensors
+                WHERE checkpoint_id = ANY(\(wanted)) ORDER BY checkpoint_id, position
+                """, logger: self.logger)
+            {
+                rows.tensors[try row["checkpoint_id"], default: []].append(
+                    TensorEntry(
+                        name: try row["name"], dtype: DType(rawValue: try row["dtype"]) ?? .u8, shape: decodeShape(try row["shape"]),
+                        parameters: try row["element_count"], bytes: try row["byte_length"],
+                        digest: try Digest(parsing: try row["blob_digest"] as String)))
+            }
+            return rows
+        }
+    }
+
+    package func driftSums(_ pairs: [DriftPair]) async throws(GraftError) -> [DriftPair: DriftSums] {
+        guard !pairs.isEmpty else { return [:] }
+        return try await withConnection { connection in
+            var sums: [DriftPair: DriftSums] = [:]
+            let wanted = Dictionary(pairs.map { ("\($0.ancestor.hex) \($0.descendant.hex) \($0.dtype.rawValue)", $0) }) { first, _ in first
+            }
+            for row in try await connection.all(
+                """
+                SELECT d.ancestor_digest, d.descendant_digest, d.dtype, d.difference, d.magnitude
+                FROM unnest(\(pairs.map(\.ancestor.hex))::text[], \(pairs.map(\.descendant.hex))::text[],\
+                 \(pairs.map(\.dtype.rawValue))::text[]) AS p(a, d, t)
+                JOIN tensor_drift d ON d.ancestor_digest = p.a AND d.descendant_digest = p.d AND d.dtype = p.t
+                """, logger: self.logger)
+            {
+                let key = "\(try row[0] as String) \(try row[1] as String) \(try row[2] as String)"
+                if let pair = wanted[key] { sums[pair] = DriftSums(difference: try row[3], magnitude: try row[4]) }
+            }
+            return sums
+        }
+    }
+
+    package func recordDriftSums(_ sums: [DriftPair: DriftSums]) async throws(GraftError) {
+        guard !sums.isEmpty else { return }
+        let entries = Array(sums)
+        try await withConnection { connection in
+            try await connection.run(
+                """
+                INSERT INTO tensor_drift (ancestor_digest, descendant_digest, dtype, difference, magnitude)
+                SELECT * FROM unnest(\(entries.map(\.key.ancestor.hex))::text[], \(entries.map(\.key.descendant.hex))::text[],\
+                 \(entries.map(\.key.dtype.rawValue))::text[], \(entries.map(\.value.difference))::float8[],\
+                 \(entries.map(\.value.magnitude))::float8[])
+                ON CONFLICT DO NOTHING
+                """, logger: self.logger)
+        }
     }
 }

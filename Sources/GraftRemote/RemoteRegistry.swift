@@ -118,8 +118,15 @@ public final class RemoteRegistry: RegistryAPI {
         }
         return try await get(["v1", "best"], query: query)
     }
-    public func affected(_ reference: Reference) async throws(GraftError) -> [AffectedModel] {
-        try await get(["v1", "checkpoints", reference.description, "affected"], query: ["paths": "true"])
+    public func affected(_ reference: Reference, exposure: ExposureDetail? = .digests) async throws(GraftError) -> [AffectedModel] {
+        try await get(
+            ["v1", "checkpoints", reference.description, "affected"], query: ["paths": "true", "exposure": exposure?.rawValue ?? "none"])
+    }
+    public func exposure(of descendant: Reference, to ancestor: Reference, detail: ExposureDetail = .drift) async throws(GraftError)
+        -> Exposure
+    {
+        try await get(
+            ["v1", "checkpoints", descendant.description, "exposure"], query: ["to": ancestor.description, "detail": detail.rawValue])
     }
     public func advisories(includeResolved: Bool) async throws(GraftError) -> [Advisory] {
         try await get(["v1", "advisories"], query: ["all": includeResolved ? "true" : nil])

@@ -2,6 +2,7 @@ import GRDB
 import GRDBSQLite
 package import GraftCore
 import GraftLocal
+import SafeTensors
 
 // Lineage rows and best candidates: ranges of the lineage-path index (migration 0004) and of
 // the metric summaries (0005), stepped through SQLite's C API where rows are many.
@@ -388,5 +389,75 @@ struct CandidateWalk: Sendable {
         self.candidates = candidates
         self.winner = winner
         self.excluded = excluded
+    }
+}
+
+// MARK: Exposure
+
+extension SQLiteMetadataStore {
+    package func exposureRows(models: [Int64], checkpoints: [Int64]) async throws(GraftError) -> ExposureRows {
+        try await read { db in
+            var rows = ExposureRows()
+            // SQLite returns the bare columns of the row that holds max(number).
+            try Self.stepRows(
+                db,
+                sql: """
+                    SELECT model_id, id, max(number) FROM checkpoints WHERE model_id IN (SELECT value FROM json_each(?))\
+                     GROUP BY model_id
+                    """,
+                arguments: ["[" + models.map(String.init).joined(separator: ",") + "]"]
+            ) { handle in
+                rows.newest[sqlite3_column_int64(handle, 0)] = (sqlite3_column_int64(handle, 1), Int(sqlite3_column_int64(handle, 2)))
+            }
+            let wanted = Set(checkpoints).union(rows.newest.values.map(\.id))
+            for row in try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT checkpoint_id, name, dtype, shape, element_count, byte_length, blob_digest FROM checkpoint_tensors\
+                     WHERE checkpoint_id IN (SELECT value FROM json_each(?)) ORDER BY checkpoint_id, position
+                    """,
+                arguments: ["[" + wanted.map(String.init).joined(separator: ",") + "]"])
+            {
+                rows.tensors[row["checkpoint_id"], default: []].append(
+                    TensorEntry(
+                        name: row["name"], dtype: DType(rawValue: row["dtype"]) ?? .u8, shape: decodeShape(row["shape"]),
+                        parameters: row["element_count"], bytes: row["byte_length"],
+                        digest: try Digest(parsing: row["blob_digest"] as String)))
+            }
+            return rows
+        }
+    }
+
+    package func driftSums(_ pairs: [DriftPair]) async throws(GraftError) -> [DriftPair: DriftSums] {
+        guard !pairs.isEmpty else { return [:] }
+        return try await read { db in
+            var sums: [DriftPair: DriftSums] = [:]
+            for pair in pairs {
+                if let row = try Row.fetchOne(
+                    db.cachedStatement(
+                        sql: """
+                            SELECT difference, magnitude FROM tensor_drift WHERE ancestor_digest = ? AND descendant_digest = ? AND dtype = ?
+                            """),
+                    arguments: [pair.ancestor.hex, pair.descendant.hex, pair.dtype.rawValue])
+                {
+                    sums[pair] = DriftSums(difference: row["difference"], magnitude: row["magnitude"])
+                }
+            }
+            return sums
+        }
+    }
+
+    package func recordDriftSums(_ sums: [DriftPair: DriftSums]) async throws(GraftError) {
+        guard !sums.isEmpty else { return }
+        try await write { db in
+            for (pair, value) in sums {
+                try db.cachedStatement(
+                    sql: """
+                        INSERT INTO tensor_drift (ancestor_digest, descendant_digest, dtype, difference, magnitude) VALUES (?, ?, ?, ?, ?)\
+                         ON CONFLICT DO NOTHING
+                        """
+                ).execute(arguments: [pair.ancestor.hex, pair.descendant.hex, pair.dtype.rawValue, value.difference, value.magnitude])
+            }
+        }
     }
 }

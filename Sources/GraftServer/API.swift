@@ -88,10 +88,30 @@ struct API: Sendable {
             jsonResponse(try await registry.metrics(try grant.checkpoint()))
         }
         routes.get("/v1/checkpoints/{ref}/affected", .checkpoint(.read)) { request, _, grant in
-            var affected = try await registry.affected(try grant.checkpoint()).filter { grant.token.covers(nameOf($0.model)) }
+            let detail: ExposureDetail?
+            switch query(request, "exposure") {
+            case nil, "digests": detail = .digests
+            case "drift": detail = .drift
+            case "none": detail = nil
+            case let other?: throw GraftError.badRequest("exposure must be none, digests or drift, not \(quotedParameter(other))")
+            }
+            var affected = try await registry.affected(try grant.checkpoint(), exposure: detail).filter {
+                grant.token.covers(nameOf($0.model))
+            }
             // Parent pointers unless paths are asked for: full paths total grows with depth².
             if try !flag(request, "paths") { for index in affected.indices { affected[index].path = [] } }
             return try paged(affected, request)
+        }
+        routes.get("/v1/checkpoints/{ref}/exposure", .checkpoint(.read)) { request, _, grant in
+            guard let to = query(request, "to") else { throw GraftError.badRequest("exposure needs `to`, the ancestor's reference") }
+            let ancestor = try await grant.visible(try Reference(parsing: to))
+            let detail: ExposureDetail
+            switch query(request, "detail") {
+            case nil, "drift": detail = .drift
+            case "digests": detail = .digests
+            case let other?: throw GraftError.badRequest("detail must be digests or drift, not \(quotedParameter(other))")
+            }
+            return jsonResponse(try await registry.exposure(of: try grant.checkpoint(), to: ancestor, detail: detail))
         }
         routes.get("/v1/checkpoints/{ref}/safetensors", .checkpoint(.read)) { request, _, grant in
             try await download(try grant.checkpoint(), request: request)

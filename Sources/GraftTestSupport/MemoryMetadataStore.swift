@@ -112,6 +112,7 @@ package final class MemoryMetadataStore: MetadataStore {
         var models: [Int64: Model] = [:]
         var byName: [String: Int64] = [:]
         var checkpoints: [Int64: Checkpoint] = [:]
+        var drift: [DriftPair: DriftSums] = [:]
         var blobs: [Digest: Blob] = [:]
         var advisories: [String: AdvisoryRow] = [:]
         var tokens: [TokenRow] = []
@@ -687,6 +688,25 @@ package final class MemoryMetadataStore: MetadataStore {
     }
 
     package func modelOf(checkpoint: Int64) async throws(GraftError) -> Int64? { try access { $0.checkpoints[checkpoint]?.model } }
+
+    package func exposureRows(models: [Int64], checkpoints: [Int64]) async throws(GraftError) -> ExposureRows {
+        let newest = try access { state in
+            var newest: [Int64: (id: Int64, number: Int)] = [:]
+            for model in Set(models) { if let last = state.checkpoints(of: model).last { newest[model] = (last.id, last.number) } }
+            return newest
+        }
+        var rows = ExposureRows(newest: newest)
+        for id in Set(checkpoints).union(newest.values.map(\.id)) { rows.tensors[id] = try await tensors(checkpoint: id) }
+        return rows
+    }
+
+    package func driftSums(_ pairs: [DriftPair]) async throws(GraftError) -> [DriftPair: DriftSums] {
+        try access { state in pairs.reduce(into: [:]) { found, pair in found[pair] = state.drift[pair] } }
+    }
+
+    package func recordDriftSums(_ sums: [DriftPair: DriftSums]) async throws(GraftError) {
+        try access { state in state.drift.merge(sums) { old, _ in old } }
+    }
 
     // MARK: Browsing
 
