@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test lint format mutants-sample screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results fuzz soak mutants clean
+.PHONY: all build demo test lint format mutants-sample screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results results-vulnerability fuzz soak mutants clean
 
 all: build
 
@@ -100,6 +100,17 @@ RESULTS_ARGS ?=
 results: system-deps
 	swift build -c release --product graft-results $(SWIFT_BUILD_FLAGS)
 	.build/release/graft-results --registry results-registry $(RESULTS_ARGS)
+
+# Students inherit their teacher's vulnerabilities (issue 26): the mimicry attack on every transfer
+# mode, with each student's exposure and drift; writes docs/vulnerability.json and a section of
+# docs/RESULTS.md (about 20 minutes on 2 cores). QUICK=1 (1 seed, 50 pairs, 50 steps, under 5 minutes)
+# OUT=FILE writes the JSON to FILE and leaves docs/RESULTS.md alone.
+QUICK ?=
+OUT ?=
+results-vulnerability: system-deps
+	swift build -c release --product graft-vulnerability $(SWIFT_BUILD_FLAGS)
+	.build/release/graft-vulnerability --registry vulnerability-registry $(if $(QUICK),--quick) \
+		$(if $(OUT),--json $(OUT) --no-page) $(VULNERABILITY_ARGS)
 
 # The crash, concurrency and open-race harnesses at soak length (the test suite runs 80 crash
 # trials and 25 race rounds).

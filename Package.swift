@@ -153,6 +153,10 @@ let package = Package(
         // `make results`: the transferability experiment (docs/RESULTS.md).
         .executableTarget(
             name: "graft-results", dependencies: ["Trainer", "Graft", "SafeTensors"], path: "benchmarks/results", swiftSettings: strict),
+        // `make results-vulnerability`: the mimicry attack on students (docs/RESULTS.md, docs/vulnerability.json).
+        .executableTarget(
+            name: "graft-vulnerability", dependencies: ["Trainer", "Graft", "SafeTensors"], path: "benchmarks/vulnerability",
+            swiftSettings: strict),
         // The concurrency harness's writer, reader and gc processes (tests and `make soak`).
         .executableTarget(name: "graft-stress", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/stress", swiftSettings: strict),
         .executableTarget(

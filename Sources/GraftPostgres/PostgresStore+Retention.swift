@@ -30,6 +30,14 @@ extension PostgresMetadataStore {
             report.blobsRemoved = freed.count
             report.bytesFreed = freed.bytes
             report.keptForGrace = freed.kept
+            // Exposure's drift cache: rows of blobs now gone would never be read again.
+            if !dryRun {
+                try await connection.run(
+                    """
+                    DELETE FROM tensor_drift d WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = d.ancestor_digest)
+                     OR NOT EXISTS (SELECT 1 FROM blobs WHERE digest = d.descendant_digest)
+                    """, logger: self.logger)
+            }
             let known = Set(
                 try await connection.all(
                     "SELECT digest FROM blobs WHERE digest = ANY(\(candidates.map(\.hex)))", logger: self.logger

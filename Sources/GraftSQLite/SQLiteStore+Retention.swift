@@ -24,6 +24,14 @@ extension SQLiteMetadataStore {
             report.blobsRemoved = freed.count
             report.bytesFreed = freed.bytes
             report.keptForGrace = freed.kept
+            // Exposure's drift cache: rows of blobs now gone would never be read again.
+            if !dryRun {
+                try db.execute(
+                    sql: """
+                        DELETE FROM tensor_drift WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = ancestor_digest)
+                         OR NOT EXISTS (SELECT 1 FROM blobs WHERE digest = descendant_digest)
+                        """)
+            }
             let known = try db.cachedStatement(sql: "SELECT 1 FROM blobs WHERE digest = ?")
             var failure: (any Error)?
             report.sweep(

@@ -817,6 +817,7 @@ package final class MemoryMetadataStore: MetadataStore {
                 if blob.inline == nil { store.remove(digest) }
             }
             let known = state.blobs
+            if !dryRun { state.drift = state.drift.filter { known[$0.key.ancestor] != nil && known[$0.key.descendant] != nil } }
             report.sweep(candidates: candidates, isKnown: { known[$0] != nil }, temporaryItems: temporaryItems, store: store, grace: grace)
             return report
         }

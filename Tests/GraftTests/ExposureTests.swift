@@ -56,9 +56,16 @@ struct ExposureTests {
         test: TestRegistry, fe: [TensorData], grand: [TensorData], full: [TensorData]
     ) {
         let test = try await TestRegistry(inlineThreshold: inlineThreshold)
-        let registry = test.registry
+        let (fe, grand, full) = try await build(test.registry, in: test.directory)
+        return (test, fe, grand, full)
+    }
+
+    /// The family of ``family(inlineThreshold:)`` in any registry, its files written under `directory`.
+    static func build(_ registry: Registry, in directory: TemporaryDirectory) async throws -> (
+        fe: [TensorData], grand: [TensorData], full: [TensorData]
+    ) {
         func write(_ name: String, _ tensors: [TensorData]) throws -> String {
-            let path = test.directory.file(name + ".safetensors")
+            let path = directory.file(name + ".safetensors")
             try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: path)
             return path
         }
@@ -77,7 +84,7 @@ struct ExposureTests {
             name: try ModelName("full"), from: try Reference(parsing: "base@1"), manifest: .rules([], freezeThrough: nil))
         let full = moved(base, Set(base.map(\.name)), step: 0.05, seed: 70)
         _ = try await registry.addCheckpoint(model: try ModelName("full"), file: try write("full", full))
-        return (test, fe, grand, full)
+        return (fe, grand, full)
     }
 
     @Test("exposure is the share of the ancestor's bytes held by digest, exact two generations down; frozen depth counts leading layers")
@@ -128,6 +135,10 @@ struct ExposureTests {
         let cached = try await test.registry.exposure(of: grand, to: base, detail: .digests)
         #expect(cached == measured)
         #expect(quick.exposure == measured.exposure && quick.frozenDepth == measured.frozenDepth)
+        // gc drops the rows of blobs it removes (grand's changed blocks.1 and head), and keeps the rest.
+        _ = try await test.registry.removeModel(try ModelName("grand"))
+        _ = try await test.registry.gc(grace: 0)
+        #expect(try test.rows("SELECT count(*) FROM tensor_drift") == 3)
     }
 
     @Test("a blob whose bytes no longer match its digest is damage, not a drift")

@@ -711,3 +711,33 @@ extension BackendPairTests {
         #expect(try await registry.verify(readData: true).ok)
     }
 }
+
+extension BackendPairTests {
+    @Test(
+        "exposure: the same shares, frozen depths and drifts on every store; drift cached, and dropped by gc with its blobs",
+        arguments: pairs)
+    func exposure(pair: (MetadataStoreKind, BlobStoreKind)) async throws {
+        let (registry, _, kept) = try await Self.registry(pair)
+        defer { withExtendedLifetime(kept) {} }
+        let source = TemporaryDirectory()
+        let (_, grand, _) = try await ExposureTests.build(registry, in: source)
+        let (descendant, ancestor) = (Reference.model(name("grand")), Reference.model(name("base")))
+        let quick = try await registry.exposure(of: descendant, to: ancestor, detail: .digests)
+        #expect(quick.layers.map(\.drift) == [0, nil, 0, nil] && quick.frozenDepth == 1)
+        let measured = try await registry.exposure(of: descendant, to: ancestor, detail: .drift)
+        let base = Dictionary(uniqueKeysWithValues: ExposureTests.base.map { ($0.name, $0) })
+        let expected = ExposureTests.relative(grand.map { (base[$0.name]!, $0) })
+        #expect(abs(try #require(measured.drift) - expected) < 1e-9)
+        #expect(try await registry.exposure(of: descendant, to: ancestor, detail: .digests) == measured, "cached in this store")
+        try await registry.addAdvisory(on: ancestor, id: "ADV-1", severity: .high)
+        let affected = try await registry.affected(ancestor, exposure: .digests)
+        #expect(affected.first { $0.model == "grand" }?.drift == measured.drift)
+        // gc drops the cache rows of the blobs it removes.
+        let changed = DriftPair(
+            ancestor: Digest.of(base["head.weight"]!.bytes), descendant: Digest.of(grand.last!.bytes), dtype: .f32)
+        #expect(try await registry.metadata.driftSums([changed]).count == 1)
+        _ = try await registry.removeModel(name("grand"))
+        _ = try await registry.gc(grace: 0)
+        #expect(try await registry.metadata.driftSums([changed]).isEmpty)
+    }
+}

@@ -232,6 +232,37 @@ struct GradientTests {
             }
         }
     }
+
+    @Test("the input gradient to each block's output (the mimicry attack's) matches finite differences, at inference behaviour")
+    func inputGradient() throws {
+        let architecture = try Architecture(spec: "conv:2:3,bn,relu,pool:2,flatten,linear:5,relu", input: [1, 6, 6], classes: 3)
+        let network = try Network(architecture, seed: 5)
+        var check = GradientCheck()
+        // Running statistics other than (0, 1), so inference mode differs from the identity.
+        let norm = network.layers[1].layer as! BatchNorm
+        norm.runningMean = [0.3, -0.2]
+        norm.runningVar = [2.0, 0.5]
+        network.freezeAll()
+        #expect(network.blockEnds == [4, 7], "after the pool, and the activation before the head")
+        let input = Tensor(shape: [2, 1, 6, 6], data: check.spread(72).map { $0 * 0.5 })
+        for end in network.blockEnds {
+            let output = network.forwardForInputGradient(input, to: end)
+            let weights = check.random(output.data.count)
+            let analytic = network.inputGradient(Tensor(shape: output.shape, data: weights), from: end)
+            #expect(analytic.shape == input.shape)
+            for index in check.pick(input.data.count, 12) {
+                var x = input
+                x.data[index] += 1e-3
+                let plus = GradientCheck.loss(network.forwardForInputGradient(x, to: end), weights)
+                x.data[index] -= 2e-3
+                let minus = GradientCheck.loss(network.forwardForInputGradient(x, to: end), weights)
+                check.expectClose(Double(analytic.data[index]), (plus - minus) / 2e-3, "K=\(end) d/dx[\(index)]")
+            }
+        }
+        // Inference behaviour: the same input gives the same representation, and nothing moved.
+        #expect(network.forwardForInputGradient(input, to: 7) == network.forwardForInputGradient(input, to: 7))
+        #expect(norm.runningMean == [0.3, -0.2] && norm.batchesTracked == 0)
+    }
 }
 
 #if canImport(Glibc)
