@@ -236,12 +236,15 @@ extension Registry {
         // The sums of every comparable pair: cached, or (detail .drift) read from the blobs.
         // What an adapter's pairs add to what they sit on, Σ(scale·B·A)², by held tensor name.
         var lowRank: [String: Double] = [:]
+        var unmeasurable: Set<DriftPair> = []
         if detail == .drift {
             var fresh: [DriftPair: DriftSums] = [:]
             for match in layers.flatMap(\.matches) where match.comparable {
                 let pair = DriftPair(ancestor: match.ancestor.digest, descendant: match.descendant!.digest, dtype: match.ancestor.dtype)
-                guard sums[pair] == nil, fresh[pair] == nil else { continue }
-                fresh[pair] = try await driftSums(match.ancestor, match.descendant!)
+                guard sums[pair] == nil, fresh[pair] == nil, !unmeasurable.contains(pair) else { continue }
+                let value = try await driftSums(match.ancestor, match.descendant!)
+                // A tensor holding NaN or infinity has no drift: left unmeasured, not cached.
+                if value.difference.isFinite && value.magnitude.isFinite { fresh[pair] = value } else { unmeasurable.insert(pair) }
             }
             try await metadata.recordDriftSums(fresh)
             sums.merge(fresh) { old, _ in old }
@@ -249,7 +252,8 @@ extension Registry {
                 let config = try AdapterConfig.parse(try await smallFile(adapter, path: AdapterConfig.fileName))
                 for (name, pair) in held.pairs {
                     let scale = config.scale(of: pair.module)
-                    lowRank[name] = scale * scale * (try await lowRankNormSquared(pair.a, pair.b))
+                    let added = scale * scale * (try await lowRankNormSquared(pair.a, pair.b))
+                    if added.isFinite { lowRank[name] = added }
                 }
             }
         }

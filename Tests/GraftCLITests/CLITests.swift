@@ -241,5 +241,25 @@ struct CLITests {
         #expect(stats["adapter_models"] as? Int == 2)
         #expect((stats["dedup_ratio"] as? Double ?? 0) > 1.0)
         #expect(try cli.run(["verify", "--read-data"]).status == 0)
+
+        // Exposure on the demo registry: the feature extractor holds nearly all the teacher, the
+        // full fine-tune none of it — and is never called safe.
+        #expect(first.stdout.contains("EXPOSURE") && first.stdout.contains("FROZEN DEPTH"))
+        #expect(try cli.run(["advisory", "add", "fmnist-teacher", "--id", "ADV-1", "--severity", "high"]).status == 0)
+        let affected = try cli.run(["affected", "fmnist-teacher"])
+        #expect(affected.status == 0)
+        let text = affected.stdout
+        #expect(text.contains("exposure 0.0%: holds none of fmnist-teacher@"), "\(text)")
+        #expect(!text.lowercased().contains("safe") && !text.lowercased().contains("not affected"))
+        let reached = try #require(try cli.json(["affected", "fmnist-teacher"]) as? [[String: Any]])
+        let byName = Dictionary(uniqueKeysWithValues: reached.map { ($0["model"] as? String ?? "", $0) })
+        let fe = try #require(byName["fmnist-5to9-fe"])
+        #expect((fe["exposure"] as? Double ?? 0) > 0.9 && (fe["frozen_depth"] as? Int ?? 0) > 0)
+        #expect((fe["layers"] as? [[String: Any]])?.last?["identical"] as? Bool == false, "the head is new")
+        let full = try #require(byName["fmnist-5to9-full"])
+        #expect(full["exposure"] as? Double == 0 && (full["drift"] as? Double ?? 0) > 0)
+        #expect(byName["fmnist-5to9-lora"]?["exposure"] as? Double ?? 0 > 0.9, "an adapter holds its parent's tensors")
+        let pair = try #require(try cli.json(["exposure", "fmnist-5to9-partial", "--to", "fmnist-teacher"]) as? [String: Any])
+        #expect(pair["frozen_depth"] as? Int == 4 && pair["ancestor"] as? String != nil)
     }
 }

@@ -199,6 +199,7 @@ struct ConfinementTests {
             case "/v1/models/{name}/lineage": uris += ["json", "dot", "mermaid", "tree"].map { uri + "?format=" + $0 }
             case "/v1/best": uris += [uri + "?metric=acc", uri + "?metric=unknown"]
             case "/v1/diff": uris.append(uri + "?from=open-ft@1&to=open-ft@1")
+            case "/v1/checkpoints/{ref}/exposure": uris += [uri + "?to=open-ft@1", uri + "?to=open-ft@1&detail=digests"]
             case "/v1/advisories", "/advisories": uris += [uri, uri + "?all=1"]
             default: uris.append(uri)
             }
@@ -215,7 +216,7 @@ struct ConfinementTests {
             var leaks = 0
             for uri in all {
                 let answer = try await get(uri, confined)
-                #expect(answer.status < 500, "\(uri): \(answer.status)")
+                #expect(answer.status < 500, "\(uri): \(answer.status) \(answer.body.prefix(300))")
                 for secret in ["secret-teacher", "ADV-secret", "secret-kid", "secret_metric"] where answer.body.contains(secret) {
                     Issue.record("\(uri) names \(secret): \(answer.body.prefix(300))")
                 }
@@ -240,6 +241,13 @@ struct ConfinementTests {
             }
             let (affectedHidden, affectedShown) = (try await affected(confined), try await affected(reader))
             #expect(affectedHidden == 0 && affectedShown == 1, "secret-kid inherits ADV-secret")
+            // Exposure to a hidden ancestor is refused as if it did not exist; to a visible one it answers.
+            let teacherRef = "/v1/checkpoints/open-ft@1/exposure?to=secret-teacher@1"
+            let (hiddenTeacher, shownTeacher) = (try await get(teacherRef, confined), try await get(teacherRef, reader))
+            #expect(hiddenTeacher.status == 404 && shownTeacher.status == 200)
+            #expect(try await get("/v1/checkpoints/open-ft@1/exposure", reader).status == 400, "`to` is required")
+            #expect(try await get("/v1/checkpoints/open-ft@1/exposure?to=open-ft@1&detail=all", reader).status == 400)
+            #expect(try await get("/v1/checkpoints/open-ft@1/affected?exposure=all", reader).status == 400)
             func advisories(_ token: String) async throws -> Int {
                 (json(try await get("/v1/advisories", token).body) as? [Any])?.count ?? -1
             }

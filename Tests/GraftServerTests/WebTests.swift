@@ -96,14 +96,29 @@ struct WebTests {
         #expect(
             family.size["root"] == 520 && family.size["n0"] == 400 && family.path(from: "root", to: "n0-k399") == ["root", "n0", "n0-k399"])
         let options = try Web.LineageOptions { _ in nil }
-        let view = Web.LineageView(family: family, page: "n0-k399", focus: "root", options: options, best: nil, origins: ["ADV": "n0"])
+        let reached = try GraftJSON.decoder().decode(
+            AffectedModel.self,
+            from: Data(
+                #"""
+                {"model": "n0-k399", "checkpoints": ["n0-k399@1"], "advisories": ["ADV"], "path": ["n0@1", "n0-k399"],
+                 "exposure": 0, "frozen_depth": 0, "drift": 0.25, "layers": [{"name": "w", "identical": false, "bytes": 4}]}
+                """#.utf8))
+        let view = Web.LineageView(
+            family: family, page: "n0-k399", focus: "root", options: options, best: nil, origins: ["ADV": "n0"],
+            exposure: ["ADV": ["n0-k399": reached]])
         let chosen = view.chosen(from: "root")
         #expect(chosen.count <= Web.nodeBudget + 3 && chosen.contains("n0-k399"), "bounded, and the page's model is in view")
         #expect(chosen.filter { family.parent[$0] == "root" }.count == Web.fanout)
         let tree = view.tree().text
         #expect(tree.contains("+ 70 more children (70 models)"), "the root's other children, counted")
         #expect(tree.contains("data-fragment=\"/models/n0-k399/lineage?at=n0&amp;fragment=1\""), "n0's hidden children expand in place")
-        #expect(tree.contains("ADV via n0 → n0-k399"), "the path of inheritance")
+        #expect(tree.contains("ADV via n0 → n0-k399 · exposure 0.0%, frozen depth 0 of 1, drift 0.250"), "the path, and how much it holds")
+        #expect(!tree.contains("safe"))
+        let section = Web.advisorySection(
+            Advisory(id: "ADV", model: "n0", severity: .high, createdAt: "2026-12-07T00:00:00Z"), reach: [reached]
+        ).text
+        #expect(section.contains("<td class=\"num exposure\">0.0%</td>") && section.contains("<td class=\"num drift\">0.250</td>"))
+        #expect(section.contains("0% is not safe"))
         #expect(tree.components(separatedBy: "<li class=\"node").count - 1 == chosen.count)
         // The fragment for one node: its children only, a window again.
         let fragment = view.subtree("n0").text

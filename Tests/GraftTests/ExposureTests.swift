@@ -157,6 +157,28 @@ struct ExposureTests {
         #expect(try test.rows("SELECT count(*) FROM tensor_drift WHERE descendant_digest = '\(digest)'") == 0)
     }
 
+    @Test("a tensor holding NaN has no drift: its layer and the whole are unmeasured, and nothing is cached for it")
+    func notANumber() async throws {
+        let test = try await TestRegistry(inlineThreshold: 0)
+        var broken = Self.base
+        broken[4].bytes = MergePlan.bytes([.nan] + MergePlan.floats(broken[4].bytes, .f32).dropFirst(), .f32)
+        for (name, tensors) in [("base", Self.base), ("broken", broken)] {
+            let path = test.directory.file(name + ".safetensors")
+            try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: path)
+            if name == "base" {
+                _ = try await test.registry.addBase(name: try ModelName(name), file: path)
+                _ = try await test.registry.createStudent(
+                    name: try ModelName("broken"), from: try Reference(parsing: "base@1"), manifest: .rules([], freezeThrough: nil))
+            } else {
+                _ = try await test.registry.addCheckpoint(model: try ModelName(name), file: path)
+            }
+        }
+        let measured = try await test.registry.exposure(of: try Reference(parsing: "broken"), to: try Reference(parsing: "base"))
+        #expect(measured.layers.map(\.drift) == [0, 0, 0, nil] && measured.drift == nil)
+        #expect(try test.rows("SELECT count(*) FROM tensor_drift") == 4)
+        _ = try GraftJSON.encoder().encode(measured)
+    }
+
     @Test("a task model's prefix (bert.) is found: the base's tensors are held under it")
     func prefixedTaskModel() async throws {
         let (test, _, _, _) = try await Self.family()

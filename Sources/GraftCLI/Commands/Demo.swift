@@ -162,6 +162,28 @@ extension GraftCommand {
 
             section("7. Registry totals: frozen layers are stored once")
             try await Stats.parse(registryArguments).run()
+
+            // What a flaw found in the teacher would reach, and how much of it each student holds.
+            section("8. How much of the teacher each student still carries")
+            var exposures: [[String]] = []
+            for row in rows {
+                let measured = try await registryCall { () throws(GraftError) in
+                    try await registry.exposure(of: .model(try ModelName(row.name)), to: parent, detail: .drift)
+                }
+                exposures.append([
+                    row.name, row.mode, String(format: "%.1f%%", measured.exposure * 100),
+                    "\(measured.frozenDepth) of \(measured.layers.count)",
+                    measured.drift.map { String(format: "%.3f", $0) } ?? "–",
+                ])
+            }
+            print(table(["MODEL", "MODE", "EXPOSURE", "FROZEN DEPTH", "DRIFT"], exposures, right: [2, 4]))
+            print(
+                """
+                exposure: the share of \(parent)'s bytes a student holds unchanged; drift: how far the rest moved (0 is none).
+                Neither is safety: flag the teacher (`graft advisory add \(Self.teacherName) --id ID --severity high`) and\
+                 `graft affected \(Self.teacherName)` lists every descendant that inherits it, with these numbers.
+                """
+            )
             print(
                 String(
                     format: "\ndemo complete in %.0f s; explore with `graft lineage %@ --registry %@`", Date().timeIntervalSince(started),

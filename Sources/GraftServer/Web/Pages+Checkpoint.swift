@@ -161,7 +161,7 @@ extension Web {
                 var reach: [AffectedModel] = []
                 if advisory.resolvedAt == nil {
                     let reference = try Reference(parsing: advisory.checkpoint ?? advisory.model)
-                    reach = try await registry.affected(reference).filter {
+                    reach = try await registry.affected(reference, exposure: .digests).filter {
                         $0.advisories.contains(advisory.id) && token.covers(nameOf($0.model))
                     }
                 }
@@ -189,7 +189,9 @@ extension Web {
             return
                 """
                 <tr data-model=\"\(model.model)\"><td>\(modelLink(model.model))</td><td\
-                 class=\"num\">\(model.checkpoints.count)</td><td class=\"path\">\(path)</td></tr>
+                 class=\"num\">\(model.checkpoints.count)</td><td class=\"num exposure\">\(percentText(model.exposure))</td><td\
+                 class=\"num\">\(depthText(model))</td><td class=\"num drift\">\(driftText(model.drift))</td><td\
+                 class=\"path\">\(path)</td></tr>
                 """
         }.joined()
         let more: Markup = reach.count > reachLimit ? "<p class=\"muted\">The first \(reachLimit) of \(number(reach.count)).</p>" : .empty
@@ -200,14 +202,33 @@ extension Web {
                 ? "<p class=\"muted\">It reaches no descendant.</p>"
                 : """
                 <p>Reaches <b class="reach-count">\(number(reach.count))</b> \(reach.count == 1 ? "model" : "models") below it:</p>
-                <table class="reach"><thead><tr><th>model</th><th class="num">checkpoints</th><th>path of\
-                 inheritance</th></tr></thead><tbody>\(rows)</tbody></table>\(more)
+                <table class="reach"><thead><tr><th>model</th><th class="num">checkpoints</th><th class="num"\
+                 title="share of the flagged checkpoint's bytes held unchanged">exposure</th><th class="num">frozen depth</th><th\
+                 class="num" title="relative L2 distance of what changed; – until measured">drift</th><th>path of\
+                 inheritance</th></tr></thead><tbody>\(rows)</tbody></table>\(more)<p class="muted">Exposure is the share of the\
+                 flagged checkpoint's bytes a model still holds unchanged; 0% is not safe (a full fine-tune starts from\
+                 them). Drift shows once measured (<code>graft affected</code> or <code>graft exposure</code>).</p>
                 """
         return """
             <section class="advisory severity-\(advisory.severity.rawValue)" id="\(advisory.id)"><h2>\(advisory.id) <span\
              class="badge">\(advisory.severity.rawValue)</span> \(state)</h2>
             <p>On \(target), since \(advisory.createdAt). \(advisory.note ?? "")\(url)</p>\(reached)</section>
             """
+    }
+}
+
+func percentText(_ value: Double?) -> String { value.map { String(format: "%.1f%%", $0 * 100) } ?? "–" }
+func driftText(_ value: Double?) -> String { value.map { String(format: "%.3f", $0) } ?? "–" }
+func depthText(_ model: AffectedModel) -> String {
+    guard let depth = model.frozenDepth, let layers = model.layers else { return "–" }
+    return "\(depth) of \(layers.count)"
+}
+
+extension Web {
+    /// An affected model's exposure in one phrase, for the lineage page.
+    static func exposureText(_ model: AffectedModel) -> String {
+        guard let exposure = model.exposure else { return "" }
+        return "exposure \(percentText(exposure)), frozen depth \(depthText(model)), drift \(driftText(model.drift))"
     }
 }
 

@@ -144,10 +144,18 @@ extension Web {
                     }
                 }
             }
-            let origins = Dictionary(
-                try await registry.advisories(includeResolved: false).map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
+            let open = try await registry.advisories(includeResolved: false)
+            let origins = Dictionary(open.map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
+            // How much of each advisory's flagged checkpoint each descendant in this family holds
+            // (digests, and drift where cached): one `affected` per advisory raised inside the family.
+            var exposure: [String: [String: AffectedModel]] = [:]
+            for advisory in open where family.nodes[advisory.model] != nil {
+                let reference = try Reference(parsing: advisory.checkpoint ?? advisory.model)
+                let reached = try await registry.affected(reference, exposure: .digests).filter { $0.advisories.contains(advisory.id) }
+                exposure[advisory.id] = Dictionary(reached.map { ($0.model, $0) }, uniquingKeysWith: { a, _ in a })
+            }
             let view = LineageView(
-                family: family, page: name.value, focus: focus, options: options, best: best, origins: origins)
+                family: family, page: name.value, focus: focus, options: options, best: best, origins: origins, exposure: exposure)
             if options.fragment { return Self.htmlResponse(view.subtree(focus)) }
             return Self.page(
                 "\(name.value) · lineage", token: token,
@@ -163,6 +171,8 @@ extension Web {
         let best: BestResult?
         /// Each open advisory's model.
         let origins: [String: String]
+        /// Each open advisory's reach in the family, with exposure, by model.
+        var exposure: [String: [String: AffectedModel]] = [:]
 
         var base: String { "/models/\(percentEncode(page))/lineage" }
 
@@ -332,7 +342,8 @@ extension Web {
                     guard let origin = origins[label] else { return "<li>\(label)</li>" }
                     if origin == name { return "<li>\(label) (on this model)</li>" }
                     let path = family.path(from: origin, to: name) ?? [origin, name]
-                    return "<li>\(label) via \(path.map { Markup("\($0)") }.joined(separator: " → "))</li>"
+                    let held = exposure[label]?[name].map { " · " + Web.exposureText($0) } ?? ""
+                    return "<li>\(label) via \(path.map { Markup("\($0)") }.joined(separator: " → "))\(held)</li>"
                 }.joined()
                 flagMarkup = "<span class=\"flag\">⚑</span><ul class=\"inheritance\">\(items)</ul>"
             }

@@ -145,6 +145,23 @@ def test_reads_metrics_best_lineage_affected_tag(setup):
     admin._json("POST", ["v1", "advisories"], body={"on": "teacher", "id": "leak-1", "severity": "high"})
     affected = client.affected("teacher")
     assert sorted(entry["model"] for entry in affected) == ["a", "b"]
+    # Exposure: the frozen features are held byte for byte, the new head is not; drift as torch computes it.
+    entry = next(e for e in affected if e["model"] == "a")
+    state, original = client.load_state_dict("a@1"), teacher.state_dict()
+    floats = [k for k, v in original.items() if v.is_floating_point()]
+    difference = sum(float(((state[k].double() - original[k].double()) ** 2).sum()) for k in floats)
+    magnitude = sum(float((original[k].double() ** 2).sum()) for k in floats)
+    assert entry["ancestor"] == "teacher@1" and entry["measured"] == "a@1"
+    held = sum(v.numel() * v.element_size() for k, v in original.items() if k.startswith("features."))
+    total = sum(v.numel() * v.element_size() for v in original.values())
+    assert entry["exposure"] == pytest.approx(held / total) and entry["frozen_depth"] >= 1
+    assert abs(entry["drift"] - (difference / magnitude) ** 0.5) < 1e-6
+    assert [layer["identical"] for layer in entry["layers"]][-1] is False
+    pair = client.exposure("a", to="teacher@1")
+    assert pair["exposure"] == entry["exposure"] and pair["layers"] == entry["layers"]
+    assert "drift" not in client.affected("teacher", exposure="none")[0]
+    with pytest.raises(ValueError):
+        client.affected("teacher", exposure="all")
     with pytest.raises(graft.NotFound):
         client.best("val/accuracy", under="teacher", split="val")  # every candidate flagged
     assert client.best("val/accuracy", under="teacher", split="val", include_flagged=True).ref == "b@1"

@@ -130,10 +130,27 @@ class Client:
         """Ancestors up to the root base (each edge's exact parent checkpoint) and descendants."""
         return self._json("GET", ["v1", "models", name, "lineage"], query={"metric": metric})
 
-    def affected(self, ref: str, *, paths: bool = True) -> list[dict[str, Any]]:
+    def affected(self, ref: str, *, paths: bool = True, exposure: str = "drift") -> list[dict[str, Any]]:
         """Every descendant inheriting an open advisory on ``ref`` or above it, each with the
-        checkpoint it derives from (``parent``) and, unless ``paths=False``, its whole path."""
-        return self._json("GET", ["v1", "checkpoints", ref, "affected"], query={"paths": "true" if paths else "false"})
+        checkpoint it derives from (``parent``) and, unless ``paths=False``, its whole path.
+
+        ``exposure`` (``"drift"``, ``"digests"`` or ``"none"``) adds how much of the flagged
+        checkpoint each one's newest checkpoint still holds: ``exposure`` (the share of its bytes
+        held unchanged), ``frozen_depth``, ``drift`` (relative L2 distance of what changed) and
+        ``layers``. ``"digests"`` reads no tensor data (drift only where measured before). An
+        exposure of 0 is not safety: a full fine-tune holds none of its teacher's bytes and still
+        starts from them."""
+        if exposure not in ("drift", "digests", "none"):
+            raise ValueError("exposure is 'drift', 'digests' or 'none'")
+        query = {"paths": "true" if paths else "false", "exposure": exposure}
+        return self._json("GET", ["v1", "checkpoints", ref, "affected"], query=query)
+
+    def exposure(self, ref: str, *, to: str, digests_only: bool = False) -> dict[str, Any]:
+        """How much of the ancestor checkpoint ``to`` the checkpoint ``ref`` still carries (a bare
+        name is its newest): ``exposure``, ``held_bytes``, ``ancestor_bytes``, ``frozen_depth``,
+        ``drift`` and per layer ``{name, identical, drift, bytes}`` (docs/JSON.md)."""
+        query = {"to": to, "detail": "digests" if digests_only else "drift"}
+        return self._json("GET", ["v1", "checkpoints", ref, "exposure"], query=query)
 
     # -- writes ------------------------------------------------------------------------------
 
