@@ -317,6 +317,12 @@ for (c, config) in configs.enumerated() where runs.contains(where: { $0.config =
         width - right + 12, top + 10 + Double(c) * 20, colors[c], width - right + 30, top + 15 + Double(c) * 20, config.label)
 }
 svg += "</svg>\n"
+// The vulnerability experiment's section (`make results-vulnerability`) is kept as it is.
+if let existing = try? String(contentsOfFile: "\(outputDirectory)/RESULTS.md", encoding: .utf8),
+    let start = existing.range(of: "<!-- vulnerability"), let end = existing.range(of: "<!-- /vulnerability -->\n")
+{
+    markdown += "\n" + existing[start.lowerBound..<end.upperBound]
+}
 try markdown.write(toFile: "\(outputDirectory)/RESULTS.md", atomically: false, encoding: .utf8)
 try svg.write(toFile: "\(outputDirectory)/results.svg", atomically: false, encoding: .utf8)
 print("wrote \(outputDirectory)/RESULTS.md and \(outputDirectory)/results.svg")

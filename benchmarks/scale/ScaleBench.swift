@@ -194,7 +194,27 @@ struct ScaleBench {
         }
         try await time("descendants of base1") { _ = try await registry.lineage(ModelName("base1")).descendants.count }
         try await time("affected base1") { _ = try await registry.affected(Reference(parsing: "base1")) }
-        try await time("affected base0 (flagged, with the chain)") { _ = try await registry.affected(Reference(parsing: "base0")) }
+        try await time("affected base0 (flagged, with the chain)") {
+            _ = try await registry.affected(Reference(parsing: "base0"), exposure: nil)
+        }
+        // Exposure (issue 26), digests only: every descendant's tensors against the flagged checkpoint.
+        let reach = try await registry.affected(Reference(parsing: "base0"), exposure: nil).count
+        try await time("affected base0 with exposure (digests, \(reach) descendants)") {
+            _ = try await registry.affected(Reference(parsing: "base0"), exposure: .digests)
+        }
+        if options.bigFamily > 0 {
+            // The big family under a temporary advisory on base1, removed again (a reused registry stays as built).
+            let id = "BENCH-EXPOSURE-\(getpid())"
+            try await registry.addAdvisory(on: Reference(parsing: "base1"), id: id, severity: .low)
+            let family = try await registry.affected(Reference(parsing: "base1"), exposure: nil).count
+            try await time("affected base1 with exposure (digests, \(family) descendants)") {
+                _ = try await registry.affected(Reference(parsing: "base1"), exposure: .digests)
+            }
+            try await time("affected base1 without exposure (\(family) descendants)") {
+                _ = try await registry.affected(Reference(parsing: "base1"), exposure: nil)
+            }
+            try await registry.resolveAdvisory(id)
+        }
         print("| query | median ms | p90 ms |")
         print("|---|---:|---:|")
         for (label, samples) in timings {
