@@ -174,21 +174,25 @@ extension Registry {
         let rows = try await metadata.exposureRows(
             models: steps.map(\.id), checkpoints: Array(Set(steps.map(\.origin) + steps.compactMap(\.adapterParent))))
         let originNumbers = Dictionary(zip(steps.map(\.origin), affected.map { $0.path.first ?? "" })) { first, _ in first }
-        var prepared: [(index: Int, held: HeldTensors, ancestor: [TensorEntry], measured: String, label: String)] = []
+        // The flagged checkpoints' layers, once each (a family shares one or a few).
+        var origins: [Int64: [(name: String, tensors: [TensorEntry])]] = [:]
+        var prepared:
+            [(index: Int, held: HeldTensors, layers: [(name: String, matches: [ExposureMeasure.Match])], measured: String, label: String)] =
+                []
         for (index, step) in steps.enumerated() {
             guard let newest = rows.newest[step.id], let ancestor = rows.tensors[step.origin] else { continue }
             let own = rows.tensors[newest.id] ?? []
             let held = step.adapterParent.map { HeldTensors(adapter: own, parent: rows.tensors[$0] ?? []) } ?? HeldTensors(own)
             let label = originNumbers[step.origin].flatMap { $0.isEmpty ? nil : $0 } ?? root
-            prepared.append((index, held, ancestor, "\(affected[index].model)@\(newest.number)", label))
+            if origins[step.origin] == nil { origins[step.origin] = ExposureMeasure.layers(ancestor) }
+            let layers = ExposureMeasure.match(ancestor: ancestor, held: held, layers: origins[step.origin])
+            prepared.append((index, held, layers, "\(affected[index].model)@\(newest.number)", label))
         }
-        var sums = try await metadata.driftSums(
-            Array(Set(prepared.flatMap { ExposureMeasure.pairs(ExposureMeasure.match(ancestor: $0.ancestor, held: $0.held)) })))
+        var sums = try await metadata.driftSums(Array(Set(prepared.flatMap { ExposureMeasure.pairs($0.layers) })))
         for item in prepared {
             let adapter = steps[item.index].adapterParent == nil ? nil : try Reference(parsing: item.measured)
             let measured = try await measure(
-                item.held, of: item.measured, ancestor: item.ancestor, label: item.label, adapter: adapter, detail: detail,
-                sums: &sums)
+                item.held, layers: item.layers, of: item.measured, label: item.label, adapter: adapter, detail: detail, sums: &sums)
             affected[item.index].measured = measured.checkpoint
             affected[item.index].ancestor = measured.ancestor
             affected[item.index].exposure = measured.exposure

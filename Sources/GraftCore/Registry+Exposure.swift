@@ -1,5 +1,6 @@
 import Crypto
 package import SafeTensors
+import Synchronization
 
 /// How much of an ancestor's checkpoint one of a layer group a descendant still holds.
 public struct LayerExposure: Sendable, Codable, Equatable {
@@ -184,9 +185,12 @@ package enum ExposureMeasure {
     }
 
     /// Matches every ancestor tensor, by layer.
-    package static func match(ancestor: [TensorEntry], held: HeldTensors) -> [(name: String, matches: [Match])] {
+    /// - Parameter layers: ``layers(_:)`` of `ancestor`, when the caller has them (one family shares them).
+    package static func match(
+        ancestor: [TensorEntry], held: HeldTensors, layers given: [(name: String, tensors: [TensorEntry])]? = nil
+    ) -> [(name: String, matches: [Match])] {
         let prefix = prefix(ancestor: ancestor, held: held)
-        return layers(ancestor).map { layer in
+        return (given ?? layers(ancestor)).map { layer in
             (
                 layer.name,
                 layer.tensors.map { tensor in
@@ -213,10 +217,10 @@ extension Registry {
         let held =
             adapterParent.map { HeldTensors(adapter: rows.tensors[d] ?? [], parent: rows.tensors[$0] ?? []) }
             ?? HeldTensors(rows.tensors[d] ?? [])
-        let ancestorTensors = rows.tensors[a] ?? []
-        var sums = try await metadata.driftSums(ExposureMeasure.pairs(ExposureMeasure.match(ancestor: ancestorTensors, held: held)))
+        let layers = ExposureMeasure.match(ancestor: rows.tensors[a] ?? [], held: held)
+        var sums = try await metadata.driftSums(ExposureMeasure.pairs(layers))
         return try await measure(
-            held, of: dSummary.ref, ancestor: ancestorTensors, label: aSummary.ref,
+            held, layers: layers, of: dSummary.ref, label: aSummary.ref,
             adapter: adapterParent == nil ? nil : try Reference(parsing: dSummary.ref), detail: detail, sums: &sums)
     }
 
@@ -225,12 +229,12 @@ extension Registry {
     /// - Parameter sums: the drift cache's rows for the comparable pairs, read by the caller
     ///   (``affected(_:exposure:)`` reads them for a whole family at once); with `.drift`, the
     ///   pairs computed here are added (and recorded in the store).
+    /// - Parameter layers: what ``ExposureMeasure/match(ancestor:held:layers:)`` gives for the pair.
     func measure(
-        _ held: HeldTensors, of checkpoint: String, ancestor: [TensorEntry], label: String, adapter: Reference?, detail: ExposureDetail,
-        sums: inout [DriftPair: DriftSums]
+        _ held: HeldTensors, layers: [(name: String, matches: [ExposureMeasure.Match])], of checkpoint: String, label: String,
+        adapter: Reference?, detail: ExposureDetail, sums: inout [DriftPair: DriftSums]
     ) async throws(GraftError) -> Exposure {
-        let layers = ExposureMeasure.match(ancestor: ancestor, held: held)
-        let total = ancestor.reduce(0) { $0 + $1.bytes }
+        let total = layers.reduce(0) { $0 + $1.matches.reduce(0) { $0 + $1.ancestor.bytes } }
         let heldBytes = layers.reduce(0) { $0 + $1.matches.reduce(0) { $0 + ($1.held ? $1.ancestor.bytes : 0) } }
         let identical = layers.map { layer in layer.matches.allSatisfy { $0.held && !$0.adapted } }
         // The sums of every comparable pair: cached, or (detail .drift) read from the blobs.
@@ -238,11 +242,13 @@ extension Registry {
         var lowRank: [String: Double] = [:]
         var unmeasurable: Set<DriftPair> = []
         if detail == .drift {
-            var fresh: [DriftPair: DriftSums] = [:]
+            var missing: [DriftPair: (TensorEntry, TensorEntry)] = [:]
             for match in layers.flatMap(\.matches) where match.comparable {
                 let pair = DriftPair(ancestor: match.ancestor.digest, descendant: match.descendant!.digest, dtype: match.ancestor.dtype)
-                guard sums[pair] == nil, fresh[pair] == nil, !unmeasurable.contains(pair) else { continue }
-                let value = try await driftSums(match.ancestor, match.descendant!)
+                if sums[pair] == nil { missing[pair] = (match.ancestor, match.descendant!) }
+            }
+            var fresh: [DriftPair: DriftSums] = [:]
+            for (pair, value) in try await driftSums(Array(missing)) {
                 // A tensor holding NaN or infinity has no drift: left unmeasured, not cached.
                 if value.difference.isFinite && value.magnitude.isFinite { fresh[pair] = value } else { unmeasurable.insert(pair) }
             }
@@ -299,23 +305,46 @@ extension Registry {
 // MARK: Reading blobs for drift
 
 extension Registry {
+    /// The drift sums of blob pairs, read in two lanes (the larger pairs first, each to the
+    /// lighter lane), each pair's blobs side by side.
+    /// - Throws: ``GraftError/damagedBlob(_:reason:)``.
+    func driftSums(_ pairs: [(key: DriftPair, value: (TensorEntry, TensorEntry))]) async throws(GraftError) -> [DriftPair: DriftSums] {
+        guard !pairs.isEmpty else { return [:] }
+        let inline = try await metadata.inlineBytes(Array(Set(pairs.flatMap { [$0.value.0.digest, $0.value.1.digest] })))
+        let results = Mutex<[DriftPair: DriftSums]>([:])
+        let failure = Mutex<GraftError?>(nil)
+        let lanes = BlobTransfer.balance(pairs.map { $0.value.0.bytes })
+        let registry = self
+        await BlobTransfer.inLanes(lanes.count) { lane, buffer in
+            let second = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+            defer { second.deallocate() }
+            for index in lanes[lane] {
+                if failure.withLock({ $0 != nil }) { return }
+                let (pair, (ancestor, descendant)) = (pairs[index].key, pairs[index].value)
+                do throws(GraftError) {
+                    let value = try registry.driftSums(ancestor, descendant, inline: inline, buffers: (buffer, second))
+                    results.withLock { $0[pair] = value }
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = error } }
+                    return
+                }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+        return results.withLock { $0 }
+    }
+
     /// Σ(d − a)² and Σa² over two tensors of one dtype and length, streamed from their blobs side
     /// by side in chunks; both are checked against their digests.
     /// - Throws: ``GraftError/damagedBlob(_:reason:)``.
-    func driftSums(_ ancestor: TensorEntry, _ descendant: TensorEntry) async throws(GraftError) -> DriftSums {
-        let inline = try await metadata.inlineBytes([ancestor.digest, descendant.digest])
+    func driftSums(
+        _ ancestor: TensorEntry, _ descendant: TensorEntry, inline: [Digest: [UInt8]],
+        buffers: (UnsafeMutableRawPointer, UnsafeMutableRawPointer)
+    ) throws(GraftError) -> DriftSums {
         let width = max(1, ancestor.dtype.bitsPerElement / 8)
         let chunk = BlobTransfer.chunkSize
         let length = ancestor.bytes
         guard descendant.bytes == length else { return DriftSums(difference: .infinity, magnitude: 0) }
-        let buffers = (
-            UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 64),
-            UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 64)
-        )
-        defer {
-            buffers.0.deallocate()
-            buffers.1.deallocate()
-        }
         var hashers = (SHA256(), SHA256())
         var sums = DriftSums(difference: 0, magnitude: 0)
         func read(_ tensor: TensorEntry, at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer) throws(GraftError) {
