@@ -151,11 +151,17 @@ let package = Package(
         .executableTarget(
             name: "graft-train-bench", dependencies: ["Trainer", "Graft", "COpenBLAS"], path: "benchmarks/train", swiftSettings: strict),
         // `make results`: the transferability experiment (docs/RESULTS.md).
+        // What the two experiments share: options, training a student per transfer mode, evaluation.
+        .target(
+            name: "ExperimentSupport", dependencies: ["Trainer", "Graft", "SafeTensors"], path: "benchmarks/experiment",
+            swiftSettings: strict),
         .executableTarget(
-            name: "graft-results", dependencies: ["Trainer", "Graft", "SafeTensors"], path: "benchmarks/results", swiftSettings: strict),
+            name: "graft-results", dependencies: ["ExperimentSupport", "Trainer", "Graft", "SafeTensors"], path: "benchmarks/results",
+            swiftSettings: strict),
         // `make results-vulnerability`: the mimicry attack on students (docs/RESULTS.md, docs/vulnerability.json).
         .executableTarget(
-            name: "graft-vulnerability", dependencies: ["Trainer", "Graft", "SafeTensors"], path: "benchmarks/vulnerability",
+            name: "graft-vulnerability", dependencies: ["ExperimentSupport", "Trainer", "Graft", "SafeTensors"],
+            path: "benchmarks/vulnerability",
             swiftSettings: strict),
         // The concurrency harness's writer, reader and gc processes (tests and `make soak`).
         .executableTarget(name: "graft-stress", dependencies: ["Graft", "SafeTensors"], path: "benchmarks/stress", swiftSettings: strict),

@@ -6,15 +6,11 @@
 // (n = 1, 2), full fine-tuning (n = 0), and from scratch; 3 seeds each. Writes docs/RESULTS.md
 // (mean ± sd test accuracy of the best-by-validation checkpoint, steps to 90% of the run's best,
 // wall time) and docs/results.svg.
+import ExperimentSupport
 import Foundation
 import Graft
 import SafeTensors
 import Trainer
-
-func option(_ name: String, _ fallback: String) -> String {
-    let arguments = CommandLine.arguments
-    return arguments.firstIndex(of: name).map { arguments[$0 + 1] } ?? fallback
-}
 
 let registryPath = option("--registry", "results-registry")
 let dataPath = option("--data", "/usr/share/datasets/fashion-mnist")
@@ -34,19 +30,13 @@ func epochs(for budget: Int?) -> Int {
     }
 }
 
-struct Config {
-    var key: String
-    var label: String
-    var plan: TransferPlan?  // nil: from scratch (or an adapter)
-    var adapter: AdapterSettings? = nil
-}
 let configs = [
-    Config(key: "fe", label: "feature extraction (3 blocks frozen)", plan: .featureExtraction),
-    Config(key: "freeze2", label: "first 2 blocks frozen", plan: .freezeBlocks(2)),
-    Config(key: "freeze1", label: "first block frozen", plan: .freezeBlocks(1)),
-    Config(key: "full", label: "full fine-tune", plan: .fullFinetune),
-    Config(key: "lora", label: "adapter (LoRA rank 4, Adam)", plan: nil, adapter: AdapterSettings(rank: 4, alpha: 8)),
-    Config(key: "scratch", label: "from scratch", plan: nil),
+    Recipe(key: "fe", label: "feature extraction (3 blocks frozen)", plan: .featureExtraction),
+    Recipe(key: "freeze2", label: "first 2 blocks frozen", plan: .freezeBlocks(2)),
+    Recipe(key: "freeze1", label: "first block frozen", plan: .freezeBlocks(1)),
+    Recipe(key: "full", label: "full fine-tune", plan: .fullFinetune),
+    Recipe(key: "lora", label: "adapter (LoRA rank 4, Adam)", adapter: AdapterSettings(rank: 4, alpha: 8)),
+    Recipe(key: "scratch", label: "from scratch"),
 ]
 
 struct Run: Codable {
@@ -61,13 +51,6 @@ struct Run: Codable {
     /// (absent from runs made before adapters).
     var trainable: Int?
     var stored: Int?
-}
-
-func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
-func sd(_ values: [Double]) -> Double {
-    guard values.count > 1 else { return 0 }
-    let m = mean(values)
-    return (values.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(values.count - 1)).squareRoot()
 }
 
 /// Everything the report is made from, kept as docs/results.json so it can be rewritten
@@ -109,35 +92,11 @@ func train() async throws -> Outcome {
                 let selection = DataSelection(classes: Array(5...9), perClass: budget, validationPerClass: 300, seed: UInt64(100 + seed))
                 let settings = TrainingSettings(
                     epochs: epochs(for: budget), batchSize: 32, optimizer: OptimizerSettings(learningRate: 0.03), seed: UInt64(seed))
-                let reports: [EpochReport]
-                if let adapter = config.adapter {
-                    _ = try await Engine.deriveAdapter(name, from: parent, in: registry)
-                    // LoRA trains two small factors per layer: with Adam, as PEFT users train it.
-                    var adam = settings
-                    adam.optimizer = OptimizerSettings(kind: .adam, learningRate: 0.01)
-                    reports = try await Engine.trainAdapter(
-                        name, in: registry, data: train, selection: selection, settings: adam, adapter: adapter)
-                } else if let plan = config.plan {
-                    _ = try await Engine.deriveStudent(name, from: parent, plan: plan, in: registry)
-                    reports = try await Engine.trainStudent(name, in: registry, data: train, selection: selection, settings: settings)
-                } else {
-                    reports = try await Engine.trainBase(
-                        name, architecture: "cnn-small", in: registry, data: train, selection: selection, settings: settings,
-                        provenance: Provenance(source: "graft-results (scratch baseline)"))
-                }
+                let reports = try await config.train(
+                    name, from: parent, in: registry, data: train, selection: selection, settings: settings, architecture: "cnn-small",
+                    source: "graft-results (scratch baseline)")
                 let best = reports.max { $0.validationAccuracy < $1.validationAccuracy }!
-                let network: Network
-                if config.adapter != nil {
-                    // An adapter's checkpoint is the adapter: evaluate it merged into the teacher.
-                    let merged = registryPath + "/../.merged-\(name)"
-                    try await registry.exportMerged(try Reference(parsing: best.checkpoint!), to: merged, overwrite: true)
-                    defer { try? FileManager.default.removeItem(atPath: merged) }
-                    let file = try MappedSafeTensors(path: merged + "/model.safetensors")
-                    network = try Network(try Network.architecture(of: file), seed: 0)
-                    try network.load(from: file)
-                } else {
-                    network = try await Engine.load(try Reference(parsing: best.checkpoint!), from: registry)
-                }
+                let network = try await config.network(try Reference(parsing: best.checkpoint!), in: registry, scratch: registryPath)
                 let accuracy = try TrainingLoop(network: network, settings: TrainingSettings()).evaluate(test).accuracy
                 let target = 0.9 * best.validationAccuracy
                 let run = Run(
