@@ -295,10 +295,13 @@ extension Registry {
                     name: layer.name, identical: identical[index], drift: drift, bytes: layer.matches.reduce(0) { $0 + $1.ancestor.bytes },
                     adapted: layer.matches.contains(where: \.adapted) ? true : nil))
         }
+        // Nothing compared moved: the drift is 0 without reading a byte (only the denominator is unknown).
+        let compared = layers.flatMap(\.matches).filter(\.comparable)
+        let unmoved = !compared.isEmpty && compared.allSatisfy { $0.held && !$0.adapted }
         return Exposure(
             checkpoint: checkpoint, ancestor: label, exposure: total == 0 ? 0 : Double(heldBytes) / Double(total), heldBytes: heldBytes,
             ancestorBytes: total, frozenDepth: identical.firstIndex(of: false) ?? identical.count,
-            drift: complete && magnitude > 0 ? (difference / magnitude).squareRoot() : nil, layers: measured)
+            drift: unmoved ? 0 : complete && magnitude > 0 ? (difference / magnitude).squareRoot() : nil, layers: measured)
     }
 }
 

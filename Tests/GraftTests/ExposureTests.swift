@@ -128,6 +128,10 @@ struct ExposureTests {
         let (grand, base) = (try Reference(parsing: "grand"), try Reference(parsing: "base"))
         let quick = try await test.registry.exposure(of: grand, to: base, detail: .digests)
         #expect(quick.layers.map(\.drift) == [0, nil, 0, nil] && quick.drift == nil)
+        // A descendant that moved nothing has drift 0 from digests alone.
+        let frozen = try await test.registry.exposure(of: try Reference(parsing: "fe"), to: try Reference(parsing: "fe"), detail: .digests)
+        #expect(frozen.drift == 0 && frozen.exposure == 1 && frozen.frozenDepth == frozen.layers.count)
+        #expect(try test.rows("SELECT count(*) FROM tensor_drift") == 0, "digests only: nothing read, nothing cached")
         let measured = try await test.registry.exposure(of: grand, to: base, detail: .drift)
         #expect(measured.layers.allSatisfy { $0.drift != nil })
         #expect(try test.rows("SELECT count(*) FROM tensor_drift") == 5, "one row per blob pair, identical pairs included")

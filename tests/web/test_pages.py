@@ -154,7 +154,11 @@ def test_a_flagged_model_shows_its_mark_and_the_path_of_inheritance(fresh, site)
     child = fresh.find_element(By.CSS_SELECTOR, f"li.node[data-name='{site.grandchild}']")
     assert "flagged" in child.get_attribute("class").split()
     inheritance = child.find_element(By.CSS_SELECTOR, "ul.inheritance").text
-    assert inheritance == f"GRAFT-TEST-1 via {site.fe} → {site.grandchild}"
+    # With how much of the flagged checkpoint it holds: all of it, frozen whole, unmoved.
+    reached = {e["model"]: e for e in graft_json(site.registry, "affected", site.fe, "--exposure", "digests")}
+    layers = len(reached[site.grandchild]["layers"])
+    assert inheritance == (f"GRAFT-TEST-1 via {site.fe} → {site.grandchild} · exposure 100.0%, frozen depth {layers} of {layers},"
+                           " drift 0.000")
     assert "flagged" in fresh.find_element(By.CSS_SELECTOR, f"li.node[data-name='{site.fe}']").get_attribute("class").split()
     teacher = fresh.find_element(By.CSS_SELECTOR, f"li.node[data-name='{site.teacher}']")
     assert "flagged" not in teacher.get_attribute("class").split()
@@ -166,6 +170,10 @@ def test_a_flagged_model_shows_its_mark_and_the_path_of_inheritance(fresh, site)
     rows = {row.get_attribute("data-model"): row.find_element(By.CSS_SELECTOR, "td.path").text
             for row in section.find_elements(By.CSS_SELECTOR, "table.reach tbody tr")}
     assert rows == {entry["model"]: " → ".join(entry["path"]) for entry in affected}
+    exposures = {row.get_attribute("data-model"): row.find_element(By.CSS_SELECTOR, "td.exposure").text
+                 for row in section.find_elements(By.CSS_SELECTOR, "table.reach tbody tr")}
+    assert exposures == {entry["model"]: f"{entry['exposure'] * 100:.1f}%" for entry in affected}
+    assert "0% is not safe" in section.text
     assert section.find_elements(By.CSS_SELECTOR, "a[href^='javascript']") == []
     assert "javascript:alert(1)" in section.text
 
