@@ -310,6 +310,11 @@ struct ServerUploadTests {
         #expect(try local.run(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"]).status == 0)
         let localCommit = try local.json(["checkpoint", "add", "ft", tuned]) as? [String: Any]
         #expect(localCommit?["digest"] as? String == result["digest"] as? String)
+        // Exposure through the server: the same answer as the local registry holding the same files.
+        let remoteExposure = try served.remote(["exposure", "ft@1", "--to", "cnn@1", "--json"], token: served.read)
+        #expect(remoteExposure.status == 0, "\(remoteExposure.stderr)")
+        #expect(remoteExposure.stdout == (try local.run(["exposure", "ft@1", "--to", "cnn@1", "--json"])).stdout)
+        #expect(remoteExposure.stdout.contains("\"frozen_depth\""))
         #expect(
             baseResult["digest"] as? String
                 == (try local.json(["show", "cnn@1"]) as? [String: Any]).flatMap {
