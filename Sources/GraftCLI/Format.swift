@@ -54,3 +54,12 @@ func table(_ header: [String], _ rows: [[String]], right: Set<Int> = []) -> Stri
 }
 
 func shapeText(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ", ") + "]" }
+
+/// A signature in one line: verified or not, by which key, over how many files.
+func describe(_ signature: SignatureInfo) -> String {
+    let key = signature.keyHint.map { "key " + $0.prefix(12) + "…" } ?? "no key hint"
+    let state = signature.verified ? "verified" : "signed, not verified"
+    let how =
+        signature.origin == "graft" ? "signed by graft sign at \(signature.signedAt)" : "came with the directory, \(signature.signedAt)"
+    return "\(state) (\(key), \(signature.files) files, root sha256:\(signature.rootDigest.hex.prefix(12))…; \(how))"
+}

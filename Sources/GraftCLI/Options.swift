@@ -94,6 +94,11 @@ struct DirectoryImportOptions: ParsableArguments {
     var maxFiles = DirectoryOptions.defaultMaxFiles
     @Option(help: ArgumentHelp("For a directory: the largest file other than weights, in MiB.", valueName: "mib"))
     var maxFileMib = DirectoryOptions.defaultMaxFileBytes >> 20
+    @Option(
+        help: ArgumentHelp(
+            "For a directory: verify its model.sig (OpenSSF model signing) with this PEM public key before anything is written.",
+            valueName: "pem"))
+    var publicKey: String?
 
     func validate() throws {
         guard maxFiles >= 1 else { throw ValidationError("--max-files must be at least 1") }
@@ -104,11 +109,35 @@ struct DirectoryImportOptions: ParsableArguments {
 
     /// The model directory at `path`, or `nil` for a file (refusing a lone shard or index).
     func directory(_ path: String) throws(GraftError) -> DirectoryInput? {
-        guard path != "-" else { return nil }
-        if DirectoryInput.isDirectory(path) { return try DirectoryInput.open(path, options: options) }
-        if let advice = DirectoryInput.shardAdvice(file: path) { throw .invalidDirectory(path: path, reason: advice) }
-        return nil
+        let key = try publicKey.map { (file) throws(GraftError) in try readPublicKey(file) }
+        guard path != "-", DirectoryInput.isDirectory(path) else {
+            if key != nil {
+                throw .badRequest(
+                    "--public-key verifies a model directory's model.sig; \(path) is not a directory "
+                        + "(sign a file with `graft sign` once registered)"
+                )
+            }
+            if path != "-", let advice = DirectoryInput.shardAdvice(file: path) { throw .invalidDirectory(path: path, reason: advice) }
+            return nil
+        }
+        var directory = try DirectoryInput.open(path, options: options)
+        directory.publicKey = key
+        return directory
     }
+}
+
+/// Reads a PEM public key file (P-256 or P-384).
+func readPublicKey(_ path: String) throws(GraftError) -> VerifyingKey {
+    try VerifyingKey(pem: try readKeyFile(path), origin: path)
+}
+
+/// Reads a PEM key file, at most 64 KiB.
+func readKeyFile(_ path: String) throws(GraftError) -> String {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw .cannotReadInput(path: path, .io(operation: "cannot read", path: path, errno: ENOENT))
+    }
+    guard data.count <= 1 << 16 else { throw .invalidKey(path, reason: "over 64 KiB: not a PEM key") }
+    return String(decoding: data, as: UTF8.self)
 }
 
 /// `--json`, shared by every read command.

@@ -197,7 +197,7 @@ package struct BlobTransfer: Sendable {
 
     /// Splits items of the given sizes into at most two lanes, largest first, each to the
     /// lighter lane. Returns each lane's indices.
-    static func balance(_ sizes: [Int]) -> [[Int]] {
+    package static func balance(_ sizes: [Int]) -> [[Int]] {
         let laneCount = max(1, min(2, sizes.count))
         var lanes = [[Int]](repeating: [], count: laneCount)
         var load = [Int](repeating: 0, count: laneCount)

@@ -102,9 +102,69 @@ public struct DirectoryInput: Sendable {
     /// Every other file as one input whose "tensors" are the files (dtype U8, shape [length],
     /// named by their relative paths), in path order.
     public let files: any SafeTensorsInput
+    /// The directory's `model.sig` (an OpenSSF model signature) as read, not one of `files`: a
+    /// commit keeps it with the checkpoint, "signed, not verified" unless `publicKey` is set.
+    public let signature: [UInt8]?
+    /// The key `signature` must verify with, against these files, before anything is written
+    /// (`--public-key`); the commit then records it as verified.
+    public var publicKey: VerifyingKey? = nil
 
-    public init(origin: String, weights: any SafeTensorsInput, shards: [Shard], files: any SafeTensorsInput) {
-        (self.origin, self.weights, self.shards, self.files) = (origin, weights, shards, files)
+    public init(
+        origin: String, weights: any SafeTensorsInput, shards: [Shard], files: any SafeTensorsInput, signature: [UInt8]? = nil
+    ) {
+        (self.origin, self.weights, self.shards, self.files, self.signature) = (origin, weights, shards, files, signature)
+    }
+
+    /// The directory's signature checked as the commit will record it: with ``publicKey`` when
+    /// set (key, signature, then every file's SHA-256 — shards read once — against the signed
+    /// list), else only parsed. `nil` when the directory has no `model.sig`.
+    /// - Throws: ``GraftError/invalidSignature(_:problems:)``; ``GraftError/notSigned(_:)`` for
+    ///   a key given to a directory without a signature.
+    package func checkedSignature() throws(GraftError) -> StoredSignature? {
+        guard let bytes = signature else {
+            if publicKey != nil { throw .notSigned(origin + " (it has no \(ModelSignature.fileName))") }
+            return nil
+        }
+        let parsed = try ModelSignature.parse(bytes, origin: origin + "/" + ModelSignature.fileName)
+        guard let publicKey else { return StoredSignature(parsed, verified: false, origin: "imported") }
+        try parsed.verify(with: publicKey, origin: origin)
+        let problems = parsed.differences(from: try signedResources())
+        guard problems.isEmpty else { throw .invalidSignature(origin, problems: problems) }
+        return StoredSignature(parsed, verified: true, origin: "imported")
+    }
+
+    /// Every file of the directory with its SHA-256: plain files' bytes and each shard's (its
+    /// header, then its tensors' bytes in data order) hashed as read.
+    package func signedResources() throws(GraftError) -> [SignedResource] {
+        var resources: [SignedResource] = []
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+        defer { buffer.deallocate() }
+        func hash(_ input: any SafeTensorsInput, _ tensors: ArraySlice<TensorInfo>, into hasher: inout SHA256) throws(GraftError) {
+            for info in tensors {
+                var offset = 0
+                while offset < info.byteCount {
+                    let count = min(BlobTransfer.chunkSize, info.byteCount - offset)
+                    do { try input.read(info, at: offset, count: count, into: buffer) } catch { throw .reading(origin, error) }
+                    hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
+                    offset += count
+                }
+            }
+        }
+        var first = 0
+        let all = weights.header.tensors
+        for shard in shards {
+            var hasher = SHA256()
+            hasher.update(data: shard.headerBytes)
+            try hash(weights, all[first..<(first + shard.tensorCount)], into: &hasher)
+            first += shard.tensorCount
+            resources.append(SignedResource(name: shard.path, digest: Digest(hasher.finalize())))
+        }
+        for info in files.header.tensors {
+            var hasher = SHA256()
+            try hash(files, [info][...], into: &hasher)
+            resources.append(SignedResource(name: info.name, digest: Digest(hasher.finalize())))
+        }
+        return resources
     }
 
     /// The bytes of a small file of the directory (a config), `nil` when it has none by that path.

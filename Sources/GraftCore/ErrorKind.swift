@@ -22,6 +22,8 @@ public enum ErrorKind: String, Sendable, Codable, CaseIterable {
     case unauthorized
     case forbidden
     case tooLarge = "too_large"
+    /// A model signature that does not verify (or is missing where one is required).
+    case signature
     case unavailable
     case `internal`
 
@@ -43,6 +45,7 @@ public enum ErrorKind: String, Sendable, Codable, CaseIterable {
         case .protected: 80
         case .unauthorized, .forbidden: 81
         case .tooLarge: 65
+        case .signature: 82
         case .internal: 1
         }
     }
@@ -55,6 +58,7 @@ public enum ErrorKind: String, Sendable, Codable, CaseIterable {
         case .forbidden: 403
         case .notFound: 404
         case .exists, .manifestViolation, .protected, .conflict: 409
+        case .signature: 422
         case .tooLarge: 413
         case .busy, .unavailable, .readOnly: 503
         case .diskFull: 507
@@ -70,7 +74,9 @@ extension GraftError {
         case .invalidName, .invalidReference, .ambiguousDigest, .patternMatchesNothing, .invalidManifest, .wrongModelKind, .invalidMetric,
             .badRequest:
             .usage
-        case .invalidFile, .invalidCard, .invalidText, .invalidDirectory, .blobMismatch, .invalidUpload, .cannotMerge: .invalidInput
+        case .invalidFile, .invalidCard, .invalidText, .invalidDirectory, .blobMismatch, .invalidUpload, .cannotMerge, .invalidKey:
+            .invalidInput
+        case .invalidSignature, .notSigned: .signature
         case .cannotReadInput(_, let cause):
             if case .io(_, _, let code) = cause, code == 2 { .notFound } else { .io }
         case .modelNotFound, .checkpointNotFound, .fileNotFound, .digestNotFound, .aliasNotFound, .unknownMetric, .advisoryNotFound,

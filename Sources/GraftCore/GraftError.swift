@@ -109,6 +109,13 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case remote(ErrorKind, message: String, details: [String])
     /// The server cannot be reached (refused, timed out, TLS failed).
     case unreachable(url: String, reason: String)
+    /// A key file that is not a usable PEM key (`origin` names it).
+    case invalidKey(String, reason: String)
+    /// A model signature that is malformed, made by another key, altered, or that does not
+    /// match the files it is checked against: every problem, one per line (a file by name).
+    case invalidSignature(String, problems: [String])
+    /// A checkpoint with no signature where one is needed (`graft verify-signature REF`).
+    case notSigned(String)
 
     public var description: String {
         switch self {
@@ -237,6 +244,13 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
             return message
         case .unreachable(let url, let reason):
             return "cannot reach the registry at \(url): \(reason)"
+        case .invalidKey(let origin, let reason):
+            return "\(show(origin)) is \(reason)"
+        case .invalidSignature(let origin, let problems):
+            return "the signature of \(show(origin)) does not verify: " + problems.prefix(20).joined(separator: "; ")
+                + (problems.count > 20 ? "; and \(problems.count - 20) more" : "")
+        case .notSigned(let what):
+            return "\(show(what)) has no signature"
         }
     }
 

@@ -104,6 +104,10 @@ package protocol MetadataStore: Sendable {
         model: ModelName, _ checkpoint: NewCheckpoint, metrics: [MetricAssignment], split: String?, newTensors: [String]?,
         stillStored: @escaping @Sendable (Digest) -> Bool
     ) async throws(GraftError) -> (number: Int, inlineStored: Int)
+    /// Records a checkpoint's signature, replacing the one it had.
+    func recordSignature(checkpoint: Int64, _ signature: StoredSignature) async throws(GraftError)
+    /// A checkpoint's signature, `nil` when it has none.
+    func signature(checkpoint: Int64) async throws(GraftError) -> StoredSignature?
     /// A student's manifest with its edge; `.none` for a base, `nil` for an unknown model.
     func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary??
 
@@ -275,6 +279,8 @@ package struct NewCheckpoint: Sendable {
     package var fileBlobs: [IngestedTensor] = []
     /// The key a client chose for this commit: unique within its model (a retry finds it).
     package var idempotencyKey: String? = nil
+    /// The signature that came with it (a registered directory's `model.sig`), kept in the same commit.
+    package var signature: StoredSignature? = nil
     package var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
     /// Every blob the commit records: the tensors', then the files'.
     package var blobs: [IngestedTensor] { fileBlobs.isEmpty ? tensors : tensors + fileBlobs }

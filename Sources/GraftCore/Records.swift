@@ -187,9 +187,14 @@ public struct CheckpointDetail: Sendable, Codable, Equatable {
     /// For a checkpoint kept as a model directory: its files by path (shards and the rest).
     /// Empty for a checkpoint that is one safetensors file.
     public var files: [CheckpointFileEntry] = []
+    /// Its OpenSSF model signature (`graft sign`, or a registered directory's `model.sig`);
+    /// absent when it has none.
+    public var signature: SignatureInfo? = nil
 
-    package init(checkpoint: CheckpointSummary, layers: [LayerGroup], files: [CheckpointFileEntry] = []) {
-        (self.checkpoint, self.layers, self.files) = (checkpoint, layers, files)
+    package init(
+        checkpoint: CheckpointSummary, layers: [LayerGroup], files: [CheckpointFileEntry] = [], signature: SignatureInfo? = nil
+    ) {
+        (self.checkpoint, self.layers, self.files, self.signature) = (checkpoint, layers, files, signature)
     }
 
     public init(from decoder: any Decoder) throws {
@@ -197,6 +202,7 @@ public struct CheckpointDetail: Sendable, Codable, Equatable {
         checkpoint = try container.decode(CheckpointSummary.self, forKey: .checkpoint)
         layers = try container.decode([LayerGroup].self, forKey: .layers)
         files = try container.decodeIfPresent([CheckpointFileEntry].self, forKey: .files) ?? []
+        signature = try container.decodeIfPresent(SignatureInfo.self, forKey: .signature)
     }
 }
 

@@ -85,6 +85,8 @@ extension Registry {
     ) async throws(GraftError) -> ImportResult {
         try provenance.check()
         if try await modelID(name) != nil { throw .modelExists(name) }
+        // A directory's signature is checked (with its key, against its files) before anything is written.
+        let signature = try await Self.checkedSignature(of: directory)
         let reader = try open()
         let total = reader.header.dataLength
         let headerDigest = Digest.of(reader.headerBytes)
@@ -98,7 +100,8 @@ extension Registry {
             ? try await blobs.ingestInOrder(reader, progress: report)
             : try await blobs.ingest(reader, mode: seenBefore ? .hashFirst : .writeThrough, progress: report)
         try blobs.flush(ingested)
-        let commit = try await Self.newCheckpoint(reader, tensors: ingested, directory: directory, blobs: blobs, step: nil, epoch: nil)
+        var commit = try await Self.newCheckpoint(reader, tensors: ingested, directory: directory, blobs: blobs, step: nil, epoch: nil)
+        commit.signature = signature
         let store = blobs.store
         let inlineStored = try await metadata.insertBase(
             name: name, provenance: provenance, checkpoint: commit, stillStored: { store.contains($0, claim: false) })
@@ -134,6 +137,13 @@ extension Registry {
             digest: checkpointDigest(header: reader.headerBytes, tensors: tensors),
             metadata: reader.header.metadataDictionary, dataLength: reader.header.dataLength, fileBytes: reader.fileSize, tensors: tensors,
             step: step, epoch: epoch)
+    }
+
+    /// A directory's `model.sig` as its commit records it (``DirectoryInput/checkedSignature()``,
+    /// read off the cooperative pool); `nil` without one.
+    package static func checkedSignature(of directory: DirectoryInput?) async throws(GraftError) -> StoredSignature? {
+        guard let directory, directory.signature != nil || directory.publicKey != nil else { return nil }
+        return try await offload { () throws(GraftError) in try directory.checkedSignature() }
     }
 
     /// What the metadata store records of an ingested input and, for a directory, its other

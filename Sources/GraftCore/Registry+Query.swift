@@ -46,7 +46,8 @@ extension Registry {
         let files = try await metadata.files(checkpoint: id)
         let lengths = tensors.map(\.bytes)
         return CheckpointDetail(
-            checkpoint: summary, layers: LayerGroup.group(tensors), files: files.map { $0.entry(tensorBytes: lengths) })
+            checkpoint: summary, layers: LayerGroup.group(tensors), files: files.map { $0.entry(tensorBytes: lengths) },
+            signature: try await metadata.signature(checkpoint: id)?.info)
     }
 
     /// Finds the checkpoint a reference names.

@@ -11,6 +11,9 @@ public struct ExportResult: Sendable, Codable, Equatable {
     public var bytes: Int
     /// For a directory checkpoint: the files written (shards and the rest). Absent for one file.
     public var files: Int?
+    /// Where the checkpoint's signature was written (`DIR/model.sig`, or `FILE.sig`); absent
+    /// when it has none or `--no-signature` left it out.
+    public var signature: String?
 
     package init(checkpoint: String, digest: Digest, path: String, bytes: Int, files: Int? = nil) {
         (self.checkpoint, self.digest, self.path, self.bytes, self.files) = (checkpoint, digest, path, bytes, files)

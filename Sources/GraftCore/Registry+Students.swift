@@ -158,6 +158,7 @@ extension Registry {
         if manifest?.mode == .adapter, let bytes = try directory?.smallFile(AdapterConfig.fileName) { adapterConfig = .bytes(bytes) }
         let plan = ManifestEnforcement.plan(manifest, tensors: tensors, adapterConfig: adapterConfig)
         if !plan.violations.isEmpty { throw Self.refusal(name, manifest, tensors: tensors, plan.violations) }
+        let signature = try await Self.checkedSignature(of: directory)
         let total = reader.header.dataLength
         var report: (@Sendable (Int) -> Void)? = nil
         if let progress { report = { done in progress(done, total) } }
@@ -168,7 +169,8 @@ extension Registry {
             ingested = try await ingestAtRandom(reader, model: name, manifest: manifest, frozen: plan.frozen, progress: report)
         }
         try blobs.flush(ingested)
-        let commit = try await Self.newCheckpoint(reader, tensors: ingested, directory: directory, blobs: blobs, step: step, epoch: epoch)
+        var commit = try await Self.newCheckpoint(reader, tensors: ingested, directory: directory, blobs: blobs, step: step, epoch: epoch)
+        commit.signature = signature
         let store = blobs.store
         let (number, inlineStored) = try await metadata.insertCheckpoint(
             model: name, commit, metrics: metrics, split: split, newTensors: manifest == nil ? nil : plan.newTensors,

@@ -117,6 +117,12 @@ public struct UploadCommit: Sendable, Codable, Equatable {
     /// checkpoint: the same commit sent again with it (after a lost answer) answers the
     /// checkpoint it made, `NAME@N`, instead of committing twice.
     public var idempotencyKey: String?
+    /// A model directory's `model.sig`, base64: kept with the checkpoint ("signed, not
+    /// verified" unless a key below, or one the server requires, verifies it against the
+    /// uploaded files before the commit; otherwise the commit is refused).
+    public var signature: String?
+    /// A PEM public key the signature must verify with (the client's `--public-key`).
+    public var publicKey: String?
 
     public init(
         proposal: UploadProposal, step: Int? = nil, epoch: Int? = nil, metrics: [String: Double]? = nil, split: String? = nil,
@@ -323,8 +329,11 @@ extension Registry {
     ///     checked, within the upload window: `proofsOf`); else it is missing, as in
     ///     ``planUpload(to:base:_:visibleTo:)``. Knowing a hidden model's digest is not enough.
     ///   - proofsOf: the name of the token whose upload proofs count.
+    ///   - requiredSigners: keys one of which must verify the commit's signature against its
+    ///     files (`graft serve --require-signed-bases`); empty: a signature is optional.
     public func commitUpload(
-        to name: ModelName, base: Bool, _ commit: UploadCommit, visibleTo pattern: String? = nil, proofsOf token: String? = nil
+        to name: ModelName, base: Bool, _ commit: UploadCommit, visibleTo pattern: String? = nil, proofsOf token: String? = nil,
+        requiredSigners: [VerifyingKey] = []
     ) async throws(GraftError) -> ImportResult {
         if let split = commit.split { try MetricAssignment.checkName(split) }
         let metrics = try (commit.metrics ?? [:]).sorted { $0.key < $1.key }.map { (key, value) throws(GraftError) in
@@ -388,6 +397,11 @@ extension Registry {
                 dataLength: checked.header.dataLength, fileBytes: checked.headerBytes.count + checked.header.dataLength, tensors: tensors,
                 step: commit.step, epoch: commit.epoch)
             (new.files, new.fileBlobs, new.idempotencyKey) = (checked.layout, fileBlobs, commit.idempotencyKey)
+            new.signature = try await uploadedSignature(
+                commit,
+                of: CheckpointParts(
+                    header: new.headerBytes, tensors: tensors.map { ($0.digest, $0.info.byteCount, $0.inline) },
+                    files: checked.layout), name: name, requiredSigners: requiredSigners)
             let stillStored: @Sendable (Digest) -> Bool = { store.contains($0, claim: false) }
             let logical = checked.logicalBytes
             let data = new.dataLength + fileBlobs.reduce(0) { $0 + $1.info.byteCount }
@@ -406,6 +420,39 @@ extension Registry {
                 logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: data - inline,
                 newTensors: checked.newTensors ?? [], files: files)
         }
+    }
+
+    /// The signature a commit carries, checked before anything is recorded: with the commit's
+    /// public key when it gives one, and with one of `requiredSigners` when there are any
+    /// (then a commit without a signature is refused); a verified signature's files are
+    /// rehashed from the uploaded blobs and compared. `nil` when the commit has none.
+    private func uploadedSignature(_ commit: UploadCommit, of parts: CheckpointParts, name: ModelName, requiredSigners: [VerifyingKey])
+        async throws(GraftError) -> StoredSignature?
+    {
+        guard let text = commit.signature else {
+            if !requiredSigners.isEmpty { throw .notSigned("\(name.value) (this server registers only bases signed by a key it trusts)") }
+            if commit.publicKey != nil { throw .notSigned("\(name.value) (a public key came without a signature)") }
+            return nil
+        }
+        guard let bytes = Data(base64Encoded: text).map(Array.init) else { throw .invalidUpload("the signature is not base64") }
+        let origin = "\(name.value)/\(ModelSignature.fileName)"
+        let signature = try ModelSignature.parse(bytes, origin: origin)
+        var verified = false
+        if let pem = commit.publicKey {
+            try signature.verify(with: try VerifyingKey(pem: pem, origin: "the commit's public key"), origin: origin)
+            verified = true
+        }
+        if !requiredSigners.isEmpty {
+            guard requiredSigners.contains(where: { (try? signature.verify(with: $0, origin: origin)) != nil }) else {
+                throw .invalidSignature(origin, problems: ["no key this server trusts made it (key hint \(signature.keyHint ?? "none"))"])
+            }
+            verified = true
+        }
+        if verified {
+            let problems = signature.differences(from: try await signedResources(of: parts))
+            guard problems.isEmpty else { throw .invalidSignature(origin, problems: problems) }
+        }
+        return StoredSignature(signature, verified: verified, origin: "imported")
     }
 
     /// What a commit sent again with an idempotency key it already used answers: the checkpoint

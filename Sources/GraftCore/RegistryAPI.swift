@@ -34,6 +34,10 @@ public protocol RegistryAPI: Sendable {
     /// its digest: a config, such as an adapter's `adapter_config.json`.
     /// - Throws: ``GraftError/fileNotFound(checkpoint:path:)``; ``GraftError/tooLarge(_:)`` over `limit` bytes.
     func smallFile(_ reference: Reference, path: String, limit: Int) async throws(GraftError) -> [UInt8]
+    /// The bytes of a checkpoint's `model.sig`, `nil` when it has none.
+    func signatureBundle(_ reference: Reference) async throws(GraftError) -> [UInt8]?
+    /// Checks a checkpoint's signature with `key` and against its files.
+    func verifySignature(_ reference: Reference, key: VerifyingKey) async throws(GraftError) -> SignatureVerification
 
     // Writes
     func addBase(
@@ -67,6 +71,8 @@ public protocol RegistryAPI: Sendable {
     func importCurves(model name: ModelName, bytes: [UInt8]) async throws(GraftError) -> CurveImportResult
     func tag(_ reference: Reference, alias: String) async throws(GraftError) -> AliasResult
     func untag(model name: ModelName, alias: String) async throws(GraftError)
+    /// Signs a checkpoint's exported tree with `key` and records the signature with it.
+    func sign(_ reference: Reference, key: SigningKey) async throws(GraftError) -> SignResult
 
     // Administration
     func addAdvisory(on reference: Reference, id: String, severity: Severity, note: String?, url: String?) async throws(GraftError)

@@ -43,7 +43,25 @@ package enum ModelDirectory {
         func refuse(_ reason: String) -> GraftError { .invalidDirectory(path: path, reason: reason) }
         guard let root = realPath(path), FileSystem.isDirectory(root) else { throw refuse("not a directory") }
         let walk = try Walk(root: root, options: options, refuse: refuse)
-        let entries = walk.entries
+        // A top-level `model.sig` is the directory's OpenSSF signature, not one of its files: it
+        // is kept with the checkpoint (byte for byte) and written back beside them on export.
+        var signature: [UInt8]? = nil
+        if let entry = walk.entries.first(where: { $0.path == ModelSignature.fileName }) {
+            guard entry.size <= ModelSignature.maximumBytes else {
+                throw refuse(
+                    "its \(ModelSignature.fileName) is \(entry.size) bytes; a signature is at most \(ModelSignature.maximumBytes >> 20) MiB"
+                )
+            }
+            var bytes = [UInt8](repeating: 0, count: entry.size)
+            let file = try FileDescriptor(path: entry.absolute, flags: O_RDONLY)
+            let read = bytes.withUnsafeMutableBytes { raw in
+                Result { () throws(GraftError) in if entry.size > 0 { try file.read(into: raw.baseAddress!, count: entry.size, offset: 0) }
+                }
+            }
+            try read.get()
+            signature = bytes
+        }
+        let entries = walk.entries.filter { $0.path != ModelSignature.fileName }
         let weights = entries.filter { $0.path.hasSuffix(".safetensors") }
         guard !weights.isEmpty else {
             throw refuse("it holds no safetensors weights (a model directory has model.safetensors, or shards and their index)")
@@ -65,7 +83,7 @@ package enum ModelDirectory {
         return DirectoryInput(
             origin: path, weights: input,
             shards: readers.map { .init(path: $0.path, headerBytes: $0.reader.headerBytes, tensorCount: $0.reader.header.tensors.count) },
-            files: try FilesInput(origin: path, files: files.map { ($0.path, $0.absolute, $0.size) }))
+            files: try FilesInput(origin: path, files: files.map { ($0.path, $0.absolute, $0.size) }), signature: signature)
     }
 
     /// Why a single file given for import should be a directory: one shard of a sharded model,

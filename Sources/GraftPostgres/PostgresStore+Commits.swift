@@ -150,7 +150,31 @@ extension PostgresMetadataStore {
              digest, position)
             """, logger: logger)
         try await insertFiles(connection, checkpoint: id, checkpoint)
+        if let signature = checkpoint.signature { try await insertSignature(connection, checkpoint: id, signature) }
         return id
+    }
+
+    /// Records a checkpoint's signature, replacing the one it had.
+    func insertSignature(_ connection: PostgresConnection, checkpoint id: Int64, _ signature: StoredSignature) async throws {
+        try await connection.run(
+            """
+            INSERT INTO checkpoint_signatures (checkpoint_id, bundle, key_hint, root_digest, file_count, signed_at, verified, origin)
+            VALUES (\(id), \(ByteBuffer(bytes: signature.bundle)), \(signature.keyHint), \(signature.rootDigest.hex),\
+             \(signature.fileCount), \(signature.signedAt), \(signature.verified), \(signature.origin))
+            ON CONFLICT (checkpoint_id) DO UPDATE SET bundle = excluded.bundle, key_hint = excluded.key_hint,
+                root_digest = excluded.root_digest, file_count = excluded.file_count, signed_at = excluded.signed_at,
+                verified = excluded.verified, origin = excluded.origin
+            """, logger: logger)
+    }
+
+    package func recordSignature(checkpoint id: Int64, _ signature: StoredSignature) async throws(GraftError) {
+        try await withConnection { connection in
+            // A checkpoint removed since it was resolved: nothing to sign (the foreign key would refuse it too).
+            guard try await connection.one("SELECT 1 FROM checkpoints WHERE id = \(id)", logger: self.logger) != nil else {
+                throw GraftError.busy
+            }
+            try await self.insertSignature(connection, checkpoint: id, signature)
+        }
     }
 
     /// Records a directory checkpoint's files (shards and plain files), in one statement.

@@ -146,6 +146,23 @@ extension PostgresMetadataStore {
         }
     }
 
+    package func signature(checkpoint id: Int64) async throws(GraftError) -> StoredSignature? {
+        try await withConnection { connection in
+            try await connection.one(
+                """
+                SELECT bundle, key_hint, root_digest, file_count, signed_at, verified, origin
+                FROM checkpoint_signatures WHERE checkpoint_id = \(id)
+                """, logger: self.logger
+            ).map { row throws in
+                StoredSignature(
+                    bundle: try row.bytes("bundle") ?? [], keyHint: try row["key_hint"],
+                    rootDigest: try Digest(parsing: try row["root_digest"]),
+                    fileCount: try row["file_count"] as Int, signedAt: try row["signed_at"], verified: try row["verified"],
+                    origin: try row["origin"])
+            }
+        }
+    }
+
     package func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary?? {
         try await read { connection -> ManifestSummary?? in
             guard

@@ -341,6 +341,41 @@ public final class RemoteRegistry: RegistryAPI {
         _ = try await send(.DELETE, ["v1", "models", name.description, "aliases", alias])
     }
 
+    // MARK: Signatures
+
+    /// Signs here: the server lists the files' digests, the key never leaves this machine, and
+    /// the server records the signature once it verifies with the public key against the files.
+    public func sign(_ reference: Reference, key: SigningKey) async throws(GraftError) -> SignResult {
+        let listed: SignedFiles = try await get(["v1", "checkpoints", reference.description, "signed-files"])
+        let model = listed.checkpoint.split(separator: "@").first.map(String.init) ?? listed.checkpoint
+        let signature = try ModelSignature.sign(modelName: model, resources: listed.files, key: key)
+        return try await call(
+            .PUT, ["v1", "checkpoints", listed.checkpoint, "signature"],
+            json: SignatureBundle(bundle: Data(signature.bytes).base64EncodedString(), publicKey: key.publicKey.pem))
+    }
+
+    public func signatureBundle(_ reference: Reference) async throws(GraftError) -> [UInt8]? {
+        let answer: SignatureBundle = try await get(["v1", "checkpoints", reference.description, "signature"])
+        guard let text = answer.bundle else { return nil }
+        guard let bytes = Data(base64Encoded: text) else {
+            throw .unreachable(url: url, reason: "the server sent a signature that is not base64")
+        }
+        return Array(bytes)
+    }
+
+    /// Checks the signature here with `key`, against the file digests the server computes.
+    public func verifySignature(_ reference: Reference, key: VerifyingKey) async throws(GraftError) -> SignatureVerification {
+        let summary = try await checkpoint(reference).checkpoint
+        let ref = summary.ref
+        guard let bytes = try await signatureBundle(summary.reference) else { throw .notSigned(ref) }
+        let signature = try ModelSignature.parse(bytes, origin: ref)
+        try signature.verify(with: key, origin: ref)
+        let listed: SignedFiles = try await get(["v1", "checkpoints", ref, "signed-files"])
+        let problems = signature.differences(from: listed.files)
+        guard problems.isEmpty else { throw .invalidSignature(ref, problems: problems) }
+        return SignatureVerification(subject: ref, key: key, signature: signature)
+    }
+
     // MARK: Administration
 
     public func addAdvisory(on reference: Reference, id: String, severity: Severity, note: String?, url: String?) async throws(GraftError)
@@ -395,8 +430,14 @@ extension RemoteRegistry {
         to name: ModelName, base: Bool, directory: DirectoryInput, weights: some SafeTensorsInput, files: some SafeTensorsInput,
         commit template: UploadCommit, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
     ) async throws(GraftError) -> ImportResult {
-        try await upload(
-            to: name, base: base, proposal: try UploadProposal.of(directory), weights: weights, files: Optional(files), commit: template,
+        // A signature is checked here first (nothing is sent for a refused one); the server
+        // checks it again against what it received, with the same key.
+        _ = try await Registry.checkedSignature(of: directory)
+        var commit = template
+        commit.signature = directory.signature.map { Data($0).base64EncodedString() }
+        commit.publicKey = directory.publicKey?.pem
+        return try await upload(
+            to: name, base: base, proposal: try UploadProposal.of(directory), weights: weights, files: Optional(files), commit: commit,
             progress: progress)
     }
 

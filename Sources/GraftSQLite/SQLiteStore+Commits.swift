@@ -156,7 +156,34 @@ extension SQLiteMetadataStore {
                 }
             }
         }
+        if let signature = checkpoint.signature { try insertSignature(db, checkpoint: id, signature) }
         return id
+    }
+
+    /// Records a checkpoint's signature, replacing the one it had.
+    static func insertSignature(_ db: Database, checkpoint id: Int64, _ signature: StoredSignature) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO checkpoint_signatures (checkpoint_id, bundle, key_hint, root_digest, file_count, signed_at, verified, origin)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (checkpoint_id) DO UPDATE SET bundle = excluded.bundle, key_hint = excluded.key_hint,
+                    root_digest = excluded.root_digest, file_count = excluded.file_count, signed_at = excluded.signed_at,
+                    verified = excluded.verified, origin = excluded.origin
+                """,
+            arguments: [
+                id, Data(signature.bundle), signature.keyHint, signature.rootDigest.hex, signature.fileCount, signature.signedAt,
+                signature.verified, signature.origin,
+            ])
+    }
+
+    package func recordSignature(checkpoint id: Int64, _ signature: StoredSignature) async throws(GraftError) {
+        try await write { db in
+            // A checkpoint removed since it was resolved: nothing to sign (the foreign key would refuse it too).
+            guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE id = ?)", arguments: [id]) == true else {
+                throw GraftError.busy
+            }
+            try Self.insertSignature(db, checkpoint: id, signature)
+        }
     }
 
     /// Records blobs, checking under the write lock that every stored blob is still there (gc

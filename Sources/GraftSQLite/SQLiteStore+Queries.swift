@@ -139,6 +139,22 @@ extension SQLiteMetadataStore {
         }
     }
 
+    package func signature(checkpoint id: Int64) async throws(GraftError) -> StoredSignature? {
+        try await read { db in
+            try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT bundle, key_hint, root_digest, file_count, signed_at, verified, origin
+                    FROM checkpoint_signatures WHERE checkpoint_id = ?
+                    """, arguments: [id]
+            ).map { row in
+                StoredSignature(
+                    bundle: Array(row["bundle"] as Data), keyHint: row["key_hint"], rootDigest: try Digest(parsing: row["root_digest"]),
+                    fileCount: row["file_count"], signedAt: row["signed_at"], verified: row["verified"], origin: row["origin"])
+            }
+        }
+    }
+
     package func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary?? {
         try await read { db -> ManifestSummary?? in
             guard let model = try Row.fetchOne(db, sql: "SELECT id, transfer_mode FROM models WHERE name = ?", arguments: [name.value])

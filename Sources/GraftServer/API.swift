@@ -113,6 +113,15 @@ struct API: Sendable {
             }
             return jsonResponse(try await registry.exposure(of: try grant.checkpoint(), to: ancestor, detail: detail))
         }
+        routes.get("/v1/checkpoints/{ref}/signature", .checkpoint(.read)) { _, _, grant in
+            let bytes = try await registry.signatureBundle(try grant.checkpoint())
+            return jsonResponse(SignatureBundle(bundle: bytes.map { Data($0).base64EncodedString() }))
+        }
+        routes.get("/v1/checkpoints/{ref}/signed-files", .checkpoint(.read)) { _, _, grant in
+            let reference = try grant.checkpoint()
+            let ref = try await registry.checkpoint(reference).checkpoint.ref
+            return jsonResponse(SignedFiles(checkpoint: ref, files: try await registry.signedFiles(reference)))
+        }
         routes.get("/v1/checkpoints/{ref}/safetensors", .checkpoint(.read)) { request, _, grant in
             try await download(try grant.checkpoint(), request: request)
         }
@@ -175,6 +184,7 @@ struct API: Sendable {
         let registry = self.registry
         let window = configuration.uploadWindow
         let limit = configuration.maxJSONBytes
+        let signers = configuration.requireSignedBases
         let gate = self.gate
         for (prefix, base) in [("/v1/bases/{name}", true), ("/v1/models/{name}/checkpoints", false)] {
             routes.post("\(prefix)/proposal", .model(.write)) { request, context, grant in
@@ -192,7 +202,8 @@ struct API: Sendable {
                     let commit = try await decode(UploadCommit.self, request, limit: limit)
                     return jsonResponse(
                         try await registry.commitUpload(
-                            to: name, base: base, commit, visibleTo: grant.token.models, proofsOf: grant.token.name),
+                            to: name, base: base, commit, visibleTo: grant.token.models, proofsOf: grant.token.name,
+                            requiredSigners: base ? signers : []),
                         status: .created)
                 }
             }
@@ -274,6 +285,14 @@ struct API: Sendable {
                 let bytes = try await collect(request, limit: configuration.maxJSONBytes)
                 return jsonResponse(try await registry.importCurves(model: name, bytes: bytes))
             }
+        }
+        routes.put("/v1/checkpoints/{ref}/signature", .checkpoint(.write)) { request, _, grant in
+            let sent = try await decode(SignatureBundle.self, request, limit: ModelSignature.maximumBytes * 2)
+            guard let text = sent.bundle, let bytes = Data(base64Encoded: text), let pem = sent.publicKey else {
+                throw GraftError.badRequest("a signature is recorded with `bundle` (base64) and `public_key` (PEM)")
+            }
+            let key = try VerifyingKey(pem: pem, origin: "public_key")
+            return jsonResponse(try await registry.attachSignature(try grant.checkpoint(), bundle: Array(bytes), publicKey: key))
         }
         routes.put("/v1/checkpoints/{ref}/aliases/{alias}", .checkpoint(.write)) { _, context, grant in
             let reference = try grant.checkpoint()

@@ -106,6 +106,7 @@ struct ErrorAnswer: RouterMiddleware {
                 violations = broken.map(ErrorBody.Violation.init)
             case .blobsMissing(let digests): details = digests.map(\.description)
             case .protected(_, let reasons): details = reasons.map(\.description)
+            case .invalidSignature(_, let problems): details = problems
             default: break
             }
             if Web.isPage(request.uri.path) {

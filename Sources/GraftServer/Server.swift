@@ -29,6 +29,9 @@ public struct ServerConfiguration: Sendable {
     public var sessionExpiry: SessionExpiry
     /// How long an upload proposal's blobs may be sent after it.
     public var uploadWindow: Duration
+    /// Keys one of which must have signed every base a client registers (its `model.sig`
+    /// verified against the uploaded files); empty: signatures are optional.
+    public var requireSignedBases: [VerifyingKey] = []
 
     public init(
         host: String = "127.0.0.1", port: Int = 8470, tlsCertificate: String? = nil, tlsKey: String? = nil,

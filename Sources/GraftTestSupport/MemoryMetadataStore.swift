@@ -68,6 +68,7 @@ package final class MemoryMetadataStore: MetadataStore {
         /// A directory checkpoint's files by path (plain files without their bytes).
         var files: [CheckpointFile] = []
         var idempotencyKey: String? = nil
+        var signature: StoredSignature? = nil
         /// Values by (name, split); no split is "".
         var metrics: [MetricSlot: Double] = [:]
         /// Every blob it refers to: its tensors' and its plain files'.
@@ -238,7 +239,7 @@ package final class MemoryMetadataStore: MetadataStore {
                     Tensor(
                         name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape, elements: $0.info.elementCount,
                         bytes: $0.info.byteCount, digest: $0.digest)
-                }, files: checkpoint.files, idempotencyKey: checkpoint.idempotencyKey)
+                }, files: checkpoint.files, idempotencyKey: checkpoint.idempotencyKey, signature: checkpoint.signature)
             return id
         }
 
@@ -521,6 +522,17 @@ package final class MemoryMetadataStore: MetadataStore {
             }
             return (number, stored)
         }
+    }
+
+    package func recordSignature(checkpoint: Int64, _ signature: StoredSignature) async throws(GraftError) {
+        try access { (state: inout State) throws(GraftError) in
+            guard state.checkpoints[checkpoint] != nil else { throw GraftError.busy }
+            state.checkpoints[checkpoint]?.signature = signature
+        }
+    }
+
+    package func signature(checkpoint: Int64) async throws(GraftError) -> StoredSignature? {
+        try access { state in state.checkpoints[checkpoint]?.signature }
     }
 
     package func manifest(of name: ModelName) async throws(GraftError) -> ManifestSummary?? {

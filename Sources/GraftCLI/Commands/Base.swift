@@ -96,6 +96,13 @@ extension GraftCommand.Base {
                     return
                 }
                 print("registered \(result.checkpoint)  \(result.digest.short)")
+                if let directory, directory.signature != nil {
+                    if let key = directory.publicKey {
+                        print("  model.sig verified with \(key.curve.rawValue) key \(key.hint.prefix(12))… and kept")
+                    } else {
+                        print("  model.sig kept: signed, not verified (--public-key verifies it)")
+                    }
+                }
                 print(
                     table(
                         ["", ""],

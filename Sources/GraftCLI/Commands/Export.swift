@@ -31,6 +31,8 @@ extension GraftCommand {
         var force = false
         @Flag(help: "For an adapter's checkpoint: write its parent with the adapter merged in.")
         var merged = false
+        @Flag(help: "Leave out the checkpoint's signature (model.sig beside the files, or FILE.sig beside a file).")
+        var noSignature = false
         @OptionGroup var options: RegistryOptions
         @OptionGroup var format: OutputOptions
 
@@ -38,15 +40,19 @@ extension GraftCommand {
             let reference = try parseReference(ref)
             try await GraftCLI.run { () throws(GraftError) in
                 let registry = try await options.open()
-                let result: ExportResult
+                var result: ExportResult
                 if merged {
                     result = try await MergedExport.export(from: registry, reference, to: output, overwrite: force)
                 } else {
                     result = try await registry.export(reference, to: output, overwrite: force)
+                    if !noSignature, let bundle = try await registry.signatureBundle(try Reference(parsing: result.checkpoint)) {
+                        result.signature = try SignedExport.write(bundle, besideExport: result.path, directory: result.files != nil)
+                    }
                 }
                 if format.json { return try emitJSON(result) }
                 let files = result.files.map { ", \($0) files" } ?? ""
                 print("exported \(result.checkpoint) (\(formatBytes(result.bytes))\(files)) to \(result.path)")
+                if let signature = result.signature { print("signature written to \(signature)") }
             }
         }
     }

@@ -38,6 +38,11 @@ extension GraftCommand {
                 "The largest upload proposal, commit or curve import body, in MiB (1 to 1024); two are processed at a time.",
                 valueName: "mib"))
         var maxBodyMiB = 16
+        @Option(
+            name: .customLong("require-signed-bases"), parsing: .upToNextOption,
+            help: ArgumentHelp(
+                "PEM public keys: refuse a base registered by a client unless its model.sig verifies with one of them.", valueName: "pem"))
+        var requireSignedBases: [String] = []
         @OptionGroup var options: RegistryOptions
 
         func validate() throws {
@@ -51,9 +56,12 @@ extension GraftCommand {
             let (host, port) = ServerConfiguration.parseListen(listen)!
             let registry: Registry
             do { registry = try await options.openLocal() } catch { throw fail(error) }
-            let configuration = ServerConfiguration(
+            var configuration = ServerConfiguration(
                 host: host, port: port, tlsCertificate: tlsCert, tlsKey: tlsKey, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
                 maxJSONBytes: maxBodyMiB << 20)
+            do throws(GraftError) {
+                configuration.requireSignedBases = try requireSignedBases.map { (file) throws(GraftError) in try readPublicKey(file) }
+            } catch { throw fail(error) }
             if tlsCert == nil, !ServerConfiguration.isLoopback(host) {
                 FileHandle.standardError.write(
                     Data(

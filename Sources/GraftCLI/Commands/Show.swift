@@ -82,6 +82,7 @@ extension GraftCommand {
                 """
             )
             for (key, value) in c.metadata.sorted(by: { $0.key < $1.key }) { print("  metadata \(key) = \(value)") }
+            if let signature = detail.signature { print("  signature " + describe(signature)) }
             if !detail.files.isEmpty {
                 let shards = detail.files.filter { $0.kind == "shard" }.count
                 print("")
