@@ -380,6 +380,42 @@ struct MetadataStoreConformanceTests {
         #expect(known == ["acc"])
     }
 
+    @Test(
+        "signatures: kept with the commit, replaced by a later one, read back byte for byte, gone with their checkpoint",
+        arguments: MetadataStoreKind.allCases)
+    func signatures(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try await kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        let (blobs, keepBlobs) = try BlobStoreKind.local.make()
+        defer { withExtendedLifetime(keepBlobs) {} }
+        let bundle: [UInt8] = Array("{\"mediaType\": \"x\"}\n".utf8) + [0, 255]
+        let imported = StoredSignature(
+            bundle: bundle, keyHint: String(repeating: "ab", count: 32), rootDigest: Digest.of([1]), fileCount: 3,
+            signedAt: "2026-12-07T00:00:00.000Z", verified: false, origin: "imported")
+        var signedCommit = commit([("w", [1])])
+        signedCommit.signature = imported
+        _ = try await store.insertBase(name: name("signed"), provenance: Provenance(), checkpoint: signedCommit, stillStored: always)
+        _ = try await store.insertBase(name: name("plain"), provenance: Provenance(), checkpoint: commit([("w", [2])]), stillStored: always)
+        let signed = try #require(try await store.checkpoint(model: name("signed"), number: 1))
+        let plain = try #require(try await store.checkpoint(model: name("plain"), number: 1))
+        #expect(try await store.signature(checkpoint: signed.id) == imported)
+        #expect(try await store.signature(checkpoint: plain.id) == nil)
+        let resigned = StoredSignature(
+            bundle: [7], keyHint: nil, rootDigest: Digest.of([2]), fileCount: 1, signedAt: "2026-12-07T01:00:00.000Z", verified: true,
+            origin: "graft")
+        try await store.recordSignature(checkpoint: signed.id, resigned)
+        #expect(try await store.signature(checkpoint: signed.id) == resigned, "signing again replaces it")
+        #expect(try await store.signature(checkpoint: plain.id) == nil, "and only its own checkpoint's")
+        _ = try #require(try await store.removeModel(name("signed"), cascade: true, blobs: blobs, dryRun: false))
+        #expect(try await store.signature(checkpoint: signed.id) == nil)
+        do {
+            try await store.recordSignature(checkpoint: signed.id, resigned)
+            Issue.record("a removed checkpoint was signed")
+        } catch {
+            #expect("\(error)".contains("busy"), "a checkpoint removed meanwhile reads as busy (retry resolves the reference anew)")
+        }
+    }
+
     @Test("removals: protections refuse, blobs nothing uses go, derived data stays consistent", arguments: MetadataStoreKind.allCases)
     func removals(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()

@@ -31,9 +31,10 @@ extension GraftCommand {
                 let registry = try await options.open()
                 let result = try await registry.sign(reference, key: signingKey)
                 if format.json { return try emitJSON(result) }
+                let signature = result.signature
                 print(
-                    "signed \(result.checkpoint): \(result.signature.files) files, root sha256:\(result.signature.rootDigest.hex.prefix(12))…, "
-                        + "key \(result.signature.keyHint.map { String($0.prefix(12)) + "…" } ?? "?")")
+                    "signed \(result.checkpoint): \(signature.files) files, root sha256:\(signature.rootDigest.hex.prefix(12))…, "
+                        + "key \(signature.keyHint.map { String($0.prefix(12)) + "…" } ?? "?")")
             }
         }
     }
