@@ -257,6 +257,23 @@ struct SigningCLITests {
         let remoteSign = try served.remote(["sign", "cnn", "--key", privateKey], token: served.write)
         #expect(remoteSign.status == 0, "\(remoteSign.stderr)")
         #expect(try served.remote(["verify-signature", "cnn@1", "--public-key", publicKey], token: served.read).status == 0)
+        // The API's own answers: the bundle, the signed files, and a PUT that does not verify (422, each problem named).
+        let bundle = try served.server.request("GET", "/v1/checkpoints/cnn@1/signature", token: served.read)
+        #expect(bundle.status == 200 && bundle.text.contains("\"bundle\""))
+        let listed = try served.server.request("GET", "/v1/checkpoints/cnn@1/signed-files", token: served.read)
+        #expect(listed.status == 200 && listed.text.contains("\"name\":\".\""), "\(listed.text)")
+        let unsignedBundle = try served.server.request("GET", "/v1/checkpoints/t@1/signature", token: served.read)
+        #expect(unsignedBundle.status == 200)
+        let wrong = try jsonBody(
+            SignatureBundle(bundle: Data(Self.referenceBundle.utf8).base64EncodedString(), publicKey: Self.referencePublicKey))
+        let put = try served.server.request("PUT", "/v1/checkpoints/cnn@1/signature", token: served.write, body: wrong)
+        #expect(put.status == 422 && put.text.contains("\"signature\"") && put.text.contains("missing file"), "\(put.text)")
+        // The web page says whether it is verified and by which key.
+        let login = try served.server.request(
+            "POST", "/login", headers: ["Content-Type": "application/x-www-form-urlencoded"], body: Array("token=\(served.read)".utf8))
+        let session = String((login.headers["set-cookie"] ?? "").dropFirst("graft_session=".count).prefix { $0 != ";" })
+        let page = try served.server.request("GET", "/checkpoints/t@1", headers: ["Cookie": "graft_session=\(session)"])
+        #expect(page.status == 200 && page.text.contains("id=\"signature\">verified · key <code"), "\(page.text.prefix(300))")
         let local = served.cli.directory.file("cnn.safetensors")
         #expect(try served.remote(["export", "cnn", "-o", local], token: served.read).status == 0)
         #expect(try served.cli.run(["verify-signature", local, "--public-key", publicKey], registry: false).status == 0)

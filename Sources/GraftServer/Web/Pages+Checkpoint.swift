@@ -69,7 +69,18 @@ extension Web {
                 <div><dt>tensor bytes shared with \(diff.from)</dt><dd id="shared-bytes">\(number(shared))</dd></div>
                 """
         }
-        out += "<div><dt>created</dt><dd>\(summary.createdAt)</dd></div></dl>"
+        out += "<div><dt>created</dt><dd>\(summary.createdAt)</dd></div>"
+        if let signature = detail.signature {
+            // Verified or not, and by which key: the key hint is what `model_signing` and `graft verify-signature` match.
+            let state = signature.verified ? "verified" : "signed, not verified"
+            let source = signature.origin == "graft" ? "signed by graft sign" : "came with the directory"
+            out += """
+                <div><dt>signature</dt><dd id="signature">\(state) · key <code title="\(signature.keyHint ?? "")">\
+                \(signature.keyHint.map { String($0.prefix(16)) + "…" } ?? "no hint")</code> · \(number(signature.files)) files · \
+                \(source), \(signature.signedAt)</dd></div>
+                """
+        }
+        out += "</dl>"
         if !detail.files.isEmpty {
             out += """
                 <h2>Model directory</h2><p>\(number(detail.files.count)) files as imported (the download above is its tensors as one \
