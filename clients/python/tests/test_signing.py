@@ -193,3 +193,33 @@ def test_every_tamper_case_is_refused_by_both(tmp_path):
     data[-1] ^= 0xFF
     shard.write_bytes(bytes(data))
     both_refuse('changed file "model-00002-of-00002.safetensors"')
+
+
+def test_python_client_shows_and_downloads_signatures(tmp_path, server):
+    private, public = keys(tmp_path, "prime256v1")
+    model = sharded_model(tmp_path / "model")
+    reference_sign(model, private, model / "model.sig")
+    registry = server.registry
+    assert graft("base", "add", str(model), "--name", "signed", "--public-key", str(public), registry=registry).returncode == 0
+    assert graft("base", "add", str(model / "model-00002-of-00002.safetensors"), "--name", "plain", registry=registry).returncode != 0
+    single = tmp_path / "single.safetensors"
+    shutil.copy(model / "model-00002-of-00002.safetensors", single)
+    assert graft("base", "add", str(single), "--name", "one", registry=registry).returncode == 0
+    import graft as graft_client
+
+    client = graft_client.Client(server.url, token=server.token("reader", "read"))
+    info = client.signature("signed@1")
+    expected_hint = json.loads((model / "model.sig").read_text())["verificationMaterial"]["publicKey"]["hint"]
+    assert info["verified"] is True and info["key_hint"] == expected_hint and info["files"] == 5
+    assert client.signature("one@1") is None
+
+    out = tmp_path / "out"
+    client.download("signed@1", out)
+    assert (out / "model.sig").read_bytes() == (model / "model.sig").read_bytes()
+    result = reference_verify(out, public, out / "model.sig")
+    assert result.returncode == 0 and "Verification succeeded" in result.stdout, result.stderr
+    bare = tmp_path / "bare"
+    client.download("signed@1", bare, signature=False)
+    assert not (bare / "model.sig").exists()
+    client.download("one@1", tmp_path / "one.safetensors")
+    assert not (tmp_path / "one.safetensors.sig").exists()

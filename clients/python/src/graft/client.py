@@ -313,15 +313,25 @@ class Client:
 
     # -- downloads ---------------------------------------------------------------------------
 
-    def download(self, ref: str, path: str | os.PathLike[str]) -> str:
+    def signature(self, ref: str) -> dict[str, Any] | None:
+        """The checkpoint's OpenSSF model signature, or ``None``: ``verified`` (a public key
+        checked it against the files), ``key_hint`` (hex SHA-256 of the signing key's PEM),
+        ``files``, ``root_digest``, ``origin`` (``graft`` or ``imported``), ``signed_at``."""
+        return self._json("GET", ["v1", "checkpoints", ref]).get("signature")
+
+    def download(self, ref: str, path: str | os.PathLike[str], *, signature: bool = True) -> str:
         """Writes the checkpoint's byte-exact safetensors file to ``path`` (a temporary file
         renamed into place once its digest is checked); a checkpoint kept as a model directory
         is written as that directory, every file checked (written beside ``path``, renamed into
-        place whole). Returns the checkpoint digest."""
+        place whole). A signed checkpoint's ``model.sig`` goes inside the directory (or beside
+        the file as ``FILE.sig``) unless ``signature=False``; ``model_signing verify key``
+        checks it. Returns the checkpoint digest."""
         path = os.fspath(path)
         detail = self._json("GET", ["v1", "checkpoints", ref])
         if detail.get("files"):
             self._download_directory(detail, path)
+            if signature and detail.get("signature"):
+                self._write_signature(detail["checkpoint"]["ref"], os.path.join(path, "model.sig"))
             return detail["checkpoint"]["digest"]
         directory = os.path.dirname(os.path.abspath(path))
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".graft-download-", delete=False) as out:
@@ -334,7 +344,22 @@ class Client:
                 os.unlink(out.name)
                 raise
         os.replace(out.name, path)
+        if signature and detail.get("signature"):
+            self._write_signature(detail["checkpoint"]["ref"], path + ".sig")
         return digest
+
+    def _write_signature(self, ref: str, path: str) -> None:
+        """The checkpoint's ``model.sig`` bytes to ``path`` (written beside, flushed, renamed)."""
+        import base64
+
+        answer = self._json("GET", ["v1", "checkpoints", ref, "signature"])
+        if answer.get("bundle") is None:
+            return
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), prefix=".graft-sig-", delete=False) as out:
+            out.write(base64.b64decode(answer["bundle"]))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(out.name, path)
 
     def snapshot(self, ref: str) -> str:
         """A local directory holding the checkpoint, ready for ``from_pretrained``: downloaded
