@@ -40,6 +40,30 @@ struct SigningCLITests {
 
         """
 
+    /// The statement inside ``referenceBundle``, as JSON.
+    static func referenceStatement() throws -> [String: Any] {
+        let bundle = try JSONSerialization.jsonObject(with: Data(referenceBundle.utf8)) as! [String: Any]
+        let payload = Data(base64Encoded: (bundle["dsseEnvelope"] as! [String: Any])["payload"] as! String)!
+        return try JSONSerialization.jsonObject(with: payload) as! [String: Any]
+    }
+
+    /// A key-signed bundle of any statement, made as the reference makes one (DSSE PAE, DER ECDSA).
+    static func bundle(_ statement: [String: Any], key: P256.Signing.PrivateKey) throws -> [UInt8] {
+        let payload = try JSONSerialization.data(withJSONObject: statement)
+        let type = "application/vnd.in-toto+json"
+        let pae = Data("DSSEv1 \(type.utf8.count) \(type) \(payload.count) ".utf8) + payload
+        let hint = Digest.of(Array((key.publicKey.pemRepresentation + "\n").utf8)).hex
+        let bundle: [String: Any] = [
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": ["publicKey": ["hint": hint], "tlogEntries": [] as [Any]],
+            "dsseEnvelope": [
+                "payload": payload.base64EncodedString(), "payloadType": type,
+                "signatures": [["sig": try key.signature(for: pae).derRepresentation.base64EncodedString(), "keyid": ""]],
+            ],
+        ]
+        return Array(try JSONSerialization.data(withJSONObject: bundle))
+    }
+
     /// A fresh P-256 key pair as PEM files; returns (private, public) paths.
     func keyPair(_ cli: CLI, _ name: String) throws -> (String, String) {
         let key = P256.Signing.PrivateKey()
@@ -109,6 +133,23 @@ struct SigningCLITests {
         try writeFile(model + "/model.sig", Array(badPayload.utf8))
         let result = try cli.run(["verify-signature", model, "--public-key", key], registry: false)
         #expect(result.status == Self.signatureFailed, "\(result.stderr)")
+        // A statement whose root digest is not its resources' (signed, so only that check can catch it).
+        let signer = P256.Signing.PrivateKey()
+        try writeFile(cli.directory.file("signer.pub.pem"), Array((signer.publicKey.pemRepresentation + "\n").utf8))
+        let signerKey = cli.directory.file("signer.pub.pem")
+        var statement = try Self.referenceStatement()
+        statement["subject"] = [["name": "model", "digest": ["sha256": String(repeating: "0", count: 64)]]]
+        try writeFile(model + "/model.sig", try Self.bundle(statement, key: signer))
+        try refused("is not the digest of its resources", key: signerKey)
+        // A bundle that lists no ignore_paths: git metadata and the signature file are still left
+        // out, as `model_signing verify key` leaves them out (.git/HEAD is in the tree above).
+        statement = try Self.referenceStatement()
+        var predicate = statement["predicate"] as! [String: Any]
+        predicate["serialization"] = ["method": "files", "hash_type": "sha256", "allow_symlinks": false]
+        statement["predicate"] = predicate
+        try writeFile(model + "/model.sig", try Self.bundle(statement, key: signer))
+        let noIgnores = try cli.run(["verify-signature", model, "--public-key", signerKey], registry: false)
+        #expect(noIgnores.status == 0, "\(noIgnores.stderr)")
         try writeFile(model + "/model.sig", Array("{\"mediaType\": \"something else\"}".utf8))
         try refused("Sigstore bundle v0.3")
         // Not a key at all: a usage problem (65), not a failed signature.
