@@ -62,7 +62,12 @@ public enum SignedTree {
         let ownSignature = ModelDirectoryPaths.relative(signaturePath, to: root)
         var files: [(name: String, path: String, size: Int)] = []
         var problems: [String] = []
-        func visit(_ relative: String) throws(GraftError) {
+        func visit(_ relative: String, depth: Int) throws(GraftError) {
+            // A signature that allows symlinks could lead the walk round a loop: bounded.
+            guard depth <= 64 else {
+                problems.append("\(relative.debugDescription) nests deeper than 64 folders (a symlink loop?)")
+                return
+            }
             let directory = relative.isEmpty ? root : root + "/" + relative
             for name in try FileSystem.contentsOfDirectory(directory).sorted() {
                 let path = relative.isEmpty ? name : relative + "/" + name
@@ -83,13 +88,13 @@ public enum SignedTree {
                     mode = info.st_mode & S_IFMT
                 }
                 switch mode {
-                case S_IFDIR: try visit(path)
+                case S_IFDIR: try visit(path, depth: depth + 1)
                 case S_IFREG: files.append((path, absolute, Int(info.st_size)))
                 default: problems.append("\(path.debugDescription) is not a regular file or a folder")
                 }
             }
         }
-        try visit("")
+        try visit("", depth: 0)
         // Two lanes, balanced by size: hashing is the cost.
         let lanes = BlobTransfer.balance(files.map(\.size))
         let digests = Mutex<[Int: GraftCore.Digest]>([:])

@@ -117,6 +117,10 @@ struct SigningCLITests {
         try writeFile(model + "/.git/HEAD", Array("ref".utf8))
         #expect(try cli.run(["verify-signature", model, "--public-key", key], registry: false).status == 0)
 
+        // A symlink is refused: the signature says allow_symlinks false.
+        try FileManager.default.createSymbolicLink(atPath: model + "/link.txt", withDestinationPath: "a.txt")
+        try refused("symlink \"link.txt\" (the signature does not allow symlinks)")
+        try FileManager.default.removeItem(atPath: model + "/link.txt")
         let (_, otherKey) = try keyPair(cli, "other")
         try refused("key mismatch", key: otherKey)
         // The hint says which key signed: an edited hint is a mismatch; a bundle without a hint (older format) still verifies.
