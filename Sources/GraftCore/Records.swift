@@ -240,6 +240,8 @@ public struct ImportResult: Sendable, Codable, Equatable {
     public var bytesSent: Int?
     /// For a model directory: its files (shards and the rest). Absent for one file.
     public var files: Int? = nil
+    /// The signature kept with it (a directory's `model.sig`): verified or not, by which key.
+    public var signature: SignatureInfo? = nil
 }
 
 /// Totals over the whole registry.

@@ -111,7 +111,7 @@ extension Registry {
             model: name, checkpoint: "\(name)@1", digest: commit.digest, tensors: ingested.count,
             parameters: commit.parameterCount, logicalBytes: logical,
             bytesStored: stored, bytesAlreadyPresent: total + (directory?.files.header.dataLength ?? 0) - stored,
-            files: directory == nil ? nil : commit.files.count)
+            files: directory == nil ? nil : commit.files.count, signature: signature?.info)
     }
 
     /// Bytes of blob files a commit wrote (each distinct blob once; inline ones are the store's to count).

@@ -180,7 +180,8 @@ extension Registry {
             model: name, checkpoint: "\(name)@\(number)", digest: commit.digest, tensors: ingested.count, parameters: commit.parameterCount,
             logicalBytes: directory?.byteCount ?? reader.fileSize, bytesStored: stored,
             bytesAlreadyPresent: total + (directory?.files.header.dataLength ?? 0) - stored,
-            newTensors: manifest == nil ? [] : plan.newTensors, files: directory == nil ? nil : commit.files.count)
+            newTensors: manifest == nil ? [] : plan.newTensors, files: directory == nil ? nil : commit.files.count,
+            signature: signature?.info)
     }
 
     /// The refusal of a checkpoint that breaks its manifest: the violations, or, when they are

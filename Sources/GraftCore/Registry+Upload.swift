@@ -411,14 +411,15 @@ extension Registry {
                     name: name, provenance: commit.provenance ?? Provenance(), checkpoint: new, stillStored: stillStored)
                 return ImportResult(
                     model: name, checkpoint: "\(name)@1", digest: new.digest, tensors: tensors.count, parameters: new.parameterCount,
-                    logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: data - inline, files: files)
+                    logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: data - inline, files: files,
+                    signature: new.signature?.info)
             }
             let (number, inline) = try await metadata.insertCheckpoint(
                 model: name, new, metrics: metrics, split: commit.split, newTensors: checked.newTensors, stillStored: stillStored)
             return ImportResult(
                 model: name, checkpoint: "\(name)@\(number)", digest: new.digest, tensors: tensors.count, parameters: new.parameterCount,
                 logicalBytes: logical, bytesStored: inline, bytesAlreadyPresent: data - inline,
-                newTensors: checked.newTensors ?? [], files: files)
+                newTensors: checked.newTensors ?? [], files: files, signature: new.signature?.info)
         }
     }
 

@@ -96,12 +96,12 @@ extension GraftCommand.Base {
                     return
                 }
                 print("registered \(result.checkpoint)  \(result.digest.short)")
-                if let directory, directory.signature != nil {
-                    if let key = directory.publicKey {
-                        print("  model.sig verified with \(key.curve.rawValue) key \(key.hint.prefix(12))… and kept")
-                    } else {
-                        print("  model.sig kept: signed, not verified (--public-key verifies it)")
-                    }
+                if let signature = result.signature {
+                    // The registry's verdict (against a server requiring signed bases, the server's).
+                    let key = signature.keyHint.map { " with key " + $0.prefix(12) + "…" } ?? ""
+                    print(
+                        signature.verified
+                            ? "  model.sig verified\(key) and kept" : "  model.sig kept: signed, not verified (--public-key verifies it)")
                 }
                 print(
                     table(
