@@ -39,9 +39,8 @@ extension Registry {
         }
         let target = RegistryLayout(root: destination)
         if FileSystem.fileExists(target.root) { throw .outputExists(path: target.root) }
-        let parent = target.root.contains("/") ? String(target.root[..<target.root.lastIndex(of: "/")!]) : "."
-        let name = target.root.split(separator: "/").last.map(String.init) ?? target.root
-        let staging = RegistryLayout(root: (parent.isEmpty ? "" : parent) + "/." + name + "." + FileSystem.uniqueName(suffix: ".backup"))
+        let (parent, name) = FileSystem.parentAndName(target.root)
+        let staging = RegistryLayout(root: parent + "/." + name + "." + FileSystem.uniqueName(suffix: ".backup"))
         let source = layout
         do throws(GraftError) {
             try FileSystem.makeDirectory(staging.root, mode: 0o700)
@@ -52,7 +51,7 @@ extension Registry {
             }
             try FileSystem.syncDirectory(staging.root)
             try FileSystem.rename(staging.root, target.root)
-            try FileSystem.syncDirectory(parent.isEmpty ? "/" : parent)
+            try FileSystem.syncDirectory(parent)
             return BackupResult(
                 path: target.root, blobs: listed.count, bytes: listed.reduce(0) { $0 + $1.length }, linked: counts.linked,
                 copied: counts.copied)

@@ -25,9 +25,8 @@ extension Registry {
         if !stored.files.isEmpty { return try await exportDirectory(stored, summary: summary, to: path, overwrite: overwrite) }
         let (header, parts) = (stored.header, stored.tensors)
         let blobs = self.blobs
-        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let base = path.split(separator: "/").last.map(String.init) ?? path
-        let temporary = (directory.isEmpty ? "" : directory + "/") + "." + base + "." + FileSystem.uniqueName(suffix: ".tmp")
+        let (directory, base) = FileSystem.parentAndName(path)
+        let temporary = directory + "/." + base + "." + FileSystem.uniqueName(suffix: ".tmp")
         // Rehash every blob while the copy runs: the output is renamed into place only once
         // every blob checked out. Blobs are immutable, so the bytes copied are the bytes hashed.
         async let verified = Self.firstDamaged(parts, in: blobs)
@@ -67,7 +66,7 @@ extension Registry {
             FileSystem.remove(temporary)
             throw error
         }
-        try FileSystem.syncDirectory(directory.isEmpty ? "/" : directory)
+        try FileSystem.syncDirectory(directory)
         return ExportResult(checkpoint: summary.ref, digest: summary.digest, path: path, bytes: bytes)
     }
 }
@@ -100,9 +99,7 @@ extension Registry {
         write: @escaping @Sendable (_ root: String) throws(GraftError) -> Int
     ) async throws(GraftError) -> (path: String, bytes: Int) {
         let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
-        let directory = trimmed.contains("/") ? String(trimmed[..<trimmed.lastIndex(of: "/")!]) : "."
-        let base = trimmed.split(separator: "/").last.map(String.init) ?? trimmed
-        let parent = directory.isEmpty ? "/" : directory
+        let (parent, base) = FileSystem.parentAndName(trimmed)
         let temporary = parent + "/." + base + "." + FileSystem.uniqueName(suffix: ".tmp")
         async let verified = Self.firstDamaged(parts, in: blobs)
         let written = await Result { () async throws(GraftError) -> Int in

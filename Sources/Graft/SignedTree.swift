@@ -26,8 +26,7 @@ public enum SignedTree {
         let actual = try await offload { () throws(GraftError) in
             try resources(of: model, signature: signature, signaturePath: signaturePath)
         }
-        let problems = signature.differences(from: actual.resources) + actual.problems
-        guard problems.isEmpty else { throw .invalidSignature(model, problems: problems) }
+        try signature.checkFiles(actual.resources, problems: actual.problems, origin: model)
         return SignatureVerification(subject: model, key: key, signature: signature)
     }
 
@@ -151,7 +150,7 @@ public enum SignedExport {
     /// older one is replaced). Returns the path written.
     public static func write(_ bundle: [UInt8], besideExport path: String, directory: Bool) throws(GraftError) -> String {
         let target = directory ? path + "/" + ModelSignature.fileName : path + ".sig"
-        let folder = directory ? path : (path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : ".")
+        let folder = directory ? path : FileSystem.parentAndName(path).parent
         let temporary = folder + "/." + FileSystem.uniqueName(suffix: ".sig.tmp")
         do throws(GraftError) {
             let out = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL)
@@ -162,7 +161,7 @@ public enum SignedExport {
             FileSystem.remove(temporary)
             throw error
         }
-        try FileSystem.syncDirectory(folder.isEmpty ? "/" : folder)
+        try FileSystem.syncDirectory(folder)
         return target
     }
 }

@@ -128,8 +128,7 @@ public struct DirectoryInput: Sendable {
         let parsed = try ModelSignature.parse(bytes, origin: origin + "/" + ModelSignature.fileName)
         guard let publicKey else { return StoredSignature(parsed, verified: false, origin: "imported") }
         try parsed.verify(with: publicKey, origin: origin)
-        let problems = parsed.differences(from: try signedResources())
-        guard problems.isEmpty else { throw .invalidSignature(origin, problems: problems) }
+        try parsed.checkFiles(try signedResources(), origin: origin)
         return StoredSignature(parsed, verified: true, origin: "imported")
     }
 

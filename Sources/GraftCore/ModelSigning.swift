@@ -228,6 +228,14 @@ public struct ModelSignature: Sendable, Equatable {
         }
     }
 
+    /// Checks the signed files against `actual` (the files as they are, with any `problems`
+    /// found reading them); call after ``verify(with:origin:)``, which is cheaper.
+    /// - Throws: ``GraftError/invalidSignature(_:problems:)`` naming every extra, missing and changed file.
+    public func checkFiles(_ actual: [SignedResource], problems: [String] = [], origin: String) throws(GraftError) {
+        let all = differences(from: actual) + problems
+        guard all.isEmpty else { throw .invalidSignature(origin, problems: all) }
+    }
+
     /// What differs between the signed files and `actual`: one line per file, by name.
     public func differences(from actual: [SignedResource]) -> [String] {
         let signed = Dictionary(resources.map { ($0.name, $0.digest) }, uniquingKeysWith: { a, _ in a })

@@ -14,7 +14,11 @@ public struct SignatureBundle: Sendable, Codable, Equatable {
     public var bundle: String?
     /// PEM public key (in a `PUT` only).
     public var publicKey: String?
-    public init(bundle: String?, publicKey: String? = nil) { (self.bundle, self.publicKey) = (bundle, publicKey) }
+    /// The checkpoint it belongs to, `NAME@N` (in a `GET` answer: a bare NAME resolved).
+    public var checkpoint: String?
+    public init(bundle: String?, publicKey: String? = nil, checkpoint: String? = nil) {
+        (self.bundle, self.publicKey, self.checkpoint) = (bundle, publicKey, checkpoint)
+    }
 }
 
 /// The files a checkpoint exports to with their SHA-256 (`GET /v1/checkpoints/{ref}/signed-files`).
@@ -129,8 +133,7 @@ extension Registry {
         let (id, summary) = try await resolve(reference)
         let signature = try ModelSignature.parse(bundle, origin: summary.ref)
         try signature.verify(with: publicKey, origin: summary.ref)
-        let problems = signature.differences(from: try await signedResources(of: try await metadata.parts(checkpoint: id)))
-        guard problems.isEmpty else { throw .invalidSignature(summary.ref, problems: problems) }
+        try signature.checkFiles(try await signedResources(of: try await metadata.parts(checkpoint: id)), origin: summary.ref)
         let stored = StoredSignature(signature, verified: true, origin: "graft")
         try await metadata.recordSignature(checkpoint: id, stored)
         return SignResult(checkpoint: summary.ref, signature: stored.info)
@@ -138,8 +141,13 @@ extension Registry {
 
     /// The bytes of a checkpoint's `model.sig`, `nil` when it has none.
     public func signatureBundle(_ reference: Reference) async throws(GraftError) -> [UInt8]? {
-        let (id, _) = try await resolve(reference)
-        return try await metadata.signature(checkpoint: id)?.bundle
+        try await signatureBundle(resolving: reference).bundle
+    }
+
+    /// The bytes of a checkpoint's `model.sig` (`nil` without one) and the checkpoint, `NAME@N`.
+    public func signatureBundle(resolving reference: Reference) async throws(GraftError) -> (bundle: [UInt8]?, checkpoint: String) {
+        let (id, summary) = try await resolve(reference)
+        return (try await metadata.signature(checkpoint: id)?.bundle, summary.ref)
     }
 
     /// Checks a checkpoint's signature with `key` and against the files the checkpoint exports
@@ -152,9 +160,7 @@ extension Registry {
         guard let stored = try await metadata.signature(checkpoint: id) else { throw .notSigned(summary.ref) }
         let signature = try ModelSignature.parse(stored.bundle, origin: summary.ref)
         try signature.verify(with: key, origin: summary.ref)
-        let actual = try await signedResources(of: try await metadata.parts(checkpoint: id))
-        let problems = signature.differences(from: actual)
-        guard problems.isEmpty else { throw .invalidSignature(summary.ref, problems: problems) }
+        try signature.checkFiles(try await signedResources(of: try await metadata.parts(checkpoint: id)), origin: summary.ref)
         return SignatureVerification(subject: summary.ref, key: key, signature: signature)
     }
 }

@@ -450,8 +450,7 @@ extension Registry {
             verified = true
         }
         if verified {
-            let problems = signature.differences(from: try await signedResources(of: parts))
-            guard problems.isEmpty else { throw .invalidSignature(origin, problems: problems) }
+            try signature.checkFiles(try await signedResources(of: parts), origin: origin)
         }
         return StoredSignature(signature, verified: verified, origin: "imported")
     }

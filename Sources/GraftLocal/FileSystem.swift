@@ -18,6 +18,16 @@ package let EPERM_ = EPERM
 /// Thin, throwing wrappers over the POSIX calls the store needs. Every path here is built by
 /// the registry from digests and fixed names, never from user text.
 package enum FileSystem {
+    /// The folder holding `path` (`.` for a bare name, `/` for a name at the root) and its last
+    /// component, a trailing slash ignored: where a file is written beside its destination
+    /// before being renamed onto it.
+    package static func parentAndName(_ path: String) -> (parent: String, name: String) {
+        let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        guard let slash = trimmed.lastIndex(of: "/") else { return (".", trimmed) }
+        let parent = String(trimmed[..<slash])
+        return (parent.isEmpty ? "/" : parent, String(trimmed[trimmed.index(after: slash)...]))
+    }
+
     package static func fileExists(_ path: String) -> Bool {
         var info = stat()
         return stat(path, &info) == 0

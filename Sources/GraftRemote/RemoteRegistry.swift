@@ -355,24 +355,29 @@ public final class RemoteRegistry: RegistryAPI {
     }
 
     public func signatureBundle(_ reference: Reference) async throws(GraftError) -> [UInt8]? {
+        try await signatureAnswer(reference).bundle
+    }
+
+    /// The server's answer for a checkpoint's signature: its bytes and the checkpoint resolved.
+    private func signatureAnswer(_ reference: Reference) async throws(GraftError) -> (bundle: [UInt8]?, checkpoint: String) {
         let answer: SignatureBundle = try await get(["v1", "checkpoints", reference.description, "signature"])
-        guard let text = answer.bundle else { return nil }
+        let ref = answer.checkpoint ?? reference.description
+        guard let text = answer.bundle else { return (nil, ref) }
         guard let bytes = Data(base64Encoded: text) else {
             throw .unreachable(url: url, reason: "the server sent a signature that is not base64")
         }
-        return Array(bytes)
+        return (Array(bytes), ref)
     }
 
     /// Checks the signature here with `key`, against the file digests the server computes.
     public func verifySignature(_ reference: Reference, key: VerifyingKey) async throws(GraftError) -> SignatureVerification {
-        let summary = try await checkpoint(reference).checkpoint
-        let ref = summary.ref
-        guard let bytes = try await signatureBundle(summary.reference) else { throw .notSigned(ref) }
+        // One checkpoint throughout: the signature's answer resolves a bare NAME to NAME@N.
+        let (bundle, ref) = try await signatureAnswer(reference)
+        guard let bytes = bundle else { throw .notSigned(ref) }
         let signature = try ModelSignature.parse(bytes, origin: ref)
         try signature.verify(with: key, origin: ref)
         let listed: SignedFiles = try await get(["v1", "checkpoints", ref, "signed-files"])
-        let problems = signature.differences(from: listed.files)
-        guard problems.isEmpty else { throw .invalidSignature(ref, problems: problems) }
+        try signature.checkFiles(listed.files, origin: ref)
         return SignatureVerification(subject: ref, key: key, signature: signature)
     }
 

@@ -114,8 +114,8 @@ struct API: Sendable {
             return jsonResponse(try await registry.exposure(of: try grant.checkpoint(), to: ancestor, detail: detail))
         }
         routes.get("/v1/checkpoints/{ref}/signature", .checkpoint(.read)) { _, _, grant in
-            let bytes = try await registry.signatureBundle(try grant.checkpoint())
-            return jsonResponse(SignatureBundle(bundle: bytes.map { Data($0).base64EncodedString() }))
+            let (bytes, ref) = try await registry.signatureBundle(resolving: try grant.checkpoint())
+            return jsonResponse(SignatureBundle(bundle: bytes.map { Data($0).base64EncodedString() }, checkpoint: ref))
         }
         routes.get("/v1/checkpoints/{ref}/signed-files", .checkpoint(.read)) { _, _, grant in
             let reference = try grant.checkpoint()
