@@ -83,7 +83,7 @@ extension GraftError {
             .allCandidatesFlagged,
             .tokenNotFound, .blobNotFound:
             .notFound
-        case .modelExists, .outputExists, .advisoryExists, .tokenExists: .exists
+        case .modelExists, .outputExists, .advisoryExists, .tokenExists, .historyDiffers: .exists
         case .busy, .blobVanished: .busy
         case .notARegistry, .corruptDatabase: .notARegistry
         case .newerSchema, .migrationMismatch: .incompatible

@@ -20,6 +20,8 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
     case migrationMismatch(version: Int, name: String)
     /// A model of this name exists already.
     case modelExists(ModelName)
+    /// `graft copy`: the destination has a model of this name whose history is not the source's.
+    case historyDiffers(String, reason: String)
     /// No model of this name; close names are suggested.
     case modelNotFound(ModelName, suggestions: [String])
     /// The model exists but the checkpoint does not.
@@ -143,6 +145,9 @@ public enum GraftError: Error, Sendable, CustomStringConvertible {
                 """
         case .modelExists(let name):
             return "a model named `\(name)` exists already; choose another name"
+        case .historyDiffers(let name, let reason):
+            return "the destination has a model `\(name)` with another history (\(reason)); nothing of it was copied. "
+                + "Copy it under a new name with --rename \(name)=NEW"
         case .modelNotFound(let name, let suggestions):
             guard !suggestions.isEmpty else { return "no model named `\(name)`" }
             return "no model named `\(name)`; did you mean " + suggestions.map { "`\($0)`" }.joined(separator: ", ") + "?"

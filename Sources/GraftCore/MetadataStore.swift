@@ -88,7 +88,8 @@ package protocol MetadataStore: Sendable {
 
     // MARK: Commits
 
-    /// Records a base and its first checkpoint. `stillStored` is asked, under the write lock, for
+    /// Records a base and its first checkpoint (numbered 1, or as `checkpoint.copied` says, with
+    /// the model's creation time from there too). `stillStored` is asked, under the write lock, for
     /// every file-stored blob (gc may have removed one since it was found): `false` fails the
     /// commit with ``GraftError/blobVanished(_:)``.
     /// - Returns: the inline bytes this commit stored anew.
@@ -97,8 +98,10 @@ package protocol MetadataStore: Sendable {
     ) async throws(GraftError) -> Int
     /// Records a student with its parent edge and resolved manifest.
     func insertStudent(_ student: NewStudent) async throws(GraftError)
-    /// Commits a model's next checkpoint (its number one past the newest) with its metrics, and
-    /// records the manifest's `new` tensors for a student.
+    /// Commits a model's next checkpoint (its number one past the newest, or the one
+    /// `checkpoint.copied` gives, which must be past the newest) with its metrics, and records the
+    /// manifest's `new` tensors for a student.
+    /// - Throws: ``GraftError/historyDiffers(_:reason:)`` for a copied number not past the newest.
     /// - Returns: the number given, and the inline bytes stored anew.
     func insertCheckpoint(
         model: ModelName, _ checkpoint: NewCheckpoint, metrics: [MetricAssignment], split: String?, newTensors: [String]?,
@@ -281,6 +284,9 @@ package struct NewCheckpoint: Sendable {
     package var idempotencyKey: String? = nil
     /// The signature that came with it (a registered directory's `model.sig`), kept in the same commit.
     package var signature: StoredSignature? = nil
+    /// Set by `graft copy`: the number and times the checkpoint had where it came from
+    /// (numbers of pruned checkpoints stay gaps). `nil`: the next number, now.
+    package var copied: CopiedHistory? = nil
     package var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
     /// Every blob the commit records: the tensors', then the files'.
     package var blobs: [IngestedTensor] { fileBlobs.isEmpty ? tensors : tensors + fileBlobs }
@@ -290,6 +296,18 @@ package struct NewCheckpoint: Sendable {
     ) {
         (self.headerBytes, self.headerDigest, self.digest, self.metadata) = (headerBytes, headerDigest, digest, metadata)
         (self.dataLength, self.fileBytes, self.tensors, self.step, self.epoch) = (dataLength, fileBytes, tensors, step, epoch)
+    }
+}
+
+/// A copied checkpoint's number and times, kept as its source registry recorded them.
+package struct CopiedHistory: Sendable {
+    /// Its number: past every checkpoint the model has at the destination.
+    package var number: Int
+    package var createdAt: String
+    /// The model's creation time (used when the checkpoint is a base's first).
+    package var modelCreatedAt: String
+    package init(number: Int, createdAt: String, modelCreatedAt: String) {
+        (self.number, self.createdAt, self.modelCreatedAt) = (number, createdAt, modelCreatedAt)
     }
 }
 
@@ -463,4 +481,15 @@ package struct OpenAdvisory: Sendable, Equatable {
         self.checkpoint = checkpoint
         self.ancestry = ancestry
     }
+}
+
+/// The number a copied checkpoint keeps (`nil` for an ordinary commit), checked to lie past the
+/// model's newest at the destination: a copy appends history, it never fills gaps or rewrites.
+/// - Throws: ``GraftError/historyDiffers(_:reason:)``.
+package func copiedNumber(_ checkpoint: NewCheckpoint, model: ModelName, newest: Int) throws(GraftError) -> Int? {
+    guard let number = checkpoint.copied?.number else { return nil }
+    guard number > newest else {
+        throw .historyDiffers(model.value, reason: "checkpoint \(number) is not past its newest, \(newest)")
+    }
+    return number
 }

@@ -13,6 +13,7 @@ extension PostgresMetadataStore {
         let metadata = encodeJSON(provenance.metadata)
         return try await write { connection in
             let now = timestamp()
+            let copied = checkpoint.copied
             guard
                 let row = try await connection.one(
                     """
@@ -20,14 +21,16 @@ extension PostgresMetadataStore {
                      lineage)
                     VALUES (\(name.value), 'base', \(provenance.description), \(provenance.source), \(provenance.license),\
                      \(provenance.dataset),
-                            \(provenance.architecture), \(provenance.task), \(metadata)::jsonb, \(now), '{}')
+                            \(provenance.architecture), \(provenance.task), \(metadata)::jsonb, \(copied?.modelCreatedAt ?? now),\
+                     '{}')
                     ON CONFLICT (name) DO NOTHING RETURNING id
                     """, logger: self.logger)
             else { throw GraftError.modelExists(name) }
             let modelID: Int64 = try row[0]
             try await connection.run("UPDATE models SET lineage = ARRAY[id] WHERE id = \(modelID)", logger: self.logger)
             let stored = try await self.insertBlobs(connection, checkpoint.blobs, stillStored: stillStored, now: now)
-            try await self.insertCheckpoint(connection, modelID: modelID, number: 1, checkpoint, now: now)
+            try await self.insertCheckpoint(
+                connection, modelID: modelID, number: copied?.number ?? 1, checkpoint, now: copied?.createdAt ?? now)
             return stored
         }
     }
@@ -96,10 +99,12 @@ extension PostgresMetadataStore {
             else {
                 throw GraftError.modelNotFound(name, suggestions: [])
             }
-            let number =
-                (try await connection.one("SELECT max(number) FROM checkpoints WHERE model_id = \(modelID)", logger: self.logger)
-                    .flatMap { row throws in try row[0] as Int? } ?? 0) + 1
-            let checkpointID = try await self.insertCheckpoint(connection, modelID: modelID, number: number, checkpoint, now: now)
+            let newest =
+                try await connection.one("SELECT max(number) FROM checkpoints WHERE model_id = \(modelID)", logger: self.logger)
+                .flatMap { row throws in try row[0] as Int? } ?? 0
+            let number = try copiedNumber(checkpoint, model: name, newest: newest) ?? newest + 1
+            let checkpointID = try await self.insertCheckpoint(
+                connection, modelID: modelID, number: number, checkpoint, now: checkpoint.copied?.createdAt ?? now)
             try await self.insertMetrics(connection, checkpointID: checkpointID, modelID: modelID, metrics, split: split)
             if let newTensors {
                 let newNames = Set(newTensors)

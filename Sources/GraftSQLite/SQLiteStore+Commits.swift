@@ -16,6 +16,7 @@ extension SQLiteMetadataStore {
                 throw GraftError.modelExists(name)
             }
             let now = timestamp()
+            let copied = checkpoint.copied
             try db.execute(
                 sql: """
                     INSERT INTO models (name, kind, description, source, license, dataset, architecture, task, metadata, created_at)
@@ -23,12 +24,12 @@ extension SQLiteMetadataStore {
                     """,
                 arguments: [
                     name.value, provenance.description, provenance.source, provenance.license, provenance.dataset,
-                    provenance.architecture, provenance.task, provenanceMetadata, now,
+                    provenance.architecture, provenance.task, provenanceMetadata, copied?.modelCreatedAt ?? now,
                 ])
             let modelID = db.lastInsertedRowID
             try db.execute(sql: "UPDATE models SET lineage_path = '/' || id || '/' WHERE id = ?", arguments: [modelID])
             let stored = try Self.insertBlobs(db, checkpoint.blobs, stillStored: stillStored, now: now)
-            try Self.insertCheckpoint(db, modelID: modelID, number: 1, checkpoint, now: now)
+            try Self.insertCheckpoint(db, modelID: modelID, number: copied?.number ?? 1, checkpoint, now: copied?.createdAt ?? now)
             return stored
         }
     }
@@ -90,9 +91,10 @@ extension SQLiteMetadataStore {
             }
             let now = timestamp()
             let stored = try Self.insertBlobs(db, checkpoint.blobs, stillStored: stillStored, now: now)
-            let number =
-                (try Int.fetchOne(db, sql: "SELECT max(number) FROM checkpoints WHERE model_id = ?", arguments: [modelID]) ?? 0) + 1
-            let checkpointID = try Self.insertCheckpoint(db, modelID: modelID, number: number, checkpoint, now: now)
+            let newest = try Int.fetchOne(db, sql: "SELECT max(number) FROM checkpoints WHERE model_id = ?", arguments: [modelID]) ?? 0
+            let number = try copiedNumber(checkpoint, model: name, newest: newest) ?? newest + 1
+            let checkpointID = try Self.insertCheckpoint(
+                db, modelID: modelID, number: number, checkpoint, now: checkpoint.copied?.createdAt ?? now)
             try Self.insertMetrics(db, checkpointID: checkpointID, metrics, split: split)
             if let newTensors {
                 let newNames = Set(newTensors)

@@ -234,7 +234,7 @@ package final class MemoryMetadataStore: MetadataStore {
                 headerDigest: checkpoint.headerDigest,
                 metadata: checkpoint.metadata, parameters: checkpoint.parameterCount, fileBytes: checkpoint.fileBytes,
                 step: checkpoint.step,
-                epoch: checkpoint.epoch, createdAt: timestamp(),
+                epoch: checkpoint.epoch, createdAt: checkpoint.copied?.createdAt ?? timestamp(),
                 tensors: checkpoint.tensors.map {
                     Tensor(
                         name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape, elements: $0.info.elementCount,
@@ -468,10 +468,12 @@ package final class MemoryMetadataStore: MetadataStore {
         try access { (state: inout State) throws(GraftError) -> Int in
             if state.byName[name.value] != nil { throw .modelExists(name) }
             let id = state.newID()
-            state.models[id] = Model(id: id, name: name.value, kind: "base", provenance: provenance, createdAt: timestamp(), lineage: [id])
+            state.models[id] = Model(
+                id: id, name: name.value, kind: "base", provenance: provenance, createdAt: checkpoint.copied?.modelCreatedAt ?? timestamp(),
+                lineage: [id])
             state.byName[name.value] = id
             let stored = try state.insertBlobs(checkpoint.blobs, stillStored: stillStored)
-            _ = state.insertCheckpoint(model: id, number: 1, checkpoint)
+            _ = state.insertCheckpoint(model: id, number: checkpoint.copied?.number ?? 1, checkpoint)
             return stored
         }
     }
@@ -506,7 +508,8 @@ package final class MemoryMetadataStore: MetadataStore {
                 throw .busy
             }
             let stored = try state.insertBlobs(checkpoint.blobs, stillStored: stillStored)
-            let number = (state.checkpoints(of: id).last?.number ?? 0) + 1
+            let newest = state.checkpoints(of: id).last?.number ?? 0
+            let number = try copiedNumber(checkpoint, model: name, newest: newest) ?? newest + 1
             let checkpointID = state.insertCheckpoint(model: id, number: number, checkpoint)
             for metric in metrics {
                 state.checkpoints[checkpointID]?.metrics[MetricSlot(name: metric.name, split: split ?? "")] = metric.value

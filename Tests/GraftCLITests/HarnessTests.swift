@@ -17,13 +17,12 @@ private func sql(_ cli: CLI, _ query: String) throws -> String {
 }
 
 /// Counts from the environment, so `make soak` can run the same harness longer.
-private func setting(_ name: String, _ fallback: Int) -> Int {
+func setting(_ name: String, _ fallback: Int) -> Int {
     ProcessInfo.processInfo.environment[name].flatMap(Int.init) ?? fallback
 }
 
 /// Starts a process with its output in files; returns it running.
-private func start(_ executable: String, _ arguments: [String], output: String, environment: [String: String] = [:]) throws -> ChildProcess
-{
+func start(_ executable: String, _ arguments: [String], output: String, environment: [String: String] = [:]) throws -> ChildProcess {
     try ChildProcess(
         executable, arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
         stdout: .file(output), stderr: .file(output + ".err"))

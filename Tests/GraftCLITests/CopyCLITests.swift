@@ -1,0 +1,263 @@
+import Foundation
+import Graft
+import GraftTestSupport
+import SafeTensors
+import Testing
+
+/// `graft copy` (issue 28): models with their whole history between registries — faithful
+/// (every read answers the same on both sides, exports byte-identical), or refused; incremental;
+/// complete after being killed anywhere and run again.
+@Suite("graft copy: models with their history between registries")
+struct CopyCLITests {
+    /// Three generations under a base: `cnn` → `ft` (four checkpoints, the second pruned, so
+    /// numbers have a gap; metrics on two splits, curve points, two aliases) → `ft2` (a student
+    /// of ft@3); an open advisory on the base, a resolved one on ft, one on the checkpoint ft2@1.
+    func family() throws -> CLI {
+        let cli = CLI()
+        #expect(try cli.run(["init"]).status == 0)
+        #expect(try cli.run(["base", "add", try cli.base(), "--name", "cnn", "--license", "mit"]).status == 0)
+        #expect(try cli.run(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features"]).status == 0)
+        for step in 1...4 { try commit(cli, "ft", step: step) }
+        #expect(try cli.run(["metric", "log", "ft@3", "acc=0.75", "--split", "test"]).status == 0)
+        #expect(try cli.run(["metric", "log", "ft", "--step", "100", "loss=0.5"]).status == 0)
+        #expect(try cli.run(["metric", "log", "ft", "--step", "200", "loss=0.25"]).status == 0)
+        #expect(try cli.run(["student", "create", "ft2", "--from", "ft@3", "--freeze", "features"]).status == 0)
+        try commit(cli, "ft2", step: 9)
+        #expect(try cli.run(["tag", "ft@3", "production"]).status == 0)
+        #expect(try cli.run(["tag", "ft@4", "candidate"]).status == 0)
+        let pruned = try cli.run(["checkpoint", "rm", "ft@2"])
+        #expect(pruned.status == 0, "\(pruned.stderr)")
+        #expect(try cli.run(["advisory", "add", "cnn", "--id", "ADV-1", "--severity", "high", "--note", "poisoned"]).status == 0)
+        #expect(try cli.run(["advisory", "add", "ft", "--id", "ADV-2", "--severity", "low"]).status == 0)
+        #expect(try cli.run(["advisory", "resolve", "ADV-2"]).status == 0)
+        #expect(try cli.run(["advisory", "add", "ft2@1", "--id", "ADV-3", "--severity", "medium"]).status == 0)
+        return cli
+    }
+
+    /// Commits a checkpoint of `model` whose classifier differs by step.
+    func commit(_ cli: CLI, _ model: String, step: Int, registry: String? = nil) throws {
+        var tensors = SyntheticBase.tensors(seed: 7)
+        tensors[tensors.firstIndex { $0.name == "classifier.weight" }!].bytes[step] ^= 0x5A
+        let file = cli.directory.file("\(model)-\(step).safetensors")
+        try SafeTensorsWriter.write(tensors, metadata: ["format": "pt", "step": "\(step)"], to: file)
+        let added = try cli.run(
+            ["checkpoint", "add", model, file, "--step", "\(step)", "--metric", "acc=0.\(step)"]
+                + (registry.map { ["--registry", $0] } ?? []),
+            registry: registry == nil)
+        #expect(added.status == 0, "\(added.stderr)")
+    }
+
+    /// What a user reads about the family, every answer as JSON.
+    func answers(_ cli: CLI, registry: String) throws -> [String] {
+        func name(_ model: String) -> String { model }
+        var commands: [[String]] = [
+            ["lineage", name("cnn"), "--format", "json"], ["advisory", "list", "--all", "--json"],
+            ["best", "--metric", "acc", "--under", name("cnn"), "--include-flagged", "--json"], ["stats", "--json"],
+        ]
+        for model in ["cnn", "ft", "ft2"].map(name) {
+            commands += [
+                ["show", model, "--json"], ["affected", model, "--json"], ["metrics", model, "--json"],
+                ["checkpoint", "list", model, "--json"],
+            ]
+        }
+        for ref in ["cnn@1", "ft@1", "ft@3", "ft@4", "ft@production", "ft2@1"] {
+            let (model, rest) = (String(ref.split(separator: "@")[0]), ref.split(separator: "@")[1])
+            commands.append(["show", "\(name(model))@\(rest)", "--json"])
+        }
+        return try commands.map { arguments in
+            let output = try cli.run(arguments + ["--registry", registry], registry: false)
+            #expect(output.status == 0, "\(arguments): \(output.stderr)")
+            // The database's own size is the one figure a copy need not share.
+            return output.stdout.replacing(/"database_bytes" : \d+/, with: "")
+        }
+    }
+
+    func exportsMatch(_ cli: CLI, _ refs: [String], from source: String, to destination: String) throws {
+        for (index, ref) in refs.enumerated() {
+            let (a, b) = (cli.directory.file("a\(index).safetensors"), cli.directory.file("b\(index).safetensors"))
+            #expect(try cli.run(["export", ref, "-o", a, "--registry", source], registry: false).status == 0)
+            #expect(try cli.run(["export", ref, "-o", b, "--registry", destination], registry: false).status == 0)
+            #expect(
+                FileManager.default.contents(atPath: a) != nil
+                    && FileManager.default.contents(atPath: a) == FileManager.default.contents(atPath: b))
+        }
+    }
+
+    @Test("everything, to a new registry: the same answers, byte-identical exports, verify clean; a re-run sends nothing")
+    func faithful() throws {
+        let cli = try family()
+        let target = cli.directory.file("copy")
+        let dry = try cli.json(["copy", "--to", target, "--dry-run"]) as? [String: Any]
+        #expect(dry?["checkpoints"] as? Int == 5 && (dry?["blobs"] as? Int ?? 0) > 0)
+        #expect(!FileManager.default.fileExists(atPath: target), "a dry run writes nothing")
+        let result = try cli.json(["copy", "--to", target]) as? [String: Any]
+        #expect(result?["checkpoints"] as? Int == 5)
+        #expect(result?["bytes"] as? Int == dry?["bytes"] as? Int && result?["blobs"] as? Int == dry?["blobs"] as? Int)
+        let models = (result?["models"] as? [[String: Any]]) ?? []
+        #expect(models.map { $0["model"] as? String } == ["cnn", "ft", "ft2"], "parents before children")
+        #expect(models.map { $0["action"] as? String } == ["created", "created", "created"])
+        #expect(models.first { $0["model"] as? String == "ft" }?["checkpoints"] as? [Int] == [1, 3, 4])
+        #expect(try answers(cli, registry: target) == (try answers(cli, registry: cli.registry)))
+        try exportsMatch(cli, ["cnn@1", "ft@1", "ft@3", "ft@4", "ft2@1"], from: cli.registry, to: target)
+        let verified = try cli.run(["verify", "--read-data", "--registry", target], registry: false)
+        #expect(verified.status == 0, "\(verified.stdout) \(verified.stderr)")
+        // Numbers go on from where the source's would: after the gap, past the newest.
+        try commit(cli, "ft", step: 5, registry: target)
+        #expect(try cli.run(["show", "ft@5", "--registry", target], registry: false).status == 0)
+
+        let again = try cli.json(["copy", "--to", cli.directory.file("copy2")]) as? [String: Any]
+        #expect(again?["checkpoints"] as? Int == 5)
+        let rerun = try cli.json(["copy", "--to", cli.directory.file("copy2")]) as? [String: Any]
+        #expect(rerun?["checkpoints"] as? Int == 0 && rerun?["blobs"] as? Int == 0)
+        #expect((rerun?["models"] as? [[String: Any]])?.allSatisfy { $0["action"] as? String == "unchanged" } == true)
+    }
+
+    @Test("a re-run sends only what changed: new checkpoints, metrics, curve points, aliases moved, advisories added or resolved")
+    func incremental() throws {
+        let cli = try family()
+        let target = cli.directory.file("copy")
+        #expect(try cli.run(["copy", "--to", target]).status == 0)
+        try commit(cli, "ft2", step: 11)
+        #expect(try cli.run(["metric", "log", "ft@4", "f1=0.5"]).status == 0)
+        #expect(try cli.run(["metric", "log", "ft", "--step", "300", "loss=0.125"]).status == 0)
+        #expect(try cli.run(["tag", "ft@4", "production"]).status == 0)
+        #expect(try cli.run(["untag", "ft", "candidate"]).status == 0)
+        #expect(try cli.run(["advisory", "resolve", "ADV-1"]).status == 0)
+        #expect(try cli.run(["advisory", "add", "ft2", "--id", "ADV-4", "--severity", "critical"]).status == 0)
+        let result = try cli.json(["copy", "--to", target]) as? [String: Any]
+        let models = Dictionary(
+            uniqueKeysWithValues: ((result?["models"] as? [[String: Any]]) ?? []).map { ($0["model"] as? String ?? "", $0) })
+        #expect(result?["checkpoints"] as? Int == 1)
+        // One new checkpoint whose only new tensor is the classifier (small tensors live inline).
+        #expect((result?["blobs"] as? Int ?? 99) <= 1)
+        #expect(models["ft2"]?["checkpoints"] as? [Int] == [2])
+        #expect(models["ft"]?["metrics"] as? Int == 1 && models["ft"]?["curve_points"] as? Int == 1)
+        #expect(models["ft"]?["aliases"] as? Int == 2)
+        #expect(models["cnn"]?["advisories"] as? Int == 1 && models["ft2"]?["advisories"] as? Int == 1)
+        #expect(models["cnn"]?["action"] as? String == "updated")
+        #expect(try answers(cli, registry: target) == (try answers(cli, registry: cli.registry)))
+        try exportsMatch(cli, ["ft2@2"], from: cli.registry, to: target)
+    }
+
+    @Test("another history under a name is refused with its descendants, nothing written; --rename copies beside it")
+    func refusedAndRenamed() throws {
+        let cli = try family()
+        let target = cli.directory.file("other")
+        // The destination has its own `ft`: a student of the same base, with other checkpoints.
+        #expect(try cli.run(["copy", "cnn", "--to", target]).status == 0)
+        #expect(
+            try cli.run(["student", "create", "ft", "--from", "cnn@1", "--freeze", "features", "--registry", target], registry: false)
+                .status == 0)
+        try commit(cli, "ft", step: 7, registry: target)
+        let refused = try cli.run(["copy", "--to", target, "--json"])
+        #expect(refused.status == 67, "\(refused.stderr)")
+        #expect(refused.stderr.contains("--rename ft=NEW"), "\(refused.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(refused.stdout.utf8)) as? [String: Any]
+        let actions = ((report?["models"] as? [[String: Any]]) ?? []).map { "\($0["model"] ?? ""):\($0["action"] ?? "")" }
+        #expect(actions == ["cnn:unchanged", "ft:refused", "ft2:refused"])
+        let held = try cli.run(["checkpoint", "list", "ft", "--json", "--registry", target], registry: false)
+        #expect((try JSONSerialization.jsonObject(with: Data(held.stdout.utf8)) as? [Any])?.count == 1, "its ft is untouched")
+        #expect(try cli.run(["show", "ft2", "--registry", target], registry: false).status == 66)
+
+        let renamed = try cli.run(["copy", "ft", "ft2", "--to", target, "--rename", "ft=ft-upstream", "--json"])
+        #expect(renamed.status == 0, "\(renamed.stderr)")
+        let manifest = try cli.run(["show", "ft2", "--json", "--registry", target], registry: false)
+        #expect(manifest.stdout.contains("ft-upstream@3"), "ft2's parent edge follows the rename")
+        for (here, there) in [("ft", "ft-upstream"), ("ft2", "ft2")] {
+            for command in [["show"], ["metrics"], ["checkpoint", "list"]] {
+                let (a, b) = (
+                    try cli.run(command + [here, "--json"]),
+                    try cli.run(command + [there, "--json", "--registry", target], registry: false)
+                )
+                #expect(a.status == 0 && a.stdout == b.stdout.replacing("ft-upstream", with: "ft"), "\(command) \(here)")
+            }
+        }
+        try exportsMatch(cli, ["ft2@1"], from: cli.registry, to: target)
+
+        // A student alone: its parent must be there first.
+        let lone = cli.directory.file("lone")
+        let alone = try cli.run(["copy", "ft2", "--to", lone])
+        #expect(alone.status == 67 && alone.stdout.contains("--with-ancestors"), "\(alone.stdout) \(alone.stderr)")
+        let widened = try cli.json(["copy", "ft2", "--with-ancestors", "--to", lone]) as? [String: Any]
+        #expect(((widened?["models"] as? [[String: Any]]) ?? []).map { $0["model"] as? String } == ["cnn", "ft", "ft2"])
+        let down = try cli.json(["copy", "ft", "--with-descendants", "--to", lone, "--dry-run"]) as? [String: Any]
+        #expect(
+            ((down?["models"] as? [[String: Any]]) ?? []).map { "\($0["model"] ?? ""):\($0["action"] ?? "")" } == [
+                "ft:unchanged", "ft2:unchanged",
+            ])
+    }
+
+    @Test("bad requests are refused before anything is written")
+    func badRequests() throws {
+        let cli = try family()
+        let target = cli.directory.file("t")
+        let unknown = try cli.run(["copy", "fx", "--to", target])
+        #expect(unknown.status == 66 && unknown.stderr.contains("ft"), "\(unknown.stderr)")
+        let rename = try cli.run(["copy", "--to", target, "--rename", "nope"])
+        #expect(rename.status == 64)
+        let notCopied = try cli.run(["copy", "cnn", "--to", target, "--rename", "ft=x"])
+        #expect(notCopied.status == 64 && notCopied.stderr.contains("not among"), "\(notCopied.stderr)")
+        let clash = try cli.run(["copy", "--to", target, "--rename", "ft=cnn"])
+        #expect(clash.status == 64)
+        let itself = try cli.run(["copy", "--to", cli.registry])
+        #expect(itself.status == 64, "\(itself.stderr)")
+        let remote = try cli.run(["copy", "--to", "http://127.0.0.1:9"])
+        #expect(remote.status == 64)
+        #expect(!FileManager.default.fileExists(atPath: target))
+    }
+
+    @Test("killed at random moments (SIGKILL, and at injected writes and commits), then run again: complete, clean, nothing twice")
+    func killed() throws {
+        let cli = try family()
+        // More history, so that kills land among many commits.
+        for step in 20..<26 { try commit(cli, "ft2", step: step) }
+        var generator = SeededGenerator(seed: 28)
+        let started = Date()
+        #expect(try cli.run(["copy", "--to", cli.directory.file("timing")]).status == 0)
+        let span = max(Date().timeIntervalSince(started), 0.05)
+        /// What must match after every trial: the totals (no row twice, none missing), every
+        /// advisory, a student's metrics.
+        func fingerprint(_ registry: String) throws -> [String] {
+            try [
+                ["stats", "--json"], ["advisory", "list", "--all", "--json"], ["metrics", "ft2", "--json"],
+                ["lineage", "cnn", "--format", "json"],
+            ]
+            .map { arguments in
+                let output = try cli.run(arguments + ["--registry", registry], registry: false)
+                return output.stdout.replacing(/"database_bytes" : \d+/, with: "")
+            }
+        }
+        let expected = try fingerprint(cli.registry)
+        let trials = setting("GRAFT_COPY_KILL_TRIALS", 20)
+        var killed = 0
+        for trial in 1...trials {
+            let target = cli.directory.file("copy-\(trial)")
+            // Half the trials die at an injected step (a blob write, fsync, rename or commit,
+            // spread over the copy); the others are killed from outside at a random moment.
+            let injected = trial % 2 == 0
+            let process = try start(
+                graftBinary, ["copy", "--to", target, "--registry", cli.registry], output: cli.directory.file("trial.out"),
+                environment: injected ? ["GRAFT_CRASH_AT": "\(1 + (trial * 7) % 60)"] : [:])
+            if !injected {
+                usleep(useconds_t(span * Double.random(in: 0.2..<1.0, using: &generator) * 1e6))
+                process.signal(SIGKILL)
+            }
+            if case .killed = process.wait() { killed += 1 }
+            // Whatever the kill left, the destination opens and verifies clean.
+            if FileManager.default.fileExists(atPath: target + "/graft.sqlite") {
+                let verified = try cli.run(["verify", "--registry", target], registry: false)
+                #expect(verified.status == 0, "trial \(trial): \(verified.stdout) \(verified.stderr)")
+            }
+            let rerun = try cli.run(["copy", "--to", target])
+            #expect(rerun.status == 0, "trial \(trial): \(rerun.stderr)")
+            #expect(try fingerprint(target) == expected, "trial \(trial)")
+            try? FileManager.default.removeItem(atPath: target)
+        }
+        #expect(killed > trials / 2, "most trials should die mid-copy")
+        let target = cli.directory.file("copy-final")
+        #expect(try cli.run(["copy", "--to", target]).status == 0)
+        #expect(try answers(cli, registry: target) == (try answers(cli, registry: cli.registry)))
+        #expect(try cli.run(["verify", "--read-data", "--registry", target], registry: false).status == 0)
+        try exportsMatch(cli, ["ft2@7"], from: cli.registry, to: target)
+    }
+}
