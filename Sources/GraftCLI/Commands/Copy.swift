@@ -102,18 +102,23 @@ extension GraftCommand {
             }
         }
 
-        /// The destination, created when missing (a dry run opens an empty stand-in instead, so
-        /// that nothing is written); and a scratch directory to remove afterwards.
+        /// The destination, created when missing (a dry run reads one not there yet as an empty
+        /// registry in a temporary directory, so that nothing is written); and a scratch
+        /// directory to remove afterwards.
         func openDestination() async throws(GraftError) -> (registry: Registry, scratch: String?) {
-            let scratch: String? =
-                to == nil || (dryRun && toMetadata == nil && !FileManager.default.fileExists(atPath: to ?? ""))
-                ? FileManager.default.temporaryDirectory.path + "/graft-copy-" + UUID().uuidString : nil
-            var configuration = RegistryConfiguration(root: scratch ?? to ?? "")
+            func temporary() -> String { FileManager.default.temporaryDirectory.path + "/graft-copy-" + UUID().uuidString }
+            let exists = to.map { FileManager.default.fileExists(atPath: $0) } ?? false
+            var configuration = RegistryConfiguration(root: to ?? "")
             (configuration.blobs, configuration.metadata) = (toBlobs, toMetadata)
-            if dryRun, toMetadata != nil || scratch == nil {
+            let scratch = to == nil || (dryRun && !exists) ? temporary() : nil
+            if let scratch { configuration.root = scratch }
+            guard dryRun else { return (try await Registry.create(configuration).registry, scratch) }
+            do {
                 return (try await Registry.open(configuration), scratch)
+            } catch .notARegistry {
+                let empty = scratch ?? temporary()
+                return (try await Registry.create(at: empty).registry, empty)
             }
-            return (try await Registry.create(configuration).registry, scratch)
         }
 
         func printCopy(_ result: CopyResult) {
