@@ -71,10 +71,193 @@ public struct CopyProgress: Sendable {
     public var bytesTotal: Int
 }
 
+/// One model's history as `graft copy` moves it: what a registry records of it, and the
+/// contents of the checkpoints a copy asked for. Also the body of the server's copy routes.
+public struct ModelHistory: Sendable, Codable, Equatable {
+    public var model: ModelSummary
+    /// A student's manifest and parent edge.
+    public var manifest: ManifestSummary?
+    /// Every checkpoint, oldest first.
+    public var checkpoints: [CheckpointSummary]
+    /// Metric values by checkpoint (`NAME@N`).
+    public var metrics: [MetricsReport.Entry]
+    public var curves: [CurveSeries]
+    public var aliases: [String: String]
+    /// The advisories on the model or its checkpoints, open and resolved.
+    public var advisories: [Advisory]
+    /// The contents of the checkpoints asked for (none in a summary).
+    public var contents: [CopiedCheckpoint]
+
+    package init(
+        model: ModelSummary, manifest: ManifestSummary?, checkpoints: [CheckpointSummary], metrics: [MetricsReport.Entry],
+        curves: [CurveSeries], aliases: [String: String], advisories: [Advisory], contents: [CopiedCheckpoint] = []
+    ) {
+        (self.model, self.manifest, self.checkpoints, self.metrics) = (model, manifest, checkpoints, metrics)
+        (self.curves, self.aliases, self.advisories, self.contents) = (curves, aliases, advisories, contents)
+    }
+}
+
+/// A checkpoint's contents as a copy carries them: its header, tensors and files as an upload
+/// proposal (small tensors and files with their data; the rest named by digest, their blobs sent
+/// apart), and its signature.
+public struct CopiedCheckpoint: Sendable, Codable, Equatable {
+    public var number: Int
+    public var proposal: UploadProposal
+    public var signature: CopiedSignature?
+
+    package init(number: Int, proposal: UploadProposal, signature: CopiedSignature?) {
+        (self.number, self.proposal, self.signature) = (number, proposal, signature)
+    }
+}
+
+/// A checkpoint's signature as a copy carries it (``StoredSignature`` with its bundle in base64).
+public struct CopiedSignature: Sendable, Codable, Equatable {
+    public var bundle: String
+    public var keyHint: String?
+    public var rootDigest: Digest
+    public var fileCount: Int
+    public var signedAt: String
+    public var verified: Bool
+    public var origin: String
+
+    package init(_ stored: StoredSignature) {
+        (bundle, keyHint, rootDigest, fileCount) = (
+            Data(stored.bundle).base64EncodedString(), stored.keyHint, stored.rootDigest, stored.fileCount
+        )
+        (signedAt, verified, origin) = (stored.signedAt, stored.verified, stored.origin)
+    }
+
+    package func stored() throws(GraftError) -> StoredSignature {
+        guard let bytes = Data(base64Encoded: bundle), bytes.count <= 1 << 20, ["graft", "imported"].contains(origin) else {
+            throw .invalidUpload("a copied signature is not a base64 bundle of at most 1 MiB from graft or imported")
+        }
+        return StoredSignature(
+            bundle: Array(bytes), keyHint: keyHint, rootDigest: rootDigest, fileCount: fileCount, signedAt: signedAt, verified: verified,
+            origin: origin)
+    }
+}
+
+/// A model of a copy's source, with a student's manifest: what orders a copy.
+public struct CopyGraphEntry: Sendable, Codable, Equatable {
+    public var model: ModelSummary
+    public var manifest: ManifestSummary?
+
+    package init(model: ModelSummary, manifest: ManifestSummary?) {
+        (self.model, self.manifest) = (model, manifest)
+    }
+}
+
+/// Where a copy reads: a registry this process opens, a `graft serve` (`GraftRemote`), or the
+/// histories a client sent to a server's copy route.
+package protocol CopySource: Sendable {
+    /// Every model (or those the source holds), with the students' manifests.
+    func copyGraph() async throws(GraftError) -> [CopyGraphEntry]
+    /// A model's history without contents; `nil` when it has none.
+    func history(of name: ModelName) async throws(GraftError) -> ModelHistory?
+    /// The contents of a model's checkpoints of these numbers (those the source has).
+    func contents(of name: ModelName, numbers: [Int]) async throws(GraftError) -> [CopiedCheckpoint]
+    /// Streams a stored blob into an upload (which checks it against its digest).
+    func streamBlob(_ digest: Digest, length: Int, into upload: BlobUpload) async throws(GraftError)
+}
+
+extension Registry: CopySource {
+    package func copyGraph() async throws(GraftError) -> [CopyGraphEntry] {
+        var entries: [CopyGraphEntry] = []
+        for summary in try await metadata.models() {
+            var manifest: ManifestSummary? = nil
+            if summary.kind != "base", case .some(.some(let found)) = try await metadata.manifest(of: summary.name) { manifest = found }
+            entries.append(CopyGraphEntry(model: summary, manifest: manifest))
+        }
+        return entries
+    }
+
+    package func history(of name: ModelName) async throws(GraftError) -> ModelHistory? {
+        guard let model = try await metadata.model(named: name) else { return nil }
+        var manifest: ManifestSummary? = nil
+        if model.summary.kind != "base", case .some(.some(let found)) = try await metadata.manifest(of: name) { manifest = found }
+        return ModelHistory(
+            model: model.summary, manifest: manifest, checkpoints: model.checkpoints,
+            metrics: try await metadata.metricsReport(model: model.id, name: name).checkpoints,
+            curves: try await metadata.curvePoints(model: model.id),
+            aliases: try await metadata.aliases(of: name),
+            advisories: try await metadata.advisories(includeResolved: true).filter { $0.model == name.value })
+    }
+
+    package func contents(of name: ModelName, numbers: [Int]) async throws(GraftError) -> [CopiedCheckpoint] {
+        var contents: [CopiedCheckpoint] = []
+        for number in numbers {
+            guard let checkpoint = try await metadata.checkpoint(model: name, number: number) else { continue }
+            let parts = try await metadata.parts(checkpoint: checkpoint.id)
+            let entries = try await metadata.tensors(checkpoint: checkpoint.id)
+            guard entries.count == parts.tensors.count else { throw .busy }
+            func base64(_ bytes: [UInt8]?) -> String? { bytes.map { Data($0).base64EncodedString() } }
+            let tensors = zip(entries, parts.tensors).map { entry, part in
+                ProposedTensor(name: entry.name, digest: part.digest, length: part.length, data: base64(part.inline))
+            }
+            var proposal = UploadProposal(header: Data(parts.header).base64EncodedString(), tensors: tensors)
+            if !parts.files.isEmpty {
+                proposal.header = ""
+                proposal.files = parts.files.map { file in
+                    switch file.content {
+                    case .shard(let header, _, _): ProposedFile(path: file.path, shardHeader: base64(header))
+                    case .file(let digest, let length, let inline):
+                        ProposedFile(path: file.path, digest: digest, length: length, data: base64(inline))
+                    }
+                }
+            }
+            let signature = try await metadata.signature(checkpoint: checkpoint.id).map(CopiedSignature.init)
+            contents.append(CopiedCheckpoint(number: number, proposal: proposal, signature: signature))
+        }
+        return contents
+    }
+
+    package func streamBlob(_ digest: Digest, length: Int, into upload: BlobUpload) async throws(GraftError) {
+        let transfer = blobs
+        try await offload { () throws(GraftError) in
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+            defer { buffer.deallocate() }
+            try transfer.stream(digest, length: length, buffer: buffer, verify: false) { chunk throws(GraftError) in
+                try upload.append(chunk)
+            }
+        }
+    }
+}
+
+/// The histories a client sent (a server's copy route): the contents they carry, and no blobs —
+/// the client sent those first.
+package struct SentHistories: CopySource {
+    package var histories: [String: ModelHistory]
+
+    package init(_ histories: [ModelHistory]) {
+        self.histories = Dictionary(histories.map { ($0.model.name.value, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    package func copyGraph() -> [CopyGraphEntry] {
+        histories.values.map { CopyGraphEntry(model: $0.model, manifest: $0.manifest) }
+    }
+
+    package func history(of name: ModelName) -> ModelHistory? {
+        histories[name.value].map { history in
+            var light = history
+            light.contents = []
+            return light
+        }
+    }
+
+    package func contents(of name: ModelName, numbers: [Int]) -> [CopiedCheckpoint] {
+        let wanted = Set(numbers)
+        return (histories[name.value]?.contents ?? []).filter { wanted.contains($0.number) }
+    }
+
+    package func streamBlob(_ digest: Digest, length: Int, into upload: BlobUpload) throws(GraftError) {
+        throw .blobsMissing([digest])
+    }
+}
+
 extension Registry {
     /// Copies models with their whole history — checkpoints with their numbers, steps, epochs,
     /// creation times, tensors, files and signatures; metrics, curves, aliases, manifests,
-    /// parent edges and advisories, open and resolved — to `destination`, parents before
+    /// parent edges and advisories, open and resolved — to a destination, parents before
     /// children, sending only the blobs the destination lacks.
     ///
     /// A model already at the destination with the same history so far is brought up to date
@@ -82,60 +265,84 @@ extension Registry {
     /// one with another history is refused whole, as are its descendants. Every step is one
     /// commit of the destination's (blobs stored and flushed before the checkpoint naming
     /// them), so a copy killed anywhere and run again completes with nothing duplicated.
+    /// `open` gives the destination once the request is found sound (so that a bad one creates nothing).
     /// - Throws: ``GraftError/modelNotFound(_:suggestions:)`` for a model named that the source
     ///   lacks, ``GraftError/badRequest(_:)`` for a bad `--rename` or a copy onto itself — all
     ///   before anything is written; the errors of either registry.
-    /// `open` gives the destination once the request is found sound (so that a bad one creates nothing).
     public func copy(
         to open: () async throws(GraftError) -> Registry, _ request: CopyRequest, progress: (@Sendable (CopyProgress) -> Void)? = nil
     ) async throws(GraftError) -> CopyResult {
-        let graph = try await CopyGraph.read(self)
-        for name in request.models where graph.summaries[name.value] == nil { throw try await notFound(name) }
-        let order = graph.selection(request)
-        for (old, new) in request.renames {
-            guard order.contains(old) else {
-                throw .badRequest("--rename \(old)=\(new): `\(old)` is not among the models copied")
+        try await Self.copy(from: self, to: open, request, progress: progress) { (destination) throws(GraftError) in
+            if destination === self || destination.metadata.location == self.metadata.location {
+                throw .badRequest("the destination is the source registry (\(self.metadata.location)); copy to another registry")
             }
+        }
+    }
+
+    /// The models a request selects from a source, parents before children, checked (every model
+    /// named exists, every `--rename` names one of them, no two land on one name).
+    package static func copyOrder(_ graph: CopyGraph, _ request: CopyRequest) throws(GraftError) -> [String] {
+        for name in request.models where graph.summaries[name.value] == nil {
+            let target = name.value.lowercased()
+            let close = graph.summaries.keys.map { ($0, editDistance($0.lowercased(), target)) }.filter { $0.1 <= max(2, target.count / 3) }
+            throw .modelNotFound(name, suggestions: close.sorted { ($0.1, $0.0) < ($1.1, $1.0) }.prefix(3).map(\.0))
+        }
+        let order = graph.selection(request)
+        for (old, new) in request.renames.sorted(by: { $0.key < $1.key }) where !order.contains(old) {
+            throw .badRequest("--rename \(old)=\(new): `\(old)` is not among the models copied")
         }
         let targets = order.map { request.renames[$0]?.value ?? $0 }
         if let clash = Dictionary(grouping: targets, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
             throw .badRequest("two models would be copied to `\(clash)`; choose other names with --rename")
         }
+        return order
+    }
+
+    /// A copy from any source into a registry this process opens (see ``copy(to:_:progress:)``).
+    package static func copy(
+        from source: any CopySource, to open: () async throws(GraftError) -> Registry, _ request: CopyRequest,
+        progress: (@Sendable (CopyProgress) -> Void)? = nil, check: (Registry) throws(GraftError) -> Void = { _ throws(GraftError) in }
+    ) async throws(GraftError) -> CopyResult {
+        let graph = CopyGraph(try await source.copyGraph())
+        let order = try copyOrder(graph, request)
         let destination = try await open()
-        if destination === self || destination.metadata.location == metadata.location {
-            throw .badRequest("the destination is the source registry (\(metadata.location)); copy to another registry")
-        }
-        var copier = Copier(source: self, destination: destination, graph: graph, request: request, progress: progress)
+        try check(destination)
+        var copier = Copier(source: source, destination: destination, graph: graph, request: request, progress: progress)
         try await copier.plan(order)
         for name in order { try await copier.copyModel(name) }
-        try await copier.copyAdvisories()
+        try await copier.copyAdvisories(order)
         let models = order.compactMap { copier.results[$0] }
-        return CopyResult(
-            dryRun: request.dryRun, models: models, checkpoints: models.reduce(0) { $0 + $1.checkpoints.count },
+        return CopyResult(models: models, dryRun: request.dryRun)
+    }
+}
+
+extension CopyResult {
+    /// The totals over `models`.
+    package init(models: [CopiedModel], dryRun: Bool) {
+        self.init(
+            dryRun: dryRun, models: models, checkpoints: models.reduce(0) { $0 + $1.checkpoints.count },
             blobs: models.reduce(0) { $0 + $1.blobs }, bytes: models.reduce(0) { $0 + $1.bytes },
             refused: models.filter { $0.action == "refused" }.count)
     }
 }
 
 /// The source's models and parent edges.
-struct CopyGraph {
+package struct CopyGraph: Sendable {
     var summaries: [String: ModelSummary] = [:]
     /// Student → its parent model and checkpoint number.
     var parents: [String: (model: String, number: Int)] = [:]
-    var manifests: [String: ManifestSummary] = [:]
 
-    static func read(_ registry: Registry) async throws(GraftError) -> CopyGraph {
-        var graph = CopyGraph()
-        for summary in try await registry.metadata.models() {
-            graph.summaries[summary.name.value] = summary
-            guard summary.kind != "base", case .some(.some(let manifest)) = try await registry.metadata.manifest(of: summary.name)
-            else { continue }
-            graph.manifests[summary.name.value] = manifest
-            if let at = manifest.parent.lastIndex(of: "@"), let number = Int(manifest.parent[manifest.parent.index(after: at)...]) {
-                graph.parents[summary.name.value] = (String(manifest.parent[..<at]), number)
-            }
+    package init(_ entries: [CopyGraphEntry]) {
+        for entry in entries {
+            summaries[entry.model.name.value] = entry.model
+            if let (model, number) = entry.manifest.flatMap({ Self.split($0.parent) }) { parents[entry.model.name.value] = (model, number) }
         }
-        return graph
+    }
+
+    /// `NAME@N` as its name and number.
+    static func split(_ ref: String) -> (String, Int)? {
+        guard let at = ref.lastIndex(of: "@"), let number = Int(ref[ref.index(after: at)...]) else { return nil }
+        return (String(ref[..<at]), number)
     }
 
     /// How many ancestors a model has.
@@ -148,7 +355,7 @@ struct CopyGraph {
     }
 
     /// The models a request names, widened as it asks, parents before children.
-    func selection(_ request: CopyRequest) -> [String] {
+    package func selection(_ request: CopyRequest) -> [String] {
         var chosen = Set<String>()
         if request.models.isEmpty {
             chosen = Set(summaries.keys)
@@ -157,7 +364,7 @@ struct CopyGraph {
             if request.withAncestors {
                 for name in Array(chosen) {
                     var current = name
-                    while let parent = parents[current]?.model {
+                    while let parent = parents[current]?.model, summaries[parent] != nil {
                         chosen.insert(parent)
                         current = parent
                     }
@@ -183,21 +390,33 @@ struct CopyGraph {
 
 /// One copy's state: what was planned, refused and done.
 private struct Copier {
-    let source: Registry
+    let source: any CopySource
     let destination: Registry
     let graph: CopyGraph
     let request: CopyRequest
     let progress: (@Sendable (CopyProgress) -> Void)?
     var results: [String: CopiedModel] = [:]
+    /// The source's histories read by the plan, by name.
+    var histories: [String: ModelHistory] = [:]
     /// Blobs sent (or, in a dry run, that would be) during this copy.
     var sent = Set<Digest>()
     var done = CopyProgress(checkpoints: 0, checkpointsTotal: 0, bytes: 0, bytesTotal: 0)
 
-    init(source: Registry, destination: Registry, graph: CopyGraph, request: CopyRequest, progress: (@Sendable (CopyProgress) -> Void)?) {
+    init(
+        source: any CopySource, destination: Registry, graph: CopyGraph, request: CopyRequest, progress: (@Sendable (CopyProgress) -> Void)?
+    ) {
         (self.source, self.destination, self.graph, self.request, self.progress) = (source, destination, graph, request, progress)
     }
 
     func target(_ name: String) -> String { request.renames[name]?.value ?? name }
+
+    /// A source history, read once.
+    mutating func history(_ name: String) async throws(GraftError) -> ModelHistory? {
+        if let known = histories[name] { return known }
+        let read = try await source.history(of: ModelName(name))
+        histories[name] = read
+        return read
+    }
 
     /// Decides for every model, parents first, whether it can be copied (refusing it and its
     /// descendants when not), and counts what will be sent, before anything is written.
@@ -215,30 +434,15 @@ private struct Copier {
             }
             results[name] = result
         }
-        // What will be sent: the blobs of the checkpoints to copy that the destination lacks.
-        var counted = Set<Digest>()
-        for name in order {
-            guard let result = results[name], result.action != "refused",
-                let model = try await source.metadata.model(named: ModelName(name))
-            else { continue }
-            for checkpoint in model.checkpoints where result.checkpoints.contains(checkpoint.number) {
-                guard let resolved = try await source.metadata.checkpoint(model: checkpoint.model, number: checkpoint.number) else {
-                    continue
-                }
-                for blob in try await storedBlobs(of: resolved.id) where counted.insert(blob.digest).inserted {
-                    if !destination.blobs.store.contains(blob.digest, claim: false) { done.bytesTotal += blob.length }
-                }
-                done.checkpointsTotal += 1
-            }
-        }
+        done.checkpointsTotal = results.values.reduce(0) { $0 + $1.checkpoints.count }
     }
 
     /// The checkpoint numbers to copy, and whether the model is new at the destination.
     /// - Throws: ``GraftError/historyDiffers(_:reason:)`` when the model cannot be copied.
-    func check(_ name: String, planned: Set<String>) async throws(GraftError) -> (missing: [Int], created: Bool) {
+    mutating func check(_ name: String, planned: Set<String>) async throws(GraftError) -> (missing: [Int], created: Bool) {
         let to = target(name)
         let destinationName = try ModelName(to)
-        guard let model = try await source.metadata.model(named: ModelName(name)) else {
+        guard let model = try await history(name) else {
             throw .historyDiffers(to, reason: "`\(name)` was removed from the source during the copy")
         }
         let numbers = model.checkpoints.map(\.number)
@@ -247,9 +451,9 @@ private struct Copier {
                 throw .historyDiffers(to, reason: "its parent `\(parent.model)` was refused")
             }
             if !planned.contains(parent.model) {
-                let here = try await source.metadata.checkpoint(model: ModelName(parent.model), number: parent.number)
+                let here = try await history(parent.model)?.checkpoints.first { $0.number == parent.number }
                 let there = try await destination.metadata.checkpoint(model: ModelName(target(parent.model)), number: parent.number)
-                guard let there, there.summary.digest == here?.summary.digest, there.summary.createdAt == here?.summary.createdAt else {
+                guard let there, let here, there.summary.digest == here.digest, there.summary.createdAt == here.createdAt else {
                     throw .historyDiffers(
                         to, reason: "its parent \(target(parent.model))@\(parent.number) is not at the destination; add --with-ancestors")
                 }
@@ -267,19 +471,18 @@ private struct Copier {
     }
 
     /// Why a model at the destination is not (an earlier state of) the source's; `nil` when it is.
-    func difference(_ name: String, _ model: StoredModel, _ existing: StoredModel) async throws(GraftError) -> String? {
-        let (here, there) = (model.summary, existing.summary)
+    func difference(_ name: String, _ model: ModelHistory, _ existing: StoredModel) async throws(GraftError) -> String? {
+        let (here, there) = (model.model, existing.summary)
         if here.kind != there.kind { return "it is a \(there.kind) there, a \(here.kind) here" }
         if here.createdAt != there.createdAt { return "created at \(there.createdAt) there, \(here.createdAt) here" }
         if here.provenance != there.provenance { return "its provenance differs" }
-        if let manifest = graph.manifests[name] {
+        if let manifest = model.manifest {
             guard case .some(.some(let theirs)) = try await destination.metadata.manifest(of: existing.summary.name) else {
                 return "it has no manifest there"
             }
             let parent = graph.parents[name].map { "\(target($0.model))@\($0.number)" } ?? manifest.parent
             if theirs.parent != parent { return "its parent is \(theirs.parent) there, \(parent) here" }
             if theirs.relation != manifest.relation || theirs.mode != manifest.mode { return "its relation or transfer mode differs" }
-            // `new` entries gain their dtype and shape from the first checkpoint that has them.
             if theirs.entries.map(\.name) != manifest.entries.map(\.name) || theirs.entries.map(\.state) != manifest.entries.map(\.state) {
                 return "its manifest differs"
             }
@@ -298,86 +501,62 @@ private struct Copier {
         return nil
     }
 
-    /// The file-stored blobs of a checkpoint (tensors, then plain files), each once.
-    func storedBlobs(of checkpoint: Int64) async throws(GraftError) -> [(digest: Digest, length: Int)] {
-        let parts = try await source.metadata.parts(checkpoint: checkpoint)
-        var seen = Set<Digest>()
-        var blobs: [(digest: Digest, length: Int)] = []
-        for tensor in parts.tensors where tensor.inline == nil && seen.insert(tensor.digest).inserted {
-            blobs.append((tensor.digest, tensor.length))
-        }
-        for file in parts.files {
-            if case .file(let digest, let length, let inline) = file.content, inline == nil, seen.insert(digest).inserted {
-                blobs.append((digest, length))
-            }
-        }
-        return blobs
-    }
-
     mutating func copyModel(_ name: String) async throws(GraftError) {
-        guard var result = results[name], result.action != "refused" else { return }
-        let sourceName = try ModelName(name)
+        guard var result = results[name], result.action != "refused", let model = try await history(name) else { return }
         let to = try ModelName(result.to)
-        guard let model = try await source.metadata.model(named: sourceName) else { return }
-        let copied = Set(result.checkpoints)
+        let wanted = result.checkpoints
         result.checkpoints = []
-        var first = true
-        if result.action == "created", graph.parents[name] != nil, !request.dryRun {
-            try await createStudent(name, model, as: to)
+        if result.action == "created", let manifest = model.manifest, !request.dryRun {
+            try await createStudent(name, model, manifest, as: to)
         }
-        for checkpoint in model.checkpoints where copied.contains(checkpoint.number) {
-            guard let resolved = try await source.metadata.checkpoint(model: sourceName, number: checkpoint.number) else {
-                throw .checkpointNotFound(checkpoint.reference, available: "it was removed from the source during the copy")
+        let summaries = Dictionary(model.checkpoints.map { ($0.number, $0) }, uniquingKeysWith: { a, _ in a })
+        // A batch at a time, so that a source far away is asked once per batch, not per checkpoint.
+        var first = true
+        for start in stride(from: 0, to: wanted.count, by: 16) {
+            let batch = Array(wanted[start..<min(start + 16, wanted.count)])
+            for content in try await source.contents(of: ModelName(name), numbers: batch).sorted(by: { $0.number < $1.number }) {
+                guard let summary = summaries[content.number] else { continue }
+                let base = result.action == "created" && first && model.model.kind == "base"
+                try await copyCheckpoint(content, summary, of: model, as: to, base: base, into: &result)
+                first = false
             }
-            let base = result.action == "created" && first && model.summary.kind == "base"
-            try await copyCheckpoint(resolved, of: model, as: to, base: base, into: &result)
-            first = false
         }
         try await syncMetrics(model, as: to, into: &result)
-        try await syncAliases(sourceName, as: to, into: &result)
+        try await syncAliases(model, as: to, into: &result)
         if result.action == "unchanged", result.changed { result.action = "updated" }
         results[name] = result
     }
 
-    func createStudent(_ name: String, _ model: StoredModel, as to: ModelName) async throws(GraftError) {
-        guard let manifest = graph.manifests[name], let parent = graph.parents[name],
+    func createStudent(_ name: String, _ model: ModelHistory, _ manifest: ManifestSummary, as to: ModelName) async throws(GraftError) {
+        guard let parent = graph.parents[name],
             let parentCheckpoint = try await destination.metadata.checkpoint(model: ModelName(target(parent.model)), number: parent.number)
         else { throw .historyDiffers(target(name), reason: "its parent left the destination during the copy") }
         try await destination.metadata.insertStudent(
             NewStudent(
                 name: to, parent: parentCheckpoint, relation: manifest.relation, mode: manifest.mode, rules: nil,
-                entries: manifest.entries, description: model.summary.provenance.description, createdAt: model.summary.createdAt))
+                entries: manifest.entries, description: model.model.provenance.description, createdAt: model.model.createdAt))
     }
 
-    /// Sends the blobs a checkpoint's destination lacks, then records it there under its number
-    /// and time (with its signature) in one commit.
+    /// Checks a checkpoint's contents (header, tensors and files agree, small ones' data hash to
+    /// their digests, the whole to the recorded digest; a student's manifest holds), sends the
+    /// blobs the destination lacks, then records it there under its number and time (with its
+    /// signature) in one commit.
     mutating func copyCheckpoint(
-        _ checkpoint: ResolvedCheckpoint, of model: StoredModel, as to: ModelName, base: Bool, into result: inout CopiedModel
+        _ content: CopiedCheckpoint, _ summary: CheckpointSummary, of model: ModelHistory, as to: ModelName, base: Bool,
+        into result: inout CopiedModel
     ) async throws(GraftError) {
-        let parts = try await source.metadata.parts(checkpoint: checkpoint.id)
-        let entries = try await source.metadata.tensors(checkpoint: checkpoint.id)
-        guard entries.count == parts.tensors.count else { throw .busy }
+        let checked = try CheckedProposal(content.proposal)
         var tensors: [IngestedTensor] = []
-        var offset = 0
-        for (entry, part) in zip(entries, parts.tensors) {
-            let info = TensorInfo(name: entry.name, dtype: entry.dtype, shape: entry.shape, dataOffsets: offset..<(offset + part.length))
-            tensors.append(IngestedTensor(info: info, digest: part.digest, inline: part.inline, wroteFile: false))
-            offset += part.length
+        for (index, info) in checked.header.tensors.enumerated() {
+            tensors.append(IngestedTensor(info: info, digest: checked.digests[index], inline: checked.data[index], wroteFile: false))
         }
-        var files: [CheckpointFile] = []
-        var fileBlobs: [IngestedTensor] = []
-        for file in parts.files {
-            guard case .file(let digest, let length, let inline) = file.content else {
-                files.append(file)
-                continue
-            }
-            files.append(CheckpointFile(path: file.path, content: .file(digest: digest, length: length, inline: nil)))
-            let info = TensorInfo(name: file.path, dtype: .u8, shape: [length], dataOffsets: 0..<length)
-            fileBlobs.append(IngestedTensor(info: info, digest: digest, inline: inline, wroteFile: false))
+        let fileBlobs = checked.fileBlobs.map { file in
+            IngestedTensor(
+                info: TensorInfo(name: file.path, dtype: .u8, shape: [file.length], dataOffsets: 0..<file.length), digest: file.digest,
+                inline: file.data, wroteFile: false)
         }
-        let summary = checkpoint.summary
-        guard Registry.checkpointDigest(header: parts.header, tensors: tensors, files: files) == summary.digest else {
-            throw .damagedBlob(summary.digest, reason: "\(summary.ref)'s stored parts no longer make its digest")
+        guard Registry.checkpointDigest(header: checked.headerBytes, tensors: tensors, files: checked.layout) == summary.digest else {
+            throw .invalidUpload("\(summary.ref)'s contents do not make its recorded digest \(summary.digest.short)…")
         }
         for blob in tensors + fileBlobs where blob.inline == nil && !sent.contains(blob.digest) {
             if destination.blobs.store.contains(blob.digest, claim: !request.dryRun) { continue }
@@ -387,17 +566,20 @@ private struct Copier {
             done.bytes += blob.info.byteCount
         }
         var new = NewCheckpoint(
-            headerBytes: parts.header, headerDigest: Digest.of(parts.header), digest: summary.digest, metadata: summary.metadata,
-            dataLength: offset, fileBytes: summary.fileBytes, tensors: tensors, step: summary.step, epoch: summary.epoch)
-        (new.files, new.fileBlobs) = (files, fileBlobs)
-        new.signature = try await source.metadata.signature(checkpoint: checkpoint.id)
-        new.copied = CopiedHistory(number: summary.number, createdAt: summary.createdAt, modelCreatedAt: model.summary.createdAt)
+            headerBytes: checked.headerBytes, headerDigest: Digest.of(checked.headerBytes), digest: summary.digest,
+            metadata: checked.header.metadataDictionary, dataLength: checked.header.dataLength, fileBytes: summary.fileBytes,
+            tensors: tensors, step: summary.step, epoch: summary.epoch)
+        (new.files, new.fileBlobs) = (checked.layout, fileBlobs)
+        new.signature = try content.signature?.stored()
+        new.copied = CopiedHistory(number: summary.number, createdAt: summary.createdAt, modelCreatedAt: model.model.createdAt)
         if !request.dryRun {
+            // A student's manifest holds for the copy as it did at the source (checked once its blobs are here).
+            if !base { _ = try await destination.check(content.proposal, to: to, base: false) }
             let store = destination.blobs.store
             let stillStored: @Sendable (Digest) -> Bool = { store.contains($0, claim: false) }
             if base {
                 _ = try await destination.metadata.insertBase(
-                    name: to, provenance: model.summary.provenance, checkpoint: new, stillStored: stillStored)
+                    name: to, provenance: model.model.provenance, checkpoint: new, stillStored: stillStored)
             } else {
                 _ = try await destination.metadata.insertCheckpoint(
                     model: to, new, metrics: [], split: nil, newTensors: nil, stillStored: stillStored)
@@ -411,50 +593,45 @@ private struct Copier {
     /// Streams one blob from the source into the destination's store, checked against its
     /// digest as it is written and durable on return.
     func send(_ digest: Digest, length: Int) async throws(GraftError) {
-        let (from, to) = (source.blobs, destination.blobs)
-        try await offload { () throws(GraftError) in
-            let upload = try BlobUpload(transfer: to, expected: digest, length: length)
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
-            defer { buffer.deallocate() }
-            do throws(GraftError) {
-                try from.stream(digest, length: length, buffer: buffer, verify: false) { chunk throws(GraftError) in
-                    try upload.append(chunk)
-                }
-                _ = try upload.finish()
-            } catch .blobMismatch {
-                upload.abort()
-                throw .damagedBlob(digest, reason: "its bytes in the source registry no longer match the digest")
-            } catch {
-                upload.abort()
-                throw error
-            }
+        let upload = try BlobUpload(transfer: destination.blobs, expected: digest, length: length)
+        do throws(GraftError) {
+            try await source.streamBlob(digest, length: length, into: upload)
+            _ = try await offload { () throws(GraftError) in try upload.finish() }
+        } catch .blobMismatch {
+            upload.abort()
+            throw .damagedBlob(digest, reason: "its bytes in the source registry no longer match the digest")
+        } catch {
+            upload.abort()
+            throw error
         }
     }
 
     /// Writes the metric values and curve points the destination lacks or holds other values of.
-    mutating func syncMetrics(_ model: StoredModel, as to: ModelName, into result: inout CopiedModel) async throws(GraftError) {
+    mutating func syncMetrics(_ model: ModelHistory, as to: ModelName, into result: inout CopiedModel) async throws(GraftError) {
         let theirs = try await destination.metadata.model(named: to)
-        let report = try await source.metadata.metricsReport(model: model.id, name: model.summary.name)
         let existing = try await theirs.asyncMap { (model) async throws(GraftError) in
             try await destination.metadata.metricsReport(model: model.id, name: to)
         }
-        func number(_ ref: String) -> Int? { ref.lastIndex(of: "@").flatMap { Int(ref[ref.index(after: $0)...]) } }
         var held: [Int: [MetricValue]] = [:]
-        for entry in existing?.checkpoints ?? [] { if let n = number(entry.checkpoint) { held[n] = entry.metrics } }
-        for entry in report.checkpoints {
-            guard let n = number(entry.checkpoint) else { continue }
+        for entry in existing?.checkpoints ?? [] { if let (_, n) = CopyGraph.split(entry.checkpoint) { held[n] = entry.metrics } }
+        for entry in model.metrics {
+            guard let (_, n) = CopyGraph.split(entry.checkpoint) else { continue }
             let missing = entry.metrics.filter { !(held[n] ?? []).contains($0) }
             guard !missing.isEmpty else { continue }
+            if request.dryRun {
+                result.metrics += missing.count
+                continue
+            }
+            // A checkpoint not copied yet (a later batch brings it) gets its metrics then.
+            guard let checkpoint = try await destination.metadata.checkpoint(model: to, number: n) else { continue }
             result.metrics += missing.count
-            guard !request.dryRun, let checkpoint = try await destination.metadata.checkpoint(model: to, number: n) else { continue }
             for (split, values) in Dictionary(grouping: missing, by: \.split) {
                 let assignments = try values.map { (value) throws(GraftError) in try MetricAssignment(name: value.name, value: value.value)
                 }
                 try await destination.metadata.logMetrics(checkpoint: checkpoint.id, assignments, split: split)
             }
         }
-        let curves = try await source.metadata.curvePoints(model: model.id)
-        guard !curves.isEmpty else { return }
+        guard !model.curves.isEmpty else { return }
         var known: [String: [Int: Double]] = [:]
         if let theirs {
             for series in try await destination.metadata.curvePoints(model: theirs.id) {
@@ -462,7 +639,7 @@ private struct Copier {
             }
         }
         var batch = CurveBatch()
-        for series in curves {
+        for series in model.curves {
             for (step, value) in zip(series.steps, series.values) where known[series.name]?[step] != value {
                 batch.append(name: series.name, step: step, value: value)
             }
@@ -474,15 +651,18 @@ private struct Copier {
     }
 
     /// Points the destination's aliases where the source's point; removes the ones the source no longer has.
-    mutating func syncAliases(_ name: ModelName, as to: ModelName, into result: inout CopiedModel) async throws(GraftError) {
-        let ours = try await source.metadata.aliases(of: name)
-        let theirs = request.dryRun && results[name.value]?.action == "created" ? [:] : try await destination.metadata.aliases(of: to)
-        func number(_ ref: String) -> Int? { ref.lastIndex(of: "@").flatMap { Int(ref[ref.index(after: $0)...]) } }
+    mutating func syncAliases(_ model: ModelHistory, as to: ModelName, into result: inout CopiedModel) async throws(GraftError) {
+        let ours = model.aliases
+        let theirs = request.dryRun && result.action == "created" ? [:] : try await destination.metadata.aliases(of: to)
+        func number(_ ref: String) -> Int? { CopyGraph.split(ref)?.1 }
         for (alias, ref) in ours.sorted(by: { $0.key < $1.key }) where theirs[alias].flatMap(number) != number(ref) {
-            result.aliases += 1
-            guard !request.dryRun, let n = number(ref), let checkpoint = try await destination.metadata.checkpoint(model: to, number: n)
-            else { continue }
+            if request.dryRun {
+                result.aliases += 1
+                continue
+            }
+            guard let n = number(ref), let checkpoint = try await destination.metadata.checkpoint(model: to, number: n) else { continue }
             _ = try await destination.metadata.tag(checkpoint: checkpoint.id, alias: alias)
+            result.aliases += 1
         }
         for alias in theirs.keys.sorted() where ours[alias] == nil {
             result.aliases += 1
@@ -493,31 +673,32 @@ private struct Copier {
 
     /// Copies the advisories on copied models (with their ids and times) and resolves at the
     /// destination those the source has resolved since.
-    mutating func copyAdvisories() async throws(GraftError) {
-        let copied = results.filter { $0.value.action != "refused" }
+    mutating func copyAdvisories(_ order: [String]) async throws(GraftError) {
+        let copied = order.filter { results[$0]?.action != "refused" }
         guard !copied.isEmpty else { return }
         let theirs = Dictionary(
             try await destination.metadata.advisories(includeResolved: true).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        for advisory in try await source.metadata.advisories(includeResolved: true).reversed() {
-            guard var result = copied[advisory.model] else { continue }
-            let to = result.to
-            let checkpoint = advisory.checkpoint.map { ref in to + ref[ref.lastIndex(of: "@")!...] }
+        let advisories = copied.flatMap { histories[$0]?.advisories ?? [] }.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+        for advisory in advisories {
+            guard var result = results[advisory.model] else { continue }
+            let to = try ModelName(result.to)
+            let number = advisory.checkpoint.flatMap { CopyGraph.split($0)?.1 }
             if let existing = theirs[advisory.id] {
-                guard existing.model == to, existing.checkpoint == checkpoint, existing.createdAt == advisory.createdAt else {
-                    throw .advisoryExists(advisory.id)
-                }
+                guard existing.model == to.value, existing.checkpoint == number.map({ "\(to)@\($0)" }),
+                    existing.createdAt == advisory.createdAt
+                else { throw .advisoryExists(advisory.id) }
                 guard existing.resolvedAt == nil, let resolved = advisory.resolvedAt else { continue }
                 if !request.dryRun { _ = try await destination.metadata.resolveAdvisory(advisory.id, at: resolved) }
             } else if !request.dryRun {
-                let name = try ModelName(to)
-                guard let model = try await destination.metadata.modelID(named: name) else { continue }
-                let number = advisory.checkpoint.flatMap { ref in Int(ref[ref.index(after: ref.lastIndex(of: "@")!)...]) }
-                let id = try await number.asyncMap { (n) async throws(GraftError) in
-                    try await destination.metadata.checkpoint(model: name, number: n)?.id
+                guard let model = try await destination.metadata.modelID(named: to) else { continue }
+                var checkpoint: Int64? = nil
+                if let number {
+                    guard let found = try await destination.metadata.checkpoint(model: to, number: number) else { continue }
+                    checkpoint = found.id
                 }
                 try await destination.metadata.insertAdvisory(
                     NewAdvisory(
-                        id: advisory.id, model: model, checkpoint: id ?? nil, severity: advisory.severity, note: advisory.note,
+                        id: advisory.id, model: model, checkpoint: checkpoint, severity: advisory.severity, note: advisory.note,
                         url: advisory.url, createdAt: advisory.createdAt))
                 if let resolved = advisory.resolvedAt { _ = try await destination.metadata.resolveAdvisory(advisory.id, at: resolved) }
             }

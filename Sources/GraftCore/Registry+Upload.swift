@@ -494,7 +494,7 @@ extension Registry {
     /// The proposal against its header and the model: a taken name for a base, an unknown model
     /// or a manifest violation (from the header and the digests) for a checkpoint. The manifest
     /// is read and planned once: the commit records the plan's `new` tensors.
-    private func check(_ proposal: UploadProposal, to name: ModelName, base: Bool) async throws(GraftError) -> CheckedProposal {
+    func check(_ proposal: UploadProposal, to name: ModelName, base: Bool) async throws(GraftError) -> CheckedProposal {
         if base {
             if try await modelID(name) != nil { throw .modelExists(name) }
         } else {
