@@ -48,7 +48,7 @@ public struct CopiedModel: Sendable, Codable, Equatable {
         (metrics, curvePoints, aliases, advisories, blobs, bytes) = (0, 0, 0, 0, 0, 0)
     }
 
-    var changed: Bool { !checkpoints.isEmpty || metrics + curvePoints + aliases + advisories > 0 }
+    package var changed: Bool { !checkpoints.isEmpty || metrics + curvePoints + aliases + advisories > 0 }
 }
 
 /// What `graft copy` did.
@@ -69,6 +69,10 @@ public struct CopyProgress: Sendable {
     public var checkpointsTotal: Int
     public var bytes: Int
     public var bytesTotal: Int
+
+    package init(checkpoints: Int, checkpointsTotal: Int, bytes: Int, bytesTotal: Int) {
+        (self.checkpoints, self.checkpointsTotal, self.bytes, self.bytesTotal) = (checkpoints, checkpointsTotal, bytes, bytesTotal)
+    }
 }
 
 /// One model's history as `graft copy` moves it: what a registry records of it, and the
@@ -328,9 +332,9 @@ extension CopyResult {
 
 /// The source's models and parent edges.
 package struct CopyGraph: Sendable {
-    var summaries: [String: ModelSummary] = [:]
+    package var summaries: [String: ModelSummary] = [:]
     /// Student → its parent model and checkpoint number.
-    var parents: [String: (model: String, number: Int)] = [:]
+    package var parents: [String: (model: String, number: Int)] = [:]
 
     package init(_ entries: [CopyGraphEntry]) {
         for entry in entries {
@@ -414,6 +418,8 @@ private struct Copier {
     mutating func history(_ name: String) async throws(GraftError) -> ModelHistory? {
         if let known = histories[name] { return known }
         let read = try await source.history(of: ModelName(name))
+        // What a server sent is checked as what a client sends is.
+        try read?.check()
         histories[name] = read
         return read
     }
@@ -506,21 +512,26 @@ private struct Copier {
         let to = try ModelName(result.to)
         let wanted = result.checkpoints
         result.checkpoints = []
-        if result.action == "created", let manifest = model.manifest, !request.dryRun {
-            try await createStudent(name, model, manifest, as: to)
-        }
         let summaries = Dictionary(model.checkpoints.map { ($0.number, $0) }, uniquingKeysWith: { a, _ in a })
         // A batch at a time, so that a source far away is asked once per batch, not per checkpoint.
         var first = true
-        for start in stride(from: 0, to: wanted.count, by: 16) {
+        for start in stride(from: 0, to: max(wanted.count, 1), by: 16) {
             let batch = Array(wanted[start..<min(start + 16, wanted.count)])
-            for content in try await source.contents(of: ModelName(name), numbers: batch).sorted(by: { $0.number < $1.number }) {
-                guard let summary = summaries[content.number] else { continue }
+            let contents = try await source.contents(of: ModelName(name), numbers: batch).sorted { $0.number < $1.number }
+                .compactMap { content in summaries[content.number].map { (content, $0) } }
+            let prepared = try contents.map { (content, summary) throws(GraftError) in try Prepared(content, summary) }
+            // A new student is recorded once its first batch is found sound: bad contents leave nothing of it.
+            if start == 0, result.action == "created", let manifest = model.manifest, !request.dryRun {
+                try await createStudent(name, model, manifest, as: to)
+            }
+            for (checkpoint, (content, summary)) in zip(prepared, contents) {
                 let base = result.action == "created" && first && model.model.kind == "base"
-                try await copyCheckpoint(content, summary, of: model, as: to, base: base, into: &result)
+                try await copyCheckpoint(checkpoint, content, summary, of: model, as: to, base: base, into: &result)
                 first = false
             }
         }
+        // A dry run of histories sent without contents (a server planning a client's copy) still names what it would copy.
+        if request.dryRun { result.checkpoints = wanted }
         try await syncMetrics(model, as: to, into: &result)
         try await syncAliases(model, as: to, into: &result)
         if result.action == "unchanged", result.changed { result.action = "updated" }
@@ -541,23 +552,35 @@ private struct Copier {
     /// their digests, the whole to the recorded digest; a student's manifest holds), sends the
     /// blobs the destination lacks, then records it there under its number and time (with its
     /// signature) in one commit.
+    /// A checkpoint's contents checked (header, tensors and files agree, small ones' data hash
+    /// to their digests, the whole to the recorded digest) and ready to commit.
+    struct Prepared {
+        let checked: CheckedProposal
+        let tensors: [IngestedTensor]
+        let fileBlobs: [IngestedTensor]
+
+        init(_ content: CopiedCheckpoint, _ summary: CheckpointSummary) throws(GraftError) {
+            let checked = try CheckedProposal(content.proposal)
+            let tensors = checked.header.tensors.enumerated().map { index, info in
+                IngestedTensor(info: info, digest: checked.digests[index], inline: checked.data[index], wroteFile: false)
+            }
+            let fileBlobs = checked.fileBlobs.map { file in
+                IngestedTensor(
+                    info: TensorInfo(name: file.path, dtype: .u8, shape: [file.length], dataOffsets: 0..<file.length), digest: file.digest,
+                    inline: file.data, wroteFile: false)
+            }
+            guard Registry.checkpointDigest(header: checked.headerBytes, tensors: tensors, files: checked.layout) == summary.digest else {
+                throw .invalidUpload("\(summary.ref)'s contents do not make its recorded digest \(summary.digest.short)…")
+            }
+            (self.checked, self.tensors, self.fileBlobs) = (checked, tensors, fileBlobs)
+        }
+    }
+
     mutating func copyCheckpoint(
-        _ content: CopiedCheckpoint, _ summary: CheckpointSummary, of model: ModelHistory, as to: ModelName, base: Bool,
-        into result: inout CopiedModel
+        _ prepared: Prepared, _ content: CopiedCheckpoint, _ summary: CheckpointSummary, of model: ModelHistory, as to: ModelName,
+        base: Bool, into result: inout CopiedModel
     ) async throws(GraftError) {
-        let checked = try CheckedProposal(content.proposal)
-        var tensors: [IngestedTensor] = []
-        for (index, info) in checked.header.tensors.enumerated() {
-            tensors.append(IngestedTensor(info: info, digest: checked.digests[index], inline: checked.data[index], wroteFile: false))
-        }
-        let fileBlobs = checked.fileBlobs.map { file in
-            IngestedTensor(
-                info: TensorInfo(name: file.path, dtype: .u8, shape: [file.length], dataOffsets: 0..<file.length), digest: file.digest,
-                inline: file.data, wroteFile: false)
-        }
-        guard Registry.checkpointDigest(header: checked.headerBytes, tensors: tensors, files: checked.layout) == summary.digest else {
-            throw .invalidUpload("\(summary.ref)'s contents do not make its recorded digest \(summary.digest.short)…")
-        }
+        let (checked, tensors, fileBlobs) = (prepared.checked, prepared.tensors, prepared.fileBlobs)
         for blob in tensors + fileBlobs where blob.inline == nil && !sent.contains(blob.digest) {
             if destination.blobs.store.contains(blob.digest, claim: !request.dryRun) { continue }
             sent.insert(blob.digest)
@@ -713,5 +736,117 @@ extension Optional {
     fileprivate func asyncMap<T>(_ body: (Wrapped) async throws(GraftError) -> T) async throws(GraftError) -> T? {
         guard let value = self else { return nil }
         return try await body(value)
+    }
+}
+
+/// The body of `POST /v1/copy`: models to copy into the server's registry (`models`, parents
+/// first), with their histories and the contents of the checkpoints this batch brings; other
+/// histories given are context (the parents a student's edge names). Blobs go first, by
+/// `POST /v1/copy/blobs` and `PUT /v1/blobs/DIGEST`.
+public struct CopyBatch: Sendable, Codable, Equatable {
+    public var models: [String]
+    public var histories: [ModelHistory]
+    /// Source name → name at the server.
+    public var renames: [String: String]
+    public var dryRun: Bool
+
+    public init(models: [String], histories: [ModelHistory], renames: [String: String], dryRun: Bool) {
+        (self.models, self.histories, self.renames, self.dryRun) = (models, histories, renames, dryRun)
+    }
+}
+
+extension Registry {
+    /// Copies a batch a client sent (`POST /v1/copy`) into this registry: the same checks and
+    /// commits as ``copy(to:_:progress:)``, reading the histories the batch carries; a blob the
+    /// batch names that this registry lacks is ``GraftError/blobsMissing(_:)``.
+    public func receiveCopy(_ batch: CopyBatch) async throws(GraftError) -> CopyResult {
+        for history in batch.histories { try history.check() }
+        let models = try batch.models.map { (name) throws(GraftError) in try ModelName(name) }
+        var renames: [String: ModelName] = [:]
+        for (old, new) in batch.renames { renames[old] = try ModelName(new) }
+        let request = CopyRequest(models: models, dryRun: batch.dryRun, renames: renames)
+        return try await Self.copy(from: SentHistories(batch.histories), to: { () throws(GraftError) in self }, request)
+    }
+
+    /// Of these blobs, the ones this registry's store lacks (`POST /v1/copy/blobs`), announced
+    /// for upload for `window`.
+    /// With `announce` false (a dry run), only answers.
+    public func missingBlobs(_ blobs: [ProposedTensor], window: Duration, announce: Bool = true) async throws(GraftError)
+        -> [ProposedTensor]
+    {
+        var seen = Set<Digest>()
+        let missing = blobs.filter {
+            seen.insert($0.digest).inserted && $0.length >= 0 && !self.blobs.store.contains($0.digest, claim: announce)
+        }
+        if announce, !missing.isEmpty { try await metadata.announceUploads(missing, window: window) }
+        return missing
+    }
+}
+
+extension ModelHistory {
+    /// Checks what a client sent as it would be checked typed at the CLI: names, free text,
+    /// times as the registry writes them, finite metric values, numbers in order. (Checkpoint
+    /// contents are checked as upload proposals when they are committed.)
+    /// - Throws: ``GraftError/invalidUpload(_:)`` and the name and text errors.
+    package func check() throws(GraftError) {
+        let name = model.name.value
+        func time(_ text: String?, _ what: String) throws(GraftError) {
+            guard let text else { return }
+            guard text.utf8.count == 24, text.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/) != nil else {
+                throw .invalidUpload(
+                    "\(name): \(what) \(text.debugDescription) is not a time as a registry writes one (2026-12-07T10:21:22.123Z)")
+            }
+        }
+        guard ["base", "student"].contains(model.kind), (model.kind == "student") == (manifest != nil) else {
+            throw .invalidUpload("\(name): a base has no manifest, a student has one")
+        }
+        try model.provenance.check()
+        try time(model.createdAt, "its creation time")
+        if let manifest {
+            guard CopyGraph.split(manifest.parent) != nil else {
+                throw .invalidUpload("\(name): its parent \(manifest.parent) is not NAME@N")
+            }
+            _ = try ModelName(CopyGraph.split(manifest.parent)!.0)
+            for entry in manifest.entries { try FreeText.check(entry.name, what: "a tensor name") }
+        }
+        var previous = 0
+        for checkpoint in checkpoints {
+            guard checkpoint.model == model.name, checkpoint.number > previous else {
+                throw .invalidUpload("\(name): its checkpoints are not its own in increasing number")
+            }
+            previous = checkpoint.number
+            try time(checkpoint.createdAt, "the creation time of checkpoint \(checkpoint.number)")
+        }
+        for entry in metrics {
+            for value in entry.metrics {
+                _ = try MetricAssignment(name: value.name, value: value.value)
+                if let split = value.split { try MetricAssignment.checkName(split) }
+            }
+        }
+        for series in curves {
+            try MetricAssignment.checkName(series.name)
+            guard series.steps.count == series.values.count, series.values.allSatisfy(\.isFinite), series.steps.allSatisfy({ $0 >= 0 })
+            else {
+                throw .invalidUpload("\(name): curve \(series.name) needs a finite value for each step (0 or more)")
+            }
+        }
+        for (alias, ref) in aliases {
+            try Registry.checkAlias(alias)
+            guard CopyGraph.split(ref)?.0 == name else { throw .invalidUpload("\(name): alias \(alias) points at \(ref)") }
+        }
+        for advisory in advisories {
+            try ModelName.check(advisory.id, what: "advisory id")
+            try FreeText.check(advisory.note, what: "advisory note")
+            try FreeText.check(advisory.url, what: "advisory url")
+            try time(advisory.createdAt, "the time of advisory \(advisory.id)")
+            try time(advisory.resolvedAt, "the resolution time of advisory \(advisory.id)")
+            guard advisory.model == name, advisory.checkpoint.map({ CopyGraph.split($0)?.0 == name }) ?? true else {
+                throw .invalidUpload("\(name): advisory \(advisory.id) is on another model")
+            }
+        }
+        for content in contents {
+            try time(content.signature?.signedAt, "the signing time of checkpoint \(content.number)")
+            _ = try content.signature?.stored()
+        }
     }
 }

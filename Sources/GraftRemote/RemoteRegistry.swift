@@ -646,16 +646,18 @@ extension RemoteRegistry {
         var body: [UInt8]
     }
 
-    private func get<T: Decodable>(_ path: [String], query: [String: String?] = [:]) async throws(GraftError) -> T {
+    func get<T: Decodable>(_ path: [String], query: [String: String?] = [:]) async throws(GraftError) -> T {
         try await call(.GET, path, query: query)
     }
 
-    private func call<T: Decodable>(_ method: HTTPMethod, _ path: [String], query: [String: String?] = [:]) async throws(GraftError) -> T {
+    func call<T: Decodable>(_ method: HTTPMethod, _ path: [String], query: [String: String?] = [:]) async throws(GraftError) -> T {
         try Self.decode(try await send(method, path, query: query).body)
     }
 
-    private func call<T: Decodable>(_ method: HTTPMethod, _ path: [String], json: some Encodable) async throws(GraftError) -> T {
-        try Self.decode(try await send(method, path, body: try Self.encode(json)).body)
+    func call<T: Decodable>(_ method: HTTPMethod, _ path: [String], query: [String: String?] = [:], json: some Encodable)
+        async throws(GraftError) -> T
+    {
+        try Self.decode(try await send(method, path, query: query, body: try Self.encode(json)).body)
     }
 
     /// One request; a 2xx answer's body, or the server's error as ``GraftError/remote(_:message:details:)``.
@@ -672,7 +674,7 @@ extension RemoteRegistry {
         }
     }
 
-    private func execute(
+    func execute(
         _ method: HTTPMethod, _ path: [String], query: [String: String?] = [:], body: [UInt8]?, timeout: TimeAmount
     ) async throws(GraftError) -> HTTPClientResponse {
         var request = try self.request(method, path, query: query)
@@ -685,7 +687,7 @@ extension RemoteRegistry {
         }
     }
 
-    private func executeRaw(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
+    func executeRaw(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
         do { return try await client.execute(request, timeout: timeout) } catch let error as HTTPClientError {
             throw GraftError.unreachable(url: url, reason: error == .connectTimeout ? "connection timed out" : "\(error)")
         } catch let error as GraftError { throw error } catch {
@@ -693,7 +695,7 @@ extension RemoteRegistry {
         }
     }
 
-    private func request(_ method: HTTPMethod, _ path: [String], query: [String: String?] = [:]) throws(GraftError) -> HTTPClientRequest {
+    func request(_ method: HTTPMethod, _ path: [String], query: [String: String?] = [:]) throws(GraftError) -> HTTPClientRequest {
         var text = url + "/" + path.map(Self.escape).joined(separator: "/")
         let items = query.compactMap { key, value in value.map { "\(key)=\(Self.escapeQuery($0))" } }.sorted()
         if !items.isEmpty { text += "?" + items.joined(separator: "&") }

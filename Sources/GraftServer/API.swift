@@ -33,6 +33,46 @@ struct API: Sendable {
         registerUploads(on: routes)
         registerWrites(on: routes)
         registerAdministration(on: routes)
+        registerCopy(on: routes)
+    }
+
+    // MARK: Copy (`graft copy` from or to a server)
+
+    /// A whole history moves between registries only with unconfined tokens: reading every
+    /// model's history takes a reader of everything, writing one as given takes an admin.
+    private func registerCopy(on routes: RouteTable) {
+        let registry = self.registry
+        let limit = configuration.maxJSONBytes
+        let window = configuration.uploadWindow
+        let gate = self.gate
+        routes.get("/v1/copy/graph", .unconfined(.read)) { _, _, _ in
+            jsonResponse(try await registry.copyGraph())
+        }
+        routes.get("/v1/copy/models/{name}", .unconfined(.read)) { request, context, _ in
+            let name = try modelName(context)
+            guard var history = try await registry.history(of: name) else { throw GraftError.modelNotFound(name, suggestions: []) }
+            if let text = query(request, "numbers") {
+                let numbers = try text.split(separator: ",").map { (part) throws(GraftError) -> Int in
+                    guard let number = Int(part), number >= 1 else {
+                        throw .badRequest("numbers: a comma-separated list of checkpoint numbers")
+                    }
+                    return number
+                }
+                guard numbers.count <= 64 else { throw GraftError.badRequest("numbers: at most 64 checkpoints a request") }
+                history.contents = try await registry.contents(of: name, numbers: numbers)
+            }
+            return jsonResponse(history)
+        }
+        routes.post("/v1/copy/blobs", .unconfined(.admin)) { request, _, _ in
+            let blobs = try await decode([ProposedTensor].self, request, limit: Self.smallBody * 16)
+            return jsonResponse(try await registry.missingBlobs(blobs, window: window, announce: !(try flag(request, "dry_run"))))
+        }
+        routes.post("/v1/copy", .unconfined(.admin)) { request, _, _ in
+            try await gate.admit {
+                let batch = try await decode(CopyBatch.self, request, limit: limit)
+                return jsonResponse(try await registry.receiveCopy(batch))
+            }
+        }
     }
 
     // MARK: Reads

@@ -201,9 +201,112 @@ struct CopyCLITests {
         #expect(clash.status == 64)
         let itself = try cli.run(["copy", "--to", cli.registry])
         #expect(itself.status == 64, "\(itself.stderr)")
-        let remote = try cli.run(["copy", "--to", "http://127.0.0.1:9"])
-        #expect(remote.status == 64)
+        let bothRemote = try cli.run(["copy", "--registry", "http://127.0.0.1:9", "--to", "http://127.0.0.1:9"], registry: false)
+        #expect(bothRemote.status == 64)
         #expect(!FileManager.default.fileExists(atPath: target))
+    }
+
+    @Test("to a server (admin token): the same answers there, only missing blobs PUT, re-runs send nothing; other tokens refused")
+    func toServer() throws {
+        let cli = try family()
+        let remoteRoot = cli.directory.file("server")
+        #expect(try cli.run(["init", "--registry", remoteRoot], registry: false).status == 0)
+        let admin = try cli.run(["token", "create", "a", "--scope", "admin", "--registry", remoteRoot], registry: false).lastLine
+        let writer = try cli.run(["token", "create", "w", "--scope", "write", "--registry", remoteRoot], registry: false).lastLine
+        let server = try TestServer(registry: remoteRoot, logDirectory: cli.directory.path)
+        defer { server.stop() }
+
+        let denied = try cli.run(["copy", "--to", server.url], environment: ["GRAFT_TO_TOKEN": writer])
+        #expect(denied.status == 81, "a write token may not write history as given: \(denied.stderr)")
+        let dry = try cli.run(["copy", "--to", server.url, "--dry-run", "--json"], environment: ["GRAFT_TO_TOKEN": admin])
+        #expect(dry.status == 0 && dry.stdout.contains("\"checkpoints\" : 5"), "\(dry.stdout) \(dry.stderr)")
+        let listed = try cli.run(["list", "--json", "--registry", remoteRoot], registry: false)
+        #expect((try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [Any])?.isEmpty == true, "a dry run writes nothing")
+        let planned = try JSONSerialization.jsonObject(with: Data(dry.stdout.utf8)) as? [String: Any]
+
+        let copied = try cli.run(["copy", "--to", server.url, "--json"], environment: ["GRAFT_TO_TOKEN": admin])
+        #expect(copied.status == 0, "\(copied.stderr)")
+        let result = try JSONSerialization.jsonObject(with: Data(copied.stdout.utf8)) as? [String: Any]
+        #expect(result?["checkpoints"] as? Int == 5 && (result?["blobs"] as? Int ?? 0) > 0)
+        #expect(result?["blobs"] as? Int == planned?["blobs"] as? Int && result?["bytes"] as? Int == planned?["bytes"] as? Int)
+        #expect(try answers(cli, registry: remoteRoot) == (try answers(cli, registry: cli.registry)))
+        try exportsMatch(cli, ["cnn@1", "ft@4", "ft2@1"], from: cli.registry, to: remoteRoot)
+
+        // Incremental: a new checkpoint's one new blob, a moved alias, a resolved advisory.
+        try commit(cli, "ft2", step: 13)
+        #expect(try cli.run(["tag", "ft@1", "production"]).status == 0)
+        #expect(try cli.run(["advisory", "resolve", "ADV-1"]).status == 0)
+        let again = try cli.run(["copy", "--to", server.url, "--json"], environment: ["GRAFT_TO_TOKEN": admin])
+        let second = try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any]
+        #expect(again.status == 0 && second?["checkpoints"] as? Int == 1 && (second?["blobs"] as? Int ?? 9) <= 1, "\(again.stdout)")
+        #expect(try answers(cli, registry: remoteRoot) == (try answers(cli, registry: cli.registry)))
+        let rerun = try cli.run(["copy", "--to", server.url, "--json"], environment: ["GRAFT_TO_TOKEN": admin])
+        let third = try JSONSerialization.jsonObject(with: Data(rerun.stdout.utf8)) as? [String: Any]
+        #expect(third?["checkpoints"] as? Int == 0 && third?["blobs"] as? Int == 0)
+    }
+
+    @Test("a server checks every history it is sent before writing: times, data against digests, contents against the digest")
+    func serverChecksWhatItIsSent() async throws {
+        let cli = try family()
+        let remoteRoot = cli.directory.file("server")
+        #expect(try cli.run(["init", "--registry", remoteRoot], registry: false).status == 0)
+        let admin = try cli.run(["token", "create", "a", "--scope", "admin", "--registry", remoteRoot], registry: false).lastLine
+        let server = try TestServer(registry: remoteRoot, logDirectory: cli.directory.path)
+        defer { server.stop() }
+        #expect(try cli.run(["copy", "cnn", "ft", "--to", server.url], environment: ["GRAFT_TO_TOKEN": admin]).status == 0)
+
+        let source = try await Registry.open(at: cli.registry)
+        let parent = try #require(try await source.history(of: ModelName("ft")))
+        var history = try #require(try await source.history(of: ModelName("ft2")))
+        history.contents = try await source.contents(of: ModelName("ft2"), numbers: [1])
+        let small = try #require(history.contents[0].proposal.tensors.firstIndex { $0.data != nil })
+        func post(_ sent: ModelHistory) throws -> Int {
+            let body = try GraftJSON.encoder().encode(CopyBatch(models: ["ft2"], histories: [sent, parent], renames: [:], dryRun: false))
+            return try server.request("POST", "/v1/copy", token: admin, headers: ["Content-Type": "application/json"], body: Array(body))
+                .status
+        }
+        var badTime = history
+        badTime.checkpoints[0].createdAt = "yesterday"
+        var badData = history
+        var bytes = try #require(Data(base64Encoded: badData.contents[0].proposal.tensors[small].data ?? ""))
+        bytes[0] ^= 1
+        badData.contents[0].proposal.tensors[small].data = bytes.base64EncodedString()
+        var badDigest = history
+        badDigest.checkpoints[0].digest = Digest.of([1, 2, 3])
+        var badAdvisory = history
+        badAdvisory.advisories[0].model = "cnn"
+        for (label, sent) in [("time", badTime), ("data", badData), ("digest", badDigest), ("advisory", badAdvisory)] {
+            let status = try post(sent)
+            #expect(status == 400, "\(label): \(status)")
+        }
+        let listed = try cli.run(["show", "ft2", "--registry", remoteRoot], registry: false)
+        #expect(listed.status == 66, "nothing of ft2 was written")
+        // Sent whole (its blobs first), the same history is taken.
+        let copied = try cli.run(["copy", "ft2", "--to", server.url], environment: ["GRAFT_TO_TOKEN": admin])
+        #expect(copied.status == 0, "\(copied.stderr)")
+        #expect(try cli.run(["show", "ft2@1", "--registry", remoteRoot], registry: false).status == 0)
+    }
+
+    @Test("from a server (unconfined read token) to a new local registry: the same answers; a confined token is refused")
+    func fromServer() throws {
+        let cli = try family()
+        let reader = try cli.run(["token", "create", "r", "--scope", "read"]).lastLine
+        let confined = try cli.run(["token", "create", "c", "--scope", "read", "--models", "ft*"]).lastLine
+        let server = try TestServer(registry: cli.registry, logDirectory: cli.directory.path)
+        defer { server.stop() }
+        let target = cli.directory.file("local")
+        let refused = try cli.run(
+            ["copy", "--registry", server.url, "--to", target], registry: false, environment: ["GRAFT_TOKEN": confined])
+        #expect(refused.status == 81, "\(refused.stderr)")
+        let copied = try cli.run(
+            ["copy", "--registry", server.url, "--to", target, "--json"], registry: false, environment: ["GRAFT_TOKEN": reader])
+        #expect(copied.status == 0, "\(copied.stderr)")
+        #expect(try answers(cli, registry: target) == (try answers(cli, registry: cli.registry)))
+        try exportsMatch(cli, ["cnn@1", "ft@3", "ft2@1"], from: cli.registry, to: target)
+        #expect(try cli.run(["verify", "--read-data", "--registry", target], registry: false).status == 0)
+        let rerun = try cli.run(
+            ["copy", "--registry", server.url, "--to", target, "--json"], registry: false, environment: ["GRAFT_TOKEN": reader])
+        #expect(rerun.status == 0 && rerun.stdout.contains("\"blobs\" : 0") && rerun.stdout.contains("\"checkpoints\" : 0"))
     }
 
     @Test("killed at random moments (SIGKILL, and at injected writes and commits), then run again: complete, clean, nothing twice")

@@ -65,10 +65,12 @@ extension GraftCommand {
 
         func run() async throws {
             try await GraftCLI.run { () throws(GraftError) in
-                if options.isRemote || to.map({ RemoteRegistry.isURL($0) }) == true {
-                    throw .badRequest(
-                        "graft copy works between registries this machine opens (directories, PostgreSQL, S3); copying from or to a "
-                            + "`graft serve` URL is not built yet: run graft copy on the server's machine")
+                let remoteDestination = to.map { RemoteRegistry.isURL($0) } ?? false
+                if options.isRemote, remoteDestination {
+                    throw .badRequest("graft copy needs one end on this machine: run it where one of the two registries is")
+                }
+                if remoteDestination, toMetadata != nil || toBlobs != nil {
+                    throw .badRequest("--to-metadata and --to-blobs apply to a registry directory; a server chooses its own stores")
                 }
                 let names = try models.map { (text) throws(GraftError) in try ModelName(text) }
                 var renames: [String: ModelName] = [:]
@@ -77,19 +79,28 @@ extension GraftCommand {
                     let old = try ModelName(String(pair[..<equals])), new = try ModelName(String(pair[pair.index(after: equals)...]))
                     guard renames.updateValue(new, forKey: old.value) == nil else { throw .badRequest("--rename names \(old) twice") }
                 }
-                let source = try await options.openLocal()
                 var scratch: String?
                 defer { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
                 let reporter = ProgressLines()
-                let result = try await source.copy(
-                    to: { () throws(GraftError) in
-                        let opened = try await openDestination()
-                        scratch = opened.scratch
-                        return opened.registry
-                    },
-                    CopyRequest(
-                        models: names, withAncestors: withAncestors, withDescendants: withDescendants, dryRun: dryRun, renames: renames),
-                    progress: { reporter.report($0) })
+                let request = CopyRequest(
+                    models: names, withAncestors: withAncestors, withDescendants: withDescendants, dryRun: dryRun, renames: renames)
+                let open = { () async throws(GraftError) -> Registry in
+                    let opened = try await openDestination()
+                    scratch = opened.scratch
+                    return opened.registry
+                }
+                let result: CopyResult
+                if options.isRemote {
+                    let source = try await options.open()
+                    guard let server = source as? RemoteRegistry else { throw .badRequest("\(options.root) is not a server") }
+                    result = try await Registry.copy(from: server, to: open, request, progress: { reporter.report($0) })
+                } else if let to, remoteDestination {
+                    let token = ProcessInfo.processInfo.environment["GRAFT_TO_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+                    let server = try RemoteRegistry(url: to, token: token)
+                    result = try await server.copy(from: try await options.openLocal(), request, progress: { reporter.report($0) })
+                } else {
+                    result = try await options.openLocal().copy(to: open, request, progress: { reporter.report($0) })
+                }
                 reporter.finish()
                 if format.json {
                     try emitJSON(result)
@@ -161,11 +172,9 @@ private final class ProgressLines: @unchecked Sendable {
         guard elapsed >= 2, now.timeIntervalSince(last) >= 1 else { return }
         last = now
         printed = true
-        var line =
-            "copy: \(progress.checkpoints)/\(progress.checkpointsTotal) checkpoints, "
-            + "\(formatBytes(progress.bytes)) of \(formatBytes(progress.bytesTotal))"
-        if progress.bytes > 0, progress.bytesTotal > progress.bytes {
-            let remaining = elapsed * Double(progress.bytesTotal - progress.bytes) / Double(progress.bytes)
+        var line = "copy: \(progress.checkpoints)/\(progress.checkpointsTotal) checkpoints, \(formatBytes(progress.bytes)) sent"
+        if progress.checkpoints > 0, progress.checkpointsTotal > progress.checkpoints {
+            let remaining = elapsed * Double(progress.checkpointsTotal - progress.checkpoints) / Double(progress.checkpoints)
             line += ", about \(Int(remaining.rounded(.up))) s left"
         }
         FileHandle.standardError.write(Data((line + "\n").utf8))
