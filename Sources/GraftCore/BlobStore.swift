@@ -50,6 +50,15 @@ public protocol BlobStore: Sendable {
     func temporaryItems() -> [(name: String, age: Double)]
     /// Removes a temporary item listed by ``temporaryItems()``.
     func removeTemporary(_ name: String)
+    /// Makes `other`'s blob (another registry's store) this store's without copying its bytes,
+    /// where both keep blobs as files on one file system (a hard link: blobs are never changed
+    /// in place); durable once ``flush(_:)`` returns. `false` when it cannot (another kind of
+    /// store, another file system, no such blob): send the bytes instead.
+    func adopt(_ digest: Digest, from other: any BlobStore) throws(GraftError) -> Bool
+}
+
+extension BlobStore {
+    public func adopt(_ digest: Digest, from other: any BlobStore) throws(GraftError) -> Bool { false }
 }
 
 /// A blob being written: chunks in order, then committed under its digest or abandoned.

@@ -604,8 +604,15 @@ private struct Copier {
                 _ = try await destination.metadata.insertBase(
                     name: to, provenance: model.model.provenance, checkpoint: new, stillStored: stillStored)
             } else {
+                // Its metric values in the same commit when they share one split (the usual case); else synced after.
+                let values = model.metrics.first { CopyGraph.split($0.checkpoint)?.1 == summary.number }?.metrics ?? []
+                let split = Set(values.map(\.split)).count == 1 ? values.first?.split : nil
+                let metrics =
+                    values.isEmpty || values.contains(where: { $0.split != split })
+                    ? [] : try values.map { (value) throws(GraftError) in try MetricAssignment(name: value.name, value: value.value) }
                 _ = try await destination.metadata.insertCheckpoint(
-                    model: to, new, metrics: [], split: nil, newTensors: nil, stillStored: stillStored)
+                    model: to, new, metrics: metrics, split: split, newTensors: nil, stillStored: stillStored)
+                result.metrics += metrics.count
             }
         }
         result.checkpoints.append(summary.number)
@@ -616,6 +623,20 @@ private struct Copier {
     /// Streams one blob from the source into the destination's store, checked against its
     /// digest as it is written and durable on return.
     func send(_ digest: Digest, length: Int) async throws(GraftError) {
+        // Two registries on one disk share the blob's file (a hard link), its bytes still checked.
+        if let local = source as? Registry, try destination.blobs.store.adopt(digest, from: local.blobs.store) {
+            let (store, transfer) = (destination.blobs.store, local.blobs)
+            try await offload { () throws(GraftError) in
+                let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+                defer { buffer.deallocate() }
+                if let problem = transfer.check(digest, length: length, inline: nil, readData: true, buffer: buffer) {
+                    store.remove(digest)
+                    throw .damagedBlob(digest, reason: "in the source registry: \(problem.detail)")
+                }
+                try store.flush([digest])
+            }
+            return
+        }
         let upload = try BlobUpload(transfer: destination.blobs, expected: digest, length: length)
         do throws(GraftError) {
             try await source.streamBlob(digest, length: length, into: upload)

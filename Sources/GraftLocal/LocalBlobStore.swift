@@ -105,6 +105,15 @@ public struct LocalBlobStore: BlobStore {
         }
     }
 
+    public func adopt(_ digest: Digest, from other: any BlobStore) throws(GraftError) -> Bool {
+        guard let other = other as? LocalBlobStore, other.layout.root != layout.root else { return false }
+        try FileSystem.makeDirectory(layout.blobDirectory(digest))
+        CrashPoint.tick()
+        if link(other.layout.blobPath(digest), layout.blobPath(digest)) == 0 || errno == EEXIST { return true }
+        // Another file system (EXDEV), links refused (EPERM, EMLINK), or the blob gone: copy instead.
+        return false
+    }
+
     public func removeTemporary(_ name: String) {
         // Names come from temporaryItems(): one component, never a path a user typed.
         guard !name.contains("/"), name != ".", name != ".." else { return }

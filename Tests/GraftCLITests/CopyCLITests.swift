@@ -101,6 +101,13 @@ struct CopyCLITests {
         try exportsMatch(cli, ["cnn@1", "ft@1", "ft@3", "ft@4", "ft2@1"], from: cli.registry, to: target)
         let verified = try cli.run(["verify", "--read-data", "--registry", target], registry: false)
         #expect(verified.status == 0, "\(verified.stdout) \(verified.stderr)")
+        // On one file system the blobs are shared, not copied: one inode, two names.
+        let blob = try #require(filesUnder(target + "/blobs/sha256").first)
+        let (a, b) = (
+            try FileManager.default.attributesOfItem(atPath: cli.registry + "/blobs/sha256/" + blob),
+            try FileManager.default.attributesOfItem(atPath: target + "/blobs/sha256/" + blob)
+        )
+        #expect(a[.systemFileNumber] as? Int == b[.systemFileNumber] as? Int)
         // Numbers go on from where the source's would: after the gap, past the newest.
         try commit(cli, "ft", step: 5, registry: target)
         #expect(try cli.run(["show", "ft@5", "--registry", target], registry: false).status == 0)
@@ -185,6 +192,31 @@ struct CopyCLITests {
             ((down?["models"] as? [[String: Any]]) ?? []).map { "\($0["model"] ?? ""):\($0["action"] ?? "")" } == [
                 "ft:unchanged", "ft2:unchanged",
             ])
+    }
+
+    @Test("a source blob whose bytes no longer match its digest stops the copy (exit 2) before any checkpoint names it")
+    func damagedSource() throws {
+        let cli = try family()
+        // The classifier blob of ft@4, damaged in place.
+        let blobs = filesUnder(cli.registry + "/blobs/sha256")
+        let sizes = try blobs.map {
+            ($0, try FileManager.default.attributesOfItem(atPath: cli.registry + "/blobs/sha256/" + $0)[.size] as? Int ?? 0)
+        }
+        let victim = try #require(sizes.min { $0.1 < $1.1 }?.0)
+        let path = cli.registry + "/blobs/sha256/" + victim
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
+        var bytes = try #require(FileManager.default.contents(atPath: path))
+        bytes[0] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: path))
+        for target in [cli.directory.file("same-disk"), "/dev/shm/graft-copy-\(UInt32.random(in: 0 ... .max))"] {
+            defer { if target.hasPrefix("/dev/shm") { try? FileManager.default.removeItem(atPath: target) } }
+            guard !target.hasPrefix("/dev/shm") || FileManager.default.isWritableFile(atPath: "/dev/shm") else { continue }
+            let copied = try cli.run(["copy", "--to", target])
+            #expect(copied.status == 2, "\(target): \(copied.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: target + "/blobs/sha256/" + victim), "the damaged blob is not kept")
+            let verified = try cli.run(["verify", "--registry", target], registry: false)
+            #expect(verified.status == 0, "what was copied is sound: \(verified.stdout)")
+        }
     }
 
     @Test("bad requests are refused before anything is written")

@@ -17,17 +17,20 @@ extension GraftCommand {
                 of it or its descendants written) unless copied under a new name with --rename.
                 Every checkpoint is one commit at the destination, so a copy interrupted anywhere
                 (even by kill -9) completes when run again, with nothing duplicated.
-                The destination is a registry directory (created when missing) or a PostgreSQL
+                The destination is a registry directory (created when missing), a PostgreSQL
                 registry (--to-metadata, created when missing) with its blobs in S3 (--to-blobs)
-                or in the --to directory. Progress goes to stderr for copies over a few seconds.
+                or in the --to directory, or a `graft serve` (--to http(s)://HOST:PORT with an
+                admin token in $GRAFT_TO_TOKEN: the server checks and commits what it is sent).
+                The source is --registry as for every command; a server there needs an unconfined
+                read token in $GRAFT_TOKEN. Progress goes to stderr for copies over a few seconds.
                 """)
 
         @Argument(help: ArgumentHelp("Models to copy (default: every model).", valueName: "model"))
         var models: [String] = []
         @Option(
             help: ArgumentHelp(
-                "The destination registry directory (created when missing); for a PostgreSQL destination, its local directory.",
-                valueName: "path"))
+                "The destination: a registry directory (created when missing; with --to-metadata, its local one) or a server URL.",
+                valueName: "path|url"))
         var to: String?
         @Option(
             help: ArgumentHelp(
