@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test lint format mutants-sample screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results results-vulnerability fuzz soak mutants clean
+.PHONY: all build demo test lint format mutants-sample screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-copy bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results results-vulnerability fuzz soak mutants clean
 
 all: build
 
@@ -70,6 +70,14 @@ bench-serve: system-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	swift build -c release --product graft-scale-bench $(SWIFT_BUILD_FLAGS)
 	python3 benchmarks/serve.py --graft .build/release/graft $(SERVE_BENCH_ARGS)
+
+# graft copy (issue 28): the demo registry and a 2 GiB family copied to a fresh local registry
+# against cp -r + sync of the directory, a re-run with nothing new, and the bytes a copy to a
+# graft serve puts on the wire against the unique blob bytes. COPY_BENCH_ARGS="--runs 5 --quick".
+COPY_BENCH_ARGS ?=
+bench-copy: system-deps python-deps
+	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
+	$(PYTHON) benchmarks/copy.py --graft .build/release/graft $(COPY_BENCH_ARGS)
 
 # Blob throughput to an S3-compatible endpoint (moto's server on loopback) vs the local blob
 # store: base add and export, side by side. S3_BENCH_ARGS="--size-mib 512 --tensor-mib 128 --runs 5".

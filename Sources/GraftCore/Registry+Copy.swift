@@ -778,10 +778,10 @@ public struct CopyBatch: Sendable, Codable, Equatable {
 
 extension Registry {
     /// Copies a batch a client sent (`POST /v1/copy`) into this registry: the same checks and
-    /// commits as ``copy(to:_:progress:)``, reading the histories the batch carries; a blob the
-    /// batch names that this registry lacks is ``GraftError/blobsMissing(_:)``.
+    /// commits as ``copy(to:_:progress:)`` (every history read is checked, ``ModelHistory/check()``,
+    /// before anything is written), reading the histories the batch carries; a blob the batch
+    /// names that this registry lacks is ``GraftError/blobsMissing(_:)``.
     public func receiveCopy(_ batch: CopyBatch) async throws(GraftError) -> CopyResult {
-        for history in batch.histories { try history.check() }
         let models = try batch.models.map { (name) throws(GraftError) in try ModelName(name) }
         var renames: [String: ModelName] = [:]
         for (old, new) in batch.renames { renames[old] = try ModelName(new) }

@@ -579,6 +579,37 @@ struct MetadataStoreConformanceTests {
         #expect(try await store.uploadProofs([a, b], token: "t") == [b], "a renewed proof's window is the new one, and it ended")
     }
 
+    @Test(
+        "copied history: a base's and its checkpoints' numbers and times as given, gaps kept, only appended past the newest",
+        arguments: MetadataStoreKind.allCases)
+    func copiedHistory(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try await kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        var first = commit([("w", [1])], header: "c3")
+        first.copied = CopiedHistory(number: 3, createdAt: "2025-01-02T03:04:05.006Z", modelCreatedAt: "2025-01-01T00:00:00.000Z")
+        _ = try await store.insertBase(name: name("moved"), provenance: Provenance(), checkpoint: first, stillStored: always)
+        var later = commit([("w", [2])], header: "c7")
+        later.copied = CopiedHistory(number: 7, createdAt: "2025-02-01T00:00:00.000Z", modelCreatedAt: "2025-01-01T00:00:00.000Z")
+        let (number, _) = try await store.insertCheckpoint(
+            model: name("moved"), later, metrics: [], split: nil, newTensors: nil, stillStored: always)
+        #expect(number == 7)
+        let model = try #require(try await store.model(named: name("moved")))
+        #expect(model.summary.createdAt == "2025-01-01T00:00:00.000Z")
+        #expect(model.checkpoints.map(\.number) == [3, 7])
+        #expect(model.checkpoints.map(\.createdAt) == ["2025-01-02T03:04:05.006Z", "2025-02-01T00:00:00.000Z"])
+        // A copied number at or below the newest is refused (a copy appends, never fills a gap).
+        var behind = commit([("w", [3])], header: "c5")
+        behind.copied = CopiedHistory(number: 5, createdAt: "2025-03-01T00:00:00.000Z", modelCreatedAt: "2025-01-01T00:00:00.000Z")
+        await expectGraftError("historyDiffers") {
+            _ = try await store.insertCheckpoint(
+                model: name("moved"), behind, metrics: [], split: nil, newTensors: nil, stillStored: always)
+        }
+        // An ordinary commit goes on past the newest.
+        let (next, _) = try await store.insertCheckpoint(
+            model: name("moved"), commit([("w", [4])], header: "c8"), metrics: [], split: nil, newTensors: nil, stillStored: always)
+        #expect(next == 8)
+    }
+
     @Test("aliases and advisories: moves, removal, open and resolved", arguments: MetadataStoreKind.allCases)
     func aliasesAndAdvisories(kind: MetadataStoreKind) async throws {
         let (store, keep) = try await kind.make()
