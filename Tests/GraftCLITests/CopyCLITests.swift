@@ -319,6 +319,39 @@ struct CopyCLITests {
         #expect(try cli.run(["show", "ft2@1", "--registry", remoteRoot], registry: false).status == 0)
     }
 
+    @Test("a copy to a server cut off at random moments (the client killed), then run again: complete, clean, nothing twice")
+    func cutOffFromServer() throws {
+        let cli = try family()
+        for step in 20..<24 { try commit(cli, "ft2", step: step) }
+        let expected = try answers(cli, registry: cli.registry)
+        var generator = SeededGenerator(seed: 29)
+        var span = 0.0
+        for trial in 1...setting("GRAFT_COPY_CUT_TRIALS", 4) {
+            let remoteRoot = cli.directory.file("server-\(trial)")
+            #expect(try cli.run(["init", "--registry", remoteRoot], registry: false).status == 0)
+            let admin = try cli.run(["token", "create", "a", "--scope", "admin", "--registry", remoteRoot], registry: false).lastLine
+            let server = try TestServer(registry: remoteRoot, logDirectory: cli.directory.path)
+            defer { server.stop() }
+            let environment = ProcessInfo.processInfo.environment.merging(["GRAFT_TO_TOKEN": admin]) { _, new in new }
+            let started = Date()
+            let process = try ChildProcess(
+                graftBinary, ["copy", "--to", server.url, "--registry", cli.registry], environment: environment,
+                stdout: .file(cli.directory.file("cut.out")), stderr: .file(cli.directory.file("cut.err")))
+            if span > 0 {
+                usleep(useconds_t(span * Double.random(in: 0.1..<0.9, using: &generator) * 1e6))
+                process.signal(SIGKILL)
+            }
+            let ended = process.wait()
+            if span == 0 { span = Date().timeIntervalSince(started) }  // The first trial runs whole: how long a copy takes.
+            #expect(trial == 1 || ended != .exited(0) || span < 0.2, "trial \(trial) should be cut off")
+            let verified = try cli.run(["verify", "--registry", remoteRoot], registry: false)
+            #expect(verified.status == 0, "trial \(trial): \(verified.stdout)")
+            let rerun = try cli.run(["copy", "--to", server.url], environment: ["GRAFT_TO_TOKEN": admin])
+            #expect(rerun.status == 0, "trial \(trial): \(rerun.stderr)")
+            #expect(try answers(cli, registry: remoteRoot) == expected, "trial \(trial)")
+        }
+    }
+
     @Test("from a server (unconfined read token) to a new local registry: the same answers; a confined token is refused")
     func fromServer() throws {
         let cli = try family()
