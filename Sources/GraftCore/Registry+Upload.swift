@@ -534,6 +534,34 @@ extension Registry {
     }
 }
 
+/// Bytes that arrive in small pieces (network buffers) gathered into 1 MiB appends to an upload,
+/// each written off the cooperative pool: a server receiving a PUT, a client fetching a blob.
+package struct GatheredUpload {
+    package let upload: BlobUpload
+    private var pending: [UInt8] = []
+
+    package init(_ upload: BlobUpload) {
+        self.upload = upload
+        pending.reserveCapacity(1 << 20)
+    }
+
+    /// Adds a piece; writes once 1 MiB has gathered.
+    package mutating func add(_ piece: some Collection<UInt8>) async throws(GraftError) {
+        pending.append(contentsOf: piece)
+        if pending.count >= 1 << 20 { try await flush() }
+    }
+
+    /// Writes what has gathered.
+    package mutating func flush() async throws(GraftError) {
+        guard !pending.isEmpty else { return }
+        let (bytes, upload) = (pending, self.upload)
+        pending.removeAll(keepingCapacity: true)
+        try await offload { () throws(GraftError) in
+            try bytes.withUnsafeBytes { raw in Result { () throws(GraftError) in try upload.append(raw) } }.get()
+        }
+    }
+}
+
 /// A blob arriving in pieces (an HTTP body): see ``Registry/beginBlobUpload(expected:length:)``.
 /// Not safe for concurrent calls; one request owns it.
 public final class BlobUpload: @unchecked Sendable {

@@ -35,26 +35,15 @@ extension RemoteRegistry: CopySource {
     package func streamBlob(_ digest: GraftCore.Digest, length: Int, into upload: BlobUpload) async throws(GraftError) {
         let response = try await execute(.GET, ["v1", "blobs", digest.description], body: nil, timeout: .hours(24))
         guard response.status == .ok else { throw await Self.failure(response) }
-        var pending: [UInt8] = []
-        pending.reserveCapacity(Self.chunk)
-        func flush() async throws(GraftError) {
-            let bytes = pending
-            pending.removeAll(keepingCapacity: true)
-            try await offload { () throws(GraftError) in
-                try bytes.withUnsafeBytes { raw in Result { () throws(GraftError) in try upload.append(raw) } }.get()
-            }
-        }
+        var gathered = GatheredUpload(upload)
         do {
-            for try await buffer in response.body {
-                buffer.withUnsafeReadableBytes { pending.append(contentsOf: $0) }
-                if pending.count >= Self.chunk { try await flush() }
-            }
+            for try await buffer in response.body { try await gathered.add(buffer.readableBytesView) }
         } catch let error as GraftError {
             throw error
         } catch {
             throw .unreachable(url: url, reason: "the blob download broke off: \(error)")
         }
-        try await flush()
+        try await gathered.flush()
     }
 
     /// The bytes of JSON a copy batch carries at most (well under a server's default 16 MiB body cap).

@@ -269,23 +269,14 @@ struct API: Sendable {
     private func receive(_ digest: Digest, length: Int, body: RequestBody) async throws {
         let upload = try registry.beginBlobUpload(expected: digest, length: length)
         do {
-            var pendingBytes: [UInt8] = []
-            pendingBytes.reserveCapacity(1 << 20)
-            func flush() async throws(GraftError) {
-                let bytes = pendingBytes
-                pendingBytes.removeAll(keepingCapacity: true)
-                try await offload { () throws(GraftError) in
-                    try bytes.withUnsafeBytes { raw in Result { () throws(GraftError) in try upload.append(raw) } }.get()
-                }
-            }
+            var gathered = GatheredUpload(upload)
+            var received = 0
             for try await buffer in body {
-                if pendingBytes.count + buffer.readableBytes > length {
-                    throw GraftError.blobMismatch(digest, reason: "run past the announced \(length) bytes")
-                }
-                buffer.withUnsafeReadableBytes { pendingBytes.append(contentsOf: $0) }
-                if pendingBytes.count >= 1 << 20 { try await flush() }
+                received += buffer.readableBytes
+                if received > length { throw GraftError.blobMismatch(digest, reason: "run past the announced \(length) bytes") }
+                try await gathered.add(buffer.readableBytesView)
             }
-            try await flush()
+            try await gathered.flush()
             _ = try await offload { () throws(GraftError) in try upload.finish() }
         } catch {
             upload.abort()
