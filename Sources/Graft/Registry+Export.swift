@@ -61,7 +61,12 @@ extension Registry {
             throw damaged ?? error
         }
         do throws(GraftError) {
-            try FileSystem.rename(temporary, path)
+            // A file is replaced by the rename itself; a directory there (with --force) is moved aside first.
+            if overwrite, FileSystem.isDirectory(path) {
+                try Self.replace(path, with: temporary, parent: directory, base: base)
+            } else {
+                try FileSystem.rename(temporary, path)
+            }
         } catch {
             FileSystem.remove(temporary)
             throw error
@@ -120,10 +125,7 @@ extension Registry {
         do throws(GraftError) {
             if FileSystem.fileExists(trimmed) {
                 guard overwrite else { throw GraftError.outputExists(path: path) }
-                let old = parent + "/." + base + "." + FileSystem.uniqueName(suffix: ".old")
-                try FileSystem.rename(trimmed, old)
-                try FileSystem.rename(temporary, trimmed)
-                try? FileManager.default.removeItem(atPath: old)
+                try Self.replace(trimmed, with: temporary, parent: parent, base: base)
             } else {
                 try FileSystem.rename(temporary, trimmed)
             }
@@ -133,6 +135,15 @@ extension Registry {
         }
         try FileSystem.syncDirectory(parent)
         return (trimmed, bytes)
+    }
+
+    /// Puts `temporary` (a file or a tree, written beside `path` in `parent`) where `path` is,
+    /// replacing whatever is there: that is first renamed aside, then removed.
+    static func replace(_ path: String, with temporary: String, parent: String, base: String) throws(GraftError) {
+        let old = parent + "/." + base + "." + FileSystem.uniqueName(suffix: ".old")
+        try FileSystem.rename(path, old)
+        try FileSystem.rename(temporary, path)
+        try? FileManager.default.removeItem(atPath: old)
     }
 
     /// Writes every file of a directory checkpoint under `root` (created), each flushed, and

@@ -116,6 +116,14 @@ struct CLITests {
         try writeFile(out, [1])
         try expectFailure(["export", "cnn", "-o", out], code: 67, mentions: "--force")
         #expect(try cli.run(["export", "cnn", "-o", out, "--force"]).status == 0)
+        // --force replaces a directory at the output too (a file checkpoint exported where a tree was).
+        let tree = cli.directory.file("tree")
+        try FileManager.default.createDirectory(atPath: tree + "/sub", withIntermediateDirectories: true)
+        try writeFile(tree + "/sub/x", [1])
+        try expectFailure(["export", "cnn", "-o", tree], code: 67, mentions: "--force")
+        #expect(try cli.run(["export", "cnn", "-o", tree, "--force"]).status == 0)
+        #expect(FileManager.default.contents(atPath: tree) == FileManager.default.contents(atPath: base))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cli.directory.path).filter { $0.hasPrefix(".tree.") }.isEmpty)
 
         let models = try DatabaseQueue(path: cli.registry + "/graft.sqlite").read { db in
             try Int.fetchOne(db, sql: "SELECT count(*) FROM models")
