@@ -496,7 +496,7 @@ private struct Copier {
         let ours = Dictionary(model.checkpoints.map { ($0.number, $0) }, uniquingKeysWith: { a, _ in a })
         for checkpoint in existing.checkpoints {
             guard let mine = ours[checkpoint.number] else {
-                return "it has checkpoint \(checkpoint.number), which the source does not"
+                return "it has checkpoint \(checkpoint.number), which the source does not (removed there since?)"
             }
             if mine.digest != checkpoint.digest || mine.createdAt != checkpoint.createdAt || mine.step != checkpoint.step
                 || mine.epoch != checkpoint.epoch || mine.metadata != checkpoint.metadata
@@ -813,7 +813,7 @@ extension ModelHistory {
         let name = model.name.value
         func time(_ text: String?, _ what: String) throws(GraftError) {
             guard let text else { return }
-            guard text.utf8.count == 24, text.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/) != nil else {
+            guard text.utf8.count <= 30, text.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z/) != nil else {
                 throw .invalidUpload(
                     "\(name): \(what) \(text.debugDescription) is not a time as a registry writes one (2026-12-07T10:21:22.123Z)")
             }
