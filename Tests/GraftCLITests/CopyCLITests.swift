@@ -326,7 +326,9 @@ struct CopyCLITests {
         let expected = try answers(cli, registry: cli.registry)
         var generator = SeededGenerator(seed: 29)
         var span = 0.0
-        for trial in 1...setting("GRAFT_COPY_CUT_TRIALS", 4) {
+        var cut = 0
+        let trials = setting("GRAFT_COPY_CUT_TRIALS", 5)
+        for trial in 1...trials {
             let remoteRoot = cli.directory.file("server-\(trial)")
             #expect(try cli.run(["init", "--registry", remoteRoot], registry: false).status == 0)
             let admin = try cli.run(["token", "create", "a", "--scope", "admin", "--registry", remoteRoot], registry: false).lastLine
@@ -338,18 +340,21 @@ struct CopyCLITests {
                 graftBinary, ["copy", "--to", server.url, "--registry", cli.registry], environment: environment,
                 stdout: .file(cli.directory.file("cut.out")), stderr: .file(cli.directory.file("cut.err")))
             if span > 0 {
-                usleep(useconds_t(span * Double.random(in: 0.1..<0.9, using: &generator) * 1e6))
+                usleep(useconds_t(span * Double.random(in: 0.05..<0.6, using: &generator) * 1e6))
                 process.signal(SIGKILL)
             }
             let ended = process.wait()
             if span == 0 { span = Date().timeIntervalSince(started) }  // The first trial runs whole: how long a copy takes.
-            #expect(trial == 1 || ended != .exited(0) || span < 0.2, "trial \(trial) should be cut off")
+            if case .killed = ended { cut += 1 }
             let verified = try cli.run(["verify", "--registry", remoteRoot], registry: false)
             #expect(verified.status == 0, "trial \(trial): \(verified.stdout)")
             let rerun = try cli.run(["copy", "--to", server.url], environment: ["GRAFT_TO_TOKEN": admin])
             #expect(rerun.status == 0, "trial \(trial): \(rerun.stderr)")
             #expect(try answers(cli, registry: remoteRoot) == expected, "trial \(trial)")
         }
+        // The first trial runs whole (to learn how long a copy takes); of the others, timing
+        // decides which are cut mid-copy, and some must be.
+        #expect(cut >= 1, "no copy was cut off in \(trials - 1) tries")
     }
 
     @Test("from a server (unconfined read token) to a new local registry: the same answers; a confined token is refused")
