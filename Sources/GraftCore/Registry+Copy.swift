@@ -597,7 +597,7 @@ private struct Copier {
         new.copied = CopiedHistory(number: summary.number, createdAt: summary.createdAt, modelCreatedAt: model.model.createdAt)
         if !request.dryRun {
             // A student's manifest holds for the copy as it did at the source (checked once its blobs are here).
-            if !base { _ = try await destination.check(content.proposal, to: to, base: false) }
+            if !base { _ = try await destination.check(content.proposal, to: to, base: false, parsed: checked) }
             let store = destination.blobs.store
             let stillStored: @Sendable (Digest) -> Bool = { store.contains($0, claim: false) }
             if base {

@@ -494,13 +494,17 @@ extension Registry {
     /// The proposal against its header and the model: a taken name for a base, an unknown model
     /// or a manifest violation (from the header and the digests) for a checkpoint. The manifest
     /// is read and planned once: the commit records the plan's `new` tensors.
-    func check(_ proposal: UploadProposal, to name: ModelName, base: Bool) async throws(GraftError) -> CheckedProposal {
+    /// `parsed`: the proposal already parsed and checked (a copy has), not parsed again.
+    func check(_ proposal: UploadProposal, to name: ModelName, base: Bool, parsed: CheckedProposal? = nil) async throws(GraftError)
+        -> CheckedProposal
+    {
         if base {
             if try await modelID(name) != nil { throw .modelExists(name) }
         } else {
             guard try await modelID(name) != nil else { throw try await notFound(name) }
         }
-        var checked = try CheckedProposal(proposal)
+        var checked: CheckedProposal
+        if let parsed { checked = parsed } else { checked = try CheckedProposal(proposal) }
         guard !base, let manifest = try await self.manifest(of: name) else { return checked }
         let adapterConfig = manifest.mode == .adapter ? try await adapterConfig(checked) : .missing
         let plan = ManifestEnforcement.plan(manifest, tensors: checked.header.tensors, adapterConfig: adapterConfig)
