@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
+APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev libzstd-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
 SWIFT_BUILD_FLAGS ?=
 
 .PHONY: all build demo test lint format mutants-sample screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-copy bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results results-vulnerability fuzz soak mutants clean

@@ -38,7 +38,7 @@ let package = Package(
         .target(
             name: "GraftCore",
             dependencies: [
-                "SafeTensors",
+                "SafeTensors", "CZstd",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -126,8 +126,10 @@ let package = Package(
             swiftSettings: strict,
             plugins: ["EmbedMigrations"]
         ),
-        // System libraries: OpenBLAS for dense math, zlib for gzipped datasets.
+        // System libraries: OpenBLAS for dense math, zlib for gzipped datasets, zstd for the
+        // stored encodings of blobs (`graft compact`).
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         // The training engine: layers, optimisers, datasets; reads bases from and commits
         // checkpoints to the registry.
@@ -150,6 +152,8 @@ let package = Package(
         // `make bench-train`: GEMM through the engine vs OpenBLAS, samples/s per transfer mode.
         .executableTarget(
             name: "graft-train-bench", dependencies: ["Trainer", "Graft", "COpenBLAS"], path: "benchmarks/train", swiftSettings: strict),
+        // `make bench-compress`: the stored encodings' ratio and one-core encode/decode speeds.
+        .executableTarget(name: "graft-codec-bench", dependencies: ["GraftCore"], path: "benchmarks/codec", swiftSettings: strict),
         // `make results`: the transferability experiment (docs/RESULTS.md).
         // What the two experiments share: options, training a student per transfer mode, evaluation.
         .target(

@@ -39,7 +39,7 @@ extension Registry {
                     if let inline {
                         try out.write(inline)
                     } else {
-                        try blobs.store.copy(digest, length: length, appendingTo: out.fd)
+                        try blobs.append(digest, length: length, to: out)
                     }
                     written += length
                 }
@@ -166,7 +166,7 @@ extension Registry {
             }
             let out = try FileDescriptor(path: root + "/" + file.path, flags: O_WRONLY | O_CREAT | O_EXCL)
             func put(_ digest: Digest, _ length: Int, _ inline: [UInt8]?) throws(GraftError) {
-                if let inline { try out.write(inline) } else { try blobs.store.copy(digest, length: length, appendingTo: out.fd) }
+                if let inline { try out.write(inline) } else { try blobs.append(digest, length: length, to: out) }
                 written += length
             }
             switch file.content {
@@ -202,3 +202,25 @@ extension DirectoryInput {
 }
 
 extension Registry: RegistryAPI {}
+
+extension BlobTransfer {
+    /// Appends a stored blob's raw bytes to `out`: the kernel copies a raw blob; an encoded one
+    /// (`graft compact`) is decoded chunk by chunk. Unverified, as ``BlobStore/copy(_:length:appendingTo:)``:
+    /// callers hash alongside (``Registry/firstDamaged(_:in:)``).
+    func append(_ digest: Digest, length: Int, to out: FileDescriptor) throws(GraftError) {
+        let reader = try reader(digest, length: length)
+        if case .raw = reader.form {
+            try store.copy(digest, length: length, appendingTo: out.fd)
+            return
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.chunkSize, alignment: 64)
+        defer { buffer.deallocate() }
+        var offset = 0
+        while offset < length {
+            let count = min(Self.chunkSize, length - offset)
+            try reader.read(at: offset, count: count, into: buffer)
+            try out.write(UnsafeRawBufferPointer(start: buffer, count: count))
+            offset += count
+        }
+    }
+}

@@ -247,7 +247,7 @@ struct MergePlan: Sendable {
                     switch item.source {
                     case .parent(let position):
                         let (digest, length, inline) = parentParts[position]
-                        if let inline { try out.write(inline) } else { try blobs.store.copy(digest, length: length, appendingTo: out.fd) }
+                        if let inline { try out.write(inline) } else { try blobs.append(digest, length: length, to: out) }
                         written += length
                     case .adapter(let index):
                         let (digest, length, inline) = adapterParts[index]
@@ -260,7 +260,7 @@ struct MergePlan: Sendable {
                     }
                 }
             case .blob(_, let digest, let length, let inline):
-                if let inline { try out.write(inline) } else { try blobs.store.copy(digest, length: length, appendingTo: out.fd) }
+                if let inline { try out.write(inline) } else { try blobs.append(digest, length: length, to: out) }
                 written += length
             case .generated(_, let bytes):
                 try out.write(bytes)

@@ -63,3 +63,37 @@ func describe(_ signature: SignatureInfo) -> String {
         signature.origin == "graft" ? "signed by graft sign at \(signature.signedAt)" : "came with the directory, \(signature.signedAt)"
     return "\(state) (\(key), \(signature.files) files, root sha256:\(signature.rootDigest.hex.prefix(12))…; \(how))"
 }
+
+/// Progress lines on stderr (`COMMAND: …`), at most one a second, once a command has run two
+/// seconds, with the time left estimated from the share done.
+final class ProgressLines: @unchecked Sendable {
+    private let command: String
+    private let lock = NSLock()
+    private let start = Date()
+    private var last = Date.distantPast
+    private var printed = false
+
+    init(_ command: String) { self.command = command }
+
+    /// `text` says what is done; `done` of `total` (in any unit) estimates the time left.
+    func report(done: Int, total: Int, _ text: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        let now = Date()
+        let elapsed = now.timeIntervalSince(start)
+        guard elapsed >= 2, now.timeIntervalSince(last) >= 1 else { return }
+        last = now
+        printed = true
+        var line = "\(command): \(text)"
+        if done > 0, total > done {
+            line += ", about \(Int((elapsed * Double(total - done) / Double(done)).rounded(.up))) s left"
+        }
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    func finish() {
+        lock.lock()
+        defer { lock.unlock() }
+        if printed { FileHandle.standardError.write(Data("\(command): done\n".utf8)) }
+    }
+}

@@ -69,6 +69,10 @@ public protocol BlobWrite: AnyObject {
     /// - Returns: whether this write stored the blob (false when the store held it already;
     ///   the temporary bytes are then discarded and the stored blob claimed).
     func commit(as digest: Digest) throws(GraftError) -> Bool
+    /// Files the bytes under `digest` in place of what is stored there: another stored form of
+    /// the same raw bytes (`graft compact`), checked by the caller. Atomic: a reader sees the old
+    /// object or the new one, whole. Durable once ``BlobStore/flush(_:)`` returns.
+    func replace(_ digest: Digest) throws(GraftError)
     /// Discards the temporary bytes. Called automatically when neither commit nor abort was.
     func abort()
 }
@@ -327,8 +331,28 @@ package struct BlobTransfer: Sendable {
         let size: Int?
         do { size = try store.length(of: digest) } catch { return (.missing, "\(error)") }
         guard let size else { return (.missing, "blob \(digest.short)… is missing") }
-        guard size == length else { return (.wrongSize, "it holds \(size) bytes, expected \(length)") }
+        var encoded: RawReader?
+        if size != length {
+            // Not the raw bytes: sound only as a well-formed encoding (`graft compact`) of them.
+            guard size < length, let reader = try? reader(digest, length: length), case .encoded = reader.form else {
+                return (.wrongSize, "it holds \(size) bytes, expected \(length)")
+            }
+            encoded = reader
+        }
         guard readData else { return nil }
+        if let encoded {
+            // Decoded chunk by chunk (with its base, for a delta) and rehashed.
+            var hasher = SHA256()
+            var offset = 0
+            while offset < length {
+                let count = min(Self.chunkSize, length - offset)
+                do { try encoded.read(at: offset, count: count, into: buffer) } catch { return (.wrongDigest, "\(error)") }
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
+                bytesRead(count)
+                offset += count
+            }
+            return Digest(hasher.finalize()) == digest ? nil : (.wrongDigest, "its decoded bytes no longer match the digest")
+        }
         // Hashed in place from the store's mapping (no copy into a buffer): export rehashes
         // every blob while the kernel copies it, and on two cores each copy counts. Pages are
         // let go as they are hashed, so memory stays bounded by the chunk, not the blob.
@@ -368,13 +392,12 @@ package struct BlobTransfer: Sendable {
         _ digest: Digest, length: Int, buffer: UnsafeMutableRawPointer, verify: Bool,
         _ body: (UnsafeRawBufferPointer) throws(GraftError) -> Void
     ) throws(GraftError) {
-        guard let size = try store.length(of: digest) else { throw .damagedBlob(digest, reason: "it is missing") }
-        guard size == length else { throw .damagedBlob(digest, reason: "it holds \(size) bytes, expected \(length)") }
+        let reader = try reader(digest, length: length)
         var hasher = SHA256()
         var offset = 0
         while offset < length {
             let count = min(Self.chunkSize, length - offset)
-            try store.read(digest, at: offset, count: count, into: buffer)
+            try reader.read(at: offset, count: count, into: buffer)
             let chunk = UnsafeRawBufferPointer(start: buffer, count: count)
             if verify { hasher.update(bufferPointer: chunk) }
             try body(chunk)

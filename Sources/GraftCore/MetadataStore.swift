@@ -214,6 +214,16 @@ package protocol MetadataStore: Sendable {
     /// longer matches them, one line per problem: `NAME: what`.
     func derivedDataProblems() async throws(GraftError) -> [String]
     func stats() async throws(GraftError) -> RegistryStats
+
+    // MARK: Stored encodings (`graft compact`, issue 27)
+
+    /// Every stored (not inline) blob a checkpoint refers to, with what compaction needs to
+    /// choose its encoding, and the encodings recorded so far.
+    func compactionInventory() async throws(GraftError) -> CompactionInventory
+    /// Records how a stored blob is kept now. A delta's base is recorded before the delta
+    /// replaces the raw bytes (`codec` still raw): from then on gc and removals keep the base.
+    /// - Returns: whether the blob has a row (a blob removed meanwhile has none).
+    func setEncoding(_ digest: Digest, _ encoding: BlobEncoding) async throws(GraftError) -> Bool
 }
 
 /// A model's row with its checkpoints.

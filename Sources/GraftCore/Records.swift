@@ -254,7 +254,8 @@ public struct RegistryStats: Sendable, Codable, Equatable {
     public var inlineBlobs: Int
     /// Sum of the checkpoints' file sizes: what storing each as its own file would take.
     public var logicalBytes: Int
-    /// Tensor bytes actually stored (each distinct blob once) plus the stored headers.
+    /// Bytes actually stored: each distinct blob once, as its store holds it (encoded where
+    /// `graft compact` encoded it), plus the stored headers.
     public var physicalBytes: Int
     /// `logicalBytes / physicalBytes` (1 when empty).
     public var dedupRatio: Double
@@ -267,12 +268,15 @@ public struct RegistryStats: Sendable, Codable, Equatable {
     /// parent per checkpoint would take: what adapters cost against fine-tuned copies.
     public var adapterBytes: Int
     public var adapterParentBytes: Int
+    /// Stored (not inline) blobs by codec: raw and stored bytes, one entry per codec.
+    public var codecs: [CodecUsage]
 
     package init(
         models: Int, bases: Int, checkpoints: Int, tensors: Int, blobs: Int, inlineBlobs: Int, logicalBytes: Int, physicalBytes: Int,
         dedupRatio: Double, databaseBytes: Int, adapterModels: Int = 0, adapterCheckpoints: Int = 0, adapterBytes: Int = 0,
-        adapterParentBytes: Int = 0
+        adapterParentBytes: Int = 0, codecs: [CodecUsage] = []
     ) {
+        self.codecs = CodecUsage.complete(codecs)
         (self.adapterModels, self.adapterCheckpoints, self.adapterBytes, self.adapterParentBytes) = (
             adapterModels, adapterCheckpoints, adapterBytes, adapterParentBytes
         )

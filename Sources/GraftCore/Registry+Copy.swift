@@ -624,9 +624,19 @@ private struct Copier {
     /// digest as it is written and durable on return.
     func send(_ digest: Digest, length: Int) async throws(GraftError) {
         // Two registries on one disk share the blob's file (a hard link), its bytes still checked.
-        if let local = source as? Registry, try destination.blobs.store.adopt(digest, from: local.blobs.store) {
-            let (store, transfer) = (destination.blobs.store, local.blobs)
-            try await offload { () throws(GraftError) in
+        // Only a raw blob: an encoding (`graft compact`) is the source's storage choice, and a
+        // delta's base need not be at the destination; those travel decoded and stay raw there.
+        if let local = source as? Registry, case .raw? = try? local.blobs.form(digest, length: length),
+            try destination.blobs.store.adopt(digest, from: local.blobs.store)
+        {
+            let (destinationBlobs, transfer) = (destination.blobs, local.blobs)
+            let linked = try await offload { () throws(GraftError) -> Bool in
+                let store = destinationBlobs.store
+                // Re-encoded at the source between the look and the link: send it decoded instead.
+                guard case .raw = try destinationBlobs.form(digest, length: length) else {
+                    store.remove(digest)
+                    return false
+                }
                 let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
                 defer { buffer.deallocate() }
                 if let problem = transfer.check(digest, length: length, inline: nil, readData: true, buffer: buffer) {
@@ -634,8 +644,9 @@ private struct Copier {
                     throw .damagedBlob(digest, reason: "in the source registry: \(problem.detail)")
                 }
                 try store.flush([digest])
+                return true
             }
-            return
+            if linked { return }
         }
         let upload = try BlobUpload(transfer: destination.blobs, expected: digest, length: length)
         do throws(GraftError) {

@@ -350,6 +350,8 @@ extension Registry {
         guard descendant.bytes == length else { return DriftSums(difference: .infinity, magnitude: 0) }
         var hashers = (SHA256(), SHA256())
         var sums = DriftSums(difference: 0, magnitude: 0)
+        // Stored ones through a reader each (an encoded blob decodes chunk by chunk).
+        var readers: [Digest: RawReader] = [:]
         func read(_ tensor: TensorEntry, at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer) throws(GraftError) {
             if let bytes = inline[tensor.digest] {
                 guard bytes.count == length else {
@@ -358,13 +360,8 @@ extension Registry {
                 bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress! + offset, byteCount: count) }
                 return
             }
-            if offset == 0 {
-                guard let size = try blobs.store.length(of: tensor.digest) else {
-                    throw .damagedBlob(tensor.digest, reason: "it is missing")
-                }
-                guard size == length else { throw .damagedBlob(tensor.digest, reason: "it holds \(size) bytes, expected \(length)") }
-            }
-            try blobs.store.read(tensor.digest, at: offset, count: count, into: buffer)
+            if readers[tensor.digest] == nil { readers[tensor.digest] = try blobs.reader(tensor.digest, length: length) }
+            try readers[tensor.digest]!.read(at: offset, count: count, into: buffer)
         }
         var offset = 0
         while offset < length {

@@ -145,7 +145,7 @@ extension Registry {
             if let inline = part.inline {
                 storage.append(.inline(inline))
             } else {
-                storage.append(.mapped(try blobs.store.map(part.digest, length: part.length)))
+                storage.append(.mapped(try blobs.map(part.digest, length: part.length)))
             }
         }
         let opened = OpenCheckpoint(

@@ -83,10 +83,15 @@ extension Registry {
                         continue
                     }
                     var offset = 0
+                    let reader: RawReader
+                    do throws(GraftError) { reader = try blobs.reader(digest, length: length) } catch {
+                        failure.withLock { if $0 == nil { $0 = error } }
+                        return
+                    }
                     while offset < length {
                         let count = min(BlobTransfer.chunkSize, length - offset)
                         do throws(GraftError) {
-                            try blobs.store.read(digest, at: offset, count: count, into: buffer)
+                            try reader.read(at: offset, count: count, into: buffer)
                         } catch {
                             failure.withLock { if $0 == nil { $0 = error } }
                             return

@@ -154,7 +154,7 @@ extension Registry {
 
     /// The length of a blob the store holds, or `nil` (inline tensors are not blobs).
     public func blobLength(_ digest: Digest) throws(GraftError) -> Int? {
-        try blobs.store.length(of: digest)
+        try blobs.rawLength(of: digest)
     }
 
     /// Of `digests`, those a model matching the glob `models` refers to.
@@ -169,7 +169,7 @@ extension Registry {
     public func streamBlob(
         _ digest: Digest, to sink: @escaping @Sendable (UnsafeRawBufferPointer) throws(GraftError) -> Void
     ) async throws(GraftError) -> Int {
-        guard let length = try blobs.store.length(of: digest) else { throw .damagedBlob(digest, reason: "not stored") }
+        guard let length = try blobs.rawLength(of: digest) else { throw .damagedBlob(digest, reason: "not stored") }
         let transfer = blobs
         return try await offload { () throws(GraftError) -> Int in
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)

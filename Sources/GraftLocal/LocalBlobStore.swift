@@ -164,6 +164,22 @@ final class LocalBlobWrite: BlobWrite {
         return true
     }
 
+    package func replace(_ digest: Digest) throws(GraftError) {
+        guard let file else { throw .io(operation: "commit twice", path: temporary, errno: EBADF) }
+        try file.sync()
+        self.file = nil
+        let layout = store.layout
+        do throws(GraftError) {
+            try FileSystem.makeDirectory(layout.blobDirectory(digest))
+            CrashPoint.tick()
+            // Over the old file: readers holding it open keep reading it whole.
+            try FileSystem.rename(temporary, layout.blobPath(digest))
+        } catch {
+            FileSystem.remove(temporary)
+            throw error
+        }
+    }
+
     package func abort() {
         guard file != nil else { return }
         file = nil

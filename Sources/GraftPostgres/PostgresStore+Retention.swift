@@ -21,15 +21,19 @@ extension PostgresMetadataStore {
             func old(_ digest: Digest) -> Bool? { store.age(of: digest).map { $0 >= grace } }
             var report = GCReport(
                 dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
-            let unreferenced = try await connection.all(
-                """
-                SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
-                WHERE NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest)
-                """, logger: self.logger)
-            let freed = try await self.dropBlobs(connection, unreferenced, store: store, dryRun: dryRun, isOld: old)
-            report.blobsRemoved = freed.count
-            report.bytesFreed = freed.bytes
-            report.keptForGrace = freed.kept
+            // Twice at most: a delta's base (never itself a delta) is free once the delta is gone.
+            for pass in 0..<2 {
+                let unreferenced = try await connection.all(
+                    """
+                    SELECT digest, byte_length, inline_data IS NOT NULL AS inline, coalesce(stored_length, byte_length) AS stored,
+                     base_digest FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest)
+                    """, logger: self.logger)
+                let freed = try await self.dropBlobs(connection, unreferenced, store: store, dryRun: dryRun, isOld: old)
+                report.blobsRemoved += freed.count
+                report.bytesFreed += freed.bytes
+                if pass == 0 { report.keptForGrace = freed.kept }
+                if dryRun || freed.bases.isEmpty { break }
+            }
             // Exposure's drift cache: rows of blobs now gone would never be read again.
             if !dryRun {
                 try await connection.run(
@@ -55,9 +59,9 @@ extension PostgresMetadataStore {
     /// its row, under the exclusive lock.
     func dropBlobs(
         _ connection: PostgresConnection, _ rows: [Row], store: any BlobStore, dryRun: Bool, isOld: (Digest) -> Bool? = { _ in true }
-    ) async throws -> (count: Int, bytes: Int, kept: Int) {
+    ) async throws -> (count: Int, bytes: Int, kept: Int, bases: [String]) {
         var count = 0, bytes = 0, kept = 0
-        var doomed: [String] = [], stored: [Digest] = []
+        var doomed: [String] = [], stored: [Digest] = [], bases: Set<String> = []
         for row in rows {
             let hex: String = try row["digest"]
             guard let digest = try? Digest(parsing: hex) else { continue }
@@ -67,7 +71,8 @@ extension PostgresMetadataStore {
                 continue
             }
             count += 1
-            bytes += try row["byte_length"] as Int
+            bytes += try row["stored"] as Int
+            if let base = try row["base_digest"] as String? { bases.insert(base) }
             doomed.append(hex)
             if !inline { stored.append(digest) }
         }
@@ -75,7 +80,7 @@ extension PostgresMetadataStore {
             try await connection.run("DELETE FROM blobs WHERE digest = ANY(\(doomed))", logger: logger)
             for digest in stored { store.remove(digest) }
         }
-        return (count, bytes, kept)
+        return (count, bytes, kept, bases.sorted())
     }
 
     /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a
@@ -118,7 +123,8 @@ extension PostgresMetadataStore {
     func removeCheckpoints(_ connection: PostgresConnection, _ ids: [Int64], store: any BlobStore, dryRun: Bool) async throws -> Int {
         guard !ids.isEmpty else { return 0 }
         let unreferenced = """
-            SELECT b.digest, b.byte_length, b.inline_data IS NOT NULL AS inline FROM blobs b
+            SELECT b.digest, b.byte_length, b.inline_data IS NOT NULL AS inline, coalesce(b.stored_length, b.byte_length) AS stored,
+             b.base_digest FROM blobs b
             WHERE b.digest IN (SELECT DISTINCT blob_digest FROM blob_references WHERE checkpoint_id = ANY($1))
             AND NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest AND NOT (t.checkpoint_id = ANY($1)))
             """
@@ -126,7 +132,16 @@ extension PostgresMetadataStore {
         binds.append(ids)
         let rows = try await connection.all(PostgresQuery(unsafeSQL: unreferenced, binds: binds), logger: logger)
         if !dryRun { try await connection.run("DELETE FROM checkpoints WHERE id = ANY(\(ids))", logger: logger) }
-        return try await dropBlobs(connection, rows, store: store, dryRun: dryRun).bytes
+        let dropped = try await dropBlobs(connection, rows, store: store, dryRun: dryRun)
+        guard !dryRun, !dropped.bases.isEmpty else { return dropped.bytes }
+        // The bases of the deltas just removed, where nothing else needs them.
+        let bases = try await connection.all(
+            """
+            SELECT digest, byte_length, inline_data IS NOT NULL AS inline, coalesce(stored_length, byte_length) AS stored, base_digest
+            FROM blobs b WHERE digest = ANY(\(dropped.bases))
+            AND NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest)
+            """, logger: logger)
+        return try await dropped.bytes + dropBlobs(connection, bases, store: store, dryRun: false).bytes
     }
 
     package func prune(model name: ModelName, policy: RetentionPolicy, split: String?, blobs store: any BlobStore, dryRun: Bool)
@@ -321,7 +336,7 @@ extension PostgresMetadataStore {
                            (SELECT count(*) FROM blobs) AS blobs,
                            (SELECT count(*) FROM blobs WHERE inline_data IS NOT NULL) AS inline_blobs,
                            (SELECT coalesce(sum(file_bytes), 0)::bigint FROM checkpoints) AS logical,
-                           (SELECT coalesce(sum(byte_length), 0)::bigint FROM blobs) AS blob_bytes,
+                           (SELECT coalesce(sum(coalesce(stored_length, byte_length)), 0)::bigint FROM blobs) AS blob_bytes,
                            (SELECT coalesce(sum(length(header)), 0)::bigint FROM checkpoints) AS header_bytes,
                            pg_database_size(current_database()) AS database_bytes,
                            (SELECT count(*) FROM models WHERE transfer_mode = 'adapter') AS adapters
@@ -334,6 +349,15 @@ extension PostgresMetadataStore {
                     WHERE m.transfer_mode = 'adapter'
                     """, logger: self.logger)
             else { throw GraftError.database(code: -1, message: "no totals") }
+            let codecs = try await connection.all(
+                """
+                SELECT codec, count(*) AS blobs, sum(byte_length)::bigint AS raw, sum(coalesce(stored_length, byte_length))::bigint AS stored
+                FROM blobs WHERE inline_data IS NULL GROUP BY codec
+                """, logger: self.logger
+            ).compactMap { row throws -> CodecUsage? in
+                guard let codec = BlobCodec(rawValue: try row["codec"]) else { return nil }
+                return CodecUsage(codec: codec, blobs: try row["blobs"], rawBytes: try row["raw"], storedBytes: try row["stored"])
+            }
             let logical: Int = try row["logical"]
             let physical = (try row["blob_bytes"] as Int) + (try row["header_bytes"] as Int)
             return RegistryStats(
@@ -341,7 +365,7 @@ extension PostgresMetadataStore {
                 blobs: try row["blobs"], inlineBlobs: try row["inline_blobs"], logicalBytes: logical, physicalBytes: physical,
                 dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: try row["database_bytes"],
                 adapterModels: try row["adapters"], adapterCheckpoints: try adapters["checkpoints"], adapterBytes: try adapters["bytes"],
-                adapterParentBytes: try adapters["parent_bytes"])
+                adapterParentBytes: try adapters["parent_bytes"], codecs: codecs)
         }
     }
 }

@@ -217,15 +217,17 @@ struct StoredBlobChunks: AsyncSequence, Sendable {
         let digest: GraftCore.Digest
         let length: Int
         var offset = 0
+        /// The blob's raw bytes whatever its stored form (opened at the first piece).
+        var reader: RawReader?
 
         mutating func next() async throws -> ByteBuffer? {
             guard offset < length else { return nil }
             let count = Swift.min(RemoteRegistry.chunk, length - offset)
             var buffer = ByteBufferAllocator().buffer(capacity: count)
-            let (transfer, digest, offset) = (self.transfer, self.digest, self.offset)
+            if reader == nil { reader = try transfer.reader(digest, length: length) }
+            let (reader, offset) = (self.reader!, self.offset)
             try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-                try Result { () throws(GraftError) in try transfer.store.read(digest, at: offset, count: count, into: raw.baseAddress!) }
-                    .get()
+                try Result { () throws(GraftError) in try reader.read(at: offset, count: count, into: raw.baseAddress!) }.get()
                 return count
             }
             self.offset += count

@@ -228,7 +228,9 @@ package final class S3BlobStore: BlobStore {
     }()
 
     /// Sends a spooled blob: one PUT, or a multipart upload (aborted if any part fails).
-    func upload(_ file: GraftLocal.FileDescriptor, length: Int, as digest: Digest) throws(GraftError) {
+    /// `encoded`: the bytes are another stored form of the blob (`graft compact`), not the
+    /// bytes its digest names, so the payload is hashed as sent.
+    func upload(_ file: GraftLocal.FileDescriptor, length: Int, as digest: Digest, encoded: Bool = false) throws(GraftError) {
         let key = blobKey(digest)
         @Sendable func bytes(at offset: Int, count: Int) throws(GraftError) -> [UInt8] {
             var out = [UInt8](repeating: 0, count: count)
@@ -241,7 +243,7 @@ package final class S3BlobStore: BlobStore {
         }
         do {
             if length <= multipartThreshold {
-                _ = try client.sendBlocking("PUT", key: key, body: try bytes(at: 0, count: length), payloadHash: digest.hex)
+                _ = try client.sendBlocking("PUT", key: key, body: try bytes(at: 0, count: length), payloadHash: encoded ? nil : digest.hex)
                 return
             }
             let created = try client.sendBlocking("POST", key: key, query: "uploads=")
@@ -318,6 +320,13 @@ final class S3BlobWrite: BlobWrite {
         if store.contains(digest, claim: true) { return false }
         try store.upload(file, length: written, as: digest)
         return true
+    }
+
+    func replace(_ digest: Digest) throws(GraftError) {
+        guard let file else { throw .io(operation: "commit twice", path: path, errno: EBADF) }
+        defer { abort() }
+        // A PUT replaces the object whole: a GET sees the old object or the new one.
+        try store.upload(file, length: written, as: digest, encoded: true)
     }
 
     func abort() {

@@ -14,16 +14,20 @@ extension SQLiteMetadataStore {
             func old(_ digest: Digest) -> Bool? { store.age(of: digest).map { $0 >= grace } }
             var report = GCReport(
                 dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
-            let unreferenced = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b
-                    WHERE NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest)
-                    """)
-            let freed = try Self.dropBlobs(db, unreferenced, store: store, dryRun: dryRun, isOld: old)
-            report.blobsRemoved = freed.count
-            report.bytesFreed = freed.bytes
-            report.keptForGrace = freed.kept
+            // Twice at most: a delta's base (never itself a delta) is free once the delta is gone.
+            for pass in 0..<2 {
+                let unreferenced = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT digest, byte_length, inline_data IS NOT NULL AS inline, coalesce(stored_length, byte_length) AS stored,\
+                         base_digest FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest)
+                        """)
+                let freed = try Self.dropBlobs(db, unreferenced, store: store, dryRun: dryRun, isOld: old)
+                report.blobsRemoved += freed.count
+                report.bytesFreed += freed.bytes
+                if pass == 0 { report.keptForGrace = freed.kept }
+                if dryRun || freed.bases.isEmpty { break }
+            }
             // Exposure's drift cache: rows of blobs now gone would never be read again.
             if !dryRun {
                 try db.execute(
@@ -47,12 +51,14 @@ extension SQLiteMetadataStore {
         }
     }
 
-    /// Removes blob rows (and stored blobs) given as rows of (digest, byte_length, inline);
-    /// stored ones only when `isOld` says so. Runs inside a write transaction.
+    /// Removes blob rows (and stored blobs) given as rows of (digest, byte_length, inline,
+    /// stored, base_digest); stored ones only when `isOld` says so. Runs inside a write
+    /// transaction. Returns the bases of the deltas removed (they may be free now).
     static func dropBlobs(
         _ db: Database, _ rows: [Row], store: any BlobStore, dryRun: Bool, isOld: (Digest) -> Bool? = { _ in true }
-    ) throws -> (count: Int, bytes: Int, kept: Int) {
+    ) throws -> (count: Int, bytes: Int, kept: Int, bases: Set<String>) {
         var count = 0, bytes = 0, kept = 0
+        var bases: Set<String> = []
         let delete = try db.cachedStatement(sql: "DELETE FROM blobs WHERE digest = ?")
         for row in rows {
             let hex: String = row["digest"]
@@ -63,22 +69,25 @@ extension SQLiteMetadataStore {
                 continue
             }
             count += 1
-            bytes += row["byte_length"] as Int
+            bytes += row["stored"] as Int
+            if let base = row["base_digest"] as String? { bases.insert(base) }
             if dryRun { continue }
             try delete.execute(arguments: [hex])
             if !inline { store.remove(digest) }
         }
-        return (count, bytes, kept)
+        return (count, bytes, kept, bases)
     }
 
-    /// Blobs among `digests` that no checkpoint references any more, removed at once.
+    /// Blobs among `digests` that no checkpoint references any more, removed at once, then the
+    /// bases of the deltas among them that nothing needs any more.
     static func dropUnreferenced(_ db: Database, digests: Set<String>, store: any BlobStore, dryRun: Bool, removing: Set<Int64> = []) throws
         -> Int
     {
         var rows: [Row] = []
         let query = try db.cachedStatement(
             sql: """
-                SELECT digest, byte_length, inline_data IS NOT NULL AS inline FROM blobs b WHERE digest = ?
+                SELECT digest, byte_length, inline_data IS NOT NULL AS inline, coalesce(stored_length, byte_length) AS stored, base_digest\
+                 FROM blobs b WHERE digest = ?
                 AND NOT EXISTS (SELECT 1 FROM blob_references t WHERE t.blob_digest = b.digest AND t.checkpoint_id NOT IN (SELECT\
                  value FROM json_each(?)))
                 """)
@@ -86,7 +95,9 @@ extension SQLiteMetadataStore {
         for digest in digests.sorted() {
             if let row = try Row.fetchOne(query, arguments: [digest, excluded]) { rows.append(row) }
         }
-        return try dropBlobs(db, rows, store: store, dryRun: dryRun).bytes
+        let dropped = try dropBlobs(db, rows, store: store, dryRun: dryRun)
+        guard !dryRun, !dropped.bases.isEmpty else { return dropped.bytes }
+        return dropped.bytes + (try dropUnreferenced(db, digests: dropped.bases, store: store, dryRun: false))
     }
 
     /// Why a checkpoint must stay: students derive from it, an alias points at it, or it is a

@@ -112,7 +112,7 @@ extension SQLiteMetadataStore {
                            (SELECT count(*) FROM blobs) AS blobs,
                            (SELECT count(*) FROM blobs WHERE inline_data IS NOT NULL) AS inline_blobs,
                            (SELECT coalesce(sum(file_bytes), 0) FROM checkpoints) AS logical,
-                           (SELECT coalesce(sum(byte_length), 0) FROM blobs) AS blob_bytes,
+                           (SELECT coalesce(sum(coalesce(stored_length, byte_length)), 0) FROM blobs) AS blob_bytes,
                            (SELECT coalesce(sum(length(header)), 0) FROM checkpoints) AS header_bytes,
                            (SELECT count(*) FROM models WHERE transfer_mode = 'adapter') AS adapters
                     """)!
@@ -123,6 +123,17 @@ extension SQLiteMetadataStore {
                     FROM models m JOIN checkpoints c ON c.model_id = m.id JOIN checkpoints p ON p.id = m.parent_checkpoint_id
                     WHERE m.transfer_mode = 'adapter'
                     """)!
+            let codecs = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT codec, count(*) AS blobs, sum(byte_length) AS raw, sum(coalesce(stored_length, byte_length)) AS stored
+                    FROM blobs WHERE inline_data IS NULL GROUP BY codec
+                    """
+            ).compactMap { row in
+                BlobCodec(rawValue: row["codec"]).map {
+                    CodecUsage(codec: $0, blobs: row["blobs"], rawBytes: row["raw"], storedBytes: row["stored"])
+                }
+            }
             let logical: Int = row["logical"]
             let physical = (row["blob_bytes"] as Int) + (row["header_bytes"] as Int)
             var databaseBytes = 0
@@ -134,7 +145,7 @@ extension SQLiteMetadataStore {
                 blobs: row["blobs"], inlineBlobs: row["inline_blobs"], logicalBytes: logical, physicalBytes: physical,
                 dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: databaseBytes,
                 adapterModels: row["adapters"], adapterCheckpoints: adapters["checkpoints"], adapterBytes: adapters["bytes"],
-                adapterParentBytes: adapters["parent_bytes"])
+                adapterParentBytes: adapters["parent_bytes"], codecs: codecs)
         }
     }
 }

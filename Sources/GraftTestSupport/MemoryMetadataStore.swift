@@ -89,6 +89,7 @@ package final class MemoryMetadataStore: MetadataStore {
     struct Blob {
         var length: Int
         var inline: [UInt8]?
+        var encoding: BlobEncoding = .raw
     }
 
     struct AdvisoryRow {
@@ -255,18 +256,32 @@ package final class MemoryMetadataStore: MetadataStore {
                 students: students, aliases: aliases, model: model?.name ?? "", kind: model?.kind ?? "", number: checkpoint.number)
         }
 
+        /// The blobs deltas are taken against (kept alive while a delta needs them).
+        var deltaBases: Set<Digest> { Set(blobs.values.compactMap(\.encoding.base)) }
+        /// Every blob something refers to: checkpoints' tensors and files, deltas' bases.
+        var blobReferences: Set<Digest> { Set(checkpoints.values.flatMap { $0.blobDigests }).union(deltaBases) }
+
         /// Removes checkpoints (their metrics, aliases and advisories go with them) and the blobs
         /// nothing else uses; returns the bytes freed. A dry run changes nothing.
         mutating func removeCheckpoints(_ ids: Set<Int64>, store: any BlobStore, dryRun: Bool) -> Int {
             let digests = Set(ids.compactMap { checkpoints[$0] }.flatMap { $0.blobDigests })
-            let stillUsed = Set(checkpoints.values.filter { !ids.contains($0.id) }.flatMap { $0.blobDigests })
+            let stillUsed = Set(checkpoints.values.filter { !ids.contains($0.id) }.flatMap { $0.blobDigests }).union(deltaBases)
             var freed = 0
+            var bases: Set<Digest> = []
             for digest in digests where !stillUsed.contains(digest) {
                 guard let blob = blobs[digest] else { continue }
-                freed += blob.length
+                freed += blob.encoding.storedLength ?? blob.length
                 if dryRun { continue }
                 blobs[digest] = nil
+                if let base = blob.encoding.base { bases.insert(base) }
                 if blob.inline == nil { store.remove(digest) }
+            }
+            // The bases of the deltas just removed, where nothing else needs them.
+            let used = blobReferences
+            for base in bases where !used.contains(base) {
+                guard let blob = blobs.removeValue(forKey: base) else { continue }
+                freed += blob.encoding.storedLength ?? blob.length
+                store.remove(base)
             }
             if !dryRun {
                 for id in ids {
@@ -819,17 +834,23 @@ package final class MemoryMetadataStore: MetadataStore {
         return try access { state in
             var report = GCReport(
                 dryRun: dryRun, blobsRemoved: 0, orphanFilesRemoved: 0, temporaryFilesRemoved: 0, bytesFreed: 0, keptForGrace: 0)
-            let used = Set(state.checkpoints.values.flatMap { $0.blobDigests })
-            for (digest, blob) in state.blobs where !used.contains(digest) {
-                if blob.inline == nil, store.age(of: digest).map({ $0 >= grace }) == false {
-                    report.keptForGrace += 1
-                    continue
+            // Twice at most: a delta's base (never itself a delta) is free once the delta is gone.
+            for pass in 0..<2 {
+                let used = state.blobReferences
+                var removedDelta = false
+                for (digest, blob) in state.blobs where !used.contains(digest) {
+                    if blob.inline == nil, store.age(of: digest).map({ $0 >= grace }) == false {
+                        if pass == 0 { report.keptForGrace += 1 }
+                        continue
+                    }
+                    report.blobsRemoved += 1
+                    report.bytesFreed += blob.encoding.storedLength ?? blob.length
+                    if dryRun { continue }
+                    state.blobs[digest] = nil
+                    removedDelta = removedDelta || blob.encoding.base != nil
+                    if blob.inline == nil { store.remove(digest) }
                 }
-                report.blobsRemoved += 1
-                report.bytesFreed += blob.length
-                if dryRun { continue }
-                state.blobs[digest] = nil
-                if blob.inline == nil { store.remove(digest) }
+                if dryRun || !removedDelta { break }
             }
             let known = state.blobs
             if !dryRun { state.drift = state.drift.filter { known[$0.key.ancestor] != nil && known[$0.key.descendant] != nil } }
@@ -907,7 +928,7 @@ package final class MemoryMetadataStore: MetadataStore {
 
     package func referencedBlobs() async throws(GraftError) -> (blobs: [StoredBlob], dangling: [String]) {
         try access { state in
-            let used = Set(state.checkpoints.values.flatMap { $0.blobDigests })
+            let used = state.blobReferences
             let blobs = used.compactMap { digest in
                 state.blobs[digest].map { StoredBlob(digest: digest, length: $0.length, inline: $0.inline) }
             }
@@ -940,7 +961,17 @@ package final class MemoryMetadataStore: MetadataStore {
     package func stats() async throws(GraftError) -> RegistryStats {
         try access { state in
             let logical = state.checkpoints.values.reduce(0) { $0 + $1.fileBytes }
-            let physical = state.blobs.values.reduce(0) { $0 + $1.length } + state.checkpoints.values.reduce(0) { $0 + $1.header.count }
+            let physical =
+                state.blobs.values.reduce(0) { $0 + ($1.encoding.storedLength ?? $1.length) }
+                + state.checkpoints.values.reduce(0) { $0 + $1.header.count }
+            var codecs: [BlobCodec: CodecUsage] = [:]
+            for blob in state.blobs.values where blob.inline == nil {
+                var usage = codecs[blob.encoding.codec] ?? CodecUsage(codec: blob.encoding.codec, blobs: 0, rawBytes: 0, storedBytes: 0)
+                usage.blobs += 1
+                usage.rawBytes += blob.length
+                usage.storedBytes += blob.encoding.storedLength ?? blob.length
+                codecs[blob.encoding.codec] = usage
+            }
             let adapters = state.models.values.filter { $0.mode == .adapter }
             let adapterCheckpoints = adapters.flatMap { model in
                 state.checkpoints(of: model.id).map {
@@ -954,7 +985,40 @@ package final class MemoryMetadataStore: MetadataStore {
                 inlineBlobs: state.blobs.values.filter { $0.inline != nil }.count, logicalBytes: logical, physicalBytes: physical,
                 dedupRatio: physical == 0 ? 1 : Double(logical) / Double(physical), databaseBytes: 0, adapterModels: adapters.count,
                 adapterCheckpoints: adapterCheckpoints.count, adapterBytes: adapterCheckpoints.reduce(0) { $0 + $1.0 },
-                adapterParentBytes: adapterCheckpoints.reduce(0) { $0 + $1.1 })
+                adapterParentBytes: adapterCheckpoints.reduce(0) { $0 + $1.1 }, codecs: Array(codecs.values))
+        }
+    }
+
+    // MARK: Stored encodings
+
+    package func compactionInventory() async throws(GraftError) -> CompactionInventory {
+        try access { state in
+            var rows: [CompactionRow] = []
+            for checkpoint in state.checkpoints.values.sorted(by: { $0.id < $1.id }) {
+                let parent = state.models[checkpoint.model]?.parentCheckpoint
+                func row(_ name: String, _ dtype: String?, _ digest: Digest) {
+                    guard let blob = state.blobs[digest], blob.inline == nil else { return }
+                    rows.append(
+                        CompactionRow(
+                            checkpoint: checkpoint.id, parentCheckpoint: parent, model: checkpoint.model, name: name, dtype: dtype,
+                            digest: digest, length: blob.length))
+                }
+                for tensor in checkpoint.tensors { row(tensor.name, tensor.dtype.rawValue, tensor.digest) }
+                for file in checkpoint.files {
+                    if case .file(let digest, _, _) = file.content { row(file.path, nil, digest) }
+                }
+            }
+            var encodings: [Digest: BlobEncoding] = [:]
+            for (digest, blob) in state.blobs where blob.encoding != .raw { encodings[digest] = blob.encoding }
+            return CompactionInventory(rows: rows, encodings: encodings)
+        }
+    }
+
+    package func setEncoding(_ digest: Digest, _ encoding: BlobEncoding) async throws(GraftError) -> Bool {
+        try access { state in
+            guard state.blobs[digest] != nil, state.blobs[digest]?.inline == nil else { return false }
+            state.blobs[digest]?.encoding = encoding
+            return true
         }
     }
 }

@@ -189,3 +189,57 @@ struct BlobUploadTests {
         #expect(store.inventory().blobs == [digest] && store.temporaryItems().isEmpty)
     }
 }
+
+@Suite("Blob store conformance: stored encodings")
+struct EncodedBlobConformanceTests {
+    /// Replaces a stored raw blob with `encoded` through the store, as `graft compact` does.
+    private func replace(_ store: any BlobStore, _ digest: Digest, with encoded: [UInt8]) throws {
+        let write = try store.beginWrite()
+        try encoded.withUnsafeBytes { try write.write($0) }
+        try write.replace(digest)
+        try store.flush([digest])
+    }
+
+    @Test(
+        "a blob replaced by its encoding (and a delta by its XOR encoding) reads back raw through every path, or refuses as damage",
+        arguments: BlobStoreKind.allCases)
+    func encodedReads(_ kind: BlobStoreKind) throws {
+        let (store, directory) = try kind.make()
+        defer { _ = directory }
+        let transfer = BlobTransfer(store: store, inlineThreshold: 4096)
+        let base = weightLike(EncodedLayout.chunkSize / 4 + 1000, width: 4, seed: 21)
+        var tuned = base
+        for index in stride(from: 0, to: tuned.count, by: 40) { tuned[index] ^= 0x5A }
+        let (baseDigest, _) = try put(store, base, chunk: 1 << 20)
+        let (tunedDigest, _) = try put(store, tuned, chunk: 1 << 20)
+        let planes = base.withUnsafeBytes { EncodedLayout.encode($0, width: 4, base: nil) }
+        let delta = tuned.withUnsafeBytes { raw in base.withUnsafeBytes { EncodedLayout.encode(raw, width: 4, base: (baseDigest, $0)) } }
+        try replace(store, baseDigest, with: planes)
+        try replace(store, tunedDigest, with: delta)
+        #expect(try store.length(of: baseDigest) == planes.count)
+        #expect(try store.length(of: tunedDigest) == delta.count)
+        #expect(store.temporaryItems().isEmpty && Set(store.inventory().blobs) == [baseDigest, tunedDigest])
+        for (digest, data, codec) in [(baseDigest, base, BlobCodec.bgZstd), (tunedDigest, tuned, .xorBgZstd)] {
+            #expect(try transfer.form(digest, length: data.count).codec == codec)
+            #expect(try transfer.rawLength(of: digest) == data.count)
+            #expect(try transfer.bytes(digest, length: data.count, inline: nil) == data)
+            let mapped = try transfer.map(digest, length: data.count)  // held while its bytes are read
+            #expect(Array(mapped.bytes) == data)
+            // Ranged reads across a chunk boundary, as a download with Range or openCheckpoint makes.
+            let reader = try transfer.reader(digest, length: data.count)
+            for (offset, count) in [(0, 10), (EncodedLayout.chunkSize - 5, 10), (data.count - 3, 3)] {
+                var out = [UInt8](repeating: 0, count: count)
+                try out.withUnsafeMutableBytes { try reader.read(at: offset, count: count, into: $0.baseAddress!) }
+                #expect(out == Array(data[offset..<(offset + count)]), "\(codec) \(offset)+\(count)")
+            }
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+            defer { buffer.deallocate() }
+            #expect(transfer.check(digest, length: data.count, inline: nil, readData: true, buffer: buffer) == nil)
+        }
+        // The delta's base gone: the delta cannot be read, and says so as damage.
+        store.remove(baseDigest)
+        #expect { try transfer.bytes(tunedDigest, length: tuned.count, inline: nil) } throws: { caseName($0) == "damagedBlob" }
+        // An encoding of other bytes (a wrong length claimed) is not taken for the blob.
+        #expect { try transfer.form(tunedDigest, length: tuned.count + 4) } throws: { caseName($0) == "damagedBlob" }
+    }
+}

@@ -84,7 +84,7 @@ extension GraftCommand {
                 }
                 var scratch: String?
                 defer { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
-                let reporter = ProgressLines()
+                let reporter = ProgressLines("copy")
                 let request = CopyRequest(
                     models: names, withAncestors: withAncestors, withDescendants: withDescendants, dryRun: dryRun, renames: renames)
                 let open = { () async throws(GraftError) -> Registry in
@@ -160,32 +160,10 @@ extension GraftCommand {
     }
 }
 
-/// Progress lines on stderr, at most one a second, once a copy has run two seconds.
-private final class ProgressLines: @unchecked Sendable {
-    private let lock = NSLock()
-    private let start = Date()
-    private var last = Date.distantPast
-    private var printed = false
-
+extension ProgressLines {
     func report(_ progress: CopyProgress) {
-        lock.lock()
-        defer { lock.unlock() }
-        let now = Date()
-        let elapsed = now.timeIntervalSince(start)
-        guard elapsed >= 2, now.timeIntervalSince(last) >= 1 else { return }
-        last = now
-        printed = true
-        var line = "copy: \(progress.checkpoints)/\(progress.checkpointsTotal) checkpoints, \(formatBytes(progress.bytes)) sent"
-        if progress.checkpoints > 0, progress.checkpointsTotal > progress.checkpoints {
-            let remaining = elapsed * Double(progress.checkpointsTotal - progress.checkpoints) / Double(progress.checkpoints)
-            line += ", about \(Int(remaining.rounded(.up))) s left"
-        }
-        FileHandle.standardError.write(Data((line + "\n").utf8))
-    }
-
-    func finish() {
-        lock.lock()
-        defer { lock.unlock() }
-        if printed { FileHandle.standardError.write(Data("copy: done\n".utf8)) }
+        report(
+            done: progress.checkpoints, total: progress.checkpointsTotal,
+            "\(progress.checkpoints)/\(progress.checkpointsTotal) checkpoints, \(formatBytes(progress.bytes)) sent")
     }
 }

@@ -27,7 +27,7 @@ extension GraftCommand {
                             ["dedup ratio", String(format: "%.2f×", stats.dedupRatio)],
                             ["database", formatBytes(stats.databaseBytes)],
                         ]
-                            + adapterRow(stats)
+                            + adapterRow(stats) + codecRows(stats)
                     ).split(separator: "\n").dropFirst().joined(separator: "\n"))
             }
         }
@@ -45,4 +45,17 @@ private func adapterRow(_ stats: RegistryStats) -> [[String]] {
                 + "\(formatBytes(stats.adapterParentBytes)) as full copies (\(String(format: "%.1f%%", share)))",
         ]
     ]
+}
+
+/// Stored blobs by codec (`graft compact`): raw and stored bytes and the saving; none before any
+/// blob was encoded.
+private func codecRows(_ stats: RegistryStats) -> [[String]] {
+    guard stats.codecs.contains(where: { $0.codec != .raw && $0.blobs > 0 }) else { return [] }
+    let raw = stats.codecs.reduce(0) { $0 + $1.rawBytes }, stored = stats.codecs.reduce(0) { $0 + $1.storedBytes }
+    return stats.codecs.filter { $0.blobs > 0 }.map { usage in
+        [
+            "  \(usage.codec.rawValue)",
+            "\(formatCount(usage.blobs)) blob(s): \(formatBytes(usage.rawBytes)) raw, \(formatBytes(usage.storedBytes)) stored",
+        ]
+    } + [["compaction", "\(formatBytes(raw)) → \(formatBytes(stored)) (\(String(format: "%.1f%%", 100 * (1 - Double(stored) / Double(max(raw, 1))))) saved)"]]
 }

@@ -1,0 +1,235 @@
+import Foundation
+import Graft
+import GraftTestSupport
+import SafeTensors
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `graft compact` (issue 27): blobs stored smaller (byte planes + zstd, XOR deltas against the
+/// parent) while every answer, export and download stays byte for byte what was imported;
+/// damage still found; delta bases kept while needed; a kill anywhere loses nothing.
+@Suite("graft compact: stored encodings")
+struct CompactCLITests {
+    /// Weight-like values: a sum of uniforms scaled to about ±0.05 (a narrow exponent range).
+    static func weights(_ count: Int, generator: inout SeededGenerator) -> [Float] {
+        (0..<count).map { _ in
+            var sum: Float = 0
+            for _ in 0..<4 { sum += Float(generator.next() >> 40) / Float(1 << 24) - 0.5 }
+            return sum * 0.05
+        }
+    }
+
+    /// A base: F32 tensors (one past a 4 MiB chunk), a BF16 one, and a tensor small enough to be inline.
+    static func baseTensors() -> [TensorData] {
+        var generator = SeededGenerator(seed: 27)
+        func f32(_ name: String, _ shape: [Int]) -> TensorData {
+            TensorData(name: name, dtype: .f32, shape: shape, bytes: weights(shape.reduce(1, *), generator: &generator).withUnsafeBytes { Array($0) })
+        }
+        let bf16 = weights(256 * 256, generator: &generator).flatMap { value -> [UInt8] in
+            let bits = value.bitPattern >> 16
+            return [UInt8(truncatingIfNeeded: bits), UInt8(truncatingIfNeeded: bits >> 8)]
+        }
+        return [
+            f32("encoder.weight", [1100, 1024]), f32("encoder.bias", [300, 64]),
+            TensorData(name: "adapter.weight", dtype: .bf16, shape: [256, 256], bytes: bf16), f32("head.bias", [10]),
+        ]
+    }
+
+    /// A full fine-tune of `base`: every float nudged in its low mantissa bits (a small learning rate).
+    static func tuned(_ base: [TensorData], seed: UInt64) -> [TensorData] {
+        var generator = SeededGenerator(seed: seed)
+        return base.map { tensor in
+            var tensor = tensor
+            let width = tensor.dtype == .bf16 ? 2 : 4
+            for index in stride(from: 0, to: tensor.bytes.count, by: width) { tensor.bytes[index] ^= UInt8(generator.next() & 0x07) }
+            return tensor
+        }
+    }
+
+    /// A registry with `base` and its full fine-tune `ft@1`; returns the two source files.
+    func family(_ cli: CLI) throws -> (base: String, tuned: String) {
+        let base = cli.directory.file("base.safetensors"), tuned = cli.directory.file("tuned.safetensors")
+        try SafeTensorsWriter.write(Self.baseTensors(), metadata: ["format": "pt"], to: base)
+        try SafeTensorsWriter.write(Self.tuned(Self.baseTensors(), seed: 1), metadata: ["format": "pt"], to: tuned)
+        #expect(try cli.run(["init"]).status == 0)
+        #expect(try cli.run(["base", "add", base, "--name", "base"]).status == 0)
+        #expect(try cli.run(["student", "create", "ft", "--from", "base@1"]).status == 0)
+        let added = try cli.run(["checkpoint", "add", "ft", tuned])
+        #expect(added.status == 0, "\(added.stderr)")
+        return (base, tuned)
+    }
+
+    func exportMatches(_ cli: CLI, _ ref: String, _ source: String, registry: [String] = [], label: String = "") throws {
+        let out = cli.directory.file("out-\(UInt32.random(in: 0 ... .max)).safetensors")
+        let exported = try cli.run(["export", ref, "-o", out] + registry, registry: registry.isEmpty)
+        #expect(exported.status == 0, "\(label) \(ref): \(exported.stderr)")
+        let same = FileManager.default.contents(atPath: out) == FileManager.default.contents(atPath: source)
+        #expect(same, "\(label) \(ref): export differs from what was imported")
+        try? FileManager.default.removeItem(atPath: out)
+    }
+
+    func codecs(_ cli: CLI) throws -> [String: [String: Int]] {
+        let stats = try #require(try cli.json(["stats"]) as? [String: Any])
+        var out: [String: [String: Int]] = [:]
+        for entry in try #require(stats["codecs"] as? [[String: Any]]) {
+            out[entry["codec"] as! String] = ["blobs": entry["blobs"] as! Int, "raw": entry["raw_bytes"] as! Int, "stored": entry["stored_bytes"] as! Int]
+        }
+        return out
+    }
+
+    /// Every stored blob file with its bytes.
+    func blobFiles(_ cli: CLI) throws -> [String: Data] {
+        var files: [String: Data] = [:]
+        let root = cli.registry + "/blobs/sha256"
+        for directory in try FileManager.default.contentsOfDirectory(atPath: root) {
+            for name in try FileManager.default.contentsOfDirectory(atPath: root + "/" + directory) {
+                files[name] = FileManager.default.contents(atPath: root + "/" + directory + "/" + name)
+            }
+        }
+        return files
+    }
+
+    @Test("compact stores the base as byte planes and the fine-tune as deltas; every read, export and download stays byte-identical")
+    func compactsFamily() throws {
+        let cli = CLI()
+        let (base, tuned) = try family(cli)
+        let before = try blobFiles(cli)
+        let raw = try codecs(cli)
+        #expect(raw["raw"]?["blobs"] == 6 && raw["bg-zstd"]?["blobs"] == 0, "\(raw)")
+
+        // A dry run reports the saving and writes nothing.
+        let dry = try #require(try cli.json(["compact", "--dry-run"]) as? [String: Any])
+        #expect(dry["dry_run"] as? Bool == true && dry["examined"] as? Int == 6)
+        #expect((dry["saving"] as? Double ?? 0) > 0.15, "\(dry)")
+        #expect(try blobFiles(cli) == before && (try codecs(cli)) == raw, "a dry run changed nothing")
+
+        let result = try #require(try cli.json(["compact"]) as? [String: Any])
+        #expect(result["examined"] as? Int == 6 && (result["skipped"] as? [Any])?.isEmpty == true)
+        #expect(result["stored_bytes"] as? Int == dry["stored_bytes"] as? Int, "the dry run predicted the bytes exactly")
+        let after = try codecs(cli)
+        // The base's three blobs as planes, the fine-tune's three as deltas against them.
+        #expect(after["bg-zstd"]?["blobs"] == 3 && after["xor-bg-zstd"]?["blobs"] == 3 && after["raw"]?["blobs"] == 0, "\(after)")
+        let xor = try #require(after["xor-bg-zstd"]), planes = try #require(after["bg-zstd"])
+        #expect(Double(xor["raw"]!) / Double(xor["stored"]!) > 1.8, "deltas of a small change: \(xor)")
+        #expect(Double(planes["raw"]!) / Double(planes["stored"]!) > 1.2, "weight-like planes: \(planes)")
+        let files = try blobFiles(cli)
+        #expect(Set(files.keys) == Set(before.keys), "same digests, same names")
+        #expect(files.values.reduce(0) { $0 + $1.count } == after.values.reduce(0) { $0 + $1["stored"]! }, "stats tell the stored bytes")
+        let stats = try #require(try cli.json(["stats"]) as? [String: Any])
+        let physical = try #require(stats["physical_bytes"] as? Int), rawBytes = try #require(raw["raw"]?["raw"])
+        #expect(physical < rawBytes, "physical bytes are what the store holds")
+        let table = try cli.run(["stats"])
+        #expect(table.stdout.contains("xor-bg-zstd") && table.stdout.contains("saved"), "\(table.stdout)")
+
+        // Reads: exports, verify with data, the lineage's drift (reads both blobs), a second run finds nothing new.
+        try exportMatches(cli, "base@1", base)
+        try exportMatches(cli, "ft@1", tuned)
+        let verify = try cli.run(["verify", "--read-data"])
+        #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
+        let again = try #require(try cli.json(["compact"]) as? [String: Any])
+        #expect(again["examined"] as? Int == 0)
+
+        // A checkpoint added later: only its new blobs are examined, and they become deltas too.
+        let later = cli.directory.file("later.safetensors")
+        try SafeTensorsWriter.write(Self.tuned(Self.baseTensors(), seed: 2), metadata: ["format": "pt"], to: later)
+        #expect(try cli.run(["checkpoint", "add", "ft", later]).status == 0)
+        let incremental = try #require(try cli.json(["compact", "--under", "ft"]) as? [String: Any])
+        #expect(incremental["examined"] as? Int == 3, "\(incremental)")
+        try exportMatches(cli, "ft@2", later)
+
+        // Through `graft serve`: a remote export downloads every blob decoded, byte-identical.
+        let token = try cli.run(["token", "create", "reader", "--scope", "read"]).lastLine
+        let server = try TestServer(registry: cli.registry, logDirectory: cli.directory.path)
+        defer { server.stop() }
+        let out = cli.directory.file("remote.safetensors")
+        let remote = try cli.run(["export", "ft@1", "-o", out, "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token])
+        #expect(remote.status == 0, "\(remote.stderr)")
+        #expect(FileManager.default.contents(atPath: out) == FileManager.default.contents(atPath: tuned))
+    }
+
+    @Test("an encoded blob damaged on disk is found by verify and refused by export; a bad scope is refused before anything")
+    func damage() throws {
+        let cli = CLI()
+        _ = try family(cli)
+        let unknown = try cli.run(["compact", "--under", "nope"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("nope"))
+        #expect(try cli.run(["compact", "--threads", "0"]).status == 64)
+        #expect(try codecs(cli)["raw"]?["blobs"] == 6, "nothing compacted by refused runs")
+        #expect(try cli.run(["compact"]).status == 0)
+        // Flip a byte inside a delta's frames (past its 64-byte header and table).
+        let encoder = try #require(Self.tuned(Self.baseTensors(), seed: 1).first { $0.name == "encoder.weight" })
+        let hex = Digest.of(encoder.bytes).hex
+        let path = cli.registry + "/blobs/sha256/\(hex.prefix(2))/\(hex)"
+        chmod(path, 0o644)
+        var bytes = try #require(FileManager.default.contents(atPath: path))
+        bytes[bytes.count - 100] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let verify = try cli.run(["verify", "--read-data"])
+        #expect(verify.status == 2 && verify.stdout.contains(String(hex.prefix(12))), "\(verify.stdout) \(verify.stderr)")
+        let out = cli.directory.file("out.safetensors")
+        let export = try cli.run(["export", "ft@1", "-o", out])
+        #expect(export.status == 2 && !FileManager.default.fileExists(atPath: out), "\(export.stderr)")
+        // Cut short: the stored object is neither the raw bytes nor a whole encoding.
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: path))
+        let cut = try cli.run(["verify"])
+        #expect(cut.status == 2, "\(cut.stdout)")
+    }
+
+    @Test("a delta's base outlives the models that held it while the delta is used, and goes with the delta")
+    func basesKept() throws {
+        let cli = CLI()
+        let (_, tuned) = try family(cli)
+        // The fine-tune's bytes also registered as a base of their own: the same blobs, a second user.
+        #expect(try cli.run(["base", "add", tuned, "--name", "twin"]).status == 0)
+        #expect(try cli.run(["compact"]).status == 0)
+        #expect(try codecs(cli)["xor-bg-zstd"]?["blobs"] == 3)
+        let removed = try cli.run(["model", "rm", "base", "--cascade"])
+        #expect(removed.status == 0, "\(removed.stderr)")
+        #expect(try cli.run(["gc", "--grace", "0"]).status == 0)
+        // The base model's blobs stay: twin's deltas decode against them.
+        try exportMatches(cli, "twin@1", tuned)
+        let verify = try cli.run(["verify", "--read-data"])
+        #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
+        #expect(try blobFiles(cli).count == 6)
+        // twin removed: its deltas go, and the bases with them.
+        #expect(try cli.run(["model", "rm", "twin"]).status == 0)
+        #expect(try cli.run(["gc", "--grace", "0"]).status == 0)
+        #expect(try blobFiles(cli).isEmpty)
+        #expect(try cli.run(["verify"]).status == 0)
+    }
+
+    @Test("compact killed at any step leaves every blob readable; a re-run finishes the job with the same result")
+    func killed() throws {
+        let cli = CLI()
+        let (base, tuned) = try family(cli)
+        let pristine = cli.directory.file("pristine")
+        try FileManager.default.copyItem(atPath: cli.registry, toPath: pristine)
+        let reference = try #require(try cli.json(["compact"]) as? [String: Any])
+        let expected = try codecs(cli)
+        var died = 0
+        for step in 1...40 {
+            try FileManager.default.removeItem(atPath: cli.registry)
+            try FileManager.default.copyItem(atPath: pristine, toPath: cli.registry)
+            let run = try cli.run(["compact"], environment: ["GRAFT_CRASH_AT": "\(step)"])
+            guard run.status == 128 + SIGKILL else {
+                #expect(run.status == 0, "step \(step): \(run.stderr)")
+                break
+            }
+            died += 1
+            // Whatever the kill left: every checkpoint exports as imported, verify finds no damage.
+            try exportMatches(cli, "base@1", base, label: "step \(step)")
+            try exportMatches(cli, "ft@1", tuned, label: "step \(step)")
+            let verify = try cli.run(["verify", "--read-data"])
+            #expect(verify.status == 0, "step \(step): \(verify.stdout) \(verify.stderr)")
+            let rerun = try cli.run(["compact"])
+            #expect(rerun.status == 0, "step \(step): \(rerun.stderr)")
+            #expect(try codecs(cli) == expected, "step \(step)")
+            try exportMatches(cli, "ft@1", tuned, label: "step \(step), re-run")
+        }
+        #expect(died >= 8, "the kill should land at many steps (blob writes, renames, commits): \(died)")
+        #expect(reference["examined"] as? Int == 6)
+    }
+}
