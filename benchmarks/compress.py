@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -37,10 +38,15 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+# This directory holds copy.py, which would shadow the standard `copy` torch imports.
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+_spec = importlib.util.spec_from_file_location("import_export", os.path.join(HERE, "import_export.py"))
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+timed = _module.timed  # seconds and peak RSS of one command, the page cache synced first
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from import_export import timed  # noqa: E402  (seconds and peak RSS of one command, the page cache synced first)
+import numpy as np  # noqa: E402
 
 MIB = 1 << 20
 

@@ -2,6 +2,7 @@ import Foundation
 public import GraftCore
 import GraftLocal
 import SafeTensors
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -27,27 +28,53 @@ extension Registry {
         let blobs = self.blobs
         let (directory, base) = FileSystem.parentAndName(path)
         let temporary = directory + "/." + base + "." + FileSystem.uniqueName(suffix: ".tmp")
-        // Rehash every blob while the copy runs: the output is renamed into place only once
-        // every blob checked out. Blobs are immutable, so the bytes copied are the bytes hashed.
-        async let verified = Self.firstDamaged(parts, in: blobs)
+        // Blobs `graft compact` encoded are decoded, rehashed and written at their offsets by
+        // lanes of their own, one pass each; the raw ones are copied by the kernel while lanes
+        // rehash them alongside. The output is renamed into place only once every blob checked
+        // out. Blobs are immutable (re-encoding keeps the bytes), so the bytes copied are the bytes hashed.
+        let encoded = Set(
+            parts.indices.filter { index in
+                parts[index].inline == nil && ((try? blobs.store.length(of: parts[index].digest)) ?? nil).map { $0 != parts[index].length } == true
+            })
+        var starts: [Int] = []
+        var total = header.count
+        for part in parts {
+            starts.append(total)
+            total += part.length
+        }
+        let (offsets, end) = (starts, total)
+        let out: FileDescriptor
+        do throws(GraftError) { out = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL) } catch {
+            throw error
+        }
+        async let verified = Self.firstDamaged(parts.indices.filter { !encoded.contains($0) }.map { parts[$0] }, in: blobs)
+        async let decoded = Self.writeDecoded(encoded.sorted().map { (parts[$0].digest, parts[$0].length, offsets[$0]) }, to: out, blobs: blobs)
         let copied = await Result { () async throws(GraftError) -> Int in
             try await offload { () throws(GraftError) -> Int in
-                let out = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL)
                 try out.write(header)
-                var written = header.count
-                for (digest, length, inline) in parts {
-                    if let inline {
+                for (index, (digest, length, inline)) in parts.enumerated() {
+                    if encoded.contains(index) {
+                        // Room left for the lanes writing it.
+                        guard lseek(out.fd, off_t(offsets[index] + length), SEEK_SET) >= 0 else {
+                            throw GraftError.fromErrno(errno, operation: "cannot seek in", path: temporary)
+                        }
+                    } else if let inline {
                         try out.write(inline)
                     } else {
-                        try blobs.append(digest, length: length, to: out)
+                        try blobs.store.copy(digest, length: length, appendingTo: out.fd)
                     }
-                    written += length
                 }
-                try out.sync()
-                return written
+                return end
             }
         }
-        let damaged = await verified
+        let decodeFailure = await decoded
+        if case .success = copied, decodeFailure == nil {
+            do throws(GraftError) { try out.sync() } catch {
+                FileSystem.remove(temporary)
+                throw error
+            }
+        }
+        let damaged = await verified ?? decodeFailure
         let bytes: Int
         switch copied {
         case .success(let count) where damaged == nil:
@@ -202,6 +229,34 @@ extension DirectoryInput {
 }
 
 extension Registry: RegistryAPI {}
+
+extension Registry {
+    /// Decodes encoded blobs, rehashing each, and writes their raw bytes at the given offsets of
+    /// `out` (two lanes); the first damage found, or nil.
+    static func writeDecoded(_ items: [(digest: Digest, length: Int, offset: Int)], to out: FileDescriptor, blobs: BlobTransfer) async
+        -> GraftError?
+    {
+        guard !items.isEmpty else { return nil }
+        let failure = Mutex<GraftError?>(nil)
+        let lanes = BlobTransfer.balance(items.map(\.length))
+        await BlobTransfer.inLanes(lanes.count) { lane, buffer in
+            for index in lanes[lane] {
+                if failure.withLock({ $0 != nil }) { return }
+                let (digest, length, offset) = items[index]
+                do throws(GraftError) {
+                    var position = 0
+                    try blobs.stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in
+                        try out.write(chunk, at: offset + position)
+                        position += chunk.count
+                    }
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = error } }
+                }
+            }
+        }
+        return failure.withLock { $0 }
+    }
+}
 
 extension BlobTransfer {
     /// Appends a stored blob's raw bytes to `out`: the kernel copies a raw blob; an encoded one

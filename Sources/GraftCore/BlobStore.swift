@@ -224,7 +224,7 @@ package struct BlobTransfer: Sendable {
 
     /// Runs `body(lane, buffer)` on `lanes` Dispatch threads, each with its own chunk buffer,
     /// and waits for all of them without blocking Swift's cooperative pool.
-    static func inLanes(_ lanes: Int, _ body: @escaping @Sendable (Int, UnsafeMutableRawPointer) -> Void) async {
+    package static func inLanes(_ lanes: Int, _ body: @escaping @Sendable (Int, UnsafeMutableRawPointer) -> Void) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             DispatchQueue.global().async {
                 DispatchQueue.concurrentPerform(iterations: lanes) { lane in
@@ -388,7 +388,7 @@ package struct BlobTransfer: Sendable {
     ///
     /// - Throws: ``GraftError/damagedBlob(_:reason:)`` when the blob is missing, has the wrong
     ///   length, or its bytes no longer hash to `digest`.
-    func stream(
+    package func stream(
         _ digest: Digest, length: Int, buffer: UnsafeMutableRawPointer, verify: Bool,
         _ body: (UnsafeRawBufferPointer) throws(GraftError) -> Void
     ) throws(GraftError) {

@@ -40,7 +40,7 @@ package struct CompactionRow: Sendable, Equatable {
 /// checkpoint always comes before its students'), and the encodings recorded so far.
 package struct CompactionInventory: Sendable {
     package var rows: [CompactionRow]
-    /// Of every stored blob whose row is not plain raw (encoded, or with a base set).
+    /// Of every stored blob whose row is not plain raw: encoded, a base set, or tried and kept raw.
     package var encodings: [Digest: BlobEncoding]
 
     package init(rows: [CompactionRow], encodings: [Digest: BlobEncoding]) {

@@ -171,12 +171,14 @@ extension Registry {
         let raw = try blobs.map(row.digest, length: row.length)
         let limit = Double(row.length) * (1 - minimumSaving)
         var best: (codec: BlobCodec, bytes: [UInt8])?
+        var baseBytes: (any BlobBytes)?
         if let base {
-            let baseBytes = try blobs.map(base, length: row.length)
-            if !baseVerified, Digest(SHA256.hash(data: baseBytes.bytes)) != base {
+            let mapped = try blobs.map(base, length: row.length)
+            baseBytes = mapped
+            if !baseVerified, Digest(SHA256.hash(data: mapped.bytes)) != base {
                 throw .damagedBlob(base, reason: "its bytes no longer match the digest (found while taking a delta against it)")
             }
-            let delta = EncodedLayout.encode(raw.bytes, width: width, base: (base, baseBytes.bytes), lanes: lanes)
+            let delta = EncodedLayout.encode(raw.bytes, width: width, base: (base, mapped.bytes), lanes: lanes)
             let planes = estimatedPlanes(raw.bytes, width: width, lanes: lanes)
             if Double(delta.count) <= min(limit, planes * (1 - minimumSaving)) { best = (.xorBgZstd, delta) }
         }
@@ -191,8 +193,9 @@ extension Registry {
             }
             return (BlobEncoding(codec: .raw, storedLength: row.length, base: nil), nil)
         }
-        // The encoding must decode to the blob's digest before it may replace anything.
-        try check(best.bytes, digest: row.digest, length: row.length, blobs: blobs)
+        // The encoding must decode to the blob's bytes, and they to its digest, before it may replace anything.
+        try check(
+            best.bytes, raw: raw.bytes, base: best.codec == .xorBgZstd ? baseBytes?.bytes : nil, digest: row.digest, lanes: lanes)
         return (BlobEncoding(codec: best.codec, storedLength: best.bytes.count, base: best.codec == .xorBgZstd ? base : nil), best.bytes)
     }
 
@@ -210,29 +213,63 @@ extension Registry {
         return Double(encoded.count) * Double(raw.count) / Double(sample.count)
     }
 
-    /// Decodes `encoded` (chunks in parallel) and checks the result against `digest`.
-    package static func check(_ encoded: [UInt8], digest: Digest, length: Int, blobs: BlobTransfer) throws(GraftError) {
-        try encoded.withUnsafeBytes { stored in Result { () throws(GraftError) in try check(stored) } }.get()
-        func check(_ stored: UnsafeRawBufferPointer) throws(GraftError) {
-            guard let layout = EncodedLayout.parse(stored), layout.rawLength == length else {
-                throw .damagedBlob(digest, reason: "its new encoding does not parse")
+    /// Checks that `encoded` decodes (XORed with `base`, for a delta) to exactly `raw`, and that
+    /// `raw` hashes to `digest`: the chunks are decoded and compared in `lanes` lanes while
+    /// another hashes the raw bytes.
+    package static func check(
+        _ encoded: [UInt8], raw: UnsafeRawBufferPointer, base: UnsafeRawBufferPointer?, digest: Digest, lanes: Int
+    ) throws(GraftError) {
+        let failure = Mutex<GraftError?>(nil)
+        encoded.withUnsafeBytes { stored in
+            guard let layout = EncodedLayout.parse(stored), layout.rawLength == raw.count, (layout.base == nil) == (base == nil) else {
+                failure.withLock { $0 = .damagedBlob(digest, reason: "its new encoding does not parse") }
+                return
             }
-            let view = UnsafeBufferBlob(stored)
-            let reader = try RawReader(transfer: blobs, digest: digest, length: length, form: .encoded(layout, view))
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
-            defer { buffer.deallocate() }
-            var hasher = SHA256()
-            var offset = 0
-            while offset < length {
-                let count = min(BlobTransfer.chunkSize, length - offset)
-                try reader.read(at: offset, count: count, into: buffer)
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
-                offset += count
-            }
-            guard Digest(hasher.finalize()) == digest else {
-                throw .damagedBlob(digest, reason: "its bytes no longer match the digest (found while encoding it)")
+            let next = Atomic<Int>(0)
+            nonisolated(unsafe) let (stored, raw, base) = (stored, raw, base)
+            DispatchQueue.concurrentPerform(iterations: max(1, lanes) + 1) { lane in
+                if lane == 0 {
+                    if Digest(SHA256.hash(data: raw)) != digest {
+                        failure.withLock { $0 = $0 ?? .damagedBlob(digest, reason: "its bytes no longer match the digest") }
+                    }
+                    return
+                }
+                let decoder = ChunkDecoder()
+                let buffer = UnsafeMutableRawPointer.allocate(byteCount: layout.chunkSize, alignment: 64)
+                defer { buffer.deallocate() }
+                while failure.withLock({ $0 == nil }) {
+                    let index = next.add(1, ordering: .relaxed).oldValue
+                    guard index < layout.chunkCount else { return }
+                    let range = layout.chunk(index)
+                    guard decoder.decode(index, of: layout, stored: stored, into: buffer) == range.count else {
+                        failure.withLock { $0 = $0 ?? .damagedBlob(digest, reason: "its new encoding does not decode") }
+                        return
+                    }
+                    if let base { EncodedLayout.xor(buffer, base.baseAddress! + range.lowerBound, into: buffer, count: range.count) }
+                    guard Self.same(UnsafeRawPointer(buffer), raw.baseAddress! + range.lowerBound, count: range.count) else {
+                        failure.withLock { $0 = $0 ?? .damagedBlob(digest, reason: "its new encoding decodes to other bytes") }
+                        return
+                    }
+                }
             }
         }
+        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// Whether `count` bytes at `a` and `b` are equal (eight at a time).
+    private static func same(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, count: Int) -> Bool {
+        var offset = 0
+        while offset + 8 <= count {
+            if a.loadUnaligned(fromByteOffset: offset, as: UInt64.self) != b.loadUnaligned(fromByteOffset: offset, as: UInt64.self) {
+                return false
+            }
+            offset += 8
+        }
+        while offset < count {
+            if a.load(fromByteOffset: offset, as: UInt8.self) != b.load(fromByteOffset: offset, as: UInt8.self) { return false }
+            offset += 1
+        }
+        return true
     }
 
     /// Writes a blob's new stored form with the crash protocol: a delta's base recorded first,
@@ -263,13 +300,6 @@ extension Registry {
         guard try await metadata.setEncoding(digest, encoding) else { return .raw }
         return encoding
     }
-}
-
-/// Bytes in memory viewed as a blob's (valid while their owner keeps them).
-final class UnsafeBufferBlob: BlobBytes, @unchecked Sendable {
-    // @unchecked Sendable: a read-only view, used on one thread while its owner holds the bytes.
-    let bytes: UnsafeRawBufferPointer
-    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 }
 
 extension Duration {

@@ -22,7 +22,8 @@ struct CompactCLITests {
         }
     }
 
-    /// A base: F32 tensors (one past a 4 MiB chunk), a BF16 one, and a tensor small enough to be inline.
+    /// A base: F32 tensors (one past a 4 MiB chunk), a BF16 one, one of random bytes (no codec
+    /// saves 5% on it: it stays raw), and a tensor small enough to be inline.
     static func baseTensors() -> [TensorData] {
         var generator = SeededGenerator(seed: 27)
         func f32(_ name: String, _ shape: [Int]) -> TensorData {
@@ -35,6 +36,7 @@ struct CompactCLITests {
         return [
             f32("encoder.weight", [1100, 1024]), f32("encoder.bias", [300, 64]),
             TensorData(name: "adapter.weight", dtype: .bf16, shape: [256, 256], bytes: bf16), f32("head.bias", [10]),
+            TensorData(name: "noise", dtype: .u8, shape: [65536], bytes: randomBytes(65536, using: &generator)),
         ]
     }
 
@@ -98,20 +100,21 @@ struct CompactCLITests {
         let (base, tuned) = try family(cli)
         let before = try blobFiles(cli)
         let raw = try codecs(cli)
-        #expect(raw["raw"]?["blobs"] == 6 && raw["bg-zstd"]?["blobs"] == 0, "\(raw)")
+        #expect(raw["raw"]?["blobs"] == 8 && raw["bg-zstd"]?["blobs"] == 0, "\(raw)")
 
         // A dry run reports the saving and writes nothing.
         let dry = try #require(try cli.json(["compact", "--dry-run"]) as? [String: Any])
-        #expect(dry["dry_run"] as? Bool == true && dry["examined"] as? Int == 6)
+        #expect(dry["dry_run"] as? Bool == true && dry["examined"] as? Int == 8)
         #expect((dry["saving"] as? Double ?? 0) > 0.15, "\(dry)")
         #expect(try blobFiles(cli) == before && (try codecs(cli)) == raw, "a dry run changed nothing")
 
         let result = try #require(try cli.json(["compact"]) as? [String: Any])
-        #expect(result["examined"] as? Int == 6 && (result["skipped"] as? [Any])?.isEmpty == true)
+        #expect(result["examined"] as? Int == 8 && (result["skipped"] as? [Any])?.isEmpty == true)
         #expect(result["stored_bytes"] as? Int == dry["stored_bytes"] as? Int, "the dry run predicted the bytes exactly")
         let after = try codecs(cli)
-        // The base's three blobs as planes, the fine-tune's three as deltas against them.
-        #expect(after["bg-zstd"]?["blobs"] == 3 && after["xor-bg-zstd"]?["blobs"] == 3 && after["raw"]?["blobs"] == 0, "\(after)")
+        // The base's three weight blobs as planes; its random bytes stay raw (and are not tried
+        // again); the fine-tune's four as deltas against them — random bytes nudged included.
+        #expect(after["bg-zstd"]?["blobs"] == 3 && after["xor-bg-zstd"]?["blobs"] == 4 && after["raw"]?["blobs"] == 1, "\(after)")
         let xor = try #require(after["xor-bg-zstd"]), planes = try #require(after["bg-zstd"])
         #expect(Double(xor["raw"]!) / Double(xor["stored"]!) > 1.8, "deltas of a small change: \(xor)")
         #expect(Double(planes["raw"]!) / Double(planes["stored"]!) > 1.2, "weight-like planes: \(planes)")
@@ -137,7 +140,7 @@ struct CompactCLITests {
         try SafeTensorsWriter.write(Self.tuned(Self.baseTensors(), seed: 2), metadata: ["format": "pt"], to: later)
         #expect(try cli.run(["checkpoint", "add", "ft", later]).status == 0)
         let incremental = try #require(try cli.json(["compact", "--under", "ft"]) as? [String: Any])
-        #expect(incremental["examined"] as? Int == 3, "\(incremental)")
+        #expect(incremental["examined"] as? Int == 4, "\(incremental)")
         try exportMatches(cli, "ft@2", later)
 
         // Through `graft serve`: a remote export downloads every blob decoded, byte-identical.
@@ -157,7 +160,7 @@ struct CompactCLITests {
         let unknown = try cli.run(["compact", "--under", "nope"])
         #expect(unknown.status != 0 && unknown.stderr.contains("nope"))
         #expect(try cli.run(["compact", "--threads", "0"]).status == 64)
-        #expect(try codecs(cli)["raw"]?["blobs"] == 6, "nothing compacted by refused runs")
+        #expect(try codecs(cli)["raw"]?["blobs"] == 8, "nothing compacted by refused runs")
         #expect(try cli.run(["compact"]).status == 0)
         // Flip a byte inside a delta's frames (past its 64-byte header and table).
         let encoder = try #require(Self.tuned(Self.baseTensors(), seed: 1).first { $0.name == "encoder.weight" })
@@ -185,7 +188,7 @@ struct CompactCLITests {
         // The fine-tune's bytes also registered as a base of their own: the same blobs, a second user.
         #expect(try cli.run(["base", "add", tuned, "--name", "twin"]).status == 0)
         #expect(try cli.run(["compact"]).status == 0)
-        #expect(try codecs(cli)["xor-bg-zstd"]?["blobs"] == 3)
+        #expect(try codecs(cli)["xor-bg-zstd"]?["blobs"] == 4)
         let removed = try cli.run(["model", "rm", "base", "--cascade"])
         #expect(removed.status == 0, "\(removed.stderr)")
         #expect(try cli.run(["gc", "--grace", "0"]).status == 0)
@@ -193,7 +196,7 @@ struct CompactCLITests {
         try exportMatches(cli, "twin@1", tuned)
         let verify = try cli.run(["verify", "--read-data"])
         #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
-        #expect(try blobFiles(cli).count == 6)
+        #expect(try blobFiles(cli).count == 8, "twin's four, and the four bases its deltas need")
         // twin removed: its deltas go, and the bases with them.
         #expect(try cli.run(["model", "rm", "twin"]).status == 0)
         #expect(try cli.run(["gc", "--grace", "0"]).status == 0)
@@ -230,6 +233,6 @@ struct CompactCLITests {
             try exportMatches(cli, "ft@1", tuned, label: "step \(step), re-run")
         }
         #expect(died >= 8, "the kill should land at many steps (blob writes, renames, commits): \(died)")
-        #expect(reference["examined"] as? Int == 6)
+        #expect(reference["examined"] as? Int == 8)
     }
 }

@@ -50,6 +50,17 @@ struct S3CLITests {
         #expect(FileManager.default.contents(atPath: exported) == FileManager.default.contents(atPath: tuned))
         let verify = try cli.run(["verify", "--read-data"], environment: env)
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        // Compacted in the bucket (each object replaced by its encoding in one PUT): the export is
+        // still byte-identical and verify decodes and rehashes every blob.
+        let compacted = try cli.run(["compact", "--json"], environment: env)
+        #expect(compacted.status == 0, "\(compacted.stderr)")
+        let saving = (try JSONSerialization.jsonObject(with: Data(compacted.stdout.utf8)) as? [String: Any])?["saving"] as? Double
+        #expect((saving ?? 0) > 0.05, "\(compacted.stdout)")
+        try FileManager.default.removeItem(atPath: exported)
+        #expect(try cli.run(["export", "kid@1", "--output", exported], environment: env).status == 0)
+        #expect(FileManager.default.contents(atPath: exported) == FileManager.default.contents(atPath: tuned))
+        let reverified = try cli.run(["verify", "--read-data"], environment: env)
+        #expect(reverified.status == 0, "\(reverified.stdout)\(reverified.stderr)")
         // Damage in the bucket is found.
         let victim = try #require(keys.first)
         try await client.put(victim, body: [0, 1, 2])

@@ -808,3 +808,80 @@ extension BackendPairTests {
         #expect(try await registry.metadata.driftSums([changed]).isEmpty)
     }
 }
+
+/// A commit of stored (not inline) F32 tensors, as the blob store would hold them.
+private func storedCommit(_ tensors: [(String, [UInt8])], header: String) -> NewCheckpoint {
+    var offset = 0
+    let ingested = tensors.map { name, bytes in
+        defer { offset += bytes.count }
+        return IngestedTensor(
+            info: TensorInfo(name: name, dtype: .f32, shape: [bytes.count / 4], dataOffsets: offset..<(offset + bytes.count)),
+            digest: Digest.of(bytes), inline: nil, wroteFile: true)
+    }
+    let headerBytes = Array((header + String(repeating: " ", count: 8)).utf8)
+    return NewCheckpoint(
+        headerBytes: headerBytes, headerDigest: Digest.of(headerBytes), digest: Registry.checkpointDigest(header: headerBytes, tensors: ingested),
+        metadata: [:], dataLength: offset, fileBytes: headerBytes.count + offset, tensors: ingested, step: nil, epoch: nil)
+}
+
+@Suite("Metadata store conformance: stored encodings")
+struct EncodingConformanceTests {
+    @Test(
+        "compaction reads every stored blob with its parent edge; encodings are recorded, counted by stats, and keep a delta's base alive",
+        arguments: MetadataStoreKind.allCases)
+    func encodings(kind: MetadataStoreKind) async throws {
+        let (store, keep) = try await kind.make()
+        defer { withExtendedLifetime(keep) {} }
+        let (blobs, keepBlobs) = try BlobStoreKind.local.make()
+        defer { withExtendedLifetime(keepBlobs) {} }
+        let (w, v, tunedW) = ([UInt8](repeating: 1, count: 8000), [UInt8](repeating: 2, count: 6000), [UInt8](repeating: 3, count: 8000))
+        let (wDigest, vDigest, tunedDigest) = (Digest.of(w), Digest.of(v), Digest.of(tunedW))
+        _ = try await store.insertBase(
+            name: name("b"), provenance: Provenance(), checkpoint: storedCommit([("w", w), ("v", v)], header: "b"), stillStored: always)
+        let base = try #require(try await store.checkpoint(model: name("b"), number: 1))
+        try await store.insertStudent(
+            NewStudent(
+                name: name("s"), parent: base, relation: .finetune, mode: .fullFinetune, rules: nil, entries: [], description: nil,
+                createdAt: timestamp()))
+        _ = try await store.insertCheckpoint(
+            model: name("s"), storedCommit([("w", tunedW), ("v", v)], header: "s"), metrics: [], split: nil, newTensors: nil,
+            stillStored: always)
+        // The tuned bytes are also a base of their own: a second user of the delta.
+        _ = try await store.insertBase(
+            name: name("twin"), provenance: Provenance(), checkpoint: storedCommit([("w", tunedW)], header: "t"), stillStored: always)
+
+        let inventory = try await store.compactionInventory()
+        let student = try #require(try await store.checkpoint(model: name("s"), number: 1))
+        #expect(inventory.rows.map(\.checkpoint) == inventory.rows.map(\.checkpoint).sorted(), "parents first")
+        #expect(inventory.rows.count == 5 && inventory.encodings.isEmpty)
+        let tunedRow = try #require(inventory.rows.first { $0.checkpoint == student.id && $0.name == "w" })
+        #expect(tunedRow.parentCheckpoint == base.id && tunedRow.dtype == "F32" && tunedRow.digest == tunedDigest && tunedRow.length == 8000)
+        #expect(inventory.rows.filter { $0.checkpoint == base.id }.allSatisfy { $0.parentCheckpoint == nil })
+
+        // A delta's base is recorded first (still raw), then the encodings.
+        #expect(try await store.setEncoding(tunedDigest, BlobEncoding(codec: .raw, storedLength: nil, base: wDigest)))
+        #expect(try await store.setEncoding(tunedDigest, BlobEncoding(codec: .xorBgZstd, storedLength: 1000, base: wDigest)))
+        #expect(try await store.setEncoding(wDigest, BlobEncoding(codec: .bgZstd, storedLength: 5000, base: nil)))
+        #expect(try await store.setEncoding(vDigest, BlobEncoding(codec: .raw, storedLength: 6000, base: nil)), "tried, kept raw")
+        #expect(!(try await store.setEncoding(Digest.of([9]), .raw)), "no such blob")
+        let recorded = try await store.compactionInventory().encodings
+        #expect(recorded[tunedDigest] == BlobEncoding(codec: .xorBgZstd, storedLength: 1000, base: wDigest))
+        #expect(recorded[wDigest] == BlobEncoding(codec: .bgZstd, storedLength: 5000, base: nil))
+        #expect(recorded[vDigest]?.storedLength == 6000)
+        let stats = try await store.stats()
+        #expect(stats.codecs.map(\.codec) == [.raw, .bgZstd, .xorBgZstd])
+        #expect(stats.codecs[0] == CodecUsage(codec: .raw, blobs: 1, rawBytes: 6000, storedBytes: 6000))
+        #expect(stats.codecs[1] == CodecUsage(codec: .bgZstd, blobs: 1, rawBytes: 8000, storedBytes: 5000))
+        #expect(stats.codecs[2] == CodecUsage(codec: .xorBgZstd, blobs: 1, rawBytes: 8000, storedBytes: 1000))
+
+        // b and s go: w is no checkpoint's any more, but twin's delta needs it.
+        _ = try await store.removeModel(name("b"), cascade: true, blobs: blobs, dryRun: false)
+        _ = try await store.collectGarbage(blobs: blobs, grace: 0, dryRun: false)
+        #expect(try await store.knownBlobDigests() == [wDigest.hex, tunedDigest.hex])
+        #expect(try await store.referencedBlobs().blobs.map(\.digest).contains(wDigest), "verify checks a base too")
+        // twin goes: its delta, then the base with it, in the same removal.
+        let removed = try #require(try await store.removeModel(name("twin"), cascade: false, blobs: blobs, dryRun: false))
+        #expect(removed.bytesFreed == 1000 + 5000, "stored bytes freed")
+        #expect(try await store.knownBlobDigests().isEmpty)
+    }
+}
