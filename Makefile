@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libsqlite3-dev sqlite3 python3-venv libopenblas-dev zlib1g-dev libzstd-dev dataset-fashion-mnist openssl curl chromium chromium-driver postgresql
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all build demo test lint format mutants-sample screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-copy bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results results-vulnerability fuzz soak mutants clean
+.PHONY: all build demo test lint format mutants-sample screenshots system-deps python-deps fuzz-api bench bench-serve bench-s3 bench-copy bench-compress bench-pg-lineage bench-client bench-scale bench-scale-backends bench-train results results-vulnerability fuzz soak mutants clean
 
 all: build
 
@@ -78,6 +78,15 @@ COPY_BENCH_ARGS ?=
 bench-copy: system-deps python-deps
 	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
 	$(PYTHON) benchmarks/copy.py --graft .build/release/graft $(COPY_BENCH_ARGS)
+
+# Stored encodings (issue 27): graft compact's ratios against zipnn and zstd on the same tensors
+# (round trips checked), one-core codec speeds, compact/export of a 512 MiB checkpoint against
+# cp + sync, the demo registry before/after. COMPRESS_BENCH_ARGS="--runs 5 --steps 200".
+COMPRESS_BENCH_ARGS ?=
+bench-compress: system-deps python-deps
+	swift build -c release --product graft $(SWIFT_BUILD_FLAGS)
+	swift build -c release --product graft-codec-bench $(SWIFT_BUILD_FLAGS)
+	$(PYTHON) benchmarks/compress.py --graft .build/release/graft --codec-bench .build/release/graft-codec-bench $(COMPRESS_BENCH_ARGS)
 
 # Blob throughput to an S3-compatible endpoint (moto's server on loopback) vs the local blob
 # store: base add and export, side by side. S3_BENCH_ARGS="--size-mib 512 --tensor-mib 128 --runs 5".

@@ -34,7 +34,8 @@ extension Registry {
         // out. Blobs are immutable (re-encoding keeps the bytes), so the bytes copied are the bytes hashed.
         let encoded = Set(
             parts.indices.filter { index in
-                parts[index].inline == nil && ((try? blobs.store.length(of: parts[index].digest)) ?? nil).map { $0 != parts[index].length } == true
+                parts[index].inline == nil
+                    && ((try? blobs.store.length(of: parts[index].digest)) ?? nil).map { $0 != parts[index].length } == true
             })
         var starts: [Int] = []
         var total = header.count
@@ -48,7 +49,8 @@ extension Registry {
             throw error
         }
         async let verified = Self.firstDamaged(parts.indices.filter { !encoded.contains($0) }.map { parts[$0] }, in: blobs)
-        async let decoded = Self.writeDecoded(encoded.sorted().map { (parts[$0].digest, parts[$0].length, offsets[$0]) }, to: out, blobs: blobs)
+        async let decoded = Self.writeDecoded(
+            encoded.sorted().map { (parts[$0].digest, parts[$0].length, offsets[$0]) }, to: out, blobs: blobs)
         let copied = await Result { () async throws(GraftError) -> Int in
             try await offload { () throws(GraftError) -> Int in
                 try out.write(header)
@@ -247,6 +249,8 @@ extension Registry {
                     var position = 0
                     try blobs.stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in
                         try out.write(chunk, at: offset + position)
+                        // On its way to disk while the next chunk decodes: the final fsync then finds most of it written.
+                        out.startWriteback(offset: offset + position, count: chunk.count)
                         position += chunk.count
                     }
                 } catch {

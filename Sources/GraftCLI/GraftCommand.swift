@@ -12,7 +12,8 @@ struct GraftCommand: AsyncParsableCommand {
         subcommands: [
             Init.self, Base.self, Student.self, List.self, Show.self, CheckpointCommand.self, Diff.self, Tag.self, Untag.self,
             Metric.self, Metrics.self, Best.self, Lineage.self, AdvisoryCommand.self, Affected.self, ExposureCommand.self, Card.self,
-            Export.self, Sign.self, VerifySignature.self, Verify.self, Backup.self, Copy.self, Stats.self, Compact.self, GC.self, Prune.self,
+            Export.self, Sign.self, VerifySignature.self, Verify.self, Backup.self, Copy.self, Stats.self, Compact.self, GC.self,
+            Prune.self,
             ModelCommand.self,
             Train.self,
             Demo.self, Serve.self, Token.self,

@@ -164,7 +164,8 @@ package struct EncodedLayout: Sendable {
                         for plane in 0..<width {
                             let bound = ZSTD_compressBound(planeLength)
                             let written = ZSTD_compressCCtx(context, out + at, bound, planes + plane * planeLength, planeLength, level)
-                            precondition(ZSTD_isError(written) == 0, "zstd refused to compress: \(String(cString: ZSTD_getErrorName(written)))")
+                            precondition(
+                                ZSTD_isError(written) == 0, "zstd refused to compress: \(String(cString: ZSTD_getErrorName(written)))")
                             frameSizes[index * width + plane] = written
                             at += written
                         }
@@ -258,7 +259,8 @@ package struct EncodedLayout: Sendable {
             offset += 8
         }
         while offset < count {
-            into.storeBytes(of: a.load(fromByteOffset: offset, as: UInt8.self) ^ b.load(fromByteOffset: offset, as: UInt8.self),
+            into.storeBytes(
+                of: a.load(fromByteOffset: offset, as: UInt8.self) ^ b.load(fromByteOffset: offset, as: UInt8.self),
                 toByteOffset: offset, as: UInt8.self)
             offset += 1
         }

@@ -157,7 +157,8 @@ package final class RawReader {
         return UnsafeRawPointer(buffer)
     }
 
-    private func decode(_ index: Int, of layout: EncodedLayout, stored: any BlobBytes, into out: UnsafeMutableRawPointer) throws(GraftError) {
+    private func decode(_ index: Int, of layout: EncodedLayout, stored: any BlobBytes, into out: UnsafeMutableRawPointer) throws(GraftError)
+    {
         guard let count = decoder.decode(index, of: layout, stored: stored.bytes, into: out) else {
             throw .damagedBlob(digest, reason: "its \(layout.codec.rawValue) encoding does not decode (chunk \(index))")
         }

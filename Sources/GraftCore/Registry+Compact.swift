@@ -128,7 +128,9 @@ extension Registry {
         let index = try await metadata.modelIndex()
         var children: [String: [String]] = [:]
         for entry in index {
-            if let parent = entry.parent, let at = parent.lastIndex(of: "@") { children[String(parent[..<at]), default: []].append(entry.name) }
+            if let parent = entry.parent, let at = parent.lastIndex(of: "@") {
+                children[String(parent[..<at]), default: []].append(entry.name)
+            }
         }
         var names = [name.description]
         var ids: Set<Int64> = []

@@ -24,8 +24,10 @@ extension PostgresMetadataStore {
             }
             var encodings: [Digest: BlobEncoding] = [:]
             for row in try await connection.all(
-                "SELECT digest, codec, stored_length, base_digest FROM blobs WHERE codec <> 'raw' OR base_digest IS NOT NULL OR stored_length IS NOT NULL",
-                logger: self.logger)
+                """
+                SELECT digest, codec, stored_length, base_digest FROM blobs
+                WHERE codec <> 'raw' OR base_digest IS NOT NULL OR stored_length IS NOT NULL
+                """, logger: self.logger)
             {
                 guard let digest = try? Digest(parsing: try row["digest"] as String), let codec = BlobCodec(rawValue: try row["codec"])
                 else { continue }

@@ -351,8 +351,8 @@ extension PostgresMetadataStore {
             else { throw GraftError.database(code: -1, message: "no totals") }
             let codecs = try await connection.all(
                 """
-                SELECT codec, count(*) AS blobs, sum(byte_length)::bigint AS raw, sum(coalesce(stored_length, byte_length))::bigint AS stored
-                FROM blobs WHERE inline_data IS NULL GROUP BY codec
+                SELECT codec, count(*) AS blobs, sum(byte_length)::bigint AS raw,
+                       sum(coalesce(stored_length, byte_length))::bigint AS stored FROM blobs WHERE inline_data IS NULL GROUP BY codec
                 """, logger: self.logger
             ).compactMap { row throws -> CodecUsage? in
                 guard let codec = BlobCodec(rawValue: try row["codec"]) else { return nil }

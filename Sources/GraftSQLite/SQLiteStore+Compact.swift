@@ -27,8 +27,12 @@ extension SQLiteMetadataStore {
             }
             var encodings: [Digest: BlobEncoding] = [:]
             for row in try Row.fetchAll(
-                db, sql: "SELECT digest, codec, stored_length, base_digest FROM blobs WHERE codec != 'raw' OR base_digest IS NOT NULL OR stored_length IS NOT NULL")
-            {
+                db,
+                sql: """
+                    SELECT digest, codec, stored_length, base_digest FROM blobs
+                    WHERE codec != 'raw' OR base_digest IS NOT NULL OR stored_length IS NOT NULL
+                    """
+            ) {
                 guard let digest = try? Digest(parsing: row["digest"] as String), let codec = BlobCodec(rawValue: row["codec"]) else {
                     continue
                 }

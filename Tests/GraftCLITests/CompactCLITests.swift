@@ -27,7 +27,9 @@ struct CompactCLITests {
     static func baseTensors() -> [TensorData] {
         var generator = SeededGenerator(seed: 27)
         func f32(_ name: String, _ shape: [Int]) -> TensorData {
-            TensorData(name: name, dtype: .f32, shape: shape, bytes: weights(shape.reduce(1, *), generator: &generator).withUnsafeBytes { Array($0) })
+            TensorData(
+                name: name, dtype: .f32, shape: shape,
+                bytes: weights(shape.reduce(1, *), generator: &generator).withUnsafeBytes { Array($0) })
         }
         let bf16 = weights(256 * 256, generator: &generator).flatMap { value -> [UInt8] in
             let bits = value.bitPattern >> 16
@@ -77,7 +79,9 @@ struct CompactCLITests {
         let stats = try #require(try cli.json(["stats"]) as? [String: Any])
         var out: [String: [String: Int]] = [:]
         for entry in try #require(stats["codecs"] as? [[String: Any]]) {
-            out[entry["codec"] as! String] = ["blobs": entry["blobs"] as! Int, "raw": entry["raw_bytes"] as! Int, "stored": entry["stored_bytes"] as! Int]
+            out[entry["codec"] as! String] = [
+                "blobs": entry["blobs"] as! Int, "raw": entry["raw_bytes"] as! Int, "stored": entry["stored_bytes"] as! Int,
+            ]
         }
         return out
     }
@@ -148,7 +152,8 @@ struct CompactCLITests {
         let server = try TestServer(registry: cli.registry, logDirectory: cli.directory.path)
         defer { server.stop() }
         let out = cli.directory.file("remote.safetensors")
-        let remote = try cli.run(["export", "ft@1", "-o", out, "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token])
+        let remote = try cli.run(
+            ["export", "ft@1", "-o", out, "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token])
         #expect(remote.status == 0, "\(remote.stderr)")
         #expect(FileManager.default.contents(atPath: out) == FileManager.default.contents(atPath: tuned))
     }

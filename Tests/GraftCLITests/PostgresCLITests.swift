@@ -179,6 +179,16 @@ struct PostgresCLITests {
         #expect(FileManager.default.contents(atPath: exported) == FileManager.default.contents(atPath: tuned))
         let verify = try run(["verify", "--read-data"], machine: 2)
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        // Compacted from one machine (encodings recorded in PostgreSQL, objects replaced in the
+        // bucket), read from the other: the same bytes.
+        let compacted = try run(["compact"], machine: 1)
+        #expect(compacted.status == 0 && compacted.stdout.contains("bg-zstd"), "\(compacted.stdout)\(compacted.stderr)")
+        let stats = try run(["stats"], machine: 2)
+        #expect(stats.stdout.contains("compaction"), "\(stats.stdout)")
+        try FileManager.default.removeItem(atPath: exported)
+        #expect(try run(["export", "kid@1", "--output", exported], machine: 2).status == 0)
+        #expect(FileManager.default.contents(atPath: exported) == FileManager.default.contents(atPath: tuned))
+        #expect(try run(["verify", "--read-data"], machine: 1).status == 0)
         // Nothing of the registry's is in the machines' directories but temporary space.
         #expect((try? FileManager.default.contentsOfDirectory(atPath: machine(1) + "/blobs/sha256"))?.isEmpty == true)
 

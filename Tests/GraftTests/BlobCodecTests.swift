@@ -21,7 +21,9 @@ func decodeAll(_ encoded: [UInt8], base: [UInt8]?) -> [UInt8]? {
         let decoder = ChunkDecoder()
         for index in 0..<layout.chunkCount {
             let range = layout.chunk(index)
-            let done = out.withUnsafeMutableBytes { decoder.decode(index, of: layout, stored: stored, into: $0.baseAddress! + range.lowerBound) }
+            let done = out.withUnsafeMutableBytes {
+                decoder.decode(index, of: layout, stored: stored, into: $0.baseAddress! + range.lowerBound)
+            }
             guard done == range.count else { return nil }
         }
         if let base { for i in out.indices { out[i] ^= base[i] } }
@@ -36,11 +38,15 @@ struct BlobCodecTests {
         let data = weightLike(1001, width: width, seed: UInt64(width))
         var planes = [UInt8](repeating: 0, count: data.count), back = planes
         data.withUnsafeBytes { source in
-            planes.withUnsafeMutableBytes { EncodedLayout.split(source.baseAddress!, count: data.count, width: width, into: $0.baseAddress!) }
+            planes.withUnsafeMutableBytes {
+                EncodedLayout.split(source.baseAddress!, count: data.count, width: width, into: $0.baseAddress!)
+            }
         }
         // Plane p holds bytes p, p+w, … : the documented layout a second reader relies on.
         let n = data.count / width
-        for p in 0..<width { #expect(Array(planes[(p * n)..<((p + 1) * n)]) == stride(from: p, to: data.count, by: width).map { data[$0] }) }
+        for p in 0..<width {
+            #expect(Array(planes[(p * n)..<((p + 1) * n)]) == stride(from: p, to: data.count, by: width).map { data[$0] })
+        }
         planes.withUnsafeBytes { source in
             back.withUnsafeMutableBytes { EncodedLayout.join(source.baseAddress!, count: data.count, width: width, into: $0.baseAddress!) }
         }

@@ -820,7 +820,8 @@ private func storedCommit(_ tensors: [(String, [UInt8])], header: String) -> New
     }
     let headerBytes = Array((header + String(repeating: " ", count: 8)).utf8)
     return NewCheckpoint(
-        headerBytes: headerBytes, headerDigest: Digest.of(headerBytes), digest: Registry.checkpointDigest(header: headerBytes, tensors: ingested),
+        headerBytes: headerBytes, headerDigest: Digest.of(headerBytes),
+        digest: Registry.checkpointDigest(header: headerBytes, tensors: ingested),
         metadata: [:], dataLength: offset, fileBytes: headerBytes.count + offset, tensors: ingested, step: nil, epoch: nil)
 }
 
@@ -855,7 +856,8 @@ struct EncodingConformanceTests {
         #expect(inventory.rows.map(\.checkpoint) == inventory.rows.map(\.checkpoint).sorted(), "parents first")
         #expect(inventory.rows.count == 5 && inventory.encodings.isEmpty)
         let tunedRow = try #require(inventory.rows.first { $0.checkpoint == student.id && $0.name == "w" })
-        #expect(tunedRow.parentCheckpoint == base.id && tunedRow.dtype == "F32" && tunedRow.digest == tunedDigest && tunedRow.length == 8000)
+        #expect(
+            tunedRow.parentCheckpoint == base.id && tunedRow.dtype == "F32" && tunedRow.digest == tunedDigest && tunedRow.length == 8000)
         #expect(inventory.rows.filter { $0.checkpoint == base.id }.allSatisfy { $0.parentCheckpoint == nil })
 
         // A delta's base is recorded first (still raw), then the encodings.

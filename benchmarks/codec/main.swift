@@ -19,7 +19,10 @@ func option(_ name: String) -> String? {
 let width = Int(option("--width") ?? "1") ?? 1
 let basePath = option("--base")
 let runs = Int(option("--runs") ?? "5") ?? 5
-guard let path = arguments.first(where: { !$0.hasPrefix("--") && option("--width") != $0 && option("--base") != $0 && option("--runs") != $0 }), let raw = FileManager.default.contents(atPath: path) else { fail("usage: RAW --width W [--base RAW]") }
+guard
+    let path = arguments.first(where: { !$0.hasPrefix("--") && option("--width") != $0 && option("--base") != $0 && option("--runs") != $0 }
+    ), let raw = FileManager.default.contents(atPath: path)
+else { fail("usage: RAW --width W [--base RAW]") }
 var base: Data?
 if let basePath {
     guard let read = FileManager.default.contents(atPath: basePath) else { fail("cannot read \(basePath)") }

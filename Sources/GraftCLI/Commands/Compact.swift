@@ -48,7 +48,8 @@ extension GraftCommand {
                     "examined \(result.examined) blob(s) of \(formatBytes(result.rawBytes)): \(verb) \(formatBytes(result.storedBytes))"
                         + " (\(String(format: "%.1f%%", 100 * result.saving)) saved) in \(String(format: "%.1f", result.seconds)) s")
                 for usage in result.encoded where usage.blobs > 0 {
-                    print("  \(usage.codec.rawValue): \(usage.blobs) blob(s), \(formatBytes(usage.rawBytes)) → \(formatBytes(usage.storedBytes))")
+                    let bytes = "\(formatBytes(usage.rawBytes)) → \(formatBytes(usage.storedBytes))"
+                    print("  \(usage.codec.rawValue): \(usage.blobs) blob(s), \(bytes)")
                 }
                 for skipped in result.skipped { printError("skipped \(skipped)") }
                 damaged = !result.skipped.isEmpty

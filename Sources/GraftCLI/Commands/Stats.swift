@@ -52,10 +52,12 @@ private func adapterRow(_ stats: RegistryStats) -> [[String]] {
 private func codecRows(_ stats: RegistryStats) -> [[String]] {
     guard stats.codecs.contains(where: { $0.codec != .raw && $0.blobs > 0 }) else { return [] }
     let raw = stats.codecs.reduce(0) { $0 + $1.rawBytes }, stored = stats.codecs.reduce(0) { $0 + $1.storedBytes }
-    return stats.codecs.filter { $0.blobs > 0 }.map { usage in
+    let saved = String(format: "%.1f%%", 100 * (1 - Double(stored) / Double(max(raw, 1))))
+    let rows = stats.codecs.filter { $0.blobs > 0 }.map { usage in
         [
             "  \(usage.codec.rawValue)",
             "\(formatCount(usage.blobs)) blob(s): \(formatBytes(usage.rawBytes)) raw, \(formatBytes(usage.storedBytes)) stored",
         ]
-    } + [["compaction", "\(formatBytes(raw)) → \(formatBytes(stored)) (\(String(format: "%.1f%%", 100 * (1 - Double(stored) / Double(max(raw, 1))))) saved)"]]
+    }
+    return rows + [["compaction", "\(formatBytes(raw)) → \(formatBytes(stored)) (\(saved) saved)"]]
 }
