@@ -87,9 +87,9 @@ struct CompactCLITests {
     }
 
     /// Every stored blob file with its bytes.
-    func blobFiles(_ cli: CLI) throws -> [String: Data] {
+    func blobFiles(_ cli: CLI, registry: String? = nil) throws -> [String: Data] {
         var files: [String: Data] = [:]
-        let root = cli.registry + "/blobs/sha256"
+        let root = (registry ?? cli.registry) + "/blobs/sha256"
         for directory in try FileManager.default.contentsOfDirectory(atPath: root) {
             for name in try FileManager.default.contentsOfDirectory(atPath: root + "/" + directory) {
                 files[name] = FileManager.default.contents(atPath: root + "/" + directory + "/" + name)
@@ -207,6 +207,26 @@ struct CompactCLITests {
         #expect(try cli.run(["gc", "--grace", "0"]).status == 0)
         #expect(try blobFiles(cli).isEmpty)
         #expect(try cli.run(["verify"]).status == 0)
+    }
+
+    @Test("a copy of a compacted registry sends decoded bytes (a delta's base need not travel) and stores them raw")
+    func copyOfCompacted() throws {
+        let cli = CLI()
+        let (base, tuned) = try family(cli)
+        #expect(try cli.run(["compact"]).status == 0)
+        // Only the student: its deltas' bases stay behind, so the blobs must travel decoded.
+        let target = cli.directory.file("copy")
+        let copied = try cli.run(["copy", "ft", "--with-ancestors", "--to", target])
+        #expect(copied.status == 0, "\(copied.stderr)")
+        let printed = try cli.run(["stats", "--json", "--registry", target], registry: false)
+        let stats = try #require(try JSONSerialization.jsonObject(with: Data(printed.stdout.utf8)) as? [String: Any])
+        let codecs = try #require(stats["codecs"] as? [[String: Any]])
+        #expect(codecs.allSatisfy { $0["codec"] as? String == "raw" || $0["blobs"] as? Int == 0 }, "stored raw: \(codecs)")
+        let rawBytes = codecs.reduce(0) { $0 + ($1["raw_bytes"] as? Int ?? 0) }
+        #expect(try blobFiles(cli, registry: target).values.reduce(0) { $0 + $1.count } == rawBytes, "the files hold raw bytes")
+        try exportMatches(cli, "ft@1", tuned, registry: ["--registry", target])
+        try exportMatches(cli, "base@1", base, registry: ["--registry", target])
+        #expect(try cli.run(["verify", "--read-data", "--registry", target], registry: false).status == 0)
     }
 
     @Test("compact killed at any step leaves every blob readable; a re-run finishes the job with the same result")
