@@ -55,10 +55,15 @@ public protocol BlobStore: Sendable {
     /// in place); durable once ``flush(_:)`` returns. `false` when it cannot (another kind of
     /// store, another file system, no such blob): send the bytes instead.
     func adopt(_ digest: Digest, from other: any BlobStore) throws(GraftError) -> Bool
+    /// Whether ``map(_:length:)`` is cheap (a memory mapping of a local file, not a download):
+    /// then a reader maps a blob once and reads the one object it opened, even if `graft compact`
+    /// replaces the blob's stored form meanwhile.
+    var mapsCheaply: Bool { get }
 }
 
 extension BlobStore {
     public func adopt(_ digest: Digest, from other: any BlobStore) throws(GraftError) -> Bool { false }
+    public var mapsCheaply: Bool { false }
 }
 
 /// A blob being written: chunks in order, then committed under its digest or abandoned.

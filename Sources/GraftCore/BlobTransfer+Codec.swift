@@ -101,9 +101,12 @@ package final class RawReader {
     /// The last decoded chunk, kept for reads that do not cover a whole chunk.
     private var cached: (index: Int, buffer: UnsafeMutableRawPointer)?
     private var scratch: UnsafeMutableRawPointer?
+    /// A raw blob of a store that maps cheaply, mapped once (see ``BlobStore/mapsCheaply``).
+    private var mapped: (any BlobBytes)?
 
     init(transfer: BlobTransfer, digest: Digest, length: Int, form: StoredForm) throws(GraftError) {
         (self.transfer, self.digest, self.length, self.form) = (transfer, digest, length, form)
+        if case .raw = form, transfer.store.mapsCheaply, length > 0 { mapped = try transfer.store.map(digest, length: length) }
         if case .encoded(let layout, _) = form, let base = layout.base {
             let reader = try transfer.reader(base, length: length)
             if case .encoded(let baseLayout, _) = reader.form, baseLayout.codec == .xorBgZstd {
@@ -126,7 +129,12 @@ package final class RawReader {
             throw .damagedBlob(digest, reason: "a read of \(count) bytes at \(offset) passes its \(length) bytes")
         }
         guard case .encoded(let layout, let stored) = form else {
-            try transfer.store.read(digest, at: offset, count: count, into: buffer)
+            if let mapped {
+                buffer.copyMemory(from: mapped.bytes.baseAddress! + offset, byteCount: count)
+                mapped.willNotNeed(offset..<(offset + count))  // a pass over a large blob holds a few pages, not the blob
+            } else {
+                try transfer.store.read(digest, at: offset, count: count, into: buffer)
+            }
             return
         }
         var done = 0

@@ -56,6 +56,8 @@ public struct LocalBlobStore: BlobStore {
         try FileSystem.copy(from: source, to: fd, count: length)
     }
 
+    public var mapsCheaply: Bool { true }
+
     public func map(_ digest: Digest, length: Int) throws(GraftError) -> any BlobBytes {
         try MappedBlob(path: layout.blobPath(digest), digest: digest, length: length)
     }

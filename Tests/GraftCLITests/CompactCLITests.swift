@@ -147,6 +147,18 @@ struct CompactCLITests {
         #expect(incremental["examined"] as? Int == 4, "\(incremental)")
         try exportMatches(cli, "ft@2", later)
 
+        // A student of the student: its tensors are taken against the base's blobs (ft@1's are
+        // deltas, and a delta is never taken against a delta), so a read touches two blobs at most.
+        let grandchild = cli.directory.file("grandchild.safetensors")
+        try SafeTensorsWriter.write(Self.tuned(Self.baseTensors(), seed: 3), metadata: ["format": "pt"], to: grandchild)
+        #expect(try cli.run(["student", "create", "ft2", "--from", "ft@1"]).status == 0)
+        #expect(try cli.run(["checkpoint", "add", "ft2", grandchild]).status == 0)
+        let third = try #require(try cli.json(["compact", "--under", "ft2"]) as? [String: Any])
+        let thirdCodecs = try #require(third["encoded"] as? [[String: Any]])
+        #expect(thirdCodecs.first { $0["codec"] as? String == "xor-bg-zstd" }?["blobs"] as? Int == 4, "\(third)")
+        try exportMatches(cli, "ft2@1", grandchild)
+        #expect(try cli.run(["verify", "--read-data"]).status == 0)
+
         // Through `graft serve`: a remote export downloads every blob decoded, byte-identical.
         let token = try cli.run(["token", "create", "reader", "--scope", "read"]).lastLine
         let server = try TestServer(registry: cli.registry, logDirectory: cli.directory.path)

@@ -2,6 +2,7 @@ import Foundation
 import GraftTestSupport
 import Testing
 
+@testable import Graft
 @testable import GraftCore
 
 /// Float-like bytes: `count` little-endian values of `width` bytes whose high byte varies little
@@ -104,5 +105,39 @@ struct BlobCodecTests {
         wrong[wrong.count - 10] ^= 0xFF
         let decoded = decodeAll(wrong, base: nil)
         #expect(decoded == nil || decoded! != data)
+    }
+
+    @Test("compact's check refuses an encoding of other bytes, a delta checked without its base, and raw bytes off their digest")
+    func compactionCheck() throws {
+        let data = weightLike(300_000, width: 4, seed: 31)
+        var other = data
+        other[123_457] ^= 0x10
+        let digest = Digest.of(data)
+        let encoded = data.withUnsafeBytes { EncodedLayout.encode($0, width: 4, base: nil) }
+        let wrong = other.withUnsafeBytes { EncodedLayout.encode($0, width: 4, base: nil) }
+        try data.withUnsafeBytes { raw in
+            try Registry.check(encoded, raw: raw, base: nil, digest: digest, lanes: 2)
+            #expect { try Registry.check(wrong, raw: raw, base: nil, digest: digest, lanes: 2) } throws: { "\($0)".contains("other bytes") }
+        }
+        other.withUnsafeBytes { raw in
+            let refused = #expect { try Registry.check(wrong, raw: raw, base: nil, digest: digest, lanes: 2) } throws: {
+                "\($0)".contains("digest")
+            }
+            _ = refused
+        }
+        let base = weightLike(300_000, width: 4, seed: 32)
+        let delta = data.withUnsafeBytes { raw in base.withUnsafeBytes { EncodedLayout.encode(raw, width: 4, base: (Digest.of(base), $0)) }
+        }
+        try data.withUnsafeBytes { raw in
+            try base.withUnsafeBytes { try Registry.check(delta, raw: raw, base: $0, digest: digest, lanes: 1) }
+            #expect { try Registry.check(delta, raw: raw, base: nil, digest: digest, lanes: 1) } throws: {
+                "\($0)".contains("does not parse")
+            }
+            other.withUnsafeBytes { wrongBase in
+                let refused = #expect { try Registry.check(delta, raw: raw, base: wrongBase, digest: digest, lanes: 1) } throws: { _ in true
+                }
+                _ = refused
+            }
+        }
     }
 }
