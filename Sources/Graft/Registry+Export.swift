@@ -20,6 +20,17 @@ extension Registry {
     /// - Throws: ``GraftError/outputExists(path:)`` unless `overwrite`; ``GraftError/damagedBlob(_:reason:)``.
     @discardableResult
     public func export(_ reference: Reference, to path: String, overwrite: Bool = false) async throws(GraftError) -> ExportResult {
+        do {
+            return try await exportAttempt(reference, to: path, overwrite: overwrite)
+        } catch .damagedBlob {
+            // A blob `graft compact` replaced while this export read it looks damaged for that
+            // read (the copy opened one form, the check another): once more, from the start.
+            // Real damage fails the same way again and is reported.
+            return try await exportAttempt(reference, to: path, overwrite: overwrite)
+        }
+    }
+
+    private func exportAttempt(_ reference: Reference, to path: String, overwrite: Bool) async throws(GraftError) -> ExportResult {
         let (id, summary) = try await resolve(reference)
         if !overwrite, FileSystem.fileExists(path) { throw .outputExists(path: path) }
         let stored = try await metadata.parts(checkpoint: id)

@@ -29,9 +29,26 @@ extension Registry {
                 }
             }
         }
+        // A blob `graft compact` replaced while it was read looks damaged for that read: each
+        // one found is checked once more, whole, before it is reported (real damage stays).
+        let suspects = found.withLock { $0 }
+        var confirmed: [(Digest, BlobProblem.Kind, String)] = []
+        let byDigest = Dictionary(rows.map { ($0.digest, $0) }, uniquingKeysWith: { first, _ in first })
+        for suspect in suspects {
+            guard let row = byDigest[suspect.0] else {
+                confirmed.append(suspect)
+                continue
+            }
+            let again = try await offload { () throws(GraftError) -> (kind: BlobProblem.Kind, detail: String)? in
+                let buffer = UnsafeMutableRawPointer.allocate(byteCount: BlobTransfer.chunkSize, alignment: 64)
+                defer { buffer.deallocate() }
+                return blobs.check(row.digest, length: row.length, inline: row.inline, readData: readData, buffer: buffer)
+            }
+            if let again { confirmed.append((row.digest, again.kind, again.detail)) }
+        }
         var problems: [BlobProblem] = []
         var damaged = Set<String>()
-        for (digest, kind, detail) in found.withLock({ $0 }).sorted(by: { $0.0 < $1.0 }) {
+        for (digest, kind, detail) in confirmed.sorted(by: { $0.0 < $1.0 }) {
             let users = try await metadata.users(of: digest)
             damaged.formUnion(users)
             problems.append(BlobProblem(digest: digest, kind: kind, detail: detail, checkpoints: users))

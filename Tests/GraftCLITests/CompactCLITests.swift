@@ -241,6 +241,32 @@ struct CompactCLITests {
         #expect(try cli.run(["verify", "--read-data", "--registry", target], registry: false).status == 0)
     }
 
+    @Test("exports and verify running while compact re-encodes their blobs read the imported bytes, and report no damage")
+    func concurrentReads() throws {
+        let cli = CLI()
+        let (base, tuned) = try family(cli)
+        // Several fine-tunes, so compaction lasts while the readers run.
+        for seed in 2...5 {
+            let file = cli.directory.file("tuned-\(seed).safetensors")
+            try SafeTensorsWriter.write(Self.tuned(Self.baseTensors(), seed: UInt64(seed)), metadata: ["format": "pt"], to: file)
+            #expect(try cli.run(["checkpoint", "add", "ft", file]).status == 0)
+        }
+        let compact = try start(
+            graftBinary, ["compact", "--threads", "1", "--registry", cli.registry], output: cli.directory.file("compact.out"))
+        defer { if compact.isRunning { compact.signal(SIGKILL) } }
+        var reads = 0
+        while compact.isRunning, reads < 100 {
+            try exportMatches(cli, "base@1", base, label: "read \(reads)")
+            try exportMatches(cli, "ft@1", tuned, label: "read \(reads)")
+            let verify = try cli.run(["verify", "--read-data"])
+            #expect(verify.status == 0, "read \(reads): \(verify.stdout) \(verify.stderr)")
+            reads += 1
+        }
+        #expect(compact.wait() == .exited(0))
+        #expect(reads >= 1, "the readers ran while compact did")
+        #expect(try codecs(cli)["xor-bg-zstd"]?["blobs"] == 4 * 5)
+    }
+
     @Test("compact killed at any step leaves every blob readable; a re-run finishes the job with the same result")
     func killed() throws {
         let cli = CLI()
