@@ -81,7 +81,9 @@ extension Registry {
         done.blobs = 0
         var bases = Set(encodings.values.compactMap(\.base))
         var verifiedBases: Set<Digest> = []
-        for row in candidates {
+        // Each blob is whole before the next starts: a cancelled task (a server shutting down)
+        // stops between two, and the next run resumes.
+        for row in candidates where !Task.isCancelled {
             // A blob some delta is taken against is never itself a delta.
             let base = bases.contains(row.digest) ? nil : deltaBase(for: row, rows: byCheckpoint, parents: parentOf, encodings: encodings)
             let outcome: (encoding: BlobEncoding, bytes: [UInt8]?)

@@ -156,9 +156,14 @@ final class AccessLineToken: Sendable {
 /// One line per request on the log: method, path, status, milliseconds and the token's name
 /// (`-` when none was valid).
 struct AccessLog: RouterMiddleware {
+    /// Told of each request as it starts and ends (`--compact-idle` waits for quiet).
+    var activity: ServerActivity = ServerActivity()
+
     func handle(_ request: Request, context: GraftContext, next: (Request, GraftContext) async throws -> Response) async throws -> Response
     {
         let start = ContinuousClock.now
+        activity.touch(counting: true)
+        defer { activity.touch(counting: false) }
         do {
             let response = try await next(request, context)
             log(request, context: context, status: response.status.code, start: start)

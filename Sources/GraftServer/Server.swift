@@ -1,3 +1,4 @@
+import Foundation
 public import GraftCore
 import HTTPTypes
 import Hummingbird
@@ -7,6 +8,7 @@ public import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 
 /// How `graft serve` listens and what it accepts.
 public struct ServerConfiguration: Sendable {
@@ -32,6 +34,9 @@ public struct ServerConfiguration: Sendable {
     /// Keys one of which must have signed every base a client registers (its `model.sig`
     /// verified against the uploaded files); empty: signatures are optional.
     public var requireSignedBases: [VerifyingKey] = []
+    /// When set (`--compact-idle`), `graft compact` runs in the background each time the server
+    /// has served requests and then received none for this long (and once after it starts).
+    public var compactIdle: Duration?
 
     public init(
         host: String = "127.0.0.1", port: Int = 8470, tlsCertificate: String? = nil, tlsKey: String? = nil,
@@ -54,6 +59,20 @@ public struct ServerConfiguration: Sendable {
         guard !host.isEmpty else { return nil }
         return (host, port)
     }
+}
+
+/// When the server last started or finished a request, and how many it has had.
+final class ServerActivity: Sendable {
+    private let state = Mutex<(requests: Int, last: ContinuousClock.Instant)>((0, .now))
+
+    func touch(counting: Bool) {
+        state.withLock { state in
+            if counting { state.requests += 1 }
+            state.last = .now
+        }
+    }
+
+    func snapshot() -> (requests: Int, quiet: Duration) { state.withLock { ($0.requests, .now - $0.last) } }
 }
 
 /// Under TLS every answer (errors included) tells browsers to use HTTPS only, for a year
@@ -88,16 +107,52 @@ public enum GraftServer {
         registry: Registry, configuration: ServerConfiguration, logger: Logger,
         onListening: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws {
-        let app = try makeApplication(registry: registry, configuration: configuration, logger: logger, onListening: onListening)
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        let activity = ServerActivity()
+        let app = try makeApplication(
+            registry: registry, configuration: configuration, activity: activity, logger: logger, onListening: onListening)
+        guard let idle = configuration.compactIdle else {
+            try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+            return
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint]) }
+            group.addTask { await compactWhenIdle(registry: registry, idle: idle, activity: activity, logger: logger) }
+            // The server ending (a signal, an error) ends the compaction between two blobs.
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// `--compact-idle`: runs `graft compact` (one lane, gentle on the requests that may come)
+    /// whenever the server has served requests since the last run and then been quiet for `idle`.
+    static func compactWhenIdle(registry: Registry, idle: Duration, activity: ServerActivity, logger: Logger) async {
+        var compactedAt = -1  // the request count at the last run: none yet
+        while !Task.isCancelled {
+            try? await Task.sleep(for: min(idle / 4, .seconds(5)))
+            let (requests, quiet) = activity.snapshot()
+            guard requests != compactedAt, quiet >= idle, !Task.isCancelled else { continue }
+            compactedAt = requests
+            do {
+                let result = try await registry.compact(lanes: 1)
+                guard result.examined > 0 else { continue }
+                let saved = String(format: "%.1f%%", 100 * result.saving)
+                let sizes = "\(result.rawBytes) bytes, stored \(result.storedBytes) (\(saved) saved)"
+                logger.info("compact: examined \(result.examined) blob(s) of \(sizes)")
+                for skipped in result.skipped { logger.error("compact: skipped \(skipped)") }
+            } catch {
+                logger.error("compact: \(error)")
+            }
+        }
     }
 
     /// The router with its middleware (access line, error answers, authentication) and every
     /// route of the API and the web view, each with the access it declares.
-    static func makeRouter(registry: Registry, configuration: ServerConfiguration) -> (router: Router<GraftContext>, routes: RouteTable) {
+    static func makeRouter(registry: Registry, configuration: ServerConfiguration, activity: ServerActivity = ServerActivity()) -> (
+        router: Router<GraftContext>, routes: RouteTable
+    ) {
         let api = API(registry: registry, configuration: configuration)
         let router = Router(context: GraftContext.self)
-        router.add(middleware: AccessLog())
+        router.add(middleware: AccessLog(activity: activity))
         if configuration.tlsCertificate != nil { router.add(middleware: StrictTransportSecurity()) }
         router.add(middleware: ErrorAnswer())
         router.add(middleware: Authentication(registry: registry, expiry: configuration.sessionExpiry))
@@ -108,9 +163,10 @@ public enum GraftServer {
     }
 
     static func makeApplication(
-        registry: Registry, configuration: ServerConfiguration, logger: Logger, onListening: @escaping @Sendable (String) -> Void
+        registry: Registry, configuration: ServerConfiguration, activity: ServerActivity = ServerActivity(), logger: Logger,
+        onListening: @escaping @Sendable (String) -> Void
     ) throws -> some ApplicationProtocol {
-        let router = makeRouter(registry: registry, configuration: configuration).router
+        let router = makeRouter(registry: registry, configuration: configuration, activity: activity).router
         let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .init(configuration.idleTimeout)))
         let scheme: String
         let server: HTTPServerBuilder

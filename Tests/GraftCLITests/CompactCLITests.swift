@@ -267,6 +267,32 @@ struct CompactCLITests {
         #expect(try codecs(cli)["xor-bg-zstd"]?["blobs"] == 4 * 5)
     }
 
+    @Test("graft serve --compact-idle compacts once the server is quiet, and serves the same bytes after")
+    func compactIdle() throws {
+        let cli = CLI()
+        let (_, tuned) = try family(cli)
+        let refused = try cli.run(["serve", "--compact-idle", "0"])
+        #expect(refused.status == 64 && refused.stderr.contains("--compact-idle"), "\(refused.stderr)")
+        let token = try cli.run(["token", "create", "reader", "--scope", "read"]).lastLine
+        let server = try TestServer(registry: cli.registry, arguments: ["--compact-idle", "1"], logDirectory: cli.directory.path)
+        defer { server.stop() }
+        // A request, then quiet: the server compacts in the background (stats read the registry directly).
+        let out = cli.directory.file("remote.safetensors")
+        #expect(
+            try cli.run(["export", "ft@1", "-o", out, "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token])
+                .status == 0)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, try codecs(cli)["xor-bg-zstd"]?["blobs"] != 4 { usleep(200_000) }
+        #expect(try codecs(cli)["xor-bg-zstd"]?["blobs"] == 4, "compacted within 60 s: \(server.log)")
+        #expect(server.log.contains("compact: examined 8 blob(s)"), "\(server.log)")
+        try FileManager.default.removeItem(atPath: out)
+        let again = try cli.run(
+            ["export", "ft@1", "-o", out, "--registry", server.url], registry: false, environment: ["GRAFT_TOKEN": token])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(FileManager.default.contents(atPath: out) == FileManager.default.contents(atPath: tuned))
+        #expect(server.stop() == .exited(0), "a SIGTERM ends the server and its background compaction")
+    }
+
     @Test("compact killed at any step leaves every blob readable; a re-run finishes the job with the same result")
     func killed() throws {
         let cli = CLI()

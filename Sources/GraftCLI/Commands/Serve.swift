@@ -43,6 +43,12 @@ extension GraftCommand {
             help: ArgumentHelp(
                 "PEM public keys: refuse a base registered by a client unless its model.sig verifies with one of them.", valueName: "pem"))
         var requireSignedBases: [String] = []
+        @Option(
+            name: .customLong("compact-idle"),
+            help: ArgumentHelp(
+                "Run `graft compact` in the background once the server has been quiet this many seconds after serving requests.",
+                valueName: "seconds"))
+        var compactIdle: Double?
         @OptionGroup var options: RegistryOptions
 
         func validate() throws {
@@ -50,6 +56,9 @@ extension GraftCommand {
             if ServerConfiguration.parseListen(listen) == nil { throw ValidationError("--listen takes HOST:PORT, e.g. 127.0.0.1:8470") }
             if !(idleTimeout > 0 && idleTimeout <= 86400) { throw ValidationError("--idle-timeout takes 0 < seconds ≤ 86400") }
             if !(1...1024).contains(maxBodyMiB) { throw ValidationError("--max-body-mib takes 1 to 1024") }
+            if let compactIdle, !(compactIdle >= 1 && compactIdle <= 86400) {
+                throw ValidationError("--compact-idle takes 1 ≤ seconds ≤ 86400")
+            }
         }
 
         func run() async throws {
@@ -59,6 +68,7 @@ extension GraftCommand {
             var configuration = ServerConfiguration(
                 host: host, port: port, tlsCertificate: tlsCert, tlsKey: tlsKey, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
                 maxJSONBytes: maxBodyMiB << 20)
+            configuration.compactIdle = compactIdle.map { .milliseconds(Int64($0 * 1000)) }
             do throws(GraftError) {
                 configuration.requireSignedBases = try requireSignedBases.map { (file) throws(GraftError) in try readPublicKey(file) }
             } catch { throw fail(error) }
