@@ -104,9 +104,10 @@ extension Registry {
                 } else {
                     _ = try await metadata.setEncoding(row.digest, encoding)
                 }
-                encodings[row.digest] = encoding
-                if let base = encoding.base { bases.insert(base) }
             }
+            // A dry run plans on as a real run would (a blob it would make a delta is no base).
+            encodings[row.digest] = encoding
+            if let base = encoding.base { bases.insert(base) }
             result.examined += 1
             result.rawBytes += row.length
             result.storedBytes += encoding.storedLength ?? row.length

@@ -293,6 +293,21 @@ struct CompactCLITests {
         #expect(server.stop() == .exited(0), "a SIGTERM ends the server and its background compaction")
     }
 
+    @Test("a dry run over three generations predicts the real run exactly (it plans as the run would)")
+    func dryRunThreeGenerations() throws {
+        let cli = CLI()
+        _ = try family(cli)
+        let grandchild = cli.directory.file("grandchild.safetensors")
+        try SafeTensorsWriter.write(Self.tuned(Self.baseTensors(), seed: 3), metadata: ["format": "pt"], to: grandchild)
+        #expect(try cli.run(["student", "create", "ft2", "--from", "ft@1"]).status == 0)
+        #expect(try cli.run(["checkpoint", "add", "ft2", grandchild]).status == 0)
+        let dry = try #require(try cli.json(["compact", "--dry-run"]) as? [String: Any])
+        let real = try #require(try cli.json(["compact"]) as? [String: Any])
+        #expect(dry["stored_bytes"] as? Int == real["stored_bytes"] as? Int, "dry \(dry), real \(real)")
+        let counts = { (result: [String: Any]) in (result["encoded"] as? [[String: Any]] ?? []).map { "\($0["codec"]!)=\($0["blobs"]!)" } }
+        #expect(counts(dry) == counts(real) && counts(real).contains("xor-bg-zstd=8"), "\(counts(dry)) \(counts(real))")
+    }
+
     @Test("compact killed at any step leaves every blob readable; a re-run finishes the job with the same result")
     func killed() throws {
         let cli = CLI()
