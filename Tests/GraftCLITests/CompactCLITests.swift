@@ -271,10 +271,11 @@ struct CompactCLITests {
     func compactIdle() throws {
         let cli = CLI()
         let (_, tuned) = try family(cli)
-        let refused = try cli.run(["serve", "--compact-idle", "0"])
-        #expect(refused.status == 64 && refused.stderr.contains("--compact-idle"), "\(refused.stderr)")
+        let refused = try cli.run(["serve", "--compact-idle", "--compact-after", "0"])
+        #expect(refused.status == 64 && refused.stderr.contains("--compact-after"), "\(refused.stderr)")
         let token = try cli.run(["token", "create", "reader", "--scope", "read"]).lastLine
-        let server = try TestServer(registry: cli.registry, arguments: ["--compact-idle", "1"], logDirectory: cli.directory.path)
+        let server = try TestServer(
+            registry: cli.registry, arguments: ["--compact-idle", "--compact-after", "1"], logDirectory: cli.directory.path)
         defer { server.stop() }
         // A request, then quiet: the server compacts in the background (stats read the registry directly).
         let out = cli.directory.file("remote.safetensors")

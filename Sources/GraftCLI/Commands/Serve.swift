@@ -43,12 +43,14 @@ extension GraftCommand {
             help: ArgumentHelp(
                 "PEM public keys: refuse a base registered by a client unless its model.sig verifies with one of them.", valueName: "pem"))
         var requireSignedBases: [String] = []
-        @Option(
+        @Flag(
             name: .customLong("compact-idle"),
-            help: ArgumentHelp(
-                "Run `graft compact` in the background once the server has been quiet this many seconds after serving requests.",
-                valueName: "seconds"))
-        var compactIdle: Double?
+            help: "Run `graft compact` in the background once the server has been quiet (--compact-after) after serving requests.")
+        var compactIdle = false
+        @Option(
+            name: .customLong("compact-after"),
+            help: ArgumentHelp("How many quiet seconds --compact-idle waits for.", valueName: "seconds"))
+        var compactAfter: Double = 60
         @OptionGroup var options: RegistryOptions
 
         func validate() throws {
@@ -56,9 +58,7 @@ extension GraftCommand {
             if ServerConfiguration.parseListen(listen) == nil { throw ValidationError("--listen takes HOST:PORT, e.g. 127.0.0.1:8470") }
             if !(idleTimeout > 0 && idleTimeout <= 86400) { throw ValidationError("--idle-timeout takes 0 < seconds ≤ 86400") }
             if !(1...1024).contains(maxBodyMiB) { throw ValidationError("--max-body-mib takes 1 to 1024") }
-            if let compactIdle, !(compactIdle >= 1 && compactIdle <= 86400) {
-                throw ValidationError("--compact-idle takes 1 ≤ seconds ≤ 86400")
-            }
+            if !(compactAfter >= 1 && compactAfter <= 86400) { throw ValidationError("--compact-after takes 1 ≤ seconds ≤ 86400") }
         }
 
         func run() async throws {
@@ -68,7 +68,7 @@ extension GraftCommand {
             var configuration = ServerConfiguration(
                 host: host, port: port, tlsCertificate: tlsCert, tlsKey: tlsKey, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
                 maxJSONBytes: maxBodyMiB << 20)
-            configuration.compactIdle = compactIdle.map { .milliseconds(Int64($0 * 1000)) }
+            configuration.compactIdle = compactIdle ? .milliseconds(Int64(compactAfter * 1000)) : nil
             do throws(GraftError) {
                 configuration.requireSignedBases = try requireSignedBases.map { (file) throws(GraftError) in try readPublicKey(file) }
             } catch { throw fail(error) }
