@@ -2,7 +2,6 @@ import Foundation
 public import GraftCore
 import GraftLocal
 import SafeTensors
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -249,27 +248,16 @@ extension Registry {
     static func writeDecoded(_ items: [(digest: Digest, length: Int, offset: Int)], to out: FileDescriptor, blobs: BlobTransfer) async
         -> GraftError?
     {
-        guard !items.isEmpty else { return nil }
-        let failure = Mutex<GraftError?>(nil)
-        let lanes = BlobTransfer.balance(items.map(\.length))
-        await BlobTransfer.inLanes(lanes.count) { lane, buffer in
-            for index in lanes[lane] {
-                if failure.withLock({ $0 != nil }) { return }
-                let (digest, length, offset) = items[index]
-                do throws(GraftError) {
-                    var position = 0
-                    try blobs.stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in
-                        try out.write(chunk, at: offset + position)
-                        // On its way to disk while the next chunk decodes: the final fsync then finds most of it written.
-                        out.startWriteback(offset: offset + position, count: chunk.count)
-                        position += chunk.count
-                    }
-                } catch {
-                    failure.withLock { if $0 == nil { $0 = error } }
-                }
+        await BlobTransfer.firstFailure(sizes: items.map(\.length)) { index, buffer throws(GraftError) in
+            let (digest, length, offset) = items[index]
+            var position = 0
+            try blobs.stream(digest, length: length, buffer: buffer, verify: true) { chunk throws(GraftError) in
+                try out.write(chunk, at: offset + position)
+                // On its way to disk while the next chunk decodes: the final fsync then finds most of it written.
+                out.startWriteback(offset: offset + position, count: chunk.count)
+                position += chunk.count
             }
         }
-        return failure.withLock { $0 }
     }
 }
 

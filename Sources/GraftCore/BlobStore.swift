@@ -227,6 +227,24 @@ package struct BlobTransfer: Sendable {
         return lanes
     }
 
+    /// Runs `body(index, buffer)` for items of the given sizes in two lanes balanced by bytes,
+    /// each lane stopping once any item failed; returns the first failure, or `nil`.
+    package static func firstFailure(
+        sizes: [Int], _ body: @escaping @Sendable (Int, UnsafeMutableRawPointer) throws(GraftError) -> Void
+    ) async -> GraftError? {
+        let failure = Mutex<GraftError?>(nil)
+        let lanes = balance(sizes)
+        await inLanes(lanes.count) { lane, buffer in
+            for index in lanes[lane] {
+                if failure.withLock({ $0 != nil }) { return }
+                do throws(GraftError) { try body(index, buffer) } catch {
+                    failure.withLock { if $0 == nil { $0 = error } }
+                }
+            }
+        }
+        return failure.withLock { $0 }
+    }
+
     /// Runs `body(lane, buffer)` on `lanes` Dispatch threads, each with its own chunk buffer,
     /// and waits for all of them without blocking Swift's cooperative pool.
     package static func inLanes(_ lanes: Int, _ body: @escaping @Sendable (Int, UnsafeMutableRawPointer) -> Void) async {

@@ -25,18 +25,12 @@ extension Registry {
     package static func firstDamaged(_ parts: [(digest: Digest, length: Int, inline: [UInt8]?)], in blobs: BlobTransfer) async
         -> GraftError?
     {
-        let failure = Mutex<GraftError?>(nil)
-        let lanes = BlobTransfer.balance(parts.map(\.length))
-        await BlobTransfer.inLanes(lanes.count) { lane, buffer in
-            for index in lanes[lane] {
-                if failure.withLock({ $0 != nil }) { return }
-                let (digest, length, inline) = parts[index]
-                if let problem = blobs.check(digest, length: length, inline: inline, readData: true, buffer: buffer) {
-                    failure.withLock { if $0 == nil { $0 = .damagedBlob(digest, reason: problem.detail) } }
-                }
+        await BlobTransfer.firstFailure(sizes: parts.map(\.length)) { index, buffer throws(GraftError) in
+            let (digest, length, inline) = parts[index]
+            if let problem = blobs.check(digest, length: length, inline: inline, readData: true, buffer: buffer) {
+                throw .damagedBlob(digest, reason: problem.detail)
             }
         }
-        return failure.withLock { $0 }
     }
 }
 
